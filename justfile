@@ -1,0 +1,23 @@
+# Everyday recipes. `cargo install just` to get `just`; the README's two commands
+# (`cargo run --release`, `cargo test`) never need it.
+
+# Serve API + workers on SQLite and ./uploads (http://127.0.0.1:8080, Swagger UI at /docs).
+serve:
+    cargo run --release
+
+# Every test (black-box ones start the real binary).
+test:
+    cargo test
+
+# Format check and clippy with warnings denied, as CI runs them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --all-targets -- -D warnings
+
+# Regenerate the committed OpenAPI document.
+openapi:
+    cargo run --quiet -- openapi > openapi/openapi.json
+
+# Everything CI runs.
+ci:
+    bash .ci/run

@@ -1,0 +1,249 @@
+//! Every error the API can answer, mapped to an RFC 9457 `application/problem+json`
+//! body in this one place. 5xx bodies are generic; their cause goes to the log.
+
+use poem::{Response, http::StatusCode};
+use poem_openapi::{ApiResponse, Object, payload::Json};
+
+use crate::{csv::CsvProblem, store::StoreError};
+
+/// At most this many CSV problems are listed in one answer.
+pub const MAX_LISTED_PROBLEMS: usize = 100;
+
+/// One problem in an uploaded CSV.
+#[derive(Debug, Clone, Object)]
+pub struct ProblemItem {
+    /// Physical line in the file (the header is line 1).
+    pub line: u64,
+    /// Column name, when the problem belongs to one.
+    pub column: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone, Object)]
+pub struct Problem {
+    /// Stable identifier of the problem kind (`urn:pixbatch:problem:<code>`).
+    #[oai(rename = "type")]
+    pub kind: String,
+    /// Short summary of the kind.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What happened in this case.
+    pub detail: String,
+    /// For invalid CSVs: every problem found (the first 100).
+    #[oai(skip_serializing_if_is_none)]
+    pub errors: Option<Vec<ProblemItem>>,
+}
+
+/// Error answers, each as `application/problem+json`.
+#[derive(Debug, ApiResponse)]
+pub enum ProblemResponse {
+    /// The request is malformed (not multipart, no file, bad parameter).
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// A bearer token is required.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>),
+    /// No such resource.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// The resource is not in a state that allows this.
+    #[oai(status = 409, content_type = "application/problem+json")]
+    Conflict(Json<Problem>),
+    /// The upload is over the size limit.
+    #[oai(status = 413, content_type = "application/problem+json")]
+    PayloadTooLarge(Json<Problem>),
+    /// The input is well-formed but invalid (every CSV problem listed).
+    #[oai(status = 422, content_type = "application/problem+json")]
+    Unprocessable(Json<Problem>),
+    /// Something failed on our side.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// A dependency (the database) is unavailable; try again.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+/// What went wrong while answering a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed request.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Missing or wrong bearer token.
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// Unknown resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// Wrong state for the operation.
+    #[error("{0}")]
+    Conflict(String),
+    /// Upload over the limit.
+    #[error("the upload is larger than {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The CSV is invalid; every problem listed.
+    #[error("the CSV has {} problem(s)", .0.len())]
+    InvalidCsv(Vec<CsvProblem>),
+    /// A form field is invalid.
+    #[error("{0}")]
+    InvalidField(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn problem(status: StatusCode, code: &str, title: &str, detail: String) -> Problem {
+    Problem {
+        kind: format!("urn:pixbatch:problem:{code}"),
+        title: title.to_owned(),
+        status: status.as_u16(),
+        detail,
+        errors: None,
+    }
+}
+
+impl From<ApiError> for ProblemResponse {
+    fn from(e: ApiError) -> Self {
+        let detail = e.to_string();
+        match e {
+            ApiError::BadRequest(_) => Self::BadRequest(Json(problem(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                "Bad request",
+                detail,
+            ))),
+            ApiError::Unauthorized => Self::Unauthorized(Json(problem(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Unauthorized",
+                detail,
+            ))),
+            ApiError::NotFound(_) => Self::NotFound(Json(problem(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "Not found",
+                detail,
+            ))),
+            ApiError::Conflict(_) => Self::Conflict(Json(problem(
+                StatusCode::CONFLICT,
+                "conflict",
+                "Conflict",
+                detail,
+            ))),
+            ApiError::TooLarge { .. } => Self::PayloadTooLarge(Json(problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                "Upload too large",
+                detail,
+            ))),
+            ApiError::InvalidCsv(problems) => {
+                let mut p = problem(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid-csv",
+                    "Invalid CSV",
+                    if problems.len() > MAX_LISTED_PROBLEMS {
+                        format!("{detail}; the first {MAX_LISTED_PROBLEMS} are listed")
+                    } else {
+                        detail
+                    },
+                );
+                p.errors = Some(
+                    problems
+                        .into_iter()
+                        .take(MAX_LISTED_PROBLEMS)
+                        .map(|c| ProblemItem {
+                            line: c.line,
+                            column: c.column,
+                            message: c.message,
+                        })
+                        .collect(),
+                );
+                Self::Unprocessable(Json(p))
+            }
+            ApiError::InvalidField(_) => Self::Unprocessable(Json(problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-field",
+                "Invalid field",
+                detail,
+            ))),
+            ApiError::Store(e) => {
+                tracing::error!(error = %e, "storage error while answering a request");
+                let database = matches!(e, StoreError::Database(_) | StoreError::Queue(_));
+                if database {
+                    Self::Unavailable(Json(problem(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "Service unavailable",
+                        "the database is unavailable; try again shortly".into(),
+                    )))
+                } else {
+                    Self::Internal(Json(problem(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "Internal error",
+                        "an internal error occurred; it has been logged".into(),
+                    )))
+                }
+            }
+        }
+    }
+}
+
+impl From<StoreError> for ProblemResponse {
+    fn from(e: StoreError) -> Self {
+        ApiError::Store(e).into()
+    }
+}
+
+/// Turns an error raised outside our handlers (unknown route, wrong method, a body
+/// poem-openapi could not parse) into a problem document with the same status;
+/// responses that already are problem documents pass through unchanged.
+pub fn problem_from_poem_error(err: poem::Error) -> Response {
+    let status = err.status();
+    let detail = err.to_string();
+    let resp = err.into_response();
+    let is_problem = resp
+        .headers()
+        .get(poem::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/problem+json"));
+    if is_problem {
+        return resp;
+    }
+    // A body that is not multipart is a malformed upload, not a media-type negotiation.
+    let (status, detail) = if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("{detail}; expected multipart/form-data with a `file` field"),
+        )
+    } else {
+        (status, detail)
+    };
+    let title = status.canonical_reason().unwrap_or("Error");
+    let code = title.to_ascii_lowercase().replace(' ', "-");
+    let body = problem(status, &code, title, detail);
+    problem_response(status, &body)
+}
+
+/// Serialises a problem as a plain poem response (for middleware outside poem-openapi).
+pub fn problem_response(status: StatusCode, p: &Problem) -> Response {
+    let body = serde_json::json!({
+        "type": p.kind, "title": p.title, "status": p.status, "detail": p.detail,
+    });
+    Response::builder()
+        .status(status)
+        .content_type("application/problem+json")
+        .body(body.to_string())
+}
+
+/// A problem response for middleware: the same mapping as the handlers use.
+pub fn api_error_response(e: ApiError) -> Response {
+    use poem::IntoResponse;
+    ProblemResponse::from(e).into_response()
+}

@@ -1,0 +1,89 @@
+//! `GET /files/{request_id}/{name}`: stored outputs, streamed from the blob store.
+//! Both segments are checked against the key grammar, so nothing outside the store
+//! can be named, whatever encoding a client tries.
+
+use std::{sync::Arc, time::UNIX_EPOCH};
+
+use poem::Body;
+use poem_openapi::{
+    ApiResponse, OpenApi,
+    param::{Header, Path},
+    payload::Binary,
+};
+
+use super::{ApiError, ApiTags, AppState, ProblemResponse};
+use crate::store::BlobKey;
+
+/// Images never change once stored under their key; output CSVs can be rewritten by a
+/// retry, so they are revalidated with their ETag.
+const IMAGE_CACHE: &str = "public, max-age=31536000, immutable";
+const CSV_CACHE: &str = "public, max-age=0, must-revalidate";
+
+/// Answers of the files endpoint.
+#[derive(ApiResponse)]
+pub enum FileResponse {
+    /// A stored JPEG.
+    #[oai(status = 200, content_type = "image/jpeg")]
+    Jpeg(
+        Binary<Body>,
+        #[oai(header = "Content-Length")] u64,
+        #[oai(header = "ETag")] String,
+        #[oai(header = "Cache-Control")] String,
+    ),
+    /// A stored CSV.
+    #[oai(status = 200, content_type = "text/csv; charset=utf-8")]
+    Csv(
+        Binary<Body>,
+        #[oai(header = "Content-Length")] u64,
+        #[oai(header = "ETag")] String,
+        #[oai(header = "Cache-Control")] String,
+    ),
+    /// The client's copy (`If-None-Match`) is current.
+    #[oai(status = 304)]
+    NotModified(#[oai(header = "ETag")] String),
+}
+
+/// File endpoints.
+pub struct FilesApi(pub Arc<AppState>);
+
+#[OpenApi(tag = "ApiTags::Files")]
+impl FilesApi {
+    /// Download a stored file
+    ///
+    /// Output images (`image/jpeg`) and CSVs (`text/csv`), with Content-Length, an ETag
+    /// and long caching for images. Public even when `API_TOKEN` is set, so the URLs in
+    /// the output CSV work for whoever holds them.
+    #[oai(path = "/files/:request_id/:name", method = "get")]
+    async fn file(
+        &self,
+        request_id: Path<String>,
+        name: Path<String>,
+        #[oai(name = "If-None-Match")] if_none_match: Header<Option<String>>,
+    ) -> Result<FileResponse, ProblemResponse> {
+        let not_found = || ApiError::NotFound("no such file".into());
+        let key =
+            BlobKey::parse(&format!("{}/{}", request_id.0, name.0)).map_err(|_| not_found())?;
+        let blob = self
+            .0
+            .blobs
+            .get(&key)
+            .await
+            .map_err(|e| ApiError::Store(e.into()))?
+            .ok_or_else(not_found)?;
+        let mtime = blob
+            .modified
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let etag = format!("\"{:x}-{:x}\"", blob.len, mtime);
+        if if_none_match.0.as_deref() == Some(etag.as_str()) {
+            return Ok(FileResponse::NotModified(etag));
+        }
+        let body = Binary(Body::from_async_read(blob.file));
+        Ok(if key.content_type() == "image/jpeg" {
+            FileResponse::Jpeg(body, blob.len, etag, IMAGE_CACHE.into())
+        } else {
+            FileResponse::Csv(body, blob.len, etag, CSV_CACHE.into())
+        })
+    }
+}

@@ -1,0 +1,191 @@
+//! The HTTP API: poem-openapi handlers grouped by tag, Swagger UI at `/docs`, the
+//! document at `/openapi.json`, bearer-token check, and the streaming size cap on uploads.
+
+mod error;
+mod files;
+mod health;
+mod requests;
+mod upload;
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use futures::StreamExt;
+use poem::{
+    Body, Endpoint, EndpointExt, IntoResponse, Request, Response, Route, http::Method,
+    middleware::Tracing,
+};
+use poem_openapi::{OpenApiService, Tags};
+
+pub use error::{ApiError, Problem, ProblemResponse};
+
+use crate::{
+    config::Settings,
+    store::{BlobStore, Db},
+};
+
+/// Shared by every handler.
+#[derive(Debug)]
+pub struct AppState {
+    /// Our tables.
+    pub db: Db,
+    /// Stored CSVs and images.
+    pub blobs: BlobStore,
+    /// Validated configuration.
+    pub settings: Settings,
+}
+
+impl AppState {
+    /// The absolute URL under which a blob is served.
+    pub fn file_url(&self, key: &str) -> String {
+        format!("{}/files/{key}", self.settings.public_base_url)
+    }
+}
+
+/// Operation groups in the document.
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Submitting CSVs.
+    Upload,
+    /// Following a request and fetching its results.
+    Requests,
+    /// Stored outputs.
+    Files,
+    /// Liveness and readiness.
+    Health,
+}
+
+type Apis = (
+    upload::UploadApi,
+    requests::RequestsApi,
+    files::FilesApi,
+    health::HealthApi,
+);
+
+fn service(state: Arc<AppState>, server_url: &str) -> OpenApiService<Apis, ()> {
+    OpenApiService::new(
+        (
+            upload::UploadApi(state.clone()),
+            requests::RequestsApi(state.clone()),
+            files::FilesApi(state.clone()),
+            health::HealthApi(state),
+        ),
+        "pixbatch",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Upload a CSV of products and image URLs; every image is downloaded, re-encoded \
+         as JPEG and stored; the same CSV comes back with an `Output Image Urls` column, \
+         and a signed webhook reports completion.",
+    )
+    .server(server_url)
+}
+
+/// The OpenAPI document as JSON, without serving or connecting to anything (for
+/// `pixbatch openapi` and the drift test). The handlers' state is built on a lazy
+/// pool that is never used (it needs a Tokio runtime to exist, not to connect).
+pub fn openapi_document() -> anyhow::Result<String> {
+    use clap::Parser;
+    let cli = crate::config::Cli::try_parse_from(["pixbatch"])?;
+    let settings = cli.serve.validate()?;
+    let state = Arc::new(AppState {
+        db: Db::lazy(&settings.raw.database_url)?,
+        blobs: BlobStore::at(&settings.storage_dir),
+        settings,
+    });
+    Ok(service(state, "http://127.0.0.1:8080").spec())
+}
+
+/// The whole HTTP application.
+pub fn routes(state: Arc<AppState>) -> impl Endpoint {
+    let api = service(state.clone(), &state.settings.public_base_url);
+    let ui = api.swagger_ui();
+    let spec = api.spec_endpoint();
+    let token = state.settings.raw.api_token.clone().map(Arc::new);
+    let max_csv = state.settings.raw.max_csv_bytes;
+    Route::new()
+        .nest("/docs", ui)
+        .at("/openapi.json", spec)
+        .nest("/", api)
+        .around(move |ep, req| {
+            let token = token.clone();
+            async move { guard(ep, req, token.as_deref().map(String::as_str), max_csv).await }
+        })
+        .with(Tracing)
+        .catch_all_error(|e| async move { error::problem_from_poem_error(e) })
+}
+
+/// Paths anyone may read, even when `API_TOKEN` is set.
+fn is_public(path: &str) -> bool {
+    path == "/healthz"
+        || path == "/readyz"
+        || path == "/openapi.json"
+        || path == "/docs"
+        || path.starts_with("/docs/")
+        || path.starts_with("/files/")
+}
+
+/// Bearer check and the streaming cap on upload bodies.
+async fn guard<E: Endpoint>(
+    ep: Arc<E>,
+    mut req: Request,
+    token: Option<&str>,
+    max_csv: u64,
+) -> poem::Result<Response> {
+    if let Some(token) = token
+        && !is_public(req.uri().path())
+    {
+        let given = req
+            .headers()
+            .get(poem::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            return Ok(error::api_error_response(ApiError::Unauthorized));
+        }
+    }
+    if req.method() != Method::POST || req.uri().path() != "/upload" {
+        return Ok(ep.call(req).await?.into_response());
+    }
+    // The multipart envelope adds a little around the file itself.
+    let limit = max_csv.saturating_add(64 * 1024);
+    let declared = req
+        .headers()
+        .get(poem::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Ok(error::api_error_response(ApiError::TooLarge {
+            limit: max_csv,
+        }));
+    }
+    // Count bytes as they stream in and cut the body off at the limit, whatever
+    // Content-Length said (or if it was absent, with chunked encoding).
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let flag = exceeded.clone();
+    let mut seen = 0u64;
+    let body = req.take_body().into_bytes_stream().map(move |chunk| {
+        let chunk = chunk?;
+        seen += chunk.len() as u64;
+        if seen > limit {
+            flag.store(true, Ordering::SeqCst);
+            return Err(std::io::Error::other("upload over the size limit"));
+        }
+        Ok(chunk)
+    });
+    req.set_body(Body::from_bytes_stream(body));
+    let result = ep.call(req).await;
+    if exceeded.load(Ordering::SeqCst) {
+        return Ok(error::api_error_response(ApiError::TooLarge {
+            limit: max_csv,
+        }));
+    }
+    Ok(result?.into_response())
+}
+
+/// Compares secrets without an early exit, so timing does not reveal a prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,254 @@
+//! Following a request: status, per-image detail, the output CSV, the webhook log.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::{Path, Query},
+    payload::{Attachment, Json},
+};
+use uuid::Uuid;
+
+use super::{ApiError, ApiTags, AppState, ProblemResponse};
+use crate::{
+    domain::{ImageState, RequestId, RequestStatus},
+    store::{BlobKey, RequestRecord},
+};
+
+/// Image counts of a request.
+#[derive(Debug, Object)]
+pub struct Progress {
+    /// Images in the request.
+    total: i64,
+    /// Images stored.
+    succeeded: i64,
+    /// Images failed for good.
+    failed: i64,
+    /// Images not finished yet.
+    pending: i64,
+}
+
+/// Where a request is.
+#[derive(Debug, Object)]
+pub struct StatusBody {
+    /// The request.
+    request_id: Uuid,
+    /// `Pending`, `Processing`, `Completed`, `CompletedWithErrors`, `Failed` or `Cancelled`.
+    status: RequestStatus,
+    /// Absolute URL of the output CSV, once finished.
+    output_csv: Option<String>,
+    /// Image counts.
+    progress: Progress,
+    /// When the upload was accepted.
+    created_at: DateTime<Utc>,
+    /// When its first image started.
+    started_at: Option<DateTime<Utc>>,
+    /// When it reached its final status.
+    finished_at: Option<DateTime<Utc>>,
+}
+
+/// One image of a request.
+#[derive(Debug, Object)]
+pub struct ImageBody {
+    /// Serial of its product.
+    serial: String,
+    /// Name of its product.
+    product_name: String,
+    /// 0-based data row.
+    row: u32,
+    /// 1-based position in the row's URL list.
+    position: u32,
+    /// The URL fetched.
+    input_url: String,
+    /// Absolute URL of the stored JPEG, once succeeded.
+    output_url: Option<String>,
+    /// `pending`, `succeeded`, `failed` or `cancelled`.
+    state: ImageState,
+    /// Tries so far.
+    attempts: i64,
+    /// Last error.
+    error: Option<String>,
+    /// Bytes downloaded.
+    input_bytes: Option<i64>,
+    /// Bytes stored.
+    output_bytes: Option<i64>,
+    /// Output width.
+    width: Option<i64>,
+    /// Output height.
+    height: Option<i64>,
+    /// What the transform did: input format, quality used, fixes applied, whether the
+    /// original was kept because re-encoding would not have made it smaller.
+    report: Option<serde_json::Value>,
+}
+
+/// A page of images.
+#[derive(Debug, Object)]
+pub struct ImagePage {
+    /// The images, in output order (row, then position).
+    items: Vec<ImageBody>,
+    /// Images in the request.
+    total: i64,
+    /// Offset of the first item.
+    offset: u32,
+    /// Page size asked for.
+    limit: u32,
+    /// Offset of the next page, when there is one.
+    next_offset: Option<u32>,
+}
+
+/// Answers of the status endpoint.
+#[derive(Debug, ApiResponse)]
+pub enum StatusResponse {
+    /// The request's status.
+    #[oai(status = 200)]
+    Ok(Json<StatusBody>),
+}
+
+/// Answers of the images endpoint.
+#[derive(Debug, ApiResponse)]
+pub enum ImagesResponse {
+    /// A page of images.
+    #[oai(status = 200)]
+    Ok(Json<ImagePage>),
+}
+
+/// Answers of the output CSV endpoint.
+#[derive(ApiResponse)]
+pub enum CsvResponse {
+    /// The output CSV.
+    #[oai(status = 200, content_type = "text/csv; charset=utf-8")]
+    Ok(Attachment<Vec<u8>>),
+}
+
+/// Request endpoints.
+pub struct RequestsApi(pub Arc<AppState>);
+
+fn parse_id(id: &str) -> Result<RequestId, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::NotFound(format!("no request {id:?}")))
+}
+
+impl RequestsApi {
+    async fn load(&self, id: &str) -> Result<RequestRecord, ApiError> {
+        let rid = parse_id(id)?;
+        self.0
+            .db
+            .request(rid)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no request {id}")))
+    }
+}
+
+#[OpenApi(tag = "ApiTags::Requests")]
+impl RequestsApi {
+    /// Status of a request
+    ///
+    /// Progress counts at any time; `output_csv` once the request reached a final status.
+    #[oai(path = "/status/:request_id", method = "get")]
+    async fn status(&self, request_id: Path<String>) -> Result<StatusResponse, ProblemResponse> {
+        let r = self.load(&request_id).await?;
+        Ok(StatusResponse::Ok(Json(StatusBody {
+            request_id: r.id.as_uuid(),
+            status: r.status,
+            output_csv: r
+                .output_key
+                .as_deref()
+                .filter(|_| r.status.is_final())
+                .map(|k| self.0.file_url(k)),
+            progress: Progress {
+                total: r.total,
+                succeeded: r.succeeded,
+                failed: r.failed,
+                pending: r.total - r.succeeded - r.failed,
+            },
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        })))
+    }
+
+    /// Images of a request
+    ///
+    /// Per image: where it came from, where it went, its state, tries and last error,
+    /// sizes and dimensions, and the transform report. Paginated by `offset`/`limit`.
+    #[oai(path = "/requests/:request_id/images", method = "get")]
+    async fn images(
+        &self,
+        request_id: Path<String>,
+        /// First image to return (0-based).
+        #[oai(default)]
+        offset: Query<u32>,
+        /// Page size, 1–1000.
+        #[oai(
+            default = "default_limit",
+            validator(minimum(value = "1"), maximum(value = "1000"))
+        )]
+        limit: Query<u32>,
+    ) -> Result<ImagesResponse, ProblemResponse> {
+        let r = self.load(&request_id).await?;
+        let records = self.0.db.images(r.id, offset.0, limit.0).await?;
+        let count = records.len() as u32;
+        let items = records
+            .into_iter()
+            .map(|i| ImageBody {
+                serial: i.serial,
+                product_name: i.product_name,
+                row: i.row,
+                position: i.position + 1,
+                input_url: i.input_url,
+                output_url: i.output_key.as_deref().map(|k| self.0.file_url(k)),
+                state: i.state,
+                attempts: i.attempts,
+                error: i.last_error.filter(|_| i.state != ImageState::Succeeded),
+                input_bytes: i.input_bytes,
+                output_bytes: i.output_bytes,
+                width: i.width,
+                height: i.height,
+                report: i.report,
+            })
+            .collect();
+        let next = offset.0 + count;
+        Ok(ImagesResponse::Ok(Json(ImagePage {
+            items,
+            total: r.total,
+            offset: offset.0,
+            limit: limit.0,
+            next_offset: (i64::from(next) < r.total && count > 0).then_some(next),
+        })))
+    }
+
+    /// Output CSV of a request
+    ///
+    /// The input rows and columns in their order plus `Output Image Urls` (and `Errors`
+    /// when any image failed). 409 until the request has finished.
+    #[oai(path = "/requests/:request_id/output.csv", method = "get")]
+    async fn output_csv(&self, request_id: Path<String>) -> Result<CsvResponse, ProblemResponse> {
+        let r = self.load(&request_id).await?;
+        let key = match (&r.output_key, r.status.is_final()) {
+            (Some(k), true) => k.clone(),
+            _ => {
+                return Err(ApiError::Conflict(format!(
+                    "request {} is {}; the output CSV exists once it has finished",
+                    r.id, r.status
+                ))
+                .into());
+            }
+        };
+        let key = BlobKey::parse(&key).map_err(crate::store::StoreError::Corrupt)?;
+        let bytes = self
+            .0
+            .blobs
+            .read(&key)
+            .await
+            .map_err(|e| ApiError::Store(e.into()))?
+            .ok_or_else(|| ApiError::NotFound("output CSV missing from the store".into()))?;
+        Ok(CsvResponse::Ok(
+            Attachment::new(bytes).filename(format!("{}-output.csv", r.id)),
+        ))
+    }
+}
+
+fn default_limit() -> u32 {
+    100
+}

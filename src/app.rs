@@ -1,0 +1,145 @@
+//! Wires the database, blob store, outbound client, API and workers together.
+//! `App::build` binds the listener first, so callers (and tests, with port 0) learn
+//! the real port before anything runs.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use poem::{
+    Server,
+    listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
+};
+use tokio::sync::{Semaphore, watch};
+
+use crate::{
+    api::{self, AppState},
+    config::Settings,
+    fetch::{FetchConfig, Fetcher},
+    jobs::{self, JobContext},
+    store::{BlobStore, Db},
+};
+
+/// A built, not yet running, server process.
+pub struct App {
+    acceptor: TcpAcceptor,
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    jobs: Arc<JobContext>,
+}
+
+/// Opens the database (applying migrations) and the blob store.
+pub async fn open_storage(settings: &Settings) -> anyhow::Result<(Db, BlobStore)> {
+    let db = Db::connect(&settings.raw.database_url).await?;
+    db.migrate().await?;
+    let blobs = BlobStore::open(&settings.storage_dir).await?;
+    Ok((db, blobs))
+}
+
+/// The outbound client as configured.
+pub fn fetcher(settings: &Settings) -> anyhow::Result<Fetcher> {
+    Ok(Fetcher::new(FetchConfig {
+        allow: settings.allow_private.clone(),
+        connect_timeout: Duration::from_secs(5).min(settings.raw.fetch_timeout),
+        timeout: settings.raw.fetch_timeout,
+        max_bytes: settings.raw.max_image_bytes,
+        per_host_limit: 8,
+        user_agent: format!("pixbatch/{}", env!("CARGO_PKG_VERSION")),
+    })?)
+}
+
+impl App {
+    /// Binds the listener and prepares every part.
+    pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
+        let acceptor = TcpListener::bind(settings.raw.bind).into_acceptor().await?;
+        let addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .ok_or_else(|| anyhow::anyhow!("listener has no TCP address"))?;
+        if settings.raw.public_base_url.is_none() {
+            settings.public_base_url = format!("http://{addr}");
+        }
+        if settings.webhook_keys.is_empty() {
+            tracing::warn!("WEBHOOK_SECRET is not set: webhooks will be sent unsigned");
+        }
+        let (db, blobs) = open_storage(&settings).await?;
+        let jobs = Arc::new(JobContext {
+            db: db.clone(),
+            blobs: blobs.clone(),
+            fetcher: fetcher(&settings)?,
+            cpu: Semaphore::new(settings.cpu_threads),
+            settings: settings.clone(),
+        });
+        let state = Arc::new(AppState {
+            db,
+            blobs,
+            settings,
+        });
+        Ok(Self {
+            acceptor,
+            addr,
+            state,
+            jobs,
+        })
+    }
+
+    /// The port actually bound.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Serves the API and runs the workers until SIGTERM or Ctrl-C; then stops taking
+    /// jobs, lets those in flight finish (up to `SHUTDOWN_TIMEOUT`) and returns.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutdown requested: finishing in-flight work");
+            let _ = stop_tx.send(true);
+        });
+        let timeout = self.state.settings.raw.shutdown_timeout;
+        tracing::info!(addr = %self.addr, base = %self.state.settings.public_base_url, "listening");
+        let server = Server::new_with_acceptor(self.acceptor).run_with_graceful_shutdown(
+            api::routes(self.state.clone()),
+            wait_for(stop_rx.clone()),
+            Some(timeout),
+        );
+        let monitor = jobs::monitor(self.jobs.clone(), "serve");
+        let workers = monitor.run_with_signal(async move {
+            wait_for(stop_rx).await;
+            Ok(())
+        });
+        let (served, worked) = tokio::join!(server, workers);
+        served?;
+        if let Err(e) = worked {
+            tracing::warn!(error = %e, "workers stopped with an error");
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn wait_for(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,159 @@
+//! `pixbatch convert`: the service's per-image transform on local files, one report
+//! line per file and a summary. Useful on its own, and how codec speed is measured
+//! from outside the service.
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Instant,
+};
+
+use clap::Args;
+
+use crate::imaging::{self, Limits, Quality, TransformOptions};
+
+/// Options of `pixbatch convert`.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// Output quality: 1–100 or `relative:N%`.
+    #[arg(long, default_value = "50", value_parser = Quality::parse)]
+    pub quality: Quality,
+    /// Worker threads; the number of cores when unset.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Directory for the outputs (`NAME.jpg` each).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Largest image accepted, in pixels.
+    #[arg(long, default_value_t = 100_000_000)]
+    pub max_pixels: u64,
+    /// Input files.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+struct Line {
+    index: usize,
+    text: String,
+    ok: bool,
+    megapixels: f64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+/// Converts every file; exits non-zero when any failed.
+pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.out)?;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let options = TransformOptions {
+        quality: args.quality,
+        default_quality: 50,
+        limits: Limits {
+            max_pixels: args.max_pixels,
+            max_input_bytes: u64::MAX,
+        },
+    };
+    let next = AtomicUsize::new(0);
+    let lines = Mutex::new(Vec::with_capacity(args.files.len()));
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(args.files.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(path) = args.files.get(i) else { break };
+                    let line = convert_one(i, path, &args.out, &options);
+                    eprintln!("{}", line.text);
+                    if let Ok(mut l) = lines.lock() {
+                        l.push(line);
+                    }
+                }
+            });
+        }
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut lines = lines.into_inner().unwrap_or_default();
+    lines.sort_by_key(|l| l.index);
+    for l in &lines {
+        println!("{}", l.text);
+    }
+    let failed = lines.iter().filter(|l| !l.ok).count();
+    let mp: f64 = lines.iter().map(|l| l.megapixels).sum();
+    let (bin, bout): (u64, u64) = lines
+        .iter()
+        .fold((0, 0), |(a, b), l| (a + l.bytes_in, b + l.bytes_out));
+    println!(
+        "summary\tfiles={} failed={failed} threads={threads} seconds={elapsed:.3} megapixels={mp:.2} mp_per_s={:.2} bytes_in={bin} bytes_out={bout} ratio={:.4}",
+        lines.len(),
+        mp / elapsed.max(1e-9),
+        bout as f64 / (bin.max(1)) as f64,
+    );
+    if failed > 0 {
+        anyhow::bail!("{failed} file(s) failed");
+    }
+    Ok(())
+}
+
+fn convert_one(
+    index: usize,
+    path: &PathBuf,
+    out: &std::path::Path,
+    options: &TransformOptions,
+) -> Line {
+    let name = path.display().to_string();
+    let fail = |text: String| Line {
+        index,
+        text,
+        ok: false,
+        megapixels: 0.0,
+        bytes_in: 0,
+        bytes_out: 0,
+    };
+    let input = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => return fail(format!("{name}\terror\t{e}")),
+    };
+    let t = Instant::now();
+    let result = imaging::transform(&input, options);
+    let ms = t.elapsed().as_secs_f64() * 1000.0;
+    match result {
+        Ok(done) => {
+            let stem = path
+                .file_stem()
+                .map_or_else(|| format!("{index}"), |s| s.to_string_lossy().into_owned());
+            let target = out.join(format!("{stem}.jpg"));
+            if let Err(e) = std::fs::write(&target, &done.bytes) {
+                return fail(format!("{name}\terror\twriting {}: {e}", target.display()));
+            }
+            let r = &done.report;
+            Line {
+                index,
+                text: format!(
+                    "{name}\tok\t{:?} {}x{}\t{} -> {} bytes\tq{}\t{ms:.1} ms{}",
+                    r.input_format,
+                    r.width,
+                    r.height,
+                    r.input_bytes,
+                    r.output_bytes,
+                    r.quality,
+                    if r.kept_original {
+                        "\tkept original"
+                    } else {
+                        ""
+                    }
+                ),
+                ok: true,
+                megapixels: f64::from(r.width) * f64::from(r.height) / 1e6,
+                bytes_in: r.input_bytes,
+                bytes_out: r.output_bytes,
+            }
+        }
+        Err(e) => fail(format!("{name}\terror\t{e}")),
+    }
+}

@@ -1,0 +1,3 @@
+//! Client-side commands of the binary.
+
+pub mod convert;

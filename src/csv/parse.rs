@@ -1,0 +1,802 @@
+//! Reading and checking an uploaded CSV (spec §3).
+
+use std::collections::HashMap;
+
+use ::csv::{ReaderBuilder, StringRecord};
+
+use super::problem::Problems;
+use super::{CsvLimits, CsvProblem, ImageUrl, ParsedCsv, ProductRow};
+
+/// Normalised spellings (whitespace removed, lowercase) of the serial column.
+const SERIAL_KEYS: &[&str] = &[
+    "serialnumber",
+    "serial",
+    "serialno",
+    "serialno.",
+    "s.no.",
+    "s.no",
+    "sno",
+    "sno.",
+    "sr.no.",
+    "sr.no",
+    "srno",
+    "srno.",
+];
+
+/// The three columns every upload needs, found by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Required {
+    Serial = 0,
+    ProductName = 1,
+    Urls = 2,
+}
+
+impl Required {
+    const ALL: [Required; 3] = [Required::Serial, Required::ProductName, Required::Urls];
+
+    /// The canonical spelling, used in messages about a missing column.
+    fn name(self) -> &'static str {
+        match self {
+            Required::Serial => "Serial Number",
+            Required::ProductName => "Product Name",
+            Required::Urls => "Input Image Urls",
+        }
+    }
+
+    /// Which required column a header cell names, if any; comparison ignores
+    /// case and all whitespace so `" input image urls "` still matches.
+    fn classify(header: &str) -> Option<Required> {
+        let key: String = header
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '\u{feff}')
+            .flat_map(char::to_lowercase)
+            .collect();
+        if SERIAL_KEYS.contains(&key.as_str()) {
+            Some(Required::Serial)
+        } else if key == "productname" {
+            Some(Required::ProductName)
+        } else if key == "inputimageurls" {
+            Some(Required::Urls)
+        } else {
+            None
+        }
+    }
+}
+
+/// The header row once its required columns are located.
+struct Header {
+    names: Vec<String>,
+    line: u64,
+    serial: usize,
+    product_name: usize,
+    urls: usize,
+}
+
+impl Header {
+    /// The column name used in problems: as written, trimmed.
+    fn column(&self, index: usize) -> Option<&str> {
+        self.names.get(index).map(|s| s.trim())
+    }
+}
+
+/// Parses and checks a whole upload, returning either a valid [`ParsedCsv`]
+/// or every problem found (in line order, at most about a thousand).
+///
+/// Takes the raw bytes (already size-capped by the caller) so the encoding
+/// check can point at the line of the first invalid byte.
+pub fn parse(input: &[u8], limits: &CsvLimits) -> Result<ParsedCsv, Vec<CsvProblem>> {
+    let text = match std::str::from_utf8(input) {
+        Ok(text) => text,
+        Err(e) => return Err(vec![not_utf8(input, e.valid_up_to())]),
+    };
+    // Excel's "CSV UTF-8" starts with a BOM; it is not part of the header.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+
+    let mut reader = ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let mut problems = Problems::default();
+    let mut record = StringRecord::new();
+
+    // The header is the first non-blank record.
+    let header = loop {
+        match reader.read_record(&mut record) {
+            Ok(true) if is_blank(&record) => continue,
+            Ok(true) => {
+                let line = record_line(&record, text.as_bytes()).unwrap_or(1);
+                break read_header(&record, line, &mut problems);
+            }
+            Ok(false) => {
+                problems.push(
+                    1,
+                    None,
+                    "the file is empty; it needs a header row and at least one product row"
+                        .to_owned(),
+                );
+                break None;
+            }
+            Err(e) => {
+                push_read_error(&e, 1, &mut problems);
+                break None;
+            }
+        }
+    };
+    let Some(header) = header else {
+        return Err(problems.finish());
+    };
+
+    let max_rows = limits.max_rows.min(u32::MAX as usize);
+    let mut rows: Vec<ProductRow> = Vec::new();
+    let mut seen_serials: HashMap<String, u64> = HashMap::new();
+    let mut data_rows: usize = 0;
+    let mut first_excess_line: Option<u64> = None;
+    let mut last_line = header.line;
+
+    while !problems.is_full() {
+        match reader.read_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                push_read_error(&e, last_line, &mut problems);
+                break;
+            }
+        }
+        if is_blank(&record) {
+            continue;
+        }
+        let line = record_line(&record, text.as_bytes()).unwrap_or(last_line + 1);
+        last_line = line;
+        let index = data_rows;
+        data_rows += 1;
+        if index >= max_rows && first_excess_line.is_none() {
+            first_excess_line = Some(line);
+        }
+        let checked = check_row(
+            &record,
+            line,
+            &header,
+            limits,
+            &mut seen_serials,
+            &mut problems,
+        );
+        // Rows are only kept while the file is still valid: a rejected file
+        // needs its problems, not its data.
+        if let (Some(mut row), true, None) = (checked, problems.is_empty(), first_excess_line) {
+            // `index < max_rows <= u32::MAX` here, so this cannot fail.
+            row.row = u32::try_from(index).unwrap_or(u32::MAX);
+            rows.push(row);
+        }
+    }
+
+    if let Some(line) = first_excess_line {
+        let count = if problems.is_full() {
+            format!("more than {data_rows}")
+        } else {
+            data_rows.to_string()
+        };
+        problems.push_always(
+            line,
+            None,
+            format!(
+                "too many product rows: the file has {count}, at most {max_rows} are allowed; \
+                 split it into several files"
+            ),
+        );
+    }
+    if data_rows == 0 && problems.is_empty() {
+        problems.push(
+            header.line,
+            None,
+            "the file has a header row but no product rows".to_owned(),
+        );
+    }
+    if !problems.is_empty() {
+        return Err(problems.finish());
+    }
+    Ok(ParsedCsv {
+        header: header.names,
+        urls_column: header.urls,
+        rows,
+    })
+}
+
+/// The problem for a file that is not UTF-8, pointing at the first bad byte.
+fn not_utf8(input: &[u8], valid_up_to: usize) -> CsvProblem {
+    let before = input.get(..valid_up_to).unwrap_or(input);
+    let line = before.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+    CsvProblem {
+        line,
+        column: None,
+        message: format!(
+            "the file is not valid UTF-8 text (first invalid byte at offset {valid_up_to}); \
+             save it as \"CSV UTF-8\""
+        ),
+    }
+}
+
+/// Records a reader error; with valid UTF-8 in memory this should not happen.
+fn push_read_error(e: &::csv::Error, fallback_line: u64, problems: &mut Problems) {
+    let line = e.position().map_or(fallback_line, |p| p.line());
+    problems.push(
+        line,
+        None,
+        format!("the file could not be read as CSV: {e}"),
+    );
+}
+
+/// Physical line where a record starts. The csv reader reports the position
+/// before any blank lines it skipped, so those are counted here.
+fn record_line(record: &StringRecord, text: &[u8]) -> Option<u64> {
+    let position = record.position()?;
+    let start = usize::try_from(position.byte()).ok()?;
+    let skipped = text
+        .get(start..)?
+        .iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .filter(|&&b| b == b'\n')
+        .count();
+    Some(position.line() + skipped as u64)
+}
+
+/// Blank lines are skipped, and so are rows whose cells are all empty
+/// (spreadsheets export trailing `,,,` rows).
+fn is_blank(record: &StringRecord) -> bool {
+    record.iter().all(|field| field.trim().is_empty())
+}
+
+/// Locates the required columns, or records why the header is unusable.
+fn read_header(record: &StringRecord, line: u64, problems: &mut Problems) -> Option<Header> {
+    let mut names: Vec<String> = record.iter().map(str::to_owned).collect();
+    // Trailing unnamed columns (a trailing comma on the header) are not
+    // columns; dropping them keeps a last `Input Image Urls` column last.
+    while names.last().is_some_and(|n| n.trim().is_empty()) {
+        names.pop();
+    }
+
+    let mut found: [Option<usize>; 3] = [None; 3];
+    for (index, name) in names.iter().enumerate() {
+        let Some(required) = Required::classify(name) else {
+            continue;
+        };
+        match found[required as usize] {
+            Some(first) => problems.push(
+                line,
+                Some(name.trim()),
+                format!(
+                    "column \"{}\" is a second \"{}\" column (the first is \"{}\"); keep only one",
+                    name.trim(),
+                    required.name(),
+                    names.get(first).map_or("", |s| s.trim()),
+                ),
+            ),
+            None => found[required as usize] = Some(index),
+        }
+    }
+    let missing: Vec<Required> = Required::ALL
+        .into_iter()
+        .filter(|r| found[*r as usize].is_none())
+        .collect();
+    if !missing.is_empty() && names.len() == 1 && names[0].contains([';', '\t', '|']) {
+        problems.push(
+            line,
+            None,
+            "the header row has a single column; the file must use commas as separators".to_owned(),
+        );
+    }
+    for required in missing {
+        let also = if required == Required::Serial {
+            " (also accepted: \"S. No.\", \"Sr. No.\", \"Serial\")"
+        } else {
+            ""
+        };
+        problems.push(
+            line,
+            Some(required.name()),
+            format!("missing required column \"{}\"{also}", required.name()),
+        );
+    }
+    match found {
+        [Some(serial), Some(product_name), Some(urls)] if problems.is_empty() => Some(Header {
+            names,
+            line,
+            serial,
+            product_name,
+            urls,
+        }),
+        _ => None,
+    }
+}
+
+/// Checks one data row, recording every problem in it. Returns the row
+/// (with `row` still to be filled in) when it has none.
+fn check_row(
+    record: &StringRecord,
+    line: u64,
+    header: &Header,
+    limits: &CsvLimits,
+    seen_serials: &mut HashMap<String, u64>,
+    problems: &mut Problems,
+) -> Option<ProductRow> {
+    let columns = header.names.len();
+    let fields = record.len();
+    let urls_is_last = header.urls + 1 == columns;
+    let extras: Vec<&str> = record.iter().skip(columns).collect();
+    if fields < columns {
+        let hint = if record.iter().any(|f| f.contains('\n')) {
+            "; a cell spans several lines, check for an unmatched double quote"
+        } else {
+            ""
+        };
+        problems.push(
+            line,
+            None,
+            format!("this row has {fields} cells but the header has {columns} columns{hint}"),
+        );
+        return None;
+    }
+    if !urls_is_last && extras.iter().any(|f| !f.trim().is_empty()) {
+        problems.push(
+            line,
+            None,
+            format!(
+                "this row has {fields} cells but the header has {columns} columns; \
+                 put the image URLs of a row in one quoted cell, e.g. \"url1,url2\""
+            ),
+        );
+        return None;
+    }
+
+    let mut ok = true;
+    let serial = record.get(header.serial).unwrap_or("").trim();
+    let serial_column = header.column(header.serial);
+    if serial.is_empty() {
+        problems.push(line, serial_column, "the serial number is empty".to_owned());
+        ok = false;
+    } else if let Some(first) = seen_serials.get(serial) {
+        problems.push(
+            line,
+            serial_column,
+            format!("serial number \"{serial}\" is already used on line {first}"),
+        );
+        ok = false;
+    } else {
+        seen_serials.insert(serial.to_owned(), line);
+    }
+
+    let product_name = record.get(header.product_name).unwrap_or("").trim();
+    if product_name.is_empty() {
+        problems.push(
+            line,
+            header.column(header.product_name),
+            "the product name is empty".to_owned(),
+        );
+        ok = false;
+    }
+
+    let urls_column = header.column(header.urls);
+    let mut urls = Vec::new();
+    let pieces = record
+        .get(header.urls)
+        .into_iter()
+        .chain(if urls_is_last { extras } else { Vec::new() })
+        .flat_map(|cell| cell.split(','))
+        .map(str::trim)
+        .filter(|piece| !piece.is_empty());
+    let mut count = 0;
+    for (position, piece) in pieces.enumerate() {
+        count += 1;
+        match ImageUrl::parse(piece) {
+            Ok(url) => urls.push(url),
+            Err(reason) => {
+                problems.push(
+                    line,
+                    urls_column,
+                    format!("image URL {} \"{}\" {reason}", position + 1, shorten(piece)),
+                );
+                ok = false;
+            }
+        }
+    }
+    if count == 0 {
+        problems.push(line, urls_column, "the row has no image URL".to_owned());
+        ok = false;
+    }
+    if count > limits.max_urls_per_row {
+        problems.push(
+            line,
+            urls_column,
+            format!(
+                "the row has {count} image URLs; at most {} are allowed per row",
+                limits.max_urls_per_row
+            ),
+        );
+        ok = false;
+    }
+    if !ok {
+        return None;
+    }
+
+    let mut cells: Vec<String> = record.iter().take(columns).map(str::to_owned).collect();
+    if let Some(cell) = cells.get_mut(header.urls) {
+        *cell = urls
+            .iter()
+            .map(ImageUrl::as_str)
+            .collect::<Vec<_>>()
+            .join(",");
+    }
+    Some(ProductRow {
+        row: 0,
+        line,
+        serial: serial.to_owned(),
+        product_name: product_name.to_owned(),
+        urls,
+        cells,
+    })
+}
+
+/// Cuts a long cell for a message, on a character boundary.
+fn shorten(s: &str) -> String {
+    const MAX: usize = 80;
+    match s.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "Serial Number,Product Name,Input Image Urls\n";
+
+    fn parse_ok(input: &str) -> ParsedCsv {
+        parse(input.as_bytes(), &CsvLimits::default())
+            .unwrap_or_else(|p| panic!("unexpected problems: {p:#?}"))
+    }
+
+    fn problems_with(input: &[u8], limits: &CsvLimits) -> Vec<CsvProblem> {
+        match parse(input, limits) {
+            Ok(parsed) => panic!("expected problems, got {parsed:#?}"),
+            Err(problems) => problems,
+        }
+    }
+
+    fn problems(input: &str) -> Vec<CsvProblem> {
+        problems_with(input.as_bytes(), &CsvLimits::default())
+    }
+
+    fn urls(row: &ProductRow) -> Vec<&str> {
+        row.urls.iter().map(ImageUrl::as_str).collect()
+    }
+
+    #[test]
+    fn classic_sample_with_unquoted_url_list() {
+        let parsed = parse_ok(
+            "Serial Number,Product Name,Input Image Urls\n\
+             1,SKU1,https://example.com/a.jpg,https://example.com/b.jpg\n\
+             2,SKU2,https://example.com/c.jpg\n",
+        );
+        assert_eq!(
+            parsed.header,
+            ["Serial Number", "Product Name", "Input Image Urls"]
+        );
+        assert_eq!(parsed.urls_column, 2);
+        assert_eq!(parsed.rows.len(), 2);
+        assert_eq!(parsed.image_count(), 3);
+        let first = &parsed.rows[0];
+        assert_eq!((first.row, first.line), (0, 2));
+        assert_eq!(
+            (first.serial.as_str(), first.product_name.as_str()),
+            ("1", "SKU1")
+        );
+        assert_eq!(
+            urls(first),
+            ["https://example.com/a.jpg", "https://example.com/b.jpg"]
+        );
+        assert_eq!(
+            first.cells,
+            [
+                "1",
+                "SKU1",
+                "https://example.com/a.jpg,https://example.com/b.jpg"
+            ]
+        );
+        let second = &parsed.rows[1];
+        assert_eq!((second.row, second.line), (1, 3));
+        assert_eq!(urls(second), ["https://example.com/c.jpg"]);
+    }
+
+    #[test]
+    fn quoted_url_list_with_spaces_and_empty_pieces() {
+        let parsed = parse_ok(&format!(
+            "{HEADER}1,SKU1,\" https://example.com/a.jpg , ,https://example.com/b.jpg,\"\n"
+        ));
+        assert_eq!(
+            urls(&parsed.rows[0]),
+            ["https://example.com/a.jpg", "https://example.com/b.jpg"]
+        );
+        assert_eq!(
+            parsed.rows[0].cells[2],
+            "https://example.com/a.jpg,https://example.com/b.jpg"
+        );
+    }
+
+    #[test]
+    fn bom_crlf_and_blank_lines() {
+        let input = "\u{feff}Serial Number,Product Name,Input Image Urls\r\n\r\n\
+                     1,A,http://example.com/1.jpg\r\n\
+                     \r\n\
+                     ,,\r\n\
+                     2,B,http://example.com/2.jpg\r\n\r\n";
+        let parsed = parse_ok(input);
+        assert_eq!(parsed.header[0], "Serial Number");
+        assert_eq!(parsed.rows.len(), 2);
+        assert_eq!(parsed.rows[0].line, 3);
+        assert_eq!(parsed.rows[1].line, 6);
+        assert_eq!(parsed.rows[1].row, 1);
+        // Line numbers stay physical after blank lines.
+        let bad = problems(&input.replace("2,B,", "2,,"));
+        assert_eq!((bad[0].line, bad.len()), (6, 1));
+    }
+
+    #[test]
+    fn shuffled_columns_with_loose_spelling_and_passthrough() {
+        let parsed = parse_ok(
+            "Price, input image urls ,Notes,PRODUCT NAME,s. no.,\n\
+             -5,https://example.com/a.jpg,keep me,Shoe,7\n",
+        );
+        assert_eq!(
+            parsed.header,
+            [
+                "Price",
+                " input image urls ",
+                "Notes",
+                "PRODUCT NAME",
+                "s. no."
+            ]
+        );
+        assert_eq!(parsed.urls_column, 1);
+        let row = &parsed.rows[0];
+        assert_eq!(
+            (row.serial.as_str(), row.product_name.as_str()),
+            ("7", "Shoe")
+        );
+        assert_eq!(
+            row.cells,
+            ["-5", "https://example.com/a.jpg", "keep me", "Shoe", "7"]
+        );
+        for spelling in ["S.No", "Sr. No.", "Serial", "SNo", "serial number"] {
+            let input = format!("{spelling},Product Name,Input Image Urls\n1,A,http://x.io/a\n");
+            assert_eq!(parse_ok(&input).rows[0].serial, "1", "{spelling}");
+        }
+    }
+
+    #[test]
+    fn missing_columns_are_named_at_line_1() {
+        let found = problems("Serial Number,Name,Urls\n1,A,http://x.io/a\n");
+        assert_eq!(found.len(), 2);
+        assert!(found.iter().all(|p| p.line == 1));
+        assert_eq!(found[0].column.as_deref(), Some("Product Name"));
+        assert!(found[0].message.contains("Product Name"));
+        assert_eq!(found[1].column.as_deref(), Some("Input Image Urls"));
+        let semicolons = problems("Serial Number;Product Name;Input Image Urls\n");
+        assert!(semicolons[0].message.contains("commas"));
+    }
+
+    #[test]
+    fn duplicated_required_column() {
+        let found =
+            problems("Serial Number,S. No.,Product Name,Input Image Urls\n1,1,A,http://x.io/a\n");
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            (found[0].line, found[0].column.as_deref()),
+            (1, Some("S. No."))
+        );
+    }
+
+    #[test]
+    fn duplicate_serial_names_both_lines() {
+        let found = problems(&format!(
+            "{HEADER}7,A,http://x.io/a\n8,B,http://x.io/b\n 7 ,C,http://x.io/c\n"
+        ));
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            (found[0].line, found[0].column.as_deref()),
+            (4, Some("Serial Number"))
+        );
+        assert!(found[0].message.contains("line 2"), "{}", found[0].message);
+    }
+
+    #[test]
+    fn bad_urls() {
+        let long = format!("https://example.com/{}", "a".repeat(2049 - 20));
+        assert_eq!(long.len(), 2049);
+        let ok_len = &long[..2048];
+        assert!(ImageUrl::parse(ok_len).is_ok());
+        let cases = [
+            ("ftp://example.com/a.jpg", "scheme"),
+            ("/images/a.jpg", "absolute"),
+            ("example.com/a.jpg", "absolute"),
+            ("https://", "host"),
+            ("http://exa mple.com/a", "host"),
+            (long.as_str(), "2049"),
+        ];
+        for (url, expected) in cases {
+            let found = problems(&format!("{HEADER}1,A,\"{url}\"\n"));
+            assert_eq!(found.len(), 1, "{url}: {found:?}");
+            assert_eq!(found[0].line, 2);
+            assert_eq!(found[0].column.as_deref(), Some("Input Image Urls"));
+            assert!(
+                found[0].message.contains(expected),
+                "{url}: {}",
+                found[0].message
+            );
+        }
+        // Two URLs on separate lines of one cell must not be glued together.
+        let found = problems(&format!("{HEADER}1,A,\"http://x.io/a\nhttp://x.io/b\"\n"));
+        assert!(found[0].message.contains("commas"), "{}", found[0].message);
+        let found = problems(&format!("{HEADER}1,A,\"http://x.io/a http://x.io/b\"\n"));
+        assert!(found[0].message.contains("commas"), "{}", found[0].message);
+        // Only the bad position is reported; 2 and 3 are numbered from 1.
+        let found = problems(&format!("{HEADER}1,A,http://x.io/a,ftp://x.io/b,nope\n"));
+        assert_eq!(found.len(), 2);
+        assert!(found[0].message.starts_with("image URL 2 "));
+        assert!(found[1].message.starts_with("image URL 3 "));
+    }
+
+    #[test]
+    fn image_url_normalises_and_revalidates_on_deserialise() {
+        let url = ImageUrl::parse(" HTTPS://Example.COM/a b.jpg ").unwrap();
+        assert_eq!(url.as_str(), "https://example.com/a%20b.jpg");
+        assert_eq!(ImageUrl::parse(url.as_str()).unwrap(), url);
+        assert!(ImageUrl::try_from("ftp://x.io/a".to_owned()).is_err());
+        assert_eq!(ImageUrl::try_from(url.to_string()).unwrap(), url);
+    }
+
+    #[test]
+    fn empty_name_serial_and_urls() {
+        let found = problems(&format!(
+            "{HEADER}1, ,http://x.io/a\n  ,B,http://x.io/b\n3,C, , \n"
+        ));
+        let got: Vec<_> = found
+            .iter()
+            .map(|p| (p.line, p.column.as_deref().unwrap_or("")))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (2, "Product Name"),
+                (3, "Serial Number"),
+                (4, "Input Image Urls")
+            ]
+        );
+    }
+
+    #[test]
+    fn non_utf8_reports_line_of_first_invalid_byte() {
+        let mut input = format!("{HEADER}1,A,http://x.io/a\n2,").into_bytes();
+        input.extend_from_slice(b"caf\xe9,http://x.io/b\n4,\xff,http://x.io/c\n");
+        let found = problems_with(&input, &CsvLimits::default());
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].line, found[0].column.as_deref()), (3, None));
+        assert!(found[0].message.contains("UTF-8"));
+    }
+
+    #[test]
+    fn every_bad_row_is_reported() {
+        let found = problems(&format!(
+            "{HEADER}1,A,http://x.io/a\n\
+             2,,http://x.io/b\n\
+             3,C,http://x.io/c\n\
+             ,D,http://x.io/d\n\
+             \n\
+             5,E,mailto:x@y.z\n\
+             6,F\n\
+             7,G,http://x.io/g\n"
+        ));
+        let lines: Vec<u64> = found.iter().map(|p| p.line).collect();
+        assert_eq!(lines, [3, 5, 7, 8], "{found:#?}");
+        assert_eq!(found[3].column, None);
+    }
+
+    #[test]
+    fn row_and_url_limits() {
+        let limits = CsvLimits {
+            max_rows: 2,
+            max_urls_per_row: 2,
+        };
+        let mut input = HEADER.to_owned();
+        for i in 1..=4 {
+            input.push_str(&format!("{i},P{i},http://x.io/{i}\n"));
+        }
+        let found = problems_with(input.as_bytes(), &limits);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].line, 4);
+        assert!(found[0].message.contains("has 4"), "{}", found[0].message);
+
+        let input = format!("{HEADER}1,A,http://x.io/1,http://x.io/2,http://x.io/3\n");
+        let found = problems_with(input.as_bytes(), &limits);
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            (found[0].line, found[0].column.as_deref()),
+            (2, Some("Input Image Urls"))
+        );
+        let ok = parse(
+            b"S.No,Product Name,Input Image Urls\n1,A,http://x.io/1,http://x.io/2\n",
+            &limits,
+        );
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn extra_and_missing_fields() {
+        let header = "Serial Number,Input Image Urls,Product Name\n";
+        let found = problems(&format!(
+            "{header}1,http://x.io/a,http://x.io/b,A\n2,http://x.io/c\n"
+        ));
+        let got: Vec<_> = found.iter().map(|p| (p.line, p.column.clone())).collect();
+        assert_eq!(got, [(2, None), (3, None)]);
+        assert!(found[0].message.contains("quoted"), "{}", found[0].message);
+        // Trailing empty cells (a spreadsheet's trailing commas) are harmless.
+        let parsed = parse_ok(&format!("{header}1,http://x.io/a,A,,\n"));
+        assert_eq!(parsed.rows[0].cells, ["1", "http://x.io/a", "A"]);
+        // A header with a trailing comma keeps the URL column last.
+        let parsed = parse_ok(
+            "Serial Number,Product Name,Input Image Urls,\n1,A,http://x.io/a,http://x.io/b\n",
+        );
+        assert_eq!(parsed.header.len(), 3);
+        assert_eq!(parsed.rows[0].urls.len(), 2);
+    }
+
+    #[test]
+    fn multi_line_cell_keeps_line_numbers() {
+        let input = "Serial Number,Product Name,Notes,Input Image Urls\n\
+             1,A,\"first\nsecond\nthird\",http://x.io/a\n\
+             2,,x,http://x.io/b\n\
+             3,C,\"open\n,http://x.io/c\n";
+        let found = problems(input);
+        assert_eq!(found[0].line, 5, "{found:#?}");
+        assert_eq!(found[0].column.as_deref(), Some("Product Name"));
+        assert_eq!(found[1].line, 6);
+        assert!(
+            found[1].message.contains("double quote"),
+            "{}",
+            found[1].message
+        );
+        let parsed = parse_ok(
+            &input
+                .replace("2,,x", "2,B,x")
+                .replace("3,C,\"open\n,", "3,C,ok,"),
+        );
+        assert_eq!(parsed.rows[0].cells[2], "first\nsecond\nthird");
+        assert_eq!(parsed.rows[1].line, 5);
+        assert_eq!(parsed.rows[2].line, 6);
+    }
+
+    #[test]
+    fn empty_inputs() {
+        for input in ["", "\n\n", "\u{feff}", " , ,\n"] {
+            let found = problems(input);
+            assert_eq!((found.len(), found[0].line), (1, 1), "{input:?}");
+        }
+        let found = problems(HEADER);
+        assert!(found[0].message.contains("no product rows"));
+        // Blank lines before the header are skipped but still counted.
+        let parsed = parse_ok(&format!("\n\r\n{HEADER}1,A,http://x.io/a\n"));
+        assert_eq!(parsed.rows[0].line, 4);
+    }
+
+    #[test]
+    fn problems_are_capped() {
+        let mut input = HEADER.to_owned();
+        for i in 0..1500 {
+            input.push_str(&format!("{i},,http://x.io/a\n"));
+        }
+        let found = problems(&input);
+        assert_eq!(found.len(), super::super::problem::MAX_PROBLEMS + 1);
+        let last = &found[found.len() - 1];
+        assert_eq!(last.line, 1002);
+        assert!(last.message.contains("stopped"));
+    }
+}

@@ -1,0 +1,446 @@
+//! Writing the result CSV (spec §4).
+
+use std::borrow::Cow;
+
+use ::csv::{Terminator, WriterBuilder};
+
+/// Name of the column added after the input columns.
+const OUTPUT_URLS_COLUMN: &str = "Output Image Urls";
+/// Name of the column added after it when any image of the request failed.
+const ERRORS_COLUMN: &str = "Errors";
+
+/// One row of the output: the stored cells plus per-position outcomes.
+/// Borrowed so the caller can stream rows from storage without copying.
+pub struct OutputRow<'a> {
+    /// Every input cell in header order (the URLs cell already joined), as in
+    /// [`super::ProductRow::cells`].
+    pub cells: &'a [String],
+    /// One outcome per input URL, in the same order, so output positions
+    /// line up with input positions.
+    pub outputs: &'a [ImageOutcome],
+}
+
+/// What became of one input image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImageOutcome {
+    /// Processed and stored; the URL where the output image can be fetched.
+    Stored(String),
+    /// Could not be processed; a short reason such as `HTTP 404`.
+    Failed(String),
+    /// Not finished (yet): an empty slot, and not listed as an error.
+    Pending,
+}
+
+/// Why the output CSV could not be written. Only writer-side problems: the
+/// input was validated when it was parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum CsvError {
+    /// A row does not have one cell per header column: a caller bug that
+    /// would otherwise shift every later column.
+    #[error("output row {row} has {found} cells, the header has {expected}")]
+    RowLength {
+        /// 0-based index of the offending row.
+        row: usize,
+        /// Number of header columns.
+        expected: usize,
+        /// Number of cells in the row.
+        found: usize,
+    },
+    /// The csv writer failed.
+    #[error("writing the output CSV failed: {0}")]
+    Csv(#[from] ::csv::Error),
+    /// Flushing the writer into the buffer failed.
+    #[error("flushing the output CSV failed: {0}")]
+    Flush(#[source] std::io::Error),
+}
+
+/// Writes the output CSV (header + rows) into a `Vec<u8>`: the input columns
+/// in their order, then `Output Image Urls`, then `Errors` when `with_errors`
+/// (set it when any image of the whole request failed, so every row has the
+/// column). Every cell goes through [`sanitize_cell`]; lines end with `\n`.
+pub fn write_output<'a>(
+    header: &[String],
+    rows: impl IntoIterator<Item = OutputRow<'a>>,
+    with_errors: bool,
+) -> Result<Vec<u8>, CsvError> {
+    let mut writer = WriterBuilder::new()
+        .terminator(Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+
+    for name in header {
+        writer.write_field(sanitize_cell(name).as_bytes())?;
+    }
+    writer.write_field(OUTPUT_URLS_COLUMN)?;
+    if with_errors {
+        writer.write_field(ERRORS_COLUMN)?;
+    }
+    writer.write_record(None::<&[u8]>)?;
+
+    for (index, row) in rows.into_iter().enumerate() {
+        if row.cells.len() != header.len() {
+            return Err(CsvError::RowLength {
+                row: index,
+                expected: header.len(),
+                found: row.cells.len(),
+            });
+        }
+        for cell in row.cells {
+            writer.write_field(sanitize_cell(cell).as_bytes())?;
+        }
+        let outputs = row
+            .outputs
+            .iter()
+            .map(|outcome| match outcome {
+                ImageOutcome::Stored(url) => url.as_str(),
+                ImageOutcome::Failed(_) | ImageOutcome::Pending => "",
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        writer.write_field(sanitize_cell(&outputs).as_bytes())?;
+        if with_errors {
+            let errors = row
+                .outputs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, outcome)| match outcome {
+                    ImageOutcome::Failed(error) => Some(format!("{}: {error}", i + 1)),
+                    ImageOutcome::Stored(_) | ImageOutcome::Pending => None,
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            writer.write_field(sanitize_cell(&errors).as_bytes())?;
+        }
+        writer.write_record(None::<&[u8]>)?;
+    }
+    writer
+        .into_inner()
+        .map_err(|e| CsvError::Flush(e.into_error()))
+}
+
+/// The spreadsheet-formula guard, exposed for reuse: a cell whose first
+/// character makes Excel or Sheets evaluate it (`=`, `+`, `-`, `@`, tab, CR)
+/// gets a leading `'`, so a merchant opening the result never runs a formula
+/// smuggled in through a CSV or an error message.
+pub fn sanitize_cell(s: &str) -> Cow<'_, str> {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        Cow::Owned(format!("'{s}"))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{CsvLimits, ParsedCsv, parse};
+    use super::*;
+
+    fn header(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn text(bytes: Vec<u8>) -> String {
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn rows_in_order_with_empty_slots_and_errors() {
+        let head = header(&["Serial Number", "Product Name", "Input Image Urls"]);
+        let cells1 = header(&["1", "SKU1", "http://x/1.jpg,http://x/2.jpg,http://x/3.jpg"]);
+        let cells2 = header(&["2", "SKU2", "http://x/4.jpg"]);
+        let out1 = [
+            ImageOutcome::Stored("https://o/1.jpg".into()),
+            ImageOutcome::Failed("HTTP 404".into()),
+            ImageOutcome::Stored("https://o/3.jpg".into()),
+        ];
+        let out2 = [ImageOutcome::Pending];
+        let rows = || {
+            [
+                OutputRow {
+                    cells: &cells1,
+                    outputs: &out1,
+                },
+                OutputRow {
+                    cells: &cells2,
+                    outputs: &out2,
+                },
+            ]
+        };
+        let written = text(write_output(&head, rows(), true).unwrap());
+        assert_eq!(
+            written,
+            "Serial Number,Product Name,Input Image Urls,Output Image Urls,Errors\n\
+             1,SKU1,\"http://x/1.jpg,http://x/2.jpg,http://x/3.jpg\",\
+             \"https://o/1.jpg,,https://o/3.jpg\",2: HTTP 404\n\
+             2,SKU2,http://x/4.jpg,,\n"
+        );
+        let written = text(write_output(&head, rows(), false).unwrap());
+        assert!(
+            written.starts_with("Serial Number,Product Name,Input Image Urls,Output Image Urls\n")
+        );
+        assert!(written.ends_with("\n2,SKU2,http://x/4.jpg,\n"));
+    }
+
+    #[test]
+    fn several_errors_are_joined() {
+        let head = header(&["U"]);
+        let cells = header(&["a"]);
+        let outputs = [
+            ImageOutcome::Failed("timeout".into()),
+            ImageOutcome::Stored("https://o/2.jpg".into()),
+            ImageOutcome::Failed("not an image".into()),
+        ];
+        let written = text(
+            write_output(
+                &head,
+                [OutputRow {
+                    cells: &cells,
+                    outputs: &outputs,
+                }],
+                true,
+            )
+            .unwrap(),
+        );
+        assert!(
+            written.ends_with("a,\",https://o/2.jpg,\",1: timeout; 3: not an image\n"),
+            "{written}"
+        );
+    }
+
+    #[test]
+    fn formula_guard() {
+        for (cell, expected) in [
+            ("=SUM(A1)", "'=SUM(A1)"),
+            ("+1", "'+1"),
+            ("-1", "'-1"),
+            ("@x", "'@x"),
+            ("\tx", "'\tx"),
+            ("\rx", "'\rx"),
+            ("plain", "plain"),
+            ("a=b", "a=b"),
+            ("", ""),
+        ] {
+            assert_eq!(sanitize_cell(cell), expected, "{cell:?}");
+        }
+        assert!(matches!(sanitize_cell("safe"), Cow::Borrowed(_)));
+
+        let head = header(&["=H", "Input Image Urls"]);
+        let cells = header(&["@evil", "http://x/1.jpg"]);
+        let outputs = [ImageOutcome::Failed("-bad".into())];
+        let written = text(
+            write_output(
+                &head,
+                [OutputRow {
+                    cells: &cells,
+                    outputs: &outputs,
+                }],
+                true,
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            written,
+            "'=H,Input Image Urls,Output Image Urls,Errors\n'@evil,http://x/1.jpg,,1: -bad\n"
+        );
+    }
+
+    #[test]
+    fn row_length_mismatch_is_an_error() {
+        let head = header(&["A", "B"]);
+        let cells = header(&["1"]);
+        let result = write_output(
+            &head,
+            [OutputRow {
+                cells: &cells,
+                outputs: &[],
+            }],
+            false,
+        );
+        assert!(matches!(
+            result,
+            Err(CsvError::RowLength {
+                row: 0,
+                expected: 2,
+                found: 1
+            })
+        ));
+    }
+
+    #[test]
+    fn round_trip() {
+        let input = "\u{feff}Notes,Serial Number,Product Name,Input Image Urls\r\n\
+                     \"multi\nline, with comma\",1,SKU1,https://example.com/a.jpg,https://example.com/b.jpg\r\n\
+                     =1+1,2,SKU2,https://example.com/c.jpg\r\n";
+        let parsed: ParsedCsv = parse(input.as_bytes(), &CsvLimits::default()).unwrap();
+        let outputs: Vec<Vec<ImageOutcome>> = parsed
+            .rows
+            .iter()
+            .map(|row| {
+                (0..row.urls.len())
+                    .map(|i| {
+                        ImageOutcome::Stored(format!(
+                            "https://cdn.example.com/{}/{i}.jpg",
+                            row.serial
+                        ))
+                    })
+                    .collect()
+            })
+            .collect();
+        let rows = parsed
+            .rows
+            .iter()
+            .zip(&outputs)
+            .map(|(row, outputs)| OutputRow {
+                cells: &row.cells,
+                outputs,
+            });
+        let written = write_output(&parsed.header, rows, false).unwrap();
+
+        let again = parse(&written, &CsvLimits::default()).unwrap();
+        assert_eq!(
+            again.header,
+            [
+                "Notes",
+                "Serial Number",
+                "Product Name",
+                "Input Image Urls",
+                "Output Image Urls"
+            ]
+        );
+        assert_eq!(again.urls_column, 3);
+        assert_eq!(again.rows.len(), 2);
+        for (before, after) in parsed.rows.iter().zip(&again.rows) {
+            assert_eq!(before.urls, after.urls);
+            assert_eq!(before.serial, after.serial);
+            assert_eq!(
+                after.cells[4],
+                format!("https://cdn.example.com/{0}/0.jpg", before.serial)
+                    + if before.urls.len() == 2 {
+                        ",https://cdn.example.com/1/1.jpg"
+                    } else {
+                        ""
+                    }
+            );
+        }
+        assert_eq!(again.rows[0].cells[0], "multi\nline, with comma");
+        assert_eq!(again.rows[1].cells[0], "'=1+1");
+        assert_eq!(again.rows[1].line, 4);
+    }
+
+    /// Arbitrary inputs never panic, and whatever parses can be written.
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        const PIECES: &[&[u8]] = &[
+            b",",
+            b"\"",
+            b"\n",
+            b"\r\n",
+            b"\r",
+            b" ",
+            b"http://x.io/a",
+            b"https://",
+            b"ftp://a",
+            b"Serial Number",
+            b"Product Name",
+            b"Input Image Urls",
+            b"S.No",
+            b"\xef\xbb\xbf",
+            b"\xff",
+            b"\xc3\xa9",
+            b"=",
+            b"1",
+            b"2",
+            b"a",
+            b"\t",
+            b"\0",
+            b"%",
+            b"[::1]",
+            b"\xe2\x80\xa8",
+        ];
+        const HEAD: &[u8] = b"Serial Number,Product Name,Input Image Urls\n";
+        let limits = CsvLimits {
+            max_rows: 5,
+            max_urls_per_row: 3,
+        };
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            // xorshift64*: deterministic, good enough to shuffle pieces.
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        };
+        let mut parsed_ok = 0;
+        for round in 0..4000 {
+            let mut input = Vec::new();
+            if round % 2 == 0 {
+                input.extend_from_slice(HEAD);
+            }
+            if round % 4 == 0 {
+                // Mostly well-formed rows, so the writer and re-parse run too.
+                const NAMES: &[&str] = &["A", "=x", "\"q,\"\"x\"\"\"", "-1", " b "];
+                const URLS: &[&str] = &[
+                    "http://x.io/a",
+                    "https://X.io/b c",
+                    "http://[::1]/",
+                    "http://é.io/",
+                ];
+                for serial in 0..next() % 7 {
+                    let name = NAMES[(next() % NAMES.len() as u64) as usize];
+                    input.extend_from_slice(format!("{serial},{name}").as_bytes());
+                    for _ in 0..=next() % 3 {
+                        input.push(b',');
+                        input.extend_from_slice(
+                            URLS[(next() % URLS.len() as u64) as usize].as_bytes(),
+                        );
+                    }
+                    input.push(b'\n');
+                }
+            }
+            let len = next() % if round % 4 == 0 { 3 } else { 40 };
+            for _ in 0..len {
+                let r = next();
+                if r % 5 == 0 {
+                    input.push((r >> 8) as u8);
+                } else {
+                    input.extend_from_slice(PIECES[(r >> 8) as usize % PIECES.len()]);
+                }
+            }
+            if let Ok(parsed) = parse(&input, &limits) {
+                parsed_ok += 1;
+                assert!(!parsed.rows.is_empty());
+                let outputs: Vec<Vec<ImageOutcome>> = parsed
+                    .rows
+                    .iter()
+                    .map(|row| {
+                        row.urls
+                            .iter()
+                            .map(|u| ImageOutcome::Failed(u.to_string()))
+                            .collect()
+                    })
+                    .collect();
+                let rows = parsed
+                    .rows
+                    .iter()
+                    .zip(&outputs)
+                    .map(|(row, outputs)| OutputRow {
+                        cells: &row.cells,
+                        outputs,
+                    });
+                let written = write_output(&parsed.header, rows, true).unwrap();
+                let again = parse(
+                    &written,
+                    &CsvLimits {
+                        max_rows: 5,
+                        max_urls_per_row: 3,
+                    },
+                );
+                assert!(
+                    again.is_ok(),
+                    "{:?} -> {again:?}",
+                    String::from_utf8_lossy(&input)
+                );
+            }
+        }
+        assert!(parsed_ok > 100, "only {parsed_ok} inputs parsed");
+    }
+}

@@ -1,0 +1,225 @@
+//! Typed identifiers and states shared by the API, the jobs and the store, so that no
+//! bare `Uuid`, `i64` or string crosses a module boundary by accident.
+
+use std::{fmt, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Identifies one uploaded CSV and all its work. Time-ordered (UUIDv7), so ids sort by
+/// creation and index well.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RequestId(Uuid);
+
+impl RequestId {
+    /// A fresh id for a new request.
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// The underlying UUID.
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl From<Uuid> for RequestId {
+    fn from(u: Uuid) -> Self {
+        Self(u)
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for RequestId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+/// Identifies one image (one URL at one position of one row) of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ImageId(pub i64);
+
+impl fmt::Display for ImageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Identifies one webhook event; sent as the `webhook-id` header on every try.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventId(String);
+
+impl EventId {
+    /// A fresh, time-ordered event id (`msg_…`, as Standard Webhooks suggests).
+    pub fn new() -> Self {
+        Self(format!("msg_{}", Uuid::now_v7().simple()))
+    }
+
+    /// The id as sent on the wire.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Wraps an id read back from the database.
+    pub fn from_stored(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl Default for EventId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, poem_openapi::Enum)]
+        pub enum $name { $($(#[$vm])* #[serde(rename = $text)] #[oai(rename = $text)] $variant),+ }
+
+        impl $name {
+            /// The spelling stored in the database and shown by the API.
+            pub fn as_str(&self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok(Self::$variant),)+
+                    other => Err(format!("unknown {}: {other:?}", stringify!($name))),
+                }
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// Where a request is in its life.
+    RequestStatus {
+        /// Accepted, no image started yet.
+        Pending => "Pending",
+        /// At least one image job has started.
+        Processing => "Processing",
+        /// Every image succeeded.
+        Completed => "Completed",
+        /// Some images failed, some succeeded.
+        CompletedWithErrors => "CompletedWithErrors",
+        /// Every image failed.
+        Failed => "Failed",
+        /// Stopped by the user.
+        Cancelled => "Cancelled",
+    }
+}
+
+impl RequestStatus {
+    /// Final statuses: the request does no more work until retried.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Self::Completed | Self::CompletedWithErrors | Self::Failed | Self::Cancelled
+        )
+    }
+
+    /// The final status for these counts.
+    pub fn from_counts(succeeded: i64, failed: i64) -> Self {
+        match (succeeded, failed) {
+            (_, 0) => Self::Completed,
+            (0, _) => Self::Failed,
+            _ => Self::CompletedWithErrors,
+        }
+    }
+}
+
+string_enum! {
+    /// Where one image is: it leaves `pending` once per run, through a guarded update.
+    ImageState {
+        /// Waiting for (another) try.
+        Pending => "pending",
+        /// Stored; `output_key` is set.
+        Succeeded => "succeeded",
+        /// Failed for good; `last_error` says why.
+        Failed => "failed",
+        /// The request was cancelled before this image finished.
+        Cancelled => "cancelled",
+    }
+}
+
+string_enum! {
+    /// Delivery state of one webhook event.
+    EventState {
+        /// Not yet delivered; a delivery job is queued.
+        Pending => "pending",
+        /// A try got a 2xx answer.
+        Delivered => "delivered",
+        /// Gave up: 410, or the schedule ran out.
+        Failed => "failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip_and_classify() {
+        for s in [
+            RequestStatus::Pending,
+            RequestStatus::Processing,
+            RequestStatus::Completed,
+            RequestStatus::CompletedWithErrors,
+            RequestStatus::Failed,
+            RequestStatus::Cancelled,
+        ] {
+            assert_eq!(s.as_str().parse::<RequestStatus>().unwrap(), s);
+        }
+        assert!("completed".parse::<RequestStatus>().is_err());
+        assert_eq!(RequestStatus::from_counts(3, 0), RequestStatus::Completed);
+        assert_eq!(RequestStatus::from_counts(0, 3), RequestStatus::Failed);
+        assert_eq!(
+            RequestStatus::from_counts(2, 1),
+            RequestStatus::CompletedWithErrors
+        );
+        assert!(!RequestStatus::Processing.is_final());
+    }
+
+    #[test]
+    fn ids_are_distinct_and_parse() {
+        let a = RequestId::new();
+        let b = RequestId::new();
+        assert_ne!(a, b);
+        assert_eq!(a.to_string().parse::<RequestId>().unwrap(), a);
+        assert!(EventId::new().as_str().starts_with("msg_"));
+    }
+}

@@ -1,0 +1,285 @@
+//! [`Fetcher`]: the one outbound HTTP client, with the address guard at
+//! every layer (URL check, guarded resolver, per-hop redirect check,
+//! connected-address check), size and time limits and the per-host cap.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use ipnet::IpNet;
+use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
+use reqwest::{Response, StatusCode};
+use tokio::time::Instant;
+use url::Url;
+
+use super::FetchConfig;
+use super::error::{FetchError, Reason, parse_retry_after};
+use super::guard::{check_ip, check_parsed, check_url};
+use super::limit::HostLimiter;
+use super::resolver::GuardedResolver;
+
+/// Redirect hops a download may follow; the 6th is refused.
+pub const MAX_REDIRECTS: usize = 5;
+
+/// A downloaded body and where it finally came from.
+#[derive(Debug, Clone)]
+pub struct Downloaded {
+    /// The whole body, at most `max_bytes` long.
+    pub bytes: Bytes,
+    /// The URL after redirects, for reports and logs.
+    pub final_url: String,
+    /// The `Content-Type` the server sent, if any and if it was valid text.
+    pub content_type: Option<String>,
+}
+
+/// What a webhook endpoint answered; the caller decides what the status means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookResponse {
+    /// The HTTP status, including 3xx (redirects are never followed for webhooks).
+    pub status: u16,
+    /// `Retry-After` of a 429 or 503, capped at 24 h.
+    pub retry_after: Option<Duration>,
+}
+
+/// The one outbound HTTP client for downloads and webhooks, with the address
+/// guard inside it. Cheap to clone: everything sits behind one `Arc`.
+#[derive(Clone)]
+pub struct Fetcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: reqwest::Client,
+    config: FetchConfig,
+    allow: Arc<[IpNet]>,
+    limiter: Arc<HostLimiter>,
+}
+
+impl std::fmt::Debug for Fetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetcher")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Outcome of one request in a redirect chain.
+enum Hop {
+    Redirect(Url),
+    Done(Downloaded),
+}
+
+impl Fetcher {
+    /// Builds the client: guarded DNS resolver, no redirects followed by
+    /// reqwest (we follow them ourselves to check each hop), no proxy from
+    /// the environment, connect timeout and User-Agent from `config`.
+    pub fn new(config: FetchConfig) -> Result<Fetcher, FetchError> {
+        let allow: Arc<[IpNet]> = Arc::from(config.allow.clone());
+        let client = reqwest::Client::builder()
+            .dns_resolver(GuardedResolver::new(Arc::clone(&allow)))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .referer(false)
+            .connect_timeout(config.connect_timeout)
+            .user_agent(config.user_agent.clone())
+            .build()
+            .map_err(|e| FetchError::Setup(e.to_string()))?;
+        Ok(Fetcher {
+            inner: Arc::new(Inner {
+                client,
+                limiter: Arc::new(HostLimiter::new(config.per_host_limit)),
+                allow,
+                config,
+            }),
+        })
+    }
+
+    /// Hosts with downloads in flight or queued (tests check the map is cleaned up).
+    #[cfg(test)]
+    pub(crate) fn inner_tracked_hosts(&self) -> usize {
+        self.inner.limiter.tracked_hosts()
+    }
+
+    /// The configuration this fetcher was built with.
+    pub fn config(&self) -> &FetchConfig {
+        &self.inner.config
+    }
+
+    /// GET with every guard; returns the whole body (≤ `max_bytes`).
+    ///
+    /// Follows at most 5 redirects, checking each target. The total timeout
+    /// covers connecting, every hop and the body; time spent queued behind
+    /// the per-host cap does not count.
+    pub async fn download(&self, url: &str) -> Result<Downloaded, FetchError> {
+        let result = self.download_inner(url).await;
+        if let Err(e) = &result {
+            tracing::debug!(url, error = %Reason(e), transient = e.is_transient(), "download failed");
+        }
+        result
+    }
+
+    async fn download_inner(&self, url: &str) -> Result<Downloaded, FetchError> {
+        let inner = &self.inner;
+        let timeout = inner.config.timeout;
+        let mut url = check_url(url, &inner.allow)?;
+        let mut deadline: Option<Instant> = None;
+        let mut redirects = 0usize;
+        loop {
+            let host = url.host_str().unwrap_or_default().to_owned();
+            let queued = Instant::now();
+            let permit = inner.limiter.acquire(&host).await;
+            let now = Instant::now();
+            let hop_deadline = match deadline {
+                None => now + timeout,
+                Some(d) => d + (now - queued),
+            };
+            deadline = Some(hop_deadline);
+            let hop = tokio::time::timeout_at(hop_deadline, self.get_once(&url))
+                .await
+                .map_err(|_| FetchError::Timeout(timeout))??;
+            match hop {
+                Hop::Done(done) => return Ok(done),
+                Hop::Redirect(next) => {
+                    drop(permit);
+                    redirects += 1;
+                    if redirects > MAX_REDIRECTS {
+                        return Err(FetchError::TooManyRedirects);
+                    }
+                    check_parsed(&next, &inner.allow)?;
+                    tracing::debug!(from = %url, to = %next, "following redirect");
+                    url = next;
+                }
+            }
+        }
+    }
+
+    /// One GET: checks the connected address, turns statuses into errors or
+    /// a redirect target, and reads the body under the size cap.
+    async fn get_once(&self, url: &Url) -> Result<Hop, FetchError> {
+        let inner = &self.inner;
+        let timeout = inner.config.timeout;
+        let mut resp = inner
+            .client
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|e| FetchError::from_reqwest(&e, timeout))?;
+        check_remote(resp.remote_addr(), &inner.allow)?;
+
+        let status = resp.status();
+        if status.is_redirection() {
+            let next = resp
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .filter(|_| is_follow_status(status))
+                .ok_or(FetchError::BadRedirect(status.as_u16()))?;
+            let next = url
+                .join(next.trim())
+                .map_err(|e| FetchError::InvalidUrl(format!("redirect target: {e}")))?;
+            return Ok(Hop::Redirect(next));
+        }
+        if !status.is_success() {
+            return Err(FetchError::Http {
+                status: status.as_u16(),
+                retry_after: retry_after(&resp),
+            });
+        }
+
+        let max = inner.config.max_bytes;
+        if resp.content_length().is_some_and(|n| n > max) {
+            return Err(FetchError::TooLarge(max));
+        }
+        let content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let capacity = resp.content_length().unwrap_or(0).min(max).min(1 << 20);
+        let mut body = BytesMut::with_capacity(usize::try_from(capacity).unwrap_or(0));
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| FetchError::from_reqwest(&e, timeout))?
+        {
+            if (body.len() as u64).saturating_add(chunk.len() as u64) > max {
+                return Err(FetchError::TooLarge(max));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Hop::Done(Downloaded {
+            bytes: body.freeze(),
+            final_url: url.to_string(),
+            content_type,
+        }))
+    }
+
+    /// POST a JSON body with extra headers for a webhook: no redirects, its
+    /// own timeout; any HTTP status is returned as `Ok` (the caller decides
+    /// what 2xx/410/other mean); refused address, timeouts and connect
+    /// errors are `Err`. `Content-Type: application/json` is added unless
+    /// `headers` has one.
+    pub async fn post_webhook(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<WebhookResponse, FetchError> {
+        let inner = &self.inner;
+        let url = check_url(url, &inner.allow)?;
+        let mut req = inner.client.post(url).body(body);
+        let mut has_content_type = false;
+        for (name, value) in headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| FetchError::Setup(format!("header name {name:?}: {e}")))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|e| FetchError::Setup(format!("header {name}: {e}")))?;
+            has_content_type |= name == CONTENT_TYPE;
+            req = req.header(name, value);
+        }
+        if !has_content_type {
+            req = req.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        let call = async {
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| FetchError::from_reqwest(&e, timeout))?;
+            check_remote(resp.remote_addr(), &inner.allow)?;
+            Ok(WebhookResponse {
+                status: resp.status().as_u16(),
+                retry_after: retry_after(&resp),
+            })
+        };
+        tokio::time::timeout(timeout, call)
+            .await
+            .map_err(|_| FetchError::Timeout(timeout))?
+    }
+}
+
+/// Statuses whose `Location` we follow; 300, 304, 305 and 306 are not redirects to follow.
+fn is_follow_status(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
+}
+
+/// Last guard: the address we are actually talking to. A missing address
+/// fails closed.
+fn check_remote(addr: Option<SocketAddr>, allow: &[IpNet]) -> Result<(), FetchError> {
+    match addr {
+        Some(a) => check_ip(a.ip(), allow),
+        None => Err(FetchError::Connect("peer address unknown".into())),
+    }
+}
+
+/// `Retry-After` of a 429 or 503 response.
+fn retry_after(resp: &Response) -> Option<Duration> {
+    if !matches!(resp.status().as_u16(), 429 | 503) {
+        return None;
+    }
+    resp.headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after)
+}

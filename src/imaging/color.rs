@@ -1,0 +1,238 @@
+//! Embedded ICC profile → sRGB, with qcms (pure Rust, Firefox's colour management).
+//!
+//! JPEG output carries no profile, so viewers assume sRGB: pixels in another
+//! space (AdobeRGB, Display P3, a gray gamma) must be converted or they look
+//! washed out or too saturated.
+
+use std::sync::OnceLock;
+
+use image::{GrayImage, RgbImage};
+use qcms::{DataType, Intent, Profile, Transform};
+
+use super::decode::Pixels;
+
+/// The sRGB output profile with its output tables precomputed once per process.
+fn srgb() -> &'static Profile {
+    static SRGB: OnceLock<Box<Profile>> = OnceLock::new();
+    SRGB.get_or_init(|| {
+        let mut profile = Profile::new_sRGB();
+        profile.precache_output_transform();
+        profile
+    })
+}
+
+/// Converts `pixels` from the space described by `icc` to sRGB.
+///
+/// Returns the pixels and whether a conversion happened. Skipped (pixels
+/// returned untouched) when the profile is sRGB already, is unreadable, or
+/// does not describe the pixels (e.g. the CMYK profile of a CMYK JPEG, whose
+/// pixels the decoder has already turned into RGB).
+pub(crate) fn to_srgb(pixels: Pixels, icc: &[u8]) -> (Pixels, bool) {
+    let space = icc.get(16..20);
+    let rgb_profile = space == Some(b"RGB ");
+    let gray_profile = space == Some(b"GRAY");
+    let applicable = match &pixels {
+        Pixels::Rgb(_) => rgb_profile,
+        Pixels::Gray(_) => rgb_profile || gray_profile,
+    };
+    if !applicable || says_srgb(icc) {
+        return (pixels, false);
+    }
+    let Some(input) = Profile::new_from_slice(icc, false) else {
+        return (pixels, false);
+    };
+    match pixels {
+        Pixels::Rgb(mut img) => {
+            let Some(t) = Transform::new(&input, srgb(), DataType::RGB8, Intent::Perceptual) else {
+                return (Pixels::Rgb(img), false);
+            };
+            if is_identity(&t, DataType::RGB8) {
+                return (Pixels::Rgb(img), false);
+            }
+            t.apply(&mut img);
+            (Pixels::Rgb(img), true)
+        }
+        Pixels::Gray(img) if gray_profile => {
+            let Some(t) = Transform::new_to(
+                &input,
+                srgb(),
+                DataType::Gray8,
+                DataType::RGB8,
+                Intent::Perceptual,
+            ) else {
+                return (Pixels::Gray(img), false);
+            };
+            if is_identity(&t, DataType::Gray8) {
+                return (Pixels::Gray(img), false);
+            }
+            let mut out = vec![0u8; img.as_raw().len() * 3];
+            t.convert(img.as_raw(), &mut out);
+            match RgbImage::from_raw(img.width(), img.height(), out) {
+                Some(rgb) => (Pixels::Rgb(rgb), true),
+                None => (Pixels::Gray(img), false),
+            }
+        }
+        // Gray pixels with an RGB profile: R = G = B in that space.
+        Pixels::Gray(img) => {
+            let (rgb, converted) = to_srgb(Pixels::Rgb(gray_to_rgb(&img)), icc);
+            if converted {
+                (rgb, true)
+            } else {
+                (Pixels::Gray(img), false)
+            }
+        }
+    }
+}
+
+/// Cheap check on the profile description (v2 `desc` ASCII or v4 `mluc` UTF-16):
+/// profiles named sRGB (IEC61966-2.1, "sRGB built-in", ...) are not worth a transform.
+fn says_srgb(icc: &[u8]) -> bool {
+    let count = icc
+        .get(128..132)
+        .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    (0..count.min(256) as usize)
+        .filter_map(|i| icc.get(132 + 12 * i..144 + 12 * i))
+        .filter(|entry| &entry[..4] == b"desc")
+        .filter_map(|entry| {
+            let offset = u32::from_be_bytes([entry[4], entry[5], entry[6], entry[7]]) as usize;
+            let size = u32::from_be_bytes([entry[8], entry[9], entry[10], entry[11]]) as usize;
+            icc.get(offset..offset.checked_add(size)?)
+        })
+        .any(|desc| {
+            desc.windows(4).any(|w| w == b"sRGB") || desc.windows(8).any(|w| w == b"\0s\0R\0G\0B")
+        })
+}
+
+/// True when the transform changes no sample value by more than 1 (an sRGB
+/// profile under another name): applying it would only cost time.
+fn is_identity(t: &Transform, input: DataType) -> bool {
+    const STEPS: [u8; 6] = [0, 51, 102, 153, 204, 255];
+    match input {
+        DataType::RGB8 => {
+            let mut samples: Vec<u8> = Vec::with_capacity(3 * 216);
+            for r in STEPS {
+                for g in STEPS {
+                    for b in STEPS {
+                        samples.extend_from_slice(&[r, g, b]);
+                    }
+                }
+            }
+            let mut out = samples.clone();
+            t.apply(&mut out);
+            samples.iter().zip(&out).all(|(a, b)| a.abs_diff(*b) <= 1)
+        }
+        _ => {
+            let samples: Vec<u8> = (0..=255).step_by(5).collect();
+            let mut out = vec![0u8; samples.len() * 3];
+            t.convert(&samples, &mut out);
+            samples
+                .iter()
+                .zip(out.chunks_exact(3))
+                .all(|(&v, rgb)| rgb.iter().all(|&c| c.abs_diff(v) <= 1))
+        }
+    }
+}
+
+/// Expands gray to RGB (only used when a gray image carries an RGB profile).
+pub(crate) fn gray_to_rgb(img: &GrayImage) -> RgbImage {
+    let raw: Vec<u8> = img.as_raw().iter().flat_map(|&v| [v, v, v]).collect();
+    RgbImage::from_raw(img.width(), img.height(), raw).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn srgb_profiles_are_left_alone() {
+        let img = RgbImage::from_pixel(4, 4, image::Rgb([10, 200, 30]));
+        // Not a profile at all.
+        let (out, converted) = to_srgb(Pixels::Rgb(img.clone()), b"garbage");
+        assert!(!converted);
+        assert!(matches!(out, Pixels::Rgb(ref o) if *o == img));
+        // A CMYK profile header does not apply to RGB pixels.
+        let mut cmyk = vec![0u8; 132];
+        cmyk[16..20].copy_from_slice(b"CMYK");
+        assert!(!to_srgb(Pixels::Rgb(img.clone()), &cmyk).1);
+    }
+
+    fn embedded_icc(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/tests/fixtures/imaging/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let bytes = std::fs::read(&path).expect("fixture");
+        let mut decoder =
+            image::codecs::jpeg::JpegDecoder::new(std::io::Cursor::new(bytes)).expect("jpeg");
+        image::ImageDecoder::icc_profile(&mut decoder)
+            .expect("readable")
+            .expect("has a profile")
+    }
+
+    #[test]
+    fn adobergb_changes_colours_and_gray_with_rgb_profile_becomes_rgb() {
+        let icc = embedded_icc("adobergb_icc.jpg");
+        assert!(!says_srgb(&icc));
+        let green = RgbImage::from_pixel(2, 2, image::Rgb([40, 200, 40]));
+        let (out, converted) = to_srgb(Pixels::Rgb(green), &icc);
+        assert!(converted);
+        // AdobeRGB's green is more saturated than sRGB can show: red drops to 0.
+        let Pixels::Rgb(out) = out else {
+            panic!("expected RGB")
+        };
+        assert!(
+            out.pixels().all(|p| p[0] < 20 && p[1] > 200),
+            "{:?}",
+            out.get_pixel(0, 0)
+        );
+
+        let gray = GrayImage::from_fn(16, 1, |x, _| image::Luma([x as u8 * 16]));
+        let (out, converted) = to_srgb(Pixels::Gray(gray), &icc);
+        assert!(converted);
+        let Pixels::Rgb(out) = out else {
+            panic!("expected RGB")
+        };
+        assert!(
+            out.pixels()
+                .all(|p| p[0].abs_diff(p[1]) <= 2 && p[1].abs_diff(p[2]) <= 2)
+        );
+    }
+
+    #[test]
+    fn srgb_is_skipped_by_name_or_by_effect() {
+        let icc = embedded_icc("srgb_icc.jpg");
+        assert!(says_srgb(&icc));
+        let img = RgbImage::from_fn(8, 8, |x, y| image::Rgb([x as u8 * 30, y as u8 * 30, 77]));
+        assert!(!to_srgb(Pixels::Rgb(img.clone()), &icc).1);
+        // The same profile under another name: the transform is an identity, so skipped too.
+        let mut renamed = icc.clone();
+        for i in 0..renamed.len().saturating_sub(8) {
+            if &renamed[i..i + 4] == b"sRGB" {
+                renamed[i..i + 4].copy_from_slice(b"xxxx");
+            }
+            if &renamed[i..i + 8] == b"\0s\0R\0G\0B" {
+                renamed[i..i + 8].copy_from_slice(b"\0x\0x\0x\0x");
+            }
+        }
+        assert!(!says_srgb(&renamed));
+        let (out, converted) = to_srgb(Pixels::Rgb(img.clone()), &renamed);
+        assert!(!converted);
+        assert!(matches!(out, Pixels::Rgb(ref o) if *o == img));
+    }
+
+    #[test]
+    fn says_srgb_reads_the_description() {
+        let mut icc = vec![0u8; 200];
+        icc[128..132].copy_from_slice(&1u32.to_be_bytes());
+        icc[132..136].copy_from_slice(b"desc");
+        icc[136..140].copy_from_slice(&150u32.to_be_bytes());
+        icc[140..144].copy_from_slice(&30u32.to_be_bytes());
+        icc[162..179].copy_from_slice(b"sRGB IEC61966-2.1");
+        assert!(says_srgb(&icc));
+        icc[162..166].copy_from_slice(b"Adob");
+        assert!(!says_srgb(&icc));
+        // Offsets past the end are ignored, not a panic.
+        icc[136..140].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(!says_srgb(&icc));
+    }
+}

@@ -1,0 +1,233 @@
+//! Decoding to 8-bit gray or RGB, with every fix the JPEG output needs applied.
+
+use std::io::Cursor;
+
+use image::metadata::Orientation;
+use image::{
+    DynamicImage, ExtendedColorType, GrayImage, ImageDecoder, ImageError, ImageReader, RgbImage,
+};
+
+use super::{Format, ImagingError, Limits, check_pixels, color, jpeg, sniff};
+
+/// Decoded pixels ready for the encoder: gray stays one channel (it is
+/// encoded as YCbCr with neutral chroma), everything else is RGB.
+pub(crate) enum Pixels {
+    /// 8-bit luminance.
+    Gray(GrayImage),
+    /// 8-bit sRGB.
+    Rgb(RgbImage),
+}
+
+impl Pixels {
+    /// Width and height.
+    pub(crate) fn dimensions(&self) -> (u32, u32) {
+        match self {
+            Pixels::Gray(img) => img.dimensions(),
+            Pixels::Rgb(img) => img.dimensions(),
+        }
+    }
+}
+
+/// The decoded image and what was done to get it there (for the report).
+pub(crate) struct Decoded {
+    pub pixels: Pixels,
+    pub rotated: bool,
+    pub cmyk_converted: bool,
+    pub icc_converted: bool,
+    pub alpha_flattened: bool,
+    pub frames_dropped: u32,
+    pub bit_depth_reduced: bool,
+}
+
+/// Room for decoder bookkeeping on top of the pixel buffer (row buffers, LZW tables...).
+const ALLOC_SLACK: u64 = 64 * 1024 * 1024;
+
+/// Decodes the first frame of `input` and converts it to oriented 8-bit sRGB (or gray).
+///
+/// `header` is the size [`sniff::dimensions`] read; the decoder is held to it exactly.
+pub(crate) fn decode(
+    input: &[u8],
+    format: Format,
+    header: (u32, u32),
+    limits: &Limits,
+) -> Result<Decoded, ImagingError> {
+    let err = |e: ImageError| ImagingError::Decode {
+        format,
+        reason: e.to_string(),
+    };
+    let jpeg_header = match format {
+        Format::Jpeg => Some(jpeg::parse(input).map_err(|e| ImagingError::Decode {
+            format,
+            reason: e.to_owned(),
+        })?),
+        _ => None,
+    };
+    if jpeg_header
+        .as_ref()
+        .is_some_and(|header| !jpeg::has_eoi_after_scan(input, header))
+    {
+        return Err(ImagingError::Decode {
+            format,
+            reason: "truncated: no end-of-image marker after the image data".to_owned(),
+        });
+    }
+    let mut decoder_limits = image::Limits::default();
+    decoder_limits.max_image_width = Some(header.0);
+    decoder_limits.max_image_height = Some(header.1);
+    // 8 bytes per pixel covers the widest output (RGBA, 16 bits per sample).
+    decoder_limits.max_alloc =
+        Some((u64::from(header.0) * u64::from(header.1)).saturating_mul(8) + ALLOC_SLACK);
+    let mut reader = ImageReader::with_format(Cursor::new(input), format.image_format());
+    reader.limits(decoder_limits);
+    let mut decoder = reader.into_decoder().map_err(err)?;
+
+    let (width, height) = decoder.dimensions();
+    check_pixels(width, height, limits.max_pixels)?;
+    // A broken EXIF or ICC block is not worth failing the image for: use the pixels as they are.
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let icc = decoder.icc_profile().ok().flatten();
+    let cmyk_converted = match &jpeg_header {
+        Some(header) => header.component_count == 4,
+        _ => matches!(
+            decoder.original_color_type(),
+            ExtendedColorType::Cmyk8 | ExtendedColorType::Cmyk16
+        ),
+    };
+
+    let image = DynamicImage::from_decoder(decoder).map_err(err)?;
+    let (pixels, alpha_flattened, bit_depth_reduced) = to_8bit_flattened(image);
+    let (pixels, icc_converted) = match (&icc, cmyk_converted) {
+        (Some(profile), false) => color::to_srgb(pixels, profile),
+        _ => (pixels, false),
+    };
+    let pixels = orient(pixels, orientation);
+
+    Ok(Decoded {
+        pixels,
+        rotated: orientation != Orientation::NoTransforms,
+        cmyk_converted,
+        icc_converted,
+        alpha_flattened,
+        frames_dropped: sniff::frame_count(input, format) - 1,
+        bit_depth_reduced,
+    })
+}
+
+/// Converts any decoded layout to 8-bit gray or RGB in one pass, compositing
+/// alpha onto white. Returns (pixels, any pixel was not opaque, had > 8 bits).
+fn to_8bit_flattened(image: DynamicImage) -> (Pixels, bool, bool) {
+    let (w, h) = (image.width(), image.height());
+    let gray = |raw: Vec<u8>| GrayImage::from_raw(w, h, raw).map(Pixels::Gray);
+    let rgb = |raw: Vec<u8>| RgbImage::from_raw(w, h, raw).map(Pixels::Rgb);
+    let mut translucent = false;
+    let converted = match image {
+        DynamicImage::ImageLuma8(img) => Some((Pixels::Gray(img), false)),
+        DynamicImage::ImageRgb8(img) => Some((Pixels::Rgb(img), false)),
+        DynamicImage::ImageLumaA8(img) => {
+            let raw = flatten::<2, 255>(img.as_raw(), &mut translucent);
+            gray(raw).map(|p| (p, false))
+        }
+        DynamicImage::ImageRgba8(img) => {
+            let raw = flatten::<4, 255>(img.as_raw(), &mut translucent);
+            rgb(raw).map(|p| (p, false))
+        }
+        DynamicImage::ImageLuma16(img) => {
+            gray(flatten::<1, 65535>(img.as_raw(), &mut translucent)).map(|p| (p, true))
+        }
+        DynamicImage::ImageLumaA16(img) => {
+            gray(flatten::<2, 65535>(img.as_raw(), &mut translucent)).map(|p| (p, true))
+        }
+        DynamicImage::ImageRgb16(img) => {
+            rgb(flatten::<3, 65535>(img.as_raw(), &mut translucent)).map(|p| (p, true))
+        }
+        DynamicImage::ImageRgba16(img) => {
+            rgb(flatten::<4, 65535>(img.as_raw(), &mut translucent)).map(|p| (p, true))
+        }
+        // 32-bit float and any future layout: let `image` reduce it, then flatten.
+        other => {
+            let rgba = other.into_rgba8();
+            rgb(flatten::<4, 255>(rgba.as_raw(), &mut translucent)).map(|p| (p, true))
+        }
+    };
+    match converted {
+        Some((pixels, reduced)) => (pixels, translucent, reduced),
+        // Unreachable: every buffer above has exactly w × h × channels samples.
+        None => (Pixels::Rgb(RgbImage::new(w, h)), translucent, false),
+    }
+}
+
+/// Turns `N`-channel samples with maximum `MAX` (255 or 65535) into 8-bit
+/// samples without alpha. For N = 2 and 4 the last channel is alpha and is
+/// composited onto white; `translucent` is set when any alpha was below `MAX`.
+/// `MAX` is a const so the divisions below compile to multiplications.
+fn flatten<const N: usize, const MAX: u64>(
+    samples: &[impl Into<u32> + Copy],
+    translucent: &mut bool,
+) -> Vec<u8> {
+    let colors = if N == 2 || N == 4 { N - 1 } else { N };
+    let max64 = MAX;
+    let mut out = Vec::with_capacity(samples.len() / N * colors);
+    let mut any_translucent = false;
+    for px in samples.chunks_exact(N) {
+        let alpha = if colors < N {
+            u64::from(px[N - 1].into())
+        } else {
+            max64
+        };
+        any_translucent |= alpha < max64;
+        for &c in &px[..colors] {
+            // c·α + white·(1 − α), then rescaled to 0..=255, rounded.
+            let blended = u64::from(c.into()) * alpha + max64 * (max64 - alpha);
+            out.push(((blended * 255 + max64 * max64 / 2) / (max64 * max64)) as u8);
+        }
+    }
+    *translucent |= any_translucent;
+    out
+}
+
+/// Applies the EXIF orientation so the pixels are stored the way they are meant to be seen.
+fn orient(pixels: Pixels, orientation: Orientation) -> Pixels {
+    if orientation == Orientation::NoTransforms {
+        return pixels;
+    }
+    match pixels {
+        Pixels::Gray(img) => {
+            let mut dynamic = DynamicImage::ImageLuma8(img);
+            dynamic.apply_orientation(orientation);
+            Pixels::Gray(dynamic.into_luma8())
+        }
+        Pixels::Rgb(img) => {
+            let mut dynamic = DynamicImage::ImageRgb8(img);
+            dynamic.apply_orientation(orientation);
+            Pixels::Rgb(dynamic.into_rgb8())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flatten_composites_onto_white() {
+        let mut translucent = false;
+        let rgba: [u8; 12] = [255, 0, 0, 255, 0, 0, 0, 0, 0, 0, 255, 128];
+        let out = flatten::<4, 255>(&rgba, &mut translucent);
+        assert_eq!(out, [255, 0, 0, 255, 255, 255, 127, 127, 255]);
+        assert!(translucent);
+
+        let mut translucent = false;
+        let opaque: [u16; 4] = [65535, 0, 32768, 65535];
+        assert_eq!(
+            flatten::<4, 65535>(&opaque, &mut translucent),
+            [255, 0, 128]
+        );
+        assert!(!translucent);
+
+        let gray16: [u16; 3] = [0, 257, 65535];
+        assert_eq!(flatten::<1, 65535>(&gray16, &mut translucent), [0, 1, 255]);
+        let la: [u8; 4] = [0, 0, 100, 255];
+        assert_eq!(flatten::<2, 255>(&la, &mut translucent), [255, 100]);
+        assert!(translucent);
+    }
+}

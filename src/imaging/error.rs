@@ -1,0 +1,45 @@
+//! The one error type of the imaging pipeline.
+
+use super::Format;
+
+/// Why an image could not be transformed.
+///
+/// Every variant is **permanent**: the transform is a pure function of the
+/// input bytes, so retrying the same bytes fails the same way. Callers should
+/// fail the image at once (no backoff) and show the message to the user.
+#[derive(Debug, thiserror::Error)]
+pub enum ImagingError {
+    /// The magic bytes are none of JPEG, PNG, GIF, WebP, BMP or TIFF.
+    #[error("unsupported format")]
+    UnsupportedFormat,
+    /// The header announces more pixels than allowed; nothing was decoded.
+    #[error("image is {width}x{height} ({pixels} pixels), over the limit of {limit} pixels")]
+    TooManyPixels {
+        /// Width from the header (before orientation).
+        width: u32,
+        /// Height from the header (before orientation).
+        height: u32,
+        /// `width × height`.
+        pixels: u64,
+        /// The configured maximum.
+        limit: u64,
+    },
+    /// The bytes are damaged, truncated, over the byte limit, or use a feature the decoder lacks.
+    #[error("cannot decode {format:?} image: {reason}")]
+    Decode {
+        /// The format the magic bytes announced.
+        format: Format,
+        /// A human-readable cause.
+        reason: String,
+    },
+    /// The decoded image cannot be written as JPEG (e.g. wider than 65535 pixels).
+    #[error("cannot encode JPEG: {0}")]
+    Encode(String),
+}
+
+impl ImagingError {
+    /// Always `false`: no imaging error goes away on retry (see the type's docs).
+    pub fn is_retryable(&self) -> bool {
+        false
+    }
+}

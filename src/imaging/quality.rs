@@ -1,0 +1,235 @@
+//! Output quality: the per-request choice, and the estimate of a JPEG input's own quality.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::jpeg;
+
+/// Per-request quality choice.
+///
+/// `Relative` exists because re-encoding an already-compressed JPEG at a fixed
+/// quality can make it bigger or needlessly worse; "half of what it had" adapts
+/// to each input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Quality {
+    /// A JPEG quality, 1..=100.
+    Absolute(u8),
+    /// A percentage (1..=100) of the input's own estimated JPEG quality.
+    Relative(u8),
+}
+
+const ALLOWED: &str = "expected a quality from 1 to 100 (e.g. \"50\") \
+                       or \"relative:N%\" with N from 1 to 100 (e.g. \"relative:50%\")";
+
+impl Quality {
+    /// Parses `"50"` or `"relative:50%"` (case-insensitive, spaces trimmed).
+    ///
+    /// The error message says what is allowed, so it can be shown to the user as is.
+    pub fn parse(s: &str) -> Result<Quality, String> {
+        let trimmed = s.trim();
+        let lower = trimmed.to_ascii_lowercase();
+        let shown: String = trimmed.chars().take(32).collect();
+        let invalid = || format!("invalid quality {shown:?}: {ALLOWED}");
+        let (number, relative) = match lower.strip_prefix("relative:") {
+            Some(rest) => {
+                let rest = rest.trim();
+                (rest.strip_suffix('%').unwrap_or(rest).trim_end(), true)
+            }
+            None => (lower.as_str(), false),
+        };
+        if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid());
+        }
+        let value: u8 = match number.parse() {
+            Ok(v) if (1..=100).contains(&v) => v,
+            _ => return Err(invalid()),
+        };
+        Ok(if relative {
+            Quality::Relative(value)
+        } else {
+            Quality::Absolute(value)
+        })
+    }
+}
+
+impl fmt::Display for Quality {
+    /// Writes the form [`Quality::parse`] reads: `50` or `relative:50%`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Quality::Absolute(q) => write!(f, "{q}"),
+            Quality::Relative(p) => write!(f, "relative:{p}%"),
+        }
+    }
+}
+
+/// The quality to encode with: absolute as given, relative as a rounded
+/// percentage of the source's quality (or `default` when it has none), clamped to 1..=100.
+pub(crate) fn resolve(quality: Quality, default: u8, source: Option<u8>) -> u8 {
+    let q = match (quality, source) {
+        (Quality::Absolute(q), _) => u32::from(q),
+        (Quality::Relative(p), Some(s)) => (u32::from(s) * u32::from(p) + 50) / 100,
+        (Quality::Relative(_), None) => u32::from(default),
+    };
+    // Clamped to 1..=100, so the cast cannot truncate.
+    q.clamp(1, 100) as u8
+}
+
+/// The IJG (Annex K.1) luminance table, in natural (row-major) order.
+const IJG_LUMA: [u16; 64] = [
+    16, 11, 10, 16, 24, 40, 51, 61, //
+    12, 12, 14, 19, 26, 58, 60, 55, //
+    14, 13, 16, 24, 40, 57, 69, 56, //
+    14, 17, 22, 29, 51, 87, 80, 62, //
+    18, 22, 37, 56, 68, 109, 103, 77, //
+    24, 35, 55, 64, 81, 104, 113, 92, //
+    49, 64, 78, 87, 103, 121, 120, 101, //
+    72, 92, 95, 98, 112, 100, 103, 99,
+];
+
+/// Natural-order index of the n-th coefficient in zigzag order (DQT stores zigzag).
+const ZIGZAG: [usize; 64] = [
+    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20,
+    13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59,
+    52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
+];
+
+/// Estimated IJG quality of a JPEG from its DQT luminance table, `None` when
+/// not a JPEG or no table.
+///
+/// Inverts libjpeg's `jpeg_quality_scaling`: the standard luminance table is
+/// scaled for every quality 1..=100 and the quality whose table is closest
+/// (sum of absolute differences; ties go to the higher quality) wins. Exact for
+/// files written by libjpeg, ImageMagick, Pillow, jpeg-encoder and most
+/// cameras' IJG-style encoders; an approximation for custom tables.
+pub fn estimate_jpeg_quality(bytes: &[u8]) -> Option<u8> {
+    let header = jpeg::parse(bytes).ok()?;
+    let table = header.luma_table()?;
+    let max = if table.sixteen_bit { 32767 } else { 255 };
+    let mut best: Option<(u64, u8)> = None;
+    for quality in (1..=100u32).rev() {
+        let scale = if quality < 50 {
+            5000 / quality
+        } else {
+            200 - 2 * quality
+        };
+        let error: u64 = ZIGZAG
+            .iter()
+            .zip(table.values)
+            .map(|(&natural, actual)| {
+                let expected = ((u32::from(IJG_LUMA[natural]) * scale + 50) / 100).clamp(1, max);
+                u64::from(expected.abs_diff(u32::from(actual)))
+            })
+            .sum();
+        if best.is_none_or(|(e, _)| error < e) {
+            // quality is 1..=100, the cast cannot truncate.
+            best = Some((error, quality as u8));
+        }
+    }
+    best.map(|(_, q)| q)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_accepts_absolute_and_relative_forms() {
+        assert_eq!(Quality::parse("50"), Ok(Quality::Absolute(50)));
+        assert_eq!(Quality::parse(" 1 "), Ok(Quality::Absolute(1)));
+        assert_eq!(Quality::parse("100"), Ok(Quality::Absolute(100)));
+        assert_eq!(Quality::parse("relative:50%"), Ok(Quality::Relative(50)));
+        assert_eq!(
+            Quality::parse("  RELATIVE:75%  "),
+            Ok(Quality::Relative(75))
+        );
+        assert_eq!(Quality::parse("Relative: 20 %"), Ok(Quality::Relative(20)));
+        assert_eq!(Quality::parse("relative:100"), Ok(Quality::Relative(100)));
+    }
+
+    #[test]
+    fn parse_rejects_everything_else_and_says_what_is_allowed() {
+        for bad in [
+            "",
+            "0",
+            "101",
+            "256",
+            "-5",
+            "+5",
+            "50.5",
+            "fifty",
+            "relative:",
+            "relative:0%",
+            "relative:101%",
+            "relative:%",
+            "rel:50%",
+            "50%",
+            "relative:50%%",
+            "99999999999",
+        ] {
+            let err = Quality::parse(bad).expect_err(bad);
+            assert!(
+                err.contains("1 to 100") && err.contains("relative:N%"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for q in [
+            Quality::Absolute(50),
+            Quality::Relative(50),
+            Quality::Absolute(1),
+        ] {
+            assert_eq!(Quality::parse(&q.to_string()), Ok(q));
+        }
+        assert_eq!(Quality::Absolute(50).to_string(), "50");
+        assert_eq!(Quality::Relative(50).to_string(), "relative:50%");
+    }
+
+    #[test]
+    fn resolve_scales_clamps_and_falls_back() {
+        assert_eq!(resolve(Quality::Absolute(50), 70, Some(90)), 50);
+        assert_eq!(resolve(Quality::Absolute(0), 70, None), 1);
+        assert_eq!(resolve(Quality::Absolute(200), 70, None), 100);
+        assert_eq!(resolve(Quality::Relative(50), 70, Some(85)), 43);
+        assert_eq!(resolve(Quality::Relative(50), 70, Some(90)), 45);
+        assert_eq!(resolve(Quality::Relative(1), 70, Some(30)), 1);
+        assert_eq!(resolve(Quality::Relative(100), 70, Some(100)), 100);
+        assert_eq!(resolve(Quality::Relative(50), 70, None), 70);
+        assert_eq!(resolve(Quality::Relative(50), 0, None), 1);
+    }
+
+    /// A JPEG header holding only a DQT for `quality` and a gray SOF.
+    fn header_with_table(quality: u32) -> Vec<u8> {
+        let scale = if quality < 50 {
+            5000 / quality
+        } else {
+            200 - 2 * quality
+        };
+        let mut j = vec![0xFF, 0xD8, 0xFF, 0xDB, 0, 67, 0];
+        j.extend(
+            ZIGZAG
+                .iter()
+                .map(|&n| ((u32::from(IJG_LUMA[n]) * scale + 50) / 100).clamp(1, 255) as u8),
+        );
+        j.extend_from_slice(&[0xFF, 0xC0, 0, 11, 8, 0, 8, 0, 8, 1, 1, 0x11, 0]);
+        j
+    }
+
+    #[test]
+    fn estimate_is_exact_for_every_ijg_quality() {
+        for q in 1..=100u32 {
+            assert_eq!(estimate_jpeg_quality(&header_with_table(q)), Some(q as u8));
+        }
+    }
+
+    #[test]
+    fn estimate_needs_a_jpeg_with_a_table() {
+        assert_eq!(estimate_jpeg_quality(b"GIF89a"), None);
+        assert_eq!(estimate_jpeg_quality(&[]), None);
+        let no_dqt = [0xFF, 0xD8, 0xFF, 0xC0, 0, 11, 8, 0, 8, 0, 8, 1, 1, 0x11, 0];
+        assert_eq!(estimate_jpeg_quality(&no_dqt), None);
+    }
+}

@@ -1,0 +1,77 @@
+//! What the transform produced and what it did, for storage and the API.
+
+use serde::{Deserialize, Serialize};
+
+/// An input format recognised by its magic bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// JPEG/JFIF/EXIF (`FF D8 FF`).
+    Jpeg,
+    /// PNG, including APNG (first frame is used).
+    Png,
+    /// GIF 87a/89a (first frame is used).
+    Gif,
+    /// WebP, lossy or lossless (first frame of an animation is used).
+    Webp,
+    /// Windows bitmap.
+    Bmp,
+    /// TIFF or BigTIFF (first page is used).
+    Tiff,
+}
+
+impl Format {
+    /// The matching `image` crate format, to pick its decoder without guessing again.
+    pub(crate) fn image_format(self) -> image::ImageFormat {
+        match self {
+            Format::Jpeg => image::ImageFormat::Jpeg,
+            Format::Png => image::ImageFormat::Png,
+            Format::Gif => image::ImageFormat::Gif,
+            Format::Webp => image::ImageFormat::WebP,
+            Format::Bmp => image::ImageFormat::Bmp,
+            Format::Tiff => image::ImageFormat::Tiff,
+        }
+    }
+}
+
+/// What was done to one image; stored as JSON with the image row and shown by the API.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Format of the input, from its magic bytes.
+    pub input_format: Format,
+    /// Output width, EXIF orientation applied (also when the original was kept).
+    pub width: u32,
+    /// Output height, EXIF orientation applied (also when the original was kept).
+    pub height: u32,
+    /// Size of the input.
+    pub input_bytes: u64,
+    /// Size of the returned bytes (equals `input_bytes` when `kept_original`).
+    pub output_bytes: u64,
+    /// The JPEG quality the encoder was run with (also when its result was discarded).
+    pub quality: u8,
+    /// Estimated IJG quality of a JPEG input (`None` for other formats or unknown tables).
+    pub source_quality: Option<u8>,
+    /// The re-encode was not smaller than the JPEG input, so the input bytes were returned.
+    pub kept_original: bool,
+    /// An EXIF orientation other than "normal" was applied to the pixels.
+    pub rotated: bool,
+    /// The input was a CMYK/YCCK JPEG (or CMYK TIFF) converted to RGB.
+    pub cmyk_converted: bool,
+    /// An embedded non-sRGB ICC profile was converted to sRGB.
+    pub icc_converted: bool,
+    /// The input had pixels that were not fully opaque; they were composited onto white.
+    pub alpha_flattened: bool,
+    /// Frames after the first one of an animation, which were ignored.
+    pub frames_dropped: u32,
+    /// The input had more than 8 bits per sample.
+    pub bit_depth_reduced: bool,
+}
+
+/// The result of [`transform`](super::transform): the bytes to store and the report.
+#[derive(Clone, Debug)]
+pub struct Transformed {
+    /// A JPEG: the re-encoded image, or the input itself when `report.kept_original`.
+    pub bytes: Vec<u8>,
+    /// What was done.
+    pub report: Report,
+}

@@ -1,0 +1,425 @@
+//! End-to-end tests of [`transform`] on the fixtures in `tests/fixtures/imaging/`
+//! (made by `make_fixtures.py` there; see its README for provenance).
+//!
+//! Expected colour means come from trusted renderings of the same files,
+//! printed by `make_fixtures.py --means`: Pillow (libjpeg-turbo) for plain
+//! decodes and CMYK (Pillow's CMYK→RGB is the same naive Adobe-inverted
+//! formula), LittleCMS (Pillow's ImageCms) for the AdobeRGB → sRGB conversion,
+//! ImageMagick for the 16-bit PNG.
+
+use image::RgbImage;
+
+use super::*;
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/tests/fixtures/imaging/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
+}
+
+fn options(quality: Quality) -> TransformOptions {
+    TransformOptions {
+        quality,
+        default_quality: 50,
+        limits: Limits {
+            max_pixels: 100_000_000,
+            max_input_bytes: 30 * 1024 * 1024,
+        },
+    }
+}
+
+fn q50() -> TransformOptions {
+    options(Quality::Absolute(50))
+}
+
+/// Checks what every re-encoded output must be and returns its pixels:
+/// a baseline JPEG, 3 components at 4:2:0, no APP1 (EXIF/XMP) or APP2 (ICC), RGB 8-bit.
+fn check_output(out: &Transformed) -> RgbImage {
+    assert!(!out.report.kept_original);
+    assert_eq!(sniff(&out.bytes), Some(Format::Jpeg));
+    assert_eq!(out.report.output_bytes, out.bytes.len() as u64);
+    let header = jpeg::parse(&out.bytes).expect("output has JPEG headers");
+    assert_eq!(header.sof, 0xC0, "baseline");
+    assert_eq!(header.component_count, 3);
+    let factors: Vec<(u8, u8)> = header.components[..3].iter().map(|c| (c.h, c.v)).collect();
+    assert_eq!(factors, [(2, 2), (1, 1), (1, 1)], "4:2:0");
+    assert_eq!(
+        header.app_markers, 1,
+        "only APP0 (JFIF), got {:#b}",
+        header.app_markers
+    );
+    let decoded = image::load_from_memory(&out.bytes).expect("output decodes");
+    assert_eq!(decoded.color(), image::ColorType::Rgb8);
+    let rgb = decoded.into_rgb8();
+    assert_eq!(rgb.dimensions(), (out.report.width, out.report.height));
+    rgb
+}
+
+fn mean(img: &RgbImage) -> [f64; 3] {
+    let mut sum = [0u64; 3];
+    for p in img.pixels() {
+        for (s, &c) in sum.iter_mut().zip(&p.0) {
+            *s += u64::from(c);
+        }
+    }
+    let n = (img.width() * img.height()).max(1) as f64;
+    sum.map(|s| s as f64 / n)
+}
+
+fn assert_mean_near(img: &RgbImage, expected: [f64; 3], tolerance: f64) {
+    let actual = mean(img);
+    for (a, e) in actual.iter().zip(expected) {
+        assert!(
+            (a - e).abs() <= tolerance,
+            "mean {actual:?}, expected {expected:?} ± {tolerance}"
+        );
+    }
+}
+
+/// Transforms a fixture at q50, checks the common properties, returns report and pixels.
+fn run(name: &str, format: Format, size: (u32, u32)) -> (Report, RgbImage) {
+    let input = fixture(name);
+    let out = transform(&input, &q50()).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let pixels = check_output(&out);
+    let r = out.report;
+    assert_eq!(
+        (r.input_format, (r.width, r.height)),
+        (format, size),
+        "{name}"
+    );
+    assert_eq!((r.input_bytes, r.quality), (input.len() as u64, 50));
+    (r, pixels)
+}
+
+#[test]
+fn baseline_photo_is_reencoded_smaller() {
+    let (r, pixels) = run("photo_q85.jpg", Format::Jpeg, (640, 480));
+    assert!(r.output_bytes < r.input_bytes);
+    assert_eq!(r.source_quality, Some(85));
+    assert!(!(r.rotated || r.cmyk_converted || r.icc_converted || r.alpha_flattened));
+    assert!(!r.bit_depth_reduced && r.frames_dropped == 0);
+    let original = image::load_from_memory(&fixture("photo_q85.jpg"))
+        .expect("decodes")
+        .into_rgb8();
+    assert_mean_near(&pixels, mean(&original), 1.5);
+}
+
+#[test]
+fn cmyk_ycck_jpeg_is_converted_to_rgb() {
+    let (r, pixels) = run("cmyk_ycck.jpg", Format::Jpeg, (320, 240));
+    assert!(r.cmyk_converted && !r.icc_converted);
+    assert_mean_near(&pixels, [109.2, 138.5, 52.8], 3.0);
+}
+
+#[test]
+fn exif_orientation_6_is_applied() {
+    let (r, pixels) = run("exif_orient6.jpg", Format::Jpeg, (640, 480));
+    assert!(r.rotated);
+    assert_eq!(
+        dimensions(&fixture("exif_orient6.jpg"), Format::Jpeg).ok(),
+        Some((480, 640))
+    );
+    assert_mean_near(&pixels, [208.3, 211.8, 178.7], 2.0);
+}
+
+/// Stored 64×32: red | green over blue | yellow. Expected display per EXIF
+/// orientation (checked against Pillow's `exif_transpose`): size, colour of the
+/// top-left and top-right corners.
+#[test]
+fn all_eight_orientations() {
+    const RED: [f64; 3] = [229.0, 19.0, 18.0];
+    const GREEN: [f64; 3] = [23.0, 231.0, 21.0];
+    const BLUE: [f64; 3] = [22.0, 20.0, 229.0];
+    const YELLOW: [f64; 3] = [230.0, 229.0, 22.0];
+    let table = [
+        (1, (64, 32), RED, GREEN),
+        (2, (64, 32), GREEN, RED),
+        (3, (64, 32), YELLOW, BLUE),
+        (4, (64, 32), BLUE, YELLOW),
+        (5, (32, 64), RED, BLUE),
+        (6, (32, 64), BLUE, RED),
+        (7, (32, 64), YELLOW, GREEN),
+        (8, (32, 64), GREEN, YELLOW),
+    ];
+    for (n, size, top_left, top_right) in table {
+        let (r, pixels) = run(&format!("orient_{n}.jpg"), Format::Jpeg, size);
+        assert_eq!(r.rotated, n != 1, "orientation {n}");
+        let corner = |x| image::imageops::crop_imm(&pixels, x, 0, 8, 8).to_image();
+        assert_mean_near(&corner(0), top_left, 12.0);
+        assert_mean_near(&corner(size.0 - 8), top_right, 12.0);
+    }
+}
+
+#[test]
+fn grayscale_jpeg_becomes_three_component_gray() {
+    let (_, pixels) = run("gray.jpg", Format::Jpeg, (480, 320));
+    assert_mean_near(&pixels, [102.6; 3], 1.5);
+    assert!(
+        pixels
+            .pixels()
+            .all(|p| p[0].abs_diff(p[1]) <= 2 && p[1].abs_diff(p[2]) <= 2)
+    );
+}
+
+#[test]
+fn progressive_jpeg_becomes_baseline() {
+    let (_, pixels) = run("progressive.jpg", Format::Jpeg, (480, 320));
+    assert_mean_near(&pixels, [62.4, 87.0, 121.9], 2.0);
+}
+
+#[test]
+fn adobergb_icc_is_converted_to_srgb() {
+    let (r, pixels) = run("adobergb_icc.jpg", Format::Jpeg, (480, 384));
+    assert!(r.icc_converted);
+    // LittleCMS gives (115.3, 177.0, 55.9); unconverted pixels average (136.0, 175.9, 70.0).
+    assert_mean_near(&pixels, [115.3, 177.0, 55.9], 3.0);
+}
+
+#[test]
+fn srgb_icc_needs_no_conversion() {
+    let (r, _) = run("srgb_icc.jpg", Format::Jpeg, (128, 96));
+    assert!(!r.icc_converted);
+}
+
+#[test]
+fn low_quality_jpeg_keeps_its_bytes() {
+    let input = fixture("q30.jpg");
+    let out = transform(&input, &q50()).expect("transforms");
+    assert!(out.report.kept_original);
+    assert_eq!(out.bytes, input);
+    assert_eq!(out.report.output_bytes, out.report.input_bytes);
+    assert_eq!((out.report.width, out.report.height), (640, 400));
+    assert!(
+        out.report
+            .source_quality
+            .is_some_and(|q| q.abs_diff(30) <= 3)
+    );
+}
+
+#[test]
+fn lossy_webp() {
+    let (_, pixels) = run("photo.webp", Format::Webp, (1920, 1280));
+    assert_mean_near(&pixels, [73.8, 89.4, 112.2], 2.0);
+}
+
+#[test]
+fn bmp_and_tiff() {
+    let (_, bmp) = run("small.bmp", Format::Bmp, (160, 120));
+    assert_mean_near(&bmp, [95.3, 91.9, 96.0], 2.0);
+    let (_, tiff) = run("small.tiff", Format::Tiff, (160, 120));
+    assert_mean_near(&tiff, [95.3, 91.9, 96.0], 2.0);
+}
+
+#[test]
+fn sixteen_bit_png_is_reduced() {
+    let (r, pixels) = run("rgb16.png", Format::Png, (200, 125));
+    assert!(r.bit_depth_reduced && !r.alpha_flattened);
+    assert_mean_near(&pixels, [190.3, 223.1, 234.9], 2.0);
+}
+
+#[test]
+fn palette_png() {
+    let (r, pixels) = run("palette.png", Format::Png, (400, 250));
+    assert!(!r.bit_depth_reduced && !r.alpha_flattened);
+    assert_mean_near(&pixels, [190.8, 116.7, 31.7], 2.0);
+}
+
+#[test]
+fn alpha_is_flattened_onto_white() {
+    let (r, pixels) = run("alpha.png", Format::Png, (400, 250));
+    assert!(r.alpha_flattened);
+    // The corners are fully transparent in the input.
+    for (x, y) in [(0, 0), (392, 0), (0, 242), (392, 242)] {
+        let corner = image::imageops::crop_imm(&pixels, x, y, 8, 8).to_image();
+        assert_mean_near(&corner, [255.0; 3], 3.0);
+    }
+    assert_mean_near(&pixels, [222.1, 205.8, 163.0], 2.0);
+}
+
+#[test]
+fn animated_gif_uses_its_first_frame() {
+    let (r, pixels) = run("anim3.gif", Format::Gif, (160, 100));
+    assert_eq!(r.frames_dropped, 2);
+    // Frame 1 averages (170.2, 120.9, 41.5); frame 2 (110.5, 131.8, 72.3).
+    assert_mean_near(&pixels, [170.2, 120.9, 41.5], 2.5);
+}
+
+#[test]
+fn too_many_pixels_fails_from_the_header_alone() {
+    // Signature and IHDR of a 30000×30000 RGBA PNG, and nothing else.
+    let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+    png.extend_from_slice(&30000u32.to_be_bytes());
+    png.extend_from_slice(&30000u32.to_be_bytes());
+    png.extend_from_slice(&[8, 6, 0, 0, 0, 0, 0, 0, 0]);
+    match transform(&png, &q50()) {
+        Err(ImagingError::TooManyPixels {
+            width: 30000,
+            height: 30000,
+            pixels,
+            limit,
+        }) => {
+            assert_eq!((pixels, limit), (900_000_000, 100_000_000));
+        }
+        other => panic!("expected TooManyPixels, got {:?}", other.map(|t| t.report)),
+    }
+    // The decoder path enforces the same limit (e.g. when the header parse is bypassed).
+    let mut tight = q50();
+    tight.limits.max_pixels = 640 * 480 - 1;
+    let err = transform(&fixture("photo_q85.jpg"), &tight).map(|t| t.report);
+    assert!(
+        matches!(err, Err(ImagingError::TooManyPixels { .. })),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn input_byte_limit_is_enforced() {
+    let mut small = q50();
+    small.limits.max_input_bytes = 1000;
+    let err = transform(&fixture("photo_q85.jpg"), &small).map(|t| t.report);
+    assert!(
+        matches!(
+            err,
+            Err(ImagingError::Decode {
+                format: Format::Jpeg,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn truncated_and_garbage_inputs_fail_cleanly() {
+    let names = [
+        "photo_q85.jpg",
+        "progressive.jpg",
+        "palette.png",
+        "small.tiff",
+        "small.bmp",
+        "photo.webp",
+    ];
+    for name in names {
+        let bytes = fixture(name);
+        for cut in [bytes.len() / 2, bytes.len() * 9 / 10, 40] {
+            let result = transform(&bytes[..cut], &q50());
+            assert!(
+                matches!(result, Err(ImagingError::Decode { .. })),
+                "{name} cut at {cut}: {:?}",
+                result.map(|t| t.report)
+            );
+        }
+        // 12 bytes may not even identify the format (BMP needs 18): any error will do.
+        assert!(transform(&bytes[..12], &q50()).is_err());
+    }
+    // A GIF cut inside its first frame fails; cut after it, the frame we use is whole.
+    let gif = fixture("anim3.gif");
+    for cut in [6000, 12000, 40] {
+        let result = transform(&gif[..cut], &q50()).map(|t| t.report);
+        assert!(
+            matches!(result, Err(ImagingError::Decode { .. })),
+            "gif cut at {cut}: {result:?}"
+        );
+    }
+    assert!(transform(&gif[..gif.len() / 2], &q50()).is_ok());
+
+    // Random bytes, with and without a valid magic number in front.
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut random = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed >> 24) as u8
+            })
+            .collect()
+    };
+    let magics: [&[u8]; 7] = [
+        b"",
+        &[0xFF, 0xD8, 0xFF, 0xDB],
+        b"\x89PNG\r\n\x1a\n",
+        b"GIF89a",
+        b"RIFF\x00\x10\x00\x00WEBPVP8 ",
+        b"II*\0\x08\0\0\0",
+        b"BM\0\0\0\0\0\0\0\0\0\0\0\0\x28\0\0\0",
+    ];
+    for magic in magics {
+        for len in [0, 10, 100, 5000] {
+            let mut bytes = magic.to_vec();
+            bytes.extend(random(len));
+            assert!(
+                transform(&bytes, &q50()).is_err(),
+                "{magic:?} + {len} random bytes"
+            );
+        }
+    }
+}
+
+#[test]
+fn unknown_formats_are_unsupported() {
+    for bytes in [
+        &b"hello, world"[..],
+        b"",
+        b"<svg/>",
+        b"\0\0\0\x1cftypavif\0\0\0\0",
+    ] {
+        let err = transform(bytes, &q50()).map(|t| t.report);
+        assert!(
+            matches!(err, Err(ImagingError::UnsupportedFormat)),
+            "{err:?}"
+        );
+    }
+    assert_eq!(
+        ImagingError::UnsupportedFormat.to_string(),
+        "unsupported format"
+    );
+}
+
+#[test]
+fn quality_estimates_match_known_encoders() {
+    for (name, q) in [
+        ("ijg_q30.jpg", 30),
+        ("ijg_q50.jpg", 50),
+        ("ijg_q85.jpg", 85),
+        ("ijg_q95.jpg", 95),
+        ("q30.jpg", 30),
+        ("photo_q85.jpg", 85),
+    ] {
+        let est = estimate_jpeg_quality(&fixture(name));
+        assert!(est.is_some_and(|e| e.abs_diff(q) <= 3), "{name}: {est:?}");
+    }
+    let pixels = decode::Pixels::Rgb(RgbImage::from_fn(64, 48, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x + y) * 2) as u8])
+    }));
+    for q in [30, 50, 85] {
+        let jpeg = encode::encode(&pixels, q).expect("encodes");
+        assert_eq!(estimate_jpeg_quality(&jpeg), Some(q));
+    }
+    assert_eq!(estimate_jpeg_quality(&fixture("palette.png")), None);
+}
+
+#[test]
+fn relative_quality_scales_the_source_quality() {
+    let out = transform(&fixture("photo_q85.jpg"), &options(Quality::Relative(50))).expect("ok");
+    assert_eq!(out.report.source_quality, Some(85));
+    assert_eq!(out.report.quality, 43); // 85 × 50 % = 42.5, rounded
+    check_output(&out);
+    // Not a JPEG: no quality of its own, so the configured default applies.
+    let mut opts = options(Quality::Relative(50));
+    opts.default_quality = 70;
+    let out = transform(&fixture("palette.png"), &opts).expect("ok");
+    assert_eq!((out.report.quality, out.report.source_quality), (70, None));
+}
+
+#[test]
+fn report_serializes_with_lowercase_format() {
+    let out = transform(&fixture("small.bmp"), &q50()).expect("ok");
+    let json = serde_json::to_value(&out.report).expect("serializes");
+    assert_eq!(json["input_format"], "bmp");
+    assert_eq!(json["source_quality"], serde_json::Value::Null);
+    let back: Report = serde_json::from_value(json).expect("deserializes");
+    assert_eq!(back, out.report);
+}

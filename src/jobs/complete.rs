@@ -1,0 +1,104 @@
+//! The completion job: writes the output CSV, sets the final status and writes the
+//! webhook event into the outbox, the last two in one transaction. Idempotent: a
+//! redelivered completion rewrites the same CSV bytes and then finds the run final.
+
+use std::{sync::Arc, time::Duration};
+
+use apalis::prelude::Data;
+use tracing::Instrument;
+
+use super::{CompleteJob, DeliverJob, HandlerResult, JobContext, infra_error, push};
+use crate::{
+    csv::{ImageOutcome, OutputRow, write_output},
+    domain::{EventId, ImageState},
+    store::{BlobKey, Db, RequestRecord, StoreError},
+    webhook::{CompletionEvent, ImageCounts},
+};
+
+/// apalis entry point.
+pub(super) async fn handle(job: CompleteJob, ctx: Data<Arc<JobContext>>) -> HandlerResult {
+    let span = tracing::info_span!("complete", request_id = %job.request_id, run = job.run);
+    match run(&job, &ctx).instrument(span).await {
+        Ok(()) => Ok(()),
+        Err(e) => Err(infra_error(e).await),
+    }
+}
+
+async fn run(job: &CompleteJob, ctx: &JobContext) -> Result<(), StoreError> {
+    let Some(request) = ctx.db.request(job.request_id).await? else {
+        return Ok(());
+    };
+    if request.run != job.run || request.status.is_final() || request.remaining != 0 {
+        tracing::debug!(status = %request.status, "run already completed or superseded");
+        return Ok(());
+    }
+    let source = ctx.db.output_source(job.request_id).await?;
+    let outcomes: Vec<Vec<ImageOutcome>> = source
+        .rows
+        .iter()
+        .map(|(_, images)| {
+            images
+                .iter()
+                .map(|(state, key, error)| match (state, key) {
+                    (ImageState::Succeeded, Some(key)) => ImageOutcome::Stored(ctx.file_url(key)),
+                    (ImageState::Failed, _) => {
+                        ImageOutcome::Failed(error.clone().unwrap_or_else(|| "failed".into()))
+                    }
+                    (ImageState::Cancelled, _) => ImageOutcome::Failed("cancelled".into()),
+                    _ => ImageOutcome::Pending,
+                })
+                .collect()
+        })
+        .collect();
+    let with_errors = request.failed > 0;
+    let rows = source
+        .rows
+        .iter()
+        .zip(&outcomes)
+        .map(|((cells, _), outputs)| OutputRow { cells, outputs });
+    let csv = write_output(&request.header, rows, with_errors)
+        .map_err(|e| StoreError::Corrupt(format!("output CSV: {e}")))?;
+    let key = BlobKey::output_csv(job.request_id);
+    ctx.blobs.put(&key, &csv).await?;
+
+    let mut tx = ctx.db.begin_write().await?;
+    let Some(finished) =
+        Db::finalize_request(&mut tx, job.request_id, job.run, key.as_str()).await?
+    else {
+        return Ok(());
+    };
+    let webhook_url = finished
+        .webhook_url
+        .clone()
+        .or_else(|| ctx.settings.raw.webhook_url.clone());
+    if let Some(url) = webhook_url {
+        let event_id = EventId::new();
+        let payload = serde_json::to_string(&event_payload(ctx, &finished))?;
+        Db::insert_event(&mut tx, &event_id, job.request_id, &url, &payload).await?;
+        let key = format!("deliver:{event_id}:try0");
+        let deliver = DeliverJob {
+            event_id,
+            attempt: 0,
+        };
+        push(&mut tx, &deliver, &key, Duration::ZERO).await?;
+    }
+    tx.commit().await?;
+    tracing::info!(status = %finished.status, succeeded = finished.succeeded, failed = finished.failed, "request finished");
+    Ok(())
+}
+
+/// The webhook body for a finished request.
+pub(crate) fn event_payload(ctx: &JobContext, r: &RequestRecord) -> CompletionEvent {
+    CompletionEvent {
+        kind: CompletionEvent::TYPE.to_owned(),
+        request_id: r.id,
+        status: r.status,
+        output_csv: r.output_key.as_deref().map(|k| ctx.file_url(k)),
+        images: ImageCounts {
+            total: r.total,
+            succeeded: r.succeeded,
+            failed: r.failed,
+        },
+        finished_at: r.finished_at.unwrap_or_else(chrono::Utc::now),
+    }
+}

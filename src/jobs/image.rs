@@ -1,0 +1,167 @@
+//! The image job: fetch, transform on the CPU pool, store, and record the outcome
+//! through the fan-in that enqueues the completion after the last image.
+
+use std::{sync::Arc, time::Duration};
+
+use apalis::prelude::Data;
+use tracing::Instrument;
+
+use super::{CompleteJob, HandlerResult, ImageJob, JobContext, infra_error, push};
+use crate::{
+    domain::{ImageState, RequestStatus},
+    imaging::{self, Limits, Quality, TransformOptions},
+    store::{BlobKey, Db, FanIn, ImageOutcomeUpdate, StoreError},
+};
+
+/// Why one try of an image failed, decided once: retry later, or fail for good.
+#[derive(Debug)]
+enum TryError {
+    Retry {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    Fail(String),
+}
+
+/// apalis entry point.
+pub(super) async fn handle(job: ImageJob, ctx: Data<Arc<JobContext>>) -> HandlerResult {
+    let span = tracing::info_span!("image", request_id = %job.request_id, row = job.row, position = job.position, url = tracing::field::Empty);
+    match run(&job, &ctx).instrument(span).await {
+        Ok(()) => Ok(()),
+        Err(e) => Err(infra_error(e).await),
+    }
+}
+
+async fn run(job: &ImageJob, ctx: &JobContext) -> Result<(), StoreError> {
+    let Some(work) = ctx
+        .db
+        .image_work(job.request_id, job.row, job.position)
+        .await?
+    else {
+        tracing::warn!("image no longer exists; dropping job");
+        return Ok(());
+    };
+    tracing::Span::current().record("url", work.input_url.as_str());
+    if work.state != ImageState::Pending || work.request_status.is_final() {
+        tracing::debug!(state = %work.state, status = %work.request_status, "nothing to do");
+        return Ok(());
+    }
+    if work.request_status == RequestStatus::Pending {
+        ctx.db.mark_started(job.request_id).await?;
+    }
+    let attempt = work.attempts as u32 + 1;
+    let quality = Quality::parse(&work.quality).unwrap_or(ctx.settings.default_quality);
+
+    match process(job, ctx, &work.input_url, quality).await {
+        Ok(outcome) => finish(job, ctx, &outcome).await,
+        Err(TryError::Retry {
+            message,
+            retry_after,
+        }) if attempt < ctx.settings.raw.fetch_attempts => {
+            let delay = ctx.backoff().next_delay(attempt, retry_after);
+            tracing::info!(attempt, error = %message, ?delay, "transient failure; retrying later");
+            let mut tx = ctx.db.begin_write().await?;
+            if Db::record_retry(&mut tx, job.request_id, job.row, job.position, &message).await? {
+                let key = format!(
+                    "image:{}:{}:{}:run{}:try{}",
+                    job.request_id, job.row, job.position, work.run, attempt
+                );
+                push(&mut tx, job, &key, delay).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        }
+        Err(TryError::Retry { message, .. }) => {
+            let error = format!("{message} (gave up after {attempt} tries)");
+            tracing::warn!(attempt, %error, "image failed");
+            finish(job, ctx, &ImageOutcomeUpdate::Failed { error }).await
+        }
+        Err(TryError::Fail(error)) => {
+            tracing::warn!(attempt, %error, "image failed");
+            finish(job, ctx, &ImageOutcomeUpdate::Failed { error }).await
+        }
+    }
+}
+
+/// One try: download, transform off the async threads, store under the image's key.
+async fn process(
+    job: &ImageJob,
+    ctx: &JobContext,
+    url: &str,
+    quality: Quality,
+) -> Result<ImageOutcomeUpdate, TryError> {
+    let downloaded = ctx.fetcher.download(url).await.map_err(|e| {
+        if e.is_transient() {
+            TryError::Retry {
+                message: e.to_string(),
+                retry_after: e.retry_after(),
+            }
+        } else {
+            TryError::Fail(e.to_string())
+        }
+    })?;
+    let input_bytes = downloaded.bytes.len() as i64;
+    let options = TransformOptions {
+        quality,
+        default_quality: match ctx.settings.default_quality {
+            Quality::Absolute(q) => q,
+            Quality::Relative(_) => 50,
+        },
+        limits: Limits {
+            max_pixels: ctx.settings.raw.max_image_pixels,
+            max_input_bytes: ctx.settings.raw.max_image_bytes,
+        },
+    };
+    let permit = ctx.cpu.acquire().await.map_err(|_| TryError::Retry {
+        message: "shutting down".into(),
+        retry_after: None,
+    })?;
+    let bytes = downloaded.bytes;
+    let transformed = tokio::task::spawn_blocking(move || imaging::transform(&bytes, &options))
+        .await
+        .map_err(|e| TryError::Fail(format!("image transform crashed: {e}")))?
+        .map_err(|e| TryError::Fail(e.to_string()))?;
+    drop(permit);
+
+    let key = BlobKey::image(job.request_id, job.row, job.position);
+    ctx.blobs
+        .put(&key, &transformed.bytes)
+        .await
+        .map_err(|e| TryError::Retry {
+            message: format!("could not store output: {e}"),
+            retry_after: None,
+        })?;
+    let report = &transformed.report;
+    Ok(ImageOutcomeUpdate::Succeeded {
+        output_key: key.as_str().to_owned(),
+        input_bytes,
+        output_bytes: transformed.bytes.len() as i64,
+        width: i64::from(report.width),
+        height: i64::from(report.height),
+        report: serde_json::to_value(report).unwrap_or_default(),
+    })
+}
+
+/// Records the outcome; the last image of the run pushes the completion in the same
+/// transaction, keyed by request and run so it is pushed once.
+async fn finish(
+    job: &ImageJob,
+    ctx: &JobContext,
+    outcome: &ImageOutcomeUpdate,
+) -> Result<(), StoreError> {
+    let mut tx = ctx.db.begin_write().await?;
+    let fan_in = Db::finish_image(&mut tx, job.request_id, job.row, job.position, outcome).await?;
+    if let FanIn::LastOfRun { run } = fan_in {
+        let complete = CompleteJob {
+            request_id: job.request_id,
+            run,
+        };
+        let key = format!("complete:{}:run{run}", job.request_id);
+        push(&mut tx, &complete, &key, Duration::ZERO).await?;
+    }
+    tx.commit().await?;
+    if fan_in == FanIn::AlreadyFinished {
+        tracing::debug!("image already finished by an earlier delivery of this job");
+    }
+    Ok(())
+}

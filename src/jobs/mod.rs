@@ -1,0 +1,225 @@
+//! Durable jobs on apalis (SQLite): one per image, one completion per request run,
+//! one delivery per webhook try.
+//!
+//! Failures are decided once, close to the cause: a handler returns `Ok` for every
+//! business outcome (stored, failed for good, or rescheduled), recording it in our own
+//! tables. A transient download failure is retried by pushing a *new* job with a
+//! `run_at` in the future, so the wait survives restarts and holds no worker slot.
+//! A handler returns `Err` only when the database itself failed; apalis then runs the
+//! job again (bounded by [`INFRA_ATTEMPTS`]).
+//!
+//! Every push carries an idempotency key (apalis keeps `UNIQUE(job_type, key)`), so a
+//! redelivered job that pushes its follow-up again adds nothing.
+
+mod backoff;
+mod complete;
+mod deliver;
+mod image;
+
+use std::{sync::Arc, time::Duration};
+
+use apalis::prelude::*;
+use apalis_sqlite::{Config as QueueConfig, SqliteStorage};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+pub use backoff::Backoff;
+
+use crate::{
+    config::Settings,
+    domain::{EventId, RequestId},
+    fetch::Fetcher,
+    store::{BlobStore, Db, StoreError, Tx},
+};
+
+/// How often apalis runs a job whose handler failed on infrastructure (database) errors.
+pub const INFRA_ATTEMPTS: usize = 10;
+
+/// A job type: its payload and the queue it lives in.
+pub trait Job: Serialize + for<'de> Deserialize<'de> + Send + Sync + 'static {
+    /// The queue name, set explicitly: apalis' default is the Rust type path, and moving
+    /// the type would orphan its queue.
+    const QUEUE: &'static str;
+}
+
+/// Process one image.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageJob {
+    /// The request.
+    pub request_id: RequestId,
+    /// 0-based row.
+    pub row: u32,
+    /// 0-based position in the row.
+    pub position: u32,
+}
+
+impl Job for ImageJob {
+    const QUEUE: &'static str = "pixbatch.images";
+}
+
+/// Write the output CSV and final status of one run of a request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompleteJob {
+    /// The request.
+    pub request_id: RequestId,
+    /// The run that finished.
+    pub run: i64,
+}
+
+impl Job for CompleteJob {
+    const QUEUE: &'static str = "pixbatch.completions";
+}
+
+/// One delivery try of a webhook event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliverJob {
+    /// The event (its `webhook-id`).
+    pub event_id: EventId,
+    /// Tries made before this one; stale duplicates are recognised by it.
+    pub attempt: i64,
+}
+
+impl Job for DeliverJob {
+    const QUEUE: &'static str = "pixbatch.deliveries";
+}
+
+/// Pushes a job inside the caller's transaction, due at `run_after` from now.
+pub async fn push<J: Job>(
+    tx: &mut Tx,
+    job: &J,
+    idempotency_key: &str,
+    run_after: Duration,
+) -> Result<(), StoreError> {
+    let args = serde_json::to_vec(job)?;
+    let run_at = std::time::SystemTime::now() + run_after;
+    let task = TaskBuilder::new(args)
+        .max_attempts(INFRA_ATTEMPTS)
+        .idempotency_key(idempotency_key)
+        .run_at_time(run_at)
+        .build();
+    apalis_sqlite::queries::push_tasks(&mut **tx, J::QUEUE, &[task]).await?;
+    Ok(())
+}
+
+/// Pushes many jobs of one type, due now, inside the caller's transaction.
+pub async fn push_many<J: Job>(
+    tx: &mut Tx,
+    jobs: impl IntoIterator<Item = (J, String)>,
+) -> Result<(), StoreError> {
+    let tasks = jobs
+        .into_iter()
+        .map(|(job, key)| {
+            Ok(TaskBuilder::new(serde_json::to_vec(&job)?)
+                .max_attempts(INFRA_ATTEMPTS)
+                .idempotency_key(key)
+                .build())
+        })
+        .collect::<Result<Vec<_>, serde_json::Error>>()?;
+    apalis_sqlite::queries::push_tasks(&mut **tx, J::QUEUE, &tasks).await?;
+    Ok(())
+}
+
+/// What every handler needs.
+#[derive(Debug)]
+pub struct JobContext {
+    /// Our tables.
+    pub db: Db,
+    /// Outputs.
+    pub blobs: BlobStore,
+    /// Downloads and webhook posts.
+    pub fetcher: Fetcher,
+    /// Validated configuration.
+    pub settings: Settings,
+    /// Bounds CPU work (decode + encode) to the cores, off the async threads.
+    pub cpu: Semaphore,
+}
+
+impl JobContext {
+    /// The absolute URL under which a blob is served.
+    pub fn file_url(&self, key: &str) -> String {
+        format!("{}/files/{key}", self.settings.public_base_url)
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            base: self.settings.raw.fetch_backoff_base,
+            cap: self.settings.raw.fetch_backoff_cap,
+        }
+    }
+}
+
+/// A handler's failure: only infrastructure errors reach apalis.
+type HandlerResult = Result<(), BoxDynError>;
+
+/// After an infrastructure error, wait a little before handing the job back, so a
+/// database outage is not met with a tight loop of immediate re-runs.
+async fn infra_error(e: StoreError) -> BoxDynError {
+    tracing::error!(error = %e, "job hit an infrastructure error; it will run again");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Box::new(e)
+}
+
+/// A worker name unique per process start: SQLite refuses a worker that re-registers
+/// under a name seen within the heartbeat interval, and hangs silently when it does.
+fn worker_name(role: &str, queue: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    format!(
+        "{role}-{host}-{}-{:08x}-{queue}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+fn storage<J: Job>(db: &Db, settings: &Settings, batch: usize) -> SqliteStorage<J> {
+    SqliteStorage::new(db.pool()).with_config(
+        QueueConfig::default()
+            .queue(J::QUEUE)
+            .batch_size(batch.max(1))
+            .heartbeat_interval(settings.raw.job_heartbeat)
+            .missed_heartbeats(2),
+    )
+}
+
+/// Builds the monitor running the three workers of this process.
+pub fn monitor(ctx: Arc<JobContext>, role: &str) -> Monitor {
+    let settings = &ctx.settings;
+    let poll = settings.raw.job_poll_interval;
+    let concurrency = settings.worker_concurrency;
+    let images = storage::<ImageJob>(&ctx.db, settings, concurrency).poll_with_interval(poll);
+    let completions = storage::<CompleteJob>(&ctx.db, settings, 2).poll_with_interval(poll);
+    let deliveries = storage::<DeliverJob>(&ctx.db, settings, 4).poll_with_interval(poll);
+    let (n_images, n_completions, n_deliveries) = (
+        worker_name(role, "images"),
+        worker_name(role, "completions"),
+        worker_name(role, "deliveries"),
+    );
+    let shutdown_timeout = settings.raw.shutdown_timeout;
+    let (c1, c2, c3) = (ctx.clone(), ctx.clone(), ctx.clone());
+    Monitor::new()
+        .register(move |_| {
+            WorkerBuilder::new(n_images.clone())
+                .backend(images.clone())
+                .concurrency(concurrency)
+                .data(c1.clone())
+                .build(image::handle)
+        })
+        .register(move |_| {
+            WorkerBuilder::new(n_completions.clone())
+                .backend(completions.clone())
+                .concurrency(2)
+                .data(c2.clone())
+                .build(complete::handle)
+        })
+        .register(move |_| {
+            WorkerBuilder::new(n_deliveries.clone())
+                .backend(deliveries.clone())
+                .concurrency(4)
+                .data(c3.clone())
+                .build(deliver::handle)
+        })
+        .shutdown_timeout(shutdown_timeout)
+}

@@ -1,0 +1,26 @@
+//! pixbatch: a CSV of product image URLs in; re-encoded JPEGs, the same CSV with an
+//! `Output Image Urls` column, and a signed webhook out.
+//!
+//! Layout, from the edge inwards:
+//! - [`config`]: every option as a flag and an env var, validated once.
+//! - [`api`]: the HTTP surface (poem-openapi); `api::error` maps every error to problem+json.
+//! - [`csv`]: parses uploads into typed rows (every problem listed) and writes the output CSV.
+//! - [`jobs`]: durable per-image, completion and webhook-delivery jobs on apalis.
+//! - [`fetch`]: the one outbound HTTP client, with the address guard inside it.
+//! - [`imaging`]: the pure, synchronous image transform.
+//! - [`webhook`]: Standard Webhooks payload and signatures.
+//! - [`store`]: all SQL and the blob store.
+//! - [`app`]: wires everything together and runs it.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod csv;
+pub mod domain;
+pub mod fetch;
+pub mod imaging;
+pub mod jobs;
+pub mod store;
+pub mod telemetry;
+pub mod webhook;

@@ -1,0 +1,37 @@
+//! The `pixbatch` binary: parse the command line, set up logging, hand over to the library.
+
+use clap::Parser;
+use pixbatch::{
+    api,
+    app::App,
+    cli,
+    config::{Cli, Command, ServerConfig},
+    telemetry,
+};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(cfg)) => serve(cfg).await,
+        Some(Command::Migrate(cfg)) => {
+            telemetry::init(cfg.log_format);
+            let settings = cfg.validate()?;
+            pixbatch::app::open_storage(&settings).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Some(Command::Openapi) => {
+            println!("{}", api::openapi_document()?);
+            Ok(())
+        }
+        Some(Command::Convert(args)) => cli::convert::run(args),
+    }
+}
+
+async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
+    telemetry::init(cfg.log_format);
+    let app = App::build(cfg.validate()?).await?;
+    app.run_until_stopped().await
+}

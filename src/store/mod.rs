@@ -1,0 +1,48 @@
+//! Everything that persists: our tables (through sqlx, SQL kept here and in
+//! `migrations/`), the job queue's push side, and the blob store for CSVs and images.
+
+mod blob;
+mod db;
+mod requests;
+mod webhooks;
+
+pub use blob::{BlobKey, BlobStore, StoredBlob};
+pub use db::{Db, Tx};
+pub use requests::{
+    FanIn, ImageOutcomeUpdate, ImageRecord, ImageWork, NewImage, NewProduct, NewRequest,
+    OutputSource, RequestRecord,
+};
+pub use webhooks::{AttemptRecord, EventRecord};
+
+/// Why a storage operation failed. None of these are the caller's fault: the API maps
+/// them to a generic 5xx (503 where a retry may help) and logs the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database answered with an error or could not be reached.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying migrations failed.
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The job queue refused a push.
+    #[error("job queue: {0}")]
+    Queue(String),
+    /// Reading or writing a blob failed.
+    #[error("blob store: {0}")]
+    Blob(#[from] std::io::Error),
+    /// A stored value could not be read back (a bug or a hand-edited database).
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+}
+
+impl From<apalis_sqlite::Error> for StoreError {
+    fn from(e: apalis_sqlite::Error) -> Self {
+        Self::Queue(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        Self::Corrupt(e.to_string())
+    }
+}

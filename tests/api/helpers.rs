@@ -1,0 +1,526 @@
+//! Black-box test harness: the real `pixbatch` binary on a free port in a temp dir,
+//! a local image server, and a webhook receiver that records what it got.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use poem::{
+    Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server, handler,
+    http::StatusCode,
+    listener::{Acceptor, Listener, TcpListener},
+    web::Data,
+};
+use serde_json::Value;
+
+/// A real photo from the fixtures.
+pub fn photo(name: &str) -> Vec<u8> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/photos")
+        .join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("fixture {}: {e}", p.display()))
+}
+
+/// The fixture photos, by name.
+pub const PHOTOS: [&str; 3] = [
+    "small_picos.jpg",
+    "small_aitzgorri.jpg",
+    "small_lamp_portrait.jpg",
+];
+
+/// Starts a poem endpoint on 127.0.0.1:0 in the background; returns its address.
+async fn serve(ep: impl Endpoint + 'static) -> SocketAddr {
+    let acceptor = TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
+        .expect("bind test server");
+    let addr = *acceptor.local_addr()[0]
+        .as_socket_addr()
+        .expect("tcp address");
+    tokio::spawn(async move {
+        let _ = Server::new_with_acceptor(acceptor).run(ep).await;
+    });
+    addr
+}
+
+/// Serves fixture photos under any path ending in a fixture name, with behaviour
+/// chosen by the first path segment:
+/// - `/img/<anything>/<photo>`: the photo;
+/// - `/flaky/<n>/<anything>/<photo>`: 500 for the first `n` requests of that path, then the photo;
+/// - `/missing/<anything>`: 404;
+/// - `/gate/<anything>/<photo>`: 404 until [`ImageServer::open_gate`], then the photo.
+///   Every request waits `latency` first.
+#[derive(Clone)]
+pub struct ImageServer {
+    /// Base URL, `http://127.0.0.1:PORT`.
+    pub base: String,
+    state: Arc<ImageState>,
+}
+
+struct ImageState {
+    hits: Mutex<HashMap<String, u32>>,
+    latency: Mutex<Duration>,
+    gate_open: Mutex<bool>,
+}
+
+#[handler]
+async fn image_handler(req: &Request, state: Data<&Arc<ImageState>>) -> Response {
+    let path = req.uri().path().to_owned();
+    let hit = {
+        let mut hits = state.hits.lock().unwrap();
+        let n = hits.entry(path.clone()).or_insert(0);
+        *n += 1;
+        *n
+    };
+    let latency = *state.latency.lock().unwrap();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let file = segments.last().copied().unwrap_or_default();
+    let serve_photo = || {
+        if PHOTOS.contains(&file) {
+            Response::builder()
+                .content_type("image/jpeg")
+                .body(photo(file))
+        } else {
+            StatusCode::NOT_FOUND.into_response()
+        }
+    };
+    match segments.first().copied() {
+        Some("img") => serve_photo(),
+        Some("flaky") => {
+            let fails: u32 = segments.get(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            if hit <= fails {
+                StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            } else {
+                serve_photo()
+            }
+        }
+        Some("gate") if *state.gate_open.lock().unwrap() => serve_photo(),
+        _ => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+impl ImageServer {
+    /// Starts a server with no latency.
+    pub async fn start() -> Self {
+        let state = Arc::new(ImageState {
+            hits: Mutex::new(HashMap::new()),
+            latency: Mutex::new(Duration::ZERO),
+            gate_open: Mutex::new(false),
+        });
+        let addr = serve(Route::new().at("/*path", image_handler).data(state.clone())).await;
+        Self {
+            base: format!("http://{addr}"),
+            state,
+        }
+    }
+
+    /// Delays every answer from now on.
+    pub fn set_latency(&self, d: Duration) {
+        *self.state.latency.lock().unwrap() = d;
+    }
+
+    /// How often a path was requested.
+    pub fn hits(&self, path: &str) -> u32 {
+        *self.state.hits.lock().unwrap().get(path).unwrap_or(&0)
+    }
+
+    /// Requests served in all.
+    pub fn total_hits(&self) -> u32 {
+        self.state.hits.lock().unwrap().values().sum()
+    }
+
+    /// A URL on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+/// One request a receiver got.
+#[derive(Clone, Debug)]
+pub struct Received {
+    /// Lower-cased header names and their values.
+    pub headers: HashMap<String, String>,
+    /// The raw body.
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("webhook body is JSON")
+    }
+}
+
+/// Records webhook calls; answers statuses from a script, then 200.
+#[derive(Clone)]
+pub struct WebhookReceiver {
+    /// The URL to give the server.
+    pub url: String,
+    state: Arc<ReceiverState>,
+}
+
+struct ReceiverState {
+    got: Mutex<Vec<Received>>,
+    script: Mutex<Vec<u16>>,
+}
+
+#[handler]
+async fn receive(req: &Request, body: Vec<u8>, state: Data<&Arc<ReceiverState>>) -> StatusCode {
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    state.got.lock().unwrap().push(Received { headers, body });
+    let mut script = state.script.lock().unwrap();
+    let code = if script.is_empty() {
+        200
+    } else {
+        script.remove(0)
+    };
+    StatusCode::from_u16(code).unwrap_or(StatusCode::OK)
+}
+
+impl WebhookReceiver {
+    /// Starts a receiver answering `script` in order, then 200.
+    pub async fn start(script: Vec<u16>) -> Self {
+        let state = Arc::new(ReceiverState {
+            got: Mutex::new(Vec::new()),
+            script: Mutex::new(script),
+        });
+        let addr = serve(Route::new().at("/hook", receive).data(state.clone())).await;
+        Self {
+            url: format!("http://{addr}/hook"),
+            state,
+        }
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.state.got.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` calls arrived.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.received();
+            if got.len() >= n || Instant::now() > deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A test secret (`whsec_` + base64 of 24 bytes).
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// The real binary, running against files in its own temp dir.
+pub struct TestServer {
+    /// Base URL.
+    pub base: String,
+    /// The temp dir (database, uploads, logs).
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    env: Vec<(String, String)>,
+    port: u16,
+    starts: u32,
+    /// HTTP client for the test.
+    pub http: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl TestServer {
+    /// Starts the binary with test-friendly settings plus `extra` env vars.
+    pub async fn start(extra: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let mut env: Vec<(String, String)> = vec![
+            (
+                "DATABASE_URL",
+                format!("sqlite://{}/pixbatch.db", dir.path().display()),
+            ),
+            (
+                "STORAGE_URL",
+                format!("file://{}/uploads", dir.path().display()),
+            ),
+            ("BIND", format!("127.0.0.1:{port}")),
+            ("ALLOW_PRIVATE_NETWORKS", "127.0.0.0/8".into()),
+            ("FETCH_BACKOFF_BASE", "100ms".into()),
+            ("FETCH_BACKOFF_CAP", "1s".into()),
+            ("FETCH_TIMEOUT", "10s".into()),
+            ("JOB_POLL_INTERVAL", "50ms".into()),
+            ("JOB_HEARTBEAT", "1s".into()),
+            ("WEBHOOK_RETRY_SCHEDULE", "200ms,400ms,800ms".into()),
+            ("WEBHOOK_SECRET", SECRET.into()),
+            ("SHUTDOWN_TIMEOUT", "10s".into()),
+            ("RUST_LOG", "info,sqlx=warn".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for (k, v) in extra {
+            env.retain(|(ek, _)| ek != k);
+            env.push(((*k).to_owned(), (*v).to_owned()));
+        }
+        let mut server = Self {
+            base: format!("http://127.0.0.1:{port}"),
+            dir,
+            child: None,
+            env,
+            port,
+            starts: 0,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+        };
+        server.spawn().await;
+        server
+    }
+
+    async fn spawn(&mut self) {
+        self.starts += 1;
+        let log =
+            std::fs::File::create(self.dir.path().join(format!("server-{}.log", self.starts)))
+                .expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pixbatch"));
+        cmd.arg("serve")
+            .current_dir(self.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn pixbatch"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/healthz", self.base)).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("pixbatch exited early ({status}):\n{}", self.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not start:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Everything the server processes logged so far.
+    pub fn logs(&self) -> String {
+        (1..=self.starts)
+            .map(|i| {
+                std::fs::read_to_string(self.dir.path().join(format!("server-{i}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n--- restart ---\n")
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status, up to `timeout`.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the binary again on the same files and port.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let _ = self.port;
+        self.spawn().await;
+    }
+
+    /// The store directory.
+    pub fn uploads(&self) -> PathBuf {
+        self.dir.path().join("uploads")
+    }
+
+    /// POSTs a CSV with extra form fields; returns status and JSON body.
+    pub async fn upload(&self, csv: &[u8], fields: &[(&str, &str)]) -> (u16, Value) {
+        self.upload_with(csv, fields, None).await
+    }
+
+    /// As [`Self::upload`], with an optional bearer token.
+    pub async fn upload_with(
+        &self,
+        csv: &[u8],
+        fields: &[(&str, &str)],
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let mut form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(csv.to_vec())
+                .file_name("products.csv")
+                .mime_str("text/csv")
+                .unwrap(),
+        );
+        for (k, v) in fields {
+            form = form.text((*k).to_owned(), (*v).to_owned());
+        }
+        let mut req = self
+            .http
+            .post(format!("{}/upload", self.base))
+            .multipart(form);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("upload");
+        let status = resp.status().as_u16();
+        let body = resp.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// GETs a path (or absolute URL) and returns status and JSON.
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let url = if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.base)
+        };
+        let resp = self.http.get(url).send().await.expect("get");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GETs a URL and returns status, content type and bytes.
+    pub async fn get_bytes(&self, url: &str) -> (u16, String, Vec<u8>) {
+        let resp = self.http.get(url).send().await.expect("get");
+        let status = resp.status().as_u16();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        (status, ct, resp.bytes().await.expect("body").to_vec())
+    }
+
+    /// Polls the status until it is final; panics with the logs after `timeout`.
+    pub async fn wait_final(&self, id: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (code, body) = self.get_json(&format!("/status/{id}")).await;
+            assert_eq!(code, 200, "status: {body}");
+            let status = body["status"].as_str().unwrap_or_default();
+            if matches!(
+                status,
+                "Completed" | "CompletedWithErrors" | "Failed" | "Cancelled"
+            ) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "request {id} not final after {timeout:?}: {body}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every image of a request (all pages).
+    pub async fn images(&self, id: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut offset = 0;
+        loop {
+            let (code, page) = self
+                .get_json(&format!("/requests/{id}/images?offset={offset}&limit=1000"))
+                .await;
+            assert_eq!(code, 200, "{page}");
+            let items = page["items"].as_array().cloned().unwrap_or_default();
+            out.extend(items);
+            match page["next_offset"].as_u64() {
+                Some(n) => offset = n,
+                None => return out,
+            }
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Files under a directory, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Parses CSV bytes into rows of cells.
+pub fn csv_rows(bytes: &[u8]) -> Vec<Vec<String>> {
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(bytes);
+    r.records()
+        .map(|rec| rec.expect("csv record").iter().map(str::to_owned).collect())
+        .collect()
+}

@@ -1,0 +1,20 @@
+//! Black-box tests: the real binary, real HTTP, a real SQLite file and real photos
+//! served from 127.0.0.1. One test binary, so it links once.
+
+mod helpers;
+mod pipeline;
+mod security;
+mod validation;
+
+/// The committed OpenAPI document matches what the code generates (regenerate with
+/// `cargo run -- openapi > openapi/openapi.json`, or `just openapi`).
+#[tokio::test]
+async fn openapi_document_has_not_drifted() {
+    let generated = pixbatch::api::openapi_document().expect("generate");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json");
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed.trim_end() == generated.trim_end(),
+        "openapi/openapi.json is out of date: run `cargo run -- openapi > openapi/openapi.json`"
+    );
+}

@@ -1,0 +1,327 @@
+//! The product loop end to end: upload → per-image jobs → output CSV → signed webhook.
+
+use std::time::Duration;
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::helpers::{ImageServer, SECRET, TestServer, WebhookReceiver, csv_rows, files_under};
+
+/// Verifies a Standard Webhooks signature from the specification, independently of
+/// the server's own signing code.
+fn verify_signature(secret: &str, id: &str, ts: &str, body: &[u8], header: &str) -> bool {
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{ts}.").as_bytes());
+    mac.update(body);
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    header
+        .split(' ')
+        .any(|part| part.strip_prefix("v1,") == Some(expected.as_str()))
+}
+
+#[tokio::test]
+async fn classic_sample_completes_with_output_csv_and_signed_webhook() {
+    let images = ImageServer::start().await;
+    let hook = WebhookReceiver::start(vec![]).await;
+    let app = TestServer::start(&[]).await;
+    let csv = format!(
+        "Serial Number,Product Name,Input Image Urls\n\
+         1,SKU1,{},{}\n\
+         2,SKU2,{}\n\
+         3,SKU3,{},{}\n",
+        images.url("/img/a/small_picos.jpg"),
+        images.url("/img/b/small_aitzgorri.jpg"),
+        images.url("/img/c/small_lamp_portrait.jpg"),
+        images.url("/img/d/small_picos.jpg"),
+        images.url("/img/e/small_aitzgorri.jpg"),
+    );
+    let (code, body) = app
+        .upload(csv.as_bytes(), &[("webhook_url", &hook.url)])
+        .await;
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(body["products"], 3);
+    assert_eq!(body["images"], 5);
+    assert_eq!(body["status"], "Pending");
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        body["status_url"].as_str().unwrap(),
+        format!("{}/status/{id}", app.base)
+    );
+
+    let status = app.wait_final(&id, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "Completed", "{status}");
+    assert_eq!(status["progress"]["succeeded"], 5);
+    assert_eq!(status["progress"]["pending"], 0);
+    assert!(status["finished_at"].is_string());
+
+    // The output CSV: input columns plus Output Image Urls, same rows, same URL order.
+    let out_url = status["output_csv"].as_str().unwrap().to_owned();
+    let (code, ct, out) = app.get_bytes(&out_url).await;
+    assert_eq!(code, 200);
+    assert!(ct.starts_with("text/csv"), "{ct}");
+    let rows = csv_rows(&out);
+    assert_eq!(
+        rows[0],
+        vec![
+            "Serial Number",
+            "Product Name",
+            "Input Image Urls",
+            "Output Image Urls"
+        ]
+    );
+    assert_eq!(rows.len(), 4);
+    let expected_inputs = [
+        vec!["/img/a/small_picos.jpg", "/img/b/small_aitzgorri.jpg"],
+        vec!["/img/c/small_lamp_portrait.jpg"],
+        vec!["/img/d/small_picos.jpg", "/img/e/small_aitzgorri.jpg"],
+    ];
+    for (i, row) in rows[1..].iter().enumerate() {
+        assert_eq!(row[0], (i + 1).to_string());
+        assert_eq!(row[1], format!("SKU{}", i + 1));
+        let inputs: Vec<&str> = row[2].split(',').collect();
+        let want: Vec<String> = expected_inputs[i].iter().map(|p| images.url(p)).collect();
+        assert_eq!(inputs, want);
+        let outputs: Vec<&str> = row[3].split(',').collect();
+        assert_eq!(outputs.len(), inputs.len());
+        for (pos, url) in outputs.iter().enumerate() {
+            assert!(url.ends_with(&format!("/{i}-{pos}.jpg")), "{url}");
+            let (code, ct, jpeg) = app.get_bytes(url).await;
+            assert_eq!(code, 200);
+            assert_eq!(ct, "image/jpeg");
+            assert_eq!(
+                pixbatch::imaging::sniff(&jpeg),
+                Some(pixbatch::imaging::Format::Jpeg)
+            );
+            let q = pixbatch::imaging::estimate_jpeg_quality(&jpeg).expect("quality");
+            assert!((45..=55).contains(&q), "quality {q} at {url}");
+        }
+    }
+    // The same CSV through the request's own endpoint.
+    let (code, _, again) = app
+        .get_bytes(&format!("{}/requests/{id}/output.csv", app.base))
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(again, out);
+
+    // Per-image detail.
+    let imgs = app.images(&id).await;
+    assert_eq!(imgs.len(), 5);
+    for img in &imgs {
+        assert_eq!(img["state"], "succeeded");
+        assert_eq!(img["attempts"], 1);
+        assert!(img["output_bytes"].as_i64().unwrap() > 0);
+        assert!(img["output_bytes"].as_i64() < img["input_bytes"].as_i64());
+        assert!(img["width"].as_i64().unwrap() > 0);
+        assert_eq!(img["report"]["quality"], 50);
+    }
+
+    // Exactly one signed webhook with the §8 payload.
+    let got = hook.wait_for(1, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got_all = hook.received();
+    assert_eq!(got_all.len(), 1, "{got:?}");
+    let call = &got_all[0];
+    let payload = call.json();
+    assert_eq!(payload["type"], "request.completed");
+    assert_eq!(payload["request_id"], id.as_str());
+    assert_eq!(payload["status"], "Completed");
+    assert_eq!(payload["output_csv"], out_url.as_str());
+    assert_eq!(payload["images"]["total"], 5);
+    assert_eq!(payload["images"]["succeeded"], 5);
+    assert_eq!(payload["images"]["failed"], 0);
+    let wid = &call.headers["webhook-id"];
+    let ts = &call.headers["webhook-timestamp"];
+    assert!(wid.starts_with("msg_"));
+    assert!(verify_signature(
+        SECRET,
+        wid,
+        ts,
+        &call.body,
+        &call.headers["webhook-signature"]
+    ));
+}
+
+#[tokio::test]
+async fn missing_image_gives_completed_with_errors_and_an_empty_slot() {
+    let images = ImageServer::start().await;
+    let app = TestServer::start(&[]).await;
+    let csv = format!(
+        "Serial Number,Product Name,Input Image Urls,Notes\n\
+         1,SKU1,\"{},{},{}\",first\n\
+         2,SKU2,\"{}\",second\n",
+        images.url("/img/a/small_picos.jpg"),
+        images.url("/missing/b.jpg"),
+        images.url("/img/c/small_aitzgorri.jpg"),
+        images.url("/img/d/small_lamp_portrait.jpg"),
+    );
+    let (code, body) = app.upload(csv.as_bytes(), &[]).await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    let status = app.wait_final(&id, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "CompletedWithErrors");
+    assert_eq!(status["progress"]["failed"], 1);
+    assert_eq!(status["progress"]["succeeded"], 3);
+    // A 404 is permanent: tried once.
+    assert_eq!(images.hits("/missing/b.jpg"), 1);
+
+    let (_, _, out) = app.get_bytes(status["output_csv"].as_str().unwrap()).await;
+    let rows = csv_rows(&out);
+    assert_eq!(
+        rows[0],
+        vec![
+            "Serial Number",
+            "Product Name",
+            "Input Image Urls",
+            "Notes",
+            "Output Image Urls",
+            "Errors"
+        ]
+    );
+    assert_eq!(rows[1][3], "first");
+    let slots: Vec<&str> = rows[1][4].split(',').collect();
+    assert_eq!(slots.len(), 3);
+    assert!(slots[0].ends_with("/0-0.jpg"));
+    assert_eq!(slots[1], "");
+    assert!(slots[2].ends_with("/0-2.jpg"));
+    assert!(rows[1][5].contains("2: HTTP 404"), "{:?}", rows[1]);
+    assert_eq!(rows[2][5], "");
+    let imgs = app.images(&id).await;
+    let failed = imgs.iter().find(|i| i["state"] == "failed").unwrap();
+    assert_eq!(failed["position"], 2);
+    assert!(failed["error"].as_str().unwrap().contains("HTTP 404"));
+}
+
+#[tokio::test]
+async fn flaky_image_succeeds_on_the_third_try() {
+    let images = ImageServer::start().await;
+    let app = TestServer::start(&[]).await;
+    let path = "/flaky/2/x/small_picos.jpg";
+    let csv = format!(
+        "Serial Number,Product Name,Input Image Urls\n1,SKU1,{}\n",
+        images.url(path)
+    );
+    let (code, body) = app.upload(csv.as_bytes(), &[]).await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    let status = app.wait_final(&id, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "Completed", "{status}");
+    assert_eq!(images.hits(path), 3);
+    let imgs = app.images(&id).await;
+    assert_eq!(imgs[0]["attempts"], 3);
+    assert_eq!(imgs[0]["state"], "succeeded");
+}
+
+#[tokio::test]
+async fn exhausted_retries_fail_the_image_and_the_request() {
+    let images = ImageServer::start().await;
+    let app = TestServer::start(&[("FETCH_ATTEMPTS", "3")]).await;
+    let path = "/flaky/99/x/small_picos.jpg";
+    let csv = format!(
+        "Serial Number,Product Name,Input Image Urls\n1,SKU1,{}\n",
+        images.url(path)
+    );
+    let (_, body) = app.upload(csv.as_bytes(), &[]).await;
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    let status = app.wait_final(&id, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "Failed", "{status}");
+    assert_eq!(images.hits(path), 3);
+    let imgs = app.images(&id).await;
+    assert_eq!(imgs[0]["attempts"], 3);
+    assert!(imgs[0]["error"].as_str().unwrap().contains("HTTP 500"));
+}
+
+#[tokio::test]
+async fn formula_cells_come_back_prefixed() {
+    let images = ImageServer::start().await;
+    let app = TestServer::start(&[]).await;
+    let csv = format!(
+        "Serial Number,Product Name,Input Image Urls\n1,=HYPERLINK(\"http://evil\"),{}\n",
+        images.url("/img/a/small_picos.jpg")
+    );
+    let (code, body) = app.upload(csv.as_bytes(), &[]).await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    let status = app.wait_final(&id, Duration::from_secs(60)).await;
+    let (_, _, out) = app.get_bytes(status["output_csv"].as_str().unwrap()).await;
+    let rows = csv_rows(&out);
+    assert_eq!(rows[1][1], "'=HYPERLINK(\"http://evil\")");
+}
+
+#[tokio::test]
+async fn killed_mid_request_completes_after_restart_with_one_event() {
+    let images = ImageServer::start().await;
+    images.set_latency(Duration::from_millis(300));
+    let hook = WebhookReceiver::start(vec![]).await;
+    let mut app = TestServer::start(&[("WORKER_CONCURRENCY", "2")]).await;
+    let n = 12;
+    let mut csv = String::from("Serial Number,Product Name,Input Image Urls\n");
+    for i in 0..n {
+        csv += &format!(
+            "{i},SKU{i},{}\n",
+            images.url(&format!("/img/{i}/small_lamp_portrait.jpg"))
+        );
+    }
+    let (code, body) = app
+        .upload(csv.as_bytes(), &[("webhook_url", &hook.url)])
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    // Wait until some, not all, images are done, then kill -9.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, s) = app.get_json(&format!("/status/{id}")).await;
+        let done = s["progress"]["succeeded"].as_i64().unwrap_or(0);
+        if done >= 2 {
+            assert!(done < n, "finished before the kill; slow the images down");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", app.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.kill();
+    app.restart().await;
+    let status = app.wait_final(&id, Duration::from_secs(90)).await;
+    assert_eq!(status["status"], "Completed", "{status}");
+    assert_eq!(status["progress"]["succeeded"], n);
+
+    // Each output written once: one file per image, no temporaries left.
+    let request_dir = app.uploads().join(&id);
+    let files = files_under(&request_dir);
+    let jpgs = files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .count();
+    assert_eq!(jpgs, n as usize, "{files:?}");
+    assert!(
+        files.iter().all(|p| !p.to_string_lossy().contains(".tmp-")),
+        "{files:?}"
+    );
+    let (_, _, out) = app.get_bytes(status["output_csv"].as_str().unwrap()).await;
+    let rows = csv_rows(&out);
+    assert_eq!(rows.len(), n as usize + 1);
+    assert!(rows[1..].iter().all(|r| r[3].ends_with(".jpg")));
+
+    // One completion event, however often jobs ran.
+    hook.wait_for(1, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ids: std::collections::HashSet<String> = hook
+        .received()
+        .iter()
+        .map(|r| r.headers["webhook-id"].clone())
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(hook.received().len(), 1);
+}
+
+#[tokio::test]
+async fn sigterm_exits_cleanly() {
+    let mut app = TestServer::start(&[]).await;
+    let status = app
+        .terminate(Duration::from_secs(20))
+        .expect("exited in time");
+    assert!(status.success(), "{status}\n{}", app.logs());
+}

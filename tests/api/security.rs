@@ -1,0 +1,78 @@
+//! Access rules: the store cannot be escaped through `/files`, and `API_TOKEN` guards
+//! everything but health, docs and files.
+
+use std::time::Duration;
+
+use crate::helpers::{ImageServer, TestServer};
+
+#[tokio::test]
+async fn files_cannot_escape_the_store() {
+    let images = ImageServer::start().await;
+    let app = TestServer::start(&[]).await;
+    // Something worth stealing next to the store, and the database itself.
+    std::fs::write(app.dir.path().join("secret.txt"), "top secret").unwrap();
+    let csv = format!(
+        "Serial Number,Product Name,Input Image Urls\n1,A,{}\n",
+        images.url("/img/a/small_picos.jpg")
+    );
+    let (_, body) = app.upload(csv.as_bytes(), &[]).await;
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    app.wait_final(&id, Duration::from_secs(60)).await;
+    let (code, _, _) = app
+        .get_bytes(&format!("{}/files/{id}/0-0.jpg", app.base))
+        .await;
+    assert_eq!(code, 200);
+
+    for path in [
+        "/files/../secret.txt",
+        "/files/%2e%2e/secret.txt",
+        "/files/%2E%2E/pixbatch.db",
+        &format!("/files/{id}/..%2f..%2fsecret.txt"),
+        &format!("/files/{id}/%2e%2e%2f%2e%2e%2fsecret.txt"),
+        "/files/..%2f..%2fsecret.txt/x",
+        &format!("/files/{id}/.%2e/secret.txt"),
+        "/files/%2e%2e/%2e%2e/etc/passwd",
+        "/files/.hidden/x",
+    ] {
+        let resp = app
+            .http
+            .get(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap();
+        assert!(status == 404 || status == 400, "{path}: {status}");
+        assert!(
+            !body.contains("top secret") && !body.contains("SQLite"),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn api_token_guards_everything_but_health_docs_and_files() {
+    let app = TestServer::start(&[("API_TOKEN", "s3cret-token")]).await;
+    let csv = b"Serial Number,Product Name,Input Image Urls\n1,A,https://example.com/a.jpg\n";
+    let (code, body) = app.upload(csv, &[("dry_run", "true")]).await;
+    assert_eq!(code, 401, "{body}");
+    assert_eq!(body["status"], 401);
+    let (code, _) = app
+        .upload_with(csv, &[("dry_run", "true")], Some("wrong"))
+        .await;
+    assert_eq!(code, 401);
+    let (code, body) = app
+        .upload_with(csv, &[("dry_run", "true")], Some("s3cret-token"))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let (code, _) = app
+        .get_json("/status/01939a00-0000-7000-8000-000000000000")
+        .await;
+    assert_eq!(code, 401);
+    for open in ["/healthz", "/readyz", "/openapi.json"] {
+        let (code, _) = app.get_json(open).await;
+        assert_eq!(code, 200, "{open}");
+    }
+    let (code, _, _) = app.get_bytes(&format!("{}/docs", app.base)).await;
+    assert_eq!(code, 200);
+}

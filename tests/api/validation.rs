@@ -1,0 +1,183 @@
+//! Bad input: every CSV problem listed, limits enforced while streaming, nothing stored.
+
+use std::time::Duration;
+
+use crate::helpers::{ImageServer, TestServer, files_under};
+
+fn problems(body: &serde_json::Value) -> Vec<(u64, String)> {
+    body["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no errors in {body}"))
+        .iter()
+        .map(|e| {
+            (
+                e["line"].as_u64().unwrap(),
+                format!(
+                    "{} {}",
+                    e["column"].as_str().unwrap_or("-"),
+                    e["message"].as_str().unwrap()
+                ),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn invalid_csvs_list_every_problem_and_store_nothing() {
+    let app = TestServer::start(&[]).await;
+
+    // Missing column.
+    let (code, body) = app
+        .upload(b"Serial Number,Product Name\n1,SKU1\n", &[])
+        .await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["type"], "urn:pixbatch:problem:invalid-csv");
+    assert_eq!(body["status"], 422);
+    let p = problems(&body);
+    assert!(
+        p.iter()
+            .any(|(l, m)| *l == 1 && m.contains("Input Image Urls")),
+        "{p:?}"
+    );
+
+    // Duplicate serial.
+    let (code, body) = app
+        .upload(
+            b"Serial Number,Product Name,Input Image Urls\n1,A,https://example.com/a.jpg\n1,B,https://example.com/b.jpg\n",
+            &[],
+        )
+        .await;
+    assert_eq!(code, 422);
+    let p = problems(&body);
+    assert!(p.iter().any(|(l, m)| *l == 3 && m.contains('2')), "{p:?}");
+
+    // Bad URL.
+    let (code, body) = app
+        .upload(
+            b"Serial Number,Product Name,Input Image Urls\n1,A,ftp://example.com/a.jpg\n",
+            &[],
+        )
+        .await;
+    assert_eq!(code, 422);
+    assert_eq!(problems(&body)[0].0, 2);
+
+    // Not UTF-8.
+    let (code, body) = app
+        .upload(
+            b"Serial Number,Product Name,Input Image Urls\n1,Caf\xe9,https://example.com/a.jpg\n",
+            &[],
+        )
+        .await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(problems(&body)[0].0, 2);
+
+    // Four bad rows at once: all four listed with their lines.
+    let csv = "Serial Number,Product Name,Input Image Urls\n\
+               1,ok,https://example.com/1.jpg\n\
+               ,no serial,https://example.com/2.jpg\n\
+               3,,https://example.com/3.jpg\n\
+               4,no url,\n\
+               5,bad url,not-a-url\n\
+               6,ok,https://example.com/6.jpg\n";
+    let (code, body) = app.upload(csv.as_bytes(), &[]).await;
+    assert_eq!(code, 422);
+    let lines: Vec<u64> = problems(&body).iter().map(|(l, _)| *l).collect();
+    for line in [3, 4, 5, 6] {
+        assert!(lines.contains(&line), "line {line} missing from {lines:?}");
+    }
+    assert!(!lines.contains(&2) && !lines.contains(&7), "{lines:?}");
+
+    // Bad form fields.
+    let good = b"Serial Number,Product Name,Input Image Urls\n1,A,https://example.com/a.jpg\n";
+    let (code, body) = app.upload(good, &[("quality", "150")]).await;
+    assert_eq!(code, 422, "{body}");
+    let (code, _) = app
+        .upload(good, &[("webhook_url", "javascript:alert(1)")])
+        .await;
+    assert_eq!(code, 422);
+
+    // Nothing was stored by any of them.
+    assert!(files_under(&app.uploads()).is_empty());
+}
+
+#[tokio::test]
+async fn not_multipart_or_no_file_is_a_400_problem() {
+    let app = TestServer::start(&[]).await;
+    let resp = app
+        .http
+        .post(format!("{}/upload", app.base))
+        .header("content-type", "text/csv")
+        .body("Serial Number,Product Name,Input Image Urls\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        resp.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    let form = reqwest::multipart::Form::new().text("quality", "50");
+    let resp = app
+        .http
+        .post(format!("{}/upload", app.base))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let (code, body) = app.get_json("/status/not-a-uuid").await;
+    assert_eq!(code, 404);
+    assert_eq!(body["status"], 404);
+    let (code, _) = app
+        .get_json("/status/01939a00-0000-7000-8000-000000000000")
+        .await;
+    assert_eq!(code, 404);
+}
+
+#[tokio::test]
+async fn oversized_upload_is_cut_off_while_streaming() {
+    let app = TestServer::start(&[("MAX_CSV_BYTES", "1000")]).await;
+    let mut big = String::from("Serial Number,Product Name,Input Image Urls\n");
+    for i in 0..200 {
+        big += &format!("{i},SKU{i},https://example.com/{i}.jpg\n");
+    }
+    let (code, body) = app.upload(big.as_bytes(), &[]).await;
+    assert_eq!(code, 413, "{body}");
+    assert_eq!(body["status"], 413);
+
+    // Chunked, with no Content-Length to check up front.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        big.as_bytes().chunks(100).map(|c| Ok(c.to_vec())).collect();
+    let part =
+        reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+            .file_name("big.csv");
+    let form = reqwest::multipart::Form::new().part("file", part);
+    let resp = app
+        .http
+        .post(format!("{}/upload", app.base))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    assert!(files_under(&app.uploads()).is_empty());
+}
+
+#[tokio::test]
+async fn dry_run_counts_without_storing() {
+    let images = ImageServer::start().await;
+    let app = TestServer::start(&[]).await;
+    let csv = format!(
+        "S. No.,product name,INPUT IMAGE URLS\n1,A,\"{},{}\"\n",
+        images.url("/img/a/small_picos.jpg"),
+        images.url("/img/b/small_picos.jpg")
+    );
+    let (code, body) = app.upload(csv.as_bytes(), &[("dry_run", "true")]).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["products"], 1);
+    assert_eq!(body["images"], 2);
+    assert!(body["request_id"].is_null());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(images.total_hits(), 0);
+    assert!(files_under(&app.uploads()).is_empty());
+}
