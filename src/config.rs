@@ -195,7 +195,18 @@ impl ConfigError {
 
 impl ServerConfig {
     /// Checks every option once and derives the working values.
-    pub fn validate(self) -> Result<Settings, ConfigError> {
+    pub fn validate(mut self) -> Result<Settings, ConfigError> {
+        // An empty variable means unset (a common way to clear one in a shell or unit file).
+        for opt in [
+            &mut self.webhook_url,
+            &mut self.webhook_secret,
+            &mut self.api_token,
+            &mut self.public_base_url,
+        ] {
+            if opt.as_deref().is_some_and(|s| s.trim().is_empty()) {
+                *opt = None;
+            }
+        }
         let public_base_url = self
             .public_base_url
             .clone()

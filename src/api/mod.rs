@@ -6,6 +6,7 @@ mod files;
 mod health;
 mod requests;
 mod upload;
+mod webhooks;
 
 use std::sync::{
     Arc,
@@ -23,7 +24,8 @@ pub use error::{ApiError, Problem, ProblemResponse};
 
 use crate::{
     config::Settings,
-    store::{BlobStore, Db},
+    domain::RequestId,
+    store::{BlobStore, Db, RequestRecord},
 };
 
 /// Shared by every handler.
@@ -38,6 +40,13 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Loads a request by the id in a path, or answers 404 (also for ids that are not UUIDs).
+    pub async fn request(&self, id: &str) -> Result<RequestRecord, ApiError> {
+        let not_found = || ApiError::NotFound(format!("no request {id:?}"));
+        let rid: RequestId = id.parse().map_err(|_| not_found())?;
+        self.db.request(rid).await?.ok_or_else(not_found)
+    }
+
     /// The absolute URL under which a blob is served.
     pub fn file_url(&self, key: &str) -> String {
         format!("{}/files/{key}", self.settings.public_base_url)
@@ -51,6 +60,8 @@ pub enum ApiTags {
     Upload,
     /// Following a request and fetching its results.
     Requests,
+    /// Completion events and their delivery log.
+    Webhooks,
     /// Stored outputs.
     Files,
     /// Liveness and readiness.
@@ -60,6 +71,7 @@ pub enum ApiTags {
 type Apis = (
     upload::UploadApi,
     requests::RequestsApi,
+    webhooks::WebhooksApi,
     files::FilesApi,
     health::HealthApi,
 );
@@ -69,6 +81,7 @@ fn service(state: Arc<AppState>, server_url: &str) -> OpenApiService<Apis, ()> {
         (
             upload::UploadApi(state.clone()),
             requests::RequestsApi(state.clone()),
+            webhooks::WebhooksApi(state.clone()),
             files::FilesApi(state.clone()),
             health::HealthApi(state),
         ),

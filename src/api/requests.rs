@@ -12,8 +12,9 @@ use uuid::Uuid;
 
 use super::{ApiError, ApiTags, AppState, ProblemResponse};
 use crate::{
-    domain::{ImageState, RequestId, RequestStatus},
-    store::{BlobKey, RequestRecord},
+    domain::{ImageState, RequestStatus},
+    jobs::{self, CompleteJob, ImageJob},
+    store::{BlobKey, Db},
 };
 
 /// Image counts of a request.
@@ -124,22 +125,6 @@ pub enum CsvResponse {
 /// Request endpoints.
 pub struct RequestsApi(pub Arc<AppState>);
 
-fn parse_id(id: &str) -> Result<RequestId, ApiError> {
-    id.parse()
-        .map_err(|_| ApiError::NotFound(format!("no request {id:?}")))
-}
-
-impl RequestsApi {
-    async fn load(&self, id: &str) -> Result<RequestRecord, ApiError> {
-        let rid = parse_id(id)?;
-        self.0
-            .db
-            .request(rid)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no request {id}")))
-    }
-}
-
 #[OpenApi(tag = "ApiTags::Requests")]
 impl RequestsApi {
     /// Status of a request
@@ -147,7 +132,7 @@ impl RequestsApi {
     /// Progress counts at any time; `output_csv` once the request reached a final status.
     #[oai(path = "/status/:request_id", method = "get")]
     async fn status(&self, request_id: Path<String>) -> Result<StatusResponse, ProblemResponse> {
-        let r = self.load(&request_id).await?;
+        let r = self.0.request(&request_id).await?;
         Ok(StatusResponse::Ok(Json(StatusBody {
             request_id: r.id.as_uuid(),
             status: r.status,
@@ -186,7 +171,7 @@ impl RequestsApi {
         )]
         limit: Query<u32>,
     ) -> Result<ImagesResponse, ProblemResponse> {
-        let r = self.load(&request_id).await?;
+        let r = self.0.request(&request_id).await?;
         let records = self.0.db.images(r.id, offset.0, limit.0).await?;
         let count = records.len() as u32;
         let items = records
@@ -224,7 +209,7 @@ impl RequestsApi {
     /// when any image failed). 409 until the request has finished.
     #[oai(path = "/requests/:request_id/output.csv", method = "get")]
     async fn output_csv(&self, request_id: Path<String>) -> Result<CsvResponse, ProblemResponse> {
-        let r = self.load(&request_id).await?;
+        let r = self.0.request(&request_id).await?;
         let key = match (&r.output_key, r.status.is_final()) {
             (Some(k), true) => k.clone(),
             _ => {
@@ -247,6 +232,97 @@ impl RequestsApi {
             Attachment::new(bytes).filename(format!("{}-output.csv", r.id)),
         ))
     }
+
+    /// Retry the failed images
+    ///
+    /// Re-runs only the images that failed; the request goes back to `Processing`, and
+    /// a new completion (output CSV, status, webhook event with a new `webhook-id`)
+    /// follows. Images that succeeded are not fetched again. 409 unless the request
+    /// finished with failed images.
+    #[oai(path = "/requests/:request_id/retry", method = "post")]
+    async fn retry(&self, request_id: Path<String>) -> Result<ActionResponse, ProblemResponse> {
+        let r = self.0.request(&request_id).await?;
+        let mut tx = self.0.db.begin_write().await?;
+        let Some((run, images)) = Db::retry_failed(&mut tx, r.id).await? else {
+            return Err(ApiError::Conflict(format!(
+                "request {} is {} with {} failed image(s); only a finished request with failed images can be retried",
+                r.id, r.status, r.failed
+            ))
+            .into());
+        };
+        let mut seen = std::collections::HashSet::new();
+        let jobs = images
+            .iter()
+            .filter(|(_, _, url)| seen.insert(url.as_str()))
+            .map(|&(row, position, _)| {
+                (
+                    ImageJob {
+                        request_id: r.id,
+                        row,
+                        position,
+                    },
+                    format!("image:{}:{row}:{position}:run{run}:try0", r.id),
+                )
+            });
+        jobs::push_many(&mut tx, jobs).await?;
+        tx.commit().await.map_err(|e| ApiError::Store(e.into()))?;
+        tracing::info!(request_id = %r.id, run, images = images.len(), "retrying failed images");
+        Ok(ActionResponse::Accepted(Json(ActionBody {
+            request_id: r.id.as_uuid(),
+            status: RequestStatus::Processing,
+            images: images.len() as i64,
+        })))
+    }
+
+    /// Cancel a request
+    ///
+    /// Pending images never start; images already running finish but are not counted.
+    /// The request becomes `Cancelled`, its output CSV lists what was done, and a
+    /// webhook event reports it. 409 when it has already finished.
+    #[oai(path = "/requests/:request_id/cancel", method = "post")]
+    async fn cancel(&self, request_id: Path<String>) -> Result<ActionResponse, ProblemResponse> {
+        let r = self.0.request(&request_id).await?;
+        let mut tx = self.0.db.begin_write().await?;
+        let Some(run) = Db::cancel(&mut tx, r.id).await? else {
+            return Err(ApiError::Conflict(format!(
+                "request {} has already finished ({})",
+                r.id, r.status
+            ))
+            .into());
+        };
+        let complete = CompleteJob {
+            request_id: r.id,
+            run,
+        };
+        let key = format!("complete:{}:run{run}:cancelled", r.id);
+        jobs::push(&mut tx, &complete, &key, std::time::Duration::ZERO).await?;
+        tx.commit().await.map_err(|e| ApiError::Store(e.into()))?;
+        tracing::info!(request_id = %r.id, "request cancelled");
+        Ok(ActionResponse::Accepted(Json(ActionBody {
+            request_id: r.id.as_uuid(),
+            status: RequestStatus::Cancelled,
+            images: r.remaining,
+        })))
+    }
+}
+
+/// The result of retry or cancel.
+#[derive(Debug, Object)]
+pub struct ActionBody {
+    /// The request.
+    request_id: Uuid,
+    /// Its status now.
+    status: RequestStatus,
+    /// Images affected: re-queued by retry, stopped by cancel.
+    images: i64,
+}
+
+/// Answers of retry and cancel.
+#[derive(Debug, ApiResponse)]
+pub enum ActionResponse {
+    /// Done; follow the status for the outcome.
+    #[oai(status = 202)]
+    Accepted(Json<ActionBody>),
 }
 
 fn default_limit() -> u32 {

@@ -176,7 +176,9 @@ impl UploadApi {
                 })
             })
             .collect();
-        let jobs = image_rows.iter().map(|i| {
+        // One job per distinct URL: later images with the same URL share its outcome.
+        let mut seen = std::collections::HashSet::new();
+        let jobs = image_rows.iter().filter(|i| seen.insert(i.url)).map(|i| {
             (
                 ImageJob {
                     request_id: id,

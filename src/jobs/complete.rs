@@ -10,7 +10,7 @@ use tracing::Instrument;
 use super::{CompleteJob, DeliverJob, HandlerResult, JobContext, infra_error, push};
 use crate::{
     csv::{ImageOutcome, OutputRow, write_output},
-    domain::{EventId, ImageState},
+    domain::{EventId, ImageState, RequestStatus},
     store::{BlobKey, Db, RequestRecord, StoreError},
     webhook::{CompletionEvent, ImageCounts},
 };
@@ -28,10 +28,16 @@ async fn run(job: &CompleteJob, ctx: &JobContext) -> Result<(), StoreError> {
     let Some(request) = ctx.db.request(job.request_id).await? else {
         return Ok(());
     };
-    if request.run != job.run || request.status.is_final() || request.remaining != 0 {
+    let cancelled = match request.status {
+        _ if request.run != job.run => None,
+        RequestStatus::Pending | RequestStatus::Processing if request.remaining == 0 => Some(false),
+        RequestStatus::Cancelled if request.output_key.is_none() => Some(true),
+        _ => None,
+    };
+    let Some(cancelled) = cancelled else {
         tracing::debug!(status = %request.status, "run already completed or superseded");
         return Ok(());
-    }
+    };
     let source = ctx.db.output_source(job.request_id).await?;
     let outcomes: Vec<Vec<ImageOutcome>> = source
         .rows
@@ -50,7 +56,7 @@ async fn run(job: &CompleteJob, ctx: &JobContext) -> Result<(), StoreError> {
                 .collect()
         })
         .collect();
-    let with_errors = request.failed > 0;
+    let with_errors = request.failed > 0 || cancelled;
     let rows = source
         .rows
         .iter()

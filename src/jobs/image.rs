@@ -52,8 +52,16 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<(), StoreError> {
     let attempt = work.attempts as u32 + 1;
     let quality = Quality::parse(&work.quality).unwrap_or(ctx.settings.default_quality);
 
-    match process(job, ctx, &work.input_url, quality).await {
-        Ok(outcome) => finish(job, ctx, &outcome).await,
+    // Images of this request with the same URL share this job's outcome: one download.
+    let duplicates = ctx
+        .db
+        .duplicates_of(job.request_id, job.row, job.position, &work.input_url)
+        .await?;
+    let mut targets = vec![(job.row, job.position)];
+    targets.extend(duplicates);
+
+    match process(job, ctx, &work.input_url, quality, &targets).await {
+        Ok(outcome) => finish(job, ctx, &targets, &outcome).await,
         Err(TryError::Retry {
             message,
             retry_after,
@@ -74,21 +82,23 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<(), StoreError> {
         Err(TryError::Retry { message, .. }) => {
             let error = format!("{message} (gave up after {attempt} tries)");
             tracing::warn!(attempt, %error, "image failed");
-            finish(job, ctx, &ImageOutcomeUpdate::Failed { error }).await
+            finish(job, ctx, &targets, &ImageOutcomeUpdate::Failed { error }).await
         }
         Err(TryError::Fail(error)) => {
             tracing::warn!(attempt, %error, "image failed");
-            finish(job, ctx, &ImageOutcomeUpdate::Failed { error }).await
+            finish(job, ctx, &targets, &ImageOutcomeUpdate::Failed { error }).await
         }
     }
 }
 
-/// One try: download, transform off the async threads, store under the image's key.
+/// One try: download, transform off the async threads, store under the key of every
+/// target (this image and its same-URL duplicates).
 async fn process(
     job: &ImageJob,
     ctx: &JobContext,
     url: &str,
     quality: Quality,
+    targets: &[(u32, u32)],
 ) -> Result<ImageOutcomeUpdate, TryError> {
     let downloaded = ctx.fetcher.download(url).await.map_err(|e| {
         if e.is_transient() {
@@ -123,17 +133,18 @@ async fn process(
         .map_err(|e| TryError::Fail(e.to_string()))?;
     drop(permit);
 
-    let key = BlobKey::image(job.request_id, job.row, job.position);
-    ctx.blobs
-        .put(&key, &transformed.bytes)
-        .await
-        .map_err(|e| TryError::Retry {
-            message: format!("could not store output: {e}"),
-            retry_after: None,
-        })?;
+    for &(row, position) in targets {
+        let key = BlobKey::image(job.request_id, row, position);
+        ctx.blobs
+            .put(&key, &transformed.bytes)
+            .await
+            .map_err(|e| TryError::Retry {
+                message: format!("could not store output: {e}"),
+                retry_after: None,
+            })?;
+    }
     let report = &transformed.report;
     Ok(ImageOutcomeUpdate::Succeeded {
-        output_key: key.as_str().to_owned(),
         input_bytes,
         output_bytes: transformed.bytes.len() as i64,
         width: i64::from(report.width),
@@ -147,10 +158,11 @@ async fn process(
 async fn finish(
     job: &ImageJob,
     ctx: &JobContext,
+    targets: &[(u32, u32)],
     outcome: &ImageOutcomeUpdate,
 ) -> Result<(), StoreError> {
     let mut tx = ctx.db.begin_write().await?;
-    let fan_in = Db::finish_image(&mut tx, job.request_id, job.row, job.position, outcome).await?;
+    let fan_in = Db::finish_images(&mut tx, job.request_id, targets, outcome).await?;
     if let FanIn::LastOfRun { run } = fan_in {
         let complete = CompleteJob {
             request_id: job.request_id,

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Row, Sqlite, sqlite::SqliteRow};
 
-use super::{Db, StoreError, Tx};
+use super::{BlobKey, Db, StoreError, Tx};
 use crate::domain::{ImageId, ImageState, RequestId, RequestStatus};
 
 /// SQLite allows 32766 bound parameters per statement; stay well below.
@@ -144,10 +144,8 @@ pub struct ImageWork {
 /// How an image ended.
 #[derive(Debug, Clone)]
 pub enum ImageOutcomeUpdate {
-    /// Stored.
+    /// Stored, each image under its own deterministic key.
     Succeeded {
-        /// Blob key of the output.
-        output_key: String,
         /// Bytes downloaded.
         input_bytes: i64,
         /// Bytes stored.
@@ -405,55 +403,78 @@ impl Db {
         Ok(changed == 1)
     }
 
-    /// Moves an image out of `pending` (once: the update is guarded) and counts it on
-    /// its request; the decrement that reaches zero reports [`FanIn::LastOfRun`].
-    pub async fn finish_image(
-        tx: &mut Tx,
+    /// Pending images of a request with the same URL as the given one (not itself):
+    /// they wait for its outcome instead of downloading the same bytes again.
+    pub async fn duplicates_of(
+        &self,
         id: RequestId,
         row: u32,
         position: u32,
+        url: &str,
+    ) -> Result<Vec<(u32, u32)>, StoreError> {
+        let rows = sqlx::query(
+            "select row, position from images
+              where request_id = ? and input_url = ? and state = 'pending'
+                and not (row = ? and position = ?)
+              order by row, position",
+        )
+        .bind(id.to_string())
+        .bind(url)
+        .bind(row as i64)
+        .bind(position as i64)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<i64, _>("row")? as u32,
+                    r.try_get::<i64, _>("position")? as u32,
+                ))
+            })
+            .collect()
+    }
+
+    /// Moves images out of `pending` (each once: the update is guarded) and counts them
+    /// on their request; the decrement that reaches zero reports [`FanIn::LastOfRun`].
+    /// `targets` are the image a job worked on first, then the duplicates that share
+    /// its outcome; when the first has already left `pending`, nothing is changed.
+    pub async fn finish_images(
+        tx: &mut Tx,
+        id: RequestId,
+        targets: &[(u32, u32)],
         outcome: &ImageOutcomeUpdate,
     ) -> Result<FanIn, StoreError> {
         let now = Utc::now();
-        let (changed, succeeded) = match outcome {
-            ImageOutcomeUpdate::Succeeded {
-                output_key,
-                input_bytes,
-                output_bytes,
-                width,
-                height,
-                report,
-            } => {
-                let n = sqlx::query(
+        let mut finished = 0i64;
+        for (i, &(row, position)) in targets.iter().enumerate() {
+            let q = match outcome {
+                ImageOutcomeUpdate::Succeeded {
+                    input_bytes,
+                    output_bytes,
+                    width,
+                    height,
+                    report,
+                } => sqlx::query(
                     "update images set state = 'succeeded', attempts = attempts + 1,
                             last_error = null, output_key = ?, input_bytes = ?,
                             output_bytes = ?, width = ?, height = ?, report = ?,
                             started_at = coalesce(started_at, ?), finished_at = ?
                       where request_id = ? and row = ? and position = ? and state = 'pending'",
                 )
-                .bind(output_key)
+                .bind(BlobKey::image(id, row, position).as_str().to_owned())
                 .bind(input_bytes)
                 .bind(output_bytes)
                 .bind(width)
                 .bind(height)
-                .bind(report.to_string())
-                .bind(now)
-                .bind(now)
-                .bind(id.to_string())
-                .bind(row as i64)
-                .bind(position as i64)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected();
-                (n, true)
-            }
-            ImageOutcomeUpdate::Failed { error } => {
-                let n = sqlx::query(
+                .bind(report.to_string()),
+                ImageOutcomeUpdate::Failed { error } => sqlx::query(
                     "update images set state = 'failed', attempts = attempts + 1,
                             last_error = ?, started_at = coalesce(started_at, ?), finished_at = ?
                       where request_id = ? and row = ? and position = ? and state = 'pending'",
                 )
-                .bind(error)
+                .bind(error),
+            };
+            let changed = q
                 .bind(now)
                 .bind(now)
                 .bind(id.to_string())
@@ -461,21 +482,25 @@ impl Db {
                 .bind(position as i64)
                 .execute(&mut **tx)
                 .await?
-                .rows_affected();
-                (n, false)
+                .rows_affected() as i64;
+            if i == 0 && changed == 0 {
+                return Ok(FanIn::AlreadyFinished);
+            }
+            finished += changed;
+        }
+        let sql = match outcome {
+            ImageOutcomeUpdate::Succeeded { .. } => {
+                "update requests set succeeded = succeeded + ?, remaining = remaining - ?
+                  where id = ? returning remaining, run"
+            }
+            ImageOutcomeUpdate::Failed { .. } => {
+                "update requests set failed = failed + ?, remaining = remaining - ?
+                  where id = ? returning remaining, run"
             }
         };
-        if changed == 0 {
-            return Ok(FanIn::AlreadyFinished);
-        }
-        let sql = if succeeded {
-            "update requests set succeeded = succeeded + 1, remaining = remaining - 1
-              where id = ? returning remaining, run"
-        } else {
-            "update requests set failed = failed + 1, remaining = remaining - 1
-              where id = ? returning remaining, run"
-        };
         let r = sqlx::query(sql)
+            .bind(finished)
+            .bind(finished)
             .bind(id.to_string())
             .fetch_one(&mut **tx)
             .await?;
@@ -486,6 +511,93 @@ impl Db {
         } else {
             FanIn::Recorded
         })
+    }
+
+    /// Puts a finished request's failed images back to `pending` for a new run.
+    /// Returns the new run and the images to push jobs for, or `None` when the request
+    /// is not finished or has no failed image.
+    pub async fn retry_failed(
+        tx: &mut Tx,
+        id: RequestId,
+    ) -> Result<Option<(i64, Vec<(u32, u32, String)>)>, StoreError> {
+        let row = sqlx::query(
+            "update requests
+                set run = run + 1, status = 'Processing', remaining = failed, failed = 0,
+                    output_key = null, finished_at = null
+              where id = ? and status in ('CompletedWithErrors', 'Failed') and failed > 0
+             returning run",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let run: i64 = row.try_get("run")?;
+        // Tries are counted per run: a retried image gets FETCH_ATTEMPTS tries again.
+        let images = sqlx::query(
+            "update images set state = 'pending', attempts = 0, finished_at = null
+              where request_id = ? and state = 'failed'
+             returning row, position, input_url",
+        )
+        .bind(id.to_string())
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut out = images
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<i64, _>("row")? as u32,
+                    r.try_get::<i64, _>("position")? as u32,
+                    r.try_get::<String, _>("input_url")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        out.sort();
+        Ok(Some((run, out)))
+    }
+
+    /// Cancels an unfinished request: its pending images become `cancelled` and the
+    /// request `Cancelled`. Returns the run, or `None` when it had already finished.
+    pub async fn cancel(tx: &mut Tx, id: RequestId) -> Result<Option<i64>, StoreError> {
+        let now = Utc::now();
+        let row = sqlx::query(
+            "update requests set status = 'Cancelled', remaining = 0, finished_at = ?
+              where id = ? and status in ('Pending', 'Processing')
+             returning run",
+        )
+        .bind(now)
+        .bind(id.to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        sqlx::query(
+            "update images set state = 'cancelled', finished_at = ?
+              where request_id = ? and state = 'pending'",
+        )
+        .bind(now)
+        .bind(id.to_string())
+        .execute(&mut **tx)
+        .await?;
+        Ok(Some(row.try_get("run")?))
+    }
+
+    /// Records the output CSV of a cancelled run, once.
+    pub async fn finalize_cancelled(
+        tx: &mut Tx,
+        id: RequestId,
+        run: i64,
+        output_key: &str,
+    ) -> Result<Option<RequestRecord>, StoreError> {
+        let row = sqlx::query(
+            "update requests set output_key = ?
+              where id = ? and run = ? and status = 'Cancelled' and output_key is null
+             returning *",
+        )
+        .bind(output_key)
+        .bind(id.to_string())
+        .bind(run)
+        .fetch_optional(&mut **tx)
+        .await?;
+        row.as_ref().map(request_from_row).transpose()
     }
 
     /// Rows and image outcomes of a request, in output order.

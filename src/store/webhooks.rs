@@ -128,6 +128,22 @@ impl Db {
             .collect()
     }
 
+    /// Makes a finished event due again for one more try; returns its try count, or
+    /// `None` when it is still pending (a try is already scheduled).
+    pub async fn redeliver(tx: &mut Tx, id: &EventId) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(
+            "update webhook_events set state = 'pending', next_attempt_at = ?, finished_at = null
+              where id = ? and state <> 'pending'
+             returning attempts",
+        )
+        .bind(Utc::now())
+        .bind(id.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+        row.map(|r| r.try_get("attempts").map_err(StoreError::from))
+            .transpose()
+    }
+
     /// Logs one try and moves the event on: delivered, failed, or due again at `next`.
     /// Guarded on `pending` and on the try count, so a redelivered job cannot log twice.
     #[allow(clippy::too_many_arguments)]

@@ -127,6 +127,11 @@ impl ImageServer {
         *self.state.latency.lock().unwrap() = d;
     }
 
+    /// Lets `/gate/...` paths serve their photos from now on.
+    pub fn open_gate(&self) {
+        *self.state.gate_open.lock().unwrap() = true;
+    }
+
     /// How often a path was requested.
     pub fn hits(&self, path: &str) -> u32 {
         *self.state.hits.lock().unwrap().get(path).unwrap_or(&0)
@@ -169,29 +174,59 @@ pub struct WebhookReceiver {
 
 struct ReceiverState {
     got: Mutex<Vec<Received>>,
-    script: Mutex<Vec<u16>>,
+    script: Mutex<Vec<Reply>>,
+}
+
+/// How a receiver answers one call.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// This status, at once.
+    Status(u16),
+    /// 200, after this long.
+    Sleep(Duration),
+    /// 302 to this URL.
+    Redirect(String),
 }
 
 #[handler]
-async fn receive(req: &Request, body: Vec<u8>, state: Data<&Arc<ReceiverState>>) -> StatusCode {
+async fn receive(req: &Request, body: Vec<u8>, state: Data<&Arc<ReceiverState>>) -> Response {
     let headers = req
         .headers()
         .iter()
         .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
         .collect();
     state.got.lock().unwrap().push(Received { headers, body });
-    let mut script = state.script.lock().unwrap();
-    let code = if script.is_empty() {
-        200
-    } else {
-        script.remove(0)
+    let reply = {
+        let mut script = state.script.lock().unwrap();
+        if script.is_empty() {
+            Reply::Status(200)
+        } else {
+            script.remove(0)
+        }
     };
-    StatusCode::from_u16(code).unwrap_or(StatusCode::OK)
+    match reply {
+        Reply::Status(code) => StatusCode::from_u16(code)
+            .unwrap_or(StatusCode::OK)
+            .into_response(),
+        Reply::Sleep(d) => {
+            tokio::time::sleep(d).await;
+            StatusCode::OK.into_response()
+        }
+        Reply::Redirect(to) => Response::builder()
+            .status(StatusCode::FOUND)
+            .header("location", to)
+            .finish(),
+    }
 }
 
 impl WebhookReceiver {
-    /// Starts a receiver answering `script` in order, then 200.
+    /// Starts a receiver answering with statuses from `script` in order, then 200.
     pub async fn start(script: Vec<u16>) -> Self {
+        Self::start_with(script.into_iter().map(Reply::Status).collect()).await
+    }
+
+    /// Starts a receiver answering `script` in order, then 200.
+    pub async fn start_with(script: Vec<Reply>) -> Self {
         let state = Arc::new(ReceiverState {
             got: Mutex::new(Vec::new()),
             script: Mutex::new(script),

@@ -1,10 +1,13 @@
 //! Black-box tests: the real binary, real HTTP, a real SQLite file and real photos
 //! served from 127.0.0.1. One test binary, so it links once.
 
+mod durability;
 mod helpers;
 mod pipeline;
 mod security;
+mod ssrf;
 mod validation;
+mod webhooks;
 
 /// The committed OpenAPI document matches what the code generates (regenerate with
 /// `cargo run -- openapi > openapi/openapi.json`, or `just openapi`).

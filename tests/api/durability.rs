@@ -1,0 +1,263 @@
+//! Crash-proof: kill -9 at several points, SIGTERM, retry and cancel, through the
+//! real binary.
+
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant},
+};
+
+use crate::helpers::{ImageServer, PHOTOS, TestServer, WebhookReceiver, csv_rows, files_under};
+
+fn csv_of(images: &ImageServer, prefix: &str, n: usize) -> String {
+    let mut csv = String::from("Serial Number,Product Name,Input Image Urls\n");
+    for i in 0..n {
+        csv += &format!(
+            "{i},SKU{i},{}\n",
+            images.url(&format!("/{prefix}/{i}/{}", PHOTOS[i % PHOTOS.len()]))
+        );
+    }
+    csv
+}
+
+async fn succeeded(app: &TestServer, id: &str) -> i64 {
+    let (_, s) = app.get_json(&format!("/status/{id}")).await;
+    s["progress"]["succeeded"].as_i64().unwrap_or(0)
+}
+
+async fn wait_until_succeeded(app: &TestServer, id: &str, at_least: i64) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = succeeded(app, id).await;
+        if done >= at_least {
+            return done;
+        }
+        assert!(Instant::now() < deadline, "stuck at {done}\n{}", app.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every image's output exists once, no temporaries are left, the CSV is complete.
+async fn assert_complete_once(app: &TestServer, id: &str, n: usize) {
+    let status = app.wait_final(id, Duration::from_secs(120)).await;
+    assert_eq!(status["status"], "Completed", "{status}\n{}", app.logs());
+    assert_eq!(status["progress"]["succeeded"], n as i64);
+    let files = files_under(&app.uploads().join(id));
+    let jpgs: HashSet<String> = files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(jpgs.len(), n, "{files:?}");
+    assert!(files.iter().all(|p| !p.to_string_lossy().contains(".tmp-")));
+    let (_, _, out) = app.get_bytes(status["output_csv"].as_str().unwrap()).await;
+    let rows = csv_rows(&out);
+    assert_eq!(rows.len(), n + 1);
+    for (i, row) in rows[1..].iter().enumerate() {
+        assert_eq!(row[0], i.to_string());
+        assert!(row[3].ends_with(&format!("/{i}-0.jpg")), "{row:?}");
+    }
+    for img in app.images(id).await {
+        assert_eq!(img["state"], "succeeded");
+    }
+}
+
+#[tokio::test]
+async fn kill_nine_at_a_quarter_half_and_three_quarters() {
+    let n = 60usize;
+    let images = ImageServer::start().await;
+    images.set_latency(Duration::from_millis(150));
+    let hook = WebhookReceiver::start(vec![]).await;
+    let mut app = TestServer::start(&[("WORKER_CONCURRENCY", "4")]).await;
+    let (code, body) = app
+        .upload(csv_of(&images, "img", n).as_bytes(), &[("webhook_url", &hook.url)])
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    for quarter in 1..=3 {
+        let done = wait_until_succeeded(&app, &id, (n * quarter / 4) as i64).await;
+        assert!(done < n as i64, "finished before kill {quarter}");
+        app.kill();
+        app.restart().await;
+    }
+    assert_complete_once(&app, &id, n).await;
+    hook.wait_for(1, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let got = hook.received();
+    let ids: HashSet<_> = got.iter().map(|r| r.headers["webhook-id"].clone()).collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(got.len(), 1);
+}
+
+#[tokio::test]
+async fn sigterm_mid_run_exits_zero_and_a_restart_completes() {
+    let n = 20usize;
+    let images = ImageServer::start().await;
+    images.set_latency(Duration::from_millis(300));
+    let mut app = TestServer::start(&[("WORKER_CONCURRENCY", "2")]).await;
+    let (_, body) = app.upload(csv_of(&images, "img", n).as_bytes(), &[]).await;
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    wait_until_succeeded(&app, &id, 3).await;
+    let asked = Instant::now();
+    let status = app
+        .terminate(Duration::from_secs(20))
+        .expect("exited within the shutdown bound");
+    assert!(status.success(), "{status}\n{}", app.logs());
+    assert!(asked.elapsed() < Duration::from_secs(15));
+    app.restart().await;
+    assert_complete_once(&app, &id, n).await;
+}
+
+#[tokio::test]
+async fn retry_reruns_only_the_failed_images() {
+    let images = ImageServer::start().await;
+    let hook = WebhookReceiver::start(vec![]).await;
+    let app = TestServer::start(&[]).await;
+    let csv = format!(
+        "Serial Number,Product Name,Input Image Urls\n\
+         1,A,{},{}\n\
+         2,B,{}\n",
+        images.url("/img/a/small_picos.jpg"),
+        images.url("/gate/b/small_aitzgorri.jpg"),
+        images.url("/gate/c/small_lamp_portrait.jpg"),
+    );
+    let (_, body) = app.upload(csv.as_bytes(), &[("webhook_url", &hook.url)]).await;
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    let status = app.wait_final(&id, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "CompletedWithErrors");
+    assert_eq!(status["progress"]["failed"], 2);
+
+    // Unknown ids are not found.
+    let resp = app
+        .http
+        .post(format!("{}/requests/nope/retry", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+
+    images.open_gate();
+    let resp = app
+        .http
+        .post(format!("{}/requests/{id}/retry", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["images"], 2);
+    let status = app.wait_final(&id, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "Completed", "{status}");
+    assert_eq!(status["progress"]["succeeded"], 3);
+    assert_eq!(images.hits("/img/a/small_picos.jpg"), 1, "succeeded image fetched again");
+    assert_eq!(images.hits("/gate/b/small_aitzgorri.jpg"), 2);
+    let (_, _, out) = app.get_bytes(status["output_csv"].as_str().unwrap()).await;
+    let rows = csv_rows(&out);
+    assert_eq!(rows[0].len(), 4, "no Errors column once all succeeded: {rows:?}");
+    assert!(rows[1][3].split(',').all(|u| u.ends_with(".jpg")));
+
+    // A new completion, a new event.
+    let got = hook.wait_for(2, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 2);
+    assert_ne!(got[0].headers["webhook-id"], got[1].headers["webhook-id"]);
+    assert_eq!(got[0].json()["status"], "CompletedWithErrors");
+    assert_eq!(got[1].json()["status"], "Completed");
+
+    // Nothing left to retry.
+    let resp = app
+        .http
+        .post(format!("{}/requests/{id}/retry", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 409);
+}
+
+#[tokio::test]
+async fn cancel_stops_pending_images() {
+    let n = 30usize;
+    let images = ImageServer::start().await;
+    images.set_latency(Duration::from_millis(400));
+    let hook = WebhookReceiver::start(vec![]).await;
+    let app = TestServer::start(&[("WORKER_CONCURRENCY", "1")]).await;
+    let (_, body) = app
+        .upload(csv_of(&images, "img", n).as_bytes(), &[("webhook_url", &hook.url)])
+        .await;
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    wait_until_succeeded(&app, &id, 1).await;
+    let resp = app
+        .http
+        .post(format!("{}/requests/{id}/cancel", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let status = app.wait_final(&id, Duration::from_secs(10)).await;
+    assert_eq!(status["status"], "Cancelled", "{status}");
+    let hits_at_cancel = images.total_hits();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // At most the one in flight at the moment of cancelling was still fetched.
+    assert!(images.total_hits() <= hits_at_cancel + 1);
+    assert!((images.total_hits() as usize) < n / 2);
+    let imgs = app.images(&id).await;
+    let cancelled = imgs.iter().filter(|i| i["state"] == "cancelled").count();
+    assert!(cancelled >= n - 4, "{cancelled} cancelled");
+
+    // The output CSV (written by the completion job just after) and the event report it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let out_url = loop {
+        let (_, s) = app.get_json(&format!("/status/{id}")).await;
+        if let Some(u) = s["output_csv"].as_str() {
+            break u.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no output CSV: {s}\n{}", app.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (_, _, out) = app.get_bytes(&out_url).await;
+    let rows = csv_rows(&out);
+    assert_eq!(rows.len(), n + 1);
+    assert!(rows[n][4].contains("cancelled"), "{:?}", rows[n]);
+    let got = hook.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].json()["status"], "Cancelled");
+    let resp = app
+        .http
+        .post(format!("{}/requests/{id}/cancel", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 409);
+}
+
+/// 20 uploads of 500 rows at once: nothing lost, no "database is locked" anywhere.
+/// Slow (about 10 000 images): run with `cargo test -- --ignored soak`.
+#[tokio::test]
+#[ignore]
+async fn soak_twenty_uploads_of_five_hundred_rows() {
+    let images = ImageServer::start().await;
+    let app = TestServer::start(&[("RUST_LOG", "warn")]).await;
+    let started = Instant::now();
+    let uploads = (0..20).map(|u| {
+        let csv = csv_of(&images, &format!("img/u{u}"), 500);
+        let app = &app;
+        async move {
+            let (code, body) = app.upload(csv.as_bytes(), &[]).await;
+            assert_eq!(code, 202, "{body}");
+            body["request_id"].as_str().unwrap().to_owned()
+        }
+    });
+    let ids = futures::future::join_all(uploads).await;
+    let accepted = started.elapsed();
+    for id in &ids {
+        let s = app.wait_final(id, Duration::from_secs(1800)).await;
+        assert_eq!(s["status"], "Completed", "{s}");
+        assert_eq!(s["progress"]["succeeded"], 500);
+    }
+    let elapsed = started.elapsed();
+    let logs = app.logs();
+    assert!(!logs.contains("database is locked"), "lock errors in the logs");
+    println!(
+        "soak: 20 × 500 images; all accepted in {:.2} s; all completed in {:.1} s ({:.1} images/s)",
+        accepted.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        10_000.0 / elapsed.as_secs_f64()
+    );
+}

@@ -1,0 +1,212 @@
+//! Webhooks people can trust: signatures, persisted retries, the delivery log.
+
+use std::time::Duration;
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::helpers::{ImageServer, Reply, TestServer, WebhookReceiver};
+
+/// Standard Webhooks verification written from the specification, independent of
+/// the server's signing code: every `v1,` entry is checked against every secret.
+pub fn verify(secret: &str, headers: &std::collections::HashMap<String, String>, body: &[u8]) -> bool {
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(headers["webhook-id"].as_bytes());
+    mac.update(b".");
+    mac.update(headers["webhook-timestamp"].as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    headers
+        .get("webhook-signature")
+        .is_some_and(|h| h.split(' ').any(|p| p.strip_prefix("v1,") == Some(&expected)))
+}
+
+/// Uploads one image with a webhook and waits for the request to finish.
+async fn run_one(app: &TestServer, images: &ImageServer, hook_url: &str) -> String {
+    let csv = format!(
+        "Serial Number,Product Name,Input Image Urls\n1,SKU1,{}\n",
+        images.url("/img/a/small_lamp_portrait.jpg")
+    );
+    let (code, body) = app.upload(csv.as_bytes(), &[("webhook_url", hook_url)]).await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    app.wait_final(&id, Duration::from_secs(60)).await;
+    id
+}
+
+/// Polls the delivery log until the event is no longer pending.
+async fn settled_log(app: &TestServer, id: &str, timeout: Duration) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let (code, log) = app.get_json(&format!("/requests/{id}/webhooks")).await;
+        assert_eq!(code, 200, "{log}");
+        if log["events"][0]["state"].as_str().is_some_and(|s| s != "pending") {
+            return log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "event still pending: {log}\n{}",
+            app.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn retried_until_delivered_with_one_id_and_a_full_log() {
+    let images = ImageServer::start().await;
+    let hook = WebhookReceiver::start(vec![500, 500, 200]).await;
+    let app = TestServer::start(&[]).await;
+    let id = run_one(&app, &images, &hook.url).await;
+    let log = settled_log(&app, &id, Duration::from_secs(30)).await;
+    assert_eq!(log["events"][0]["state"], "delivered", "{log}");
+    assert_eq!(log["events"][0]["attempts"], 3);
+    let statuses: Vec<i64> = log["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["http_status"].as_i64().unwrap())
+        .collect();
+    assert_eq!(statuses, vec![500, 500, 200]);
+    assert!(log["attempts"][0]["error"].as_str().unwrap().contains("500"));
+    let got = hook.received();
+    assert_eq!(got.len(), 3);
+    let ids: std::collections::HashSet<_> = got.iter().map(|r| r.headers["webhook-id"].clone()).collect();
+    assert_eq!(ids.len(), 1, "one webhook-id on every try");
+    assert_eq!(
+        log["events"][0]["id"].as_str().unwrap(),
+        got[0].headers["webhook-id"]
+    );
+    for r in &got {
+        assert!(verify(crate::helpers::SECRET, &r.headers, &r.body));
+    }
+}
+
+#[tokio::test]
+async fn gone_stops_after_one_try() {
+    let images = ImageServer::start().await;
+    let hook = WebhookReceiver::start(vec![410]).await;
+    let app = TestServer::start(&[]).await;
+    let id = run_one(&app, &images, &hook.url).await;
+    let log = settled_log(&app, &id, Duration::from_secs(30)).await;
+    assert_eq!(log["events"][0]["state"], "failed");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(hook.received().len(), 1);
+    let (_, log) = app.get_json(&format!("/requests/{id}/webhooks")).await;
+    assert_eq!(log["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(log["attempts"][0]["http_status"], 410);
+}
+
+#[tokio::test]
+async fn slow_receiver_times_out_after_ten_seconds_and_is_retried() {
+    let images = ImageServer::start().await;
+    let hook = WebhookReceiver::start_with(vec![Reply::Sleep(Duration::from_secs(30))]).await;
+    let app = TestServer::start(&[]).await;
+    let id = run_one(&app, &images, &hook.url).await;
+    let log = settled_log(&app, &id, Duration::from_secs(40)).await;
+    assert_eq!(log["events"][0]["state"], "delivered", "{log}");
+    let first = &log["attempts"][0];
+    assert!(first["http_status"].is_null(), "{first}");
+    assert!(first["error"].as_str().unwrap().contains("timed out"), "{first}");
+    let ms = first["duration_ms"].as_i64().unwrap();
+    assert!((9_000..20_000).contains(&ms), "{ms} ms");
+    assert_eq!(log["attempts"][1]["http_status"], 200);
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let images = ImageServer::start().await;
+    let elsewhere = WebhookReceiver::start(vec![]).await;
+    let hook = WebhookReceiver::start_with(vec![Reply::Redirect(elsewhere.url.clone())]).await;
+    let app = TestServer::start(&[]).await;
+    let id = run_one(&app, &images, &hook.url).await;
+    let log = settled_log(&app, &id, Duration::from_secs(30)).await;
+    assert_eq!(log["attempts"][0]["http_status"], 302);
+    assert!(log["attempts"][0]["error"].as_str().is_some());
+    assert_eq!(log["events"][0]["state"], "delivered");
+    assert_eq!(log["events"][0]["attempts"], 2);
+    assert!(elsewhere.received().is_empty(), "the redirect was followed");
+}
+
+#[tokio::test]
+async fn schedule_resumes_after_a_kill_between_tries() {
+    let images = ImageServer::start().await;
+    let hook = WebhookReceiver::start(vec![503]).await;
+    let mut app = TestServer::start(&[("WEBHOOK_RETRY_SCHEDULE", "4s")]).await;
+    let id = run_one(&app, &images, &hook.url).await;
+    hook.wait_for(1, Duration::from_secs(20)).await;
+    app.kill();
+    let killed_at = std::time::Instant::now();
+    app.restart().await;
+    let got = hook.wait_for(2, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 2, "{}", app.logs());
+    assert_eq!(got[0].headers["webhook-id"], got[1].headers["webhook-id"]);
+    let log = settled_log(&app, &id, Duration::from_secs(10)).await;
+    assert_eq!(log["events"][0]["state"], "delivered");
+    assert_eq!(log["events"][0]["attempts"], 2);
+    // The second try is the schedule's, not a fresh start: it came about 4 s after
+    // the first, and the schedule had no step left for a third.
+    assert!(killed_at.elapsed() < Duration::from_secs(20));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(hook.received().len(), 2);
+}
+
+#[tokio::test]
+async fn rotation_signs_with_every_secret_and_redeliver_keeps_the_id() {
+    let second = "whsec_c2Vjb25kLXNlY3JldC1mb3ItdGVzdHMh";
+    let secrets = format!("{} {second}", crate::helpers::SECRET);
+    let images = ImageServer::start().await;
+    let hook = WebhookReceiver::start(vec![]).await;
+    let app = TestServer::start(&[("WEBHOOK_SECRET", secrets.as_str())]).await;
+    let (code, _) = app
+        .http
+        .post(format!(
+            "{}/requests/01939a00-0000-7000-8000-000000000000/webhooks/redeliver",
+            app.base
+        ))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), ()))
+        .unwrap();
+    assert_eq!(code, 404);
+    let id = run_one(&app, &images, &hook.url).await;
+    settled_log(&app, &id, Duration::from_secs(30)).await;
+    let first = hook.received();
+    assert_eq!(first.len(), 1);
+    let r = &first[0];
+    assert_eq!(r.headers["webhook-signature"].split(' ').count(), 2);
+    assert!(verify(crate::helpers::SECRET, &r.headers, &r.body));
+    assert!(verify(second, &r.headers, &r.body));
+    assert!(!verify("whsec_d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldA==", &r.headers, &r.body));
+
+    let resp = app
+        .http
+        .post(format!("{}/requests/{id}/webhooks/redeliver", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let got = hook.wait_for(2, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].headers["webhook-id"], got[1].headers["webhook-id"]);
+    assert_eq!(got[0].body, got[1].body);
+    let log = settled_log(&app, &id, Duration::from_secs(10)).await;
+    assert_eq!(log["attempts"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn unsigned_without_a_secret() {
+    let images = ImageServer::start().await;
+    let hook = WebhookReceiver::start(vec![]).await;
+    let app = TestServer::start(&[("WEBHOOK_SECRET", "")]).await;
+    run_one(&app, &images, &hook.url).await;
+    let got = hook.wait_for(1, Duration::from_secs(20)).await;
+    assert!(!got[0].headers.contains_key("webhook-signature"));
+    assert!(got[0].headers.contains_key("webhook-id"));
+    assert!(app.logs().contains("WEBHOOK_SECRET is not set"));
+}
