@@ -28,6 +28,8 @@ pub struct Progress {
     failed: i64,
     /// Images not finished yet.
     pending: i64,
+    /// Images stopped by a cancel.
+    cancelled: i64,
 }
 
 /// Where a request is.
@@ -145,7 +147,8 @@ impl RequestsApi {
                 total: r.total,
                 succeeded: r.succeeded,
                 failed: r.failed,
-                pending: r.total - r.succeeded - r.failed,
+                pending: r.remaining,
+                cancelled: r.total - r.succeeded - r.failed - r.remaining,
             },
             created_at: r.created_at,
             started_at: r.started_at,

@@ -142,7 +142,7 @@ pub fn fmt_bytes(n: u64) -> String {
     } else {
         return format!("{n} bytes");
     };
-    if n % unit == 0 {
+    if n.is_multiple_of(unit) {
         format!("{} {name}", n / unit)
     } else {
         let v = n as f64 / unit as f64;

@@ -68,9 +68,12 @@ async fn run(job: &CompleteJob, ctx: &JobContext) -> Result<(), StoreError> {
     ctx.blobs.put(&key, &csv).await?;
 
     let mut tx = ctx.db.begin_write().await?;
-    let Some(finished) =
+    let finished = if cancelled {
+        Db::finalize_cancelled(&mut tx, job.request_id, job.run, key.as_str()).await?
+    } else {
         Db::finalize_request(&mut tx, job.request_id, job.run, key.as_str()).await?
-    else {
+    };
+    let Some(finished) = finished else {
         return Ok(());
     };
     let webhook_url = finished

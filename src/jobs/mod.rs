@@ -15,6 +15,7 @@ mod backoff;
 mod complete;
 mod deliver;
 mod image;
+mod poll;
 
 use std::{sync::Arc, time::Duration};
 
@@ -189,9 +190,9 @@ pub fn monitor(ctx: Arc<JobContext>, role: &str) -> Monitor {
     let settings = &ctx.settings;
     let poll = settings.raw.job_poll_interval;
     let concurrency = settings.worker_concurrency;
-    let images = storage::<ImageJob>(&ctx.db, settings, concurrency).poll_with_interval(poll);
-    let completions = storage::<CompleteJob>(&ctx.db, settings, 2).poll_with_interval(poll);
-    let deliveries = storage::<DeliverJob>(&ctx.db, settings, 4).poll_with_interval(poll);
+    let images = storage::<ImageJob>(&ctx.db, settings, concurrency);
+    let completions = storage::<CompleteJob>(&ctx.db, settings, 2);
+    let deliveries = storage::<DeliverJob>(&ctx.db, settings, 4);
     let (n_images, n_completions, n_deliveries) = (
         worker_name(role, "images"),
         worker_name(role, "completions"),
@@ -200,26 +201,45 @@ pub fn monitor(ctx: Arc<JobContext>, role: &str) -> Monitor {
     let shutdown_timeout = settings.raw.shutdown_timeout;
     let (c1, c2, c3) = (ctx.clone(), ctx.clone(), ctx.clone());
     Monitor::new()
-        .register(move |_| {
-            WorkerBuilder::new(n_images.clone())
-                .backend(images.clone())
+        .register(move |restarts| {
+            WorkerBuilder::new(restarted(&n_images, restarts))
+                .backend(images.clone().poll_with_strategy(poll::Tick::new(poll)))
                 .concurrency(concurrency)
                 .data(c1.clone())
                 .build(image::handle)
         })
-        .register(move |_| {
-            WorkerBuilder::new(n_completions.clone())
-                .backend(completions.clone())
+        .register(move |restarts| {
+            WorkerBuilder::new(restarted(&n_completions, restarts))
+                .backend(
+                    completions
+                        .clone()
+                        .poll_with_strategy(poll::Tick::new(poll)),
+                )
                 .concurrency(2)
                 .data(c2.clone())
                 .build(complete::handle)
         })
-        .register(move |_| {
-            WorkerBuilder::new(n_deliveries.clone())
-                .backend(deliveries.clone())
+        .register(move |restarts| {
+            WorkerBuilder::new(restarted(&n_deliveries, restarts))
+                .backend(deliveries.clone().poll_with_strategy(poll::Tick::new(poll)))
                 .concurrency(4)
                 .data(c3.clone())
                 .build(deliver::handle)
         })
+        // A worker stops when the queue fails it (a database error while fetching);
+        // start it again, under a new name (SQLite refuses a recent name).
+        .should_restart(|worker, error| {
+            tracing::error!(worker = worker.name(), %error, "worker stopped; restarting it");
+            true
+        })
         .shutdown_timeout(shutdown_timeout)
+}
+
+/// The name of a worker after `restarts` restarts.
+fn restarted(name: &str, restarts: usize) -> String {
+    if restarts == 0 {
+        name.to_owned()
+    } else {
+        format!("{name}-r{restarts}")
+    }
 }

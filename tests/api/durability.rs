@@ -69,7 +69,10 @@ async fn kill_nine_at_a_quarter_half_and_three_quarters() {
     let hook = WebhookReceiver::start(vec![]).await;
     let mut app = TestServer::start(&[("WORKER_CONCURRENCY", "4")]).await;
     let (code, body) = app
-        .upload(csv_of(&images, "img", n).as_bytes(), &[("webhook_url", &hook.url)])
+        .upload(
+            csv_of(&images, "img", n).as_bytes(),
+            &[("webhook_url", &hook.url)],
+        )
         .await;
     assert_eq!(code, 202, "{body}");
     let id = body["request_id"].as_str().unwrap().to_owned();
@@ -83,7 +86,10 @@ async fn kill_nine_at_a_quarter_half_and_three_quarters() {
     hook.wait_for(1, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let got = hook.received();
-    let ids: HashSet<_> = got.iter().map(|r| r.headers["webhook-id"].clone()).collect();
+    let ids: HashSet<_> = got
+        .iter()
+        .map(|r| r.headers["webhook-id"].clone())
+        .collect();
     assert_eq!(ids.len(), 1, "{ids:?}");
     assert_eq!(got.len(), 1);
 }
@@ -120,7 +126,9 @@ async fn retry_reruns_only_the_failed_images() {
         images.url("/gate/b/small_aitzgorri.jpg"),
         images.url("/gate/c/small_lamp_portrait.jpg"),
     );
-    let (_, body) = app.upload(csv.as_bytes(), &[("webhook_url", &hook.url)]).await;
+    let (_, body) = app
+        .upload(csv.as_bytes(), &[("webhook_url", &hook.url)])
+        .await;
     let id = body["request_id"].as_str().unwrap().to_owned();
     let status = app.wait_final(&id, Duration::from_secs(60)).await;
     assert_eq!(status["status"], "CompletedWithErrors");
@@ -148,11 +156,19 @@ async fn retry_reruns_only_the_failed_images() {
     let status = app.wait_final(&id, Duration::from_secs(60)).await;
     assert_eq!(status["status"], "Completed", "{status}");
     assert_eq!(status["progress"]["succeeded"], 3);
-    assert_eq!(images.hits("/img/a/small_picos.jpg"), 1, "succeeded image fetched again");
+    assert_eq!(
+        images.hits("/img/a/small_picos.jpg"),
+        1,
+        "succeeded image fetched again"
+    );
     assert_eq!(images.hits("/gate/b/small_aitzgorri.jpg"), 2);
     let (_, _, out) = app.get_bytes(status["output_csv"].as_str().unwrap()).await;
     let rows = csv_rows(&out);
-    assert_eq!(rows[0].len(), 4, "no Errors column once all succeeded: {rows:?}");
+    assert_eq!(
+        rows[0].len(),
+        4,
+        "no Errors column once all succeeded: {rows:?}"
+    );
     assert!(rows[1][3].split(',').all(|u| u.ends_with(".jpg")));
 
     // A new completion, a new event.
@@ -180,7 +196,10 @@ async fn cancel_stops_pending_images() {
     let hook = WebhookReceiver::start(vec![]).await;
     let app = TestServer::start(&[("WORKER_CONCURRENCY", "1")]).await;
     let (_, body) = app
-        .upload(csv_of(&images, "img", n).as_bytes(), &[("webhook_url", &hook.url)])
+        .upload(
+            csv_of(&images, "img", n).as_bytes(),
+            &[("webhook_url", &hook.url)],
+        )
         .await;
     let id = body["request_id"].as_str().unwrap().to_owned();
     wait_until_succeeded(&app, &id, 1).await;
@@ -209,7 +228,11 @@ async fn cancel_stops_pending_images() {
         if let Some(u) = s["output_csv"].as_str() {
             break u.to_owned();
         }
-        assert!(Instant::now() < deadline, "no output CSV: {s}\n{}", app.logs());
+        assert!(
+            Instant::now() < deadline,
+            "no output CSV: {s}\n{}",
+            app.logs()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let (_, _, out) = app.get_bytes(&out_url).await;
@@ -253,7 +276,10 @@ async fn soak_twenty_uploads_of_five_hundred_rows() {
     }
     let elapsed = started.elapsed();
     let logs = app.logs();
-    assert!(!logs.contains("database is locked"), "lock errors in the logs");
+    assert!(
+        !logs.contains("database is locked"),
+        "lock errors in the logs"
+    );
     println!(
         "soak: 20 × 500 images; all accepted in {:.2} s; all completed in {:.1} s ({:.1} images/s)",
         accepted.as_secs_f64(),

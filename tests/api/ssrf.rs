@@ -13,7 +13,9 @@ use crate::helpers::TestServer;
 
 /// A TCP listener that counts connections and never answers.
 async fn canary(ip: &str) -> (u16, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind((ip, 0)).await.expect("canary");
+    let listener = tokio::net::TcpListener::bind((ip, 0))
+        .await
+        .expect("canary");
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(AtomicUsize::new(0));
     let counter = seen.clone();
@@ -66,7 +68,11 @@ async fn every_spelling_of_a_private_address_is_refused_and_the_canary_sees_noth
         assert_eq!(img["state"], "failed", "{img}");
         assert_eq!(img["attempts"], 1, "refusals are permanent: {img}");
         let err = img["error"].as_str().unwrap();
-        assert!(err.contains("refused address"), "{}: {err}", img["input_url"]);
+        assert!(
+            err.contains("refused address"),
+            "{}: {err}",
+            img["input_url"]
+        );
     }
     // The webhook aimed at the canary is refused too, for good.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -93,7 +99,9 @@ async fn a_redirect_into_a_refused_network_is_refused() {
     let (canary_port, seen) = canary("127.0.0.1").await;
     // An allowed host (127.0.0.2) that redirects to the canary on 127.0.0.1.
     let target = format!("http://127.0.0.1:{canary_port}/a.jpg");
-    let redirector = tokio::net::TcpListener::bind(("127.0.0.2", 0)).await.unwrap();
+    let redirector = tokio::net::TcpListener::bind(("127.0.0.2", 0))
+        .await
+        .unwrap();
     let rport = redirector.local_addr().unwrap().port();
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = redirector.accept().await {
@@ -120,7 +128,10 @@ async fn a_redirect_into_a_refused_network_is_refused() {
     assert_eq!(status["status"], "Failed");
     let img = &app.images(&id).await[0];
     assert!(
-        img["error"].as_str().unwrap().contains("refused address 127.0.0.1"),
+        img["error"]
+            .as_str()
+            .unwrap()
+            .contains("refused address 127.0.0.1"),
         "{img}"
     );
     assert_eq!(seen.load(Ordering::SeqCst), 0, "the canary was reached");

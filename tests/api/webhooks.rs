@@ -10,7 +10,11 @@ use crate::helpers::{ImageServer, Reply, TestServer, WebhookReceiver};
 
 /// Standard Webhooks verification written from the specification, independent of
 /// the server's signing code: every `v1,` entry is checked against every secret.
-pub fn verify(secret: &str, headers: &std::collections::HashMap<String, String>, body: &[u8]) -> bool {
+pub fn verify(
+    secret: &str,
+    headers: &std::collections::HashMap<String, String>,
+    body: &[u8],
+) -> bool {
     let key = base64::engine::general_purpose::STANDARD
         .decode(secret.trim_start_matches("whsec_"))
         .unwrap();
@@ -21,9 +25,10 @@ pub fn verify(secret: &str, headers: &std::collections::HashMap<String, String>,
     mac.update(b".");
     mac.update(body);
     let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-    headers
-        .get("webhook-signature")
-        .is_some_and(|h| h.split(' ').any(|p| p.strip_prefix("v1,") == Some(&expected)))
+    headers.get("webhook-signature").is_some_and(|h| {
+        h.split(' ')
+            .any(|p| p.strip_prefix("v1,") == Some(&expected))
+    })
 }
 
 /// Uploads one image with a webhook and waits for the request to finish.
@@ -32,7 +37,9 @@ async fn run_one(app: &TestServer, images: &ImageServer, hook_url: &str) -> Stri
         "Serial Number,Product Name,Input Image Urls\n1,SKU1,{}\n",
         images.url("/img/a/small_lamp_portrait.jpg")
     );
-    let (code, body) = app.upload(csv.as_bytes(), &[("webhook_url", hook_url)]).await;
+    let (code, body) = app
+        .upload(csv.as_bytes(), &[("webhook_url", hook_url)])
+        .await;
     assert_eq!(code, 202, "{body}");
     let id = body["request_id"].as_str().unwrap().to_owned();
     app.wait_final(&id, Duration::from_secs(60)).await;
@@ -45,7 +52,10 @@ async fn settled_log(app: &TestServer, id: &str, timeout: Duration) -> serde_jso
     loop {
         let (code, log) = app.get_json(&format!("/requests/{id}/webhooks")).await;
         assert_eq!(code, 200, "{log}");
-        if log["events"][0]["state"].as_str().is_some_and(|s| s != "pending") {
+        if log["events"][0]["state"]
+            .as_str()
+            .is_some_and(|s| s != "pending")
+        {
             return log;
         }
         assert!(
@@ -73,10 +83,18 @@ async fn retried_until_delivered_with_one_id_and_a_full_log() {
         .map(|a| a["http_status"].as_i64().unwrap())
         .collect();
     assert_eq!(statuses, vec![500, 500, 200]);
-    assert!(log["attempts"][0]["error"].as_str().unwrap().contains("500"));
+    assert!(
+        log["attempts"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("500")
+    );
     let got = hook.received();
     assert_eq!(got.len(), 3);
-    let ids: std::collections::HashSet<_> = got.iter().map(|r| r.headers["webhook-id"].clone()).collect();
+    let ids: std::collections::HashSet<_> = got
+        .iter()
+        .map(|r| r.headers["webhook-id"].clone())
+        .collect();
     assert_eq!(ids.len(), 1, "one webhook-id on every try");
     assert_eq!(
         log["events"][0]["id"].as_str().unwrap(),
@@ -112,7 +130,10 @@ async fn slow_receiver_times_out_after_ten_seconds_and_is_retried() {
     assert_eq!(log["events"][0]["state"], "delivered", "{log}");
     let first = &log["attempts"][0];
     assert!(first["http_status"].is_null(), "{first}");
-    assert!(first["error"].as_str().unwrap().contains("timed out"), "{first}");
+    assert!(
+        first["error"].as_str().unwrap().contains("timed out"),
+        "{first}"
+    );
     let ms = first["duration_ms"].as_i64().unwrap();
     assert!((9_000..20_000).contains(&ms), "{ms} ms");
     assert_eq!(log["attempts"][1]["http_status"], 200);
@@ -182,7 +203,11 @@ async fn rotation_signs_with_every_secret_and_redeliver_keeps_the_id() {
     assert_eq!(r.headers["webhook-signature"].split(' ').count(), 2);
     assert!(verify(crate::helpers::SECRET, &r.headers, &r.body));
     assert!(verify(second, &r.headers, &r.body));
-    assert!(!verify("whsec_d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldA==", &r.headers, &r.body));
+    assert!(!verify(
+        "whsec_d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldA==",
+        &r.headers,
+        &r.body
+    ));
 
     let resp = app
         .http
