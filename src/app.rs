@@ -62,6 +62,8 @@ impl App {
             tracing::warn!("WEBHOOK_SECRET is not set: webhooks will be sent unsigned");
         }
         let (db, blobs) = open_storage(&settings).await?;
+        // Before any job runs, so nothing recorded is lost to the no-op default.
+        crate::telemetry::metrics::install();
         let jobs = Arc::new(JobContext {
             db: db.clone(),
             blobs: blobs.clone(),

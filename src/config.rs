@@ -35,6 +35,8 @@ pub enum Command {
     Openapi,
     /// Run the per-image transform on local files.
     Convert(crate::cli::convert::ConvertArgs),
+    /// Upload a CSV to a server; with `--wait`, follow it and download the output CSV.
+    Submit(crate::cli::submit::SubmitArgs),
 }
 
 /// Log output format.

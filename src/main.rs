@@ -1,5 +1,7 @@
 //! The `pixbatch` binary: parse the command line, set up logging, hand over to the library.
 
+use std::process::ExitCode;
+
 use clap::Parser;
 use pixbatch::{
     api,
@@ -10,7 +12,7 @@ use pixbatch::{
 };
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         None => serve(cli.serve).await,
@@ -27,7 +29,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Convert(args)) => cli::convert::run(args),
+        // The one command whose exit code carries more than success or error.
+        Some(Command::Submit(args)) => return cli::submit::run(args).await,
     }
+    .map(|()| ExitCode::SUCCESS)
 }
 
 async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {

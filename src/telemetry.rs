@@ -1,4 +1,7 @@
-//! Logging through `tracing`: pretty for people, JSON lines for machines.
+//! Logging through `tracing`: pretty for people, JSON lines for machines; and the
+//! Prometheus metrics in [`metrics`].
+
+pub mod metrics;
 
 use tracing_subscriber::{EnvFilter, fmt};
 

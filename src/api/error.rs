@@ -11,6 +11,7 @@ pub const MAX_LISTED_PROBLEMS: usize = 100;
 
 /// One problem in an uploaded CSV.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ProblemItem {
     /// Physical line in the file (the header is line 1).
     pub line: u64,

@@ -2,9 +2,12 @@
 //! document at `/openapi.json`, bearer-token check, and the streaming size cap on uploads.
 
 mod error;
+mod events;
 mod files;
 mod health;
+mod metrics;
 mod requests;
+mod spec;
 mod upload;
 mod webhooks;
 
@@ -74,16 +77,48 @@ type Apis = (
     webhooks::WebhooksApi,
     files::FilesApi,
     health::HealthApi,
+    events::EventsApi,
+    metrics::MetricsApi,
 );
 
-fn service(state: Arc<AppState>, server_url: &str) -> OpenApiService<Apis, ()> {
+/// The webhook pixbatch sends, documented in the `webhooks` section of the document.
+#[poem_openapi::Webhook]
+#[allow(dead_code)]
+trait Webhooks {
+    /// Request finished
+    ///
+    /// POSTed to the request's `webhook_url` (or `WEBHOOK_URL`) when it reaches a final
+    /// status. Signed per Standard Webhooks: verify `webhook-signature` (space-separated
+    /// `v1,<base64 HMAC-SHA256(key, "{webhook-id}.{webhook-timestamp}.{body}")>`, one
+    /// per configured secret) against the raw body, reject old timestamps, and dedupe
+    /// on `webhook-id`, which is the same on every try of one event. Answer any 2xx to
+    /// acknowledge, 410 to stop; anything else is retried on `WEBHOOK_RETRY_SCHEDULE`.
+    #[oai(name = "request.completed", method = "post")]
+    fn request_completed(
+        &self,
+        /// The event id, the same on every try: dedupe on it.
+        #[oai(name = "webhook-id")]
+        id: poem_openapi::param::Header<String>,
+        /// Unix seconds when this try was signed.
+        #[oai(name = "webhook-timestamp")]
+        timestamp: poem_openapi::param::Header<i64>,
+        /// `v1,<base64 signature>` entries, space-separated; absent when no secret is set.
+        #[oai(name = "webhook-signature")]
+        signature: poem_openapi::param::Header<Option<String>>,
+        body: poem_openapi::payload::Json<crate::webhook::CompletionEvent>,
+    );
+}
+
+fn service(state: Arc<AppState>, server_url: &str) -> OpenApiService<Apis, &'static dyn Webhooks> {
     OpenApiService::new(
         (
             upload::UploadApi(state.clone()),
             requests::RequestsApi(state.clone()),
             webhooks::WebhooksApi(state.clone()),
             files::FilesApi(state.clone()),
-            health::HealthApi(state),
+            health::HealthApi(state.clone()),
+            events::EventsApi(state.clone()),
+            metrics::MetricsApi(state),
         ),
         "pixbatch",
         env!("CARGO_PKG_VERSION"),
@@ -93,6 +128,7 @@ fn service(state: Arc<AppState>, server_url: &str) -> OpenApiService<Apis, ()> {
          as JPEG and stored; the same CSV comes back with an `Output Image Urls` column, \
          and a signed webhook reports completion.",
     )
+    .webhooks::<&'static dyn Webhooks>()
     .server(server_url)
 }
 
@@ -108,14 +144,20 @@ pub fn openapi_document() -> anyhow::Result<String> {
         blobs: BlobStore::at(&settings.storage_dir),
         settings,
     });
-    Ok(service(state, "http://127.0.0.1:8080").spec())
+    Ok(spec::tidy(&service(state, "http://127.0.0.1:8080").spec()))
 }
 
 /// The whole HTTP application.
 pub fn routes(state: Arc<AppState>) -> impl Endpoint {
     let api = service(state.clone(), &state.settings.public_base_url);
+    let labels = metrics::RouteLabels::from_spec(&api.spec());
     let ui = api.swagger_ui();
-    let spec = api.spec_endpoint();
+    let document = spec::tidy(&api.spec());
+    let spec = poem::endpoint::make_sync(move |_| {
+        Response::builder()
+            .content_type("application/json")
+            .body(document.clone())
+    });
     let token = state.settings.raw.api_token.clone().map(Arc::new);
     let max_csv = state.settings.raw.max_csv_bytes;
     Route::new()
@@ -126,6 +168,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
             let token = token.clone();
             async move { guard(ep, req, token.as_deref().map(String::as_str), max_csv).await }
         })
+        .around(move |ep, req| metrics::track(ep, req, labels.clone()))
         .with(Tracing)
         .catch_all_error(|e| async move { error::problem_from_poem_error(e) })
 }
@@ -134,6 +177,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
 fn is_public(path: &str) -> bool {
     path == "/healthz"
         || path == "/readyz"
+        || path == "/metrics"
         || path == "/openapi.json"
         || path == "/docs"
         || path.starts_with("/docs/")

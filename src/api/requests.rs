@@ -34,6 +34,7 @@ pub struct Progress {
 
 /// Where a request is.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct StatusBody {
     /// The request.
     request_id: Uuid,
@@ -53,6 +54,7 @@ pub struct StatusBody {
 
 /// One image of a request.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ImageBody {
     /// Serial of its product.
     serial: String,
@@ -87,6 +89,7 @@ pub struct ImageBody {
 
 /// A page of images.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ImagePage {
     /// The images, in output order (row, then position).
     items: Vec<ImageBody>,

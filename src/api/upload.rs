@@ -36,7 +36,7 @@ pub struct UploadForm {
 
 /// An accepted (or dry-run) upload.
 #[derive(Debug, Object)]
-#[oai(example)]
+#[oai(example, skip_serializing_if_is_none)]
 pub struct UploadAccepted {
     /// The new request's id (absent for a dry run).
     request_id: Option<Uuid>,

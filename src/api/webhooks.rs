@@ -14,6 +14,7 @@ use crate::{
 
 /// One completion event.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct EventBody {
     /// The `webhook-id`, the same on every try.
     id: String,
@@ -35,6 +36,7 @@ pub struct EventBody {
 
 /// One delivery try.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct AttemptBody {
     /// The event tried.
     event_id: String,

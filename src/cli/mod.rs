@@ -1,3 +1,7 @@
 //! Client-side commands of the binary.
 
+mod client;
 pub mod convert;
+mod follow;
+mod sse;
+pub mod submit;

@@ -12,21 +12,34 @@ use crate::{
     csv::{ImageOutcome, OutputRow, write_output},
     domain::{EventId, ImageState, RequestStatus},
     store::{BlobKey, Db, RequestRecord, StoreError},
+    telemetry::metrics::{self, JobKind, JobTimer},
     webhook::{CompletionEvent, ImageCounts},
 };
 
 /// apalis entry point.
 pub(super) async fn handle(job: CompleteJob, ctx: Data<Arc<JobContext>>) -> HandlerResult {
     let span = tracing::info_span!("complete", request_id = %job.request_id, run = job.run);
+    let timer = JobTimer::start(JobKind::Complete);
     match run(&job, &ctx).instrument(span).await {
-        Ok(()) => Ok(()),
-        Err(e) => Err(infra_error(e).await),
+        Ok(true) => {
+            timer.finish("completed");
+            Ok(())
+        }
+        Ok(false) => {
+            timer.finish("skipped");
+            Ok(())
+        }
+        Err(e) => {
+            timer.finish("error");
+            Err(infra_error(e).await)
+        }
     }
 }
 
-async fn run(job: &CompleteJob, ctx: &JobContext) -> Result<(), StoreError> {
+/// Runs the completion; `false` when there was nothing to do (stale or repeated).
+async fn run(job: &CompleteJob, ctx: &JobContext) -> Result<bool, StoreError> {
     let Some(request) = ctx.db.request(job.request_id).await? else {
-        return Ok(());
+        return Ok(false);
     };
     let cancelled = match request.status {
         _ if request.run != job.run => None,
@@ -36,7 +49,7 @@ async fn run(job: &CompleteJob, ctx: &JobContext) -> Result<(), StoreError> {
     };
     let Some(cancelled) = cancelled else {
         tracing::debug!(status = %request.status, "run already completed or superseded");
-        return Ok(());
+        return Ok(false);
     };
     let source = ctx.db.output_source(job.request_id).await?;
     let outcomes: Vec<Vec<ImageOutcome>> = source
@@ -66,6 +79,7 @@ async fn run(job: &CompleteJob, ctx: &JobContext) -> Result<(), StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("output CSV: {e}")))?;
     let key = BlobKey::output_csv(job.request_id);
     ctx.blobs.put(&key, &csv).await?;
+    metrics::bytes_written("csv", csv.len() as u64);
 
     let mut tx = ctx.db.begin_write().await?;
     let finished = if cancelled {
@@ -74,7 +88,7 @@ async fn run(job: &CompleteJob, ctx: &JobContext) -> Result<(), StoreError> {
         Db::finalize_request(&mut tx, job.request_id, job.run, key.as_str()).await?
     };
     let Some(finished) = finished else {
-        return Ok(());
+        return Ok(false);
     };
     let webhook_url = finished
         .webhook_url
@@ -93,14 +107,14 @@ async fn run(job: &CompleteJob, ctx: &JobContext) -> Result<(), StoreError> {
     }
     tx.commit().await?;
     tracing::info!(status = %finished.status, succeeded = finished.succeeded, failed = finished.failed, "request finished");
-    Ok(())
+    Ok(true)
 }
 
 /// The webhook body for a finished request.
 pub(crate) fn event_payload(ctx: &JobContext, r: &RequestRecord) -> CompletionEvent {
     CompletionEvent {
         kind: CompletionEvent::TYPE.to_owned(),
-        request_id: r.id,
+        request_id: r.id.as_uuid(),
         status: r.status,
         output_csv: r.output_key.as_deref().map(|k| ctx.file_url(k)),
         images: ImageCounts {

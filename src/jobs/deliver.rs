@@ -14,6 +14,7 @@ use super::{DeliverJob, HandlerResult, JobContext, infra_error, push};
 use crate::{
     domain::EventState,
     store::{Db, StoreError},
+    telemetry::metrics::{self, JobKind, JobTimer},
     webhook,
 };
 
@@ -23,19 +24,28 @@ pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 /// apalis entry point.
 pub(super) async fn handle(job: DeliverJob, ctx: Data<Arc<JobContext>>) -> HandlerResult {
     let span = tracing::info_span!("deliver", event_id = %job.event_id, attempt = job.attempt);
+    let timer = JobTimer::start(JobKind::Deliver);
     match run(&job, &ctx).instrument(span).await {
-        Ok(()) => Ok(()),
-        Err(e) => Err(infra_error(e).await),
+        Ok(outcome) => {
+            timer.finish(outcome);
+            Ok(())
+        }
+        Err(e) => {
+            timer.finish("error");
+            Err(infra_error(e).await)
+        }
     }
 }
 
-async fn run(job: &DeliverJob, ctx: &JobContext) -> Result<(), StoreError> {
+/// One try; returns its outcome for the metrics: `delivered`, `retry`, `failed`, or
+/// `skipped` for a stale job.
+async fn run(job: &DeliverJob, ctx: &JobContext) -> Result<&'static str, StoreError> {
     let Some(event) = ctx.db.event(&job.event_id).await? else {
-        return Ok(());
+        return Ok("skipped");
     };
     if event.state != EventState::Pending || event.attempts != job.attempt {
         tracing::debug!(state = %event.state, attempts = event.attempts, "stale delivery job");
-        return Ok(());
+        return Ok("skipped");
     }
     let body = event.payload.into_bytes();
     let timestamp = Utc::now().timestamp();
@@ -100,17 +110,25 @@ async fn run(job: &DeliverJob, ctx: &JobContext) -> Result<(), StoreError> {
         push(&mut tx, &next, &key, delay).await?;
     }
     tx.commit().await?;
-    match state {
-        EventState::Delivered => tracing::info!(?status, duration_ms, "webhook delivered"),
+    let outcome = match state {
+        EventState::Delivered => {
+            tracing::info!(?status, duration_ms, "webhook delivered");
+            "delivered"
+        }
         EventState::Pending => {
             tracing::warn!(
                 ?status,
                 ?error,
                 ?next_delay,
                 "webhook try failed; will retry"
-            )
+            );
+            "retry"
         }
-        EventState::Failed => tracing::warn!(?status, ?error, "webhook given up"),
-    }
-    Ok(())
+        EventState::Failed => {
+            tracing::warn!(?status, ?error, "webhook given up");
+            "failed"
+        }
+    };
+    metrics::webhook_outcome(outcome);
+    Ok(outcome)
 }

@@ -11,6 +11,7 @@ use crate::{
     domain::{ImageState, RequestStatus},
     imaging::{self, Limits, Quality, TransformOptions},
     store::{BlobKey, Db, FanIn, ImageOutcomeUpdate, StoreError},
+    telemetry::metrics::{self, JobKind, JobTimer},
 };
 
 /// Why one try of an image failed, decided once: retry later, or fail for good.
@@ -23,28 +24,59 @@ enum TryError {
     Fail(String),
 }
 
-/// apalis entry point.
-pub(super) async fn handle(job: ImageJob, ctx: Data<Arc<JobContext>>) -> HandlerResult {
-    let span = tracing::info_span!("image", request_id = %job.request_id, row = job.row, position = job.position, url = tracing::field::Empty);
-    match run(&job, &ctx).instrument(span).await {
-        Ok(()) => Ok(()),
-        Err(e) => Err(infra_error(e).await),
+/// How one run of an image job ended, for the jobs metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handled {
+    /// Stored (with its same-URL duplicates).
+    Stored,
+    /// Failed for good.
+    Failed,
+    /// A transient failure; a later try is queued.
+    Retry,
+    /// Nothing to do: already finished, cancelled, or gone.
+    Skipped,
+}
+
+impl Handled {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Stored => "stored",
+            Self::Failed => "failed",
+            Self::Retry => "retry",
+            Self::Skipped => "skipped",
+        }
     }
 }
 
-async fn run(job: &ImageJob, ctx: &JobContext) -> Result<(), StoreError> {
+/// apalis entry point.
+pub(super) async fn handle(job: ImageJob, ctx: Data<Arc<JobContext>>) -> HandlerResult {
+    let span = tracing::info_span!("image", request_id = %job.request_id, row = job.row, position = job.position, url = tracing::field::Empty);
+    let timer = JobTimer::start(JobKind::Image);
+    match run(&job, &ctx).instrument(span).await {
+        Ok(handled) => {
+            timer.finish(handled.as_str());
+            Ok(())
+        }
+        Err(e) => {
+            timer.finish("error");
+            Err(infra_error(e).await)
+        }
+    }
+}
+
+async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
     let Some(work) = ctx
         .db
         .image_work(job.request_id, job.row, job.position)
         .await?
     else {
         tracing::warn!("image no longer exists; dropping job");
-        return Ok(());
+        return Ok(Handled::Skipped);
     };
     tracing::Span::current().record("url", work.input_url.as_str());
     if work.state != ImageState::Pending || work.request_status.is_final() {
         tracing::debug!(state = %work.state, status = %work.request_status, "nothing to do");
-        return Ok(());
+        return Ok(Handled::Skipped);
     }
     if work.request_status == RequestStatus::Pending {
         ctx.db.mark_started(job.request_id).await?;
@@ -61,7 +93,18 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<(), StoreError> {
     targets.extend(duplicates);
 
     match process(job, ctx, &work.input_url, quality, &targets).await {
-        Ok(outcome) => finish(job, ctx, &targets, &outcome).await,
+        Ok(outcome) => {
+            if let ImageOutcomeUpdate::Succeeded {
+                input_bytes,
+                output_bytes,
+                ..
+            } = &outcome
+            {
+                tracing::info!(attempt, input_bytes, output_bytes, "image stored");
+            }
+            finish(job, ctx, &targets, &outcome).await?;
+            Ok(Handled::Stored)
+        }
         Err(TryError::Retry {
             message,
             retry_after,
@@ -77,16 +120,18 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<(), StoreError> {
                 push(&mut tx, job, &key, delay).await?;
             }
             tx.commit().await?;
-            Ok(())
+            Ok(Handled::Retry)
         }
         Err(TryError::Retry { message, .. }) => {
             let error = format!("{message} (gave up after {attempt} tries)");
             tracing::warn!(attempt, %error, "image failed");
-            finish(job, ctx, &targets, &ImageOutcomeUpdate::Failed { error }).await
+            finish(job, ctx, &targets, &ImageOutcomeUpdate::Failed { error }).await?;
+            Ok(Handled::Failed)
         }
         Err(TryError::Fail(error)) => {
             tracing::warn!(attempt, %error, "image failed");
-            finish(job, ctx, &targets, &ImageOutcomeUpdate::Failed { error }).await
+            finish(job, ctx, &targets, &ImageOutcomeUpdate::Failed { error }).await?;
+            Ok(Handled::Failed)
         }
     }
 }
@@ -111,6 +156,7 @@ async fn process(
         }
     })?;
     let input_bytes = downloaded.bytes.len() as i64;
+    metrics::bytes_fetched(downloaded.bytes.len() as u64);
     let options = TransformOptions {
         quality,
         default_quality: match ctx.settings.default_quality {
@@ -142,6 +188,7 @@ async fn process(
                 message: format!("could not store output: {e}"),
                 retry_after: None,
             })?;
+        metrics::bytes_written("image", transformed.bytes.len() as u64);
     }
     let report = &transformed.report;
     Ok(ImageOutcomeUpdate::Succeeded {

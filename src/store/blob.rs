@@ -12,6 +12,9 @@ use tokio::io::AsyncWriteExt;
 
 use crate::domain::RequestId;
 
+/// Suffix of a blob being written; never a key itself.
+const PARTIAL: &str = ".partial";
+
 /// A validated storage key: `/`-separated segments of `[A-Za-z0-9._-]`, none empty,
 /// none starting with a dot (so no `..`, no hidden files), at most 4 segments.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -22,6 +25,9 @@ impl BlobKey {
     pub fn parse(s: &str) -> Result<Self, String> {
         if s.is_empty() || s.len() > 256 {
             return Err("key length out of range".into());
+        }
+        if s.ends_with(PARTIAL) {
+            return Err("names of unfinished writes are not keys".into());
         }
         let segments: Vec<&str> = s.split('/').collect();
         if segments.len() > 4 {
@@ -113,15 +119,20 @@ impl BlobStore {
         self.root.join(Path::new(key.as_str()))
     }
 
-    /// Writes `bytes` under `key` atomically: to a temporary name, flushed, then renamed
+    /// Writes `bytes` under `key` atomically: to `<key>.partial`, flushed, then renamed
     /// over the final name. Readers see the old blob or the new one, never half of one,
-    /// and writing the same key twice leaves one file.
+    /// and writing the same key twice leaves one file. (Two concurrent writers of one
+    /// key write the same bytes: outputs are a deterministic function of the input.)
     pub async fn put(&self, key: &BlobKey, bytes: &[u8]) -> std::io::Result<()> {
         let path = self.path(key);
         if let Some(dir) = path.parent() {
             tokio::fs::create_dir_all(dir).await?;
         }
-        let tmp = path.with_extension(format!("tmp-{:016x}", rand::random::<u64>()));
+        // A fixed temporary name per key: a write interrupted by a crash leaves at most
+        // one stray file, which the retried job's write reuses and renames away.
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(PARTIAL);
+        let tmp = PathBuf::from(tmp);
         let result = async {
             let mut f = tokio::fs::File::create(&tmp).await?;
             f.write_all(bytes).await?;
@@ -183,6 +194,7 @@ mod tests {
             "a\\b",
             "a/b%2e",
             "a/b/c/d/e",
+            "r/0-0.jpg.partial",
         ] {
             assert!(BlobKey::parse(bad).is_err(), "{bad:?} accepted");
         }

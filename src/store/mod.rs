@@ -3,11 +3,13 @@
 
 mod blob;
 mod db;
+mod queue;
 mod requests;
 mod webhooks;
 
 pub use blob::{BlobKey, BlobStore, StoredBlob};
 pub use db::{Db, Tx};
+pub use queue::QueueDepth;
 pub use requests::{
     FanIn, ImageOutcomeUpdate, ImageRecord, ImageWork, NewImage, NewProduct, NewRequest,
     OutputSource, RequestRecord,

@@ -9,10 +9,10 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::domain::{RequestId, RequestStatus};
+use crate::domain::RequestStatus;
 
 /// Image counts in the payload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, poem_openapi::Object)]
 pub struct ImageCounts {
     /// Images in the request.
     pub total: i64,
@@ -22,17 +22,20 @@ pub struct ImageCounts {
     pub failed: i64,
 }
 
-/// The JSON body POSTed when a request reaches a final status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The JSON body POSTed when a request reaches a final status. Serialised with serde
+/// for delivery; the same type documents the webhook in the OpenAPI document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, poem_openapi::Object)]
 pub struct CompletionEvent {
     /// Always `request.completed`.
     #[serde(rename = "type")]
+    #[oai(rename = "type")]
     pub kind: String,
     /// The request.
-    pub request_id: RequestId,
+    pub request_id: uuid::Uuid,
     /// Its final status.
     pub status: RequestStatus,
     /// Absolute URL of the output CSV.
+    #[oai(skip_serializing_if_is_none)]
     pub output_csv: Option<String>,
     /// Counts.
     pub images: ImageCounts,

@@ -48,7 +48,11 @@ async fn assert_complete_once(app: &TestServer, id: &str, n: usize) {
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
     assert_eq!(jpgs.len(), n, "{files:?}");
-    assert!(files.iter().all(|p| !p.to_string_lossy().contains(".tmp-")));
+    assert!(
+        files
+            .iter()
+            .all(|p| !p.to_string_lossy().contains(".partial"))
+    );
     let (_, _, out) = app.get_bytes(status["output_csv"].as_str().unwrap()).await;
     let rows = csv_rows(&out);
     assert_eq!(rows.len(), n + 1);
@@ -135,23 +139,12 @@ async fn retry_reruns_only_the_failed_images() {
     assert_eq!(status["progress"]["failed"], 2);
 
     // Unknown ids are not found.
-    let resp = app
-        .http
-        .post(format!("{}/requests/nope/retry", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 404);
+    let (code, _) = app.post_json("/requests/nope/retry").await;
+    assert_eq!(code, 404);
 
     images.open_gate();
-    let resp = app
-        .http
-        .post(format!("{}/requests/{id}/retry", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    let body: serde_json::Value = resp.json().await.unwrap();
+    let (code, body) = app.post_json(&format!("/requests/{id}/retry")).await;
+    assert_eq!(code, 202);
     assert_eq!(body["images"], 2);
     let status = app.wait_final(&id, Duration::from_secs(60)).await;
     assert_eq!(status["status"], "Completed", "{status}");
@@ -179,13 +172,8 @@ async fn retry_reruns_only_the_failed_images() {
     assert_eq!(got[1].json()["status"], "Completed");
 
     // Nothing left to retry.
-    let resp = app
-        .http
-        .post(format!("{}/requests/{id}/retry", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 409);
+    let (code, _) = app.post_json(&format!("/requests/{id}/retry")).await;
+    assert_eq!(code, 409);
 }
 
 #[tokio::test]
@@ -203,13 +191,8 @@ async fn cancel_stops_pending_images() {
         .await;
     let id = body["request_id"].as_str().unwrap().to_owned();
     wait_until_succeeded(&app, &id, 1).await;
-    let resp = app
-        .http
-        .post(format!("{}/requests/{id}/cancel", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
+    let (code, _) = app.post_json(&format!("/requests/{id}/cancel")).await;
+    assert_eq!(code, 202);
     let status = app.wait_final(&id, Duration::from_secs(10)).await;
     assert_eq!(status["status"], "Cancelled", "{status}");
     let hits_at_cancel = images.total_hits();
@@ -241,13 +224,8 @@ async fn cancel_stops_pending_images() {
     assert!(rows[n][4].contains("cancelled"), "{:?}", rows[n]);
     let got = hook.wait_for(1, Duration::from_secs(20)).await;
     assert_eq!(got[0].json()["status"], "Cancelled");
-    let resp = app
-        .http
-        .post(format!("{}/requests/{id}/cancel", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 409);
+    let (code, _) = app.post_json(&format!("/requests/{id}/cancel")).await;
+    assert_eq!(code, 409);
 }
 
 /// 20 uploads of 500 rows at once: nothing lost, no "database is locked" anywhere.

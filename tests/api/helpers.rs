@@ -468,6 +468,18 @@ impl TestServer {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// POSTs to a path with no body and returns status and JSON.
+    pub async fn post_json(&self, path: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("post");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
     /// GETs a URL and returns status, content type and bytes.
     pub async fn get_bytes(&self, url: &str) -> (u16, String, Vec<u8>) {
         let resp = self.http.get(url).send().await.expect("get");

@@ -3,6 +3,7 @@
 
 mod durability;
 mod helpers;
+mod observability;
 mod pipeline;
 mod security;
 mod ssrf;

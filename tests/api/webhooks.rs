@@ -185,15 +185,8 @@ async fn rotation_signs_with_every_secret_and_redeliver_keeps_the_id() {
     let hook = WebhookReceiver::start(vec![]).await;
     let app = TestServer::start(&[("WEBHOOK_SECRET", secrets.as_str())]).await;
     let (code, _) = app
-        .http
-        .post(format!(
-            "{}/requests/01939a00-0000-7000-8000-000000000000/webhooks/redeliver",
-            app.base
-        ))
-        .send()
-        .await
-        .map(|r| (r.status().as_u16(), ()))
-        .unwrap();
+        .post_json("/requests/01939a00-0000-7000-8000-000000000000/webhooks/redeliver")
+        .await;
     assert_eq!(code, 404);
     let id = run_one(&app, &images, &hook.url).await;
     settled_log(&app, &id, Duration::from_secs(30)).await;
@@ -209,13 +202,10 @@ async fn rotation_signs_with_every_secret_and_redeliver_keeps_the_id() {
         &r.body
     ));
 
-    let resp = app
-        .http
-        .post(format!("{}/requests/{id}/webhooks/redeliver", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
+    let (code, _) = app
+        .post_json(&format!("/requests/{id}/webhooks/redeliver"))
+        .await;
+    assert_eq!(code, 202);
     let got = hook.wait_for(2, Duration::from_secs(20)).await;
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].headers["webhook-id"], got[1].headers["webhook-id"]);

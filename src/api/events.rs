@@ -1,0 +1,140 @@
+//! `GET /requests/{id}/events`: live progress as Server-Sent Events.
+//!
+//! The stream polls the request's row rather than listening to the workers: the
+//! workers may run in other processes, and the row's counters are the truth that
+//! `/status` shows too. A `progress` event goes out whenever the counts or the status
+//! change, a `status` event once the request is final, and then the stream ends.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::{StreamExt, stream::BoxStream};
+use poem::web::sse::Event;
+use poem_openapi::{
+    ApiResponse, Object, OpenApi, param::Path, payload::EventStream, types::ToJSON,
+};
+
+use super::{ApiTags, AppState, ProblemResponse};
+use crate::{
+    domain::{RequestId, RequestStatus},
+    store::{Db, RequestRecord},
+};
+
+/// How often the stream looks at the request.
+const POLL: Duration = Duration::from_millis(250);
+/// A comment line this often keeps proxies from closing an idle stream.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The body of a `progress` or `status` event.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct ProgressEvent {
+    /// Images in the request.
+    pub total: i64,
+    /// Images stored.
+    pub succeeded: i64,
+    /// Images failed for good.
+    pub failed: i64,
+    /// Images not finished yet.
+    pub pending: i64,
+    /// The request's status; final in the `status` event.
+    pub status: RequestStatus,
+    /// Whether this is the closing `status` event (the event type, not in the body).
+    #[oai(skip)]
+    pub last: bool,
+}
+
+impl ProgressEvent {
+    fn of(r: &RequestRecord) -> Self {
+        Self {
+            total: r.total,
+            succeeded: r.succeeded,
+            failed: r.failed,
+            pending: r.remaining,
+            status: r.status,
+            last: false,
+        }
+    }
+}
+
+/// Answers of the events endpoint.
+#[derive(ApiResponse)]
+pub enum EventsResponse {
+    /// `event: progress` with the counts after each image; `event: status` once the
+    /// request is final, after which the stream ends. `:` comment lines keep it alive.
+    #[oai(status = 200)]
+    Ok(EventStream<BoxStream<'static, ProgressEvent>>),
+}
+
+/// Live progress endpoint.
+pub struct EventsApi(pub Arc<AppState>);
+
+#[OpenApi(tag = "ApiTags::Requests")]
+impl EventsApi {
+    /// Live progress of a request
+    ///
+    /// Server-Sent Events: a `progress` event (`{total, succeeded, failed, pending,
+    /// status}`) at once and whenever an image finishes, then a `status` event with the
+    /// final status, then the stream ends. 404 for an unknown request.
+    #[oai(path = "/requests/:request_id/events", method = "get")]
+    async fn events(&self, request_id: Path<String>) -> Result<EventsResponse, ProblemResponse> {
+        let r = self.0.request(&request_id).await?;
+        let stream = progress(self.0.db.clone(), r.id);
+        Ok(EventsResponse::Ok(
+            EventStream::new(stream)
+                .keep_alive(KEEP_ALIVE)
+                .to_event(|e| {
+                    let kind = if e.last { "status" } else { "progress" };
+                    Event::message(e.to_json_string()).event_type(kind)
+                }),
+        ))
+    }
+}
+
+struct Poll {
+    db: Db,
+    id: RequestId,
+    last: Option<ProgressEvent>,
+    wait: bool,
+    done: bool,
+}
+
+/// Polls the request until it is final: an event per change, then the closing one.
+fn progress(db: Db, id: RequestId) -> BoxStream<'static, ProgressEvent> {
+    let start = Poll {
+        db,
+        id,
+        last: None,
+        wait: false,
+        done: false,
+    };
+    futures::stream::unfold(start, |mut p| async move {
+        if p.done {
+            return None;
+        }
+        loop {
+            if p.wait {
+                tokio::time::sleep(POLL).await;
+            }
+            p.wait = true;
+            let r = match p.db.request(p.id).await {
+                Ok(Some(r)) => r,
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::warn!(request_id = %p.id, error = %e, "event stream stopped");
+                    return None;
+                }
+            };
+            let now = ProgressEvent::of(&r);
+            if p.last.as_ref() != Some(&now) {
+                // Final: the closing event follows at once.
+                p.wait = !r.status.is_final();
+                p.last = Some(now.clone());
+                return Some((now, p));
+            }
+            if r.status.is_final() {
+                p.done = true;
+                return Some((ProgressEvent { last: true, ..now }, p));
+            }
+        }
+    })
+    .boxed()
+}

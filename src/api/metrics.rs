@@ -1,0 +1,195 @@
+//! `GET /metrics` for Prometheus, and the middleware that counts every HTTP answer
+//! by route template.
+
+use std::{sync::Arc, time::Instant};
+
+use poem::{Endpoint, IntoResponse, Request, Response};
+use poem_openapi::{ApiResponse, OpenApi, payload::PlainText};
+
+use super::{ApiTags, AppState};
+use crate::{
+    jobs::{CompleteJob, DeliverJob, ImageJob, Job},
+    telemetry::metrics,
+};
+
+/// The statuses the queue-depth gauge reports; see [`crate::store::QueueDepth`].
+const QUEUE_STATUSES: [&str; 3] = ["Pending", "Queued", "Running"];
+
+/// Answers of the metrics endpoint.
+#[derive(ApiResponse)]
+pub enum MetricsResponse {
+    /// The Prometheus text exposition format.
+    #[oai(status = 200, content_type = "text/plain; version=0.0.4")]
+    Ok(PlainText<String>),
+}
+
+/// Metrics endpoint.
+pub struct MetricsApi(pub Arc<AppState>);
+
+#[OpenApi(tag = "ApiTags::Health")]
+impl MetricsApi {
+    /// Prometheus metrics
+    ///
+    /// Jobs started and finished by kind and outcome, job durations, bytes fetched and
+    /// written, queue depth by queue and status (counted on every scrape), webhook
+    /// outcomes, and HTTP requests by route and status. Public, like `/healthz`.
+    #[oai(path = "/metrics", method = "get")]
+    async fn metrics(&self) -> MetricsResponse {
+        refresh_queue_depth(&self.0).await;
+        MetricsResponse::Ok(PlainText(metrics::render()))
+    }
+}
+
+/// Sets the queue-depth gauge from the queue table: every known queue and status
+/// first to zero, so a drained queue reads 0 rather than its last value.
+async fn refresh_queue_depth(state: &AppState) {
+    let rows = match state.db.queue_depth().await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(error = %e, "queue depth unavailable");
+            return;
+        }
+    };
+    let mut queues = vec![ImageJob::QUEUE, CompleteJob::QUEUE, DeliverJob::QUEUE];
+    for row in &rows {
+        if !queues.contains(&row.queue.as_str()) {
+            queues.push(&row.queue);
+        }
+    }
+    for queue in queues {
+        for status in QUEUE_STATUSES {
+            let jobs = rows
+                .iter()
+                .find(|r| r.queue == queue && r.status == status)
+                .map_or(0, |r| r.jobs);
+            metrics::queue_depth(queue, status, jobs);
+        }
+    }
+}
+
+/// Route templates as labels: the OpenAPI document's paths (`/status/{request_id}`),
+/// matched segment by segment against the raw path. Built from the document rather
+/// than from poem's matched pattern because poem-openapi renames path parameters
+/// (`:param0`), and because answers the guard gives (401, 413) never reach a route.
+#[derive(Debug, Clone, Default)]
+pub struct RouteLabels {
+    templates: Arc<Vec<Vec<String>>>,
+}
+
+impl RouteLabels {
+    /// The paths of an OpenAPI document (JSON), plus the document and UI routes.
+    pub fn from_spec(spec_json: &str) -> Self {
+        let mut paths: Vec<String> = serde_json::from_str::<serde_json::Value>(spec_json)
+            .ok()
+            .and_then(|doc| {
+                doc.get("paths")
+                    .and_then(|p| p.as_object())
+                    .map(|p| p.keys().cloned().collect())
+            })
+            .unwrap_or_default();
+        paths.push("/openapi.json".into());
+        Self::new(paths)
+    }
+
+    fn new(paths: impl IntoIterator<Item = String>) -> Self {
+        let mut templates: Vec<Vec<String>> = paths
+            .into_iter()
+            .map(|p| segments(&p).map(str::to_owned).collect())
+            .collect();
+        // Most literal segments first, so `/a/b` wins over `/a/{x}`.
+        templates.sort_by_key(|t| std::cmp::Reverse(t.iter().filter(|s| !is_param(s)).count()));
+        Self {
+            templates: Arc::new(templates),
+        }
+    }
+
+    /// The template `path` matches, `/docs` for the UI, or `unmatched`: never the raw
+    /// path, so ids and junk paths cannot become label values.
+    pub fn label(&self, path: &str) -> String {
+        if path == "/docs" || path.starts_with("/docs/") {
+            return "/docs".into();
+        }
+        let parts: Vec<&str> = segments(path).collect();
+        self.templates
+            .iter()
+            .find(|t| {
+                t.len() == parts.len() && t.iter().zip(&parts).all(|(t, p)| is_param(t) || t == p)
+            })
+            .map(|t| format!("/{}", t.join("/")))
+            .unwrap_or_else(|| "unmatched".into())
+    }
+}
+
+fn segments(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|s| !s.is_empty())
+}
+
+fn is_param(segment: &str) -> bool {
+    segment.starts_with('{') && segment.ends_with('}')
+}
+
+/// Middleware: counts and times every answer, errors and the guard's refusals
+/// included, by method, route template and status.
+pub async fn track<E: Endpoint>(
+    ep: Arc<E>,
+    req: Request,
+    labels: RouteLabels,
+) -> poem::Result<Response> {
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = labels.label(req.uri().path());
+    let result = ep.call(req).await.map(IntoResponse::into_response);
+    let status = match &result {
+        Ok(resp) => resp.status(),
+        Err(e) => e.status(),
+    };
+    metrics::http_request(&method, &route, status.as_u16(), started.elapsed());
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_map_to_templates_and_nothing_else() {
+        let labels = RouteLabels::new(
+            [
+                "/upload",
+                "/status/{request_id}",
+                "/requests/{request_id}/images",
+                "/requests/{request_id}/webhooks",
+                "/requests/{request_id}/webhooks/redeliver",
+                "/files/{request_id}/{name}",
+            ]
+            .map(String::from),
+        );
+        let id = "0193a7c2-1b2c-7d3e-8f40-123456789abc";
+        assert_eq!(labels.label("/upload"), "/upload");
+        assert_eq!(
+            labels.label(&format!("/status/{id}")),
+            "/status/{request_id}"
+        );
+        assert_eq!(
+            labels.label(&format!("/requests/{id}/webhooks/redeliver")),
+            "/requests/{request_id}/webhooks/redeliver"
+        );
+        assert_eq!(
+            labels.label(&format!("/files/{id}/0-1.jpg")),
+            "/files/{request_id}/{name}"
+        );
+        assert_eq!(labels.label("/docs/index.css"), "/docs");
+        assert_eq!(labels.label(&format!("/requests/{id}/nope")), "unmatched");
+        assert_eq!(labels.label("/wp-admin/login.php"), "unmatched");
+        assert_eq!(labels.label("/"), "unmatched");
+    }
+
+    #[test]
+    fn labels_come_from_the_document() {
+        let labels =
+            RouteLabels::from_spec(r#"{"paths":{"/metrics":{},"/status/{request_id}":{}}}"#);
+        assert_eq!(labels.label("/metrics"), "/metrics");
+        assert_eq!(labels.label("/status/x"), "/status/{request_id}");
+        assert_eq!(labels.label("/openapi.json"), "/openapi.json");
+    }
+}

@@ -1,0 +1,220 @@
+//! The HTTP side of `pixbatch submit`: one client with the server's base URL and
+//! token, and the shapes of the answers it reads.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, de::DeserializeOwned};
+use uuid::Uuid;
+
+use crate::domain::RequestStatus;
+
+/// Ordinary calls get this long; the upload and the event stream have their own limits.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A pixbatch server, as a client sees it.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    server: String,
+    token: Option<String>,
+}
+
+/// `202` from `POST /upload`.
+#[derive(Debug, Deserialize)]
+pub struct Accepted {
+    /// The new request.
+    pub request_id: Uuid,
+    /// Where to poll.
+    pub status_url: String,
+    /// Product rows.
+    pub products: u64,
+    /// Image URLs.
+    pub images: u64,
+}
+
+/// An RFC 9457 problem, as the server writes them.
+#[derive(Debug, Deserialize)]
+pub struct Problem {
+    /// Short summary.
+    #[serde(default)]
+    pub title: String,
+    /// HTTP status.
+    #[serde(default)]
+    pub status: u16,
+    /// What happened.
+    #[serde(default)]
+    pub detail: String,
+    /// CSV problems, for a 422.
+    #[serde(default)]
+    pub errors: Vec<ProblemItem>,
+}
+
+/// One CSV problem.
+#[derive(Debug, Deserialize)]
+pub struct ProblemItem {
+    /// Line in the file (the header is line 1).
+    pub line: u64,
+    /// Column, when the problem has one.
+    pub column: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Counts and status: the body of a `progress`/`status` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct Progress {
+    /// Images in the request.
+    pub total: u64,
+    /// Stored.
+    pub succeeded: u64,
+    /// Failed for good.
+    pub failed: u64,
+    /// Not finished.
+    pub pending: u64,
+    /// The request's status.
+    pub status: RequestStatus,
+}
+
+/// `GET /status/{id}`, the parts the client uses.
+#[derive(Debug, Deserialize)]
+struct StatusBody {
+    status: RequestStatus,
+    progress: Counts,
+}
+
+#[derive(Debug, Deserialize)]
+struct Counts {
+    total: u64,
+    succeeded: u64,
+    failed: u64,
+    pending: u64,
+}
+
+/// One image from `GET /requests/{id}/images`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Image {
+    /// Its product's serial.
+    pub serial: String,
+    /// 1-based position in the row.
+    pub position: u32,
+    /// The URL fetched.
+    pub input_url: String,
+    /// `pending`, `succeeded`, `failed` or `cancelled`.
+    pub state: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Bytes downloaded.
+    pub input_bytes: Option<i64>,
+    /// Bytes stored.
+    pub output_bytes: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ImagePage {
+    items: Vec<Image>,
+    next_offset: Option<u32>,
+}
+
+impl Client {
+    /// A client for `server` (its base URL), sending `token` as a bearer when given.
+    pub fn new(server: &str, token: Option<String>) -> anyhow::Result<Self> {
+        let server = server.trim_end_matches('/').to_owned();
+        url::Url::parse(&server).with_context(|| format!("invalid server URL {server:?}"))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(format!("pixbatch-submit/{}", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            http,
+            server,
+            token: token.filter(|t| !t.trim().is_empty()),
+        })
+    }
+
+    /// A request to `path` on the server, with the token.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, format!("{}{path}", self.server));
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// GETs `path` and decodes the JSON answer; a non-2xx becomes an error with the
+    /// problem's detail.
+    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let resp = self
+            .request(reqwest::Method::GET, path)
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        let resp = ok_or_problem(resp).await?;
+        resp.json()
+            .await
+            .with_context(|| format!("GET {path}: unexpected answer"))
+    }
+
+    /// The request's counts and status.
+    pub async fn status(&self, id: Uuid) -> anyhow::Result<Progress> {
+        let s: StatusBody = self.get_json(&format!("/status/{id}")).await?;
+        Ok(Progress {
+            total: s.progress.total,
+            succeeded: s.progress.succeeded,
+            failed: s.progress.failed,
+            pending: s.progress.pending,
+            status: s.status,
+        })
+    }
+
+    /// Every image of the request, page by page.
+    pub async fn images(&self, id: Uuid) -> anyhow::Result<Vec<Image>> {
+        let mut out = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page: ImagePage = self
+                .get_json(&format!("/requests/{id}/images?offset={offset}&limit=1000"))
+                .await?;
+            out.extend(page.items);
+            match page.next_offset {
+                Some(next) if next > offset => offset = next,
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// The output CSV's bytes.
+    pub async fn output_csv(&self, id: Uuid) -> anyhow::Result<Vec<u8>> {
+        let path = format!("/requests/{id}/output.csv");
+        let resp = self
+            .request(reqwest::Method::GET, &path)
+            .timeout(CALL_TIMEOUT * 5)
+            .send()
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        let resp = ok_or_problem(resp).await?;
+        Ok(resp.bytes().await?.to_vec())
+    }
+}
+
+/// The response when it is a success; otherwise an error carrying the problem.
+pub async fn ok_or_problem(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
+    if resp.status().is_success() {
+        return Ok(resp);
+    }
+    let p = problem_of(resp).await;
+    anyhow::bail!("HTTP {} {}: {}", p.status, p.title, p.detail)
+}
+
+/// Reads a problem body; anything else becomes a problem with the status alone.
+pub async fn problem_of(resp: reqwest::Response) -> Problem {
+    let status = resp.status();
+    let body = resp.bytes().await.unwrap_or_default();
+    serde_json::from_slice(&body).unwrap_or_else(|_| Problem {
+        title: status.canonical_reason().unwrap_or("error").to_owned(),
+        status: status.as_u16(),
+        detail: String::from_utf8_lossy(&body).chars().take(500).collect(),
+        errors: Vec::new(),
+    })
+}

@@ -1,0 +1,236 @@
+//! `pixbatch submit FILE.csv`: upload a CSV to a server; with `--wait`, follow it on a
+//! progress bar, print a summary and download the output CSV.
+//!
+//! Exit codes, for scripts: 0 when every image was stored (or, without `--wait`, when
+//! the upload was accepted); 1 when the upload was refused (every CSV problem is
+//! printed with its line and column) or the server could not be reached; 2 when the
+//! request finished with failed or cancelled images.
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+
+use super::{
+    client::{Accepted, Client, Image, Problem, Progress, problem_of},
+    follow,
+};
+use crate::domain::RequestStatus;
+
+/// The upload was refused or the server failed.
+const EXIT_ERROR: u8 = 1;
+/// The request finished, but not every image was stored.
+const EXIT_IMAGES_FAILED: u8 = 2;
+/// Failed images listed in the summary; the output CSV's `Errors` column has them all.
+const LISTED_FAILURES: usize = 20;
+
+/// Options of `pixbatch submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// The CSV to upload.
+    pub file: PathBuf,
+    /// Base URL of the pixbatch server.
+    #[arg(long, env = "PIXBATCH_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// Bearer token, for a server with `API_TOKEN` set.
+    #[arg(long, env = "API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Webhook to call when the request finishes.
+    #[arg(long)]
+    pub webhook_url: Option<String>,
+    /// Output quality: 1–100, or `relative:N%`.
+    #[arg(long)]
+    pub quality: Option<String>,
+    /// Follow the request to its end with a progress bar, then print a summary and
+    /// download the output CSV.
+    #[arg(long)]
+    pub wait: bool,
+    /// Where to write the output CSV (implies `--wait`); `<input stem>-output.csv`
+    /// beside the input by default.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+/// Runs the command; the exit code says how it went (see the module docs).
+pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&args.server, args.token.clone())?;
+    let accepted = match upload(&client, &args).await? {
+        Ok(accepted) => accepted,
+        Err(problem) => {
+            print_problem(&args.file, &problem);
+            return Ok(ExitCode::from(EXIT_ERROR));
+        }
+    };
+    let id = accepted.request_id;
+    println!(
+        "Request {id}: {} products, {} images",
+        accepted.products, accepted.images
+    );
+    if !args.wait && args.output.is_none() {
+        println!("Status: {}", accepted.status_url);
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let bar = progress_bar(accepted.images);
+    let last = follow::follow(&client, id, &bar).await;
+    bar.finish();
+    let last = last?;
+    let images = client.images(id).await?;
+    print_summary(&last, &images);
+
+    let output = args.output.unwrap_or_else(|| default_output(&args.file));
+    let csv = client.output_csv(id).await?;
+    tokio::fs::write(&output, &csv)
+        .await
+        .with_context(|| format!("writing {}", output.display()))?;
+    println!("Output CSV: {}", output.display());
+
+    let all_stored = last.status == RequestStatus::Completed && last.failed == 0;
+    Ok(if all_stored {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_IMAGES_FAILED)
+    })
+}
+
+/// POSTs the file; `Err(problem)` when the server refused it.
+async fn upload(client: &Client, args: &SubmitArgs) -> anyhow::Result<Result<Accepted, Problem>> {
+    let bytes = tokio::fs::read(&args.file)
+        .await
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    let name = args
+        .file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "products.csv".into());
+    let part = reqwest::multipart::Part::bytes(bytes)
+        .file_name(name)
+        .mime_str("text/csv")?;
+    let mut form = reqwest::multipart::Form::new().part("file", part);
+    if let Some(url) = &args.webhook_url {
+        form = form.text("webhook_url", url.clone());
+    }
+    if let Some(q) = &args.quality {
+        form = form.text("quality", q.clone());
+    }
+    let resp = client
+        .request(reqwest::Method::POST, "/upload")
+        .multipart(form)
+        .timeout(Duration::from_secs(600))
+        .send()
+        .await
+        .with_context(|| format!("uploading to {}", args.server))?;
+    if resp.status().is_success() {
+        let accepted = resp
+            .json()
+            .await
+            .context("unexpected answer to the upload")?;
+        return Ok(Ok(accepted));
+    }
+    Ok(Err(problem_of(resp).await))
+}
+
+/// Prints a refused upload: the summary, then every CSV problem by line and column.
+fn print_problem(file: &Path, p: &Problem) {
+    eprintln!(
+        "{}: {} ({}): {}",
+        file.display(),
+        p.title,
+        p.status,
+        p.detail
+    );
+    for item in &p.errors {
+        match &item.column {
+            Some(col) => eprintln!("  line {}, column {col:?}: {}", item.line, item.message),
+            None => eprintln!("  line {}: {}", item.line, item.message),
+        }
+    }
+}
+
+fn progress_bar(images: u64) -> ProgressBar {
+    let style = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} images, ETA {eta} {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let bar = ProgressBar::new(images).with_style(style);
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// Prints the outcome: counts, bytes saved, and why images failed.
+fn print_summary(last: &Progress, images: &[Image]) {
+    let (input, output) = images
+        .iter()
+        .filter(|i| i.state == "succeeded")
+        .filter_map(|i| Some((i.input_bytes?, i.output_bytes?)))
+        .fold((0i64, 0i64), |(a, b), (i, o)| (a + i, b + o));
+    let saved = input - output;
+    let percent = if input > 0 {
+        saved as f64 * 100.0 / input as f64
+    } else {
+        0.0
+    };
+    let sign = if saved < 0 { "-" } else { "" };
+    println!(
+        "{}: {} succeeded, {} failed, {sign}{} saved ({percent:.0}% of {})",
+        last.status,
+        last.succeeded,
+        last.failed,
+        HumanBytes(saved.unsigned_abs()),
+        HumanBytes(input.unsigned_abs()),
+    );
+    let failed: Vec<&Image> = images
+        .iter()
+        .filter(|i| i.state == "failed" || i.state == "cancelled")
+        .collect();
+    if failed.is_empty() {
+        return;
+    }
+    println!("Failed images:");
+    for i in failed.iter().take(LISTED_FAILURES) {
+        println!(
+            "  serial {} #{} {}: {}",
+            i.serial,
+            i.position,
+            i.input_url,
+            i.error.as_deref().unwrap_or(&i.state)
+        );
+    }
+    if failed.len() > LISTED_FAILURES {
+        println!(
+            "  … and {} more (see the output CSV's Errors column)",
+            failed.len() - LISTED_FAILURES
+        );
+    }
+}
+
+/// `<input stem>-output.csv` beside the input.
+fn default_output(input: &Path) -> PathBuf {
+    let stem = input
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "products".into());
+    input.with_file_name(format!("{stem}-output.csv"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_defaults_beside_the_input() {
+        assert_eq!(
+            default_output(Path::new("dir/products.csv")),
+            PathBuf::from("dir/products-output.csv")
+        );
+        assert_eq!(
+            default_output(Path::new("list")),
+            PathBuf::from("list-output.csv")
+        );
+    }
+}

@@ -1,0 +1,334 @@
+//! What operators and clients see besides the results: `/metrics`, the live event
+//! stream, JSON logs with job spans, and `pixbatch submit` run as a process.
+
+use std::{
+    process::Output,
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::helpers::{ImageServer, TestServer, WebhookReceiver};
+
+/// The value of the first sample of `name` whose labels include every `labels` pair.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// GETs `/metrics` until `ready` holds for its text (counters are bumped just after
+/// the database commit a test waits for), or panics after 10 s.
+async fn metrics_until(app: &TestServer, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = app
+            .http
+            .get(format!("{}/metrics", app.base))
+            .send()
+            .await
+            .expect("metrics");
+        assert_eq!(resp.status(), 200);
+        let ct = resp.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+        let text = resp.text().await.expect("metrics body");
+        if ready(&text) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never got there:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn csv_of(urls: &[String]) -> String {
+    let mut csv = String::from("Serial Number,Product Name,Input Image Urls\n");
+    for (i, url) in urls.iter().enumerate() {
+        csv += &format!("{i},SKU{i},{url}\n");
+    }
+    csv
+}
+
+#[tokio::test]
+async fn metrics_count_jobs_bytes_webhooks_http_requests_and_queue_depth() {
+    let images = ImageServer::start().await;
+    let hook = WebhookReceiver::start(vec![]).await;
+    let app = TestServer::start(&[]).await;
+    let urls: Vec<String> = (0..3)
+        .map(|i| images.url(&format!("/img/{i}/small_picos.jpg")))
+        .collect();
+    let (code, body) = app
+        .upload(csv_of(&urls).as_bytes(), &[("webhook_url", &hook.url)])
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    let status = app.wait_final(&id, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "Completed", "{status}");
+    hook.wait_for(1, Duration::from_secs(20)).await;
+
+    let text = metrics_until(&app, |t| {
+        let delivered = [("outcome", "delivered")];
+        sample(t, "pixbatch_webhook_deliveries_total", &delivered).is_some()
+    })
+    .await;
+    let image = |outcome| [("kind", "image"), ("outcome", outcome)];
+    let stored = sample(&text, "pixbatch_jobs_finished_total", &image("stored"));
+    assert!(stored >= Some(3.0), "{text}");
+    let started = sample(&text, "pixbatch_jobs_started_total", &[("kind", "image")]);
+    assert!(started >= Some(3.0), "{text}");
+    let duration = sample(
+        &text,
+        "pixbatch_job_duration_seconds_count",
+        &image("stored"),
+    );
+    assert!(duration >= Some(3.0), "{text}");
+    assert!(sample(&text, "pixbatch_fetched_bytes_total", &[]) > Some(0.0));
+    let written = sample(&text, "pixbatch_written_bytes_total", &[("kind", "image")]);
+    assert!(written > Some(0.0), "{text}");
+    let upload = [("method", "POST"), ("route", "/upload"), ("status", "202")];
+    assert!(sample(&text, "pixbatch_http_requests_total", &upload) >= Some(1.0));
+    let polled = [("route", "/status/{request_id}"), ("status", "200")];
+    assert!(sample(&text, "pixbatch_http_requests_total", &polled) >= Some(1.0));
+    let depth = [("queue", "pixbatch.images"), ("status", "Pending")];
+    assert!(
+        sample(&text, "pixbatch_queue_depth", &depth).is_some(),
+        "{text}"
+    );
+    // Bounded labels: no request id, no image URL.
+    assert!(!text.contains(&id), "{text}");
+    assert!(!text.contains(&images.base), "{text}");
+}
+
+#[tokio::test]
+async fn metrics_are_public_when_a_token_is_required() {
+    let app = TestServer::start(&[("API_TOKEN", "s3cret")]).await;
+    let id = uuid::Uuid::now_v7();
+    let (code, _) = app.get_json(&format!("/status/{id}")).await;
+    assert_eq!(code, 401);
+    let text = metrics_until(&app, |_| true).await;
+    let refused = [("route", "/status/{request_id}"), ("status", "401")];
+    assert!(
+        sample(&text, "pixbatch_http_requests_total", &refused) >= Some(1.0),
+        "{text}"
+    );
+    assert!(!text.contains(&id.to_string()), "{text}");
+}
+
+/// One parsed Server-Sent Event: its type and JSON data.
+fn parse_events(raw: &str) -> Vec<(String, Value)> {
+    raw.replace("\r\n", "\n")
+        .split("\n\n")
+        .filter_map(|block| {
+            let mut kind = "message".to_owned();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(k) = line.strip_prefix("event:") {
+                    kind = k.trim().to_owned();
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data += d.trim();
+                }
+            }
+            (!data.is_empty()).then(|| (kind, serde_json::from_str(&data).expect("JSON data")))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn event_stream_sends_progress_then_the_final_status_and_ends() {
+    let images = ImageServer::start().await;
+    images.set_latency(Duration::from_millis(300));
+    let app = TestServer::start(&[("WORKER_CONCURRENCY", "2")]).await;
+    let n = 6;
+    let urls: Vec<String> = (0..n)
+        .map(|i| images.url(&format!("/img/{i}/small_aitzgorri.jpg")))
+        .collect();
+    let (code, body) = app.upload(csv_of(&urls).as_bytes(), &[]).await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["request_id"].as_str().unwrap().to_owned();
+
+    let resp = app
+        .http
+        .get(format!("{}/requests/{id}/events", app.base))
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(resp.status(), 200);
+    let ct = resp.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(ct.starts_with("text/event-stream"), "{ct}");
+    let mut raw = Vec::new();
+    let mut body = resp.bytes_stream();
+    let read = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(chunk) = body.next().await {
+            raw.extend_from_slice(&chunk.expect("chunk"));
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the stream did not end:\n{}", app.logs());
+    let events = parse_events(&String::from_utf8_lossy(&raw));
+
+    let (last_kind, last) = events.last().expect("some events");
+    assert_eq!(last_kind, "status", "{events:?}");
+    assert_eq!(last["status"], "Completed");
+    assert_eq!(last["succeeded"], n);
+    assert_eq!(last["pending"], 0);
+    let progress: Vec<&Value> = events
+        .iter()
+        .filter(|(k, _)| k == "progress")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(progress.len() + 1, events.len(), "{events:?}");
+    assert!(progress.len() >= 3, "{events:?}");
+    let succeeded: Vec<i64> = progress
+        .iter()
+        .map(|v| v["succeeded"].as_i64().unwrap())
+        .collect();
+    assert!(succeeded.windows(2).all(|w| w[0] <= w[1]), "{succeeded:?}");
+    assert!(progress.iter().all(|v| v["total"] == n));
+
+    // Unknown ids: a problem, not a stream.
+    let unknown = uuid::Uuid::now_v7();
+    let (code, ct, _) = app
+        .get_bytes(&format!("{}/requests/{unknown}/events", app.base))
+        .await;
+    assert_eq!(code, 404);
+    assert_eq!(ct, "application/problem+json");
+}
+
+#[tokio::test]
+async fn json_logs_carry_the_image_span_with_request_row_position_and_url() {
+    let images = ImageServer::start().await;
+    let app = TestServer::start(&[("LOG_FORMAT", "json")]).await;
+    let url = images.url("/img/a/small_picos.jpg");
+    let (code, body) = app
+        .upload(csv_of(std::slice::from_ref(&url)).as_bytes(), &[])
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    app.wait_final(&id, Duration::from_secs(60)).await;
+
+    let logs = app.logs();
+    let spans: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|l| l.get("span").cloned())
+        .filter(|s| s["name"] == "image")
+        .collect();
+    assert!(
+        spans.iter().any(|s| s["request_id"] == id.as_str()
+            && s["row"] == 0
+            && s["position"] == 0
+            && s["url"] == url.as_str()),
+        "no image span with request_id, row, position and url:\n{logs}"
+    );
+}
+
+/// Runs `pixbatch submit ARGS --server <app>` in the server's temp dir, with a clean
+/// environment; gives up after 60 s.
+async fn submit(app: &TestServer, args: &[&str]) -> Output {
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_pixbatch"))
+        .arg("submit")
+        .args(args)
+        .args(["--server", &app.base])
+        .current_dir(app.dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("submit finished in time")
+        .expect("submit ran")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit: {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The request id from submit's first line, `Request <id>: …`.
+fn request_id(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("Request "))
+        .and_then(|l| l.split(':').next())
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no request id:\n{}", text(out)))
+}
+
+#[tokio::test]
+async fn submit_waits_and_writes_the_output_csv() {
+    let images = ImageServer::start().await;
+    let app = TestServer::start(&[]).await;
+    let urls = [
+        images.url("/img/a/small_picos.jpg"),
+        images.url("/img/b/small_lamp_portrait.jpg"),
+    ];
+    std::fs::write(app.dir.path().join("in.csv"), csv_of(&urls)).unwrap();
+    let out = submit(&app, &["in.csv", "--wait", "--output", "out.csv"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("Completed: 2 succeeded, 0 failed"),
+        "{}",
+        text(&out)
+    );
+    assert!(stdout.contains("saved"), "{}", text(&out));
+
+    let id = request_id(&out);
+    let written = std::fs::read(app.dir.path().join("out.csv")).expect("output written");
+    let (code, _, served) = app
+        .get_bytes(&format!("{}/requests/{id}/output.csv", app.base))
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(written, served);
+}
+
+#[tokio::test]
+async fn submit_exits_non_zero_on_csv_problems_and_on_failed_images() {
+    let images = ImageServer::start().await;
+    let app = TestServer::start(&[]).await;
+
+    // Problems on lines 3 and 4; nothing is stored.
+    let bad = format!(
+        "Serial Number,Product Name,Input Image Urls\n1,SKU1,{}\n2,SKU2,\n3,,ftp://x/y.jpg\n",
+        images.url("/img/a/small_picos.jpg")
+    );
+    std::fs::write(app.dir.path().join("bad.csv"), bad).unwrap();
+    let out = submit(&app, &["bad.csv", "--wait"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 3"), "{}", text(&out));
+    assert!(stderr.contains("line 4"), "{}", text(&out));
+    assert!(!stderr.contains("line 2"), "{}", text(&out));
+
+    // One image missing: the request finishes with errors, the output CSV is still
+    // written (beside the input by default), and the exit code says so.
+    let urls = [
+        images.url("/img/a/small_picos.jpg"),
+        images.url("/missing/b.jpg"),
+    ];
+    std::fs::write(app.dir.path().join("some.csv"), csv_of(&urls)).unwrap();
+    let out = submit(&app, &["some.csv", "--wait"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("1 succeeded, 1 failed"), "{}", text(&out));
+    assert!(stdout.contains("HTTP 404"), "{}", text(&out));
+    assert!(
+        app.dir.path().join("some-output.csv").exists(),
+        "{}",
+        text(&out)
+    );
+}
