@@ -79,6 +79,12 @@ async fn run(job: &CompleteJob, ctx: &JobContext) -> Result<bool, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("output CSV: {e}")))?;
     let key = BlobKey::output_csv(job.request_id);
     ctx.blobs.put(&key, &csv).await?;
+    // Every image of the run is final: any partial file left is from a crashed write.
+    match ctx.blobs.remove_partials(job.request_id).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(removed = n, "removed partial files of interrupted writes"),
+        Err(e) => tracing::warn!(error = %e, "could not remove partial files"),
+    }
     metrics::bytes_written("csv", csv.len() as u64);
 
     let mut tx = ctx.db.begin_write().await?;

@@ -12,8 +12,8 @@ use tokio::io::AsyncWriteExt;
 
 use crate::domain::RequestId;
 
-/// Suffix of a blob being written; never a key itself.
-const PARTIAL: &str = ".partial";
+/// Marks a blob being written (`<key>.partial-<random>`); never part of a key.
+const PARTIAL: &str = ".partial-";
 
 /// A validated storage key: `/`-separated segments of `[A-Za-z0-9._-]`, none empty,
 /// none starting with a dot (so no `..`, no hidden files), at most 4 segments.
@@ -26,7 +26,7 @@ impl BlobKey {
         if s.is_empty() || s.len() > 256 {
             return Err("key length out of range".into());
         }
-        if s.ends_with(PARTIAL) {
+        if s.contains(PARTIAL) {
             return Err("names of unfinished writes are not keys".into());
         }
         let segments: Vec<&str> = s.split('/').collect();
@@ -119,19 +119,18 @@ impl BlobStore {
         self.root.join(Path::new(key.as_str()))
     }
 
-    /// Writes `bytes` under `key` atomically: to `<key>.partial`, flushed, then renamed
-    /// over the final name. Readers see the old blob or the new one, never half of one,
-    /// and writing the same key twice leaves one file. (Two concurrent writers of one
-    /// key write the same bytes: outputs are a deterministic function of the input.)
+    /// Writes `bytes` under `key` atomically: to `<key>.partial-<random>`, flushed, then
+    /// renamed over the final name. Readers see the old blob or the new one, never half
+    /// of one; writing the same key twice (a redelivered job) leaves one file; two
+    /// writers of one key at once each rename a whole file of their own. A crash
+    /// mid-write can leave a partial file: [`Self::remove_partials`] clears them.
     pub async fn put(&self, key: &BlobKey, bytes: &[u8]) -> std::io::Result<()> {
         let path = self.path(key);
         if let Some(dir) = path.parent() {
             tokio::fs::create_dir_all(dir).await?;
         }
-        // A fixed temporary name per key: a write interrupted by a crash leaves at most
-        // one stray file, which the retried job's write reuses and renames away.
         let mut tmp = path.clone().into_os_string();
-        tmp.push(PARTIAL);
+        tmp.push(format!("{PARTIAL}{:016x}", rand::random::<u64>()));
         let tmp = PathBuf::from(tmp);
         let result = async {
             let mut f = tokio::fs::File::create(&tmp).await?;
@@ -145,6 +144,34 @@ impl BlobStore {
             let _ = tokio::fs::remove_file(&tmp).await;
         }
         result
+    }
+
+    /// Removes partial files left under a request's directory by writes that never
+    /// finished (a crash between write and rename). Called once the request's work is
+    /// done, when no live writer can still be using them; a straggler whose file is
+    /// removed fails its rename and its job finds the image already finished.
+    pub async fn remove_partials(&self, request: RequestId) -> std::io::Result<usize> {
+        self.remove_partials_in(&request.to_string()).await
+    }
+
+    async fn remove_partials_in(&self, dir: &str) -> std::io::Result<usize> {
+        let dir = self.root.join(dir);
+        let mut entries = match tokio::fs::read_dir(&dir).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut removed = 0;
+        while let Some(entry) = entries.next_entry().await? {
+            if entry.file_name().to_string_lossy().contains(PARTIAL) {
+                match tokio::fs::remove_file(entry.path()).await {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Opens a blob; `Ok(None)` when there is none under that key.
@@ -194,7 +221,7 @@ mod tests {
             "a\\b",
             "a/b%2e",
             "a/b/c/d/e",
-            "r/0-0.jpg.partial",
+            "r/0-0.jpg.partial-00ff",
         ] {
             assert!(BlobKey::parse(bad).is_err(), "{bad:?} accepted");
         }
@@ -216,6 +243,9 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "temporary files left: {names:?}");
+        std::fs::write(dir.path().join("r/1-0.jpg.partial-0123"), b"half").unwrap();
+        assert_eq!(store.remove_partials_in("r").await.unwrap(), 1);
+        assert_eq!(std::fs::read_dir(dir.path().join("r")).unwrap().count(), 1);
         assert!(
             store
                 .read(&BlobKey::parse("r/none.jpg").unwrap())

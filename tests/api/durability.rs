@@ -51,7 +51,7 @@ async fn assert_complete_once(app: &TestServer, id: &str, n: usize) {
     assert!(
         files
             .iter()
-            .all(|p| !p.to_string_lossy().contains(".partial"))
+            .all(|p| !p.to_string_lossy().contains(".partial-"))
     );
     let (_, _, out) = app.get_bytes(status["output_csv"].as_str().unwrap()).await;
     let rows = csv_rows(&out);

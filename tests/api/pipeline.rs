@@ -299,7 +299,7 @@ async fn killed_mid_request_completes_after_restart_with_one_event() {
     assert!(
         files
             .iter()
-            .all(|p| !p.to_string_lossy().contains(".partial")),
+            .all(|p| !p.to_string_lossy().contains(".partial-")),
         "{files:?}"
     );
     let (_, _, out) = app.get_bytes(status["output_csv"].as_str().unwrap()).await;

@@ -161,6 +161,17 @@ async fn schedule_resumes_after_a_kill_between_tries() {
     let mut app = TestServer::start(&[("WEBHOOK_RETRY_SCHEDULE", "4s")]).await;
     let id = run_one(&app, &images, &hook.url).await;
     hook.wait_for(1, Duration::from_secs(20)).await;
+    // Kill between tries: once the first try is logged and the next one scheduled.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, log) = app.get_json(&format!("/requests/{id}/webhooks")).await;
+        if log["events"][0]["attempts"] == 1 {
+            assert_eq!(log["events"][0]["state"], "pending", "{log}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{log}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     app.kill();
     let killed_at = std::time::Instant::now();
     app.restart().await;
