@@ -25,6 +25,12 @@ contract:
     cargo build
     bash tests/contract/run.sh
 
+# Codec speed: `pixbatch convert` on the corpus photos (../shared/corpus), one thread;
+# the summary line gives MP/s per core and the bytes ratio.
+bench:
+    cargo build --release
+    if [ -d ../shared/corpus ]; then ./target/release/pixbatch convert --threads 1 --out target/bench-out $(ls ../shared/corpus/*.jpg | grep -v '/var_') | tail -n 1; else echo "skipped: ../shared/corpus is absent"; fi
+
 # Everything CI runs.
 ci:
     bash .ci/run
