@@ -13,7 +13,7 @@ use std::{
 
 use clap::Args;
 
-use crate::imaging::{self, Limits, Quality, TransformOptions};
+use crate::imaging::{self, Limits, Quality, Route, TransformOptions};
 
 /// Options of `pixbatch convert`.
 #[derive(Debug, Args)]
@@ -30,6 +30,9 @@ pub struct ConvertArgs {
     /// Largest image accepted, in pixels.
     #[arg(long, default_value_t = 100_000_000)]
     pub max_pixels: u64,
+    /// Never take the JPEG → JPEG fast path (for benchmarks: `benches/imaging`).
+    #[arg(long, hide = true)]
+    pub no_fast_path: bool,
     /// Input files.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
@@ -59,6 +62,11 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
             max_input_bytes: u64::MAX,
         },
     };
+    let route = if args.no_fast_path {
+        Route::GeneralOnly
+    } else {
+        Route::Auto
+    };
     let next = AtomicUsize::new(0);
     let lines = Mutex::new(Vec::with_capacity(args.files.len()));
     let started = Instant::now();
@@ -68,7 +76,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(path) = args.files.get(i) else { break };
-                    let line = convert_one(i, path, &args.out, &options);
+                    let line = convert_one(i, path, &args.out, &options, route);
                     eprintln!("{}", line.text);
                     if let Ok(mut l) = lines.lock() {
                         l.push(line);
@@ -105,6 +113,7 @@ fn convert_one(
     path: &PathBuf,
     out: &std::path::Path,
     options: &TransformOptions,
+    route: Route,
 ) -> Line {
     let name = path.display().to_string();
     let fail = |text: String| Line {
@@ -120,7 +129,7 @@ fn convert_one(
         Err(e) => return fail(format!("{name}\terror\t{e}")),
     };
     let t = Instant::now();
-    let result = imaging::transform(&input, options);
+    let result = imaging::transform_with(&input, options, route);
     let ms = t.elapsed().as_secs_f64() * 1000.0;
     match result {
         Ok(done) => {
@@ -144,6 +153,8 @@ fn convert_one(
                     r.quality,
                     if r.kept_original {
                         "\tkept original"
+                    } else if r.fast_path {
+                        "\tfast path"
                     } else {
                         ""
                     }

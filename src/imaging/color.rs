@@ -86,7 +86,7 @@ pub(crate) fn to_srgb(pixels: Pixels, icc: &[u8]) -> (Pixels, bool) {
 
 /// Cheap check on the profile description (v2 `desc` ASCII or v4 `mluc` UTF-16):
 /// profiles named sRGB (IEC61966-2.1, "sRGB built-in", ...) are not worth a transform.
-fn says_srgb(icc: &[u8]) -> bool {
+pub(crate) fn says_srgb(icc: &[u8]) -> bool {
     let count = icc
         .get(128..132)
         .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));

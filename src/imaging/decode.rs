@@ -7,7 +7,18 @@ use image::{
     DynamicImage, ExtendedColorType, GrayImage, ImageDecoder, ImageError, ImageReader, RgbImage,
 };
 
+use super::libjpeg::{self, DecodeSettings, PixelLayout};
 use super::{Format, ImagingError, Limits, check_pixels, color, jpeg, sniff};
+
+/// libjpeg decode settings of the general path (measured on the corpus, see
+/// `benches/imaging`): the accurate IDCT (the fast one saves little with SIMD and
+/// costs 0.6 dB), and chroma replicated rather than interpolated: faster (libjpeg
+/// merges it with the colour conversion), and since the encoder box-averages chroma
+/// again, a 4:2:0 source's chroma survives the round trip instead of being blurred.
+pub(crate) const GENERAL_DECODE: DecodeSettings = DecodeSettings {
+    fast_idct: false,
+    fancy_upsampling: false,
+};
 
 /// Decoded pixels ready for the encoder: gray stays one channel (it is
 /// encoded as YCbCr with neutral chroma), everything else is RGB.
@@ -71,6 +82,13 @@ pub(crate) fn decode(
             reason: "truncated: no end-of-image marker after the image data".to_owned(),
         });
     }
+    // Gray and YCbCr/RGB JPEGs: libjpeg (SIMD, about twice zune-jpeg's speed here).
+    // CMYK/YCCK, and anything libjpeg refuses, go on to the `image` decoder below.
+    if let Some(header) = jpeg_header.as_ref().filter(|h| h.component_count != 4)
+        && let Ok(decoded) = libjpeg::decode(input, limits.max_pixels, GENERAL_DECODE)
+    {
+        return Ok(finish_libjpeg(input, header, decoded));
+    }
     let mut decoder_limits = image::Limits::default();
     decoder_limits.max_image_width = Some(header.0);
     decoder_limits.max_image_height = Some(header.1);
@@ -111,6 +129,35 @@ pub(crate) fn decode(
         frames_dropped: sniff::frame_count(input, format) - 1,
         bit_depth_reduced,
     })
+}
+
+/// ICC conversion and orientation for a libjpeg decode (the same steps as below).
+fn finish_libjpeg(
+    input: &[u8],
+    header: &jpeg::JpegHeader,
+    decoded: libjpeg::DecodedPixels,
+) -> Decoded {
+    let (w, h) = (decoded.width, decoded.height);
+    let pixels = match decoded.layout {
+        PixelLayout::Gray => GrayImage::from_raw(w, h, decoded.data).map(Pixels::Gray),
+        PixelLayout::Rgb => RgbImage::from_raw(w, h, decoded.data).map(Pixels::Rgb),
+    }
+    // Unreachable: libjpeg filled exactly w × h × channels bytes.
+    .unwrap_or_else(|| Pixels::Rgb(RgbImage::new(w, h)));
+    let orientation = jpeg::orientation(input, header);
+    let (pixels, icc_converted) = match jpeg::icc_profile(input, header) {
+        Some(profile) => color::to_srgb(pixels, &profile),
+        None => (pixels, false),
+    };
+    Decoded {
+        pixels: orient(pixels, orientation),
+        rotated: orientation != Orientation::NoTransforms,
+        cmyk_converted: false,
+        icc_converted,
+        alpha_flattened: false,
+        frames_dropped: 0,
+        bit_depth_reduced: false,
+    }
 }
 
 /// Converts any decoded layout to 8-bit gray or RGB in one pass, compositing

@@ -1,71 +1,81 @@
-//! Baseline JPEG encoding with jpeg-encoder: 4:2:0, standard IJG tables, no metadata.
+//! Baseline JPEG encoding with libjpeg: 4:2:0, standard IJG tables, no metadata.
 //!
-//! `image`'s own JPEG encoder only does 4:4:4 (files ~30 % larger), hence jpeg-encoder.
-
-use jpeg_encoder::{
-    ChromaSubsamplingMethod, ColorType, Encoder, EncodingError, ImageBuffer, JpegColorType,
-    SamplingFactor,
-};
+//! libjpeg-turbo's fastest settings (`JCP_FASTEST`: no trellis, no progressive,
+//! standard Huffman tables), as Pillow uses them, so sizes match Pillow's.
 
 use super::ImagingError;
 use super::decode::Pixels;
+use super::libjpeg::{self, PixelLayout};
+
+/// libjpeg's largest image side (`JPEG_MAX_DIMENSION`).
+const MAX_SIDE: u32 = 65500;
+
+/// Integer "fast" forward DCT: with SIMD it is the quicker one, and at the
+/// qualities this service uses its error is far below the quantisation error.
+pub(crate) const FAST_FDCT: bool = true;
 
 /// Encodes `pixels` as a baseline YCbCr JPEG at `quality` (1..=100) with 2×2
-/// chroma subsampling (box-averaged, like libjpeg). Only a JFIF APP0 header is
-/// written: no EXIF (orientation is already applied), no ICC (pixels are sRGB).
+/// chroma subsampling (box-averaged). Only a JFIF APP0 header is written: no EXIF
+/// (orientation is already applied), no ICC (pixels are sRGB). Gray is written
+/// as YCbCr with neutral chroma, so every output has three components.
 pub(crate) fn encode(pixels: &Pixels, quality: u8) -> Result<Vec<u8>, ImagingError> {
     let (width, height) = pixels.dimensions();
-    let (Ok(w), Ok(h)) = (u16::try_from(width), u16::try_from(height)) else {
+    if width > MAX_SIDE || height > MAX_SIDE {
         return Err(ImagingError::Encode(format!(
-            "{width}x{height} is over JPEG's limit of 65535 pixels per side"
+            "{width}x{height} is over JPEG's limit of {MAX_SIDE} pixels per side"
         )));
+    }
+    let (raw, layout) = match pixels {
+        Pixels::Rgb(img) => (img.as_raw(), PixelLayout::Rgb),
+        Pixels::Gray(img) => (img.as_raw(), PixelLayout::Gray),
     };
-    // A q50 4:2:0 photo is typically 0.1–0.2 bytes per pixel.
-    let mut out = Vec::with_capacity(usize::from(w) * usize::from(h) / 6 + 1024);
-    let mut encoder = Encoder::new(&mut out, quality.clamp(1, 100));
-    encoder.set_sampling_factor(SamplingFactor::F_2_2);
-    encoder.set_chroma_subsampling_method(ChromaSubsamplingMethod::Average);
-    let result = match pixels {
-        Pixels::Rgb(img) => encoder.encode(img.as_raw(), w, h, ColorType::Rgb),
-        Pixels::Gray(img) => encoder.encode_image(GrayAsYcbcr {
-            luma: img.as_raw(),
-            width: w,
-            height: h,
-        }),
-    };
-    result.map_err(|e: EncodingError| ImagingError::Encode(e.to_string()))?;
-    Ok(out)
+    libjpeg::encode(raw, layout, width, height, quality, FAST_FDCT)
+        .map_err(|e| ImagingError::Encode(e.to_string()))
 }
 
-/// Feeds gray pixels to the encoder as YCbCr with neutral chroma, so the
-/// output has the three components every consumer expects without first
-/// tripling the buffer.
-struct GrayAsYcbcr<'a> {
-    luma: &'a [u8],
-    width: u16,
-    height: u16,
-}
-
-impl ImageBuffer for GrayAsYcbcr<'_> {
-    fn get_jpeg_color_type(&self) -> JpegColorType {
-        JpegColorType::Ycbcr
-    }
-
-    fn width(&self) -> u16 {
-        self.width
-    }
-
-    fn height(&self) -> u16 {
-        self.height
-    }
-
-    fn fill_buffers(&self, y: u16, buffers: &mut [Vec<u8>; 4]) {
-        let width = usize::from(self.width);
-        let start = usize::from(y) * width;
-        let row = self.luma.get(start..start + width).unwrap_or_default();
-        buffers[0].extend_from_slice(row);
-        buffers[1].resize(buffers[1].len() + row.len(), 128);
-        buffers[2].resize(buffers[2].len() + row.len(), 128);
+/// Box-averages one strip of a chroma plane to 4:2:0: `out` gets 8 rows of
+/// `out_width`, each sample the mean of `fx` × `fy` samples of `src` (rows of
+/// `src_width`; columns past its end repeat the last one).
+pub(crate) fn downsample_strip(
+    src: &[u8],
+    src_width: usize,
+    out: &mut [u8],
+    out_width: usize,
+    (fx, fy): (usize, usize),
+) {
+    let rows = src.chunks_exact(src_width);
+    let at = |row: &[u8], x: usize| u16::from(row[x.min(src_width - 1)]);
+    match (fx, fy) {
+        (1, 2) => {
+            let mut rows = rows;
+            for out_row in out.chunks_exact_mut(out_width).take(8) {
+                let (Some(a), Some(b)) = (rows.next(), rows.next()) else {
+                    return;
+                };
+                for ((o, &p), &q) in out_row.iter_mut().zip(a).zip(b) {
+                    *o = ((u16::from(p) + u16::from(q) + 1) >> 1) as u8;
+                }
+            }
+        }
+        (2, 1) => {
+            for (out_row, a) in out.chunks_exact_mut(out_width).zip(rows).take(8) {
+                for (x, o) in out_row.iter_mut().enumerate() {
+                    *o = ((at(a, 2 * x) + at(a, 2 * x + 1) + 1) >> 1) as u8;
+                }
+            }
+        }
+        _ => {
+            let mut rows = rows;
+            for out_row in out.chunks_exact_mut(out_width).take(8) {
+                let (Some(a), Some(b)) = (rows.next(), rows.next()) else {
+                    return;
+                };
+                for (x, o) in out_row.iter_mut().enumerate() {
+                    let sum = at(a, 2 * x) + at(a, 2 * x + 1) + at(b, 2 * x) + at(b, 2 * x + 1);
+                    *o = ((sum + 2) >> 2) as u8;
+                }
+            }
+        }
     }
 }
 

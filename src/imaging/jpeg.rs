@@ -35,6 +35,10 @@ pub(crate) struct JpegHeader {
     pub app_markers: u16,
     /// Offset just after the first SOS marker (start of the first scan), when present.
     pub scan_start: Option<usize>,
+    /// Byte range of the TIFF data of the last `Exif` APP1 segment (as zune-jpeg keeps).
+    pub exif: Option<std::ops::Range<usize>>,
+    /// ICC profile chunks (APP2 `ICC_PROFILE`): sequence number, chunk count, data range.
+    pub icc_chunks: Vec<(u8, u8, std::ops::Range<usize>)>,
 }
 
 /// A quantisation table as stored in DQT (zigzag order).
@@ -103,6 +107,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<JpegHeader, &'static str> {
         let Some(segment) = bytes.get(pos + 2..pos + len) else {
             break; // truncated segment
         };
+        let data_start = pos + 2;
         pos += len;
         match marker {
             0xDB => parse_dqt(segment, &mut header)?,
@@ -115,6 +120,13 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<JpegHeader, &'static str> {
                 header.app_markers |= 1 << (marker - 0xE0);
                 if marker == 0xEE && segment.len() >= 12 && segment.starts_with(b"Adobe") {
                     header.adobe_transform = Some(segment[11]);
+                }
+                if marker == 0xE1 && segment.len() > 6 && segment.starts_with(b"Exif\0\0") {
+                    header.exif = Some(data_start + 6..data_start + segment.len());
+                }
+                if marker == 0xE2 && segment.len() > 14 && segment.starts_with(b"ICC_PROFILE\0") {
+                    let range = data_start + 14..data_start + segment.len();
+                    header.icc_chunks.push((segment[12], segment[13], range));
                 }
             }
             _ => {}
@@ -138,6 +150,40 @@ pub(crate) fn has_eoi_after_scan(bytes: &[u8], header: &JpegHeader) -> bool {
         .scan_start
         .and_then(|start| bytes.get(start..))
         .is_some_and(|scan| scan.windows(2).rev().any(|w| w == [0xFF, 0xD9]))
+}
+
+/// The EXIF orientation of a parsed JPEG, read the way `image` reads it (so both
+/// paths agree); "no transforms" when absent or unreadable.
+pub(crate) fn orientation(bytes: &[u8], header: &JpegHeader) -> image::metadata::Orientation {
+    header
+        .exif
+        .clone()
+        .and_then(|range| bytes.get(range))
+        .and_then(image::metadata::Orientation::from_exif_chunk)
+        .unwrap_or(image::metadata::Orientation::NoTransforms)
+}
+
+/// The embedded ICC profile, chunks joined in sequence order; `None` when absent or
+/// inconsistent (wrong counts, duplicate or zero sequence numbers), as zune-jpeg does.
+pub(crate) fn icc_profile(bytes: &[u8], header: &JpegHeader) -> Option<Vec<u8>> {
+    let chunks = &header.icc_chunks;
+    let count = chunks.len();
+    if count == 0 || count >= 255 {
+        return None;
+    }
+    let mut by_seq: Vec<Option<&std::ops::Range<usize>>> = vec![None; count + 1];
+    for (seq, total, range) in chunks {
+        let seq = usize::from(*seq);
+        if usize::from(*total) != count || seq == 0 || seq > count || by_seq[seq].is_some() {
+            return None;
+        }
+        by_seq[seq] = Some(range);
+    }
+    let mut profile = Vec::new();
+    for range in by_seq.into_iter().flatten() {
+        profile.extend_from_slice(bytes.get(range.clone())?);
+    }
+    Some(profile)
 }
 
 fn read_u16(bytes: &[u8], pos: usize) -> Option<u16> {

@@ -76,7 +76,7 @@ pub(crate) fn resolve(quality: Quality, default: u8, source: Option<u8>) -> u8 {
 }
 
 /// The IJG (Annex K.1) luminance table, in natural (row-major) order.
-const IJG_LUMA: [u16; 64] = [
+pub(crate) const IJG_LUMA: [u16; 64] = [
     16, 11, 10, 16, 24, 40, 51, 61, //
     12, 12, 14, 19, 26, 58, 60, 55, //
     14, 13, 16, 24, 40, 57, 69, 56, //
@@ -87,8 +87,38 @@ const IJG_LUMA: [u16; 64] = [
     72, 92, 95, 98, 112, 100, 103, 99,
 ];
 
+/// The IJG (Annex K.2) chrominance table, in natural (row-major) order.
+pub(crate) const IJG_CHROMA: [u16; 64] = [
+    17, 18, 24, 47, 99, 99, 99, 99, //
+    18, 21, 26, 66, 99, 99, 99, 99, //
+    24, 26, 56, 99, 99, 99, 99, 99, //
+    47, 66, 99, 99, 99, 99, 99, 99, //
+    99, 99, 99, 99, 99, 99, 99, 99, //
+    99, 99, 99, 99, 99, 99, 99, 99, //
+    99, 99, 99, 99, 99, 99, 99, 99, //
+    99, 99, 99, 99, 99, 99, 99, 99,
+];
+
+/// libjpeg's `jpeg_quality_scaling` percentage for a quality 1..=100.
+fn quality_scale(quality: u32) -> u32 {
+    let quality = quality.clamp(1, 100);
+    if quality < 50 {
+        5000 / quality
+    } else {
+        200 - 2 * quality
+    }
+}
+
+/// `base` scaled to `quality` as libjpeg's `jpeg_set_quality` does with
+/// `force_baseline`: rounded, clamped to 1..=255.
+pub(crate) fn scaled_table(base: &[u16; 64], quality: u8) -> [u16; 64] {
+    let scale = quality_scale(u32::from(quality));
+    // Clamped to 1..=255: the cast cannot truncate.
+    base.map(|v| ((u32::from(v) * scale + 50) / 100).clamp(1, 255) as u16)
+}
+
 /// Natural-order index of the n-th coefficient in zigzag order (DQT stores zigzag).
-const ZIGZAG: [usize; 64] = [
+pub(crate) const ZIGZAG: [usize; 64] = [
     0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20,
     13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59,
     52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
@@ -108,11 +138,7 @@ pub fn estimate_jpeg_quality(bytes: &[u8]) -> Option<u8> {
     let max = if table.sixteen_bit { 32767 } else { 255 };
     let mut best: Option<(u64, u8)> = None;
     for quality in (1..=100u32).rev() {
-        let scale = if quality < 50 {
-            5000 / quality
-        } else {
-            200 - 2 * quality
-        };
+        let scale = quality_scale(quality);
         let error: u64 = ZIGZAG
             .iter()
             .zip(table.values)

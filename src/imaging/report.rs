@@ -65,6 +65,10 @@ pub struct Report {
     pub frames_dropped: u32,
     /// The input had more than 8 bits per sample.
     pub bit_depth_reduced: bool,
+    /// The JPEG → JPEG fast path ran: coefficients requantised without decoding
+    /// to pixels (absent in reports stored before it existed: `false`).
+    #[serde(default)]
+    pub fast_path: bool,
 }
 
 /// The result of [`transform`](super::transform): the bytes to store and the report.

@@ -186,7 +186,7 @@ fn srgb_icc_needs_no_conversion() {
 #[test]
 fn low_quality_jpeg_keeps_its_bytes() {
     let input = fixture("q30.jpg");
-    let out = transform(&input, &q50()).expect("transforms");
+    let out = transform_with(&input, &q50(), Route::GeneralOnly).expect("transforms");
     assert!(out.report.kept_original);
     assert_eq!(out.bytes, input);
     assert_eq!(out.report.output_bytes, out.report.input_bytes);
@@ -412,6 +412,236 @@ fn relative_quality_scales_the_source_quality() {
     opts.default_quality = 70;
     let out = transform(&fixture("palette.png"), &opts).expect("ok");
     assert_eq!((out.report.quality, out.report.source_quality), (70, None));
+}
+
+/// PSNR in dB of `b` against `a` (same size).
+fn psnr(a: &RgbImage, b: &RgbImage) -> f64 {
+    assert_eq!(a.dimensions(), b.dimensions());
+    let sum: f64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+        .sum();
+    let mse = sum / a.as_raw().len() as f64;
+    10.0 * (255.0f64 * 255.0 / mse.max(1e-9)).log10()
+}
+
+fn decoded(bytes: &[u8]) -> RgbImage {
+    image::load_from_memory(bytes).expect("decodes").into_rgb8()
+}
+
+/// 4:2:0 sources: the fast path takes them (an sRGB profile is fine).
+const FAST_PATH_FIXTURES: [&str; 5] = [
+    "photo_q85.jpg",
+    "baseline_420_odd.jpg",
+    "progressive_420.jpg",
+    "srgb_icc.jpg",
+    "ijg_q95.jpg",
+];
+
+/// Gray, 4:2:2 and 4:4:4 sources: the fast path handles them with
+/// `Tuning::all_samplings` (DCT-domain chroma downsampling or neutral chroma), but by
+/// default they take the general path, which measured faster on them.
+const OTHER_SAMPLINGS: [&str; 4] = [
+    "baseline_422.jpg",
+    "progressive.jpg",
+    "progressive_444.jpg",
+    "gray.jpg",
+];
+
+fn all_samplings() -> fastpath::Tuning {
+    fastpath::Tuning {
+        all_samplings: true,
+        ..Default::default()
+    }
+}
+
+/// `jpeg` with an EXIF segment holding only `Orientation = value`, after SOI.
+fn with_exif_orientation(jpeg: &[u8], value: u8) -> Vec<u8> {
+    let tiff: [u8; 26] = [
+        b'M', b'M', 0, 42, 0, 0, 0, 8, // big-endian TIFF header, IFD at 8
+        0, 1, // one entry
+        0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, value, 0, 0, // Orientation, SHORT, 1
+        0, 0, 0, 0, // no next IFD
+    ];
+    let len = (2 + 6 + tiff.len()) as u16;
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(b"Exif\0\0");
+    out.extend_from_slice(&tiff);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+#[test]
+fn fast_path_runs_for_420_sources_with_orientation_1() {
+    for name in FAST_PATH_FIXTURES {
+        let input = fixture(name);
+        let out = transform(&input, &q50()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(out.report.fast_path, "{name}");
+        // Baseline, 4:2:0, only APP0 (no EXIF/ICC), RGB-decodable, same size.
+        check_output(&out);
+        let header = jpeg::parse(&input).expect("parses");
+        assert_eq!(
+            (out.report.width, out.report.height),
+            (u32::from(header.width), u32::from(header.height)),
+            "{name}"
+        );
+        let r = &out.report;
+        assert!(
+            !(r.rotated || r.cmyk_converted || r.icc_converted),
+            "{name}"
+        );
+        assert!(r.output_bytes < r.input_bytes, "{name}");
+    }
+    // EXIF orientation 1 is no change: still the fast path, and the EXIF is gone.
+    let input = with_exif_orientation(&fixture("photo_q85.jpg"), 1);
+    assert_eq!(
+        jpeg::orientation(&input, &jpeg::parse(&input).expect("parses")),
+        image::metadata::Orientation::NoTransforms
+    );
+    let out = transform(&input, &q50()).expect("transforms");
+    assert!(out.report.fast_path);
+    check_output(&out);
+    // Orientation 6 on the same picture is not.
+    let rotated = transform(&with_exif_orientation(&fixture("photo_q85.jpg"), 6), &q50());
+    let rotated = rotated.expect("transforms");
+    assert!(!rotated.report.fast_path && rotated.report.rotated);
+}
+
+#[test]
+fn other_samplings_take_the_general_path() {
+    // orient_1.jpg: 4:4:4 with EXIF orientation 1.
+    for name in OTHER_SAMPLINGS.iter().chain(&["orient_1.jpg"]) {
+        let out = transform(&fixture(name), &q50()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!out.report.fast_path, "{name}");
+        check_output(&out);
+    }
+}
+
+#[test]
+fn fast_path_is_not_used_where_pixels_must_change() {
+    let mut names = vec![
+        "exif_orient6.jpg".to_owned(), // orientation 6 (and 4:4:0)
+        "cmyk_ycck.jpg".to_owned(),    // CMYK/YCCK: the `image` decoder converts it
+        "adobergb_icc.jpg".to_owned(), // non-sRGB ICC (4:2:0, EXIF orientation 1)
+    ];
+    names.extend((2..=8).map(|n| format!("orient_{n}.jpg")));
+    for name in &names {
+        let out = transform(&fixture(name), &q50()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!out.report.fast_path, "{name}");
+    }
+    // Non-JPEG inputs never take it.
+    assert!(
+        !transform(&fixture("palette.png"), &q50())
+            .expect("ok")
+            .report
+            .fast_path
+    );
+}
+
+#[test]
+fn fast_and_general_paths_agree() {
+    for name in FAST_PATH_FIXTURES.iter().chain(&OTHER_SAMPLINGS) {
+        let input = fixture(name);
+        let fast = fastpath::transcode(&input, 50, u64::MAX, all_samplings())
+            .expect("transcodes")
+            .unwrap_or_else(|| panic!("{name}: not handled"));
+        let general = transform_with(&input, &q50(), Route::GeneralOnly).expect("general");
+        assert!(!general.report.fast_path);
+        let original = decoded(&input);
+        let (fast_px, general_px) = (decoded(&fast), decoded(&general.bytes));
+        let (p_fast, p_general) = (psnr(&original, &fast_px), psnr(&original, &general_px));
+        // Both are q50 re-encodes of the same picture: within 1 dB of each other
+        // (the corpus averages differ by 0.02 dB), and close to each other.
+        assert!(
+            (p_fast - p_general).abs() < 1.0,
+            "{name}: fast {p_fast:.2} dB, general {p_general:.2} dB"
+        );
+        assert!(p_fast > 25.0, "{name}: {p_fast:.2} dB");
+        assert!(psnr(&general_px, &fast_px) > 33.0, "{name}");
+        assert_mean_near(&fast_px, mean(&original), 1.5);
+    }
+}
+
+#[test]
+fn fast_path_keeps_coarser_source_steps() {
+    // A q30 source at q50: the source's coarser steps are kept, so the result is the
+    // same picture, Huffman-optimised, and smaller; the general path would be larger.
+    let input = fixture("q30.jpg");
+    let out = transform(&input, &q50()).expect("transforms");
+    assert!(out.report.fast_path && !out.report.kept_original);
+    assert!(out.report.output_bytes < out.report.input_bytes);
+    assert!(estimate_jpeg_quality(&out.bytes).is_some_and(|q| q.abs_diff(30) <= 3));
+    let (before, after) = (decoded(&input), decoded(&out.bytes));
+    assert!(psnr(&before, &after) > 45.0);
+}
+
+#[test]
+fn truncated_jpeg_through_the_fast_path_fails_cleanly() {
+    for name in ["photo_q85.jpg", "progressive_420.jpg", "baseline_422.jpg"] {
+        let bytes = fixture(name);
+        for cut in [bytes.len() / 2, bytes.len() - 3, 200, 3] {
+            // Straight into the transcoder (transform() rejects a missing EOI first)...
+            let result = fastpath::transcode(&bytes[..cut], 50, u64::MAX, all_samplings());
+            assert!(result.is_err(), "{name} cut at {cut}");
+            // ...also with an EOI glued on, so only libjpeg can notice.
+            let mut patched = bytes[..cut].to_vec();
+            patched.extend_from_slice(&[0xFF, 0xD9]);
+            let result = fastpath::transcode(&patched, 50, u64::MAX, all_samplings());
+            assert!(!matches!(result, Ok(Some(_))), "{name} cut at {cut} + EOI");
+            let result = transform(&patched, &q50()).map(|t| t.report);
+            assert!(
+                !matches!(result, Ok(ref r) if r.fast_path),
+                "{name} cut at {cut} + EOI: {result:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn libjpeg_errors_are_errors_not_crashes() {
+    let photo = fixture("photo_q85.jpg");
+    let mut inputs: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0xFF, 0xD8],
+        vec![0xFF, 0xD8, 0xFF, 0xD9],
+        b"not a jpeg at all".to_vec(),
+    ];
+    // Damaged entropy-coded data and a damaged header.
+    let mut flipped = photo.clone();
+    for i in (flipped.len() / 3..flipped.len() - 2).step_by(97) {
+        flipped[i] ^= 0x5A;
+    }
+    inputs.push(flipped);
+    let mut bad_header = photo.clone();
+    for b in bad_header.iter_mut().skip(20).take(200) {
+        *b = 0xFF;
+    }
+    inputs.push(bad_header);
+    for input in &inputs {
+        let _ = fastpath::transcode(input, 50, u64::MAX, Default::default());
+        let settings = decode::GENERAL_DECODE;
+        let _ = libjpeg::decode(input, u64::MAX, settings);
+        let _ = transform(input, &q50());
+    }
+    assert!(fastpath::transcode(&[], 50, u64::MAX, Default::default()).is_err());
+    assert!(libjpeg::decode(b"garbage", u64::MAX, decode::GENERAL_DECODE).is_err());
+    // The pixel limit is enforced from libjpeg's own header read too.
+    let limited = fastpath::transcode(&photo, 50, 1000, Default::default());
+    assert!(limited.is_err());
+}
+
+#[test]
+fn report_without_fast_path_field_deserializes() {
+    let out = transform(&fixture("small.bmp"), &q50()).expect("ok");
+    let mut json = serde_json::to_value(&out.report).expect("serializes");
+    assert_eq!(json["fast_path"], false);
+    json.as_object_mut().expect("object").remove("fast_path");
+    let back: Report = serde_json::from_value(json).expect("deserializes");
+    assert!(!back.fast_path);
 }
 
 #[test]
