@@ -25,12 +25,31 @@ contract:
     cargo build
     bash tests/contract/run.sh
 
-# Codec speed: `pixbatch convert` on the corpus photos (../shared/corpus), one thread;
-# the summary line gives MP/s per core and the bytes ratio.
-bench:
-    cargo build --release
-    if [ -d ../shared/corpus ]; then ./target/release/pixbatch convert --threads 1 --out target/bench-out $(ls ../shared/corpus/*.jpg | grep -v '/var_') | tail -n 1; else echo "skipped: ../shared/corpus is absent"; fi
-
 # Everything CI runs.
 ci:
     bash .ci/run
+
+# Benchmarks (issue 10; README, "End-to-end benchmark"); `just bench --quick` for a smoke run.
+bench *ARGS: (bench-e2e ARGS)
+
+# The release binary on SQLite, a local image server, the upload sizes and the
+# sequential Python reference (a throwaway venv with requests + Pillow from PyPI);
+# prints a Markdown table and PASS/MISS per target, never failing on a MISS.
+# End to end: images/s, MP/s, latency, RSS, CPU at 0 and 100 ms; uploads; the reference.
+bench-e2e *ARGS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            apt-get update -qq && apt-get install -y -qq python3 python3-venv python3-pip >/dev/null
+        else
+            echo "python3 with venv not found: the Python reference will be skipped" >&2
+        fi
+    fi
+    cargo build --release
+    cargo bench --bench e2e -- {{ARGS}}
+
+# Imaging codec (issue 4): Pillow vs the general path vs the default (fast) path on the
+# corpus photos, one thread, quality 50 (a throwaway venv with Pillow + numpy from PyPI).
+bench-imaging:
+    bash benches/imaging/run.sh

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Imaging benchmark (issue 4): one core, the corpus' photographic JPEGs, quality 50.
+#   (a) Pillow: decode + save, timed in-process (decode + encode only);
+#   (b) pixbatch's general path: `pixbatch convert --threads 1 --no-fast-path`;
+#   (c) pixbatch's default: the coefficient-domain fast path where it applies.
+# Each is run 5 times, interleaved (the machine is shared and noisy); each file's
+# fastest run counts. Prints Markdown tables: speed, bytes and PSNR against the original.
+#
+# Usage: benches/imaging/run.sh   (or `just bench-imaging`)
+# Env: BENCH_CORPUS (default ../shared/corpus from the repo root), BENCH_PYTHON (a
+# python3 that already has Pillow and numpy: skips the throwaway venv),
+# PIXBATCH_BIN (skips the build), BENCH_REPS (default 5), BENCH_QUALITY (default 50).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+here=benches/imaging
+
+corpus=${BENCH_CORPUS:-../shared/corpus}
+reps=${BENCH_REPS:-5}
+quality=${BENCH_QUALITY:-50}
+if [ ! -d "$corpus" ]; then
+    echo "imaging bench: no corpus at $corpus (set BENCH_CORPUS); nothing to measure."
+    exit 0
+fi
+photos=()
+for f in "$corpus"/*.jpg; do
+    case "$(basename "$f")" in var_*) ;; *) [ -e "$f" ] && photos+=("$f") ;; esac
+done
+if [ ${#photos[@]} -eq 0 ]; then
+    echo "imaging bench: no photographic JPEGs in $corpus; nothing to measure."
+    exit 0
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+if [ -z "${PIXBATCH_BIN:-}" ]; then
+    cargo build --release --quiet
+    target_dir=$(cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+    PIXBATCH_BIN=$target_dir/release/pixbatch
+fi
+
+if [ -n "${BENCH_PYTHON:-}" ]; then
+    python=$BENCH_PYTHON
+else
+    echo "imaging bench: installing Pillow and numpy into a throwaway venv..."
+    if ! python3 -m venv "$work/venv" > /dev/null 2>&1; then
+        echo "imaging bench: python3 with venv is needed for the Pillow reference" \
+            "(apt-get install python3-venv, or set BENCH_PYTHON); nothing measured."
+        exit 0
+    fi
+    "$work/venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+    python=$work/venv/bin/python
+fi
+
+echo "imaging bench: ${#photos[@]} photos, quality $quality, $reps interleaved runs, one thread"
+runs=$work/runs
+for key in pillow general default; do mkdir -p "$runs/$key/out"; done
+for rep in $(seq 1 "$reps"); do
+    "$python" "$here/pillow_ref.py" time "$runs/pillow/out" "$quality" "${photos[@]}" \
+        > "$runs/pillow/$rep.tsv"
+    "$PIXBATCH_BIN" convert --threads 1 --quality "$quality" --no-fast-path \
+        --out "$runs/general/out" "${photos[@]}" > "$work/general.log" 2> /dev/null
+    "$python" "$here/pillow_ref.py" convert-log "$work/general.log" > "$runs/general/$rep.tsv"
+    "$PIXBATCH_BIN" convert --threads 1 --quality "$quality" \
+        --out "$runs/default/out" "${photos[@]}" > "$work/default.log" 2> /dev/null
+    "$python" "$here/pillow_ref.py" convert-log "$work/default.log" > "$runs/default/$rep.tsv"
+    echo "  run $rep/$reps done"
+done
+
+echo
+echo "Machine: $(nproc) cores, $(uname -m), $(date +%F). Speed: megapixels per second"
+echo "of decode + encode on one thread (file I/O excluded). PSNR: each output against"
+echo "Pillow's decode of the original, averaged over the files."
+"$python" "$here/pillow_ref.py" table "$runs" "$corpus"
