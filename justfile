@@ -9,6 +9,10 @@ serve:
 test:
     cargo test
 
+# Every test, the S3 one included (moto's S3 server from PyPI, in target/moto-venv).
+test-s3:
+    PIXBATCH_TEST_MOTO_SERVER=$(bash tests/s3/moto-venv.sh) cargo test
+
 # Format check and clippy with warnings denied, as CI runs them.
 lint:
     cargo fmt --all -- --check

@@ -30,7 +30,8 @@ pub struct App {
 pub async fn open_storage(settings: &Settings) -> anyhow::Result<(Db, BlobStore)> {
     let db = Db::connect(&settings.raw.database_url).await?;
     db.migrate().await?;
-    let blobs = BlobStore::open(&settings.storage_dir).await?;
+    let blobs = BlobStore::open(&settings.storage).await?;
+    tracing::info!(store = %settings.storage, "blob store");
     Ok((db, blobs))
 }
 

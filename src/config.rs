@@ -1,11 +1,14 @@
 //! Command line and configuration: every option is a flag and an environment variable
 //! (the flag wins), parsed and validated once at start.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::imaging::Quality;
+use crate::{
+    imaging::Quality,
+    store::{S3Credentials, StorageConfig},
+};
 
 /// The `pixbatch` command line.
 #[derive(Debug, Parser)]
@@ -63,9 +66,28 @@ pub struct ServerConfig {
     #[arg(long, env = "PUBLIC_BASE_URL")]
     pub public_base_url: Option<String>,
 
-    /// Where CSVs and images are stored: `file://DIR`.
+    /// Where CSVs and images are stored: `file://DIR` (a local directory) or
+    /// `s3://BUCKET[/PREFIX]` (AWS S3 or an S3-compatible server, for scale-out).
     #[arg(long, env = "STORAGE_URL", default_value = "file://uploads")]
     pub storage_url: String,
+
+    /// S3-compatible server for `s3://` storage (e.g. `http://127.0.0.1:9000`), reached
+    /// with path-style requests; plain `http://` is allowed. Unset: AWS S3 itself.
+    #[arg(long, env = "S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// Access key for `s3://` storage. Unset: the usual AWS sources (session token, web
+    /// identity, container or instance credentials).
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
+    pub aws_access_key_id: Option<String>,
+
+    /// Secret key for `s3://` storage, with `AWS_ACCESS_KEY_ID`.
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub aws_secret_access_key: Option<String>,
+
+    /// Region of the `s3://` bucket; `us-east-1` when unset.
+    #[arg(long, env = "AWS_REGION")]
+    pub aws_region: Option<String>,
 
     /// Image jobs in flight per worker process; cores × 4 when unset. Downloads wait on
     /// the network, so this is larger than the CPU pool, which is sized to the cores.
@@ -162,8 +184,8 @@ pub struct Settings {
     pub raw: ServerConfig,
     /// Prefix of handed-out URLs, without a trailing slash.
     pub public_base_url: String,
-    /// Directory of the file store.
-    pub storage_dir: PathBuf,
+    /// Where blobs are stored.
+    pub storage: StorageConfig,
     /// Networks opened despite the deny table.
     pub allow_private: Vec<ipnet::IpNet>,
     /// Parsed webhook retry delays.
@@ -204,6 +226,10 @@ impl ServerConfig {
             &mut self.webhook_secret,
             &mut self.api_token,
             &mut self.public_base_url,
+            &mut self.s3_endpoint,
+            &mut self.aws_access_key_id,
+            &mut self.aws_secret_access_key,
+            &mut self.aws_region,
         ] {
             if opt.as_deref().is_some_and(|s| s.trim().is_empty()) {
                 *opt = None;
@@ -217,15 +243,7 @@ impl ServerConfig {
             .to_owned();
         url::Url::parse(&public_base_url)
             .map_err(|e| ConfigError::new("PUBLIC_BASE_URL", e.to_string()))?;
-        let storage_dir = match self.storage_url.strip_prefix("file://") {
-            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-            _ => {
-                return Err(ConfigError::new(
-                    "STORAGE_URL",
-                    "expected file://DIR (object storage is not built into this binary)",
-                ));
-            }
-        };
+        let storage = self.storage()?;
         let allow_private = crate::fetch::parse_allow_list(&self.allow_private_networks)
             .map_err(|e| ConfigError::new("ALLOW_PRIVATE_NETWORKS", e))?;
         let webhook_schedule = parse_schedule(&self.webhook_retry_schedule)
@@ -252,13 +270,50 @@ impl ServerConfig {
             default_quality: Quality::Absolute(self.jpeg_quality),
             raw: self,
             public_base_url,
-            storage_dir,
+            storage,
             allow_private,
             webhook_schedule,
             webhook_keys,
             worker_concurrency,
             cpu_threads: cores,
         })
+    }
+}
+
+impl ServerConfig {
+    /// `STORAGE_URL`, with the S3 settings when it names a bucket.
+    fn storage(&self) -> Result<StorageConfig, ConfigError> {
+        let mut storage = StorageConfig::parse(&self.storage_url)
+            .map_err(|e| ConfigError::new("STORAGE_URL", e))?;
+        if let StorageConfig::S3(s3) = &mut storage {
+            s3.endpoint = self
+                .s3_endpoint
+                .as_deref()
+                .map(crate::store::parse_endpoint)
+                .transpose()
+                .map_err(|e| ConfigError::new("S3_ENDPOINT", e))?;
+            s3.region = self.aws_region.clone();
+            s3.credentials = match (&self.aws_access_key_id, &self.aws_secret_access_key) {
+                (Some(id), Some(secret)) => Some(S3Credentials {
+                    access_key_id: id.clone(),
+                    secret_access_key: secret.clone(),
+                }),
+                (None, None) => None,
+                (Some(_), None) => {
+                    return Err(ConfigError::new(
+                        "AWS_SECRET_ACCESS_KEY",
+                        "AWS_ACCESS_KEY_ID is set, its secret key is not",
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(ConfigError::new(
+                        "AWS_ACCESS_KEY_ID",
+                        "AWS_SECRET_ACCESS_KEY is set, its access key id is not",
+                    ));
+                }
+            };
+        }
+        Ok(storage)
     }
 }
 
@@ -304,5 +359,120 @@ mod tests {
         assert_eq!(s.public_base_url, "http://127.0.0.1:8080");
         assert_eq!(s.webhook_schedule.len(), 7);
         assert!(s.allow_private.is_empty());
+        assert_eq!(s.storage, StorageConfig::Local("uploads".into()));
+    }
+
+    /// Validates the defaults with some options changed (set here rather than as flags,
+    /// so that variables of the test's own environment do not leak in).
+    fn validate_with(change: impl FnOnce(&mut ServerConfig)) -> Result<Settings, ConfigError> {
+        let cli = Cli::try_parse_from(["pixbatch", "serve"]).unwrap();
+        let Some(Command::Serve(mut cfg)) = cli.command else {
+            panic!("serve expected")
+        };
+        cfg.s3_endpoint = None;
+        cfg.aws_access_key_id = None;
+        cfg.aws_secret_access_key = None;
+        cfg.aws_region = None;
+        change(&mut cfg);
+        cfg.validate()
+    }
+
+    #[test]
+    fn storage_url_picks_the_backend() {
+        let s = validate_with(|c| c.storage_url = "file:///srv/pixbatch".into()).unwrap();
+        assert_eq!(s.storage, StorageConfig::Local("/srv/pixbatch".into()));
+        let s = validate_with(|c| {
+            c.storage_url = "s3://pixbatch-prod/outputs/".into();
+            c.s3_endpoint = Some("http://127.0.0.1:9000/".into());
+            c.aws_access_key_id = Some("AKID".into());
+            c.aws_secret_access_key = Some("secret".into());
+            c.aws_region = Some("eu-west-1".into());
+        })
+        .unwrap();
+        let StorageConfig::S3(s3) = &s.storage else {
+            panic!("s3 expected: {:?}", s.storage)
+        };
+        assert_eq!(s3.bucket, "pixbatch-prod");
+        assert_eq!(s3.prefix, "outputs");
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(s3.region.as_deref(), Some("eu-west-1"));
+        let c = s3.credentials.as_ref().unwrap();
+        assert_eq!(
+            (c.access_key_id.as_str(), c.secret_access_key.as_str()),
+            ("AKID", "secret")
+        );
+        // Empty means unset.
+        let s = validate_with(|c| {
+            c.storage_url = "s3://bucket".into();
+            c.s3_endpoint = Some(String::new());
+            c.aws_access_key_id = Some(" ".into());
+        })
+        .unwrap();
+        let StorageConfig::S3(s3) = &s.storage else {
+            panic!("s3 expected")
+        };
+        assert!(s3.endpoint.is_none() && s3.credentials.is_none() && s3.prefix.is_empty());
+    }
+
+    #[test]
+    fn bad_storage_settings_name_the_option() {
+        type Change = fn(&mut ServerConfig);
+        let cases: [(Change, &str); 6] = [
+            (|c| c.storage_url = "uploads".into(), "STORAGE_URL"),
+            (|c| c.storage_url = "s3://Bad_Bucket".into(), "STORAGE_URL"),
+            (|c| c.storage_url = "gs://bucket/p".into(), "STORAGE_URL"),
+            (
+                |c| {
+                    c.storage_url = "s3://bucket".into();
+                    c.s3_endpoint = Some("127.0.0.1:9000".into());
+                },
+                "S3_ENDPOINT",
+            ),
+            (
+                |c| {
+                    c.storage_url = "s3://bucket".into();
+                    c.aws_access_key_id = Some("AKID".into());
+                },
+                "AWS_SECRET_ACCESS_KEY",
+            ),
+            (
+                |c| {
+                    c.storage_url = "s3://bucket".into();
+                    c.aws_secret_access_key = Some("x".into());
+                },
+                "AWS_ACCESS_KEY_ID",
+            ),
+        ];
+        for (change, name) in cases {
+            let err = validate_with(change).expect_err(name).to_string();
+            assert!(err.starts_with(&format!("invalid {name}: ")), "{err}");
+        }
+    }
+
+    #[test]
+    fn flags_and_env_names_exist() {
+        let cli = Cli::try_parse_from([
+            "pixbatch",
+            "serve",
+            "--storage-url",
+            "s3://bucket/p",
+            "--s3-endpoint",
+            "http://127.0.0.1:9000",
+            "--aws-access-key-id",
+            "AKID",
+            "--aws-secret-access-key",
+            "secret",
+            "--aws-region",
+            "eu-west-1",
+        ])
+        .unwrap();
+        let Some(Command::Serve(cfg)) = cli.command else {
+            panic!("serve expected")
+        };
+        assert_eq!(cfg.aws_region.as_deref(), Some("eu-west-1"));
+        assert!(matches!(
+            cfg.validate().unwrap().storage,
+            StorageConfig::S3(_)
+        ));
     }
 }

@@ -1,8 +1,10 @@
-//! `GET /files/{request_id}/{name}`: stored outputs, streamed from the blob store.
-//! Both segments are checked against the key grammar, so nothing outside the store
-//! can be named, whatever encoding a client tries.
+//! `GET /files/{request_id}/{name}`: stored outputs, streamed from the blob store
+//! (local files or S3 objects alike, through this process, so the URLs and the
+//! caching rules do not depend on the backend). Both segments are checked against the
+//! key grammar, so nothing outside the store can be named, whatever encoding a client
+//! tries.
 
-use std::{sync::Arc, time::UNIX_EPOCH};
+use std::sync::Arc;
 
 use poem::Body;
 use poem_openapi::{
@@ -70,16 +72,11 @@ impl FilesApi {
             .await
             .map_err(|e| ApiError::Store(e.into()))?
             .ok_or_else(not_found)?;
-        let mtime = blob
-            .modified
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let etag = format!("\"{:x}-{:x}\"", blob.len, mtime);
+        let etag = blob.etag;
         if if_none_match.0.as_deref() == Some(etag.as_str()) {
             return Ok(FileResponse::NotModified(etag));
         }
-        let body = Binary(Body::from_async_read(blob.file));
+        let body = Binary(Body::from_bytes_stream(blob.body));
         Ok(if key.content_type() == "image/jpeg" {
             FileResponse::Jpeg(body, blob.len, etag, IMAGE_CACHE.into())
         } else {

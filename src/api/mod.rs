@@ -141,7 +141,7 @@ pub fn openapi_document() -> anyhow::Result<String> {
     let settings = cli.serve.validate()?;
     let state = Arc::new(AppState {
         db: Db::lazy(&settings.raw.database_url)?,
-        blobs: BlobStore::at(&settings.storage_dir),
+        blobs: BlobStore::new(&settings.storage)?,
         settings,
     });
     Ok(spec::tidy(&service(state, "http://127.0.0.1:8080").spec()))

@@ -1,5 +1,6 @@
 //! Everything that persists: our tables (through sqlx, SQL kept here and in
-//! `migrations/`), the job queue's push side, and the blob store for CSVs and images.
+//! `migrations/`), the job queue's push side, and the blob store for CSVs and images
+//! (a local directory or an S3 bucket).
 
 mod blob;
 mod db;
@@ -7,7 +8,9 @@ mod queue;
 mod requests;
 mod webhooks;
 
-pub use blob::{BlobKey, BlobStore, StoredBlob};
+pub use blob::{
+    BlobKey, BlobStore, S3Config, S3Credentials, StorageConfig, StoredBlob, parse_endpoint,
+};
 pub use db::{Db, Tx};
 pub use queue::QueueDepth;
 pub use requests::{

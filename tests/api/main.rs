@@ -5,6 +5,7 @@ mod durability;
 mod helpers;
 mod observability;
 mod pipeline;
+mod s3;
 mod security;
 mod ssrf;
 mod validation;
