@@ -12,6 +12,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::{
     api::{self, AppState},
+    board::BoardListener,
     config::Settings,
     fetch::{FetchConfig, Fetcher},
     jobs::{self, JobContext},
@@ -24,6 +25,7 @@ pub struct App {
     addr: SocketAddr,
     state: Arc<AppState>,
     jobs: Arc<JobContext>,
+    board: Option<BoardListener>,
 }
 
 /// Opens the database (applying migrations) and the blob store.
@@ -56,6 +58,10 @@ impl App {
             .first()
             .and_then(|a| a.as_socket_addr().copied())
             .ok_or_else(|| anyhow::anyhow!("listener has no TCP address"))?;
+        let board = match settings.raw.board_bind.addr() {
+            Some(addr) => Some(BoardListener::bind(addr).await?),
+            None => None,
+        };
         if settings.raw.public_base_url.is_none() {
             settings.public_base_url = format!("http://{addr}");
         }
@@ -82,12 +88,18 @@ impl App {
             addr,
             state,
             jobs,
+            board,
         })
     }
 
     /// The port actually bound.
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// The dashboard's address, unless `BOARD_BIND=off`.
+    pub fn board_addr(&self) -> Option<SocketAddr> {
+        self.board.as_ref().map(BoardListener::addr)
     }
 
     /// Serves the API and runs the workers until SIGTERM or Ctrl-C; then stops taking
@@ -106,13 +118,23 @@ impl App {
             wait_for(stop_rx.clone()),
             Some(timeout),
         );
+        let board_stop = wait_for(stop_rx.clone());
+        let board = async {
+            match self.board {
+                Some(listener) => listener.serve(jobs::board(&self.jobs), board_stop).await,
+                None => Ok(()),
+            }
+        };
         let monitor = jobs::monitor(self.jobs.clone(), "serve");
         let workers = monitor.run_with_signal(async move {
             wait_for(stop_rx).await;
             Ok(())
         });
-        let (served, worked) = tokio::join!(server, workers);
+        let (served, worked, boarded) = tokio::join!(server, workers, board);
         served?;
+        if let Err(e) = boarded {
+            tracing::warn!(error = %e, "dashboard stopped with an error");
+        }
         if let Err(e) = worked {
             tracing::warn!(error = %e, "workers stopped with an error");
         }

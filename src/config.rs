@@ -62,6 +62,11 @@ pub struct ServerConfig {
     #[arg(long, env = "BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
 
+    /// Address of the worker monitoring dashboard (apalis-board; its own listener, as its
+    /// UI owns `/`); `off` disables it.
+    #[arg(long, env = "BOARD_BIND", default_value = "127.0.0.1:8081")]
+    pub board_bind: crate::board::BoardBind,
+
     /// Prefix of every URL the service hands out; `http://<BIND>` when unset.
     #[arg(long, env = "PUBLIC_BASE_URL")]
     pub public_base_url: Option<String>,

@@ -10,10 +10,12 @@
 //! - [`imaging`]: the pure, synchronous image transform.
 //! - [`webhook`]: Standard Webhooks payload and signatures.
 //! - [`store`]: all SQL and the blob store.
+//! - [`board`]: the worker monitoring dashboard (apalis-board) on its own listener.
 //! - [`app`]: wires everything together and runs it.
 
 pub mod api;
 pub mod app;
+pub mod board;
 pub mod cli;
 pub mod config;
 pub mod csv;

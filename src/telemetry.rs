@@ -3,21 +3,26 @@
 
 pub mod metrics;
 
-use tracing_subscriber::{EnvFilter, fmt};
+use tracing_subscriber::{EnvFilter, Layer, fmt, prelude::*};
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber; `RUST_LOG` filters (default `info`).
+/// Installs the global subscriber; `RUST_LOG` filters (default `info`). Events also go
+/// to the dashboard's log stream ([`crate::board::log_layer`]).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Pretty => builder.try_init(),
-        LogFormat::Json => builder
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let stderr = fmt::layer().with_writer(std::io::stderr);
+    let stderr = match format {
+        LogFormat::Pretty => stderr.boxed(),
+        LogFormat::Json => stderr
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .try_init(),
+            .boxed(),
     };
+    let _ = tracing_subscriber::registry()
+        .with(stderr.with_filter(filter()))
+        .with(crate::board::log_layer().with_filter(filter()))
+        .try_init();
 }

@@ -12,6 +12,7 @@
 //! redelivered job that pushes its follow-up again adds nothing.
 
 mod backoff;
+mod board;
 mod complete;
 mod deliver;
 mod image;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 pub use backoff::Backoff;
+pub use board::board;
 
 use crate::{
     config::Settings,

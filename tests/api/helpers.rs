@@ -273,7 +273,8 @@ pub struct TestServer {
     pub http: reqwest::Client,
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -295,6 +296,8 @@ impl TestServer {
                 format!("file://{}/uploads", dir.path().display()),
             ),
             ("BIND", format!("127.0.0.1:{port}")),
+            // Tests run in parallel: the dashboard's fixed default port would clash.
+            ("BOARD_BIND", "off".into()),
             ("ALLOW_PRIVATE_NETWORKS", "127.0.0.0/8".into()),
             ("FETCH_BACKOFF_BASE", "100ms".into()),
             ("FETCH_BACKOFF_CAP", "1s".into()),
@@ -379,6 +382,11 @@ impl TestServer {
             })
             .collect::<Vec<_>>()
             .join("\n--- restart ---\n")
+    }
+
+    /// The server process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// `kill -9`.

@@ -1,6 +1,7 @@
 //! Black-box tests: the real binary, real HTTP, a real SQLite file and real photos
 //! served from 127.0.0.1. One test binary, so it links once.
 
+mod board;
 mod durability;
 mod helpers;
 mod observability;

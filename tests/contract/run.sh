@@ -100,6 +100,7 @@ mkdir -p "$TMP/server"
     export DATABASE_URL="sqlite://$TMP/server/pixbatch.db"
     export STORAGE_URL="file://$TMP/server/uploads"
     export BIND="127.0.0.1:$PORT"
+    export BOARD_BIND=off # the dashboard's fixed default port could be taken
     export ALLOW_PRIVATE_NETWORKS=127.0.0.0/8
     export JOB_POLL_INTERVAL=50ms
     # The refused download keeps retrying for minutes, so one request stays

@@ -1,0 +1,211 @@
+//! The worker monitoring dashboard: apalis-board's prebuilt web UI at `/` and its API
+//! at `/api/v1`, on a listener of its own (`BOARD_BIND`), because the UI insists on
+//! owning `/`.
+//!
+//! apalis-board's API is an axum `Router`; [`Forward`] is a small poem endpoint that
+//! hands each request to it and streams the answer back (Server-Sent Events included),
+//! so the dashboard runs on the same server stack, listener handling and graceful
+//! shutdown as the API. The dashboard is read-only: it answers `GET` and `HEAD` only,
+//! so nobody who can reach it can push jobs through the API's `PUT` route.
+//!
+//! Queues are registered with [`BoardBuilder::queue`], generic over the apalis backend
+//! (SQLite today; a PostgreSQL storage registers the same way). The cross-queue routes
+//! (`/queues`, `/tasks`, `/workers`, `/overview`) are answered by the first registered
+//! storage; apalis' SQL storages keep every queue in one table, so they list all of them.
+//!
+//! The UI shows "Healthy" while its log stream (`/api/v1/events`) is open; that stream
+//! is fed by [`log_layer`], installed next to the usual log output by
+//! [`crate::telemetry::init`].
+
+use std::{
+    net::SocketAddr,
+    str::FromStr,
+    sync::{Arc, LazyLock, Mutex},
+    time::Duration,
+};
+
+use apalis_board::axum::{
+    framework::{ApiBuilder, RegisterRoute},
+    sse::{TracingBroadcaster, TracingSubscriber},
+    ui::ServeUI,
+};
+use axum::{Extension, Router};
+use futures::{Future, TryStreamExt};
+use poem::{
+    Body, Endpoint, IntoResponse, Request, Response, Server,
+    http::{Method, StatusCode},
+    listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
+};
+use tower::ServiceExt;
+use tracing_subscriber::{Layer, registry::LookupSpan};
+
+/// Where the dashboard listens: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoardBind(Option<SocketAddr>);
+
+impl BoardBind {
+    /// The address, unless the dashboard is off.
+    pub fn addr(self) -> Option<SocketAddr> {
+        self.0
+    }
+}
+
+impl FromStr for BoardBind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Self(None));
+        }
+        s.parse()
+            .map(|a| Self(Some(a)))
+            .map_err(|e| format!("{e}: expected HOST:PORT (e.g. 127.0.0.1:8081) or `off`"))
+    }
+}
+
+/// The log stream the UI's `/logs` page and health indicator listen to.
+static BROADCASTER: LazyLock<Arc<Mutex<TracingBroadcaster>>> =
+    LazyLock::new(TracingBroadcaster::create);
+
+/// A tracing layer feeding the dashboard's log stream (JSON events, as the UI reads them).
+/// Events it cannot forward (no client, a slow client, a span without a task id) are
+/// dropped silently.
+pub fn log_layer<S>() -> impl Layer<S> + Send + Sync
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    TracingSubscriber::new(&BROADCASTER)
+        .layer()
+        .log_internal_errors(false)
+}
+
+/// Collects the queues to show.
+#[derive(Debug)]
+pub struct BoardBuilder(ApiBuilder<Router>);
+
+impl Default for BoardBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BoardBuilder {
+    /// No queues yet.
+    pub fn new() -> Self {
+        Self(ApiBuilder::new(Router::new()))
+    }
+
+    /// Shows `queue`, read through `backend` (an apalis storage of job type `T`).
+    pub fn queue<B, T>(self, queue: &str, backend: B) -> Self
+    where
+        ApiBuilder<Router>: RegisterRoute<B, T>,
+    {
+        Self(RegisterRoute::<B, T>::register(self.0, queue, backend))
+    }
+
+    /// The dashboard: UI at `/`, API at `/api/v1`.
+    pub fn build(self) -> Board {
+        let api = self.0.build().layer(Extension(BROADCASTER.clone()));
+        Board(
+            Router::new()
+                .nest("/api/v1", api)
+                .fallback_service(ServeUI::new()),
+        )
+    }
+}
+
+/// The dashboard's routes, ready to serve.
+#[derive(Debug, Clone)]
+pub struct Board(Router);
+
+/// The poem endpoint handing requests to the axum router.
+struct Forward(Router);
+
+impl Endpoint for Forward {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        if !matches!(*req.method(), Method::GET | Method::HEAD) {
+            return Ok(StatusCode::METHOD_NOT_ALLOWED
+                .with_header("allow", "GET, HEAD")
+                .into_response());
+        }
+        let (parts, _) = req.into_parts();
+        let mut inner = axum::http::Request::new(axum::body::Body::empty());
+        *inner.method_mut() = parts.method;
+        *inner.uri_mut() = parts.uri;
+        *inner.version_mut() = parts.version;
+        *inner.headers_mut() = parts.headers;
+        // A Router's error type is `Infallible`.
+        let Ok(resp) = self.0.clone().oneshot(inner).await;
+        let (parts, body) = resp.into_parts();
+        let mut out = Response::builder()
+            .status(parts.status)
+            .version(parts.version)
+            .body(Body::from_bytes_stream(
+                body.into_data_stream().map_err(std::io::Error::other),
+            ));
+        *out.headers_mut() = parts.headers;
+        Ok(out)
+    }
+}
+
+/// The dashboard's bound listener.
+pub struct BoardListener {
+    acceptor: TcpAcceptor,
+    addr: SocketAddr,
+}
+
+impl BoardListener {
+    /// Binds `addr`; a failure names `BOARD_BIND`, so it is clear at start what to change.
+    pub async fn bind(addr: SocketAddr) -> anyhow::Result<Self> {
+        let acceptor = TcpListener::bind(addr).into_acceptor().await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on BOARD_BIND={addr} for the dashboard: {e} \
+                     (choose another address, or BOARD_BIND=off to disable it)"
+            )
+        })?;
+        let addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .unwrap_or(addr);
+        Ok(Self { acceptor, addr })
+    }
+
+    /// The address actually bound.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves `board` until `stop` resolves. Open log streams are then cut after a
+    /// second: nothing the dashboard serves is worth holding a shutdown for.
+    pub async fn serve(
+        self,
+        board: Board,
+        stop: impl Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
+        tracing::info!(url = %format!("http://{}/", self.addr), "dashboard listening");
+        Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(Forward(board.0), stop, Some(Duration::from_secs(1)))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn board_bind_parses_an_address_or_off() {
+        assert_eq!(BoardBind::from_str("off").unwrap().addr(), None);
+        assert_eq!(BoardBind::from_str(" OFF ").unwrap().addr(), None);
+        assert_eq!(
+            BoardBind::from_str("127.0.0.1:8081").unwrap().addr(),
+            Some("127.0.0.1:8081".parse().unwrap())
+        );
+        assert!(BoardBind::from_str("localhost").is_err());
+        assert!(BoardBind::from_str("").is_err());
+    }
+}
