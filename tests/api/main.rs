@@ -1,10 +1,12 @@
-//! Black-box tests: the real binary, real HTTP, a real SQLite file and real photos
+//! Black-box tests: the real binary, real HTTP, a real SQLite file or PostgreSQL
+//! database, and real photos
 //! served from 127.0.0.1. One test binary, so it links once.
 
 mod durability;
 mod helpers;
 mod observability;
 mod pipeline;
+mod scaleout;
 mod security;
 mod ssrf;
 mod validation;
