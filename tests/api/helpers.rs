@@ -583,15 +583,6 @@ impl TestServer {
             .unwrap_or_else(|| self.dir.path().join("uploads"))
     }
 
-    /// The backend's database URL.
-    pub fn database_url(&self) -> &str {
-        self.env
-            .iter()
-            .find(|(k, _)| k == "DATABASE_URL")
-            .map(|(_, v)| v.as_str())
-            .unwrap_or_default()
-    }
-
     /// POSTs a CSV with extra form fields; returns status and JSON body.
     pub async fn upload(&self, csv: &[u8], fields: &[(&str, &str)]) -> (u16, Value) {
         self.upload_with(csv, fields, None).await
