@@ -31,6 +31,12 @@ bench:
     cargo build --release
     if [ -d ../shared/corpus ]; then ./target/release/pixbatch convert --threads 1 --out target/bench-out $(ls ../shared/corpus/*.jpg | grep -v '/var_') | tail -n 1; else echo "skipped: ../shared/corpus is absent"; fi
 
+# Throughput: the same batch on serve/SQLite, api + 1 worker and api + 2 workers on
+# PostgreSQL (needs a server, PG=postgres://… ; default 127.0.0.1:5432/test).
+bench-scaleout:
+    cargo build --release
+    bash benches/scaleout.sh
+
 # Everything CI runs.
 ci:
     bash .ci/run

@@ -77,7 +77,7 @@ run() {
 
 pg_db() {
     local name="pixbatch_bench_$1_$$"
-    psql "$PG" -q -c "drop database if exists $name" -c "create database $name" >/dev/null
+    PGOPTIONS=--client-min-messages=warning psql "$PG" -q -c "drop database if exists $name" -c "create database $name" >/dev/null
     python3 -c 'import sys,urllib.parse as u; p=u.urlparse(sys.argv[1]); print(p._replace(path="/"+sys.argv[2]).geturl())' "$PG" "$name"
 }
 
