@@ -29,6 +29,12 @@ contract:
     cargo build
     bash tests/contract/run.sh
 
+# Throughput: the same batch on serve/SQLite, api + 1 worker and api + 2 workers on
+# PostgreSQL (needs a server, PG=postgres://… ; default 127.0.0.1:5432/test).
+bench-scaleout:
+    cargo build --release
+    bash benches/scaleout.sh
+
 # Everything CI runs.
 ci:
     bash .ci/run

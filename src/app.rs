@@ -1,6 +1,7 @@
 //! Wires the database, blob store, outbound client, API and workers together.
 //! `App::build` binds the listener first, so callers (and tests, with port 0) learn
-//! the real port before anything runs.
+//! the real port before anything runs. One process plays one [`Role`]: both halves
+//! (`serve`), the API alone (`api`) or the workers alone (`worker`).
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -19,8 +20,31 @@ use crate::{
     store::{BlobStore, Db},
 };
 
+/// What a server process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The API and the workers (`pixbatch serve`).
+    Serve,
+    /// The API alone (`pixbatch api`).
+    Api,
+    /// The workers alone, with health and metrics on `HEALTH_BIND` (`pixbatch worker`).
+    Worker,
+}
+
+impl Role {
+    /// The name used in worker names and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Serve => "serve",
+            Self::Api => "api",
+            Self::Worker => "worker",
+        }
+    }
+}
+
 /// A built, not yet running, server process.
 pub struct App {
+    role: Role,
     acceptor: TcpAcceptor,
     addr: SocketAddr,
     state: Arc<AppState>,
@@ -50,20 +74,32 @@ pub fn fetcher(settings: &Settings) -> anyhow::Result<Fetcher> {
 }
 
 impl App {
-    /// Binds the listener and prepares every part.
-    pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
-        let acceptor = TcpListener::bind(settings.raw.bind).into_acceptor().await?;
+    /// Binds the listener (`BIND`, or `HEALTH_BIND` for a worker) and prepares every part.
+    pub async fn build(mut settings: Settings, role: Role) -> anyhow::Result<Self> {
+        let bind = match role {
+            Role::Serve | Role::Api => settings.raw.bind,
+            Role::Worker => settings.raw.health_bind,
+        };
+        let acceptor = TcpListener::bind(bind).into_acceptor().await?;
         let addr = acceptor
             .local_addr()
             .first()
             .and_then(|a| a.as_socket_addr().copied())
             .ok_or_else(|| anyhow::anyhow!("listener has no TCP address"))?;
+        // The dashboard watches the workers: `serve` and `worker` have it, `api` not.
         let board = match settings.raw.board_bind.addr() {
-            Some(addr) => Some(BoardListener::bind(addr).await?),
-            None => None,
+            Some(addr) if role != Role::Api => Some(BoardListener::bind(addr).await?),
+            _ => None,
         };
-        if settings.raw.public_base_url.is_none() {
-            settings.public_base_url = format!("http://{addr}");
+        match role {
+            Role::Serve | Role::Api if settings.raw.public_base_url.is_none() => {
+                settings.public_base_url = format!("http://{addr}");
+            }
+            Role::Worker if settings.raw.public_base_url.is_none() => tracing::warn!(
+                base = %settings.public_base_url,
+                "PUBLIC_BASE_URL is not set: output URLs will point at BIND; set it to the API's address"
+            ),
+            _ => {}
         }
         if settings.webhook_keys.is_empty() {
             tracing::warn!("WEBHOOK_SECRET is not set: webhooks will be sent unsigned");
@@ -84,6 +120,7 @@ impl App {
             settings,
         });
         Ok(Self {
+            role,
             acceptor,
             addr,
             state,
@@ -97,13 +134,14 @@ impl App {
         self.addr.port()
     }
 
-    /// The dashboard's address, unless `BOARD_BIND=off`.
+    /// The dashboard's address, unless `BOARD_BIND=off` or the role is `api`.
     pub fn board_addr(&self) -> Option<SocketAddr> {
         self.board.as_ref().map(BoardListener::addr)
     }
 
-    /// Serves the API and runs the workers until SIGTERM or Ctrl-C; then stops taking
-    /// jobs, lets those in flight finish (up to `SHUTDOWN_TIMEOUT`) and returns.
+    /// Serves the API and/or runs the workers, as the role says, until SIGTERM or
+    /// Ctrl-C; then stops taking jobs, lets those in flight finish (up to
+    /// `SHUTDOWN_TIMEOUT`) and returns.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(async move {
@@ -112,25 +150,48 @@ impl App {
             let _ = stop_tx.send(true);
         });
         let timeout = self.state.settings.raw.shutdown_timeout;
-        tracing::info!(addr = %self.addr, base = %self.state.settings.public_base_url, "listening");
-        let server = Server::new_with_acceptor(self.acceptor).run_with_graceful_shutdown(
-            api::routes(self.state.clone()),
-            wait_for(stop_rx.clone()),
-            Some(timeout),
-        );
+        let role = self.role;
+        tracing::info!(role = role.as_str(), addr = %self.addr, base = %self.state.settings.public_base_url, "listening");
+        let server = Server::new_with_acceptor(self.acceptor);
         let board_stop = wait_for(stop_rx.clone());
-        let board = async {
+        let board_jobs = self.jobs.clone();
+        let boarded = async move {
             match self.board {
-                Some(listener) => listener.serve(jobs::board(&self.jobs), board_stop).await,
+                Some(listener) => listener.serve(jobs::board(&board_jobs), board_stop).await,
                 None => Ok(()),
             }
         };
-        let monitor = jobs::monitor(self.jobs.clone(), "serve");
-        let workers = monitor.run_with_signal(async move {
-            wait_for(stop_rx).await;
-            Ok(())
-        });
-        let (served, worked, boarded) = tokio::join!(server, workers, board);
+        let stop = wait_for(stop_rx.clone());
+        let served = async move {
+            match role {
+                Role::Serve | Role::Api => {
+                    server
+                        .run_with_graceful_shutdown(api::routes(self.state), stop, Some(timeout))
+                        .await
+                }
+                Role::Worker => {
+                    server
+                        .run_with_graceful_shutdown(
+                            api::health_routes(self.state),
+                            stop,
+                            Some(timeout),
+                        )
+                        .await
+                }
+            }
+        };
+        let worked = async move {
+            if role == Role::Api {
+                return Ok(());
+            }
+            jobs::monitor(self.jobs, role.as_str())
+                .run_with_signal(async move {
+                    wait_for(stop_rx).await;
+                    Ok(())
+                })
+                .await
+        };
+        let (served, worked, boarded) = tokio::join!(served, worked, boarded);
         served?;
         if let Err(e) = boarded {
             tracing::warn!(error = %e, "dashboard stopped with an error");

@@ -32,6 +32,10 @@ pub struct Cli {
 pub enum Command {
     /// API and workers in one process (the default).
     Serve(ServerConfig),
+    /// The HTTP API alone, no workers (scale-out: any number behind a load balancer).
+    Api(ServerConfig),
+    /// Workers alone, no public API; `/healthz`, `/readyz` and `/metrics` on `HEALTH_BIND`.
+    Worker(ServerConfig),
     /// Apply database migrations and exit.
     Migrate(ServerConfig),
     /// Print the OpenAPI document to stdout.
@@ -54,7 +58,9 @@ pub enum LogFormat {
 /// Everything a server process needs to know.
 #[derive(Debug, Clone, Args)]
 pub struct ServerConfig {
-    /// Database URL: `sqlite://FILE` (embedded, default).
+    /// Database URL: `sqlite://FILE` (embedded, default) or `postgres://USER@HOST/DB`
+    /// (shared by any number of `api` and `worker` processes). Picks the job queue's
+    /// backend and our tables.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://pixbatch.db")]
     pub database_url: String,
 
@@ -66,6 +72,11 @@ pub struct ServerConfig {
     /// UI owns `/`); `off` disables it.
     #[arg(long, env = "BOARD_BIND", default_value = "127.0.0.1:8081")]
     pub board_bind: crate::board::BoardBind,
+
+    /// Where `pixbatch worker` serves `/healthz`, `/readyz` and `/metrics` (the other
+    /// roles serve them on `BIND`).
+    #[arg(long, env = "HEALTH_BIND", default_value = "127.0.0.1:9090")]
+    pub health_bind: SocketAddr,
 
     /// Prefix of every URL the service hands out; `http://<BIND>` when unset.
     #[arg(long, env = "PUBLIC_BASE_URL")]
@@ -265,10 +276,10 @@ impl ServerConfig {
             .map(|n| n.get())
             .unwrap_or(1);
         let worker_concurrency = self.worker_concurrency.unwrap_or(cores * 4).max(1);
-        if !self.database_url.starts_with("sqlite:") {
+        if crate::store::Backend::of_url(&self.database_url).is_none() {
             return Err(ConfigError::new(
                 "DATABASE_URL",
-                "expected sqlite://FILE (PostgreSQL is not built into this binary)",
+                "expected sqlite://FILE or postgres://USER@HOST/DATABASE",
             ));
         }
         Ok(Settings {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use pixbatch::{
     api,
-    app::App,
+    app::{App, Role},
     cli,
     config::{Cli, Command, ServerConfig},
     telemetry,
@@ -15,8 +15,10 @@ use pixbatch::{
 async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        None => serve(cli.serve).await,
-        Some(Command::Serve(cfg)) => serve(cfg).await,
+        None => serve(cli.serve, Role::Serve).await,
+        Some(Command::Serve(cfg)) => serve(cfg, Role::Serve).await,
+        Some(Command::Api(cfg)) => serve(cfg, Role::Api).await,
+        Some(Command::Worker(cfg)) => serve(cfg, Role::Worker).await,
         Some(Command::Migrate(cfg)) => {
             telemetry::init(cfg.log_format);
             let settings = cfg.validate()?;
@@ -35,8 +37,8 @@ async fn main() -> anyhow::Result<ExitCode> {
     .map(|()| ExitCode::SUCCESS)
 }
 
-async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
+async fn serve(cfg: ServerConfig, role: Role) -> anyhow::Result<()> {
     telemetry::init(cfg.log_format);
-    let app = App::build(cfg.validate()?).await?;
+    let app = App::build(cfg.validate()?, role).await?;
     app.run_until_stopped().await
 }

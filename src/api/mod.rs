@@ -173,6 +173,20 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         .catch_all_error(|e| async move { error::problem_from_poem_error(e) })
 }
 
+/// The side listener of `pixbatch worker`: `/healthz`, `/readyz` and `/metrics` only
+/// (the worker's own job metrics, and the shared queue depth).
+pub fn health_routes(state: Arc<AppState>) -> impl Endpoint {
+    let api = OpenApiService::new(
+        (health::HealthApi(state.clone()), metrics::MetricsApi(state)),
+        "pixbatch worker",
+        env!("CARGO_PKG_VERSION"),
+    );
+    Route::new()
+        .nest("/", api)
+        .with(Tracing)
+        .catch_all_error(|e| async move { error::problem_from_poem_error(e) })
+}
+
 /// Paths anyone may read, even when `API_TOKEN` is set.
 fn is_public(path: &str) -> bool {
     path == "/healthz"

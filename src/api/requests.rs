@@ -271,7 +271,7 @@ impl RequestsApi {
                 )
             });
         jobs::push_many(&mut tx, jobs).await?;
-        tx.commit().await.map_err(|e| ApiError::Store(e.into()))?;
+        tx.commit().await?;
         tracing::info!(request_id = %r.id, run, images = images.len(), "retrying failed images");
         Ok(ActionResponse::Accepted(Json(ActionBody {
             request_id: r.id.as_uuid(),
@@ -302,7 +302,7 @@ impl RequestsApi {
         };
         let key = format!("complete:{}:run{run}:cancelled", r.id);
         jobs::push(&mut tx, &complete, &key, std::time::Duration::ZERO).await?;
-        tx.commit().await.map_err(|e| ApiError::Store(e.into()))?;
+        tx.commit().await?;
         tracing::info!(request_id = %r.id, "request cancelled");
         Ok(ActionResponse::Accepted(Json(ActionBody {
             request_id: r.id.as_uuid(),

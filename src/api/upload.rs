@@ -192,7 +192,7 @@ impl UploadApi {
         let mut tx = self.0.db.begin_write().await?;
         Db::insert_request(&mut tx, &new, &product_rows, &image_rows).await?;
         jobs::push_many(&mut tx, jobs).await?;
-        tx.commit().await.map_err(|e| ApiError::Store(e.into()))?;
+        tx.commit().await?;
         tracing::info!(request_id = %id, products, images, "request accepted");
 
         Ok(UploadResponse::Accepted(Json(UploadAccepted {

@@ -161,7 +161,7 @@ impl WebhooksApi {
             attempt: attempts,
         };
         jobs::push(&mut tx, &job, &key, std::time::Duration::ZERO).await?;
-        tx.commit().await.map_err(|e| ApiError::Store(e.into()))?;
+        tx.commit().await?;
         Ok(RedeliverResponse::Accepted(Json(Redelivery {
             event_id: event.id.to_string(),
         })))

@@ -1,4 +1,4 @@
-//! Durable jobs on apalis (SQLite): one per image, one completion per request run,
+//! Durable jobs on apalis (SQLite or PostgreSQL): one per image, one completion per request run,
 //! one delivery per webhook try.
 //!
 //! Failures are decided once, close to the cause: a handler returns `Ok` for every
@@ -9,7 +9,9 @@
 //! job again (bounded by [`INFRA_ATTEMPTS`]).
 //!
 //! Every push carries an idempotency key (apalis keeps `UNIQUE(job_type, key)`), so a
-//! redelivered job that pushes its follow-up again adds nothing.
+//! redelivered job that pushes its follow-up again adds nothing (SQLite ignores the
+//! duplicate; on PostgreSQL the push runs under a savepoint and a duplicate is rolled
+//! back to it, leaving the caller's transaction usable).
 
 mod backoff;
 mod board;
@@ -21,7 +23,8 @@ mod poll;
 use std::{sync::Arc, time::Duration};
 
 use apalis::prelude::*;
-use apalis_sqlite::{Config as QueueConfig, SqliteStorage};
+use apalis_postgres::PostgresStorage;
+use apalis_sqlite::SqliteStorage;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
@@ -32,7 +35,7 @@ use crate::{
     config::Settings,
     domain::{EventId, RequestId},
     fetch::Fetcher,
-    store::{BlobStore, Db, StoreError, Tx},
+    store::{BlobStore, Db, Pool, StoreError, Tx},
 };
 
 /// How often apalis runs a job whose handler failed on infrastructure (database) errors.
@@ -100,8 +103,7 @@ pub async fn push<J: Job>(
         .idempotency_key(idempotency_key)
         .run_at_time(run_at)
         .build();
-    apalis_sqlite::queries::push_tasks(&mut **tx, J::QUEUE, &[task]).await?;
-    Ok(())
+    push_tasks(tx, J::QUEUE, vec![task]).await
 }
 
 /// Pushes many jobs of one type, due now, inside the caller's transaction.
@@ -118,7 +120,43 @@ pub async fn push_many<J: Job>(
                 .build())
         })
         .collect::<Result<Vec<_>, serde_json::Error>>()?;
-    apalis_sqlite::queries::push_tasks(&mut **tx, J::QUEUE, &tasks).await?;
+    push_tasks(tx, J::QUEUE, tasks).await
+}
+
+async fn push_tasks(
+    tx: &mut Tx,
+    queue: &str,
+    tasks: Vec<apalis_sqlite::SqliteTask>,
+) -> Result<(), StoreError> {
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    match tx {
+        Tx::Sqlite(t) => apalis_sqlite::queries::push_tasks(&mut **t, queue, &tasks).await?,
+        Tx::Postgres(t) => {
+            // apalis-postgres has the unique index but no `on conflict do nothing`: a
+            // duplicate key fails the insert, which would abort the whole transaction.
+            sqlx::query("savepoint pixbatch_push")
+                .execute(&mut **t)
+                .await?;
+            match apalis_postgres::queries::push_tasks(&mut **t, queue, tasks).await {
+                Ok(()) => {
+                    sqlx::query("release savepoint pixbatch_push")
+                        .execute(&mut **t)
+                        .await?;
+                }
+                Err(apalis_postgres::Error::Database(sqlx::Error::Database(e)))
+                    if e.is_unique_violation() =>
+                {
+                    tracing::debug!(queue, "job already pushed (same idempotency key)");
+                    sqlx::query("rollback to savepoint pixbatch_push")
+                        .execute(&mut **t)
+                        .await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
     Ok(())
 }
 
@@ -177,14 +215,59 @@ fn worker_name(role: &str, queue: &str) -> String {
     )
 }
 
-fn storage<J: Job>(db: &Db, settings: &Settings, batch: usize) -> SqliteStorage<J> {
-    SqliteStorage::new(db.pool()).with_config(
-        QueueConfig::default()
-            .queue(J::QUEUE)
-            .batch_size(batch.max(1))
-            .heartbeat_interval(settings.raw.job_heartbeat)
-            .missed_heartbeats(2),
-    )
+/// How one queue is polled on either backend.
+enum Queue<J> {
+    Sqlite(SqliteStorage<J>),
+    Postgres(PostgresStorage<J>),
+}
+
+fn queue<J: Job>(db: &Db, settings: &Settings, batch: usize) -> Queue<J> {
+    let heartbeat = settings.raw.job_heartbeat;
+    match db.pool() {
+        Pool::Sqlite(p) => Queue::Sqlite(
+            SqliteStorage::new(p).with_config(
+                apalis_sqlite::Config::default()
+                    .queue(J::QUEUE)
+                    .batch_size(batch.max(1))
+                    .heartbeat_interval(heartbeat)
+                    .missed_heartbeats(2),
+            ),
+        ),
+        Pool::Postgres(p) => Queue::Postgres(
+            PostgresStorage::new(p).with_config(
+                apalis_postgres::Config::default()
+                    .queue(J::QUEUE)
+                    .batch_size(batch.max(1))
+                    .heartbeat_interval(heartbeat)
+                    .missed_heartbeats(2),
+            ),
+        ),
+    }
+}
+
+/// Registers one worker per process for queue `J` with `handler`, on either backend.
+/// Idle workers look for due jobs every `JOB_POLL_INTERVAL` (see [`poll::Tick`]); on
+/// PostgreSQL that also covers delayed retries coming due, which no notification announces.
+macro_rules! register {
+    ($monitor:expr, $queue:expr, $name:expr, $concurrency:expr, $ctx:expr, $poll:expr, $handler:path) => {{
+        let (name, ctx, poll) = ($name, $ctx, $poll);
+        match $queue {
+            Queue::Sqlite(s) => $monitor.register(move |restarts| {
+                WorkerBuilder::new(restarted(&name, restarts))
+                    .backend(s.clone().poll_with_strategy(poll::Tick::new(poll)))
+                    .concurrency($concurrency)
+                    .data(ctx.clone())
+                    .build($handler)
+            }),
+            Queue::Postgres(s) => $monitor.register(move |restarts| {
+                WorkerBuilder::new(restarted(&name, restarts))
+                    .backend(s.clone().poll_with_strategy(poll::Tick::new(poll)))
+                    .concurrency($concurrency)
+                    .data(ctx.clone())
+                    .build($handler)
+            }),
+        }
+    }};
 }
 
 /// Builds the monitor running the three workers of this process.
@@ -192,44 +275,42 @@ pub fn monitor(ctx: Arc<JobContext>, role: &str) -> Monitor {
     let settings = &ctx.settings;
     let poll = settings.raw.job_poll_interval;
     let concurrency = settings.worker_concurrency;
-    let images = storage::<ImageJob>(&ctx.db, settings, concurrency);
-    let completions = storage::<CompleteJob>(&ctx.db, settings, 2);
-    let deliveries = storage::<DeliverJob>(&ctx.db, settings, 4);
-    let (n_images, n_completions, n_deliveries) = (
-        worker_name(role, "images"),
-        worker_name(role, "completions"),
-        worker_name(role, "deliveries"),
-    );
+    let images = queue::<ImageJob>(&ctx.db, settings, concurrency);
+    let completions = queue::<CompleteJob>(&ctx.db, settings, 2);
+    let deliveries = queue::<DeliverJob>(&ctx.db, settings, 4);
     let shutdown_timeout = settings.raw.shutdown_timeout;
-    let (c1, c2, c3) = (ctx.clone(), ctx.clone(), ctx.clone());
-    Monitor::new()
-        .register(move |restarts| {
-            WorkerBuilder::new(restarted(&n_images, restarts))
-                .backend(images.clone().poll_with_strategy(poll::Tick::new(poll)))
-                .concurrency(concurrency)
-                .data(c1.clone())
-                .build(image::handle)
-        })
-        .register(move |restarts| {
-            WorkerBuilder::new(restarted(&n_completions, restarts))
-                .backend(
-                    completions
-                        .clone()
-                        .poll_with_strategy(poll::Tick::new(poll)),
-                )
-                .concurrency(2)
-                .data(c2.clone())
-                .build(complete::handle)
-        })
-        .register(move |restarts| {
-            WorkerBuilder::new(restarted(&n_deliveries, restarts))
-                .backend(deliveries.clone().poll_with_strategy(poll::Tick::new(poll)))
-                .concurrency(4)
-                .data(c3.clone())
-                .build(deliver::handle)
-        })
-        // A worker stops when the queue fails it (a database error while fetching);
-        // start it again, under a new name (SQLite refuses a recent name).
+    let monitor = Monitor::new();
+    let monitor = register!(
+        monitor,
+        images,
+        worker_name(role, "images"),
+        concurrency,
+        ctx.clone(),
+        poll,
+        image::handle
+    );
+    let monitor = register!(
+        monitor,
+        completions,
+        worker_name(role, "completions"),
+        2,
+        ctx.clone(),
+        poll,
+        complete::handle
+    );
+    let monitor = register!(
+        monitor,
+        deliveries,
+        worker_name(role, "deliveries"),
+        4,
+        ctx.clone(),
+        poll,
+        deliver::handle
+    );
+    // A worker stops when the queue fails it (a database error while fetching, e.g.
+    // while PostgreSQL restarts); start it again, under a new name (SQLite refuses a
+    // recent name).
+    monitor
         .should_restart(|worker, error| {
             tracing::error!(worker = worker.name(), %error, "worker stopped; restarting it");
             true

@@ -1,94 +1,239 @@
-//! The database handle: connection settings chosen for a server, and migrations.
+//! The database handle: SQLite (embedded, one machine) or PostgreSQL (scale-out),
+//! chosen by the URL; connection settings chosen for a server, and migrations.
+//!
+//! Our SQL is written once where the two dialects agree (numbered `$1` parameters work
+//! on both); the few statements that must differ sit side by side. [`with_pool!`] and
+//! [`with_tx!`] run one body against whichever backend is in use: the body is
+//! compiled once per backend, so each copy is checked against its own driver.
 
 use std::{str::FromStr, time::Duration};
 
 use sqlx::{
-    Sqlite, SqlitePool,
+    PgPool, Postgres, Sqlite, SqlitePool,
     migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
 use super::StoreError;
 
-/// Our migrations, tracked apart from apalis' own (which use `_sqlx_migrations`): two
-/// migrators on one table each see the other's rows as "applied but missing".
-static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+/// Our migrations, one folder per backend (one schema design), tracked apart from
+/// apalis' own (which use `_sqlx_migrations`): two migrators on one table each see the
+/// other's rows as "applied but missing".
+static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 const MIGRATIONS_TABLE: &str = "_pixbatch_migrations";
 
-/// A transaction on the database.
-pub type Tx = sqlx::Transaction<'static, Sqlite>;
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite://FILE`: embedded, one machine.
+    Sqlite,
+    /// `postgres://…` (or `postgresql://…`): shared by many API and worker processes.
+    Postgres,
+}
 
-/// The database: our tables and the apalis queue share one SQLite file, so a request's
+impl Backend {
+    /// The backend of a `DATABASE_URL`, or `None` when it is neither.
+    pub fn of_url(url: &str) -> Option<Self> {
+        if url.starts_with("sqlite:") {
+            Some(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Self::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
+/// The connection pool of one backend.
+#[derive(Clone, Debug)]
+pub enum Pool {
+    /// SQLite.
+    Sqlite(SqlitePool),
+    /// PostgreSQL.
+    Postgres(PgPool),
+}
+
+/// A write transaction on either backend.
+#[derive(Debug)]
+pub enum Tx {
+    /// SQLite (`BEGIN IMMEDIATE`).
+    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    /// PostgreSQL (read committed; rows are locked by the guarded updates themselves).
+    Postgres(sqlx::Transaction<'static, Postgres>),
+}
+
+impl Tx {
+    /// Commits.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(t) => t.commit().await?,
+            Self::Postgres(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+/// Runs `$body` with `$p` bound to the pool (`&SqlitePool` or `&PgPool`).
+macro_rules! with_pool {
+    ($db:expr, $p:ident => $body:expr) => {
+        match $db.pool() {
+            $crate::store::Pool::Sqlite($p) => $body,
+            $crate::store::Pool::Postgres($p) => $body,
+        }
+    };
+}
+
+/// Runs `$body` with `$c` bound to the transaction's connection (use it as `&mut *$c`).
+macro_rules! with_tx {
+    ($tx:expr, $c:ident => $body:expr) => {
+        match $tx {
+            $crate::store::Tx::Sqlite(t) => {
+                let $c = &mut **t;
+                $body
+            }
+            $crate::store::Tx::Postgres(t) => {
+                let $c = &mut **t;
+                $body
+            }
+        }
+    };
+}
+
+pub(crate) use {with_pool, with_tx};
+
+/// The database: our tables and the apalis queue live in one database, so a request's
 /// rows and its jobs commit together.
 #[derive(Clone, Debug)]
 pub struct Db {
-    pool: SqlitePool,
+    pool: Pool,
 }
 
 impl Db {
-    /// Opens (creating if needed) the database at `url` with settings every connection shares.
+    /// Opens the database at `url` (creating a SQLite file if needed) with settings
+    /// every connection shares.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            // WAL lets readers (status polls) run while a writer commits.
-            .journal_mode(SqliteJournalMode::Wal)
-            // NORMAL under WAL: a committed transaction survives a process crash (kill -9);
-            // only an OS crash or power cut can lose the last few, never corrupt the file.
-            // FULL would fsync every commit, the dominant cost of a job here.
-            .synchronous(SqliteSynchronous::Normal)
-            // Writers queue on the lock instead of failing with "database is locked".
-            .busy_timeout(Duration::from_secs(30))
-            .foreign_keys(true)
-            .pragma("temp_store", "memory");
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options)
-            .await?;
+        let pool = match backend(url)? {
+            Backend::Sqlite => Pool::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(8)
+                    .min_connections(1)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(sqlite_options(url)?)
+                    .await?,
+            ),
+            Backend::Postgres => Pool::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(16)
+                    .min_connections(1)
+                    // A connection broken by a server restart is noticed here and
+                    // replaced, instead of failing the next query.
+                    .test_before_acquire(true)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(PgConnectOptions::from_str(url)?)
+                    .await?,
+            ),
+        };
         Ok(Self { pool })
     }
 
     /// A handle that connects on first use (never, for the OpenAPI generator).
     pub fn lazy(url: &str) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)?;
-        Ok(Self {
-            pool: SqlitePoolOptions::new().connect_lazy_with(options),
-        })
+        let pool = match backend(url)? {
+            Backend::Sqlite => {
+                Pool::Sqlite(SqlitePoolOptions::new().connect_lazy_with(sqlite_options(url)?))
+            }
+            Backend::Postgres => Pool::Postgres(
+                PgPoolOptions::new().connect_lazy_with(PgConnectOptions::from_str(url)?),
+            ),
+        };
+        Ok(Self { pool })
     }
 
-    /// Applies the queue's migrations and ours.
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Applies the queue's migrations and ours (both take a lock on PostgreSQL, so
+    /// processes starting together apply them once).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        apalis_sqlite::SqliteStorage::<()>::migrations()
-            .run(&self.pool)
-            .await?;
+        let migrations = match &self.pool {
+            Pool::Sqlite(p) => {
+                apalis_sqlite::SqliteStorage::<()>::migrations()
+                    .run(p)
+                    .await?;
+                &SQLITE_MIGRATOR
+            }
+            Pool::Postgres(p) => {
+                apalis_postgres::PostgresStorage::<()>::setup(p).await?;
+                &POSTGRES_MIGRATOR
+            }
+        };
         let mut ours = Migrator {
-            migrations: MIGRATOR.migrations.clone(),
+            migrations: migrations.migrations.clone(),
             ..Migrator::DEFAULT
         };
         ours.dangerous_set_table_name(MIGRATIONS_TABLE);
-        ours.run(&self.pool).await?;
+        match &self.pool {
+            Pool::Sqlite(p) => ours.run(p).await?,
+            Pool::Postgres(p) => ours.run(p).await?,
+        }
         Ok(())
     }
 
     /// Ready when the database answers and every migration of ours is applied.
     pub async fn ready(&self) -> Result<bool, StoreError> {
-        let applied: i64 =
-            sqlx::query_scalar("select count(*) from _pixbatch_migrations where success")
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(applied as usize >= MIGRATOR.migrations.len())
+        let sql = "select count(*) from _pixbatch_migrations where success";
+        let applied: i64 = with_pool!(self, p => sqlx::query_scalar(sql).fetch_one(p).await?);
+        let expected = match self.pool {
+            Pool::Sqlite(_) => SQLITE_MIGRATOR.migrations.len(),
+            Pool::Postgres(_) => POSTGRES_MIGRATOR.migrations.len(),
+        };
+        Ok(applied as usize >= expected)
     }
 
     /// The pool, for the job queue's storages.
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &Pool {
         &self.pool
     }
 
-    /// Starts a write transaction. `BEGIN IMMEDIATE` takes the write lock up front, so a
-    /// transaction never has to upgrade a read lock (which SQLite refuses at once with
-    /// "database is locked", whatever the busy timeout); writers simply queue.
+    /// Starts a write transaction. On SQLite, `BEGIN IMMEDIATE` takes the write lock up
+    /// front, so a transaction never has to upgrade a read lock (which SQLite refuses at
+    /// once with "database is locked", whatever the busy timeout); writers simply queue.
+    /// On PostgreSQL a plain transaction: the guarded updates lock the rows they touch.
     pub async fn begin_write(&self) -> Result<Tx, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(match &self.pool {
+            Pool::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Pool::Postgres(p) => Tx::Postgres(p.begin().await?),
+        })
     }
+}
+
+fn backend(url: &str) -> Result<Backend, StoreError> {
+    Backend::of_url(url).ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "DATABASE_URL must start with sqlite:// or postgres://, not {:?}",
+            url.split(':').next().unwrap_or_default()
+        ))
+    })
+}
+
+fn sqlite_options(url: &str) -> Result<SqliteConnectOptions, StoreError> {
+    Ok(SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        // WAL lets readers (status polls) run while a writer commits.
+        .journal_mode(SqliteJournalMode::Wal)
+        // NORMAL under WAL: a committed transaction survives a process crash (kill -9);
+        // only an OS crash or power cut can lose the last few, never corrupt the file.
+        // FULL would fsync every commit, the dominant cost of a job here.
+        .synchronous(SqliteSynchronous::Normal)
+        // Writers queue on the lock instead of failing with "database is locked".
+        .busy_timeout(Duration::from_secs(30))
+        .foreign_keys(true)
+        .pragma("temp_store", "memory"))
 }

@@ -11,7 +11,8 @@ mod webhooks;
 pub use blob::{
     BlobKey, BlobStore, S3Config, S3Credentials, StorageConfig, StoredBlob, parse_endpoint,
 };
-pub use db::{Db, Tx};
+pub use db::{Backend, Db, Pool, Tx};
+pub(crate) use db::{with_pool, with_tx};
 pub use queue::QueueDepth;
 pub use requests::{
     FanIn, ImageOutcomeUpdate, ImageRecord, ImageWork, NewImage, NewProduct, NewRequest,
@@ -43,6 +44,15 @@ pub enum StoreError {
 impl From<apalis_sqlite::Error> for StoreError {
     fn from(e: apalis_sqlite::Error) -> Self {
         Self::Queue(e.to_string())
+    }
+}
+
+impl From<apalis_postgres::Error> for StoreError {
+    fn from(e: apalis_postgres::Error) -> Self {
+        match e {
+            apalis_postgres::Error::Database(e) => Self::Database(e),
+            e => Self::Queue(e.to_string()),
+        }
     }
 }
 

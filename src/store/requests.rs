@@ -3,12 +3,12 @@
 //! tells the caller to enqueue the completion.
 
 use chrono::{DateTime, Utc};
-use sqlx::{QueryBuilder, Row, Sqlite, sqlite::SqliteRow};
+use sqlx::{FromRow, QueryBuilder};
 
-use super::{BlobKey, Db, StoreError, Tx};
+use super::{BlobKey, Db, StoreError, Tx, with_pool, with_tx};
 use crate::domain::{ImageId, ImageState, RequestId, RequestStatus};
 
-/// SQLite allows 32766 bound parameters per statement; stay well below.
+/// SQLite allows 32766 bound parameters per statement, PostgreSQL 65535; stay well below.
 const INSERT_CHUNK: usize = 2000;
 
 /// A request about to be stored.
@@ -192,28 +192,102 @@ fn corrupt<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
-fn request_from_row(r: &SqliteRow) -> Result<RequestRecord, StoreError> {
-    let id: String = r.try_get("id")?;
-    let status: String = r.try_get("status")?;
-    let header: String = r.try_get("header")?;
-    Ok(RequestRecord {
-        id: id.parse().map_err(corrupt)?,
-        status: status.parse().map_err(corrupt)?,
-        quality: r.try_get("quality")?,
-        webhook_url: r.try_get("webhook_url")?,
-        header: serde_json::from_str(&header)?,
-        urls_column: r.try_get::<i64, _>("urls_column")? as usize,
-        output_key: r.try_get("output_key")?,
-        total: r.try_get("total")?,
-        succeeded: r.try_get("succeeded")?,
-        failed: r.try_get("failed")?,
-        remaining: r.try_get("remaining")?,
-        run: r.try_get("run")?,
-        created_at: r.try_get("created_at")?,
-        started_at: r.try_get("started_at")?,
-        finished_at: r.try_get("finished_at")?,
-    })
+/// A `requests` row as stored (either backend).
+#[derive(FromRow)]
+struct RequestRow {
+    id: String,
+    status: String,
+    quality: String,
+    webhook_url: Option<String>,
+    header: String,
+    urls_column: i64,
+    output_key: Option<String>,
+    total: i64,
+    succeeded: i64,
+    failed: i64,
+    remaining: i64,
+    run: i64,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
 }
+
+impl TryFrom<RequestRow> for RequestRecord {
+    type Error = StoreError;
+
+    fn try_from(r: RequestRow) -> Result<Self, StoreError> {
+        Ok(RequestRecord {
+            id: r.id.parse().map_err(corrupt)?,
+            status: r.status.parse().map_err(corrupt)?,
+            quality: r.quality,
+            webhook_url: r.webhook_url,
+            header: serde_json::from_str(&r.header)?,
+            urls_column: r.urls_column as usize,
+            output_key: r.output_key,
+            total: r.total,
+            succeeded: r.succeeded,
+            failed: r.failed,
+            remaining: r.remaining,
+            run: r.run,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        })
+    }
+}
+
+/// An `images` row joined with its product.
+#[derive(FromRow)]
+struct ImageRow {
+    id: i64,
+    row: i64,
+    position: i64,
+    serial: String,
+    product_name: String,
+    input_url: String,
+    state: String,
+    attempts: i64,
+    last_error: Option<String>,
+    output_key: Option<String>,
+    input_bytes: Option<i64>,
+    output_bytes: Option<i64>,
+    width: Option<i64>,
+    height: Option<i64>,
+    report: Option<String>,
+}
+
+/// What [`Db::image_work`] reads.
+#[derive(FromRow)]
+struct WorkRow {
+    input_url: String,
+    state: String,
+    attempts: i64,
+    status: String,
+    quality: String,
+    run: i64,
+}
+
+/// A query builder for the database `conn` talks to.
+fn builder<C: sqlx::Connection>(_conn: &C, init: &str) -> QueryBuilder<C::Database>
+where
+    <C::Database as sqlx::Database>::Arguments: Default,
+{
+    QueryBuilder::new(init)
+}
+
+fn request_record(row: Option<RequestRow>) -> Result<Option<RequestRecord>, StoreError> {
+    row.map(RequestRecord::try_from).transpose()
+}
+
+const SUCCEEDED_SQL: &str = "update images set state = 'succeeded', attempts = attempts + 1,
+        last_error = null, output_key = $1, input_bytes = $2,
+        output_bytes = $3, width = $4, height = $5, report = $6,
+        started_at = coalesce(started_at, $7), finished_at = $8
+  where request_id = $9 and row = $10 and position = $11 and state = 'pending'";
+
+const FAILED_SQL: &str = "update images set state = 'failed', attempts = attempts + 1,
+        last_error = $1, started_at = coalesce(started_at, $2), finished_at = $3
+  where request_id = $4 and row = $5 and position = $6 and state = 'pending'";
 
 impl Db {
     /// Stores a request with all its rows and images, inside the caller's transaction
@@ -225,60 +299,60 @@ impl Db {
         images: &[NewImage<'_>],
     ) -> Result<(), StoreError> {
         let total = images.len() as i64;
-        sqlx::query(
-            "insert into requests (id, status, quality, webhook_url, header, urls_column,
-                                   input_key, total, remaining, created_at)
-             values (?, 'Pending', ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(req.id.to_string())
-        .bind(&req.quality)
-        .bind(&req.webhook_url)
-        .bind(serde_json::to_string(&req.header)?)
-        .bind(req.urls_column as i64)
-        .bind(&req.input_key)
-        .bind(total)
-        .bind(total)
-        .bind(Utc::now())
-        .execute(&mut **tx)
-        .await?;
-
+        let header = serde_json::to_string(&req.header)?;
         let id = req.id.to_string();
-        for chunk in products.chunks(INSERT_CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "insert into products (request_id, row, line, serial, product_name, cells) ",
-            );
-            q.push_values(chunk, |mut b, p| {
-                b.push_bind(id.clone())
-                    .push_bind(p.row as i64)
-                    .push_bind(p.line as i64)
-                    .push_bind(p.serial.to_owned())
-                    .push_bind(p.product_name.to_owned())
-                    .push_bind(serde_json::to_string(p.cells).unwrap_or_default());
-            });
-            q.build().execute(&mut **tx).await?;
-        }
-        for chunk in images.chunks(INSERT_CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "insert into images (request_id, row, position, input_url) ",
-            );
-            q.push_values(chunk, |mut b, i| {
-                b.push_bind(id.clone())
-                    .push_bind(i.row as i64)
-                    .push_bind(i.position as i64)
-                    .push_bind(i.url.to_owned());
-            });
-            q.build().execute(&mut **tx).await?;
-        }
+        with_tx!(tx, c => {
+            sqlx::query(
+                "insert into requests (id, status, quality, webhook_url, header, urls_column,
+                                       input_key, total, remaining, created_at)
+                 values ($1, 'Pending', $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&id)
+            .bind(&req.quality)
+            .bind(&req.webhook_url)
+            .bind(&header)
+            .bind(req.urls_column as i64)
+            .bind(&req.input_key)
+            .bind(total)
+            .bind(total)
+            .bind(Utc::now())
+            .execute(&mut *c)
+            .await?;
+            for chunk in products.chunks(INSERT_CHUNK) {
+                let mut q = builder(&*c,
+                    "insert into products (request_id, row, line, serial, product_name, cells) ",
+                );
+                q.push_values(chunk, |mut b, p| {
+                    b.push_bind(id.clone())
+                        .push_bind(p.row as i64)
+                        .push_bind(p.line as i64)
+                        .push_bind(p.serial.to_owned())
+                        .push_bind(p.product_name.to_owned())
+                        .push_bind(serde_json::to_string(p.cells).unwrap_or_default());
+                });
+                q.build().execute(&mut *c).await?;
+            }
+            for chunk in images.chunks(INSERT_CHUNK) {
+                let mut q = builder(&*c,
+                    "insert into images (request_id, row, position, input_url) ",
+                );
+                q.push_values(chunk, |mut b, i| {
+                    b.push_bind(id.clone())
+                        .push_bind(i.row as i64)
+                        .push_bind(i.position as i64)
+                        .push_bind(i.url.to_owned());
+                });
+                q.build().execute(&mut *c).await?;
+            }
+        });
         Ok(())
     }
 
     /// One request, or `None`.
     pub async fn request(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError> {
-        let row = sqlx::query("select * from requests where id = ?")
-            .bind(id.to_string())
-            .fetch_optional(self.pool())
-            .await?;
-        row.as_ref().map(request_from_row).transpose()
+        let sql = "select * from requests where id = $1";
+        let row = with_pool!(self, p => sqlx::query_as(sql).bind(id.to_string()).fetch_optional(p).await?);
+        request_record(row)
     }
 
     /// A page of a request's images in output order, with their products.
@@ -288,38 +362,37 @@ impl Db {
         offset: u32,
         limit: u32,
     ) -> Result<Vec<ImageRecord>, StoreError> {
-        let rows = sqlx::query(
-            "select i.*, p.serial, p.product_name
-               from images i join products p on p.request_id = i.request_id and p.row = i.row
-              where i.request_id = ?
-              order by i.row, i.position
-              limit ? offset ?",
-        )
-        .bind(id.to_string())
-        .bind(limit as i64)
-        .bind(offset as i64)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
+        let sql = "select i.*, p.serial, p.product_name
+                     from images i join products p on p.request_id = i.request_id and p.row = i.row
+                    where i.request_id = $1
+                    order by i.row, i.position
+                    limit $2 offset $3";
+        let rows: Vec<ImageRow> = with_pool!(self, p => {
+            sqlx::query_as(sql)
+                .bind(id.to_string())
+                .bind(limit as i64)
+                .bind(offset as i64)
+                .fetch_all(p)
+                .await?
+        });
+        rows.into_iter()
             .map(|r| {
-                let state: String = r.try_get("state")?;
-                let report: Option<String> = r.try_get("report")?;
                 Ok(ImageRecord {
-                    id: ImageId(r.try_get("id")?),
-                    row: r.try_get::<i64, _>("row")? as u32,
-                    position: r.try_get::<i64, _>("position")? as u32,
-                    serial: r.try_get("serial")?,
-                    product_name: r.try_get("product_name")?,
-                    input_url: r.try_get("input_url")?,
-                    state: state.parse().map_err(corrupt)?,
-                    attempts: r.try_get("attempts")?,
-                    last_error: r.try_get("last_error")?,
-                    output_key: r.try_get("output_key")?,
-                    input_bytes: r.try_get("input_bytes")?,
-                    output_bytes: r.try_get("output_bytes")?,
-                    width: r.try_get("width")?,
-                    height: r.try_get("height")?,
-                    report: report.map(|s| serde_json::from_str(&s)).transpose()?,
+                    id: ImageId(r.id),
+                    row: r.row as u32,
+                    position: r.position as u32,
+                    serial: r.serial,
+                    product_name: r.product_name,
+                    input_url: r.input_url,
+                    state: r.state.parse().map_err(corrupt)?,
+                    attempts: r.attempts,
+                    last_error: r.last_error,
+                    output_key: r.output_key,
+                    input_bytes: r.input_bytes,
+                    output_bytes: r.output_bytes,
+                    width: r.width,
+                    height: r.height,
+                    report: r.report.map(|s| serde_json::from_str(&s)).transpose()?,
                 })
             })
             .collect()
@@ -332,48 +405,47 @@ impl Db {
         row: u32,
         position: u32,
     ) -> Result<Option<ImageWork>, StoreError> {
-        let row = sqlx::query(
-            "select i.input_url, i.state, i.attempts, r.status, r.quality, r.run
-               from images i join requests r on r.id = i.request_id
-              where i.request_id = ? and i.row = ? and i.position = ?",
-        )
-        .bind(id.to_string())
-        .bind(row as i64)
-        .bind(position as i64)
-        .fetch_optional(self.pool())
-        .await?;
+        let sql = "select i.input_url, i.state, i.attempts, r.status, r.quality, r.run
+                     from images i join requests r on r.id = i.request_id
+                    where i.request_id = $1 and i.row = $2 and i.position = $3";
+        let row: Option<WorkRow> = with_pool!(self, p => {
+            sqlx::query_as(sql)
+                .bind(id.to_string())
+                .bind(row as i64)
+                .bind(position as i64)
+                .fetch_optional(p)
+                .await?
+        });
         let Some(r) = row else { return Ok(None) };
-        let state: String = r.try_get("state")?;
-        let status: String = r.try_get("status")?;
         Ok(Some(ImageWork {
-            input_url: r.try_get("input_url")?,
-            state: state.parse().map_err(corrupt)?,
-            attempts: r.try_get("attempts")?,
-            request_status: status.parse().map_err(corrupt)?,
-            quality: r.try_get("quality")?,
-            run: r.try_get("run")?,
+            input_url: r.input_url,
+            state: r.state.parse().map_err(corrupt)?,
+            attempts: r.attempts,
+            request_status: r.status.parse().map_err(corrupt)?,
+            quality: r.quality,
+            run: r.run,
         }))
     }
 
     /// Pending → Processing, when the first image of a request starts.
     pub async fn mark_started(&self, id: RequestId) -> Result<(), StoreError> {
-        if sqlx::query("select 1 from requests where id = ? and status = 'Pending'")
-            .bind(id.to_string())
-            .fetch_optional(self.pool())
-            .await?
-            .is_none()
-        {
+        let sql = "select count(*) from requests where id = $1 and status = 'Pending'";
+        let pending: i64 =
+            with_pool!(self, p => sqlx::query_scalar(sql).bind(id.to_string()).fetch_one(p).await?);
+        if pending == 0 {
             return Ok(());
         }
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "update requests set status = 'Processing', started_at = coalesce(started_at, ?)
-              where id = ? and status = 'Pending'",
-        )
-        .bind(Utc::now())
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await?;
+        with_tx!(&mut tx, c => {
+            sqlx::query(
+                "update requests set status = 'Processing', started_at = coalesce(started_at, $1)
+                  where id = $2 and status = 'Pending'",
+            )
+            .bind(Utc::now())
+            .bind(id.to_string())
+            .execute(&mut *c)
+            .await?;
+        });
         tx.commit().await?;
         Ok(())
     }
@@ -387,19 +459,20 @@ impl Db {
         position: u32,
         error: &str,
     ) -> Result<bool, StoreError> {
-        let changed = sqlx::query(
-            "update images set attempts = attempts + 1, last_error = ?,
-                               started_at = coalesce(started_at, ?)
-              where request_id = ? and row = ? and position = ? and state = 'pending'",
-        )
-        .bind(error)
-        .bind(Utc::now())
-        .bind(id.to_string())
-        .bind(row as i64)
-        .bind(position as i64)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
+        let sql = "update images set attempts = attempts + 1, last_error = $1,
+                                     started_at = coalesce(started_at, $2)
+                    where request_id = $3 and row = $4 and position = $5 and state = 'pending'";
+        let changed = with_tx!(tx, c => {
+            sqlx::query(sql)
+                .bind(error)
+                .bind(Utc::now())
+                .bind(id.to_string())
+                .bind(row as i64)
+                .bind(position as i64)
+                .execute(&mut *c)
+                .await?
+                .rows_affected()
+        });
         Ok(changed == 1)
     }
 
@@ -412,26 +485,23 @@ impl Db {
         position: u32,
         url: &str,
     ) -> Result<Vec<(u32, u32)>, StoreError> {
-        let rows = sqlx::query(
-            "select row, position from images
-              where request_id = ? and input_url = ? and state = 'pending'
-                and not (row = ? and position = ?)
-              order by row, position",
-        )
-        .bind(id.to_string())
-        .bind(url)
-        .bind(row as i64)
-        .bind(position as i64)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get::<i64, _>("row")? as u32,
-                    r.try_get::<i64, _>("position")? as u32,
-                ))
-            })
-            .collect()
+        let sql = "select row, position from images
+                    where request_id = $1 and input_url = $2 and state = 'pending'
+                      and not (row = $3 and position = $4)
+                    order by row, position";
+        let rows: Vec<(i64, i64)> = with_pool!(self, p => {
+            sqlx::query_as(sql)
+                .bind(id.to_string())
+                .bind(url)
+                .bind(row as i64)
+                .bind(position as i64)
+                .fetch_all(p)
+                .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(r, p)| (r as u32, p as u32))
+            .collect())
     }
 
     /// Moves images out of `pending` (each once: the update is guarded) and counts them
@@ -445,44 +515,46 @@ impl Db {
         outcome: &ImageOutcomeUpdate,
     ) -> Result<FanIn, StoreError> {
         let now = Utc::now();
+        let rid = id.to_string();
+        if let Tx::Postgres(t) = &mut *tx {
+            // Lock the request first: two jobs whose targets overlap (same-URL
+            // duplicates) would otherwise lock the same image rows in opposite orders.
+            // SQLite's BEGIN IMMEDIATE already serialises writers.
+            sqlx::query("select 1 from requests where id = $1 for update")
+                .bind(&rid)
+                .execute(&mut **t)
+                .await?;
+        }
         let mut finished = 0i64;
         for (i, &(row, position)) in targets.iter().enumerate() {
-            let q = match outcome {
-                ImageOutcomeUpdate::Succeeded {
-                    input_bytes,
-                    output_bytes,
-                    width,
-                    height,
-                    report,
-                } => sqlx::query(
-                    "update images set state = 'succeeded', attempts = attempts + 1,
-                            last_error = null, output_key = ?, input_bytes = ?,
-                            output_bytes = ?, width = ?, height = ?, report = ?,
-                            started_at = coalesce(started_at, ?), finished_at = ?
-                      where request_id = ? and row = ? and position = ? and state = 'pending'",
-                )
-                .bind(BlobKey::image(id, row, position).as_str().to_owned())
-                .bind(input_bytes)
-                .bind(output_bytes)
-                .bind(width)
-                .bind(height)
-                .bind(report.to_string()),
-                ImageOutcomeUpdate::Failed { error } => sqlx::query(
-                    "update images set state = 'failed', attempts = attempts + 1,
-                            last_error = ?, started_at = coalesce(started_at, ?), finished_at = ?
-                      where request_id = ? and row = ? and position = ? and state = 'pending'",
-                )
-                .bind(error),
-            };
-            let changed = q
-                .bind(now)
-                .bind(now)
-                .bind(id.to_string())
-                .bind(row as i64)
-                .bind(position as i64)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected() as i64;
+            let changed = with_tx!(&mut *tx, c => {
+                let q = match outcome {
+                    ImageOutcomeUpdate::Succeeded {
+                        input_bytes,
+                        output_bytes,
+                        width,
+                        height,
+                        report,
+                    } => sqlx::query(SUCCEEDED_SQL)
+                        .bind(BlobKey::image(id, row, position).as_str().to_owned())
+                        .bind(*input_bytes)
+                        .bind(*output_bytes)
+                        .bind(*width)
+                        .bind(*height)
+                        .bind(report.to_string()),
+                    ImageOutcomeUpdate::Failed { error } => {
+                        sqlx::query(FAILED_SQL).bind(error.clone())
+                    }
+                };
+                q.bind(now)
+                    .bind(now)
+                    .bind(&rid)
+                    .bind(row as i64)
+                    .bind(position as i64)
+                    .execute(&mut *c)
+                    .await?
+                    .rows_affected() as i64
+            });
             if i == 0 && changed == 0 {
                 return Ok(FanIn::AlreadyFinished);
             }
@@ -490,22 +562,22 @@ impl Db {
         }
         let sql = match outcome {
             ImageOutcomeUpdate::Succeeded { .. } => {
-                "update requests set succeeded = succeeded + ?, remaining = remaining - ?
-                  where id = ? returning remaining, run"
+                "update requests set succeeded = succeeded + $1, remaining = remaining - $2
+                  where id = $3 returning remaining, run"
             }
             ImageOutcomeUpdate::Failed { .. } => {
-                "update requests set failed = failed + ?, remaining = remaining - ?
-                  where id = ? returning remaining, run"
+                "update requests set failed = failed + $1, remaining = remaining - $2
+                  where id = $3 returning remaining, run"
             }
         };
-        let r = sqlx::query(sql)
-            .bind(finished)
-            .bind(finished)
-            .bind(id.to_string())
-            .fetch_one(&mut **tx)
-            .await?;
-        let remaining: i64 = r.try_get("remaining")?;
-        let run: i64 = r.try_get("run")?;
+        let (remaining, run): (i64, i64) = with_tx!(tx, c => {
+            sqlx::query_as(sql)
+                .bind(finished)
+                .bind(finished)
+                .bind(&rid)
+                .fetch_one(&mut *c)
+                .await?
+        });
         Ok(if remaining == 0 {
             FanIn::LastOfRun { run }
         } else {
@@ -520,37 +592,35 @@ impl Db {
         tx: &mut Tx,
         id: RequestId,
     ) -> Result<Option<(i64, Vec<(u32, u32, String)>)>, StoreError> {
-        let row = sqlx::query(
-            "update requests
-                set run = run + 1, status = 'Processing', remaining = failed, failed = 0,
-                    output_key = null, finished_at = null
-              where id = ? and status in ('CompletedWithErrors', 'Failed') and failed > 0
-             returning run",
-        )
-        .bind(id.to_string())
-        .fetch_optional(&mut **tx)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let run: i64 = row.try_get("run")?;
+        let rid = id.to_string();
+        let run: Option<i64> = with_tx!(&mut *tx, c => {
+            sqlx::query_scalar(
+                "update requests
+                    set run = run + 1, status = 'Processing', remaining = failed, failed = 0,
+                        output_key = null, finished_at = null
+                  where id = $1 and status in ('CompletedWithErrors', 'Failed') and failed > 0
+                 returning run",
+            )
+            .bind(&rid)
+            .fetch_optional(&mut *c)
+            .await?
+        });
+        let Some(run) = run else { return Ok(None) };
         // Tries are counted per run: a retried image gets FETCH_ATTEMPTS tries again.
-        let images = sqlx::query(
-            "update images set state = 'pending', attempts = 0, finished_at = null
-              where request_id = ? and state = 'failed'
-             returning row, position, input_url",
-        )
-        .bind(id.to_string())
-        .fetch_all(&mut **tx)
-        .await?;
-        let mut out = images
-            .iter()
-            .map(|r| {
-                Ok((
-                    r.try_get::<i64, _>("row")? as u32,
-                    r.try_get::<i64, _>("position")? as u32,
-                    r.try_get::<String, _>("input_url")?,
-                ))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let images: Vec<(i64, i64, String)> = with_tx!(tx, c => {
+            sqlx::query_as(
+                "update images set state = 'pending', attempts = 0, finished_at = null
+                  where request_id = $1 and state = 'failed'
+                 returning row, position, input_url",
+            )
+            .bind(&rid)
+            .fetch_all(&mut *c)
+            .await?
+        });
+        let mut out: Vec<(u32, u32, String)> = images
+            .into_iter()
+            .map(|(r, p, u)| (r as u32, p as u32, u))
+            .collect();
         out.sort();
         Ok(Some((run, out)))
     }
@@ -559,25 +629,30 @@ impl Db {
     /// request `Cancelled`. Returns the run, or `None` when it had already finished.
     pub async fn cancel(tx: &mut Tx, id: RequestId) -> Result<Option<i64>, StoreError> {
         let now = Utc::now();
-        let row = sqlx::query(
-            "update requests set status = 'Cancelled', remaining = 0, finished_at = ?
-              where id = ? and status in ('Pending', 'Processing')
-             returning run",
-        )
-        .bind(now)
-        .bind(id.to_string())
-        .fetch_optional(&mut **tx)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        sqlx::query(
-            "update images set state = 'cancelled', finished_at = ?
-              where request_id = ? and state = 'pending'",
-        )
-        .bind(now)
-        .bind(id.to_string())
-        .execute(&mut **tx)
-        .await?;
-        Ok(Some(row.try_get("run")?))
+        let rid = id.to_string();
+        let run: Option<i64> = with_tx!(&mut *tx, c => {
+            sqlx::query_scalar(
+                "update requests set status = 'Cancelled', remaining = 0, finished_at = $1
+                  where id = $2 and status in ('Pending', 'Processing')
+                 returning run",
+            )
+            .bind(now)
+            .bind(&rid)
+            .fetch_optional(&mut *c)
+            .await?
+        });
+        let Some(run) = run else { return Ok(None) };
+        with_tx!(tx, c => {
+            sqlx::query(
+                "update images set state = 'cancelled', finished_at = $1
+                  where request_id = $2 and state = 'pending'",
+            )
+            .bind(now)
+            .bind(&rid)
+            .execute(&mut *c)
+            .await?;
+        });
+        Ok(Some(run))
     }
 
     /// Records the output CSV of a cancelled run, once.
@@ -587,52 +662,51 @@ impl Db {
         run: i64,
         output_key: &str,
     ) -> Result<Option<RequestRecord>, StoreError> {
-        let row = sqlx::query(
-            "update requests set output_key = ?
-              where id = ? and run = ? and status = 'Cancelled' and output_key is null
-             returning *",
-        )
-        .bind(output_key)
-        .bind(id.to_string())
-        .bind(run)
-        .fetch_optional(&mut **tx)
-        .await?;
-        row.as_ref().map(request_from_row).transpose()
+        let sql = "update requests set output_key = $1
+                    where id = $2 and run = $3 and status = 'Cancelled' and output_key is null
+                   returning *";
+        let row = with_tx!(tx, c => {
+            sqlx::query_as(sql)
+                .bind(output_key)
+                .bind(id.to_string())
+                .bind(run)
+                .fetch_optional(&mut *c)
+                .await?
+        });
+        request_record(row)
     }
 
     /// Rows and image outcomes of a request, in output order.
     pub async fn output_source(&self, id: RequestId) -> Result<OutputSource, StoreError> {
-        let products =
-            sqlx::query("select row, cells from products where request_id = ? order by row")
-                .bind(id.to_string())
-                .fetch_all(self.pool())
-                .await?;
-        let images = sqlx::query(
-            "select row, position, state, output_key, last_error from images
-              where request_id = ? order by row, position",
-        )
-        .bind(id.to_string())
-        .fetch_all(self.pool())
-        .await?;
+        let rid = id.to_string();
+        let (products, images): (Vec<(i64, String)>, Vec<ImageSlotRow>) = with_pool!(self, p => {
+            let products =
+                sqlx::query_as("select row, cells from products where request_id = $1 order by row")
+                    .bind(&rid)
+                    .fetch_all(p)
+                    .await?;
+            let images = sqlx::query_as(
+                "select row, state, output_key, last_error from images
+                  where request_id = $1 order by row, position",
+            )
+            .bind(&rid)
+            .fetch_all(p)
+            .await?;
+            (products, images)
+        });
         let mut rows = Vec::with_capacity(products.len());
         let mut index = std::collections::HashMap::with_capacity(products.len());
-        for p in &products {
-            let row: i64 = p.try_get("row")?;
-            let cells: String = p.try_get("cells")?;
+        for (row, cells) in products {
             index.insert(row, rows.len());
             rows.push((serde_json::from_str::<Vec<String>>(&cells)?, Vec::new()));
         }
-        for i in &images {
-            let row: i64 = i.try_get("row")?;
-            let state: String = i.try_get("state")?;
+        for (row, state, output_key, last_error) in images {
             let slot = index
                 .get(&row)
                 .ok_or_else(|| StoreError::Corrupt(format!("image of missing row {row}")))?;
-            rows[*slot].1.push((
-                state.parse().map_err(corrupt)?,
-                i.try_get("output_key")?,
-                i.try_get("last_error")?,
-            ));
+            rows[*slot]
+                .1
+                .push((state.parse().map_err(corrupt)?, output_key, last_error));
         }
         Ok(OutputSource { rows })
     }
@@ -645,22 +719,26 @@ impl Db {
         run: i64,
         output_key: &str,
     ) -> Result<Option<RequestRecord>, StoreError> {
-        let row = sqlx::query(
-            "update requests
-                set status = case when failed = 0 then 'Completed'
-                                  when succeeded = 0 then 'Failed'
-                                  else 'CompletedWithErrors' end,
-                    output_key = ?, finished_at = ?
-              where id = ? and run = ? and remaining = 0
-                and status in ('Pending', 'Processing')
-             returning *",
-        )
-        .bind(output_key)
-        .bind(Utc::now())
-        .bind(id.to_string())
-        .bind(run)
-        .fetch_optional(&mut **tx)
-        .await?;
-        row.as_ref().map(request_from_row).transpose()
+        let sql = "update requests
+                      set status = case when failed = 0 then 'Completed'
+                                        when succeeded = 0 then 'Failed'
+                                        else 'CompletedWithErrors' end,
+                          output_key = $1, finished_at = $2
+                    where id = $3 and run = $4 and remaining = 0
+                      and status in ('Pending', 'Processing')
+                   returning *";
+        let row = with_tx!(tx, c => {
+            sqlx::query_as(sql)
+                .bind(output_key)
+                .bind(Utc::now())
+                .bind(id.to_string())
+                .bind(run)
+                .fetch_optional(&mut *c)
+                .await?
+        });
+        request_record(row)
     }
 }
+
+/// One image's outcome as stored: row, state, output key, last error.
+type ImageSlotRow = (i64, String, Option<String>, Option<String>);

@@ -1,9 +1,9 @@
 //! SQL for the webhook outbox (`webhook_events`) and its delivery log (`webhook_attempts`).
 
 use chrono::{DateTime, Utc};
-use sqlx::{Row, sqlite::SqliteRow};
+use sqlx::FromRow;
 
-use super::{Db, StoreError, Tx};
+use super::{Db, StoreError, Tx, with_pool, with_tx};
 use crate::domain::{EventId, EventState, RequestId};
 
 /// A stored webhook event.
@@ -44,22 +44,49 @@ pub struct AttemptRecord {
     pub duration_ms: i64,
 }
 
-fn event_from_row(r: &SqliteRow) -> Result<EventRecord, StoreError> {
-    let state: String = r.try_get("state")?;
-    let request_id: String = r.try_get("request_id")?;
-    Ok(EventRecord {
-        id: EventId::from_stored(r.try_get("id")?),
-        request_id: request_id
-            .parse()
-            .map_err(|e: uuid::Error| StoreError::Corrupt(e.to_string()))?,
-        url: r.try_get("url")?,
-        payload: r.try_get("payload")?,
-        state: state.parse().map_err(StoreError::Corrupt)?,
-        attempts: r.try_get("attempts")?,
-        next_attempt_at: r.try_get("next_attempt_at")?,
-        created_at: r.try_get("created_at")?,
-        finished_at: r.try_get("finished_at")?,
-    })
+/// A `webhook_events` row as stored.
+#[derive(FromRow)]
+struct EventRow {
+    id: String,
+    request_id: String,
+    url: String,
+    payload: String,
+    state: String,
+    attempts: i64,
+    next_attempt_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<EventRow> for EventRecord {
+    type Error = StoreError;
+
+    fn try_from(r: EventRow) -> Result<Self, StoreError> {
+        Ok(EventRecord {
+            id: EventId::from_stored(r.id),
+            request_id: r
+                .request_id
+                .parse()
+                .map_err(|e: uuid::Error| StoreError::Corrupt(e.to_string()))?,
+            url: r.url,
+            payload: r.payload,
+            state: r.state.parse().map_err(StoreError::Corrupt)?,
+            attempts: r.attempts,
+            next_attempt_at: r.next_attempt_at,
+            created_at: r.created_at,
+            finished_at: r.finished_at,
+        })
+    }
+}
+
+/// A `webhook_attempts` row as stored.
+#[derive(FromRow)]
+struct AttemptRow {
+    event_id: String,
+    attempted_at: DateTime<Utc>,
+    http_status: Option<i64>,
+    error: Option<String>,
+    duration_ms: i64,
 }
 
 impl Db {
@@ -71,77 +98,74 @@ impl Db {
         url: &str,
         payload: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        let sql =
             "insert into webhook_events (id, request_id, url, payload, created_at, next_attempt_at)
-             values (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(id.as_str())
-        .bind(request_id.to_string())
-        .bind(url)
-        .bind(payload)
-        .bind(Utc::now())
-        .bind(Utc::now())
-        .execute(&mut **tx)
-        .await?;
+                   values ($1, $2, $3, $4, $5, $6)";
+        let now = Utc::now();
+        with_tx!(tx, c => {
+            sqlx::query(sql)
+                .bind(id.as_str())
+                .bind(request_id.to_string())
+                .bind(url)
+                .bind(payload)
+                .bind(now)
+                .bind(now)
+                .execute(&mut *c)
+                .await?;
+        });
         Ok(())
     }
 
     /// One event, or `None`.
     pub async fn event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
-        let row = sqlx::query("select * from webhook_events where id = ?")
-            .bind(id.as_str())
-            .fetch_optional(self.pool())
-            .await?;
-        row.as_ref().map(event_from_row).transpose()
+        let sql = "select * from webhook_events where id = $1";
+        let row: Option<EventRow> =
+            with_pool!(self, p => sqlx::query_as(sql).bind(id.as_str()).fetch_optional(p).await?);
+        row.map(EventRecord::try_from).transpose()
     }
 
     /// Every event of a request, oldest first.
     pub async fn events_of(&self, request: RequestId) -> Result<Vec<EventRecord>, StoreError> {
-        let rows = sqlx::query(
-            "select * from webhook_events where request_id = ? order by created_at, id",
-        )
-        .bind(request.to_string())
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter().map(event_from_row).collect()
+        let sql = "select * from webhook_events where request_id = $1 order by created_at, id";
+        let rows: Vec<EventRow> = with_pool!(self, p => {
+            sqlx::query_as(sql).bind(request.to_string()).fetch_all(p).await?
+        });
+        rows.into_iter().map(EventRecord::try_from).collect()
     }
 
     /// Every delivery try of a request's events, oldest first.
     pub async fn attempts_of(&self, request: RequestId) -> Result<Vec<AttemptRecord>, StoreError> {
-        let rows = sqlx::query(
-            "select a.* from webhook_attempts a join webhook_events e on e.id = a.event_id
-              where e.request_id = ? order by a.id",
-        )
-        .bind(request.to_string())
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AttemptRecord {
-                    event_id: EventId::from_stored(r.try_get("event_id")?),
-                    attempted_at: r.try_get("attempted_at")?,
-                    http_status: r.try_get("http_status")?,
-                    error: r.try_get("error")?,
-                    duration_ms: r.try_get("duration_ms")?,
-                })
+        let sql = "select a.* from webhook_attempts a join webhook_events e on e.id = a.event_id
+                    where e.request_id = $1 order by a.id";
+        let rows: Vec<AttemptRow> = with_pool!(self, p => {
+            sqlx::query_as(sql).bind(request.to_string()).fetch_all(p).await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|r| AttemptRecord {
+                event_id: EventId::from_stored(r.event_id),
+                attempted_at: r.attempted_at,
+                http_status: r.http_status,
+                error: r.error,
+                duration_ms: r.duration_ms,
             })
-            .collect()
+            .collect())
     }
 
     /// Makes a finished event due again for one more try; returns its try count, or
     /// `None` when it is still pending (a try is already scheduled).
     pub async fn redeliver(tx: &mut Tx, id: &EventId) -> Result<Option<i64>, StoreError> {
-        let row = sqlx::query(
-            "update webhook_events set state = 'pending', next_attempt_at = ?, finished_at = null
-              where id = ? and state <> 'pending'
-             returning attempts",
-        )
-        .bind(Utc::now())
-        .bind(id.as_str())
-        .fetch_optional(&mut **tx)
-        .await?;
-        row.map(|r| r.try_get("attempts").map_err(StoreError::from))
-            .transpose()
+        let sql =
+            "update webhook_events set state = 'pending', next_attempt_at = $1, finished_at = null
+                    where id = $2 and state <> 'pending'
+                   returning attempts";
+        Ok(with_tx!(tx, c => {
+            sqlx::query_scalar(sql)
+                .bind(Utc::now())
+                .bind(id.as_str())
+                .fetch_optional(&mut *c)
+                .await?
+        }))
     }
 
     /// Logs one try and moves the event on: delivered, failed, or due again at `next`.
@@ -158,35 +182,39 @@ impl Db {
         next: Option<DateTime<Utc>>,
     ) -> Result<bool, StoreError> {
         let now = Utc::now();
-        let changed = sqlx::query(
-            "update webhook_events
-                set attempts = attempts + 1, state = ?, next_attempt_at = ?,
-                    finished_at = case when ? = 'pending' then null else ? end
-              where id = ? and state = 'pending' and attempts = ?",
-        )
-        .bind(state.as_str())
-        .bind(next)
-        .bind(state.as_str())
-        .bind(now)
-        .bind(id.as_str())
-        .bind(expected_attempts)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
+        let finished_at = (state != EventState::Pending).then_some(now);
+        let changed = with_tx!(&mut *tx, c => {
+            sqlx::query(
+                "update webhook_events
+                    set attempts = attempts + 1, state = $1, next_attempt_at = $2,
+                        finished_at = $3
+                  where id = $4 and state = 'pending' and attempts = $5",
+            )
+            .bind(state.as_str())
+            .bind(next)
+            .bind(finished_at)
+            .bind(id.as_str())
+            .bind(expected_attempts)
+            .execute(&mut *c)
+            .await?
+            .rows_affected()
+        });
         if changed == 0 {
             return Ok(false);
         }
-        sqlx::query(
-            "insert into webhook_attempts (event_id, attempted_at, http_status, error, duration_ms)
-             values (?, ?, ?, ?, ?)",
-        )
-        .bind(id.as_str())
-        .bind(now)
-        .bind(http_status.map(i64::from))
-        .bind(error)
-        .bind(duration_ms)
-        .execute(&mut **tx)
-        .await?;
+        with_tx!(tx, c => {
+            sqlx::query(
+                "insert into webhook_attempts (event_id, attempted_at, http_status, error, duration_ms)
+                 values ($1, $2, $3, $4, $5)",
+            )
+            .bind(id.as_str())
+            .bind(now)
+            .bind(http_status.map(i64::from))
+            .bind(error)
+            .bind(duration_ms)
+            .execute(&mut *c)
+            .await?;
+        });
         Ok(true)
     }
 }

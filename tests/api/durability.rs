@@ -6,7 +6,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::helpers::{ImageServer, PHOTOS, TestServer, WebhookReceiver, csv_rows, files_under};
+use crate::helpers::{
+    Backend, ImageServer, PHOTOS, TestServer, WebhookReceiver, csv_rows, files_under,
+};
 
 fn csv_of(images: &ImageServer, prefix: &str, n: usize) -> String {
     let mut csv = String::from("Serial Number,Product Name,Input Image Urls\n");
@@ -65,13 +67,14 @@ async fn assert_complete_once(app: &TestServer, id: &str, n: usize) {
     }
 }
 
-#[tokio::test]
-async fn kill_nine_at_a_quarter_half_and_three_quarters() {
+async fn kill_nine_at_a_quarter_half_and_three_quarters(backend: Backend) {
     let n = 60usize;
     let images = ImageServer::start().await;
     images.set_latency(Duration::from_millis(150));
     let hook = WebhookReceiver::start(vec![]).await;
-    let mut app = TestServer::start(&[("WORKER_CONCURRENCY", "4")]).await;
+    let Some(mut app) = TestServer::start_on(backend, &[("WORKER_CONCURRENCY", "4")]).await else {
+        return;
+    };
     let (code, body) = app
         .upload(
             csv_of(&images, "img", n).as_bytes(),
@@ -98,12 +101,13 @@ async fn kill_nine_at_a_quarter_half_and_three_quarters() {
     assert_eq!(got.len(), 1);
 }
 
-#[tokio::test]
-async fn sigterm_mid_run_exits_zero_and_a_restart_completes() {
+async fn sigterm_mid_run_exits_zero_and_a_restart_completes(backend: Backend) {
     let n = 20usize;
     let images = ImageServer::start().await;
     images.set_latency(Duration::from_millis(300));
-    let mut app = TestServer::start(&[("WORKER_CONCURRENCY", "2")]).await;
+    let Some(mut app) = TestServer::start_on(backend, &[("WORKER_CONCURRENCY", "2")]).await else {
+        return;
+    };
     let (_, body) = app.upload(csv_of(&images, "img", n).as_bytes(), &[]).await;
     let id = body["request_id"].as_str().unwrap().to_owned();
     wait_until_succeeded(&app, &id, 3).await;
@@ -117,11 +121,12 @@ async fn sigterm_mid_run_exits_zero_and_a_restart_completes() {
     assert_complete_once(&app, &id, n).await;
 }
 
-#[tokio::test]
-async fn retry_reruns_only_the_failed_images() {
+async fn retry_reruns_only_the_failed_images(backend: Backend) {
     let images = ImageServer::start().await;
     let hook = WebhookReceiver::start(vec![]).await;
-    let app = TestServer::start(&[]).await;
+    let Some(app) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let csv = format!(
         "Serial Number,Product Name,Input Image Urls\n\
          1,A,{},{}\n\
@@ -176,13 +181,14 @@ async fn retry_reruns_only_the_failed_images() {
     assert_eq!(code, 409);
 }
 
-#[tokio::test]
-async fn cancel_stops_pending_images() {
+async fn cancel_stops_pending_images(backend: Backend) {
     let n = 30usize;
     let images = ImageServer::start().await;
     images.set_latency(Duration::from_millis(400));
     let hook = WebhookReceiver::start(vec![]).await;
-    let app = TestServer::start(&[("WORKER_CONCURRENCY", "1")]).await;
+    let Some(app) = TestServer::start_on(backend, &[("WORKER_CONCURRENCY", "1")]).await else {
+        return;
+    };
     let (_, body) = app
         .upload(
             csv_of(&images, "img", n).as_bytes(),
@@ -265,3 +271,10 @@ async fn soak_twenty_uploads_of_five_hundred_rows() {
         10_000.0 / elapsed.as_secs_f64()
     );
 }
+
+crate::on_both_backends!(
+    kill_nine_at_a_quarter_half_and_three_quarters,
+    sigterm_mid_run_exits_zero_and_a_restart_completes,
+    retry_reruns_only_the_failed_images,
+    cancel_stops_pending_images,
+);

@@ -1,5 +1,10 @@
 //! Black-box test harness: the real `pixbatch` binary on a free port in a temp dir,
 //! a local image server, and a webhook receiver that records what it got.
+//!
+//! Tests run on SQLite (a file in the temp dir) or PostgreSQL: with
+//! `PIXBATCH_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test`, each PostgreSQL
+//! test gets a database of its own, dropped at the end; without it, the PostgreSQL
+//! variants print that they were skipped and pass.
 
 use std::{
     collections::HashMap,
@@ -256,6 +261,103 @@ impl WebhookReceiver {
     }
 }
 
+/// The env var naming a PostgreSQL server for the tests (any database on it; each test
+/// creates and drops its own).
+pub const POSTGRES_URL_VAR: &str = "PIXBATCH_TEST_POSTGRES_URL";
+
+/// Which database a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file in the server's temp dir.
+    Sqlite,
+    /// A fresh database on the server named by [`POSTGRES_URL_VAR`].
+    Postgres,
+}
+
+/// Generates one `#[tokio::test]` per backend for `async fn $name(backend: Backend)`,
+/// as `$name::sqlite` and `$name::postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$name($crate::helpers::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+/// The PostgreSQL server for tests, or `None` (with a line saying the test is skipped).
+pub fn postgres_url() -> Option<String> {
+    match std::env::var(POSTGRES_URL_VAR) {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            eprintln!("skipped: {POSTGRES_URL_VAR} not set");
+            None
+        }
+    }
+}
+
+/// A database of its own on the test PostgreSQL server, dropped with this value.
+pub struct PgDatabase {
+    /// Its URL.
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    /// Creates `pixbatch_t_<random>` on the server at `admin_url`.
+    pub async fn create(admin_url: &str) -> Self {
+        use sqlx::Connection;
+        let name = format!("pixbatch_t_{:016x}", rand::random::<u64>());
+        let mut conn = sqlx::PgConnection::connect(admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {POSTGRES_URL_VAR} ({admin_url}): {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        let _ = conn.close().await;
+        let mut url = url::Url::parse(admin_url).expect("PostgreSQL URL");
+        url.set_path(&name);
+        Self {
+            url: url.to_string(),
+            admin_url: admin_url.to_owned(),
+            name,
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime: use a runtime of its own on a thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                use sqlx::Connection;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let sql = format!("drop database if exists {name} with (force)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut conn)
+                        .await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
 /// A test secret (`whsec_` + base64 of 24 bytes).
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -269,6 +371,8 @@ pub struct TestServer {
     env: Vec<(String, String)>,
     port: u16,
     starts: u32,
+    command: &'static str,
+    pg: Option<Arc<PgDatabase>>,
     /// HTTP client for the test.
     pub http: reqwest::Client,
 }
@@ -282,20 +386,71 @@ pub fn free_port() -> u16 {
 }
 
 impl TestServer {
-    /// Starts the binary with test-friendly settings plus `extra` env vars.
+    /// Starts `pixbatch serve` on SQLite with test-friendly settings plus `extra` env vars.
     pub async fn start(extra: &[(&str, &str)]) -> Self {
+        Self::launch("serve", None, extra).await
+    }
+
+    /// Starts `pixbatch serve` on `backend`; `None` when PostgreSQL is asked for but
+    /// not configured (the test is then skipped).
+    pub async fn start_on(backend: Backend, extra: &[(&str, &str)]) -> Option<Self> {
+        Self::start_cmd("serve", backend, extra).await
+    }
+
+    /// Starts `pixbatch <command>` (`serve`, `api` or `worker`) on `backend`.
+    pub async fn start_cmd(
+        command: &'static str,
+        backend: Backend,
+        extra: &[(&str, &str)],
+    ) -> Option<Self> {
+        let pg = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(Arc::new(PgDatabase::create(&postgres_url()?).await)),
+        };
+        Some(Self::launch(command, pg, extra).await)
+    }
+
+    /// Starts another process (`api` or `worker`) on this one's database and file
+    /// store, handing out URLs under this one's base.
+    pub async fn join(&self, command: &'static str, extra: &[(&str, &str)]) -> Self {
+        let mut env: Vec<(&str, &str)> = ["DATABASE_URL", "STORAGE_URL"]
+            .into_iter()
+            .filter_map(|k| {
+                self.env
+                    .iter()
+                    .find(|(ek, _)| ek == k)
+                    .map(|(_, v)| (k, v.as_str()))
+            })
+            .collect();
+        env.push(("PUBLIC_BASE_URL", &self.base));
+        env.extend_from_slice(extra);
+        Self::launch(command, self.pg.clone(), &env).await
+    }
+
+    async fn launch(
+        command: &'static str,
+        pg: Option<Arc<PgDatabase>>,
+        extra: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
+        let database_url = match &pg {
+            Some(db) => db.url.clone(),
+            None => format!("sqlite://{}/pixbatch.db", dir.path().display()),
+        };
+        // A worker serves only health and metrics, on HEALTH_BIND.
+        let (bind_var, other_var) = match command {
+            "worker" => ("HEALTH_BIND", "BIND"),
+            _ => ("BIND", "HEALTH_BIND"),
+        };
         let mut env: Vec<(String, String)> = vec![
-            (
-                "DATABASE_URL",
-                format!("sqlite://{}/pixbatch.db", dir.path().display()),
-            ),
+            ("DATABASE_URL", database_url),
             (
                 "STORAGE_URL",
                 format!("file://{}/uploads", dir.path().display()),
             ),
-            ("BIND", format!("127.0.0.1:{port}")),
+            (bind_var, format!("127.0.0.1:{port}")),
+            (other_var, format!("127.0.0.1:{}", free_port())),
             // Tests run in parallel: the dashboard's fixed default port would clash.
             ("BOARD_BIND", "off".into()),
             ("ALLOW_PRIVATE_NETWORKS", "127.0.0.0/8".into()),
@@ -323,6 +478,8 @@ impl TestServer {
             env,
             port,
             starts: 0,
+            command,
+            pg,
             http: reqwest::Client::builder()
                 .no_proxy()
                 .timeout(Duration::from_secs(30))
@@ -339,7 +496,7 @@ impl TestServer {
             std::fs::File::create(self.dir.path().join(format!("server-{}.log", self.starts)))
                 .expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pixbatch"));
-        cmd.arg("serve")
+        cmd.arg(self.command)
             .current_dir(self.dir.path())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -426,7 +583,12 @@ impl TestServer {
 
     /// The store directory.
     pub fn uploads(&self) -> PathBuf {
-        self.dir.path().join("uploads")
+        self.env
+            .iter()
+            .find(|(k, _)| k == "STORAGE_URL")
+            .and_then(|(_, v)| v.strip_prefix("file://"))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.dir.path().join("uploads"))
     }
 
     /// POSTs a CSV with extra form fields; returns status and JSON body.

@@ -1,4 +1,5 @@
-//! Black-box tests: the real binary, real HTTP, a real SQLite file and real photos
+//! Black-box tests: the real binary, real HTTP, a real SQLite file or PostgreSQL
+//! database, and real photos
 //! served from 127.0.0.1. One test binary, so it links once.
 
 mod board;
@@ -7,6 +8,7 @@ mod helpers;
 mod observability;
 mod pipeline;
 mod s3;
+mod scaleout;
 mod security;
 mod ssrf;
 mod validation;

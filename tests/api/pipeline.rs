@@ -6,7 +6,9 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::helpers::{ImageServer, SECRET, TestServer, WebhookReceiver, csv_rows, files_under};
+use crate::helpers::{
+    Backend, ImageServer, SECRET, TestServer, WebhookReceiver, csv_rows, files_under,
+};
 
 /// Verifies a Standard Webhooks signature from the specification, independently of
 /// the server's own signing code.
@@ -23,11 +25,12 @@ fn verify_signature(secret: &str, id: &str, ts: &str, body: &[u8], header: &str)
         .any(|part| part.strip_prefix("v1,") == Some(expected.as_str()))
 }
 
-#[tokio::test]
-async fn classic_sample_completes_with_output_csv_and_signed_webhook() {
+async fn classic_sample_completes_with_output_csv_and_signed_webhook(backend: Backend) {
     let images = ImageServer::start().await;
     let hook = WebhookReceiver::start(vec![]).await;
-    let app = TestServer::start(&[]).await;
+    let Some(app) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let csv = format!(
         "Serial Number,Product Name,Input Image Urls\n\
          1,SKU1,{},{}\n\
@@ -145,10 +148,11 @@ async fn classic_sample_completes_with_output_csv_and_signed_webhook() {
     ));
 }
 
-#[tokio::test]
-async fn missing_image_gives_completed_with_errors_and_an_empty_slot() {
+async fn missing_image_gives_completed_with_errors_and_an_empty_slot(backend: Backend) {
     let images = ImageServer::start().await;
-    let app = TestServer::start(&[]).await;
+    let Some(app) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let csv = format!(
         "Serial Number,Product Name,Input Image Urls,Notes\n\
          1,SKU1,\"{},{},{}\",first\n\
@@ -195,10 +199,11 @@ async fn missing_image_gives_completed_with_errors_and_an_empty_slot() {
     assert!(failed["error"].as_str().unwrap().contains("HTTP 404"));
 }
 
-#[tokio::test]
-async fn flaky_image_succeeds_on_the_third_try() {
+async fn flaky_image_succeeds_on_the_third_try(backend: Backend) {
     let images = ImageServer::start().await;
-    let app = TestServer::start(&[]).await;
+    let Some(app) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let path = "/flaky/2/x/small_picos.jpg";
     let csv = format!(
         "Serial Number,Product Name,Input Image Urls\n1,SKU1,{}\n",
@@ -215,10 +220,11 @@ async fn flaky_image_succeeds_on_the_third_try() {
     assert_eq!(imgs[0]["state"], "succeeded");
 }
 
-#[tokio::test]
-async fn exhausted_retries_fail_the_image_and_the_request() {
+async fn exhausted_retries_fail_the_image_and_the_request(backend: Backend) {
     let images = ImageServer::start().await;
-    let app = TestServer::start(&[("FETCH_ATTEMPTS", "3")]).await;
+    let Some(app) = TestServer::start_on(backend, &[("FETCH_ATTEMPTS", "3")]).await else {
+        return;
+    };
     let path = "/flaky/99/x/small_picos.jpg";
     let csv = format!(
         "Serial Number,Product Name,Input Image Urls\n1,SKU1,{}\n",
@@ -234,10 +240,11 @@ async fn exhausted_retries_fail_the_image_and_the_request() {
     assert!(imgs[0]["error"].as_str().unwrap().contains("HTTP 500"));
 }
 
-#[tokio::test]
-async fn formula_cells_come_back_prefixed() {
+async fn formula_cells_come_back_prefixed(backend: Backend) {
     let images = ImageServer::start().await;
-    let app = TestServer::start(&[]).await;
+    let Some(app) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let csv = format!(
         "Serial Number,Product Name,Input Image Urls\n1,=HYPERLINK(\"http://evil\"),{}\n",
         images.url("/img/a/small_picos.jpg")
@@ -251,12 +258,13 @@ async fn formula_cells_come_back_prefixed() {
     assert_eq!(rows[1][1], "'=HYPERLINK(\"http://evil\")");
 }
 
-#[tokio::test]
-async fn killed_mid_request_completes_after_restart_with_one_event() {
+async fn killed_mid_request_completes_after_restart_with_one_event(backend: Backend) {
     let images = ImageServer::start().await;
     images.set_latency(Duration::from_millis(300));
     let hook = WebhookReceiver::start(vec![]).await;
-    let mut app = TestServer::start(&[("WORKER_CONCURRENCY", "2")]).await;
+    let Some(mut app) = TestServer::start_on(backend, &[("WORKER_CONCURRENCY", "2")]).await else {
+        return;
+    };
     let n = 12;
     let mut csv = String::from("Serial Number,Product Name,Input Image Urls\n");
     for i in 0..n {
@@ -319,11 +327,22 @@ async fn killed_mid_request_completes_after_restart_with_one_event() {
     assert_eq!(hook.received().len(), 1);
 }
 
-#[tokio::test]
-async fn sigterm_exits_cleanly() {
-    let mut app = TestServer::start(&[]).await;
+async fn sigterm_exits_cleanly(backend: Backend) {
+    let Some(mut app) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let status = app
         .terminate(Duration::from_secs(20))
         .expect("exited in time");
     assert!(status.success(), "{status}\n{}", app.logs());
 }
+
+crate::on_both_backends!(
+    classic_sample_completes_with_output_csv_and_signed_webhook,
+    missing_image_gives_completed_with_errors_and_an_empty_slot,
+    flaky_image_succeeds_on_the_third_try,
+    exhausted_retries_fail_the_image_and_the_request,
+    formula_cells_come_back_prefixed,
+    killed_mid_request_completes_after_restart_with_one_event,
+    sigterm_exits_cleanly,
+);

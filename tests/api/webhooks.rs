@@ -6,7 +6,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::helpers::{ImageServer, Reply, TestServer, WebhookReceiver};
+use crate::helpers::{Backend, ImageServer, Reply, TestServer, WebhookReceiver};
 
 /// Standard Webhooks verification written from the specification, independent of
 /// the server's signing code: every `v1,` entry is checked against every secret.
@@ -67,11 +67,12 @@ async fn settled_log(app: &TestServer, id: &str, timeout: Duration) -> serde_jso
     }
 }
 
-#[tokio::test]
-async fn retried_until_delivered_with_one_id_and_a_full_log() {
+async fn retried_until_delivered_with_one_id_and_a_full_log(backend: Backend) {
     let images = ImageServer::start().await;
     let hook = WebhookReceiver::start(vec![500, 500, 200]).await;
-    let app = TestServer::start(&[]).await;
+    let Some(app) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let id = run_one(&app, &images, &hook.url).await;
     let log = settled_log(&app, &id, Duration::from_secs(30)).await;
     assert_eq!(log["events"][0]["state"], "delivered", "{log}");
@@ -105,11 +106,12 @@ async fn retried_until_delivered_with_one_id_and_a_full_log() {
     }
 }
 
-#[tokio::test]
-async fn gone_stops_after_one_try() {
+async fn gone_stops_after_one_try(backend: Backend) {
     let images = ImageServer::start().await;
     let hook = WebhookReceiver::start(vec![410]).await;
-    let app = TestServer::start(&[]).await;
+    let Some(app) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let id = run_one(&app, &images, &hook.url).await;
     let log = settled_log(&app, &id, Duration::from_secs(30)).await;
     assert_eq!(log["events"][0]["state"], "failed");
@@ -120,11 +122,12 @@ async fn gone_stops_after_one_try() {
     assert_eq!(log["attempts"][0]["http_status"], 410);
 }
 
-#[tokio::test]
-async fn slow_receiver_times_out_after_ten_seconds_and_is_retried() {
+async fn slow_receiver_times_out_after_ten_seconds_and_is_retried(backend: Backend) {
     let images = ImageServer::start().await;
     let hook = WebhookReceiver::start_with(vec![Reply::Sleep(Duration::from_secs(30))]).await;
-    let app = TestServer::start(&[]).await;
+    let Some(app) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let id = run_one(&app, &images, &hook.url).await;
     let log = settled_log(&app, &id, Duration::from_secs(40)).await;
     assert_eq!(log["events"][0]["state"], "delivered", "{log}");
@@ -139,12 +142,13 @@ async fn slow_receiver_times_out_after_ten_seconds_and_is_retried() {
     assert_eq!(log["attempts"][1]["http_status"], 200);
 }
 
-#[tokio::test]
-async fn redirects_are_not_followed() {
+async fn redirects_are_not_followed(backend: Backend) {
     let images = ImageServer::start().await;
     let elsewhere = WebhookReceiver::start(vec![]).await;
     let hook = WebhookReceiver::start_with(vec![Reply::Redirect(elsewhere.url.clone())]).await;
-    let app = TestServer::start(&[]).await;
+    let Some(app) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let id = run_one(&app, &images, &hook.url).await;
     let log = settled_log(&app, &id, Duration::from_secs(30)).await;
     assert_eq!(log["attempts"][0]["http_status"], 302);
@@ -154,11 +158,13 @@ async fn redirects_are_not_followed() {
     assert!(elsewhere.received().is_empty(), "the redirect was followed");
 }
 
-#[tokio::test]
-async fn schedule_resumes_after_a_kill_between_tries() {
+async fn schedule_resumes_after_a_kill_between_tries(backend: Backend) {
     let images = ImageServer::start().await;
     let hook = WebhookReceiver::start(vec![503]).await;
-    let mut app = TestServer::start(&[("WEBHOOK_RETRY_SCHEDULE", "4s")]).await;
+    let Some(mut app) = TestServer::start_on(backend, &[("WEBHOOK_RETRY_SCHEDULE", "4s")]).await
+    else {
+        return;
+    };
     let id = run_one(&app, &images, &hook.url).await;
     hook.wait_for(1, Duration::from_secs(20)).await;
     // Kill between tries: once the first try is logged and the next one scheduled.
@@ -188,13 +194,15 @@ async fn schedule_resumes_after_a_kill_between_tries() {
     assert_eq!(hook.received().len(), 2);
 }
 
-#[tokio::test]
-async fn rotation_signs_with_every_secret_and_redeliver_keeps_the_id() {
+async fn rotation_signs_with_every_secret_and_redeliver_keeps_the_id(backend: Backend) {
     let second = "whsec_c2Vjb25kLXNlY3JldC1mb3ItdGVzdHMh";
     let secrets = format!("{} {second}", crate::helpers::SECRET);
     let images = ImageServer::start().await;
     let hook = WebhookReceiver::start(vec![]).await;
-    let app = TestServer::start(&[("WEBHOOK_SECRET", secrets.as_str())]).await;
+    let Some(app) = TestServer::start_on(backend, &[("WEBHOOK_SECRET", secrets.as_str())]).await
+    else {
+        return;
+    };
     let (code, _) = app
         .post_json("/requests/01939a00-0000-7000-8000-000000000000/webhooks/redeliver")
         .await;
@@ -225,14 +233,25 @@ async fn rotation_signs_with_every_secret_and_redeliver_keeps_the_id() {
     assert_eq!(log["attempts"].as_array().unwrap().len(), 2);
 }
 
-#[tokio::test]
-async fn unsigned_without_a_secret() {
+async fn unsigned_without_a_secret(backend: Backend) {
     let images = ImageServer::start().await;
     let hook = WebhookReceiver::start(vec![]).await;
-    let app = TestServer::start(&[("WEBHOOK_SECRET", "")]).await;
+    let Some(app) = TestServer::start_on(backend, &[("WEBHOOK_SECRET", "")]).await else {
+        return;
+    };
     run_one(&app, &images, &hook.url).await;
     let got = hook.wait_for(1, Duration::from_secs(20)).await;
     assert!(!got[0].headers.contains_key("webhook-signature"));
     assert!(got[0].headers.contains_key("webhook-id"));
     assert!(app.logs().contains("WEBHOOK_SECRET is not set"));
 }
+
+crate::on_both_backends!(
+    retried_until_delivered_with_one_id_and_a_full_log,
+    gone_stops_after_one_try,
+    slow_receiver_times_out_after_ten_seconds_and_is_retried,
+    redirects_are_not_followed,
+    schedule_resumes_after_a_kill_between_tries,
+    rotation_signs_with_every_secret_and_redeliver_keeps_the_id,
+    unsigned_without_a_secret,
+);
