@@ -13,7 +13,7 @@ use std::{
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::helpers::{ImageServer, TestServer, free_port};
+use crate::helpers::{Backend, ImageServer, TestServer, free_port};
 
 const QUEUES: [&str; 3] = [
     "pixbatch.images",
@@ -21,11 +21,12 @@ const QUEUES: [&str; 3] = [
     "pixbatch.deliveries",
 ];
 
-/// A server with the dashboard on a free port, and one finished request of two images.
-async fn app_with_a_finished_request() -> (TestServer, String, String) {
+/// A server on `backend` with the dashboard on a free port, and one finished request
+/// of two images; `None` when the backend is not configured (the test is skipped).
+async fn app_with_a_finished_request(backend: Backend) -> Option<(TestServer, String, String)> {
     let images = ImageServer::start().await;
     let board = format!("127.0.0.1:{}", free_port());
-    let app = TestServer::start(&[("BOARD_BIND", &board)]).await;
+    let app = TestServer::start_on(backend, &[("BOARD_BIND", &board)]).await?;
     let csv = format!(
         "Serial Number,Product Name,Input Image Urls\n1,SKU1,{},{}\n",
         images.url("/img/a/small_picos.jpg"),
@@ -36,7 +37,7 @@ async fn app_with_a_finished_request() -> (TestServer, String, String) {
     let id = body["request_id"].as_str().unwrap().to_owned();
     let status = app.wait_final(&id, Duration::from_secs(60)).await;
     assert_eq!(status["status"], "Completed", "{status}");
-    (app, format!("http://{board}"), id)
+    Some((app, format!("http://{board}"), id))
 }
 
 /// GETs a dashboard API path; panics unless it answers 200 with JSON.
@@ -85,9 +86,15 @@ fn port_of(url: &str) -> u16 {
     url.rsplit(':').next().unwrap().parse().unwrap()
 }
 
-#[tokio::test]
-async fn dashboard_lists_every_queue_the_workers_and_the_jobs() {
-    let (app, board, id) = app_with_a_finished_request().await;
+crate::on_both_backends!(
+    dashboard_lists_every_queue_the_workers_and_the_jobs,
+    headless_chromium_renders_the_queues_and_the_jobs,
+);
+
+async fn dashboard_lists_every_queue_the_workers_and_the_jobs(backend: Backend) {
+    let Some((app, board, id)) = app_with_a_finished_request(backend).await else {
+        return;
+    };
 
     // Its own listener, beside the API's.
     let pid = app.pid().expect("running");
@@ -351,13 +358,14 @@ impl Drop for Browser {
 
 /// Also writes the page to `PIXBATCH_DASHBOARD_SCREENSHOT` when set (how
 /// `docs/dashboard.png` is made).
-#[tokio::test]
-async fn headless_chromium_renders_the_queues_and_the_jobs() {
+async fn headless_chromium_renders_the_queues_and_the_jobs(backend: Backend) {
     let Some(chromium) = chromium() else {
         println!("skipped: chromium not installed");
         return;
     };
-    let (app, board, id) = app_with_a_finished_request().await;
+    let Some((app, board, id)) = app_with_a_finished_request(backend).await else {
+        return;
+    };
     let tasks = board_json(
         &app,
         &board,
