@@ -39,8 +39,9 @@ bench-scaleout:
 ci:
     bash .ci/run
 
-# Benchmarks (issue 10; README, "End-to-end benchmark"); `just bench --quick` for a smoke run.
-bench *ARGS: (bench-e2e ARGS)
+# Benchmarks (README, "End-to-end benchmark"): end to end on SQLite with the Python
+# reference, then the PostgreSQL scale-out run; `just bench --quick` for a smoke run.
+bench *ARGS: (bench-e2e ARGS) bench-scaleout
 
 # The release binary on SQLite, a local image server, the upload sizes and the
 # sequential Python reference (a throwaway venv with requests + Pillow from PyPI);

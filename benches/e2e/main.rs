@@ -4,7 +4,7 @@
 //! 1. The real release binary on SQLite fetches one request of N images (500; 60 with
 //!    `--quick`) from a local image server (this process, 127.0.0.1) that serves the
 //!    corpus photos under distinct URLs after 0 ms and then 100 ms of latency.
-//! 2. PostgreSQL scale-out: skipped (no such backend yet).
+//! 2. PostgreSQL scale-out: `benches/scaleout.sh` (`just bench` runs it after this).
 //! 3. Uploads: 10k- and 100k-row CSVs with `dry_run=true`, and a real 10k-row upload
 //!    timed to its 202 (its URLs point at a closed port).
 //! 4. The reference: a sequential Python worker (requests + Pillow, `reference.py`)
@@ -938,7 +938,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    println!("- PostgreSQL scale-out: skipped: PostgreSQL backend not built yet");
+    println!("- PostgreSQL scale-out: measured by benches/scaleout.sh (`just bench` runs it next)");
 
     let mut refs = Vec::new();
     if let Some(py) = &py {
@@ -1132,7 +1132,7 @@ async fn main() -> anyhow::Result<()> {
             idle.as_secs()
         );
     }
-    println!("| PostgreSQL scale-out | skipped: PostgreSQL backend not built yet |");
+    println!("| PostgreSQL scale-out | benches/scaleout.sh, next in `just bench` |");
     println!();
     println!("| upload | CSV, MiB | answer | time to answer, s | server RSS before → peak, MiB |");
     println!("|---|---|---|---|---|");

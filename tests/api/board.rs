@@ -37,7 +37,29 @@ async fn app_with_a_finished_request(backend: Backend) -> Option<(TestServer, St
     let id = body["request_id"].as_str().unwrap().to_owned();
     let status = app.wait_final(&id, Duration::from_secs(60)).await;
     assert_eq!(status["status"], "Completed", "{status}");
-    Some((app, format!("http://{board}"), id))
+    // The request is final inside the completion job, and apalis marks a job done just
+    // after its handler returns: wait until the two image jobs and the completion are.
+    let board = format!("http://{board}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let done = board_json(&app, &board, "/tasks?status=Done&page_size=50").await;
+        let ours = done
+            .as_array()
+            .expect("task list")
+            .iter()
+            .filter(|t| {
+                t["ctx"]["idempotency_key"]
+                    .as_str()
+                    .is_some_and(|k| k.contains(&id))
+            })
+            .count();
+        if ours >= 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{ours} of 3 jobs done: {done}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Some((app, board, id))
 }
 
 /// GETs a dashboard API path; panics unless it answers 200 with JSON.
