@@ -7,7 +7,7 @@ use std::{
 };
 
 use crate::helpers::{
-    Backend, ImageServer, PHOTOS, TestServer, WebhookReceiver, csv_rows, files_under,
+    Backend, ImageServer, PHOTOS, TestServer, WebhookReceiver, csv_rows, stored_jpgs,
 };
 
 fn csv_of(images: &ImageServer, prefix: &str, n: usize) -> String {
@@ -43,18 +43,8 @@ async fn assert_complete_once(app: &TestServer, id: &str, n: usize) {
     let status = app.wait_final(id, Duration::from_secs(120)).await;
     assert_eq!(status["status"], "Completed", "{status}\n{}", app.logs());
     assert_eq!(status["progress"]["succeeded"], n as i64);
-    let files = files_under(&app.uploads().join(id));
-    let jpgs: HashSet<String> = files
-        .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
-        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(jpgs.len(), n, "{files:?}");
-    assert!(
-        files
-            .iter()
-            .all(|p| !p.to_string_lossy().contains(".partial-"))
-    );
+    let jpgs = stored_jpgs(&app.uploads().join(id));
+    assert_eq!(jpgs.len(), n, "{jpgs:?}");
     let (_, _, out) = app.get_bytes(status["output_csv"].as_str().unwrap()).await;
     let rows = csv_rows(&out);
     assert_eq!(rows.len(), n + 1);

@@ -710,6 +710,22 @@ impl Drop for TestServer {
     }
 }
 
+/// The names of the JPEGs stored under `dir`; fails if a partial write was left behind.
+pub fn stored_jpgs(dir: &Path) -> std::collections::HashSet<String> {
+    let files = files_under(dir);
+    assert!(
+        files
+            .iter()
+            .all(|p| !p.to_string_lossy().contains(".partial-")),
+        "{files:?}"
+    );
+    files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
 /// Files under a directory, recursively.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

@@ -1,13 +1,10 @@
 //! Scale-out on PostgreSQL: `pixbatch api` and `pixbatch worker` as separate processes
 //! sharing one database and one file store. Skipped without PIXBATCH_TEST_POSTGRES_URL.
 
-use std::{
-    collections::HashSet,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use crate::helpers::{
-    Backend, ImageServer, PHOTOS, TestServer, WebhookReceiver, csv_rows, files_under,
+    Backend, ImageServer, PHOTOS, TestServer, WebhookReceiver, csv_rows, stored_jpgs,
 };
 
 /// `rows` rows of `per_row` distinct URLs each.
@@ -80,18 +77,8 @@ async fn assert_complete_once(
         assert_eq!(img["state"], "succeeded", "{img}");
         assert_eq!(img["attempts"], 1, "{img}");
     }
-    let files = files_under(&app.uploads().join(id));
-    let jpgs: HashSet<String> = files
-        .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
-        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(jpgs.len(), n, "{files:?}");
-    assert!(
-        files
-            .iter()
-            .all(|p| !p.to_string_lossy().contains(".partial-"))
-    );
+    let jpgs = stored_jpgs(&app.uploads().join(id));
+    assert_eq!(jpgs.len(), n, "{jpgs:?}");
     let (code, _, out) = app.get_bytes(status["output_csv"].as_str().unwrap()).await;
     assert_eq!(code, 200);
     let out = csv_rows(&out);
