@@ -174,9 +174,6 @@ async fn push_tasks(
         return Ok(());
     }
     match tx {
-        Tx::Sqlite(t) if tasks.len() == 1 => {
-            apalis_sqlite::queries::push_tasks(&mut **t, queue, &tasks).await?
-        }
         Tx::Sqlite(t) => push_sqlite_batch(t, queue, &tasks).await?,
         Tx::Postgres(t) => {
             // apalis-postgres has the unique index but no `on conflict do nothing`: a
