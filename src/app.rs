@@ -9,13 +9,14 @@ use poem::{
     Server,
     listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
 };
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use crate::{
     api::{self, AppState},
     board::BoardListener,
     config::Settings,
     fetch::{FetchConfig, Fetcher},
+    imaging::TransformPool,
     jobs::{self, JobContext},
     store::{BlobStore, Db},
 };
@@ -111,7 +112,7 @@ impl App {
             db: db.clone(),
             blobs: blobs.clone(),
             fetcher: fetcher(&settings)?,
-            cpu: Semaphore::new(settings.cpu_threads),
+            cpu: TransformPool::new(settings.cpu_threads)?,
             settings: settings.clone(),
         });
         let state = Arc::new(AppState {

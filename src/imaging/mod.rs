@@ -40,6 +40,7 @@ pub(crate) mod fastpath;
 mod huffman;
 pub(crate) mod jpeg;
 pub(crate) mod libjpeg;
+mod pool;
 mod quality;
 mod report;
 mod sniff;
@@ -48,6 +49,7 @@ mod sniff;
 mod tests;
 
 pub use error::ImagingError;
+pub use pool::{PoolError, TransformPool};
 pub use quality::{Quality, estimate_jpeg_quality};
 pub use report::{Format, Report, Transformed};
 pub use sniff::{dimensions, sniff};

@@ -9,7 +9,7 @@ use tracing::Instrument;
 use super::{CompleteJob, HandlerResult, ImageJob, JobContext, infra_error, push};
 use crate::{
     domain::{ImageState, RequestStatus},
-    imaging::{self, Limits, Quality, TransformOptions},
+    imaging::{self, Limits, PoolError, Quality, TransformOptions},
     store::{BlobKey, Db, FanIn, ImageOutcomeUpdate, StoreError},
     telemetry::metrics::{self, JobKind, JobTimer},
 };
@@ -168,16 +168,19 @@ async fn process(
             max_input_bytes: ctx.settings.raw.max_image_bytes,
         },
     };
-    let permit = ctx.cpu.acquire().await.map_err(|_| TryError::Retry {
-        message: "shutting down".into(),
-        retry_after: None,
-    })?;
     let bytes = downloaded.bytes;
-    let transformed = tokio::task::spawn_blocking(move || imaging::transform(&bytes, &options))
+    let transformed = ctx
+        .cpu
+        .run(move || imaging::transform(&bytes, &options))
         .await
-        .map_err(|e| TryError::Fail(format!("image transform crashed: {e}")))?
+        .map_err(|e| match e {
+            PoolError::ShutDown => TryError::Retry {
+                message: e.to_string(),
+                retry_after: None,
+            },
+            PoolError::Panicked(_) => TryError::Fail(e.to_string()),
+        })?
         .map_err(|e| TryError::Fail(e.to_string()))?;
-    drop(permit);
 
     for &(row, position) in targets {
         let key = BlobKey::image(job.request_id, row, position);

@@ -26,7 +26,6 @@ use apalis::prelude::*;
 use apalis_postgres::PostgresStorage;
 use apalis_sqlite::SqliteStorage;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
 
 pub use backoff::Backoff;
 pub use board::board;
@@ -35,6 +34,7 @@ use crate::{
     config::Settings,
     domain::{EventId, RequestId},
     fetch::Fetcher,
+    imaging::TransformPool,
     store::{BlobStore, Db, Pool, StoreError, Tx},
 };
 
@@ -213,8 +213,8 @@ pub struct JobContext {
     pub fetcher: Fetcher,
     /// Validated configuration.
     pub settings: Settings,
-    /// Bounds CPU work (decode + encode) to the cores, off the async threads.
-    pub cpu: Semaphore,
+    /// Runs CPU work (decode + encode) on one thread per core, off the async threads.
+    pub cpu: TransformPool,
 }
 
 impl JobContext {
