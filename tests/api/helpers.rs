@@ -665,16 +665,41 @@ impl TestServer {
 
     /// Polls the status until it is final; panics with the logs after `timeout`.
     pub async fn wait_final(&self, id: &str, timeout: Duration) -> Value {
+        self.poll_final(id, timeout, false).await
+    }
+
+    /// [`Self::wait_final`], taking a 503 or a refused connection (the database or
+    /// this server restarting) as "not yet".
+    pub async fn wait_final_through_outages(&self, id: &str, timeout: Duration) -> Value {
+        self.poll_final(id, timeout, true).await
+    }
+
+    async fn poll_final(&self, id: &str, timeout: Duration, outages: bool) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
-            let (code, body) = self.get_json(&format!("/status/{id}")).await;
-            assert_eq!(code, 200, "status: {body}");
-            let status = body["status"].as_str().unwrap_or_default();
-            if matches!(
-                status,
-                "Completed" | "CompletedWithErrors" | "Failed" | "Cancelled"
-            ) {
-                return body;
+            let resp = self
+                .http
+                .get(format!("{}/status/{id}", self.base))
+                .send()
+                .await;
+            let mut body = Value::Null;
+            match resp {
+                Ok(resp) => {
+                    let code = resp.status().as_u16();
+                    body = resp.json().await.unwrap_or_default();
+                    assert!(
+                        code == 200 || (outages && code == 503),
+                        "status {code}: {body}"
+                    );
+                    let status = body["status"].as_str().unwrap_or_default();
+                    if matches!(
+                        status,
+                        "Completed" | "CompletedWithErrors" | "Failed" | "Cancelled"
+                    ) {
+                        return body;
+                    }
+                }
+                Err(e) => assert!(outages, "GET /status/{id}: {e}"),
             }
             assert!(
                 Instant::now() < deadline,

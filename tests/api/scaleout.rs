@@ -19,40 +19,6 @@ fn csv_of(images: &ImageServer, rows: usize, per_row: usize) -> String {
     csv
 }
 
-/// Polls the status until it is final, taking a 503 (database restarting) as "not yet".
-async fn wait_final_through_outages(
-    app: &TestServer,
-    id: &str,
-    timeout: Duration,
-) -> serde_json::Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let resp = app
-            .http
-            .get(format!("{}/status/{id}", app.base))
-            .send()
-            .await;
-        if let Ok(resp) = resp {
-            let code = resp.status().as_u16();
-            let body: serde_json::Value = resp.json().await.unwrap_or_default();
-            assert!(code == 200 || code == 503, "status {code}: {body}");
-            let status = body["status"].as_str().unwrap_or_default();
-            if matches!(
-                status,
-                "Completed" | "CompletedWithErrors" | "Failed" | "Cancelled"
-            ) {
-                return body;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "request {id} not final\n{}",
-            app.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn succeeded(app: &TestServer, id: &str) -> i64 {
     let (_, s) = app.get_json(&format!("/status/{id}")).await;
     s["progress"]["succeeded"].as_i64().unwrap_or(0)
@@ -204,7 +170,9 @@ async fn postgres_restart_mid_run_completes() {
         .expect("run the restart command");
     assert!(ok.success(), "{restart}: {ok}");
 
-    let status = wait_final_through_outages(&api, &id, Duration::from_secs(180)).await;
+    let status = api
+        .wait_final_through_outages(&id, Duration::from_secs(180))
+        .await;
     assert_complete_once(&api, &hook, &status, &id, rows, per_row).await;
     // Both processes are still alive and healthy.
     assert_eq!(api.get_json("/readyz").await.0, 200);
