@@ -29,25 +29,20 @@ contract:
     cargo build
     bash tests/contract/run.sh
 
-# Throughput: the same batch on serve/SQLite, api + 1 worker and api + 2 workers on
-# PostgreSQL (needs a server, PG=postgres://… ; default 127.0.0.1:5432/test).
-bench-scaleout:
-    cargo build --release
-    bash benches/scaleout.sh
-
 # Everything CI runs.
 ci:
     bash .ci/run
 
-# Benchmarks (README, "End-to-end benchmark"): end to end on SQLite with the Python
-# reference, then the PostgreSQL scale-out run; `just bench --quick` for a smoke run.
-bench *ARGS: (bench-e2e ARGS) bench-scaleout
+# Benchmarks (README, "End-to-end benchmark"); `just bench --quick` for a smoke run.
+bench *ARGS: (bench-e2e ARGS)
 
-# The release binary on SQLite, a local image server, the upload sizes and the
-# sequential Python reference (a throwaway venv with requests + Pillow from PyPI);
-# prints a Markdown table and PASS/MISS per target, never failing on a MISS.
-# End to end: images/s, MP/s, latency, RSS, CPU at 0 and 100 ms; uploads; the reference.
-bench-e2e *ARGS:
+# The release binary on SQLite, then as api + 1 and api + 2 workers on PostgreSQL
+# (BENCH_POSTGRES_URL, default 127.0.0.1:5432/test; skipped when none answers), a local
+# image server, the upload sizes and the sequential Python reference (a throwaway venv
+# with requests + Pillow from PyPI); prints a Markdown table and PASS/MISS per target,
+# never failing on a MISS. Installs nasm (libjpeg's SIMD) and python3-venv with apt
+# when run as root and they are missing.
+bench-e2e *ARGS: _nasm
     #!/usr/bin/env bash
     set -euo pipefail
     if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
@@ -62,5 +57,18 @@ bench-e2e *ARGS:
 
 # Imaging codec (issue 4): Pillow vs the general path vs the default (fast) path on the
 # corpus photos, one thread, quality 50 (a throwaway venv with Pillow + numpy from PyPI).
-bench-imaging:
+bench-imaging: _nasm
     bash benches/imaging/run.sh
+
+# nasm gives libjpeg its SIMD code: the benches measure that build. mozjpeg-sys looks
+# for nasm when it is built, so a release build made without it is redone.
+_nasm:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v nasm >/dev/null && exit 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nasm >/dev/null
+        cargo clean --release -p mozjpeg-sys
+    else
+        echo "nasm not found and not installable here: libjpeg is built without SIMD (a slower codec)" >&2
+    fi

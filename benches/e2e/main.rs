@@ -4,7 +4,9 @@
 //! 1. The real release binary on SQLite fetches one request of N images (500; 60 with
 //!    `--quick`) from a local image server (this process, 127.0.0.1) that serves the
 //!    corpus photos under distinct URLs after 0 ms and then 100 ms of latency.
-//! 2. PostgreSQL scale-out: `benches/scaleout.sh` (`just bench` runs it after this).
+//! 2. The same on PostgreSQL: `pixbatch api` plus 1, then 2 `pixbatch worker`
+//!    processes on a scratch database of the server at `BENCH_POSTGRES_URL` (default
+//!    `postgres://postgres@127.0.0.1:5432/test`; skipped, and said so, when none answers).
 //! 3. Uploads: 10k- and 100k-row CSVs with `dry_run=true`, and a real 10k-row upload
 //!    timed to its 202 (its URLs point at a closed port).
 //! 4. The reference: a sequential Python worker (requests + Pillow, `reference.py`)
@@ -18,7 +20,7 @@
 //! Pillow: skips the throwaway venv), `PIXBATCH_BIN` (default: the release binary
 //! cargo built for this bench). For experiments: `BENCH_IMAGES=N` (images per run),
 //! `BENCH_SERVER_ENV=K=V,K=V` (extra env for the server in the image runs),
-//! `BENCH_SKIP=codec,e2e,reference,upload` (parts to leave out), `BENCH_TRACE=1` (per-image
+//! `BENCH_SKIP=codec,e2e,postgres,reference,upload` (parts to leave out), `BENCH_TRACE=1` (per-image
 //! GET and done times on stderr), `BENCH_SETTLE=S` (idle seconds before each image
 //! run's upload), `BENCH_WAIT_QUIET=S` (longest wait for a quiet machine first; 60).
 
@@ -36,7 +38,7 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 use imgserver::{ImageServer, Photo};
-use server::{Pixbatch, load_average, machine_busy_seconds, sample};
+use server::{Pixbatch, Setup, load_average, machine_busy_seconds, sample, sample_all};
 
 const MIB: f64 = 1024.0 * 1024.0;
 /// "Bounded": the server's peak RSS in an image run is at most this many times the
@@ -59,8 +61,10 @@ struct Opts {
     cores: usize,
     /// Extra env for `pixbatch serve` in the image runs (`BENCH_SERVER_ENV`).
     server_env: Vec<(String, String)>,
-    /// Parts to leave out (`BENCH_SKIP`: codec, e2e, reference, upload).
+    /// Parts to leave out (`BENCH_SKIP`: codec, e2e, postgres, reference, upload).
     skip: Vec<String>,
+    /// The PostgreSQL server for the scale-out runs (`BENCH_POSTGRES_URL`).
+    postgres_url: String,
 }
 
 impl Opts {
@@ -81,6 +85,8 @@ impl Opts {
             .filter_map(|kv| kv.split_once('='))
             .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
             .collect();
+        let postgres_url = std::env::var("BENCH_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
         let skip = std::env::var("BENCH_SKIP")
             .unwrap_or_default()
             .split(',')
@@ -100,6 +106,7 @@ impl Opts {
                 cores,
                 server_env,
                 skip,
+                postgres_url: postgres_url.clone(),
             }
         } else {
             Self {
@@ -114,6 +121,7 @@ impl Opts {
                 cores,
                 server_env,
                 skip,
+                postgres_url: postgres_url.clone(),
             }
         };
         if let Some(n) = std::env::var("BENCH_IMAGES")
@@ -271,6 +279,7 @@ async fn slot_working_set(
 
 #[derive(Default)]
 struct E2e {
+    setup: Setup,
     latency_ms: u64,
     images: usize,
     succeeded: usize,
@@ -343,6 +352,7 @@ async fn all_images(srv: &Pixbatch, id: &str) -> anyhow::Result<Vec<Value>> {
 
 async fn e2e_run(
     opts: &Opts,
+    setup: &Setup,
     img: &ImageServer,
     photos: &[Photo],
     latency_ms: u64,
@@ -353,9 +363,9 @@ async fn e2e_run(
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let srv = Pixbatch::start(&opts.bin, &extra).await?;
-    let pid = srv.pid().to_string();
-    let run = format!("e2e{latency_ms}");
+    let srv = Pixbatch::start_as(&opts.bin, setup, &extra).await?;
+    let pids = srv.pids();
+    let run = format!("e2e{}-{latency_ms}", srv.pids()[0]);
     let urls: Vec<String> = (0..n)
         .map(|i| img.url(latency_ms, &run, i, &photos[i % photos.len()].name))
         .collect();
@@ -371,7 +381,7 @@ async fn e2e_run(
         tokio::time::sleep(Duration::from_secs_f64(settle)).await;
     }
 
-    let (srv0, me0, busy0) = (sample(&pid)?, sample("self")?, machine_busy_seconds());
+    let (srv0, me0, busy0) = (sample_all(&pids)?, sample("self")?, machine_busy_seconds());
     let t0 = Instant::now();
     let (code, body, _) = srv.upload(csv.into_bytes(), &[]).await?;
     if code != 202 {
@@ -418,7 +428,7 @@ async fn e2e_run(
             }
         }
         let finished = done.iter().filter(|d| d.is_some()).count();
-        let s = sample(&pid)?;
+        let s = sample_all(&pids)?;
         for (q, slot) in rss_at.iter_mut().enumerate() {
             if *slot == 0 && finished * 4 >= n * (q + 1) {
                 *slot = s.rss;
@@ -429,11 +439,11 @@ async fn e2e_run(
         }
         let status = srv.get_json(&format!("/status/{id}")).await?;
         if is_final(status["status"].as_str().unwrap_or_default()) {
-            break (Instant::now(), sample(&pid)?, sample("self")?);
+            break (Instant::now(), sample_all(&pids)?, sample("self")?);
         }
         if Instant::now() > deadline {
             timed_out = true;
-            break (Instant::now(), sample(&pid)?, sample("self")?);
+            break (Instant::now(), sample_all(&pids)?, sample("self")?);
         }
     };
     let wall = (t_end - t0).as_secs_f64();
@@ -441,6 +451,7 @@ async fn e2e_run(
 
     let images = all_images(&srv, &id).await?;
     let mut r = E2e {
+        setup: setup.clone(),
         latency_ms,
         images: n,
         timed_out,
@@ -508,6 +519,7 @@ async fn e2e_run(
             srv.log_tail()
         );
     }
+    srv.stop().await?;
     Ok(r)
 }
 
@@ -582,7 +594,7 @@ async fn upload_case(opts: &Opts, rows: usize, dry_run: bool) -> anyhow::Result<
         &[("WORKER_CONCURRENCY", "1"), ("FETCH_ATTEMPTS", "1")]
     };
     let srv = Pixbatch::start(&opts.bin, extra).await?;
-    let pid = srv.pid().to_string();
+    let pid = srv.pids()[0].clone();
     let csv = big_csv(rows, port);
     let csv_mib = csv.len() as f64 / MIB;
     let before = sample(&pid)?;
@@ -900,13 +912,32 @@ async fn main() -> anyhow::Result<()> {
         None
     };
 
+    let mut setups = vec![Setup::Serve];
+    if opts.runs("e2e") && opts.runs("postgres") {
+        match server::postgres_reachable(&opts.postgres_url).await {
+            Ok(()) => setups.extend([1, 2].map(|workers| Setup::Postgres {
+                admin_url: opts.postgres_url.clone(),
+                workers,
+            })),
+            Err(e) => println!(
+                "- PostgreSQL runs skipped: no server at {} ({e:#}); set BENCH_POSTGRES_URL",
+                opts.postgres_url
+            ),
+        }
+    }
+    let runs: Vec<(&Setup, u64)> = setups
+        .iter()
+        .flat_map(|s| opts.latencies.iter().map(move |&lat| (s, lat)))
+        .filter(|_| opts.runs("e2e"))
+        .collect();
     let mut e2e = Vec::new();
-    for &lat in opts.latencies.iter().filter(|_| opts.runs("e2e")) {
+    for (setup, lat) in runs {
         println!(
-            "- end to end: {} images, image server latency {lat} ms",
+            "- end to end, {}: {} images, image server latency {lat} ms",
+            setup.label(),
             opts.images
         );
-        match e2e_run(&opts, &img, &photos, lat).await {
+        match e2e_run(&opts, setup, &img, &photos, lat).await {
             Ok(r) => {
                 println!(
                     "  {:.1} images/s, {:.1} MP/s, {:.1} s, {} ok / {} failed",
@@ -937,8 +968,6 @@ async fn main() -> anyhow::Result<()> {
             Err(e) => println!("  failed: {e:#}"),
         }
     }
-
-    println!("- PostgreSQL scale-out: measured by benches/scaleout.sh (`just bench` runs it next)");
 
     let mut refs = Vec::new();
     if let Some(py) = &py {
@@ -998,12 +1027,15 @@ async fn main() -> anyhow::Result<()> {
         load_average()
     );
     println!();
-    let find = |lat: u64| e2e.iter().find(|r| r.latency_ms == lat);
+    let find = |lat: u64| {
+        e2e.iter()
+            .find(|r| r.setup == Setup::Serve && r.latency_ms == lat)
+    };
     let find_ref = |lat: u64| refs.iter().find(|(l, _)| *l == lat).map(|(_, r)| r);
     let mut head = String::from("| end to end |");
     let mut rule = String::from("|---|");
-    for &lat in &opts.latencies {
-        let _ = write!(head, " {lat} ms |");
+    for r in &e2e {
+        let _ = write!(head, " {}, {} ms |", r.setup.label(), r.latency_ms);
         rule.push_str("---|");
     }
     println!("{head}\n{rule}");
@@ -1042,11 +1074,11 @@ async fn main() -> anyhow::Result<()> {
             Box::new(|r| format!("{} / {}", secs(r.p50), secs(r.p95))),
         ),
         (
-            "server peak RSS (VmHWM) at 50 % done → end, MiB",
+            "server peak RSS (VmHWM; summed over processes) at 50 % done → end, MiB",
             Box::new(|r| format!("{} → {}", mib(r.hwm_half), mib(r.hwm))),
         ),
         (
-            "server RSS at 25/50/75/100 % done, MiB",
+            "server RSS (summed) at 25/50/75/100 % done, MiB",
             Box::new(|r| {
                 r.rss_at
                     .iter()
@@ -1056,7 +1088,7 @@ async fn main() -> anyhow::Result<()> {
             }),
         ),
         (
-            "server CPU, cores (utime+stime / wall)",
+            "server CPU (all processes), cores (utime+stime / wall)",
             Box::new(|r| format!("{:.2}", r.server_cores)),
         ),
         (
@@ -1088,8 +1120,8 @@ async fn main() -> anyhow::Result<()> {
     ];
     for (label, cell) in &rows {
         let mut line = format!("| {label} |");
-        for &lat in &opts.latencies {
-            let _ = write!(line, " {} |", find(lat).map_or_else(|| "n/a".into(), cell));
+        for r in &e2e {
+            let _ = write!(line, " {} |", cell(r));
         }
         println!("{line}");
     }
@@ -1109,12 +1141,13 @@ async fn main() -> anyhow::Result<()> {
     ];
     for (label, cell) in ref_rows {
         let mut line = format!("| {label} |");
-        for &lat in &opts.latencies {
-            let _ = write!(
-                line,
-                " {} |",
-                find_ref(lat).map_or_else(|| "n/a".into(), cell)
-            );
+        for r in &e2e {
+            let value = if r.setup == Setup::Serve {
+                find_ref(r.latency_ms).map_or_else(|| "n/a".into(), cell)
+            } else {
+                String::new()
+            };
+            let _ = write!(line, " {value} |");
         }
         println!("{line}");
     }
@@ -1132,7 +1165,6 @@ async fn main() -> anyhow::Result<()> {
             idle.as_secs()
         );
     }
-    println!("| PostgreSQL scale-out | benches/scaleout.sh, next in `just bench` |");
     println!();
     println!("| upload | CSV, MiB | answer | time to answer, s | server RSS before → peak, MiB |");
     println!("|---|---|---|---|---|");
@@ -1248,7 +1280,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|p| p.bytes.len() as u64)
         .max()
         .unwrap_or(0);
-    for r in &e2e {
+    for r in e2e.iter().filter(|r| r.setup == Setup::Serve) {
         let Some((slot_bytes, _)) = &slot else { break };
         // What the server may hold at once: idle footprint, one decode/encode per
         // core, and every job in flight holding its downloaded input.
@@ -1268,6 +1300,25 @@ async fn main() -> anyhow::Result<()> {
             &format!("≤ {bound:.0}: bounded by the work in flight"),
             |v| v <= bound,
         );
+    }
+    // The scale-out runs, against `serve` on the same run (no targets: on one machine
+    // the processes share its cores, so this shows the cost of the split, not scaling).
+    let scale: Vec<&E2e> = e2e.iter().filter(|r| r.setup != Setup::Serve).collect();
+    if !scale.is_empty() {
+        println!();
+        println!("## PostgreSQL runs ÷ serve on SQLite (same run, same images)");
+        for r in scale {
+            if let Some(base) = find(r.latency_ms) {
+                println!(
+                    "{} at {} ms: images/s × {:.2}, server CPU × {:.2}, peak RSS (sum over processes) × {:.2}",
+                    r.setup.label(),
+                    r.latency_ms,
+                    r.images_per_s() / base.images_per_s(),
+                    r.server_cores / base.server_cores.max(1e-9),
+                    r.hwm as f64 / (base.hwm as f64).max(1.0)
+                );
+            }
+        }
     }
     if opts.quick {
         println!("(quick run: smaller sizes than the targets are stated for)");

@@ -1,5 +1,6 @@
-//! The real `pixbatch serve` in a temp dir on a free port, and what /proc says about
-//! a process (peak and current RSS, CPU time).
+//! The real `pixbatch` in a temp dir on free ports (`serve` on SQLite, or `api` plus
+//! worker processes on a scratch PostgreSQL database), and what /proc says about a
+//! process (peak and current RSS, CPU time).
 
 use std::{
     path::Path,
@@ -9,15 +10,41 @@ use std::{
 
 use anyhow::{Context, bail};
 use serde_json::Value;
+use sqlx::Connection as _;
 
-/// A running `pixbatch serve`; killed on drop.
+/// How the server is laid out.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Setup {
+    /// `pixbatch serve`: API and workers in one process, SQLite.
+    #[default]
+    Serve,
+    /// `pixbatch api` plus `workers` × `pixbatch worker` on a database of their own,
+    /// created on the server `admin_url` points at and dropped afterwards.
+    Postgres { admin_url: String, workers: usize },
+}
+
+impl Setup {
+    /// A column heading.
+    pub fn label(&self) -> String {
+        match self {
+            Setup::Serve => "serve, SQLite".into(),
+            Setup::Postgres { workers: 1, .. } => "api + 1 worker, PG".into(),
+            Setup::Postgres { workers, .. } => format!("api + {workers} workers, PG"),
+        }
+    }
+}
+
+/// A running pixbatch (one process or several); killed on drop.
 pub struct Pixbatch {
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` of the API.
     pub base: String,
     /// Client for the API (no proxy, 120 s timeout).
     pub http: reqwest::Client,
     dir: tempfile::TempDir,
-    child: Child,
+    /// The API (or `serve`) process first, then the workers, each with its log's name.
+    children: Vec<(Child, String)>,
+    /// The scratch database to drop on [`Pixbatch::stop`]: (admin URL, name).
+    scratch_db: Option<(String, String)>,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -31,85 +58,198 @@ pub fn closed_port() -> anyhow::Result<u16> {
     free_port()
 }
 
+/// `url` with its database name replaced.
+fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
+    let mut u = url::Url::parse(url).with_context(|| format!("not a URL: {url}"))?;
+    u.set_path(&format!("/{name}"));
+    Ok(u.into())
+}
+
+/// Connects to `admin_url` and runs one statement (no parameters: database names).
+async fn admin(admin_url: &str, sql: &str) -> anyhow::Result<()> {
+    let mut conn = sqlx::PgConnection::connect(admin_url)
+        .await
+        .with_context(|| format!("connecting to {admin_url}"))?;
+    // Database names cannot be bound as parameters; ours are made by the bench itself.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    Ok(())
+}
+
+/// Whether a PostgreSQL server answers at `admin_url`.
+pub async fn postgres_reachable(admin_url: &str) -> anyhow::Result<()> {
+    admin(admin_url, "select 1").await
+}
+
 impl Pixbatch {
-    /// Starts `bin serve` with the bench settings plus `extra` env vars, and waits
-    /// (at most 30 s) for `/healthz`.
+    /// Starts `bin serve` on SQLite with the bench settings plus `extra` env vars.
     pub async fn start(bin: &Path, extra: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_as(bin, &Setup::Serve, extra).await
+    }
+
+    /// Starts `setup` with the bench settings plus `extra` env vars (for every
+    /// process), and waits (at most 30 s each) until every process answers `/readyz`.
+    pub async fn start_as(
+        bin: &Path,
+        setup: &Setup,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
-        let mut env: Vec<(String, String)> = vec![
-            (
-                "DATABASE_URL".into(),
+        let base = format!("http://127.0.0.1:{port}");
+        let (database_url, scratch_db) = match setup {
+            Setup::Serve => (
                 format!("sqlite://{}/pixbatch.db", dir.path().display()),
+                None,
             ),
+            Setup::Postgres { admin_url, .. } => {
+                let name = format!("pixbatch_bench_{}_{port}", std::process::id());
+                // One statement each: together they would run in one transaction, which
+                // `create database` refuses.
+                admin(admin_url, &format!("drop database if exists {name}")).await?;
+                admin(admin_url, &format!("create database {name}")).await?;
+                (
+                    with_database(admin_url, &name)?,
+                    Some((admin_url.clone(), name)),
+                )
+            }
+        };
+        let mut env: Vec<(String, String)> = vec![
+            ("DATABASE_URL".into(), database_url),
             (
                 "STORAGE_URL".into(),
                 format!("file://{}/uploads", dir.path().display()),
             ),
             ("BIND".into(), format!("127.0.0.1:{port}")),
+            ("PUBLIC_BASE_URL".into(), base.clone()),
             ("ALLOW_PRIVATE_NETWORKS".into(), "127.0.0.0/8".into()),
             ("JOB_POLL_INTERVAL".into(), "50ms".into()),
+            ("BOARD_BIND".into(), "off".into()),
             ("RUST_LOG".into(), "warn".into()),
         ];
         for (k, v) in extra {
             env.retain(|(ek, _)| ek != k);
             env.push(((*k).to_owned(), (*v).to_owned()));
         }
-        let log = std::fs::File::create(dir.path().join("server.log"))?;
-        let mut cmd = Command::new(bin);
-        cmd.arg("serve")
-            .current_dir(dir.path())
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        for (k, v) in &env {
-            cmd.env(k, v);
-        }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("spawning {}", bin.display()))?;
         let mut server = Self {
-            base: format!("http://127.0.0.1:{port}"),
+            base: base.clone(),
             http: reqwest::Client::builder()
                 .no_proxy()
                 .timeout(Duration::from_secs(120))
                 .build()?,
             dir,
-            child,
+            children: Vec::new(),
+            scratch_db,
         };
+        let role = if *setup == Setup::Serve {
+            "serve"
+        } else {
+            "api"
+        };
+        server.spawn(bin, role, &env, &base).await?;
+        if let Setup::Postgres { workers, .. } = setup {
+            for w in 1..=*workers {
+                let health = free_port()?;
+                let mut env = env.clone();
+                env.push(("HEALTH_BIND".into(), format!("127.0.0.1:{health}")));
+                server
+                    .spawn(bin, "worker", &env, &format!("http://127.0.0.1:{health}"))
+                    .await
+                    .with_context(|| format!("worker {w}"))?;
+            }
+        }
+        Ok(server)
+    }
+
+    /// Spawns `bin role` with `env` only (plus PATH), logging to `ROLE-N.log`, and
+    /// waits for `{health_base}/readyz`.
+    async fn spawn(
+        &mut self,
+        bin: &Path,
+        role: &str,
+        env: &[(String, String)],
+        health_base: &str,
+    ) -> anyhow::Result<()> {
+        let log_name = format!("{role}-{}.log", self.children.len());
+        let log = std::fs::File::create(self.dir.path().join(&log_name))?;
+        let mut cmd = Command::new(bin);
+        cmd.arg(role)
+            .current_dir(self.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {}", bin.display()))?;
+        self.children.push((child, log_name));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = server
-                .http
-                .get(format!("{}/healthz", server.base))
-                .send()
-                .await
+            if let Ok(r) = self.http.get(format!("{health_base}/readyz")).send().await
                 && r.status().is_success()
             {
-                return Ok(server);
+                return Ok(());
             }
-            if let Some(status) = server.child.try_wait()? {
-                bail!("pixbatch exited early ({status}):\n{}", server.log_tail());
+            if let Some((child, _)) = self.children.last_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!(
+                    "pixbatch {role} exited early ({status}):\n{}",
+                    self.log_tail()
+                );
             }
             if Instant::now() > deadline {
-                bail!("pixbatch did not start in 30 s:\n{}", server.log_tail());
+                bail!("pixbatch {role} not ready in 30 s:\n{}", self.log_tail());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    /// The server's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// The process ids: the API (or `serve`) first, then the workers.
+    pub fn pids(&self) -> Vec<String> {
+        self.children
+            .iter()
+            .map(|(c, _)| c.id().to_string())
+            .collect()
     }
 
-    /// The last 40 lines of the server's log.
+    /// The last 40 lines of each process' log.
     pub fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        let mut out = String::new();
+        for (_, name) in &self.children {
+            let log = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            out.push_str(&format!("--- {name}\n"));
+            out.push_str(&lines[lines.len().saturating_sub(40)..].join("\n"));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Stops the processes and drops the scratch database, if any.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.kill();
+        if let Some((admin_url, name)) = self.scratch_db.take() {
+            admin(
+                &admin_url,
+                &format!("drop database if exists {name} with (force)"),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    fn kill(&mut self) {
+        for (child, _) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// POSTs `csv` as the multipart `file`, plus `fields`; returns the status, the
@@ -159,8 +299,7 @@ impl Pixbatch {
 
 impl Drop for Pixbatch {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
@@ -219,6 +358,19 @@ pub fn sample(pid: &str) -> anyhow::Result<ProcSample> {
         hwm: kib("VmHWM:"),
         cpu_seconds: (ticks(14) + ticks(15)) / clock_ticks(),
     })
+}
+
+/// [`sample`] of several processes, summed: RSS, CPU time, and the sum of their peaks
+/// (at least the peak of the whole, since each may have peaked at another time).
+pub fn sample_all(pids: &[String]) -> anyhow::Result<ProcSample> {
+    let mut sum = ProcSample::default();
+    for pid in pids {
+        let s = sample(pid)?;
+        sum.rss += s.rss;
+        sum.hwm += s.hwm;
+        sum.cpu_seconds += s.cpu_seconds;
+    }
+    Ok(sum)
 }
 
 /// CPU time every process on the machine has used since boot (all of /proc/stat's
