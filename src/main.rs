@@ -1,6 +1,6 @@
 //! The `pixbatch` binary: parse the command line, set up logging, hand over to the library.
 
-use std::process::ExitCode;
+use std::{io::Write, process::ExitCode};
 
 use clap::Parser;
 use pixbatch::{
@@ -11,9 +11,29 @@ use pixbatch::{
     telemetry,
 };
 
+/// Exit status when the reader of our standard output went away: what a shell reports
+/// for a process killed by SIGPIPE (128 + 13), as for `yes | head`.
+const EXIT_BROKEN_PIPE: u8 = 141;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+    match run(Cli::parse()).await {
+        // `pixbatch submit … | head`: Rust ignores SIGPIPE, so the write fails instead;
+        // stop quietly, as a program that gets the signal would.
+        Err(e) if is_broken_pipe(&e) => Ok(ExitCode::from(EXIT_BROKEN_PIPE)),
+        other => other,
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         None => serve(cli.serve, Role::Serve).await,
         Some(Command::Serve(cfg)) => serve(cfg, Role::Serve).await,
@@ -27,7 +47,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             Ok(())
         }
         Some(Command::Openapi) => {
-            println!("{}", api::openapi_document()?);
+            writeln!(std::io::stdout(), "{}", api::openapi_document()?)?;
             Ok(())
         }
         Some(Command::Convert(args)) => cli::convert::run(args),

@@ -3,6 +3,7 @@
 //! from outside the service.
 
 use std::{
+    io::Write,
     path::PathBuf,
     sync::{
         Mutex,
@@ -88,20 +89,22 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     let mut lines = lines.into_inner().unwrap_or_default();
     lines.sort_by_key(|l| l.index);
+    let out = &mut std::io::stdout().lock();
     for l in &lines {
-        println!("{}", l.text);
+        writeln!(out, "{}", l.text)?;
     }
     let failed = lines.iter().filter(|l| !l.ok).count();
     let mp: f64 = lines.iter().map(|l| l.megapixels).sum();
     let (bin, bout): (u64, u64) = lines
         .iter()
         .fold((0, 0), |(a, b), l| (a + l.bytes_in, b + l.bytes_out));
-    println!(
+    writeln!(
+        out,
         "summary\tfiles={} failed={failed} threads={threads} seconds={elapsed:.3} megapixels={mp:.2} mp_per_s={:.2} bytes_in={bin} bytes_out={bout} ratio={:.4}",
         lines.len(),
         mp / elapsed.max(1e-9),
         bout as f64 / (bin.max(1)) as f64,
-    );
+    )?;
     if failed > 0 {
         anyhow::bail!("{failed} file(s) failed");
     }

@@ -4,9 +4,11 @@
 //! Exit codes, for scripts: 0 when every image was stored (or, without `--wait`, when
 //! the upload was accepted); 1 when the upload was refused (every CSV problem is
 //! printed with its line and column) or the server could not be reached; 2 when the
-//! request finished with failed or cancelled images.
+//! request finished with failed or cancelled images; 141 when nobody reads the output
+//! any more (see `main.rs`).
 
 use std::{
+    io::{self, Write},
     path::{Path, PathBuf},
     process::ExitCode,
     time::Duration,
@@ -67,12 +69,14 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let id = accepted.request_id;
-    println!(
+    let out = &mut std::io::stdout();
+    writeln!(
+        out,
         "Request {id}: {} products, {} images",
         accepted.products, accepted.images
-    );
+    )?;
     if !args.wait && args.output.is_none() {
-        println!("Status: {}", accepted.status_url);
+        writeln!(out, "Status: {}", accepted.status_url)?;
         return Ok(ExitCode::SUCCESS);
     }
 
@@ -81,14 +85,14 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     bar.finish();
     let last = last?;
     let images = client.images(id).await?;
-    print_summary(&last, &images);
+    print_summary(out, &last, &images)?;
 
     let output = args.output.unwrap_or_else(|| default_output(&args.file));
     let csv = client.output_csv(id).await?;
     tokio::fs::write(&output, &csv)
         .await
         .with_context(|| format!("writing {}", output.display()))?;
-    println!("Output CSV: {}", output.display());
+    writeln!(out, "Output CSV: {}", output.display())?;
 
     let all_stored = last.status == RequestStatus::Completed && last.failed == 0;
     Ok(if all_stored {
@@ -163,7 +167,7 @@ fn progress_bar(images: u64) -> ProgressBar {
 }
 
 /// Prints the outcome: counts, bytes saved, and why images failed.
-fn print_summary(last: &Progress, images: &[Image]) {
+fn print_summary(out: &mut impl Write, last: &Progress, images: &[Image]) -> io::Result<()> {
     let (input, output) = images
         .iter()
         .filter(|i| i.state == "succeeded")
@@ -176,37 +180,41 @@ fn print_summary(last: &Progress, images: &[Image]) {
         0.0
     };
     let sign = if saved < 0 { "-" } else { "" };
-    println!(
+    writeln!(
+        out,
         "{}: {} succeeded, {} failed, {sign}{} saved ({percent:.0}% of {})",
         last.status,
         last.succeeded,
         last.failed,
         HumanBytes(saved.unsigned_abs()),
         HumanBytes(input.unsigned_abs()),
-    );
+    )?;
     let failed: Vec<&Image> = images
         .iter()
         .filter(|i| i.state == "failed" || i.state == "cancelled")
         .collect();
     if failed.is_empty() {
-        return;
+        return Ok(());
     }
-    println!("Failed images:");
+    writeln!(out, "Failed images:")?;
     for i in failed.iter().take(LISTED_FAILURES) {
-        println!(
+        writeln!(
+            out,
             "  serial {} #{} {}: {}",
             i.serial,
             i.position,
             i.input_url,
             i.error.as_deref().unwrap_or(&i.state)
-        );
+        )?;
     }
     if failed.len() > LISTED_FAILURES {
-        println!(
+        writeln!(
+            out,
             "  … and {} more (see the output CSV's Errors column)",
             failed.len() - LISTED_FAILURES
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// `<input stem>-output.csv` beside the input.

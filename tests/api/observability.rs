@@ -332,3 +332,61 @@ async fn submit_exits_non_zero_on_csv_problems_and_on_failed_images() {
         text(&out)
     );
 }
+
+/// Runs `pixbatch ARGS` with a standard output nobody reads (the read end of its pipe
+/// closed before the start, as after `| head` has exited) and returns its exit code
+/// and standard error.
+async fn run_with_closed_stdout(args: &[&str], dir: &std::path::Path) -> (Option<i32>, String) {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_pixbatch"))
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        // Not `output()`: tokio's sets stdout to a pipe of its own.
+        .spawn()
+        .expect("pixbatch started")
+        .wait_with_output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("pixbatch finished in time")
+        .expect("pixbatch ran");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn commands_stop_quietly_when_nobody_reads_their_output() {
+    let images = ImageServer::start().await;
+    let app = TestServer::start(&[]).await;
+    let dir = app.dir.path();
+    std::fs::write(
+        dir.join("in.csv"),
+        csv_of(&[images.url("/img/a/small_picos.jpg")]),
+    )
+    .unwrap();
+    let photo = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/photos/small_picos.jpg"
+    );
+    let commands: [&[&str]; 3] = [
+        &["openapi"],
+        &["convert", "--out", "converted", photo],
+        &["submit", "in.csv", "--server", &app.base],
+    ];
+    for args in commands {
+        let (code, stderr) = run_with_closed_stdout(args, dir).await;
+        assert_eq!(code, Some(141), "pixbatch {args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "pixbatch {args:?}: {stderr}");
+    }
+    // The work was done before the output was written.
+    let converted = std::fs::read_dir(dir.join("converted")).expect("convert wrote its output");
+    assert_eq!(converted.count(), 1);
+}
