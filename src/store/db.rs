@@ -120,6 +120,13 @@ impl Db {
                     .max_connections(8)
                     .min_connections(1)
                     .acquire_timeout(Duration::from_secs(30))
+                    // SQLite rolls a transaction back by itself on some errors (a full
+                    // disk: SQLITE_FULL); sqlx's ROLLBACK then fails and it still counts
+                    // the connection as inside a transaction, so every later BEGIN on it
+                    // would fail. Such a connection is closed instead of reused.
+                    .before_acquire(|conn, _| {
+                        Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+                    })
                     .connect_with(sqlite_options(url)?)
                     .await?,
             ),
