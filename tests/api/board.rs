@@ -382,7 +382,7 @@ impl Drop for Browser {
 /// `docs/dashboard.png` is made).
 async fn headless_chromium_renders_the_queues_and_the_jobs(backend: Backend) {
     let Some(chromium) = chromium() else {
-        println!("skipped: chromium not installed");
+        crate::helpers::skip("chromium not installed");
         return;
     };
     let Some((app, board, id)) = app_with_a_finished_request(backend).await else {
