@@ -183,6 +183,15 @@ impl From<ApiError> for ProblemResponse {
                         "Service unavailable",
                         "the database is unavailable; try again shortly".into(),
                     )))
+                } else if let StoreError::Blob(blob) = e {
+                    // The operator's problem, named (`storage: no space left on
+                    // device`), so the caller knows a retry later can work.
+                    Self::Unavailable(Json(problem(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "storage-unavailable",
+                        "Storage unavailable",
+                        format!("{blob}; nothing was stored, try again later"),
+                    )))
                 } else {
                     Self::Internal(Json(problem(
                         StatusCode::INTERNAL_SERVER_ERROR,

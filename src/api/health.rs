@@ -5,6 +5,7 @@ use std::sync::Arc;
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 
 use super::{ApiTags, AppState};
+use crate::store::Writable;
 
 /// A health answer.
 #[derive(Debug, Object)]
@@ -16,7 +17,7 @@ pub struct Health {
 /// Answers of the readiness check.
 #[derive(Debug, ApiResponse)]
 pub enum ReadyResponse {
-    /// Database reachable, migrations applied.
+    /// Database reachable, migrations applied, blob store writable.
     #[oai(status = 200)]
     Ready(Json<Health>),
     /// Not ready; the body says why.
@@ -41,13 +42,21 @@ impl HealthApi {
 
     /// Readiness
     ///
-    /// 200 when the database answers and every migration is applied.
+    /// 200 when the database answers, every migration is applied and the blob store
+    /// takes writes (the last write's outcome if it is a few seconds old at most, else
+    /// a tiny probe write). 503 with the reason otherwise, e.g. `blob store not
+    /// writable: storage: no space left on device`.
     #[oai(path = "/readyz", method = "get")]
     async fn readyz(&self) -> ReadyResponse {
         match self.0.db.ready().await {
-            Ok(true) => ReadyResponse::Ready(Json(Health {
-                status: "ok".into(),
-            })),
+            Ok(true) => match self.0.blobs.writable().await {
+                Writable::Yes => ReadyResponse::Ready(Json(Health {
+                    status: "ok".into(),
+                })),
+                Writable::No(e) => ReadyResponse::NotReady(Json(Health {
+                    status: format!("blob store not writable: {e}"),
+                })),
+            },
             Ok(false) => ReadyResponse::NotReady(Json(Health {
                 status: "migrations not applied".into(),
             })),

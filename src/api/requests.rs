@@ -299,6 +299,7 @@ impl RequestsApi {
         let complete = CompleteJob {
             request_id: r.id,
             run,
+            retry: 0,
         };
         let key = format!("complete:{}:run{run}:cancelled", r.id);
         jobs::push(&mut tx, &complete, &key, std::time::Duration::ZERO).await?;

@@ -139,12 +139,13 @@ impl UploadApi {
 
         let id = RequestId::new();
         let input_key = BlobKey::input_csv(id);
+        // The CSV is stored before the rows that point at it; if the transaction then
+        // fails, the blob is removed again, so a failed upload leaves nothing behind.
         self.0
             .blobs
-            .put(&input_key, &bytes)
+            .put(&input_key, bytes::Bytes::from(bytes))
             .await
             .map_err(|e| ApiError::Store(e.into()))?;
-        drop(bytes);
 
         let new = NewRequest {
             id,
@@ -189,10 +190,19 @@ impl UploadApi {
             )
         });
 
-        let mut tx = self.0.db.begin_write().await?;
-        Db::insert_request(&mut tx, &new, &product_rows, &image_rows).await?;
-        jobs::push_many(&mut tx, jobs).await?;
-        tx.commit().await?;
+        let stored = async {
+            let mut tx = self.0.db.begin_write().await?;
+            Db::insert_request(&mut tx, &new, &product_rows, &image_rows).await?;
+            jobs::push_many(&mut tx, jobs).await?;
+            tx.commit().await
+        }
+        .await;
+        if let Err(e) = stored {
+            if let Err(cleanup) = self.0.blobs.delete(&input_key).await {
+                tracing::warn!(request_id = %id, error = %cleanup, "could not remove the CSV of a failed upload");
+            }
+            return Err(e.into());
+        }
         tracing::info!(request_id = %id, products, images, "request accepted");
 
         Ok(UploadResponse::Accepted(Json(UploadAccepted {

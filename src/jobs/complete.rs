@@ -78,14 +78,30 @@ async fn run(job: &CompleteJob, ctx: &JobContext) -> Result<bool, StoreError> {
     let csv = write_output(&request.header, rows, with_errors)
         .map_err(|e| StoreError::Corrupt(format!("output CSV: {e}")))?;
     let key = BlobKey::output_csv(job.request_id);
-    ctx.blobs.put(&key, &csv).await?;
+    let csv_len = csv.len() as u64;
+    if let Err(e) = ctx.blobs.put(&key, bytes::Bytes::from(csv)).await {
+        // Not final until the CSV is stored: try again later, durably (a new job due
+        // after a backoff, like an image retry), for as long as the store refuses.
+        let retry = job.retry + 1;
+        let delay = ctx.backoff().next_delay(retry, None);
+        tracing::warn!(error = %e, retry, ?delay, "could not store the output CSV; the request stays unfinished and the completion runs again");
+        let mut tx = ctx.db.begin_write().await?;
+        let again = CompleteJob {
+            retry,
+            ..job.clone()
+        };
+        let key = format!("complete:{}:run{}:retry{retry}", job.request_id, job.run);
+        push(&mut tx, &again, &key, delay).await?;
+        tx.commit().await?;
+        return Ok(false);
+    }
     // Every image of the run is final: any partial file left is from a crashed write.
     match ctx.blobs.remove_partials(job.request_id).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(removed = n, "removed partial files of interrupted writes"),
         Err(e) => tracing::warn!(error = %e, "could not remove partial files"),
     }
-    metrics::bytes_written("csv", csv.len() as u64);
+    metrics::bytes_written("csv", csv_len);
 
     let mut tx = ctx.db.begin_write().await?;
     let finished = if cancelled {

@@ -182,21 +182,25 @@ async fn process(
         })?
         .map_err(|e| TryError::Fail(e.to_string()))?;
 
+    // A storage failure (a full disk, a read-only mount, S3 down) is transient: the
+    // try is retried with backoff, and nothing is recorded as stored until every
+    // target's file is durable. Its message (`storage: …`) is what the images API shows.
+    let output = bytes::Bytes::from(transformed.bytes);
     for &(row, position) in targets {
         let key = BlobKey::image(job.request_id, row, position);
         ctx.blobs
-            .put(&key, &transformed.bytes)
+            .put(&key, output.clone())
             .await
             .map_err(|e| TryError::Retry {
-                message: format!("could not store output: {e}"),
+                message: e.to_string(),
                 retry_after: None,
             })?;
-        metrics::bytes_written("image", transformed.bytes.len() as u64);
+        metrics::bytes_written("image", output.len() as u64);
     }
     let report = &transformed.report;
     Ok(ImageOutcomeUpdate::Succeeded {
         input_bytes,
-        output_bytes: transformed.bytes.len() as i64,
+        output_bytes: output.len() as i64,
         width: i64::from(report.width),
         height: i64::from(report.height),
         report: serde_json::to_value(report).unwrap_or_default(),
@@ -217,6 +221,7 @@ async fn finish(
         let complete = CompleteJob {
             request_id: job.request_id,
             run,
+            retry: 0,
         };
         let key = format!("complete:{}:run{run}", job.request_id);
         push(&mut tx, &complete, &key, Duration::ZERO).await?;

@@ -70,6 +70,10 @@ pub struct CompleteJob {
     pub request_id: RequestId,
     /// The run that finished.
     pub run: i64,
+    /// Earlier tries of this completion that could not store the output CSV (0 for
+    /// the first); each retry is a new job with its own key, due after a backoff.
+    #[serde(default)]
+    pub retry: u32,
 }
 
 impl Job for CompleteJob {

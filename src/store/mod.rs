@@ -9,7 +9,8 @@ mod requests;
 mod webhooks;
 
 pub use blob::{
-    BlobKey, BlobStore, S3Config, S3Credentials, StorageConfig, StoredBlob, parse_endpoint,
+    BlobError, BlobKey, BlobStore, FaultKind, S3Config, S3Credentials, StorageConfig, StoredBlob,
+    Writable, parse_endpoint,
 };
 pub use db::{Backend, Db, Pool, Tx};
 pub(crate) use db::{with_pool, with_tx};
@@ -33,9 +34,9 @@ pub enum StoreError {
     /// The job queue refused a push.
     #[error("job queue: {0}")]
     Queue(String),
-    /// Reading or writing a blob failed.
-    #[error("blob store: {0}")]
-    Blob(#[from] std::io::Error),
+    /// Reading or writing a blob failed (its text starts with `storage:`).
+    #[error("{0}")]
+    Blob(#[from] BlobError),
     /// A stored value could not be read back (a bug or a hand-edited database).
     #[error("corrupt stored value: {0}")]
     Corrupt(String),

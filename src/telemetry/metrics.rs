@@ -26,6 +26,9 @@ pub const JOB_DURATION: &str = "pixbatch_job_duration_seconds";
 pub const BYTES_FETCHED: &str = "pixbatch_fetched_bytes_total";
 /// Bytes written to the store, by `kind` (`image`, `csv`).
 pub const BYTES_WRITTEN: &str = "pixbatch_written_bytes_total";
+/// Failed blob writes, by `op` (`put`, `probe`) and `kind` (`no_space`, `read_only`,
+/// `too_large`, `permission`, `remote`, `io`).
+pub const STORAGE_ERRORS: &str = "pixbatch_storage_errors_total";
 /// Jobs waiting or running, by `queue` and `status` (refreshed on every scrape).
 pub const QUEUE_DEPTH: &str = "pixbatch_queue_depth";
 /// Webhook delivery tries, by `outcome`.
@@ -90,6 +93,10 @@ fn describe() {
     describe_histogram!(JOB_DURATION, Unit::Seconds, "Job run time.");
     describe_counter!(BYTES_FETCHED, Unit::Bytes, "Image bytes downloaded.");
     describe_counter!(BYTES_WRITTEN, Unit::Bytes, "Bytes written to the store.");
+    describe_counter!(
+        STORAGE_ERRORS,
+        "Failed blob writes, by op (put, probe) and kind (no_space, read_only, too_large, permission, remote, io)."
+    );
     describe_gauge!(
         QUEUE_DEPTH,
         "Jobs pending (due or delayed), queued or running, by queue and status."
@@ -166,6 +173,11 @@ pub fn bytes_fetched(n: u64) {
 /// `n` bytes written to the store, of `kind` (`image` or `csv`).
 pub fn bytes_written(kind: &'static str, n: u64) {
     counter!(BYTES_WRITTEN, "kind" => kind).increment(n);
+}
+
+/// One blob write (`op`: `put` or `probe`) failed with an error of `kind`.
+pub fn storage_error(op: &'static str, kind: &'static str) {
+    counter!(STORAGE_ERRORS, "op" => op, "kind" => kind).increment(1);
 }
 
 /// One webhook try ended `delivered`, `retry` or `failed`.

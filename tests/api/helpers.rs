@@ -292,12 +292,20 @@ macro_rules! on_both_backends {
     )*};
 }
 
-/// The PostgreSQL server for tests, or `None` (with a line saying the test is skipped).
+/// Says loudly that a test is skipped because `reason`; under `CI=true` a skip is a
+/// failure instead, so CI cannot pass with a service or tool missing.
+pub fn skip(reason: &str) {
+    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    assert!(!in_ci, "not skipped under CI=true: {reason}");
+    eprintln!("\n*** SKIPPED: {reason} ***\n");
+}
+
+/// The PostgreSQL server for tests, or `None` (the test is skipped, see [`skip`]).
 pub fn postgres_url() -> Option<String> {
     match std::env::var(POSTGRES_URL_VAR) {
         Ok(url) if !url.trim().is_empty() => Some(url),
         _ => {
-            eprintln!("skipped: {POSTGRES_URL_VAR} not set");
+            skip(&format!("{POSTGRES_URL_VAR} not set"));
             None
         }
     }
@@ -735,15 +743,16 @@ impl Drop for TestServer {
     }
 }
 
+/// A staged (unfinished) write: `<final name>#<n>`.
+pub fn is_staged(p: &Path) -> bool {
+    p.file_name()
+        .is_some_and(|n| n.to_string_lossy().contains('#'))
+}
+
 /// The names of the JPEGs stored under `dir`; fails if a partial write was left behind.
 pub fn stored_jpgs(dir: &Path) -> std::collections::HashSet<String> {
     let files = files_under(dir);
-    assert!(
-        files
-            .iter()
-            .all(|p| !p.to_string_lossy().contains(".partial-")),
-        "{files:?}"
-    );
+    assert!(files.iter().all(|p| !is_staged(p)), "{files:?}");
     files
         .iter()
         .filter(|p| p.extension().is_some_and(|e| e == "jpg"))

@@ -11,6 +11,7 @@ mod s3;
 mod scaleout;
 mod security;
 mod ssrf;
+mod storage;
 mod validation;
 mod webhooks;
 

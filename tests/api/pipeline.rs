@@ -305,9 +305,7 @@ async fn killed_mid_request_completes_after_restart_with_one_event(backend: Back
         .count();
     assert_eq!(jpgs, n as usize, "{files:?}");
     assert!(
-        files
-            .iter()
-            .all(|p| !p.to_string_lossy().contains(".partial-")),
+        files.iter().all(|p| !crate::helpers::is_staged(p)),
         "{files:?}"
     );
     let (_, _, out) = app.get_bytes(status["output_csv"].as_str().unwrap()).await;

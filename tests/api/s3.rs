@@ -11,7 +11,7 @@ use std::{
 
 use object_store::{ObjectStoreExt, aws::AmazonS3Builder, path::Path};
 
-use crate::helpers::{ImageServer, TestServer, csv_rows};
+use crate::helpers::{Backend, ImageServer, TestServer, csv_rows};
 
 const MOTO_ENV: &str = "PIXBATCH_TEST_MOTO_SERVER";
 const BUCKET: &str = "pixbatch-test";
@@ -90,10 +90,23 @@ async fn list_keys(http: &reqwest::Client, endpoint: &str, prefix: &str) -> BTre
         .collect()
 }
 
+/// A client of the test's own for the bucket.
+fn bucket(endpoint: &str) -> object_store::aws::AmazonS3 {
+    AmazonS3Builder::new()
+        .with_bucket_name(BUCKET)
+        .with_endpoint(endpoint)
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_access_key_id("testing")
+        .with_secret_access_key("testing")
+        .build()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn s3_storage_end_to_end() {
     let Some(bin) = std::env::var(MOTO_ENV).ok().filter(|s| !s.is_empty()) else {
-        eprintln!("skipped: {MOTO_ENV} not set");
+        crate::helpers::skip(&format!("{MOTO_ENV} not set"));
         return;
     };
     let moto = Moto::start(&bin).await;
@@ -139,15 +152,7 @@ async fn s3_storage_end_to_end() {
     assert!(!app.uploads().exists(), "a local store was created");
 
     // What /files serves is what the bucket holds, read with a client of its own.
-    let bucket = AmazonS3Builder::new()
-        .with_bucket_name(BUCKET)
-        .with_endpoint(&moto.endpoint)
-        .with_allow_http(true)
-        .with_region("us-east-1")
-        .with_access_key_id("testing")
-        .with_secret_access_key("testing")
-        .build()
-        .unwrap();
+    let bucket = bucket(&moto.endpoint);
     let object = |name: &str| {
         let path = Path::from(format!("{PREFIX}/{id}/{name}"));
         let bucket = &bucket;
@@ -229,3 +234,171 @@ async fn s3_storage_end_to_end() {
     }
     drop(moto);
 }
+
+/// A TCP forwarder in front of moto that can be taken down (every connection refused
+/// at once, every open one cut) and brought back: an S3 endpoint that stops answering
+/// mid-run and returns.
+struct Outage {
+    endpoint: String,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Outage {
+    async fn start(target: &str) -> Self {
+        use std::sync::{Arc, Mutex, atomic::AtomicBool};
+        let target = target.trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let up = Arc::new(AtomicBool::new(true));
+        let open: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (up2, open2) = (up.clone(), open.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !up2.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                open2.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Self { endpoint, up, open }
+    }
+
+    fn down(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for task in self.open.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The S3 endpoint goes away mid-run: PUTs fail and are retried, nothing is recorded
+/// as stored, `/readyz` of the process that writes says why; once it is back the
+/// request completes and every image counted as succeeded is in the bucket, whole.
+/// On PostgreSQL with an `api` and a separate `worker` process.
+async fn s3_outage_mid_run(backend: Backend) {
+    let Some(bin) = std::env::var(MOTO_ENV).ok().filter(|s| !s.is_empty()) else {
+        crate::helpers::skip(&format!("{MOTO_ENV} not set"));
+        return;
+    };
+    let moto = Moto::start(&bin).await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let made = http
+        .put(format!("{}/{BUCKET}", moto.endpoint))
+        .send()
+        .await
+        .expect("create bucket");
+    assert!(made.status().is_success(), "create bucket: {made:?}");
+    let outage = Outage::start(&moto.endpoint).await;
+
+    let images = ImageServer::start().await;
+    let storage_url = format!("s3://{BUCKET}/{PREFIX}");
+    let env = [
+        ("STORAGE_URL", storage_url.as_str()),
+        ("S3_ENDPOINT", outage.endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+        ("FETCH_ATTEMPTS", "50"),
+    ];
+    let (app, worker) = match backend {
+        Backend::Sqlite => (TestServer::start(&env).await, None),
+        Backend::Postgres => {
+            let Some(api) = TestServer::start_cmd("api", backend, &env).await else {
+                return;
+            };
+            let worker = api.join("worker", &env).await;
+            (api, Some(worker))
+        }
+    };
+    let writer = worker.as_ref().unwrap_or(&app);
+
+    let mut csv = String::from("Serial Number,Product Name,Input Image Urls\n");
+    for i in 0..6 {
+        let photo = crate::helpers::PHOTOS[i % 3];
+        csv.push_str(&format!(
+            "{i},SKU{i},{}\n",
+            images.url(&format!("/img/{i}/{photo}"))
+        ));
+    }
+    images.set_latency(Duration::from_millis(1500));
+    let (code, body) = app.upload(csv.as_bytes(), &[]).await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    outage.down();
+    images.set_latency(Duration::ZERO);
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let imgs = app.images(&id).await;
+        let failing = imgs
+            .iter()
+            .filter(|i| {
+                i["error"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("storage: S3"))
+            })
+            .count();
+        if failing >= 2 {
+            assert!(
+                imgs.iter().all(|i| i["state"] == "pending"),
+                "nothing may count as stored while S3 is down: {imgs:#?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{imgs:#?}\n{}", writer.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, ready) = writer.get_json("/readyz").await;
+    assert_eq!(code, 503, "{ready}");
+    assert!(
+        ready["status"]
+            .as_str()
+            .unwrap()
+            .starts_with("blob store not writable: storage: S3"),
+        "{ready}"
+    );
+
+    outage.restore();
+    let status = app.wait_final(&id, Duration::from_secs(120)).await;
+    assert_eq!(status["status"], "Completed", "{status}\n{}", writer.logs());
+    let keys = list_keys(&http, &moto.endpoint, PREFIX).await;
+    let imgs = app.images(&id).await;
+    assert_eq!(imgs.len(), 6);
+    for img in &imgs {
+        assert_eq!(img["state"], "succeeded", "{img}");
+        let name = format!(
+            "{}-{}.jpg",
+            img["row"],
+            img["position"].as_u64().unwrap() - 1
+        );
+        let key = format!("{PREFIX}/{id}/{name}");
+        assert!(
+            keys.contains(&key),
+            "{key} counted as stored, not in the bucket: {keys:?}"
+        );
+        let bytes = bucket(&moto.endpoint)
+            .get(&Path::from(key))
+            .await
+            .expect("object")
+            .bytes()
+            .await
+            .unwrap();
+        crate::storage::assert_valid_jpeg(&bytes, img);
+    }
+    assert!(keys.contains(&format!("{PREFIX}/{id}/output.csv")));
+    assert_eq!(writer.get_json("/readyz").await.0, 200);
+}
+
+crate::on_both_backends!(s3_outage_mid_run);

@@ -1,23 +1,41 @@
 //! The blob store: uploaded CSVs, output images and output CSVs, as files under one
-//! directory (`file://`) or objects in an S3 bucket (`s3://`). Keys are checked against
-//! a strict grammar, so no key can name anything outside the store whatever a client
-//! puts in a `/files/...` URL.
+//! directory (`file://`) or objects in an S3 bucket (`s3://`), both through
+//! `object_store`. Keys are checked against a strict grammar, so no key can name
+//! anything outside the store whatever a client puts in a `/files/...` URL.
+//!
+//! A write returns `Ok` only once every byte is durable under its final name: locally
+//! `LocalFileSystem` writes a staged file with blocking writes (so `ENOSPC` surfaces
+//! on the write that hit it, not on a later flush), fsyncs it, renames it into place
+//! and fsyncs the directory; we then check the size on disk. On S3 one PUT is atomic.
 
-mod local;
+mod fault;
+mod health;
 mod location;
 mod s3;
 
-use std::fmt;
+use std::{fmt, path::PathBuf, sync::Arc};
 
 use bytes::Bytes;
-use futures::{TryStreamExt, stream::BoxStream};
+use futures::{StreamExt, TryStreamExt, stream::BoxStream};
+use object_store::{
+    ObjectStore, ObjectStoreExt, PutPayload,
+    local::LocalFileSystem,
+    path::{Path, PathPart},
+};
 
+pub use fault::{BlobError, FaultKind};
+pub use health::Writable;
 pub use location::{S3Config, S3Credentials, StorageConfig, parse_endpoint};
 
 use crate::domain::RequestId;
 
-/// Marks a blob being written (`<key>.partial-<random>`); never part of a key.
-const PARTIAL: &str = ".partial-";
+/// `LocalFileSystem` stages a write as `<final name>#<n>`; a crash between the write
+/// and the rename leaves one behind. `#` is never part of a key.
+const STAGED: char = '#';
+
+/// Where `/readyz` writes when no recent write tells whether the store takes writes.
+/// It starts with a dot, so no key (and no `/files` URL) can name it.
+const PROBE: &str = ".pixbatch-probe";
 
 /// A validated storage key: `/`-separated segments of `[A-Za-z0-9._-]`, none empty,
 /// none starting with a dot (so no `..`, no hidden files), at most 4 segments.
@@ -29,9 +47,6 @@ impl BlobKey {
     pub fn parse(s: &str) -> Result<Self, String> {
         if s.is_empty() || s.len() > 256 {
             return Err("key length out of range".into());
-        }
-        if s.contains(PARTIAL) {
-            return Err("names of unfinished writes are not keys".into());
         }
         let segments: Vec<&str> = s.split('/').collect();
         if segments.len() > 4 {
@@ -122,78 +137,193 @@ impl StoredBlob {
 
 /// Where blobs are kept: a local directory or an S3 bucket.
 #[derive(Clone, Debug)]
-pub struct BlobStore(Backend);
-
-#[derive(Clone, Debug)]
-enum Backend {
-    Local(local::LocalStore),
-    S3(s3::S3Store),
+pub struct BlobStore {
+    store: Arc<dyn ObjectStore>,
+    /// Prepended to every key: the absolute root directory, or the bucket's prefix.
+    prefix: Path,
+    /// The root directory of a local store; `None` on S3.
+    local_root: Option<PathBuf>,
+    health: Arc<health::Health>,
 }
 
 impl BlobStore {
     /// The store `config` names, without touching the disk or the network.
     pub fn new(config: &StorageConfig) -> std::io::Result<Self> {
-        Ok(Self(match config {
-            StorageConfig::Local(dir) => Backend::Local(local::LocalStore::at(dir)),
-            StorageConfig::S3(s3) => Backend::S3(
-                s3::S3Store::new(s3)
-                    .map_err(|e| std::io::Error::other(format!("S3 client: {e}")))?,
-            ),
-        }))
+        let (store, prefix, local_root): (Arc<dyn ObjectStore>, Path, _) = match config {
+            StorageConfig::Local(dir) => {
+                let root = std::path::absolute(dir)?;
+                let prefix = Path::from_absolute_path(&root).map_err(|e| {
+                    std::io::Error::other(format!("blob store {}: {e}", root.display()))
+                })?;
+                // fsync: a file the database records as stored must survive a power loss.
+                let store = LocalFileSystem::new().with_fsync(true);
+                (Arc::new(store), prefix, Some(root))
+            }
+            StorageConfig::S3(s3) => {
+                let client =
+                    s3::client(s3).map_err(|e| std::io::Error::other(format!("S3 client: {e}")))?;
+                (Arc::new(client), Path::from(s3.prefix.as_str()), None)
+            }
+        };
+        Ok(Self {
+            store,
+            prefix,
+            local_root,
+            health: Arc::new(health::Health::new()),
+        })
     }
 
     /// As [`Self::new`], creating a local store's directory if missing.
     pub async fn open(config: &StorageConfig) -> std::io::Result<Self> {
         let store = Self::new(config)?;
-        if let Backend::Local(local) = &store.0 {
-            local.create_root().await.map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("blob store {}: {e}", local.root().display()),
-                )
+        if let Some(root) = &store.local_root {
+            tokio::fs::create_dir_all(root).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("blob store {}: {e}", root.display()))
             })?;
         }
         Ok(store)
     }
 
-    /// Writes `bytes` under `key` atomically: readers see the old blob or the new one,
-    /// never half of one, and writing the same key twice (a redelivered job) leaves one
-    /// blob. Locally the bytes go to `<key>.partial-<random>`, flushed, then renamed
-    /// over the final name (two writers of one key at once each rename a whole file of
-    /// their own; a crash mid-write can leave a partial file, which
-    /// [`Self::remove_partials`] clears). On S3 one PUT is atomic by itself.
-    pub async fn put(&self, key: &BlobKey, bytes: &[u8]) -> std::io::Result<()> {
-        match &self.0 {
-            Backend::Local(s) => s.put(key, bytes).await,
-            Backend::S3(s) => s.put(key, bytes).await,
+    fn path(&self, key: &BlobKey) -> Path {
+        self.prefix
+            .parts()
+            .chain(key.as_str().split('/').map(PathPart::from))
+            .collect()
+    }
+
+    fn fault(&self, e: &object_store::Error) -> BlobError {
+        BlobError::from_store(e, self.local_root.is_none())
+    }
+
+    /// Writes `bytes` under `key` atomically and durably: readers see the old blob or
+    /// the new one, never half of one; writing the same key twice (a redelivered job)
+    /// leaves one blob; `Ok` means every byte is on disk (or in the bucket) under the
+    /// final name. A failed write leaves nothing under the key and is recorded for
+    /// [`Self::writable`] and the storage-errors metric.
+    pub async fn put(&self, key: &BlobKey, bytes: Bytes) -> Result<(), BlobError> {
+        let result = self.put_path(&self.path(key), bytes).await;
+        self.health.record("put", result.as_ref().map(|_| ()));
+        if result.is_err() {
+            self.remove_empty_dir_of(key).await;
+        }
+        result
+    }
+
+    /// Locally, removes the key's directory if it is empty: a failed first write of a
+    /// request (its input CSV on a full disk) leaves no trace. A concurrent writer
+    /// that finds the directory gone creates it again.
+    async fn remove_empty_dir_of(&self, key: &BlobKey) {
+        if let (Some(root), Some((dir, _))) = (&self.local_root, key.as_str().rsplit_once('/')) {
+            let _ = tokio::fs::remove_dir(root.join(dir)).await;
         }
     }
 
-    /// Removes partial files left under a request's directory by writes that never
+    async fn put_path(&self, path: &Path, bytes: Bytes) -> Result<(), BlobError> {
+        let len = bytes.len() as u64;
+        self.store
+            .put(path, PutPayload::from(bytes))
+            .await
+            .map_err(|e| self.fault(&e))?;
+        if self.local_root.is_some() {
+            // Belt and braces: the staged file's writes all returned Ok, but a file
+            // the database will call stored must hold every byte.
+            let meta = self.store.head(path).await.map_err(|e| self.fault(&e))?;
+            if meta.size != len {
+                let _ = self.store.delete(path).await;
+                return Err(BlobError::io(format!(
+                    "{path}: {} of {len} bytes on disk",
+                    meta.size
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the store takes writes: the outcome of the last write when it is
+    /// recent, else that of a tiny probe write made now. For `/readyz`.
+    pub async fn writable(&self) -> Writable {
+        if let Some(w) = self.health.fresh() {
+            return w;
+        }
+        let probe = self.prefix.clone().join(PROBE);
+        let stamp = chrono::Utc::now().to_rfc3339();
+        let result = self.put_path(&probe, Bytes::from(stamp)).await;
+        self.health.record("probe", result.as_ref().map(|_| ()));
+        match result {
+            Ok(()) => Writable::Yes,
+            Err(e) => Writable::No(e.to_string()),
+        }
+    }
+
+    /// Removes `key`; absent is fine. For an upload whose transaction failed after
+    /// its CSV was stored.
+    pub async fn delete(&self, key: &BlobKey) -> Result<(), BlobError> {
+        match self.store.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                self.remove_empty_dir_of(key).await;
+                Ok(())
+            }
+            Err(e) => Err(self.fault(&e)),
+        }
+    }
+
+    /// Removes staged files left under a request's directory by writes that never
     /// finished (a crash between write and rename). Called once the request's work is
     /// done, when no live writer can still be using them; a straggler whose file is
     /// removed fails its rename and its job finds the image already finished. Nothing
     /// to do on S3, where an interrupted PUT leaves no object.
-    pub async fn remove_partials(&self, request: RequestId) -> std::io::Result<usize> {
-        match &self.0 {
-            Backend::Local(s) => s.remove_partials_in(&request.to_string()).await,
-            Backend::S3(_) => Ok(0),
+    pub async fn remove_partials(&self, request: RequestId) -> Result<usize, BlobError> {
+        let Some(root) = &self.local_root else {
+            return Ok(0);
+        };
+        let dir = root.join(request.to_string());
+        let mut entries = match tokio::fs::read_dir(&dir).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        let mut removed = 0;
+        while let Some(entry) = entries.next_entry().await? {
+            if entry.file_name().to_string_lossy().contains(STAGED) {
+                match tokio::fs::remove_file(entry.path()).await {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
         }
+        Ok(removed)
     }
 
     /// Opens a blob for streaming; `Ok(None)` when there is none under that key.
-    pub async fn get(&self, key: &BlobKey) -> std::io::Result<Option<StoredBlob>> {
-        match &self.0 {
-            Backend::Local(s) => s.get(key).await,
-            Backend::S3(s) => s.get(key).await,
-        }
+    pub async fn get(&self, key: &BlobKey) -> Result<Option<StoredBlob>, BlobError> {
+        let result = match self.store.get(&self.path(key)).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.fault(&e)),
+        };
+        let meta = &result.meta;
+        let etag = match &meta.e_tag {
+            Some(t) if t.starts_with('"') || t.starts_with("W/\"") => t.clone(),
+            Some(t) => format!("\"{t}\""),
+            None => format!(
+                "\"{:x}-{:x}\"",
+                meta.size,
+                meta.last_modified.timestamp_nanos_opt().unwrap_or_default()
+            ),
+        };
+        Ok(Some(StoredBlob {
+            len: meta.size,
+            etag,
+            body: result.into_stream().map_err(std::io::Error::other).boxed(),
+        }))
     }
 
     /// Reads a whole blob into memory; `Ok(None)` when absent.
-    pub async fn read(&self, key: &BlobKey) -> std::io::Result<Option<Vec<u8>>> {
-        match &self.0 {
-            Backend::Local(s) => s.read(key).await,
-            Backend::S3(s) => s.read(key).await,
+    pub async fn read(&self, key: &BlobKey) -> Result<Option<Vec<u8>>, BlobError> {
+        match self.get(key).await? {
+            Some(blob) => Ok(Some(blob.into_bytes().await?)),
+            None => Ok(None),
         }
     }
 }
@@ -216,12 +346,119 @@ mod tests {
             "a\\b",
             "a/b%2e",
             "a/b/c/d/e",
-            "r/0-0.jpg.partial-00ff",
+            "r/0-0.jpg#1",
         ] {
             assert!(BlobKey::parse(bad).is_err(), "{bad:?} accepted");
         }
         for good in ["a.jpg", "0193-abc/0-1.jpg", "x/output.csv"] {
             assert!(BlobKey::parse(good).is_ok(), "{good:?} refused");
         }
+    }
+
+    fn local(dir: &std::path::Path) -> BlobStore {
+        BlobStore::new(&StorageConfig::Local(dir.to_owned())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn put_is_atomic_and_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = local(dir.path());
+        let key = BlobKey::parse("r/0-0.jpg").unwrap();
+        store.put(&key, Bytes::from_static(b"one")).await.unwrap();
+        store.put(&key, Bytes::from_static(b"two!")).await.unwrap();
+        assert_eq!(store.read(&key).await.unwrap().unwrap(), b"two!");
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("r"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["0-0.jpg"], "staged files left");
+        let request = RequestId::new();
+        let rdir = dir.path().join(request.to_string());
+        std::fs::create_dir_all(&rdir).unwrap();
+        std::fs::write(rdir.join("0-0.jpg"), b"whole").unwrap();
+        std::fs::write(rdir.join("1-0.jpg#3"), b"half").unwrap();
+        assert_eq!(store.remove_partials(request).await.unwrap(), 1);
+        assert_eq!(std::fs::read_dir(&rdir).unwrap().count(), 1);
+        assert!(
+            store
+                .read(&BlobKey::parse("r/none.jpg").unwrap())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        store.delete(&key).await.unwrap();
+        store.delete(&key).await.unwrap();
+        assert!(store.read(&key).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn get_streams_the_bytes_with_length_and_etag() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = local(dir.path());
+        let key = BlobKey::parse("r/output.csv").unwrap();
+        assert!(store.get(&key).await.unwrap().is_none());
+        store.put(&key, Bytes::from_static(b"a,b\n")).await.unwrap();
+        let blob = store.get(&key).await.unwrap().unwrap();
+        assert_eq!(blob.len, 4);
+        assert!(
+            blob.etag.starts_with('"') && blob.etag.ends_with('"'),
+            "{}",
+            blob.etag
+        );
+        let first = blob.etag.clone();
+        assert_eq!(blob.into_bytes().await.unwrap(), b"a,b\n");
+        store
+            .put(&key, Bytes::from_static(b"a,b,c\n"))
+            .await
+            .unwrap();
+        let again = store.get(&key).await.unwrap().unwrap();
+        assert_ne!(again.etag, first, "a rewrite changes the ETag");
+        // A directory is not a blob.
+        assert!(
+            store
+                .get(&BlobKey::parse("r").unwrap())
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_an_error_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = local(dir.path());
+        assert_eq!(store.writable().await, Writable::Yes);
+        assert!(dir.path().join(PROBE).exists());
+        // A file where the request's directory should be: the write cannot happen.
+        std::fs::write(dir.path().join("r"), b"in the way").unwrap();
+        let key = BlobKey::parse("r/0-0.jpg").unwrap();
+        let err = store
+            .put(&key, Bytes::from_static(b"jpeg"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().starts_with("storage: "), "{err}");
+        assert!(matches!(store.writable().await, Writable::No(e) if e == err.to_string()));
+        std::fs::remove_file(dir.path().join("r")).unwrap();
+        store.put(&key, Bytes::from_static(b"jpeg")).await.unwrap();
+        assert_eq!(store.writable().await, Writable::Yes);
+    }
+
+    #[test]
+    fn keys_go_under_the_prefix() {
+        let mut cfg = S3Config {
+            bucket: "bucket".into(),
+            prefix: "a/b".into(),
+            endpoint: Some("http://127.0.0.1:9".into()),
+            region: Some("eu-west-1".into()),
+            credentials: None,
+        };
+        let key = BlobKey::parse("r/0-1.jpg").unwrap();
+        let store = BlobStore::new(&StorageConfig::S3(cfg.clone())).unwrap();
+        assert_eq!(store.path(&key).as_ref(), "a/b/r/0-1.jpg");
+        cfg.prefix.clear();
+        let store = BlobStore::new(&StorageConfig::S3(cfg)).unwrap();
+        assert_eq!(store.path(&key).as_ref(), "r/0-1.jpg");
+        let store = local(std::path::Path::new("/srv/pixbatch"));
+        assert_eq!(store.path(&key).as_ref(), "srv/pixbatch/r/0-1.jpg");
     }
 }

@@ -1,0 +1,84 @@
+//! Whether the store takes writes, from the outcome of every write: `/readyz` answers
+//! from it, the storage-errors metric counts each failure, and the log says so once
+//! when writes start failing and once when they work again (not once per image).
+
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use super::fault::BlobError;
+use crate::telemetry::metrics;
+
+/// How long a write's outcome answers `/readyz` before a probe write is made.
+pub(super) const FRESH: Duration = Duration::from_secs(5);
+
+/// The store's recent write outcomes.
+#[derive(Debug)]
+pub(super) struct Health(Mutex<State>);
+
+#[derive(Debug)]
+struct State {
+    /// The last failure's text and how many writes failed since the last success.
+    failing: Option<(String, u64)>,
+    /// When the last write (or probe) finished; `None` before the first.
+    last: Option<Instant>,
+}
+
+/// What `/readyz` is told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Writable {
+    /// The last write worked.
+    Yes,
+    /// The last write failed, with this error.
+    No(String),
+}
+
+impl Health {
+    pub(super) fn new() -> Self {
+        Self(Mutex::new(State {
+            failing: None,
+            last: None,
+        }))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a write's outcome; logs the first failure of a burst and the recovery.
+    pub(super) fn record(&self, op: &'static str, outcome: Result<(), &BlobError>) {
+        let mut s = self.state();
+        s.last = Some(Instant::now());
+        match outcome {
+            Ok(()) => {
+                if let Some((error, failed_writes)) = s.failing.take() {
+                    tracing::info!(failed_writes, last_error = %error, "blob store writable again");
+                }
+            }
+            Err(e) => {
+                metrics::storage_error(op, e.kind().as_str());
+                match &mut s.failing {
+                    Some((error, n)) => {
+                        *n += 1;
+                        *error = e.to_string();
+                    }
+                    None => {
+                        tracing::error!(error = %e, op, "blob store writes are failing; not logged again until one succeeds");
+                        s.failing = Some((e.to_string(), 1));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The last outcome, if it is recent enough to answer for the store now.
+    pub(super) fn fresh(&self) -> Option<Writable> {
+        let s = self.state();
+        let recent = s.last.is_some_and(|t| t.elapsed() < FRESH);
+        recent.then(|| match &s.failing {
+            None => Writable::Yes,
+            Some((e, _)) => Writable::No(e.clone()),
+        })
+    }
+}

@@ -1,0 +1,414 @@
+//! Storage faults through the binary: a full disk, a read-only store, a full database
+//! disk. Each runs on a tmpfs of its own, mounted by the test (CI runs as root; without
+//! the right to mount, the test says it is skipped, and fails under `CI=true`). Every
+//! test ends by checking that every image counted as succeeded has a whole, decodable
+//! JPEG under its key and that no staged file was left.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::helpers::{Backend, ImageServer, PHOTOS, TestServer, csv_rows, files_under, skip};
+
+/// A tmpfs mounted on a temp dir, unmounted on drop.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+    filler: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`mount -o size=…`); `None` (skipped) where mounting is
+    /// not allowed.
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Self {
+                filler: dir.path().join("filler"),
+                dir,
+            }),
+            Ok(o) => {
+                skip(&format!(
+                    "cannot mount a tmpfs (needs root): {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ));
+                None
+            }
+            Err(e) => {
+                skip(&format!("cannot run mount: {e}"));
+                None
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `mount -o remount,<opts>`: `ro`, `rw`, `size=…`.
+    fn remount(&self, opts: &str) {
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,{opts}")])
+            .arg(self.path())
+            .status()
+            .expect("mount");
+        assert!(st.success(), "remount {opts}");
+    }
+
+    /// Writes a filler file until the filesystem is full.
+    fn fill(&self) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.filler)
+            .expect("filler");
+        let chunk = vec![0u8; 64 * 1024];
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+                Err(e) => panic!("filling the tmpfs: {e}"),
+            }
+        }
+        // Page-sized tail writes may still fit: fill them too.
+        let _ = f.write_all(&[0u8; 4096]);
+        let probe = self.path().join("probe");
+        let full = std::fs::write(&probe, [0u8; 8192]).is_err();
+        let _ = std::fs::remove_file(&probe);
+        assert!(full, "the tmpfs is not full");
+    }
+
+    /// Frees the space the filler took.
+    fn free(&self) {
+        std::fs::remove_file(&self.filler).expect("remove filler");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("mount")
+            .args(["-o", "remount,rw"])
+            .arg(self.path())
+            .status();
+        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
+    }
+}
+
+/// `n` products with one image each, distinct URLs over the fixture photos.
+fn catalogue(images: &ImageServer, n: usize) -> String {
+    let mut csv = String::from("Serial Number,Product Name,Input Image Urls\n");
+    for i in 0..n {
+        let photo = PHOTOS[i % PHOTOS.len()];
+        csv.push_str(&format!(
+            "{i},SKU{i},{}\n",
+            images.url(&format!("/img/{i}/{photo}"))
+        ));
+    }
+    csv
+}
+
+/// Polls the images until `pred` holds for them; panics with the logs after `timeout`.
+async fn images_until(
+    app: &TestServer,
+    id: &str,
+    timeout: Duration,
+    pred: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let imgs = app.images(id).await;
+        if pred(&imgs) {
+            return imgs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "images never matched: {imgs:#?}\n{}",
+            app.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn readyz(app: &TestServer) -> (u16, String) {
+    let (code, body) = app.get_json("/readyz").await;
+    (code, body["status"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Every succeeded image has its JPEG under `{store}/{id}/{row}-{position}.jpg`,
+/// whole (the size the API reports, ends with EOI) and decodable; no staged file is
+/// left; the output CSV lists them. Returns how many succeeded.
+pub(crate) fn assert_outputs_valid(store: &Path, id: &str, imgs: &[Value]) -> usize {
+    let files = files_under(&store.join(id));
+    assert!(
+        files.iter().all(|p| !crate::helpers::is_staged(p)),
+        "{files:?}"
+    );
+    let mut ok = 0;
+    for img in imgs.iter().filter(|i| i["state"] == "succeeded") {
+        let name = format!(
+            "{}-{}.jpg",
+            img["row"],
+            img["position"].as_u64().unwrap() - 1
+        );
+        let bytes = std::fs::read(store.join(id).join(&name))
+            .unwrap_or_else(|e| panic!("{name}, counted as succeeded: {e}"));
+        assert_valid_jpeg(&bytes, img);
+        ok += 1;
+    }
+    ok
+}
+
+/// A stored output is whole and decodes.
+pub(crate) fn assert_valid_jpeg(bytes: &[u8], img: &Value) {
+    assert_eq!(
+        bytes.len() as u64,
+        img["output_bytes"].as_u64().unwrap(),
+        "{img}"
+    );
+    assert!(bytes.starts_with(&[0xff, 0xd8]) && bytes.ends_with(&[0xff, 0xd9]));
+    image::load_from_memory_with_format(bytes, image::ImageFormat::Jpeg)
+        .unwrap_or_else(|e| panic!("stored output does not decode: {e}: {img}"));
+}
+
+/// The full-disk story: an upload whose CSV cannot be stored answers 503 and stores
+/// nothing; images whose outputs cannot be stored are retried (no success recorded),
+/// `/readyz` says why, the metric counts it, the log says it once; once space is
+/// freed the pending retries finish the request with every output whole.
+async fn full_disk_store(backend: Backend) {
+    let Some(fs) = Tmpfs::mount("16m") else {
+        return;
+    };
+    let images = ImageServer::start().await;
+    let store = fs.path().join("uploads");
+    let storage_url = format!("file://{}", store.display());
+    let Some(app) = TestServer::start_on(
+        backend,
+        &[
+            ("STORAGE_URL", storage_url.as_str()),
+            ("FETCH_ATTEMPTS", "50"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    assert_eq!(readyz(&app).await.0, 200);
+
+    // 1. Full before the upload: 503, nothing stored.
+    fs.fill();
+    let csv = catalogue(&images, 4);
+    let (code, body) = app.upload(csv.as_bytes(), &[]).await;
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["type"], "urn:pixbatch:problem:storage-unavailable");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no space left on device"),
+        "{body}"
+    );
+    let dirs: Vec<_> = std::fs::read_dir(&store)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .collect();
+    assert!(dirs.is_empty(), "a failed upload left {dirs:?}");
+    let (code, why) = readyz(&app).await;
+    assert_eq!(code, 503);
+    assert!(why.contains("no space left on device"), "{why}");
+
+    // 2. Space for the CSV, then full again while the images download.
+    fs.free();
+    images.set_latency(Duration::from_millis(1500));
+    let (code, body) = app.upload(csv.as_bytes(), &[]).await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    fs.fill();
+    images.set_latency(Duration::ZERO);
+    let imgs = images_until(&app, &id, Duration::from_secs(60), |imgs| {
+        imgs.iter()
+            .filter(|i| i["error"] == "storage: no space left on device")
+            .count()
+            >= 2
+    })
+    .await;
+    assert!(
+        imgs.iter().all(|i| i["state"] == "pending"),
+        "nothing may count as stored: {imgs:#?}"
+    );
+    let (_, status) = app.get_json(&format!("/status/{id}")).await;
+    assert_eq!(status["status"], "Processing", "{status}");
+    let (code, why) = readyz(&app).await;
+    assert_eq!(code, 503);
+    assert_eq!(
+        why,
+        "blob store not writable: storage: no space left on device"
+    );
+    let (_, _, metrics) = app.get_bytes(&format!("{}/metrics", app.base)).await;
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("pixbatch_storage_errors_total{")
+                && l.contains("kind=\"no_space\"")
+                && l.contains("op=\"put\"")),
+        "{metrics}"
+    );
+    // Two bursts so far (before the first upload, and now), each logged once.
+    let logs = app.logs();
+    assert_eq!(
+        logs.matches("blob store writes are failing").count(),
+        2,
+        "logged once per burst:\n{logs}"
+    );
+    assert_eq!(
+        logs.matches("blob store writable again").count(),
+        1,
+        "{logs}"
+    );
+
+    // 3. Space freed: the pending retries finish the request.
+    fs.free();
+    let status = app.wait_final(&id, Duration::from_secs(90)).await;
+    assert_eq!(status["status"], "Completed", "{status}");
+    let imgs = app.images(&id).await;
+    assert_eq!(assert_outputs_valid(&store, &id, &imgs), 4);
+    assert!(imgs.iter().any(|i| i["attempts"].as_i64().unwrap() > 1));
+    let out = std::fs::read(store.join(&id).join("output.csv")).expect("output.csv");
+    let rows = csv_rows(&out);
+    assert_eq!(rows.len(), 5);
+    assert!(rows[1..].iter().all(|r| r[3].ends_with(".jpg")), "{rows:?}");
+    assert_eq!(app.logs().matches("blob store writable again").count(), 2);
+    assert_eq!(readyz(&app).await.0, 200);
+}
+
+/// A read-only store: image tries fail with `storage: read-only file system` and give
+/// up after the last try; the completion cannot store the output CSV, so the request
+/// stays unfinished and retries it; once writable, it finishes (`Failed`, every image having given up), and
+/// `POST /requests/{id}/retry` brings it to `Completed` with every output whole.
+async fn read_only_store(backend: Backend) {
+    let Some(fs) = Tmpfs::mount("16m") else {
+        return;
+    };
+    let images = ImageServer::start().await;
+    let store = fs.path().join("uploads");
+    let storage_url = format!("file://{}", store.display());
+    let Some(app) = TestServer::start_on(
+        backend,
+        &[
+            ("STORAGE_URL", storage_url.as_str()),
+            ("FETCH_ATTEMPTS", "2"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    images.set_latency(Duration::from_millis(1500));
+    let (code, body) = app.upload(catalogue(&images, 3).as_bytes(), &[]).await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    fs.remount("ro");
+    images.set_latency(Duration::ZERO);
+    let imgs = images_until(&app, &id, Duration::from_secs(60), |imgs| {
+        imgs.iter().all(|i| i["state"] == "failed")
+    })
+    .await;
+    for img in &imgs {
+        assert_eq!(
+            img["error"], "storage: read-only file system (gave up after 2 tries)",
+            "{img}"
+        );
+        assert_eq!(img["attempts"], 2, "{img}");
+    }
+    // The completion cannot store the output CSV: not final, retried.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !app.logs().contains("could not store the output CSV") {
+        assert!(Instant::now() < deadline, "{}", app.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, status) = app.get_json(&format!("/status/{id}")).await;
+    assert_eq!(status["status"], "Processing", "{status}");
+    let (code, why) = readyz(&app).await;
+    assert_eq!(code, 503);
+    assert!(why.ends_with("storage: read-only file system"), "{why}");
+
+    fs.remount("rw");
+    let status = app.wait_final(&id, Duration::from_secs(60)).await;
+    // Every image failed: the request failed, and says so in its output CSV.
+    assert_eq!(status["status"], "Failed", "{status}");
+    assert!(store.join(&id).join("output.csv").exists());
+
+    let (code, body) = app.post_json(&format!("/requests/{id}/retry")).await;
+    assert_eq!(code, 202, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let (_, s) = app.get_json(&format!("/status/{id}")).await;
+        if s["status"] == "Completed" {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "{s}\n{}", app.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status["progress"]["succeeded"], 3, "{status}");
+    let imgs = app.images(&id).await;
+    assert_eq!(assert_outputs_valid(&store, &id, &imgs), 3);
+    assert_eq!(readyz(&app).await.0, 200);
+}
+
+crate::on_both_backends!(full_disk_store, read_only_store);
+
+/// The database's disk is full (SQLite on a full tmpfs): an upload answers 503
+/// problem+json and leaves nothing behind (no request, no stored CSV); once space is
+/// freed, uploads work again and finish.
+#[tokio::test]
+async fn full_database_disk() {
+    let Some(fs) = Tmpfs::mount("32m") else {
+        return;
+    };
+    let images = ImageServer::start().await;
+    let database_url = format!("sqlite://{}/pixbatch.db", fs.path().display());
+    let app = TestServer::start(&[("DATABASE_URL", database_url.as_str())]).await;
+    let store = app.uploads();
+
+    fs.fill();
+    // Large enough that its rows cannot fit in what the WAL already holds.
+    let big = catalogue(&images, 5000);
+    let (code, body) = app.upload(big.as_bytes(), &[]).await;
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["type"], "urn:pixbatch:problem:unavailable", "{body}");
+    let left: Vec<_> = files_under(&store)
+        .into_iter()
+        .filter(|p| !p.ends_with(".pixbatch-probe"))
+        .collect();
+    assert!(left.is_empty(), "a failed upload left {left:?}");
+    let (code, _) = app.get_json("/healthz").await;
+    assert_eq!(code, 200);
+
+    fs.free();
+    let (code, body) = app.upload(catalogue(&images, 3).as_bytes(), &[]).await;
+    assert_eq!(code, 202, "{body}\n{}", app.logs());
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    let status = app
+        .wait_final_through_outages(&id, Duration::from_secs(90))
+        .await;
+    assert_eq!(status["status"], "Completed", "{status}");
+    let imgs = app.images(&id).await;
+    assert_eq!(assert_outputs_valid(&store, &id, &imgs), 3);
+    let dirs = std::fs::read_dir(&store)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .count();
+    assert_eq!(dirs, 1, "only the accepted upload is stored");
+}
