@@ -23,8 +23,8 @@
 
 use super::huffman;
 use super::libjpeg::{
-    self, Arrangement, Block, Frame, FrameColor, LibjpegError, OutputCoding, OutputTables, Plane,
-    Planes,
+    self, Arrangement, Block, Budget, Frame, FrameColor, LibjpegError, OutputCoding, OutputTables,
+    Plane, Planes,
 };
 use super::quality::{IJG_CHROMA, IJG_LUMA, scaled_table};
 
@@ -116,7 +116,7 @@ fn chroma_merge(frame: &Frame) -> Option<(Arrangement, usize, usize)> {
 pub(crate) fn transcode(
     input: &[u8],
     quality: u8,
-    max_pixels: u64,
+    budget: &Budget,
     tuning: Tuning,
 ) -> Result<Option<Vec<u8>>, LibjpegError> {
     let merge = std::cell::Cell::new((0, 0));
@@ -126,7 +126,7 @@ pub(crate) fn transcode(
     ];
     libjpeg::transcode(
         input,
-        max_pixels,
+        budget,
         |frame| {
             let (arrangement, fx, fy) = chroma_merge(frame)?;
             if arrangement != Arrangement::InPlace && !tuning.all_samplings {
@@ -162,11 +162,7 @@ fn convert(
                 Rescale::new(&cb.quant, &quant[1]),
                 Rescale::new(&cr.quant, &quant[1]),
             ];
-            let requantize = |ci: usize, block: &mut Block| {
-                if !rescale[ci].identity {
-                    rescale[ci].block(block, offset);
-                }
-            };
+            let requantize = |ci: usize, block: &mut Block| rescale[ci].block(block, offset);
             // Small images are always counted exactly (see `huffman::tables_420`).
             let every = if planes[1].height < 32 {
                 1
@@ -319,8 +315,10 @@ impl Rescale {
     /// Rescales one block from the source steps to the output steps.
     #[inline]
     fn block(&self, block: &mut Block, offset: f32) {
+        if self.identity {
+            return;
+        }
         for (c, &r) in block.iter_mut().zip(&self.ratio) {
-            // Where s = t, r = 1 and the value comes back unchanged.
             *c = quantize(f32::from(*c) * r, offset);
         }
     }
@@ -332,9 +330,7 @@ fn copy_requantized(from: &Plane<'_>, to: &mut Plane<'_>, output: &[u16; 64], of
     for (src_row, dst_row) in from.rows.iter().zip(to.rows.iter_mut()).take(to.height) {
         for (s, d) in src_row.iter().zip(dst_row.iter_mut()).take(width) {
             *d = *s;
-            if !rescale.identity {
-                rescale.block(d, offset);
-            }
+            rescale.block(d, offset);
         }
     }
 }
@@ -517,13 +513,13 @@ mod tests {
                 all_samplings: true,
                 ..Tuning::default()
             };
-            let ours = transcode(&input, 50, u64::MAX, exact);
+            let ours = transcode(&input, 50, &Budget::UNLIMITED, exact);
             let theirs = Tuning {
                 own_huffman: false,
                 all_samplings: true,
                 ..Tuning::default()
             };
-            let libjpegs = transcode(&input, 50, u64::MAX, theirs);
+            let libjpegs = transcode(&input, 50, &Budget::UNLIMITED, theirs);
             let ours = ours.expect("transcodes").expect("handled");
             assert_eq!(Some(ours), libjpegs.expect("transcodes"), "{name}");
         }
