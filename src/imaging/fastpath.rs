@@ -266,6 +266,9 @@ fn rewrite<'a>(
 /// Largest coefficient magnitude baseline Huffman coding can hold (8-bit samples).
 const MAX_COEF: f32 = 1023.0;
 
+/// [`MAX_COEF`] as a coefficient.
+const MAX_COEF_I16: i16 = 1023;
+
 /// Below the smallest distance (1/510) between a possible value `|c|·s/t` (t ≤ 255)
 /// and a rounding threshold that it does not equal, and above the f32 error of
 /// computing it as `c · (s/t)` (< 2⁻¹²): so exact ties resolve as exact ties.
@@ -312,10 +315,17 @@ impl Rescale {
         }
     }
 
-    /// Rescales one block from the source steps to the output steps.
+    /// Rescales one block from the source steps to the output steps, every value
+    /// clamped to ±1023: baseline coding (and [`super::huffman`]'s statistics) end
+    /// there, while a crafted source can hold any 16-bit value.
     #[inline]
     fn block(&self, block: &mut Block, offset: f32) {
         if self.identity {
+            // Same steps: only the clamp (which vectorises; the float path would too,
+            // but it is the slower of the two).
+            for c in block.iter_mut() {
+                *c = (*c).clamp(-MAX_COEF_I16, MAX_COEF_I16);
+            }
             return;
         }
         for (c, &r) in block.iter_mut().zip(&self.ratio) {

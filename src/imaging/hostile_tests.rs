@@ -1,9 +1,10 @@
-//! Hostile inputs: CPU bombs (scan count, CPU time) and damaged data that libjpeg
-//! papers over.
+//! Hostile inputs: CPU bombs (scan count, CPU time), damaged data that libjpeg papers
+//! over, and a crafted source whose coefficients are outside baseline's range.
 
 use std::time::Duration;
 
 use super::libjpeg::{self, Budget, Script, thread_cpu_time};
+use super::quality::{IJG_CHROMA, IJG_LUMA, ZIGZAG, scaled_table};
 use super::*;
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -240,6 +241,162 @@ fn stray_bytes_between_segments_are_reencoded_never_kept() {
         let out = transform_with(&stray, &options(Limits::default()), route).expect("transforms");
         assert!(!out.report.kept_original, "{route:?}");
         verify_jpeg(&out.bytes).expect("the stored bytes decode without a warning");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A crafted source: coefficients of 16 bits
+
+/// MSB-first bit writer for entropy-coded data, with `FF 00` stuffing.
+#[derive(Default)]
+struct Bits {
+    out: Vec<u8>,
+    acc: u8,
+    used: u8,
+}
+
+impl Bits {
+    fn put(&mut self, value: u32, len: u32) {
+        for i in (0..len).rev() {
+            self.acc = self.acc << 1 | ((value >> i) & 1) as u8;
+            self.used += 1;
+            if self.used == 8 {
+                self.out.push(self.acc);
+                if self.acc == 0xFF {
+                    self.out.push(0);
+                }
+                (self.acc, self.used) = (0, 0);
+            }
+        }
+    }
+
+    /// Pads with one-bits, as encoders do.
+    fn finish(mut self) -> Vec<u8> {
+        while self.used != 0 {
+            self.put(1, 1);
+        }
+        self.out
+    }
+}
+
+fn segment(marker: u8, body: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(body.len() + 2).expect("short segment");
+    let mut out = vec![0xFF, marker];
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// A 16×`height` (a multiple of 16) progressive YCbCr 4:2:0 JPEG with the IJG q50 tables (so a q50 transcode
+/// keeps every step) whose luma blocks each hold one AC coefficient of −32768, a
+/// magnitude of 16 bits: the first AC scan codes 4 (size 3) with `Al` = 13, and
+/// libjpeg stores `4 << 13` in its 16-bit coefficient. Baseline can hold ±1023.
+fn sixteen_bit_coefficients(height: u16) -> Vec<u8> {
+    let mcus = usize::from(height / 16);
+    let mut jpeg = vec![0xFF, 0xD8];
+    let mut dqt = Vec::new();
+    for (id, base) in [(0u8, &IJG_LUMA), (1, &IJG_CHROMA)] {
+        let table = scaled_table(base, 50);
+        dqt.push(id);
+        dqt.extend(ZIGZAG.iter().map(|&n| table[n] as u8));
+    }
+    jpeg.extend(segment(0xDB, &dqt));
+    jpeg.extend(segment(
+        0xC2,
+        &[
+            &[8][..],
+            &height.to_be_bytes(),
+            &[0, 16, 3, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1],
+        ]
+        .concat(),
+    ));
+    // DC table 0: size 0 → "00". AC table 0: EOB → "00", (run 0, size 3) → "01".
+    let mut dht = vec![0x00, 0, 1];
+    dht.extend([0; 14]);
+    dht.push(0x00);
+    dht.extend([0x10, 0, 2]);
+    dht.extend([0; 14]);
+    dht.extend([0x00, 0x03]);
+    jpeg.extend(segment(0xC4, &dht));
+    // Scan 1: DC of all three components, every difference 0 (4 Y + Cb + Cr).
+    jpeg.extend(segment(0xDA, &[3, 1, 0x00, 2, 0x00, 3, 0x00, 0, 0, 0x00]));
+    let mut bits = Bits::default();
+    for _ in 0..6 * mcus {
+        bits.put(0b00, 2);
+    }
+    jpeg.extend(bits.finish());
+    // Scan 2: luma AC 1..=63 at Al = 13: each block "01" + "100" (4), then EOB.
+    jpeg.extend(segment(0xDA, &[1, 1, 0x00, 1, 63, 0x0D]));
+    let mut bits = Bits::default();
+    for _ in 0..4 * mcus {
+        bits.put(0b01, 2);
+        bits.put(0b100, 3);
+        bits.put(0b00, 2);
+    }
+    jpeg.extend(bits.finish());
+    jpeg.extend([0xFF, 0xD9]);
+    jpeg
+}
+
+/// The first luma AC coefficient (natural index 1) of every luma block of a 4:2:0
+/// JPEG, as libjpeg reads it.
+fn first_luma_ac(jpeg: &[u8]) -> Vec<i16> {
+    let mut seen = Vec::new();
+    let read = libjpeg::transcode(
+        jpeg,
+        &Budget::UNLIMITED,
+        |_| Some(libjpeg::Arrangement::InPlace),
+        |planes| {
+            let libjpeg::Planes::InPlace([y, _, _]) = planes else {
+                unreachable!("asked for in place")
+            };
+            for row in y.rows.iter().take(y.height) {
+                seen.extend(row.iter().take(y.width).map(|block| block[1]));
+            }
+            // Written back (the price of reading this way): all zero, which baseline holds.
+            for row in y.rows {
+                row.fill([0; 64]);
+            }
+            libjpeg::OutputCoding {
+                quant: [[1; 64]; 2],
+                huffman: None,
+            }
+        },
+    );
+    assert!(read.is_ok(), "{read:?}");
+    seen
+}
+
+#[test]
+fn sixteen_bit_source_coefficients_are_clamped_on_the_fast_path() {
+    // 1 MCU row (Huffman statistics always exact) and 32 (sampled by default).
+    for height in [16, 512] {
+        let crafted = sixteen_bit_coefficients(height);
+        let blocks = 4 * usize::from(height / 16);
+        assert_eq!(
+            first_luma_ac(&crafted),
+            vec![-32768; blocks],
+            "the crafted source"
+        );
+        let clean = libjpeg::verify(&crafted, &Budget::UNLIMITED, libjpeg::Depth::Coefficients);
+        assert_eq!(clean, Ok(true));
+        // Same steps at q50: the coefficients would pass through unchanged, and
+        // their size-16 magnitudes have no Huffman symbol in baseline coding.
+        for sample in [1, fastpath::HUFFMAN_SAMPLE] {
+            let tuning = fastpath::Tuning {
+                huffman_sample: sample,
+                ..fastpath::Tuning::default()
+            };
+            let out = fastpath::transcode(&crafted, 50, &Budget::UNLIMITED, tuning);
+            let out = out.expect("transcodes").expect("takes the fast path");
+            verify_jpeg(&out).expect("the output decodes without a warning");
+            let clamped = vec![-1023; blocks];
+            assert_eq!(
+                first_luma_ac(&out),
+                clamped,
+                "{height} rows, sample {sample}"
+            );
+        }
     }
 }
 
