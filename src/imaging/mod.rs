@@ -52,6 +52,8 @@ mod hostile_tests;
 mod tests;
 
 pub use error::ImagingError;
+/// The calling thread's CPU time: the clock of [`TimeBudget`].
+pub use libjpeg::thread_cpu_time;
 pub use pool::{PoolError, TransformPool};
 pub use quality::{Quality, estimate_jpeg_quality};
 pub use report::{Format, Report, Transformed};

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// CPU time used so far by the calling thread (`CLOCK_THREAD_CPUTIME_ID`); where
 /// that clock is missing, monotonic wall time since the first call.
-pub(crate) fn thread_cpu_time() -> Duration {
+pub fn thread_cpu_time() -> Duration {
     #[cfg(unix)]
     {
         let mut now = libc::timespec {
@@ -36,6 +36,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(unix)]
     fn counts_this_threads_work_not_its_sleep() {
         let start = thread_cpu_time();
         std::thread::sleep(Duration::from_millis(200));

@@ -35,8 +35,7 @@ mod guard;
 mod pixels;
 mod planes;
 
-#[cfg(test)]
-pub(crate) use clock::thread_cpu_time;
+pub use clock::thread_cpu_time;
 pub(crate) use coefficients::{
     Arrangement, Block, Frame, FrameColor, HuffTable, HuffTables, OutputCoding, OutputTables,
     Plane, Planes, transcode,
