@@ -148,7 +148,7 @@ fn segments(bytes: &[u8]) -> Vec<Segment> {
         if marker == 0xDA {
             let start = pos;
             while pos + 1 < bytes.len()
-                && !(bytes[pos] == 0xFF && !matches!(bytes[pos + 1], 0x00 | 0xD0..=0xD7))
+                && (bytes[pos] != 0xFF || matches!(bytes[pos + 1], 0x00 | 0xD0..=0xD7))
             {
                 pos += 1;
             }
