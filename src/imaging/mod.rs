@@ -7,17 +7,21 @@
 //!    PNG, GIF, WebP, BMP or TIFF is [`ImagingError::UnsupportedFormat`].
 //! 2. **Limits before work**: the input size, then the pixel count read from the
 //!    header alone ([`dimensions`]), are checked before any decoder runs, so a
-//!    30000×30000 bomb costs microseconds and no pixel buffer. The decoder also
-//!    gets `image` limits (exact dimensions, an allocation cap) as a second line.
+//!    30000×30000 bomb costs microseconds and no pixel buffer; a JPEG's scans are
+//!    counted from its markers ([`Limits::max_scans`]). The decoder also gets `image`
+//!    limits (exact dimensions, an allocation cap) as a second line, and libjpeg a
+//!    progress monitor that holds the scan limit and the CPU-time budget
+//!    ([`TimeBudget`]) once per row of blocks.
 //! 3. **Decode** under `catch_unwind`: gray and YCbCr/RGB JPEGs with libjpeg, the
 //!    rest with `image`, first frame only for animations; CMYK/YCCK (Adobe-inverted)
 //!    is converted to RGB by the decoder; 16-bit, palette, gray+alpha and RGBA become
-//!    8-bit gray or RGB in one pass, alpha flattened onto white.
+//!    8-bit gray or RGB in one pass, alpha flattened onto white. A JPEG libjpeg
+//!    decodes only with warnings about damaged data is [`ImagingError::Corrupt`].
 //! 4. **Colour**: an embedded ICC profile that is not sRGB is converted to sRGB
 //!    with `qcms`; then the EXIF orientation is applied.
 //! 5. **Encode** a baseline JPEG, 4:2:0, no metadata, with libjpeg's fastest settings.
 //! 6. **Never larger**: a JPEG input whose re-encode is not smaller is returned
-//!    unchanged (`kept_original`).
+//!    unchanged (`kept_original`), if libjpeg reads it without a single warning.
 //!
 //! **JPEGs whose pixels need no change** (gray or YCbCr, EXIF orientation 1, no ICC
 //! profile other than sRGB) skip steps 3–5:
@@ -27,8 +31,8 @@
 //!   with [`Route::GeneralOnly`] or when the fast path fails, are decoded by libjpeg to
 //!   subsampled YCbCr planes that go straight to its encoder, no RGB in between.
 //!
-//! libjpeg is mozjpeg-sys, SIMD when nasm was found at build time; its only `unsafe`
-//! code is in [`libjpeg`].
+//! libjpeg is mozjpeg-sys, SIMD when nasm was found at build time; the crate's only
+//! `unsafe` code is in [`libjpeg`].
 //!
 //! Every step records what it did in a [`Report`].
 
