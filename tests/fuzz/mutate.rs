@@ -145,6 +145,9 @@ fn segments(bytes: &[u8]) -> Vec<Segment> {
             len,
         });
         pos += len.max(4);
+        if pos > bytes.len() {
+            break; // a length past the end
+        }
         if marker == 0xDA {
             let start = pos;
             while pos + 1 < bytes.len()
@@ -279,7 +282,7 @@ fn jpeg(bytes: &mut Vec<u8>, rng: &mut impl RngCore) -> &'static str {
                 vec![0xFF, rng.random_range(0xC0..=0xFE)]
             };
             let at = if rng.random_bool(0.5) {
-                at
+                at.min(bytes.len())
             } else {
                 pos(rng, bytes.len())
             };
