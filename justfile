@@ -18,6 +18,12 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
 
+# Fuzz the image transform in a release build for SECONDS (default 600), any number of
+# cases; PIXBATCH_FUZZ_SEED picks another seed. Failing inputs land in
+# tests/fixtures/imaging/fuzz/ (commit them: every test run replays them).
+fuzz SECONDS="600":
+    PIXBATCH_FUZZ_SECS={{SECONDS}} PIXBATCH_FUZZ_CASES=18446744073709551615 cargo test --release --test fuzz -- --nocapture fuzz_transform
+
 # Regenerate the committed OpenAPI document and the Postman collection made from it.
 openapi:
     cargo run --quiet -- openapi > openapi/openapi.json

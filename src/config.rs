@@ -6,7 +6,7 @@ use std::{net::SocketAddr, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    imaging::Quality,
+    imaging::{self, Quality},
     store::{S3Credentials, StorageConfig},
 };
 
@@ -133,6 +133,19 @@ pub struct ServerConfig {
     /// Largest image, in pixels, read from the header before decoding.
     #[arg(long, env = "MAX_IMAGE_PIXELS", default_value_t = 100_000_000)]
     pub max_image_pixels: u64,
+
+    /// Most scans a JPEG may have (a progressive one has several; each makes the
+    /// decoder walk the whole image again). Counted before decoding, held while decoding.
+    #[arg(long, env = "MAX_IMAGE_SCANS", default_value_t = imaging::DEFAULT_MAX_SCANS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_image_scans: u32,
+
+    /// CPU time every image may use for its transform, on top of `IMAGE_TIME_PER_MEGAPIXEL`.
+    #[arg(long, env = "IMAGE_TIME_BUDGET", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub image_time_budget: Duration,
+
+    /// Extra CPU time per million pixels of the image (2s + 40ms/MP: 6 s at 100 MP).
+    #[arg(long, env = "IMAGE_TIME_PER_MEGAPIXEL", default_value = "40ms", value_parser = humantime::parse_duration)]
+    pub image_time_per_megapixel: Duration,
 
     /// Time limit for one download, body included (e.g. `30s`).
     #[arg(long, env = "FETCH_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -297,6 +310,19 @@ impl ServerConfig {
 }
 
 impl ServerConfig {
+    /// The per-image limits: `MAX_IMAGE_*` and `IMAGE_TIME_*`.
+    pub fn image_limits(&self) -> imaging::Limits {
+        imaging::Limits {
+            max_pixels: self.max_image_pixels,
+            max_input_bytes: self.max_image_bytes,
+            max_scans: self.max_image_scans,
+            time: imaging::TimeBudget {
+                base: self.image_time_budget,
+                per_megapixel: self.image_time_per_megapixel,
+            },
+        }
+    }
+
     /// `STORAGE_URL`, with the S3 settings when it names a bucket.
     fn storage(&self) -> Result<StorageConfig, ConfigError> {
         let mut storage = StorageConfig::parse(&self.storage_url)
@@ -376,6 +402,15 @@ mod tests {
         assert_eq!(s.webhook_schedule.len(), 7);
         assert!(s.allow_private.is_empty());
         assert_eq!(s.storage, StorageConfig::Local("uploads".into()));
+        // The image limits' defaults are imaging's own.
+        let limits = s.raw.image_limits();
+        let defaults = imaging::Limits::default();
+        assert_eq!(limits.max_scans, defaults.max_scans);
+        assert_eq!(limits.time, defaults.time);
+        assert_eq!(
+            (limits.max_pixels, limits.max_input_bytes),
+            (defaults.max_pixels, defaults.max_input_bytes)
+        );
     }
 
     /// Validates the defaults with some options changed (set here rather than as flags,

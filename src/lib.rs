@@ -12,6 +12,11 @@
 //! - [`store`]: all SQL and the blob store.
 //! - [`board`]: the worker monitoring dashboard (apalis-board) on its own listener.
 //! - [`app`]: wires everything together and runs it.
+//!
+//! `unsafe` code is denied everywhere but in `imaging::libjpeg`, the safe wrapper
+//! around libjpeg's C API.
+
+#![deny(unsafe_code)]
 
 pub mod api;
 pub mod app;

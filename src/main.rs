@@ -1,5 +1,7 @@
 //! The `pixbatch` binary: parse the command line, set up logging, hand over to the library.
 
+#![deny(unsafe_code)]
+
 use std::{io::Write, process::ExitCode};
 
 use clap::Parser;

@@ -72,7 +72,11 @@ pub struct ImageBody {
     state: ImageState,
     /// Tries so far.
     attempts: i64,
-    /// Last error.
+    /// Last error. Image errors are permanent (one try) and name their cause, e.g.
+    /// `too many scans (3006 > 100)` (`MAX_IMAGE_SCANS`), `transform over its time
+    /// budget (4.56 s of CPU time)` (`IMAGE_TIME_BUDGET`, `IMAGE_TIME_PER_MEGAPIXEL`),
+    /// `corrupt image data: <libjpeg's warning>`, `image is WxH (…), over the limit of
+    /// N pixels`, `unsupported format`, `cannot decode …`.
     error: Option<String>,
     /// Bytes downloaded.
     input_bytes: Option<i64>,

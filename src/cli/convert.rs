@@ -9,12 +9,12 @@ use std::{
         Mutex,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use clap::Args;
 
-use crate::imaging::{self, Limits, Quality, Route, TransformOptions};
+use crate::imaging::{self, Limits, Quality, Route, TimeBudget, TransformOptions};
 
 /// Options of `pixbatch convert`.
 #[derive(Debug, Args)]
@@ -31,6 +31,15 @@ pub struct ConvertArgs {
     /// Largest image accepted, in pixels.
     #[arg(long, default_value_t = 100_000_000)]
     pub max_pixels: u64,
+    /// Most scans a JPEG may have (as the service's `MAX_IMAGE_SCANS`).
+    #[arg(long, default_value_t = imaging::DEFAULT_MAX_SCANS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_scans: u32,
+    /// CPU time every file may use (as the service's `IMAGE_TIME_BUDGET`).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub time_budget: Duration,
+    /// Extra CPU time per million pixels (as the service's `IMAGE_TIME_PER_MEGAPIXEL`).
+    #[arg(long, default_value = "40ms", value_parser = humantime::parse_duration)]
+    pub time_per_megapixel: Duration,
     /// Never take the JPEG → JPEG fast path (for benchmarks: `benches/imaging`).
     #[arg(long, hide = true)]
     pub no_fast_path: bool,
@@ -61,6 +70,11 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
         limits: Limits {
             max_pixels: args.max_pixels,
             max_input_bytes: u64::MAX,
+            max_scans: args.max_scans,
+            time: TimeBudget {
+                base: args.time_budget,
+                per_megapixel: args.time_per_megapixel,
+            },
         },
     };
     let route = if args.no_fast_path {

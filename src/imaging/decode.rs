@@ -7,8 +7,10 @@ use image::{
     DynamicImage, ExtendedColorType, GrayImage, ImageDecoder, ImageError, ImageReader, RgbImage,
 };
 
-use super::libjpeg::{self, DecodeSettings, PixelLayout};
-use super::{Format, ImagingError, Limits, check_pixels, color, jpeg, sniff};
+use super::libjpeg::{self, Budget, DecodeSettings, Depth, PixelLayout};
+use super::{
+    Format, ImagingError, Limits, check_pixels, check_time, color, jpeg, libjpeg_error, sniff,
+};
 
 /// libjpeg decode settings of the general path (measured on the corpus, see
 /// `benches/imaging`): the accurate IDCT (the fast one saves little with SIMD and
@@ -56,11 +58,14 @@ const ALLOC_SLACK: u64 = 64 * 1024 * 1024;
 /// Decodes the first frame of `input` and converts it to oriented 8-bit sRGB (or gray).
 ///
 /// `header` is the size [`sniff::dimensions`] read; the decoder is held to it exactly.
+/// libjpeg works under `budget`; the `image` decoders cannot be interrupted, so the
+/// time is checked after them (their cost is linear in the pixels, already limited).
 pub(crate) fn decode(
     input: &[u8],
     format: Format,
     header: (u32, u32),
     limits: &Limits,
+    budget: &Budget,
 ) -> Result<Decoded, ImagingError> {
     let err = |e: ImageError| ImagingError::Decode {
         format,
@@ -83,11 +88,23 @@ pub(crate) fn decode(
         });
     }
     // Gray and YCbCr/RGB JPEGs: libjpeg (SIMD, about twice zune-jpeg's speed here).
-    // CMYK/YCCK, and anything libjpeg refuses, go on to the `image` decoder below.
-    if let Some(header) = jpeg_header.as_ref().filter(|h| h.component_count != 4)
-        && let Ok(decoded) = libjpeg::decode(input, limits.max_pixels, GENERAL_DECODE)
-    {
-        return Ok(finish_libjpeg(input, header, decoded));
+    // CMYK/YCCK, and anything libjpeg refuses, go on to the `image` decoder below;
+    // damaged data and spent limits do not (another decoder would only hide them).
+    if let Some(header) = &jpeg_header {
+        if header.component_count != 4 {
+            match libjpeg::decode(input, budget, GENERAL_DECODE) {
+                Ok(decoded) => return Ok(finish_libjpeg(input, header, decoded)),
+                Err(e) if e.is_fatal() => {}
+                Err(e) => return Err(libjpeg_error(format, e)),
+            }
+        } else {
+            // CMYK/YCCK: libjpeg reads every scan first, for its warnings and limits.
+            match libjpeg::verify(input, budget, Depth::Coefficients) {
+                Ok(_) => {}
+                Err(e) if e.is_fatal() => {}
+                Err(e) => return Err(libjpeg_error(format, e)),
+            }
+        }
     }
     let mut decoder_limits = image::Limits::default();
     decoder_limits.max_image_width = Some(header.0);
@@ -113,6 +130,7 @@ pub(crate) fn decode(
     };
 
     let image = DynamicImage::from_decoder(decoder).map_err(err)?;
+    check_time(budget)?;
     let (pixels, alpha_flattened, bit_depth_reduced) = to_8bit_flattened(image);
     let (pixels, icc_converted) = match (&icc, cmyk_converted) {
         (Some(profile), false) => color::to_srgb(pixels, profile),

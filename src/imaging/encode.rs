@@ -3,9 +3,9 @@
 //! libjpeg-turbo's fastest settings (`JCP_FASTEST`: no trellis, no progressive,
 //! standard Huffman tables), as Pillow uses them, so sizes match Pillow's.
 
-use super::ImagingError;
 use super::decode::Pixels;
-use super::libjpeg::{self, PixelLayout};
+use super::libjpeg::{self, Budget, LibjpegError, PixelLayout};
+use super::{Format, ImagingError, libjpeg_error};
 
 /// libjpeg's largest image side (`JPEG_MAX_DIMENSION`).
 const MAX_SIDE: u32 = 65500;
@@ -18,7 +18,12 @@ pub(crate) const FAST_FDCT: bool = true;
 /// chroma subsampling (box-averaged). Only a JFIF APP0 header is written: no EXIF
 /// (orientation is already applied), no ICC (pixels are sRGB). Gray is written
 /// as YCbCr with neutral chroma, so every output has three components.
-pub(crate) fn encode(pixels: &Pixels, quality: u8) -> Result<Vec<u8>, ImagingError> {
+/// Works under `budget`'s time limit.
+pub(crate) fn encode(
+    pixels: &Pixels,
+    quality: u8,
+    budget: &Budget,
+) -> Result<Vec<u8>, ImagingError> {
     let (width, height) = pixels.dimensions();
     if width > MAX_SIDE || height > MAX_SIDE {
         return Err(ImagingError::Encode(format!(
@@ -29,8 +34,10 @@ pub(crate) fn encode(pixels: &Pixels, quality: u8) -> Result<Vec<u8>, ImagingErr
         Pixels::Rgb(img) => (img.as_raw(), PixelLayout::Rgb),
         Pixels::Gray(img) => (img.as_raw(), PixelLayout::Gray),
     };
-    libjpeg::encode(raw, layout, width, height, quality, FAST_FDCT)
-        .map_err(|e| ImagingError::Encode(e.to_string()))
+    libjpeg::encode(raw, layout, width, height, quality, FAST_FDCT, budget).map_err(|e| match e {
+        LibjpegError::Fatal(text) => ImagingError::Encode(text),
+        other => libjpeg_error(Format::Jpeg, other),
+    })
 }
 
 /// Box-averages one strip of a chroma plane to 4:2:0: `out` gets 8 rows of
@@ -89,7 +96,7 @@ mod tests {
         let rgb = RgbImage::from_fn(40, 24, |x, y| image::Rgb([x as u8 * 6, y as u8 * 10, 90]));
         let gray = GrayImage::from_fn(17, 9, |x, _| image::Luma([x as u8 * 15]));
         for pixels in [Pixels::Rgb(rgb), Pixels::Gray(gray)] {
-            let jpeg = encode(&pixels, 50).expect("encodes");
+            let jpeg = encode(&pixels, 50, &Budget::UNLIMITED).expect("encodes");
             let header = super::super::jpeg::parse(&jpeg).expect("parses");
             assert_eq!(
                 (u32::from(header.width), u32::from(header.height)),
@@ -105,6 +112,9 @@ mod tests {
     #[test]
     fn refuses_sizes_jpeg_cannot_hold() {
         let wide = Pixels::Gray(GrayImage::new(70_000, 1));
-        assert!(matches!(encode(&wide, 50), Err(ImagingError::Encode(_))));
+        assert!(matches!(
+            encode(&wide, 50, &Budget::UNLIMITED),
+            Err(ImagingError::Encode(_))
+        ));
     }
 }

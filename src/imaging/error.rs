@@ -35,6 +35,25 @@ pub enum ImagingError {
     /// The decoded image cannot be written as JPEG (e.g. wider than 65535 pixels).
     #[error("cannot encode JPEG: {0}")]
     Encode(String),
+    /// A JPEG has more scans than allowed: each scan makes the decoder walk every
+    /// block of its components again, so their number bounds the work per pixel.
+    #[error("too many scans ({scans} > {limit})")]
+    TooManyScans {
+        /// Scans counted (in the file, or by libjpeg when it reached the limit).
+        scans: u32,
+        /// The configured maximum.
+        limit: u32,
+    },
+    /// The transform used up its CPU-time budget and was stopped.
+    #[error("transform over its time budget ({:.2} s of CPU time)", budget.as_secs_f64())]
+    OverBudget {
+        /// The budget of this image.
+        budget: std::time::Duration,
+    },
+    /// libjpeg decodes the JPEG only with warnings about damaged data (its text):
+    /// part of the picture would be made up, and the bytes are not fit to keep.
+    #[error("corrupt image data: {0}")]
+    Corrupt(String),
 }
 
 impl ImagingError {

@@ -23,8 +23,8 @@
 
 use super::huffman;
 use super::libjpeg::{
-    self, Arrangement, Block, Frame, FrameColor, LibjpegError, OutputCoding, OutputTables, Plane,
-    Planes,
+    self, Arrangement, Block, Budget, Frame, FrameColor, LibjpegError, OutputCoding, OutputTables,
+    Plane, Planes,
 };
 use super::quality::{IJG_CHROMA, IJG_LUMA, scaled_table};
 
@@ -116,7 +116,7 @@ fn chroma_merge(frame: &Frame) -> Option<(Arrangement, usize, usize)> {
 pub(crate) fn transcode(
     input: &[u8],
     quality: u8,
-    max_pixels: u64,
+    budget: &Budget,
     tuning: Tuning,
 ) -> Result<Option<Vec<u8>>, LibjpegError> {
     let merge = std::cell::Cell::new((0, 0));
@@ -126,7 +126,7 @@ pub(crate) fn transcode(
     ];
     libjpeg::transcode(
         input,
-        max_pixels,
+        budget,
         |frame| {
             let (arrangement, fx, fy) = chroma_merge(frame)?;
             if arrangement != Arrangement::InPlace && !tuning.all_samplings {
@@ -162,11 +162,7 @@ fn convert(
                 Rescale::new(&cb.quant, &quant[1]),
                 Rescale::new(&cr.quant, &quant[1]),
             ];
-            let requantize = |ci: usize, block: &mut Block| {
-                if !rescale[ci].identity {
-                    rescale[ci].block(block, offset);
-                }
-            };
+            let requantize = |ci: usize, block: &mut Block| rescale[ci].block(block, offset);
             // Small images are always counted exactly (see `huffman::tables_420`).
             let every = if planes[1].height < 32 {
                 1
@@ -270,6 +266,9 @@ fn rewrite<'a>(
 /// Largest coefficient magnitude baseline Huffman coding can hold (8-bit samples).
 const MAX_COEF: f32 = 1023.0;
 
+/// [`MAX_COEF`] as a coefficient.
+const MAX_COEF_I16: i16 = 1023;
+
 /// Below the smallest distance (1/510) between a possible value `|c|·s/t` (t ≤ 255)
 /// and a rounding threshold that it does not equal, and above the f32 error of
 /// computing it as `c · (s/t)` (< 2⁻¹²): so exact ties resolve as exact ties.
@@ -316,11 +315,20 @@ impl Rescale {
         }
     }
 
-    /// Rescales one block from the source steps to the output steps.
+    /// Rescales one block from the source steps to the output steps, every value
+    /// clamped to ±1023: baseline coding (and [`super::huffman`]'s statistics) end
+    /// there, while a crafted source can hold any 16-bit value.
     #[inline]
     fn block(&self, block: &mut Block, offset: f32) {
+        if self.identity {
+            // Same steps: only the clamp (which vectorises; the float path would too,
+            // but it is the slower of the two).
+            for c in block.iter_mut() {
+                *c = (*c).clamp(-MAX_COEF_I16, MAX_COEF_I16);
+            }
+            return;
+        }
         for (c, &r) in block.iter_mut().zip(&self.ratio) {
-            // Where s = t, r = 1 and the value comes back unchanged.
             *c = quantize(f32::from(*c) * r, offset);
         }
     }
@@ -332,9 +340,7 @@ fn copy_requantized(from: &Plane<'_>, to: &mut Plane<'_>, output: &[u16; 64], of
     for (src_row, dst_row) in from.rows.iter().zip(to.rows.iter_mut()).take(to.height) {
         for (s, d) in src_row.iter().zip(dst_row.iter_mut()).take(width) {
             *d = *s;
-            if !rescale.identity {
-                rescale.block(d, offset);
-            }
+            rescale.block(d, offset);
         }
     }
 }
@@ -517,13 +523,13 @@ mod tests {
                 all_samplings: true,
                 ..Tuning::default()
             };
-            let ours = transcode(&input, 50, u64::MAX, exact);
+            let ours = transcode(&input, 50, &Budget::UNLIMITED, exact);
             let theirs = Tuning {
                 own_huffman: false,
                 all_samplings: true,
                 ..Tuning::default()
             };
-            let libjpegs = transcode(&input, 50, u64::MAX, theirs);
+            let libjpegs = transcode(&input, 50, &Budget::UNLIMITED, theirs);
             let ours = ours.expect("transcodes").expect("handled");
             assert_eq!(Some(ours), libjpegs.expect("transcodes"), "{name}");
         }

@@ -90,6 +90,8 @@ impl Counts {
                 run -= 16;
             }
             let size = nbits(i32::from(block[ZIGZAG[k as usize]]));
+            // Sizes 11..=16 would land on other symbols (or past the table).
+            debug_assert!(size <= 10, "coefficient outside baseline's ±1023");
             self.ac[(run as usize) << 4 | size] += 1;
             previous = k;
             bits &= bits - 1;
@@ -132,7 +134,10 @@ impl Counts {
 /// bottom; Y blocks past the image's blocks are dummies. Returns `[luma, chroma]`.
 ///
 /// `prepare(component, block)` runs on every real block of a counted MCU row just
-/// before it is counted (e.g. to requantise it while it is in cache). With
+/// before it is counted (e.g. to requantise it while it is in cache). Every block
+/// counted must hold values within ±1023 (baseline's 8-bit range, so AC sizes ≤ 10
+/// and DC differences ≤ 11 bits, the symbols [`Counts::cover_all_symbols`] knows):
+/// a source can carry any 16-bit value, so the caller clamps. With
 /// `every` > 1 only every `every`-th MCU row is counted (a sample; DC prediction
 /// restarts at each sampled row).
 pub(crate) fn count_420(

@@ -152,6 +152,47 @@ pub(crate) fn has_eoi_after_scan(bytes: &[u8], header: &JpegHeader) -> bool {
         .is_some_and(|scan| scan.windows(2).rev().any(|w| w == [0xFF, 0xD9]))
 }
 
+/// Counts the scans (SOS markers) from the first one to the end of the data: the
+/// entropy-coded bytes are skipped (an `FF` there is followed by `00`, a restart
+/// marker or fill), every other segment by its length. A damaged length ends the
+/// count early; libjpeg's progress monitor holds the same limit while it decodes.
+pub(crate) fn count_scans(bytes: &[u8], header: &JpegHeader) -> u32 {
+    let Some(mut pos) = header.scan_start else {
+        return 0;
+    };
+    let mut scans = 1u32;
+    // `pos` is at the SOS segment's length: skip the segment, then the data.
+    let mut has_length = true;
+    loop {
+        if has_length {
+            let Some(len) = read_u16(bytes, pos) else {
+                return scans;
+            };
+            pos += usize::from(len.max(2));
+        }
+        // Entropy-coded data (or stray bytes) up to the next marker.
+        let marker = loop {
+            let rest = bytes.get(pos..).unwrap_or_default();
+            let Some(offset) = rest.iter().position(|&b| b == 0xFF) else {
+                return scans;
+            };
+            pos += offset + 1;
+            match bytes.get(pos) {
+                None => return scans,
+                Some(0x00 | 0xD0..=0xD7 | 0xFF) => {}
+                Some(&marker) => break marker,
+            }
+        };
+        pos += 1;
+        has_length = marker != 0x01;
+        match marker {
+            0xD9 => return scans,
+            0xDA => scans = scans.saturating_add(1),
+            _ => {}
+        }
+    }
+}
+
 /// The EXIF orientation of a parsed JPEG, read the way `image` reads it (so both
 /// paths agree); "no transforms" when absent or unreadable.
 pub(crate) fn orientation(bytes: &[u8], header: &JpegHeader) -> image::metadata::Orientation {
@@ -287,5 +328,35 @@ mod tests {
         assert_eq!(h.app_markers, 1 << 14);
         let t = h.luma_table().expect("table 1");
         assert_eq!((t.values[0], t.values[63], t.sixteen_bit), (1, 64, false));
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/tests/fixtures/imaging/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
+    }
+
+    fn scans(bytes: &[u8]) -> u32 {
+        count_scans(bytes, &parse(bytes).expect("parses"))
+    }
+
+    #[test]
+    fn counts_scans_and_skips_what_only_looks_like_one() {
+        assert_eq!(scans(&fixture("photo_q85.jpg")), 1);
+        // libjpeg's progression scripts: 10 scans for colour.
+        assert_eq!(scans(&fixture("progressive_420.jpg")), 10);
+        // `FF DA` inside a comment between two scans is not a scan; restart
+        // markers, stuffed bytes and fill bytes in the data are not either.
+        let mut j = fixture("progressive_420.jpg");
+        let eoi = j.len() - 2;
+        let mut extra = vec![0xFF, 0xFE, 0, 6, 0xFF, 0xDA, 0xFF, 0xDA];
+        extra.extend_from_slice(&[0xFF, 0xDA, 0, 8, 1, 1, 0, 1, 63, 0]);
+        extra.extend_from_slice(&[0x12, 0xFF, 0x00, 0xFF, 0xD3, 0xFF, 0xFF, 0x34]);
+        j.splice(eoi..eoi, extra);
+        assert_eq!(scans(&j), 11);
+        // A truncated file counts what it has.
+        assert_eq!(scans(&j[..j.len() - 5]), 11);
     }
 }

@@ -23,10 +23,7 @@ fn options(quality: Quality) -> TransformOptions {
     TransformOptions {
         quality,
         default_quality: 50,
-        limits: Limits {
-            max_pixels: 100_000_000,
-            max_input_bytes: 30 * 1024 * 1024,
-        },
+        limits: Limits::default(),
     }
 }
 
@@ -35,10 +32,12 @@ fn q50() -> TransformOptions {
 }
 
 /// Checks what every re-encoded output must be and returns its pixels:
-/// a baseline JPEG, 3 components at 4:2:0, no APP1 (EXIF/XMP) or APP2 (ICC), RGB 8-bit.
+/// a baseline JPEG, 3 components at 4:2:0, no APP1 (EXIF/XMP) or APP2 (ICC), RGB 8-bit,
+/// that libjpeg decodes without a warning.
 fn check_output(out: &Transformed) -> RgbImage {
     assert!(!out.report.kept_original);
     assert_eq!(sniff(&out.bytes), Some(Format::Jpeg));
+    verify_jpeg(&out.bytes).expect("libjpeg decodes the output without a warning");
     assert_eq!(out.report.output_bytes, out.bytes.len() as u64);
     let header = jpeg::parse(&out.bytes).expect("output has JPEG headers");
     assert_eq!(header.sof, 0xC0, "baseline");
@@ -189,6 +188,7 @@ fn low_quality_jpeg_keeps_its_bytes() {
     let out = transform_with(&input, &q50(), Route::GeneralOnly).expect("transforms");
     assert!(out.report.kept_original);
     assert_eq!(out.bytes, input);
+    verify_jpeg(&out.bytes).expect("a kept original decodes without a warning");
     assert_eq!(out.report.output_bytes, out.report.input_bytes);
     assert_eq!((out.report.width, out.report.height), (640, 400));
     assert!(
@@ -395,7 +395,7 @@ fn quality_estimates_match_known_encoders() {
         image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x + y) * 2) as u8])
     }));
     for q in [30, 50, 85] {
-        let jpeg = encode::encode(&pixels, q).expect("encodes");
+        let jpeg = encode::encode(&pixels, q, &libjpeg::Budget::UNLIMITED).expect("encodes");
         assert_eq!(estimate_jpeg_quality(&jpeg), Some(q));
     }
     assert_eq!(estimate_jpeg_quality(&fixture("palette.png")), None);
@@ -546,7 +546,7 @@ fn fast_path_is_not_used_where_pixels_must_change() {
 fn fast_and_general_paths_agree() {
     for name in FAST_PATH_FIXTURES.iter().chain(&OTHER_SAMPLINGS) {
         let input = fixture(name);
-        let fast = fastpath::transcode(&input, 50, u64::MAX, all_samplings())
+        let fast = fastpath::transcode(&input, 50, &libjpeg::Budget::UNLIMITED, all_samplings())
             .expect("transcodes")
             .unwrap_or_else(|| panic!("{name}: not handled"));
         let general = transform_with(&input, &q50(), Route::GeneralOnly).expect("general");
@@ -585,12 +585,18 @@ fn truncated_jpeg_through_the_fast_path_fails_cleanly() {
         let bytes = fixture(name);
         for cut in [bytes.len() / 2, bytes.len() - 3, 200, 3] {
             // Straight into the transcoder (transform() rejects a missing EOI first)...
-            let result = fastpath::transcode(&bytes[..cut], 50, u64::MAX, all_samplings());
+            let result = fastpath::transcode(
+                &bytes[..cut],
+                50,
+                &libjpeg::Budget::UNLIMITED,
+                all_samplings(),
+            );
             assert!(result.is_err(), "{name} cut at {cut}");
             // ...also with an EOI glued on, so only libjpeg can notice.
             let mut patched = bytes[..cut].to_vec();
             patched.extend_from_slice(&[0xFF, 0xD9]);
-            let result = fastpath::transcode(&patched, 50, u64::MAX, all_samplings());
+            let result =
+                fastpath::transcode(&patched, 50, &libjpeg::Budget::UNLIMITED, all_samplings());
             assert!(!matches!(result, Ok(Some(_))), "{name} cut at {cut} + EOI");
             let result = transform(&patched, &q50()).map(|t| t.report);
             assert!(
@@ -622,15 +628,26 @@ fn libjpeg_errors_are_errors_not_crashes() {
     }
     inputs.push(bad_header);
     for input in &inputs {
-        let _ = fastpath::transcode(input, 50, u64::MAX, Default::default());
+        let _ = fastpath::transcode(input, 50, &libjpeg::Budget::UNLIMITED, Default::default());
         let settings = decode::GENERAL_DECODE;
-        let _ = libjpeg::decode(input, u64::MAX, settings);
+        let _ = libjpeg::decode(input, &libjpeg::Budget::UNLIMITED, settings);
         let _ = transform(input, &q50());
     }
-    assert!(fastpath::transcode(&[], 50, u64::MAX, Default::default()).is_err());
-    assert!(libjpeg::decode(b"garbage", u64::MAX, decode::GENERAL_DECODE).is_err());
+    assert!(fastpath::transcode(&[], 50, &libjpeg::Budget::UNLIMITED, Default::default()).is_err());
+    assert!(
+        libjpeg::decode(
+            b"garbage",
+            &libjpeg::Budget::UNLIMITED,
+            decode::GENERAL_DECODE
+        )
+        .is_err()
+    );
     // The pixel limit is enforced from libjpeg's own header read too.
-    let limited = fastpath::transcode(&photo, 50, 1000, Default::default());
+    let small = libjpeg::Budget {
+        max_pixels: 1000,
+        ..libjpeg::Budget::UNLIMITED
+    };
+    let limited = fastpath::transcode(&photo, 50, &small, Default::default());
     assert!(limited.is_err());
 }
 

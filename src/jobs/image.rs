@@ -9,7 +9,7 @@ use tracing::Instrument;
 use super::{CompleteJob, HandlerResult, ImageJob, JobContext, infra_error, push};
 use crate::{
     domain::{ImageState, RequestStatus},
-    imaging::{self, Limits, PoolError, Quality, TransformOptions},
+    imaging::{self, PoolError, Quality, TransformOptions},
     store::{BlobKey, Db, FanIn, ImageOutcomeUpdate, StoreError},
     telemetry::metrics::{self, JobKind, JobTimer},
 };
@@ -163,10 +163,7 @@ async fn process(
             Quality::Absolute(q) => q,
             Quality::Relative(_) => 50,
         },
-        limits: Limits {
-            max_pixels: ctx.settings.raw.max_image_pixels,
-            max_input_bytes: ctx.settings.raw.max_image_bytes,
-        },
+        limits: ctx.settings.raw.image_limits(),
     };
     let bytes = downloaded.bytes;
     let transformed = ctx

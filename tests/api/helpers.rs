@@ -58,7 +58,8 @@ async fn serve(ep: impl Endpoint + 'static) -> SocketAddr {
 /// - `/img/<anything>/<photo>`: the photo;
 /// - `/flaky/<n>/<anything>/<photo>`: 500 for the first `n` requests of that path, then the photo;
 /// - `/missing/<anything>`: 404;
-/// - `/gate/<anything>/<photo>`: 404 until [`ImageServer::open_gate`], then the photo.
+/// - `/gate/<anything>/<photo>`: 404 until [`ImageServer::open_gate`], then the photo;
+/// - `/blob/<name>`: the bytes given to [`ImageServer::put`] under that name.
 ///   Every request waits `latency` first.
 #[derive(Clone)]
 pub struct ImageServer {
@@ -71,6 +72,7 @@ struct ImageState {
     hits: Mutex<HashMap<String, u32>>,
     latency: Mutex<Duration>,
     gate_open: Mutex<bool>,
+    blobs: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 #[handler]
@@ -108,6 +110,12 @@ async fn image_handler(req: &Request, state: Data<&Arc<ImageState>>) -> Response
             }
         }
         Some("gate") if *state.gate_open.lock().unwrap() => serve_photo(),
+        Some("blob") => match state.blobs.lock().unwrap().get(file) {
+            Some(bytes) => Response::builder()
+                .content_type("image/jpeg")
+                .body(bytes.clone()),
+            None => StatusCode::NOT_FOUND.into_response(),
+        },
         _ => StatusCode::NOT_FOUND.into_response(),
     }
 }
@@ -119,12 +127,22 @@ impl ImageServer {
             hits: Mutex::new(HashMap::new()),
             latency: Mutex::new(Duration::ZERO),
             gate_open: Mutex::new(false),
+            blobs: Mutex::new(HashMap::new()),
         });
         let addr = serve(Route::new().at("/*path", image_handler).data(state.clone())).await;
         Self {
             base: format!("http://{addr}"),
             state,
         }
+    }
+
+    /// Serves `bytes` at `/blob/<name>` from now on.
+    pub fn put(&self, name: &str, bytes: Vec<u8>) {
+        self.state
+            .blobs
+            .lock()
+            .unwrap()
+            .insert(name.to_owned(), bytes);
     }
 
     /// Delays every answer from now on.

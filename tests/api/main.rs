@@ -5,6 +5,7 @@
 mod board;
 mod durability;
 mod helpers;
+mod hostile;
 mod observability;
 mod pipeline;
 mod s3;

@@ -1,0 +1,427 @@
+//! Hostile inputs: CPU bombs (scan count, CPU time), damaged data that libjpeg papers
+//! over, and a crafted source whose coefficients are outside baseline's range.
+
+use std::time::Duration;
+
+use super::libjpeg::{self, Budget, Script, thread_cpu_time};
+use super::quality::{IJG_CHROMA, IJG_LUMA, ZIGZAG, scaled_table};
+use super::*;
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/tests/fixtures/imaging/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
+}
+
+fn options(limits: Limits) -> TransformOptions {
+    TransformOptions {
+        quality: Quality::Absolute(50),
+        default_quality: 50,
+        limits,
+    }
+}
+
+/// A gray gradient, nearly flat within each block (as the CPU bomb of issue 16:
+/// every scan of it is a few bytes, yet the decoder walks every block of it).
+fn gradient(width: u32, height: u32) -> Vec<u8> {
+    (0..height)
+        .flat_map(|y| (0..width).map(move |x| ((x / 64 + y / 64) * 9 % 200 + 20) as u8))
+        .collect()
+}
+
+/// `jpeg` with its last scan (its last SOS segment and data, up to EOI) appended
+/// `copies` more times before EOI.
+pub(super) fn repeat_last_scan(jpeg: &[u8], copies: usize) -> Vec<u8> {
+    assert!(jpeg.ends_with(&[0xFF, 0xD9]), "ends with EOI");
+    let eoi = jpeg.len() - 2;
+    let last = jpeg[..eoi]
+        .windows(2)
+        .rposition(|w| w == [0xFF, 0xDA])
+        .expect("a scan");
+    let scan = &jpeg[last..eoi];
+    let mut out = Vec::with_capacity(jpeg.len() + scan.len() * copies);
+    out.extend_from_slice(&jpeg[..eoi]);
+    for _ in 0..copies {
+        out.extend_from_slice(scan);
+    }
+    out.extend_from_slice(&[0xFF, 0xD9]);
+    out
+}
+
+/// The CPU bomb of issue 16 at `side` × `side`: a gray progressive JPEG (libjpeg's
+/// standard script, 6 scans) whose last scan is repeated 3000 times.
+fn cpu_bomb(side: u32, script: Script) -> Vec<u8> {
+    let jpeg = libjpeg::encode_gray_progressive(&gradient(side, side), side, side, 75, script)
+        .expect("encodes");
+    repeat_last_scan(&jpeg, 3000)
+}
+
+#[test]
+fn cpu_bomb_fails_on_the_scan_limit_before_decoding() {
+    let bomb = cpu_bomb(256, Script::Standard);
+    let start = thread_cpu_time();
+    for route in [Route::Auto, Route::GeneralOnly] {
+        let err = transform_with(&bomb, &options(Limits::default()), route).map(|t| t.report);
+        assert!(
+            matches!(
+                err,
+                Err(ImagingError::TooManyScans {
+                    scans: 3006,
+                    limit: DEFAULT_MAX_SCANS
+                })
+            ),
+            "{err:?}"
+        );
+    }
+    let spent = thread_cpu_time() - start;
+    assert!(spent < Duration::from_secs(1), "{spent:?}");
+    assert_eq!(
+        ImagingError::TooManyScans {
+            scans: 3006,
+            limit: 100
+        }
+        .to_string(),
+        "too many scans (3006 > 100)"
+    );
+}
+
+#[test]
+fn libjpeg_holds_the_scan_limit_while_decoding() {
+    // Past the marker count (a limit it does not see), libjpeg's progress monitor
+    // stops every decoder at the first scan over the limit.
+    let bomb = cpu_bomb(64, Script::NoRefinement);
+    let budget = Budget {
+        max_scans: 40,
+        ..Budget::UNLIMITED
+    };
+    let limit = |e| {
+        matches!(
+            e,
+            LibjpegError::TooManyScans {
+                scans: 41,
+                limit: 40
+            }
+        )
+    };
+    // Gray takes the fast path only with all samplings (off by default).
+    let all = fastpath::Tuning {
+        all_samplings: true,
+        ..fastpath::Tuning::default()
+    };
+    let fast = fastpath::transcode(&bomb, 50, &budget, all);
+    assert!(fast.clone().is_err_and(limit), "{:?}", fast.map(|_| ()));
+    let planes = libjpeg::reencode_planes(&bomb, &budget, 50, true);
+    assert!(planes.is_err_and(limit));
+    let pixels = libjpeg::decode(&bomb, &budget, decode::GENERAL_DECODE);
+    assert!(pixels.is_err_and(limit));
+    let verified = libjpeg::verify(&bomb, &budget, libjpeg::Depth::Coefficients);
+    assert!(verified.is_err_and(limit));
+}
+
+#[test]
+fn cpu_bomb_without_a_scan_limit_stops_at_the_time_budget() {
+    // Warning-free repeats (no successive approximation), so only time stops it.
+    let bomb = cpu_bomb(512, Script::NoRefinement);
+    assert!(libjpeg::verify(&bomb, &Budget::UNLIMITED, libjpeg::Depth::Coefficients).is_ok());
+    let limits = Limits {
+        max_scans: u32::MAX,
+        time: TimeBudget {
+            base: Duration::from_millis(100),
+            per_megapixel: Duration::ZERO,
+        },
+        ..Limits::default()
+    };
+    for route in [Route::Auto, Route::GeneralOnly] {
+        let start = thread_cpu_time();
+        let err = transform_with(&bomb, &options(limits), route).map(|t| t.report);
+        let spent = thread_cpu_time() - start;
+        assert!(
+            matches!(err, Err(ImagingError::OverBudget { budget }) if budget == Duration::from_millis(100)),
+            "{err:?}"
+        );
+        // Checked once per row of blocks: it stops within a row of the deadline.
+        assert!(spent < Duration::from_millis(600), "{route:?}: {spent:?}");
+    }
+    let message = ImagingError::OverBudget {
+        budget: Duration::from_millis(2500),
+    }
+    .to_string();
+    assert_eq!(
+        message,
+        "transform over its time budget (2.50 s of CPU time)"
+    );
+}
+
+#[test]
+fn time_budget_grows_with_the_pixels() {
+    let budget = TimeBudget::default();
+    assert_eq!(budget.for_pixels(0), Duration::from_secs(2));
+    assert_eq!(budget.for_pixels(100_000_000), Duration::from_secs(6));
+    assert_eq!(TimeBudget::UNLIMITED.for_pixels(u64::MAX), Duration::MAX);
+}
+
+/// The 64-megapixel bomb of the issue, with `cargo test --release -- --ignored`;
+/// with `PIXBATCH_BOMB_OUT=FILE` it is also written there (for `pixbatch convert`).
+#[test]
+#[ignore = "encodes 64 megapixels: run in a release build"]
+fn full_size_cpu_bomb_fails_within_five_seconds() {
+    let bomb = cpu_bomb(8000, Script::Standard);
+    if let Some(path) = std::env::var_os("PIXBATCH_BOMB_OUT") {
+        std::fs::write(&path, &bomb).expect("writes the bomb");
+    }
+    let start = thread_cpu_time();
+    let err = transform(&bomb, &options(Limits::default())).map(|t| t.report);
+    let spent = thread_cpu_time() - start;
+    assert!(
+        matches!(err, Err(ImagingError::TooManyScans { scans: 3006, .. })),
+        "{err:?}"
+    );
+    assert!(spent < Duration::from_secs(5), "{spent:?}");
+}
+
+/// `jpeg` cut at `at` with an EOI glued on: libjpeg decodes it with a warning
+/// ("premature end of data segment") and makes up the rest.
+fn cut_with_eoi(jpeg: &[u8], at: usize) -> Vec<u8> {
+    let mut out = jpeg[..at].to_vec();
+    out.extend_from_slice(&[0xFF, 0xD9]);
+    out
+}
+
+#[test]
+fn data_libjpeg_warns_about_fails_as_corrupt_on_every_route() {
+    // photo_q85 is re-encoded smaller; q30 would be kept as it is (never larger).
+    for name in [
+        "photo_q85.jpg",
+        "q30.jpg",
+        "progressive_420.jpg",
+        "gray.jpg",
+    ] {
+        let jpeg = fixture(name);
+        let damaged = cut_with_eoi(&jpeg, jpeg.len() * 2 / 3);
+        for route in [Route::Auto, Route::GeneralOnly] {
+            let result = transform_with(&damaged, &options(Limits::default()), route);
+            let err = result.map(|t| t.report);
+            assert!(
+                matches!(&err, Err(ImagingError::Corrupt(text)) if text.starts_with("Corrupt JPEG data")),
+                "{name} {route:?}: {err:?}"
+            );
+        }
+    }
+    let message =
+        ImagingError::Corrupt("Corrupt JPEG data: premature end of data segment".to_owned())
+            .to_string();
+    assert_eq!(
+        message,
+        "corrupt image data: Corrupt JPEG data: premature end of data segment"
+    );
+}
+
+/// `jpeg` with `junk` inserted before its second marker (after SOI's first segment).
+fn with_stray_bytes(jpeg: &[u8], junk: &[u8]) -> Vec<u8> {
+    let app0_len = usize::from(u16::from_be_bytes([jpeg[4], jpeg[5]]));
+    let at = 4 + app0_len;
+    let mut out = jpeg[..at].to_vec();
+    out.extend_from_slice(junk);
+    out.extend_from_slice(&jpeg[at..]);
+    out
+}
+
+#[test]
+fn stray_bytes_between_segments_are_reencoded_never_kept() {
+    // q30 at q50: the re-encode is larger, so a clean q30 is kept as it is...
+    let q30 = fixture("q30.jpg");
+    let clean = transform_with(&q30, &options(Limits::default()), Route::GeneralOnly);
+    assert!(clean.expect("transforms").report.kept_original);
+    // ...but with stray bytes libjpeg warns about, the re-encode is stored.
+    let stray = with_stray_bytes(&q30, &[0x12, 0x34, 0x56]);
+    assert!(matches!(verify_jpeg(&stray), Err(ImagingError::Corrupt(_))));
+    for route in [Route::Auto, Route::GeneralOnly] {
+        let out = transform_with(&stray, &options(Limits::default()), route).expect("transforms");
+        assert!(!out.report.kept_original, "{route:?}");
+        verify_jpeg(&out.bytes).expect("the stored bytes decode without a warning");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A crafted source: coefficients of 16 bits
+
+/// MSB-first bit writer for entropy-coded data, with `FF 00` stuffing.
+#[derive(Default)]
+struct Bits {
+    out: Vec<u8>,
+    acc: u8,
+    used: u8,
+}
+
+impl Bits {
+    fn put(&mut self, value: u32, len: u32) {
+        for i in (0..len).rev() {
+            self.acc = self.acc << 1 | ((value >> i) & 1) as u8;
+            self.used += 1;
+            if self.used == 8 {
+                self.out.push(self.acc);
+                if self.acc == 0xFF {
+                    self.out.push(0);
+                }
+                (self.acc, self.used) = (0, 0);
+            }
+        }
+    }
+
+    /// Pads with one-bits, as encoders do.
+    fn finish(mut self) -> Vec<u8> {
+        while self.used != 0 {
+            self.put(1, 1);
+        }
+        self.out
+    }
+}
+
+fn segment(marker: u8, body: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(body.len() + 2).expect("short segment");
+    let mut out = vec![0xFF, marker];
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// A 16×`height` (a multiple of 16) progressive YCbCr 4:2:0 JPEG with the IJG q50 tables (so a q50 transcode
+/// keeps every step) whose luma blocks each hold one AC coefficient of −32768, a
+/// magnitude of 16 bits: the first AC scan codes 4 (size 3) with `Al` = 13, and
+/// libjpeg stores `4 << 13` in its 16-bit coefficient. Baseline can hold ±1023.
+fn sixteen_bit_coefficients(height: u16) -> Vec<u8> {
+    let mcus = usize::from(height / 16);
+    let mut jpeg = vec![0xFF, 0xD8];
+    let mut dqt = Vec::new();
+    for (id, base) in [(0u8, &IJG_LUMA), (1, &IJG_CHROMA)] {
+        let table = scaled_table(base, 50);
+        dqt.push(id);
+        dqt.extend(ZIGZAG.iter().map(|&n| table[n] as u8));
+    }
+    jpeg.extend(segment(0xDB, &dqt));
+    jpeg.extend(segment(
+        0xC2,
+        &[
+            &[8][..],
+            &height.to_be_bytes(),
+            &[0, 16, 3, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1],
+        ]
+        .concat(),
+    ));
+    // DC table 0: size 0 → "00". AC table 0: EOB → "00", (run 0, size 3) → "01".
+    let mut dht = vec![0x00, 0, 1];
+    dht.extend([0; 14]);
+    dht.push(0x00);
+    dht.extend([0x10, 0, 2]);
+    dht.extend([0; 14]);
+    dht.extend([0x00, 0x03]);
+    jpeg.extend(segment(0xC4, &dht));
+    // Scan 1: DC of all three components, every difference 0 (4 Y + Cb + Cr).
+    jpeg.extend(segment(0xDA, &[3, 1, 0x00, 2, 0x00, 3, 0x00, 0, 0, 0x00]));
+    let mut bits = Bits::default();
+    for _ in 0..6 * mcus {
+        bits.put(0b00, 2);
+    }
+    jpeg.extend(bits.finish());
+    // Scan 2: luma AC 1..=63 at Al = 13: each block "01" + "100" (4), then EOB.
+    jpeg.extend(segment(0xDA, &[1, 1, 0x00, 1, 63, 0x0D]));
+    let mut bits = Bits::default();
+    for _ in 0..4 * mcus {
+        bits.put(0b01, 2);
+        bits.put(0b100, 3);
+        bits.put(0b00, 2);
+    }
+    jpeg.extend(bits.finish());
+    jpeg.extend([0xFF, 0xD9]);
+    jpeg
+}
+
+/// The first luma AC coefficient (natural index 1) of every luma block of a 4:2:0
+/// JPEG, as libjpeg reads it.
+fn first_luma_ac(jpeg: &[u8]) -> Vec<i16> {
+    let mut seen = Vec::new();
+    let read = libjpeg::transcode(
+        jpeg,
+        &Budget::UNLIMITED,
+        |_| Some(libjpeg::Arrangement::InPlace),
+        |planes| {
+            let libjpeg::Planes::InPlace([y, _, _]) = planes else {
+                unreachable!("asked for in place")
+            };
+            for row in y.rows.iter().take(y.height) {
+                seen.extend(row.iter().take(y.width).map(|block| block[1]));
+            }
+            // Written back (the price of reading this way): all zero, which baseline holds.
+            for row in y.rows {
+                row.fill([0; 64]);
+            }
+            libjpeg::OutputCoding {
+                quant: [[1; 64]; 2],
+                huffman: None,
+            }
+        },
+    );
+    assert!(read.is_ok(), "{read:?}");
+    seen
+}
+
+#[test]
+fn sixteen_bit_source_coefficients_are_clamped_on_the_fast_path() {
+    // 1 MCU row (Huffman statistics always exact) and 32 (sampled by default).
+    for height in [16, 512] {
+        let crafted = sixteen_bit_coefficients(height);
+        let blocks = 4 * usize::from(height / 16);
+        assert_eq!(
+            first_luma_ac(&crafted),
+            vec![-32768; blocks],
+            "the crafted source"
+        );
+        let clean = libjpeg::verify(&crafted, &Budget::UNLIMITED, libjpeg::Depth::Coefficients);
+        assert_eq!(clean, Ok(true));
+        // Same steps at q50: the coefficients would pass through unchanged, and
+        // their size-16 magnitudes have no Huffman symbol in baseline coding.
+        for sample in [1, fastpath::HUFFMAN_SAMPLE] {
+            let tuning = fastpath::Tuning {
+                huffman_sample: sample,
+                ..fastpath::Tuning::default()
+            };
+            let out = fastpath::transcode(&crafted, 50, &Budget::UNLIMITED, tuning);
+            let out = out.expect("transcodes").expect("takes the fast path");
+            verify_jpeg(&out).expect("the output decodes without a warning");
+            let clamped = vec![-1023; blocks];
+            assert_eq!(
+                first_luma_ac(&out),
+                clamped,
+                "{height} rows, sample {sample}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_fixture_output_decodes_without_a_warning() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut checked = 0;
+    for dir in ["tests/fixtures/imaging", "tests/fixtures/photos"] {
+        let entries = std::fs::read_dir(format!("{root}/{dir}")).expect("fixture directory");
+        for entry in entries {
+            let path = entry.expect("entry").path();
+            let Ok(input) = std::fs::read(&path) else {
+                continue;
+            };
+            if sniff(&input).is_none() {
+                continue; // the README, the script
+            }
+            for route in [Route::Auto, Route::GeneralOnly] {
+                let out = transform_with(&input, &options(Limits::default()), route)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                verify_jpeg(&out.bytes)
+                    .unwrap_or_else(|e| panic!("{} {route:?}: {e}", path.display()));
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 60, "{checked}");
+}

@@ -1,0 +1,49 @@
+//! The crate's only `unsafe` code: a small safe wrapper around libjpeg (mozjpeg's
+//! libjpeg-turbo, via `mozjpeg-sys`), one file per section:
+//!
+//! - [`guard`]: the objects, owned by guards whose `Drop` runs `jpeg_destroy_*`; the
+//!   error, warning and progress callbacks; the [`Budget`] they enforce;
+//! - [`coefficients`]: [`transcode`] reads a JPEG's DCT coefficients, lets safe code
+//!   rewrite them into 4:2:0 YCbCr planes, writes a baseline JPEG with optimised
+//!   Huffman tables;
+//! - [`pixels`]: [`decode`] a gray or YCbCr/RGB JPEG to 8-bit pixels, [`encode`]
+//!   8-bit pixels as a baseline 4:2:0 JPEG with libjpeg-turbo's fastest settings,
+//!   [`verify`] that a JPEG decodes without a warning;
+//! - [`planes`]: [`reencode_planes`] from libjpeg's raw YCbCr planes to its encoder;
+//! - [`clock`]: the thread CPU clock the budget is measured on.
+//!
+//! **Errors.** libjpeg's fatal errors, its warnings about damaged data and the
+//! progress monitor's limits all unwind out of the C frames (see [`guard`]); every
+//! function here catches that unwind and returns a [`LibjpegError`], so an error
+//! anywhere frees everything. A panic in our own code is passed on as it is.
+//!
+//! **Discipline.** Buffers libjpeg writes into are initialised before a Rust
+//! reference to them exists; the row counts and widths handed to every raw-data
+//! and scanline call are our own, asserted against the geometry we computed, not
+//! taken from libjpeg's internals.
+
+// libjpeg errors unwind through C frames (the only alternative is its `exit()`).
+// With `panic = "abort"` the first corrupt image would take the process down.
+#[cfg(panic = "abort")]
+compile_error!(
+    "pixbatch needs panic = \"unwind\": libjpeg's errors unwind through its C frames (src/imaging/libjpeg)"
+);
+
+mod clock;
+mod coefficients;
+mod guard;
+mod pixels;
+mod planes;
+
+pub use clock::thread_cpu_time;
+pub(crate) use coefficients::{
+    Arrangement, Block, Frame, FrameColor, HuffTable, HuffTables, OutputCoding, OutputTables,
+    Plane, Planes, transcode,
+};
+pub(crate) use guard::{Budget, LibjpegError};
+pub(crate) use pixels::{
+    DecodeSettings, DecodedPixels, Depth, PixelLayout, decode, encode, verify,
+};
+#[cfg(test)]
+pub(crate) use pixels::{Script, encode_gray_progressive};
+pub(crate) use planes::reencode_planes;

@@ -1,0 +1,296 @@
+//! Pixels: decoding a JPEG to 8-bit gray or RGB, encoding 8-bit pixels as a baseline
+//! 4:2:0 JPEG, and checking that a JPEG decodes without a single warning.
+
+use std::ffi::c_int;
+
+use mozjpeg_sys as ffi;
+
+use super::guard::{Budget, Compress, Decompress, LibjpegError, guarded};
+
+/// Decoded 8-bit pixels, interleaved.
+pub(crate) struct DecodedPixels {
+    pub width: u32,
+    pub height: u32,
+    /// Gray or RGB.
+    pub layout: PixelLayout,
+    pub data: Vec<u8>,
+}
+
+/// How [`decode`] should trade accuracy for speed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DecodeSettings {
+    /// Integer "fast" IDCT (`JDCT_IFAST`) instead of the accurate one.
+    pub fast_idct: bool,
+    /// Triangle-filter chroma upsampling (libjpeg's default) instead of replication.
+    pub fancy_upsampling: bool,
+}
+
+/// Decodes a gray, YCbCr or RGB JPEG. CMYK/YCCK are refused (the caller has another
+/// path for them). Fails on damaged data ([`LibjpegError::Corrupt`]) and on spent limits.
+pub(crate) fn decode(
+    input: &[u8],
+    budget: &Budget,
+    settings: DecodeSettings,
+) -> Result<DecodedPixels, LibjpegError> {
+    guarded(|| {
+        let mut src = Decompress::new(input, budget);
+        src.read_header()?;
+        let cinfo = src.cinfo();
+        let (layout, color) = match (cinfo.num_components, cinfo.jpeg_color_space) {
+            (1, _) => (PixelLayout::Gray, ffi::J_COLOR_SPACE::JCS_GRAYSCALE),
+            (3, ffi::J_COLOR_SPACE::JCS_YCbCr | ffi::J_COLOR_SPACE::JCS_RGB) => {
+                (PixelLayout::Rgb, ffi::J_COLOR_SPACE::JCS_RGB)
+            }
+            (n, space) => {
+                return Err(LibjpegError::fatal(format!(
+                    "unsupported colour model: {n} components, {space:?}"
+                )));
+            }
+        };
+        cinfo.out_color_space = color;
+        cinfo.dct_method = if settings.fast_idct {
+            ffi::J_DCT_METHOD::JDCT_IFAST
+        } else {
+            ffi::J_DCT_METHOD::JDCT_ISLOW
+        };
+        cinfo.do_fancy_upsampling = c_int::from(settings.fancy_upsampling);
+        // SAFETY: header read, output parameters set.
+        unsafe { ffi::jpeg_start_decompress(cinfo) };
+        let (width, height) = (cinfo.output_width, cinfo.output_height);
+        let channels = if layout == PixelLayout::Gray { 1 } else { 3 };
+        if cinfo.output_components != channels
+            || (width, height) != (cinfo.image_width, cinfo.image_height)
+        {
+            return Err(LibjpegError::fatal("unexpected output geometry"));
+        }
+        let stride = width as usize * channels as usize;
+        let mut data = vec![0u8; stride * height as usize];
+        let mut rows: Vec<*mut u8> = Vec::with_capacity(16);
+        while cinfo.output_scanline < height {
+            let first = cinfo.output_scanline;
+            let count = (height - first).min(16);
+            rows.clear();
+            rows.extend(
+                data[first as usize * stride..]
+                    .chunks_exact_mut(stride)
+                    .take(count as usize)
+                    .map(<[u8]>::as_mut_ptr),
+            );
+            // Our own count, not libjpeg's: `count` rows of `stride` bytes.
+            assert_eq!(
+                rows.len(),
+                count as usize,
+                "row pointers for every line asked for"
+            );
+            // SAFETY: `count` row pointers of `stride` bytes each, inside `data`.
+            let read = unsafe { ffi::jpeg_read_scanlines(cinfo, rows.as_mut_ptr(), count) };
+            if read == 0 || read > count {
+                return Err(LibjpegError::fatal("decoder returned no rows"));
+            }
+        }
+        // SAFETY: every scanline was read.
+        unsafe { ffi::jpeg_finish_decompress(cinfo) };
+        Ok(DecodedPixels {
+            width,
+            height,
+            layout,
+            data,
+        })
+    })
+}
+
+/// How thoroughly [`verify`] reads a JPEG.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Depth {
+    /// Every scan entropy-decoded to coefficients: where every warning about damaged
+    /// data arises, at a fraction of a full decode's cost.
+    Coefficients,
+    /// Decoded to pixels in libjpeg's default output colour space, as a viewer would.
+    Pixels,
+}
+
+/// Reads `input` with libjpeg and says whether it is clean: `Ok(true)` when libjpeg
+/// had no warning at all, `Ok(false)` when only stray bytes between segments, the
+/// one warning decoders shrug off; an error for damaged data, a fatal error or a
+/// spent limit. Any colour model.
+pub(crate) fn verify(input: &[u8], budget: &Budget, depth: Depth) -> Result<bool, LibjpegError> {
+    guarded(|| {
+        let mut src = Decompress::new(input, budget);
+        src.read_header()?;
+        match depth {
+            Depth::Coefficients => {
+                // SAFETY: header read; errors unwind to `guarded`.
+                let arrays = unsafe { ffi::jpeg_read_coefficients(src.cinfo()) };
+                if arrays.is_null() {
+                    return Err(LibjpegError::fatal("no coefficients"));
+                }
+            }
+            Depth::Pixels => {
+                let cinfo = src.cinfo();
+                // SAFETY: header read; default output parameters.
+                unsafe { ffi::jpeg_start_decompress(cinfo) };
+                let components = usize::try_from(cinfo.output_components).unwrap_or(0);
+                let stride = cinfo.output_width as usize * components;
+                if stride == 0 {
+                    return Err(LibjpegError::fatal("unexpected output geometry"));
+                }
+                let mut row = vec![0u8; stride];
+                while cinfo.output_scanline < cinfo.output_height {
+                    let mut rows = [row.as_mut_ptr()];
+                    // SAFETY: one row pointer to `stride` bytes (output_width × components).
+                    let read = unsafe { ffi::jpeg_read_scanlines(cinfo, rows.as_mut_ptr(), 1) };
+                    if read != 1 {
+                        return Err(LibjpegError::fatal("decoder returned no rows"));
+                    }
+                }
+            }
+        }
+        // SAFETY: the whole image was read.
+        unsafe { ffi::jpeg_finish_decompress(src.cinfo()) };
+        Ok(src.clean())
+    })
+}
+
+/// What [`encode`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PixelLayout {
+    /// One byte per pixel; written as YCbCr with neutral chroma.
+    Gray,
+    /// R, G, B.
+    Rgb,
+}
+
+/// Encodes interleaved 8-bit pixels as a baseline YCbCr 4:2:0 JPEG at `quality`
+/// with libjpeg-turbo's defaults: standard IJG tables and Huffman tables, no
+/// trellis, no progressive, only a JFIF header. `fast_dct` picks `JDCT_IFAST`.
+pub(crate) fn encode(
+    pixels: &[u8],
+    layout: PixelLayout,
+    width: u32,
+    height: u32,
+    quality: u8,
+    fast_dct: bool,
+    budget: &Budget,
+) -> Result<Vec<u8>, LibjpegError> {
+    let channels = if layout == PixelLayout::Gray { 1 } else { 3 };
+    let stride = width as usize * channels;
+    if width == 0 || height == 0 || pixels.len() != stride * height as usize {
+        return Err(LibjpegError::fatal(format!(
+            "{} bytes do not make a {width}x{height} image",
+            pixels.len()
+        )));
+    }
+    guarded(|| {
+        let mut out = Compress::new(width, height, ffi::J_COLOR_SPACE::JCS_RGB, budget);
+        let cinfo = out.cinfo();
+        // SAFETY: a set-up compressor.
+        unsafe { ffi::jpeg_set_quality(cinfo, c_int::from(quality.clamp(1, 100)), 1) };
+        cinfo.dct_method = if fast_dct {
+            ffi::J_DCT_METHOD::JDCT_IFAST
+        } else {
+            ffi::J_DCT_METHOD::JDCT_ISLOW
+        };
+        // SAFETY: parameters set; the destination is ours.
+        unsafe { ffi::jpeg_start_compress(cinfo, 1) };
+        let mut expanded = Vec::new();
+        let mut rows: Vec<*const u8> = Vec::with_capacity(16);
+        while cinfo.next_scanline < height {
+            let first = cinfo.next_scanline as usize;
+            let count = (height as usize - first).min(16);
+            let chunk = &pixels[first * stride..(first + count) * stride];
+            let (data, row_len) = if layout == PixelLayout::Gray {
+                expanded.clear();
+                expanded.extend(chunk.iter().flat_map(|&v| [v, v, v]));
+                (&expanded[..], stride * 3)
+            } else {
+                (chunk, stride)
+            };
+            rows.clear();
+            rows.extend(data.chunks_exact(row_len).map(<[u8]>::as_ptr));
+            // Our own count, not libjpeg's: `count` rows of `width` × 3 bytes.
+            assert_eq!(rows.len(), count, "row pointers for every line given");
+            // SAFETY: `count` rows of `width` × 3 bytes; libjpeg only reads them.
+            let written = unsafe {
+                ffi::jpeg_write_scanlines(cinfo, rows.as_ptr(), count as ffi::JDIMENSION)
+            };
+            if written == 0 {
+                return Err(LibjpegError::fatal("encoder took no rows"));
+            }
+        }
+        // SAFETY: every scanline was written.
+        unsafe { ffi::jpeg_finish_compress(cinfo) };
+        Ok(out.take_output())
+    })
+}
+
+/// The scan script of [`encode_gray_progressive`].
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Script {
+    /// libjpeg's standard progression (6 scans for gray), as encoders write it.
+    Standard,
+    /// DC, then all AC coefficients, no successive approximation: every scan may be
+    /// repeated without libjpeg warning about the progression.
+    NoRefinement,
+}
+
+/// Encodes 8-bit gray pixels as a progressive gray JPEG with the given scan script:
+/// the raw material of the hostile-input tests.
+#[cfg(test)]
+pub(crate) fn encode_gray_progressive(
+    pixels: &[u8],
+    width: u32,
+    height: u32,
+    quality: u8,
+    script: Script,
+) -> Result<Vec<u8>, LibjpegError> {
+    if width == 0 || height == 0 || pixels.len() != width as usize * height as usize {
+        return Err(LibjpegError::fatal("pixels do not match the size"));
+    }
+    let scan = |ss, se| ffi::jpeg_scan_info {
+        comps_in_scan: 1,
+        component_index: [0; 4],
+        Ss: ss,
+        Se: se,
+        Ah: 0,
+        Al: 0,
+    };
+    let two_scans = [scan(0, 0), scan(1, 63)];
+    guarded(|| {
+        let mut out = Compress::new(
+            width,
+            height,
+            ffi::J_COLOR_SPACE::JCS_RGB,
+            &Budget::UNLIMITED,
+        );
+        let cinfo = out.cinfo();
+        cinfo.input_components = 1;
+        cinfo.in_color_space = ffi::J_COLOR_SPACE::JCS_GRAYSCALE;
+        // SAFETY: a set-up compressor, now described as gray; `two_scans` outlives
+        // the compression; errors unwind to `guarded`.
+        unsafe {
+            ffi::jpeg_set_defaults(cinfo);
+            ffi::jpeg_set_colorspace(cinfo, ffi::J_COLOR_SPACE::JCS_GRAYSCALE);
+            ffi::jpeg_set_quality(cinfo, c_int::from(quality.clamp(1, 100)), 1);
+            match script {
+                Script::Standard => ffi::jpeg_simple_progression(cinfo),
+                Script::NoRefinement => {
+                    cinfo.scan_info = two_scans.as_ptr();
+                    cinfo.num_scans = 2;
+                }
+            }
+            ffi::jpeg_start_compress(cinfo, 1);
+        }
+        for row in pixels.chunks_exact(width as usize) {
+            let rows = [row.as_ptr()];
+            // SAFETY: one row of `width` bytes; libjpeg only reads it.
+            let written = unsafe { ffi::jpeg_write_scanlines(cinfo, rows.as_ptr(), 1) };
+            if written != 1 {
+                return Err(LibjpegError::fatal("encoder took no rows"));
+            }
+        }
+        // SAFETY: every scanline was written.
+        unsafe { ffi::jpeg_finish_compress(cinfo) };
+        Ok(out.take_output())
+    })
+}
