@@ -16,8 +16,8 @@ pub use db::{Backend, Db, Pool, Tx};
 pub(crate) use db::{with_pool, with_tx};
 pub use queue::QueueDepth;
 pub use requests::{
-    FanIn, ImageOutcomeUpdate, ImageRecord, ImageWork, NewImage, NewProduct, NewRequest,
-    OutputSource, RequestRecord,
+    FanIn, HOT_QUERIES, ImageOutcomeUpdate, ImageRecord, ImageWork, NewImage, NewProduct,
+    NewRequest, OutputSource, RequestRecord,
 };
 pub use webhooks::{AttemptRecord, EventRecord};
 

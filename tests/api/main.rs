@@ -8,6 +8,7 @@ mod helpers;
 mod hostile;
 mod observability;
 mod pipeline;
+mod plans;
 mod s3;
 mod scaleout;
 mod security;

@@ -1,0 +1,119 @@
+//! Every statement on an image job's path is served by an index that narrows it to the
+//! rows it asks for: `EXPLAIN` on each of `store::HOT_QUERIES`, on SQLite and
+//! PostgreSQL, must show no full scan and no search of the images by request alone. A full scan
+//! there makes the cost per image grow with the request (a 20k-image request was
+//! quadratic on SQLite through the same-URL lookup).
+
+use pixbatch::store::{Db, HOT_QUERIES, Pool};
+
+use crate::helpers::{Backend, PgDatabase, postgres_url};
+
+/// How many `$n` parameters a statement takes.
+fn params(sql: &str) -> usize {
+    (1..=32)
+        .rev()
+        .find(|n| sql.contains(&format!("${n}")))
+        .unwrap_or(0)
+}
+
+async fn hot_queries_use_indexes(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (_pg, url) = match backend {
+        Backend::Sqlite => (None, format!("sqlite://{}/plans.db", dir.path().display())),
+        Backend::Postgres => {
+            let Some(admin) = postgres_url() else {
+                return;
+            };
+            let pg = PgDatabase::create(&admin).await;
+            let url = pg.url.clone();
+            (Some(pg), url)
+        }
+    };
+    let db = Db::connect(&url).await.expect("connect");
+    db.migrate().await.expect("migrate");
+    for (name, sql) in HOT_QUERIES {
+        let plan: Vec<String> = match db.pool() {
+            Pool::Sqlite(p) => {
+                // Unbound parameters are NULL; the plan does not depend on the values.
+                let explain = format!("explain query plan {sql}");
+                let mut q =
+                    sqlx::query_as::<_, (i64, i64, i64, String)>(sqlx::AssertSqlSafe(explain));
+                for _ in 0..params(sql) {
+                    q = q.bind(None::<String>);
+                }
+                let rows = q.fetch_all(p).await.expect("explain");
+                rows.into_iter().map(|r| r.3).collect()
+            }
+            Pool::Postgres(p) => {
+                use sqlx::Acquire;
+                let mut conn = p.acquire().await.unwrap();
+                let c = conn.acquire().await.unwrap();
+                // Empty tables: without this the planner rightly prefers a scan.
+                sqlx::query("set enable_seqscan = off")
+                    .execute(&mut *c)
+                    .await
+                    .unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(format!("prepare hot as {sql}")))
+                    .execute(&mut *c)
+                    .await
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                let types: Vec<String> = sqlx::query_scalar(
+                    "select parameter_types::text[] from pg_prepared_statements where name = 'hot'",
+                )
+                .fetch_one(&mut *c)
+                .await
+                .unwrap();
+                // A value of each parameter's type; the plan is the same for any.
+                let args: Vec<&str> = types
+                    .iter()
+                    .map(|t| match t.as_str() {
+                        "bigint" | "integer" | "smallint" => "1",
+                        t if t.starts_with("timestamp") => "'2026-01-01T00:00:00Z'",
+                        _ => "'x'",
+                    })
+                    .collect();
+                let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "explain execute hot({})",
+                    args.join(", ")
+                )))
+                .fetch_all(&mut *c)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+                sqlx::query("deallocate hot")
+                    .execute(&mut *c)
+                    .await
+                    .unwrap();
+                plan
+            }
+        };
+        // A full scan, or a search of the images by request (and state) alone, which
+        // reads every image of the request: both grow with its size. A search of the
+        // images must be keyed by row or URL too.
+        let narrow = |key: &str| key.contains("row") || key.contains("input_url");
+        let mut scans = Vec::new();
+        let mut images_node = false;
+        for line in &plan {
+            let l = line.trim_start().trim_start_matches("->").trim_start();
+            let full_scan = l.starts_with("SCAN ") || l.contains("Seq Scan");
+            let by_request = l.starts_with("SEARCH ") && l.contains("images") && !narrow(l);
+            if full_scan || by_request {
+                scans.push(line);
+            }
+            if l.contains("Index") && l.contains(" on images") {
+                images_node = true;
+            } else if images_node && l.starts_with("Index Cond:") {
+                images_node = false;
+                if !narrow(l) {
+                    scans.push(line);
+                }
+            }
+        }
+        assert!(
+            scans.is_empty(),
+            "{name} scans a whole table:\n{}\n{sql}",
+            plan.join("\n")
+        );
+    }
+}
+
+crate::on_both_backends!(hot_queries_use_indexes);
