@@ -64,6 +64,29 @@ impl Moto {
     fn logs(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
+
+    /// The server named by `PIXBATCH_TEST_MOTO_SERVER`, started, with the test bucket
+    /// made, and a plain client; `None` (skipped) without the variable.
+    async fn with_bucket() -> Option<(Self, reqwest::Client)> {
+        let Some(bin) = std::env::var(MOTO_ENV).ok().filter(|s| !s.is_empty()) else {
+            crate::helpers::skip(&format!("{MOTO_ENV} not set"));
+            return None;
+        };
+        let moto = Self::start(&bin).await;
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        moto.create_bucket(&http).await;
+        Some((moto, http))
+    }
+
+    /// Creates the test bucket.
+    async fn create_bucket(&self, http: &reqwest::Client) {
+        let made = http
+            .put(format!("{}/{BUCKET}", self.endpoint))
+            .send()
+            .await
+            .expect("create bucket");
+        assert!(made.status().is_success(), "create bucket: {made:?}");
+    }
 }
 
 impl Drop for Moto {
@@ -105,18 +128,9 @@ fn bucket(endpoint: &str) -> object_store::aws::AmazonS3 {
 
 #[tokio::test]
 async fn s3_storage_end_to_end() {
-    let Some(bin) = std::env::var(MOTO_ENV).ok().filter(|s| !s.is_empty()) else {
-        crate::helpers::skip(&format!("{MOTO_ENV} not set"));
+    let Some((moto, http)) = Moto::with_bucket().await else {
         return;
     };
-    let moto = Moto::start(&bin).await;
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let made = http
-        .put(format!("{}/{BUCKET}", moto.endpoint))
-        .send()
-        .await
-        .expect("create bucket");
-    assert!(made.status().is_success(), "create bucket: {made:?}");
 
     let images = ImageServer::start().await;
     let storage_url = format!("s3://{BUCKET}/{PREFIX}");
@@ -288,18 +302,9 @@ impl Outage {
 /// request completes and every image counted as succeeded is in the bucket, whole.
 /// On PostgreSQL with an `api` and a separate `worker` process.
 async fn s3_outage_mid_run(backend: Backend) {
-    let Some(bin) = std::env::var(MOTO_ENV).ok().filter(|s| !s.is_empty()) else {
-        crate::helpers::skip(&format!("{MOTO_ENV} not set"));
+    let Some((moto, http)) = Moto::with_bucket().await else {
         return;
     };
-    let moto = Moto::start(&bin).await;
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let made = http
-        .put(format!("{}/{BUCKET}", moto.endpoint))
-        .send()
-        .await
-        .expect("create bucket");
-    assert!(made.status().is_success(), "create bucket: {made:?}");
     let outage = Outage::start(&moto.endpoint).await;
 
     let images = ImageServer::start().await;

@@ -179,26 +179,33 @@ pub(crate) fn assert_valid_jpeg(bytes: &[u8], img: &Value) {
         .unwrap_or_else(|e| panic!("stored output does not decode: {e}: {img}"));
 }
 
+/// A server on `backend` whose blob store is on a tmpfs of its own, with
+/// `FETCH_ATTEMPTS=attempts`, and an image server; `None` when skipped.
+async fn store_on_tmpfs(
+    backend: Backend,
+    attempts: &str,
+) -> Option<(Tmpfs, ImageServer, PathBuf, TestServer)> {
+    let fs = Tmpfs::mount("16m")?;
+    let images = ImageServer::start().await;
+    let store = fs.path().join("uploads");
+    let storage_url = format!("file://{}", store.display());
+    let app = TestServer::start_on(
+        backend,
+        &[
+            ("STORAGE_URL", storage_url.as_str()),
+            ("FETCH_ATTEMPTS", attempts),
+        ],
+    )
+    .await?;
+    Some((fs, images, store, app))
+}
+
 /// The full-disk story: an upload whose CSV cannot be stored answers 503 and stores
 /// nothing; images whose outputs cannot be stored are retried (no success recorded),
 /// `/readyz` says why, the metric counts it, the log says it once; once space is
 /// freed the pending retries finish the request with every output whole.
 async fn full_disk_store(backend: Backend) {
-    let Some(fs) = Tmpfs::mount("16m") else {
-        return;
-    };
-    let images = ImageServer::start().await;
-    let store = fs.path().join("uploads");
-    let storage_url = format!("file://{}", store.display());
-    let Some(app) = TestServer::start_on(
-        backend,
-        &[
-            ("STORAGE_URL", storage_url.as_str()),
-            ("FETCH_ATTEMPTS", "50"),
-        ],
-    )
-    .await
-    else {
+    let Some((fs, images, store, app)) = store_on_tmpfs(backend, "50").await else {
         return;
     };
     assert_eq!(readyz(&app).await.0, 200);
@@ -296,21 +303,7 @@ async fn full_disk_store(backend: Backend) {
 /// stays unfinished and retries it; once writable, it finishes (`Failed`, every image having given up), and
 /// `POST /requests/{id}/retry` brings it to `Completed` with every output whole.
 async fn read_only_store(backend: Backend) {
-    let Some(fs) = Tmpfs::mount("16m") else {
-        return;
-    };
-    let images = ImageServer::start().await;
-    let store = fs.path().join("uploads");
-    let storage_url = format!("file://{}", store.display());
-    let Some(app) = TestServer::start_on(
-        backend,
-        &[
-            ("STORAGE_URL", storage_url.as_str()),
-            ("FETCH_ATTEMPTS", "2"),
-        ],
-    )
-    .await
-    else {
+    let Some((fs, images, store, app)) = store_on_tmpfs(backend, "2").await else {
         return;
     };
     images.set_latency(Duration::from_millis(1500));
