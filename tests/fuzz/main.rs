@@ -127,26 +127,18 @@ fn outcome(result: &Result<imaging::Transformed, ImagingError>) -> String {
 
 /// The frame header of a JPEG: (SOF marker, components with their sampling).
 fn sof(jpeg: &[u8]) -> Option<(u8, Vec<(u8, u8)>)> {
-    let mut pos = 2;
-    while pos + 4 <= jpeg.len() && jpeg[pos] == 0xFF {
-        let marker = jpeg[pos + 1];
-        let len = usize::from(u16::from_be_bytes([jpeg[pos + 2], jpeg[pos + 3]]));
-        if matches!(marker, 0xC0..=0xC3) {
-            let body = jpeg.get(pos + 4..pos + 2 + len)?;
-            let count = usize::from(*body.get(5)?);
-            let comps = body
-                .get(6..6 + 3 * count)?
-                .chunks_exact(3)
-                .map(|c| (c[1] >> 4, c[1] & 15))
-                .collect();
-            return Some((marker, comps));
-        }
-        if marker == 0xDA {
-            return None;
-        }
-        pos += 2 + len;
-    }
-    None
+    let seg = mutate::segments(jpeg)
+        .into_iter()
+        .take_while(|s| s.marker != 0xDA)
+        .find(|s| matches!(s.marker, 0xC0..=0xC3))?;
+    let body = jpeg.get(seg.at + 4..seg.at + seg.len)?;
+    let count = usize::from(*body.get(5)?);
+    let comps = body
+        .get(6..6 + 3 * count)?
+        .chunks_exact(3)
+        .map(|c| (c[1] >> 4, c[1] & 15))
+        .collect();
+    Some((seg.marker, comps))
 }
 
 /// Runs one input through the transform and checks the contract; `Err` says how

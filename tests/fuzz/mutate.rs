@@ -119,15 +119,15 @@ fn generic(bytes: &mut Vec<u8>, rng: &mut impl RngCore) -> &'static str {
 /// One JPEG segment: marker, offset of the marker's `FF`, total length with the
 /// marker (for SOS: its header only).
 #[derive(Clone, Copy, Debug)]
-struct Segment {
-    marker: u8,
-    at: usize,
-    len: usize,
+pub(crate) struct Segment {
+    pub(crate) marker: u8,
+    pub(crate) at: usize,
+    pub(crate) len: usize,
 }
 
 /// The segments up to EOI; for each SOS also its entropy-coded data as a pseudo
 /// segment (marker 0) up to the next marker.
-fn segments(bytes: &[u8]) -> Vec<Segment> {
+pub(crate) fn segments(bytes: &[u8]) -> Vec<Segment> {
     let mut out = Vec::new();
     let mut pos = 2;
     while pos + 4 <= bytes.len() {
