@@ -31,24 +31,10 @@ fn gradient(width: u32, height: u32) -> Vec<u8> {
         .collect()
 }
 
-/// `jpeg` with its last scan (its last SOS segment and data, up to EOI) appended
-/// `copies` more times before EOI.
-pub(super) fn repeat_last_scan(jpeg: &[u8], copies: usize) -> Vec<u8> {
-    assert!(jpeg.ends_with(&[0xFF, 0xD9]), "ends with EOI");
-    let eoi = jpeg.len() - 2;
-    let last = jpeg[..eoi]
-        .windows(2)
-        .rposition(|w| w == [0xFF, 0xDA])
-        .expect("a scan");
-    let scan = &jpeg[last..eoi];
-    let mut out = Vec::with_capacity(jpeg.len() + scan.len() * copies);
-    out.extend_from_slice(&jpeg[..eoi]);
-    for _ in 0..copies {
-        out.extend_from_slice(scan);
-    }
-    out.extend_from_slice(&[0xFF, 0xD9]);
-    out
-}
+// Shared with the API tests (tests/api/hostile.rs), which cannot see this module.
+#[path = "../../tests/support/scans.rs"]
+mod scans;
+use scans::repeat_last_scan;
 
 /// The CPU bomb of issue 16 at `side` × `side`: a gray progressive JPEG (libjpeg's
 /// standard script, 6 scans) whose last scan is repeated 3000 times.

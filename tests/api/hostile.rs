@@ -14,22 +14,9 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&p).unwrap_or_else(|e| panic!("fixture {}: {e}", p.display()))
 }
 
-/// `jpeg` with its last scan (last SOS segment and data, up to EOI) repeated
-/// `copies` more times before EOI: the CPU bomb of issue 16.
-pub fn repeat_last_scan(jpeg: &[u8], copies: usize) -> Vec<u8> {
-    assert!(jpeg.ends_with(&[0xFF, 0xD9]), "ends with EOI");
-    let eoi = jpeg.len() - 2;
-    let last = jpeg[..eoi]
-        .windows(2)
-        .rposition(|w| w == [0xFF, 0xDA])
-        .expect("a scan");
-    let mut out = jpeg[..eoi].to_vec();
-    for _ in 0..copies {
-        out.extend_from_slice(&jpeg[last..eoi]);
-    }
-    out.extend_from_slice(&[0xFF, 0xD9]);
-    out
-}
+#[path = "../support/scans.rs"]
+mod scans;
+use scans::repeat_last_scan;
 
 #[tokio::test]
 async fn cpu_bomb_and_corrupt_data_fail_at_once_and_the_server_stays_healthy() {
