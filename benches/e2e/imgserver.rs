@@ -33,6 +33,8 @@ pub struct Photo {
 
 struct State {
     photos: HashMap<String, bytes::Bytes>,
+    /// An 8×8 JPEG, served at `/tiny/…` (the queue section's real images).
+    tiny: bytes::Bytes,
     first_arrival: Mutex<HashMap<String, Instant>>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
@@ -70,6 +72,11 @@ async fn serve_photo(req: &Request, state: Data<&Arc<State>>) -> Response {
         .entry(path.clone())
         .or_insert(now);
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if parts.first() == Some(&"tiny") {
+        return Response::builder()
+            .content_type("image/jpeg")
+            .body(state.tiny.clone());
+    }
     let (Some(&"lat"), Some(ms), Some(name)) = (parts.first(), parts.get(1), parts.last()) else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -87,6 +94,14 @@ async fn serve_photo(req: &Request, state: Data<&Arc<State>>) -> Response {
     }
 }
 
+/// An 8×8 gradient as a JPEG.
+fn tiny_jpeg() -> anyhow::Result<bytes::Bytes> {
+    let img = image::RgbImage::from_fn(8, 8, |x, y| image::Rgb([x as u8 * 32, y as u8 * 32, 128]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Jpeg)?;
+    Ok(out.into_inner().into())
+}
+
 impl ImageServer {
     /// Binds 127.0.0.1:0 and serves `photos` in the background.
     pub async fn start(photos: &[Photo]) -> anyhow::Result<Self> {
@@ -95,6 +110,7 @@ impl ImageServer {
                 .iter()
                 .map(|p| (p.name.clone(), p.bytes.clone()))
                 .collect(),
+            tiny: tiny_jpeg()?,
             first_arrival: Mutex::new(HashMap::new()),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
@@ -117,6 +133,11 @@ impl ImageServer {
     /// The URL of image `index` of run `run`, showing `photo` after `latency_ms`.
     pub fn url(&self, latency_ms: u64, run: &str, index: usize, photo: &str) -> String {
         format!("{}/lat/{latency_ms}/{run}/{index}/{photo}", self.base)
+    }
+
+    /// The URL of tiny image `index` of run `run` (an 8×8 JPEG, no latency).
+    pub fn tiny_url(&self, run: &str, index: usize) -> String {
+        format!("{}/tiny/{run}/{index}.jpg", self.base)
     }
 
     /// When `url` (absolute, on this server) was first requested.

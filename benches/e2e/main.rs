@@ -12,6 +12,11 @@
 //! 4. The reference: a sequential Python worker (requests + Pillow, `reference.py`)
 //!    on a subset of the same URLs, same server, same latencies.
 //!
+//! 5. The queue (`queue.rs`): 2k / 20k / 100k images that fail at once (the fetch
+//!    guard refuses their private address) and 100k 8×8 JPEGs, on `serve` and on
+//!    `api` + 1 worker on PostgreSQL: images/s against the smallest request, status
+//!    and images-page p99 meanwhile, peak RSS; completion, retry and cancel of 100k.
+//!
 //! Plus the codec alone: `pixbatch convert --threads 1` over the photos. Prints a
 //! table (Markdown) and PASS/MISS per target; exits 0 whatever the verdicts.
 //!
@@ -20,11 +25,12 @@
 //! Pillow: skips the throwaway venv), `PIXBATCH_BIN` (default: the release binary
 //! cargo built for this bench). For experiments: `BENCH_IMAGES=N` (images per run),
 //! `BENCH_SERVER_ENV=K=V,K=V` (extra env for the server in the image runs),
-//! `BENCH_SKIP=codec,e2e,postgres,reference,upload` (parts to leave out), `BENCH_TRACE=1` (per-image
+//! `BENCH_SKIP=codec,e2e,postgres,reference,upload,queue` (parts to leave out), `BENCH_TRACE=1` (per-image
 //! GET and done times on stderr), `BENCH_SETTLE=S` (idle seconds before each image
 //! run's upload), `BENCH_WAIT_QUIET=S` (longest wait for a quiet machine first; 60).
 
 mod imgserver;
+mod queue;
 mod server;
 
 use std::{
@@ -65,6 +71,8 @@ struct Opts {
     skip: Vec<String>,
     /// The PostgreSQL server for the scale-out runs (`BENCH_POSTGRES_URL`).
     postgres_url: String,
+    /// Request sizes of the queue section (`BENCH_QUEUE_SIZES=2000,20000`).
+    queue_sizes: Vec<usize>,
 }
 
 impl Opts {
@@ -107,6 +115,7 @@ impl Opts {
                 server_env,
                 skip,
                 postgres_url: postgres_url.clone(),
+                queue_sizes: vec![1_000, 10_000],
             }
         } else {
             Self {
@@ -122,8 +131,12 @@ impl Opts {
                 server_env,
                 skip,
                 postgres_url: postgres_url.clone(),
+                queue_sizes: vec![2_000, 20_000, 100_000],
             }
         };
+        if let Ok(v) = std::env::var("BENCH_QUEUE_SIZES") {
+            opts.queue_sizes = v.split(',').filter_map(|n| n.trim().parse().ok()).collect();
+        }
         if let Some(n) = std::env::var("BENCH_IMAGES")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -1016,6 +1029,47 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    let mut queue_runs = Vec::new();
+    if opts.runs("queue") {
+        let mut setups = vec![Setup::Serve];
+        match server::postgres_reachable(&opts.postgres_url).await {
+            Ok(()) if opts.runs("postgres") => setups.push(Setup::Postgres {
+                admin_url: opts.postgres_url.clone(),
+                workers: 1,
+            }),
+            Ok(()) => {}
+            Err(e) => println!(
+                "- queue on PostgreSQL skipped: no server at {} ({e:#})",
+                opts.postgres_url
+            ),
+        }
+        let largest = *opts.queue_sizes.iter().max().unwrap_or(&0);
+        let cases = opts
+            .queue_sizes
+            .iter()
+            .map(|&n| (queue::Kind::Refused, n))
+            .chain([(queue::Kind::Tiny, largest)]);
+        for setup in &setups {
+            for (kind, n) in cases.clone() {
+                let big = kind == queue::Kind::Refused && n == largest;
+                println!("- queue, {}: {n} images, {kind:?}", setup.label());
+                match queue::run(&opts.bin, setup, &img, kind, n, big).await {
+                    Ok(r) => {
+                        println!(
+                            "  {:.0} images/s ({:.1} s), status p99 {:.1} ms, page p99 {:.1} ms",
+                            r.rate(),
+                            r.drain_s,
+                            r.status_p99_ms,
+                            r.page_p99_ms
+                        );
+                        queue_runs.push(r);
+                    }
+                    Err(e) => println!("  failed: {e:#}"),
+                }
+            }
+        }
+    }
+
     // ---- table
     println!();
     println!(
@@ -1318,6 +1372,18 @@ async fn main() -> anyhow::Result<()> {
                     r.hwm as f64 / (base.hwm as f64).max(1.0)
                 );
             }
+        }
+    }
+    if !queue_runs.is_empty() {
+        println!();
+        println!(
+            "## Queue: images that need no image work (the fetch guard refuses them), or 8×8 JPEGs"
+        );
+        println!();
+        print!("{}", queue::table(&queue_runs));
+        println!();
+        for (label, ok) in queue::verdicts(&queue_runs) {
+            println!("{}  {label}", if ok { "PASS" } else { "MISS" });
         }
     }
     if opts.quick {

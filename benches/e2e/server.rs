@@ -45,6 +45,8 @@ pub struct Pixbatch {
     children: Vec<(Child, String)>,
     /// The scratch database to drop on [`Pixbatch::stop`]: (admin URL, name).
     scratch_db: Option<(String, String)>,
+    /// Where each process answers `/readyz` and `/metrics`, in `children`' order.
+    health: Vec<String>,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -142,6 +144,7 @@ impl Pixbatch {
             dir,
             children: Vec::new(),
             scratch_db,
+            health: Vec::new(),
         };
         let role = if *setup == Setup::Serve {
             "serve"
@@ -189,6 +192,7 @@ impl Pixbatch {
             .spawn()
             .with_context(|| format!("spawning {}", bin.display()))?;
         self.children.push((child, log_name));
+        self.health.push(health_base.to_owned());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = self.http.get(format!("{health_base}/readyz")).send().await
@@ -217,6 +221,27 @@ impl Pixbatch {
             .iter()
             .map(|(c, _)| c.id().to_string())
             .collect()
+    }
+
+    /// The sum over every process of one `/metrics` sample (`name{labels}` exactly as
+    /// the exporter prints it, e.g. `pixbatch_job_duration_seconds_sum{kind="complete",outcome="ok"}`).
+    pub async fn metric_sum(&self, series: &str) -> anyhow::Result<f64> {
+        let mut sum = 0.0;
+        for base in &self.health {
+            let text = self
+                .http
+                .get(format!("{base}/metrics"))
+                .send()
+                .await?
+                .text()
+                .await?;
+            sum += text
+                .lines()
+                .filter_map(|l| l.strip_prefix(series))
+                .filter_map(|rest| rest.trim().parse::<f64>().ok())
+                .sum::<f64>();
+        }
+        Ok(sum)
     }
 
     /// The last 40 lines of each process' log.

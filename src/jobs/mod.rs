@@ -269,7 +269,7 @@ enum Queue<J> {
 
 fn queue<J: Job>(db: &Db, settings: &Settings, batch: usize) -> Queue<J> {
     let heartbeat = settings.raw.job_heartbeat;
-    match db.pool() {
+    match db.queue_pool() {
         Pool::Sqlite(p) => Queue::Sqlite(
             SqliteStorage::new(p).with_config(
                 apalis_sqlite::Config::default()

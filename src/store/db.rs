@@ -107,42 +107,42 @@ pub(crate) use {with_pool, with_tx};
 /// rows and its jobs commit together.
 #[derive(Clone, Debug)]
 pub struct Db {
+    /// Reads (and, on PostgreSQL, everything).
     pool: Pool,
+    /// Writes: our write transactions and the job queue's statements. On SQLite one
+    /// connection, so writers wait their turn in the pool's fair queue; with several,
+    /// they met on SQLite's write lock, whose busy handler sleeps in steps growing to
+    /// 100 ms while the lock may already be free, and a 100,000-image request ran at
+    /// a third of a 2,000-image one's rate. On PostgreSQL the same pool as reads.
+    writes: Pool,
 }
 
 impl Db {
     /// Opens the database at `url` (creating a SQLite file if needed) with settings
     /// every connection shares.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let pool = match backend(url)? {
-            Backend::Sqlite => Pool::Sqlite(
-                SqlitePoolOptions::new()
-                    .max_connections(8)
-                    .min_connections(1)
-                    .acquire_timeout(Duration::from_secs(30))
-                    // SQLite rolls a transaction back by itself on some errors (a full
-                    // disk: SQLITE_FULL); sqlx's ROLLBACK then fails and it still counts
-                    // the connection as inside a transaction, so every later BEGIN on it
-                    // would fail. Such a connection is closed instead of reused.
-                    .before_acquire(|conn, _| {
-                        Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
-                    })
-                    .connect_with(sqlite_options(url)?)
-                    .await?,
-            ),
-            Backend::Postgres => Pool::Postgres(
-                PgPoolOptions::new()
-                    .max_connections(16)
-                    .min_connections(1)
-                    // A connection broken by a server restart is noticed here and
-                    // replaced, instead of failing the next query.
-                    .test_before_acquire(true)
-                    .acquire_timeout(Duration::from_secs(10))
-                    .connect_with(PgConnectOptions::from_str(url)?)
-                    .await?,
-            ),
+        let (pool, writes) = match backend(url)? {
+            Backend::Sqlite => {
+                // The writer first: it creates the file and switches it to WAL.
+                let writes = sqlite_pool(url, 1).await?;
+                (sqlite_pool(url, 8).await?, writes)
+            }
+            Backend::Postgres => {
+                let pool = Pool::Postgres(
+                    PgPoolOptions::new()
+                        .max_connections(16)
+                        .min_connections(1)
+                        // A connection broken by a server restart is noticed here and
+                        // replaced, instead of failing the next query.
+                        .test_before_acquire(true)
+                        .acquire_timeout(Duration::from_secs(10))
+                        .connect_with(PgConnectOptions::from_str(url)?)
+                        .await?,
+                );
+                (pool.clone(), pool)
+            }
         };
-        Ok(Self { pool })
+        Ok(Self { pool, writes })
     }
 
     /// A handle that connects on first use (never, for the OpenAPI generator).
@@ -155,7 +155,10 @@ impl Db {
                 PgPoolOptions::new().connect_lazy_with(PgConnectOptions::from_str(url)?),
             ),
         };
-        Ok(Self { pool })
+        Ok(Self {
+            writes: pool.clone(),
+            pool,
+        })
     }
 
     /// Which backend this is.
@@ -169,7 +172,7 @@ impl Db {
     /// Applies the queue's migrations and ours (both take a lock on PostgreSQL, so
     /// processes starting together apply them once).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let migrations = match &self.pool {
+        let migrations = match &self.writes {
             Pool::Sqlite(p) => {
                 apalis_sqlite::SqliteStorage::<()>::migrations()
                     .run(p)
@@ -186,7 +189,7 @@ impl Db {
             ..Migrator::DEFAULT
         };
         ours.dangerous_set_table_name(MIGRATIONS_TABLE);
-        match &self.pool {
+        match &self.writes {
             Pool::Sqlite(p) => ours.run(p).await?,
             Pool::Postgres(p) => ours.run(p).await?,
         }
@@ -204,9 +207,14 @@ impl Db {
         Ok(applied as usize >= expected)
     }
 
-    /// The pool, for the job queue's storages.
+    /// The pool for reads.
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// The pool for the job queue's storages, which write (see [`Db::writes`]).
+    pub fn queue_pool(&self) -> &Pool {
+        &self.writes
     }
 
     /// Starts a write transaction. On SQLite, `BEGIN IMMEDIATE` takes the write lock up
@@ -214,7 +222,7 @@ impl Db {
     /// once with "database is locked", whatever the busy timeout); writers simply queue.
     /// On PostgreSQL a plain transaction: the guarded updates lock the rows they touch.
     pub async fn begin_write(&self) -> Result<Tx, StoreError> {
-        Ok(match &self.pool {
+        Ok(match &self.writes {
             Pool::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
             Pool::Postgres(p) => Tx::Postgres(p.begin().await?),
         })
@@ -228,6 +236,25 @@ fn backend(url: &str) -> Result<Backend, StoreError> {
             url.split(':').next().unwrap_or_default()
         ))
     })
+}
+
+/// A SQLite pool of at most `max` connections.
+async fn sqlite_pool(url: &str, max: u32) -> Result<Pool, StoreError> {
+    Ok(Pool::Sqlite(
+        SqlitePoolOptions::new()
+            .max_connections(max)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            // SQLite rolls a transaction back by itself on some errors (a full
+            // disk: SQLITE_FULL); sqlx's ROLLBACK then fails and it still counts
+            // the connection as inside a transaction, so every later BEGIN on it
+            // would fail. Such a connection is closed instead of reused.
+            .before_acquire(|conn, _| {
+                Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+            })
+            .connect_with(sqlite_options(url)?)
+            .await?,
+    ))
 }
 
 fn sqlite_options(url: &str) -> Result<SqliteConnectOptions, StoreError> {
