@@ -112,8 +112,7 @@ pub struct Db {
     /// Writes: our write transactions and the job queue's statements. On SQLite one
     /// connection, so writers wait their turn in the pool's fair queue; with several,
     /// they met on SQLite's write lock, whose busy handler sleeps in steps growing to
-    /// 100 ms while the lock may already be free, and a 100,000-image request ran at
-    /// a third of a 2,000-image one's rate. On PostgreSQL the same pool as reads.
+    /// 100 ms while the lock may already be free. On PostgreSQL the same pool as reads.
     writes: Pool,
 }
 
