@@ -255,6 +255,28 @@ impl BlobStore {
         }
     }
 
+    /// Copies the blob under `from` to `to`, replacing what `to` held, without the bytes
+    /// passing through this process: a hard link staged under a temporary name and
+    /// renamed into place locally (the directory is fsynced; the source was already
+    /// durable), a server-side copy on S3. Either way `to` is its own name: removing
+    /// `from` later leaves it intact. `Ok(false)` when there is nothing under `from`
+    /// (its request was deleted or expired).
+    pub async fn copy(&self, from: &BlobKey, to: &BlobKey) -> Result<bool, BlobError> {
+        let result = self.store.copy(&self.path(from), &self.path(to)).await;
+        match result {
+            Ok(()) => {
+                self.health.record("copy", Ok(()));
+                Ok(true)
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => {
+                let e = self.fault(&e);
+                self.health.record("copy", Err(&e));
+                Err(e)
+            }
+        }
+    }
+
     /// Removes `key`; absent is fine. For an upload whose transaction failed after
     /// its CSV was stored.
     pub async fn delete(&self, key: &BlobKey) -> Result<(), BlobError> {
@@ -389,6 +411,30 @@ mod tests {
         store.delete(&key).await.unwrap();
         store.delete(&key).await.unwrap();
         assert!(store.read(&key).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_copy_outlives_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = local(dir.path());
+        let from = BlobKey::parse("a/0-0.jpg").unwrap();
+        let to = BlobKey::parse("b/3-1.jpg").unwrap();
+        assert!(!store.copy(&from, &to).await.unwrap(), "nothing to copy");
+        assert!(store.read(&to).await.unwrap().is_none());
+        store.put(&from, Bytes::from_static(b"jpeg")).await.unwrap();
+        store.put(&to, Bytes::from_static(b"old")).await.unwrap();
+        assert!(store.copy(&from, &to).await.unwrap());
+        assert!(
+            store.copy(&from, &to).await.unwrap(),
+            "a second copy overwrites"
+        );
+        store.delete(&from).await.unwrap();
+        assert_eq!(store.read(&to).await.unwrap().unwrap(), b"jpeg");
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("b"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["3-1.jpg"], "staged links left");
     }
 
     #[tokio::test]
