@@ -262,6 +262,11 @@ impl BlobStore {
     /// `from` later leaves it intact. `Ok(false)` when there is nothing under `from`
     /// (its request was deleted or expired).
     pub async fn copy(&self, from: &BlobKey, to: &BlobKey) -> Result<bool, BlobError> {
+        if self.same_local_file(from, to).await {
+            // Already a link to it (a redelivered job copying again): renaming a second
+            // link onto the first would do nothing and leave the staged link behind.
+            return Ok(true);
+        }
         let result = self.store.copy(&self.path(from), &self.path(to)).await;
         match result {
             Ok(()) => {
@@ -275,6 +280,19 @@ impl BlobStore {
                 Err(e)
             }
         }
+    }
+
+    /// Whether two keys of a local store name the same file (hard links of one inode).
+    async fn same_local_file(&self, a: &BlobKey, b: &BlobKey) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Some(root) = &self.local_root else {
+            return false;
+        };
+        let (ma, mb) = (
+            tokio::fs::metadata(root.join(a.as_str())).await,
+            tokio::fs::metadata(root.join(b.as_str())).await,
+        );
+        matches!((ma, mb), (Ok(x), Ok(y)) if x.dev() == y.dev() && x.ino() == y.ino())
     }
 
     /// Removes `key`; absent is fine. For an upload whose transaction failed after
