@@ -73,7 +73,11 @@ async fn second_upload_makes_only_conditional_gets_and_copies(backend: Backend) 
     // ETag and Last-Modified origins, and one URL twice in a row (one download).
     let n = 6;
     let url = |i: usize| {
-        let kind = if i % 2 == 0 { "etag" } else { "lastmod" };
+        let kind = if i.is_multiple_of(2) {
+            "etag"
+        } else {
+            "lastmod"
+        };
         images.url(&format!("/{kind}/{i}/{}", PHOTOS[i % PHOTOS.len()]))
     };
     let mut csv = csv_of(n, url);
