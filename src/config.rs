@@ -114,6 +114,12 @@ pub struct ServerConfig {
     #[arg(long, env = "JPEG_QUALITY", default_value_t = 50, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub jpeg_quality: u8,
 
+    /// Whether a request reuses unchanged images of earlier requests when its upload
+    /// does not say (`reuse`): a conditional GET, and on 304 or the same bytes a copy of
+    /// the earlier output instead of a new transform. `false` fetches every image in full.
+    #[arg(long, env = "REUSE", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub reuse: bool,
+
     /// Largest accepted CSV upload, in bytes (checked while streaming).
     #[arg(long, env = "MAX_CSV_BYTES", default_value_t = 20 * 1024 * 1024)]
     pub max_csv_bytes: u64,

@@ -35,6 +35,8 @@ pub struct ProgressEvent {
     pub failed: i64,
     /// Images not finished yet.
     pub pending: i64,
+    /// Of the succeeded, images whose earlier output was reused unchanged.
+    pub reused: i64,
     /// The request's status; final in the `status` event.
     pub status: RequestStatus,
     /// Whether this is the closing `status` event (the event type, not in the body).
@@ -49,6 +51,7 @@ impl ProgressEvent {
             succeeded: r.succeeded,
             failed: r.failed,
             pending: r.remaining,
+            reused: r.reused,
             status: r.status,
             last: false,
         }

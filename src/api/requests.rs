@@ -30,6 +30,9 @@ pub struct Progress {
     pending: i64,
     /// Images stopped by a cancel.
     cancelled: i64,
+    /// Of the succeeded, images whose earlier output was copied (unchanged at the
+    /// origin, same settings) instead of being transformed again.
+    reused: i64,
 }
 
 /// Where a request is.
@@ -89,6 +92,12 @@ pub struct ImageBody {
     /// What the transform did: input format, quality used, fixes applied, whether the
     /// original was kept because re-encoding would not have made it smaller.
     report: Option<serde_json::Value>,
+    /// Whether the output is a copy of an earlier request's output for the same URL
+    /// and settings (the origin answered 304, or sent the same bytes): no decode, no
+    /// encode. Sizes, dimensions and report are those of that output.
+    reused: bool,
+    /// The request whose output was copied, when `reused`.
+    reused_from: Option<Uuid>,
 }
 
 /// A page of images.
@@ -156,6 +165,7 @@ impl RequestsApi {
                 failed: r.failed,
                 pending: r.remaining,
                 cancelled: r.total - r.succeeded - r.failed - r.remaining,
+                reused: r.reused,
             },
             created_at: r.created_at,
             started_at: r.started_at,
@@ -201,6 +211,8 @@ impl RequestsApi {
                 width: i.width,
                 height: i.height,
                 report: i.report,
+                reused: i.reused_from.is_some(),
+                reused_from: i.reused_from.map(|r| r.as_uuid()),
             })
             .collect();
         let next = offset.0 + count;

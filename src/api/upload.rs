@@ -30,6 +30,10 @@ pub struct UploadForm {
     /// Output quality: `1`–`100`, or `relative:N%` for N % of each input's own
     /// estimated quality. The server default (50) when absent.
     quality: Option<String>,
+    /// `false` to fetch every image in full and reuse nothing; by default (`REUSE`, on)
+    /// an image whose URL an earlier request fetched with the same settings is fetched
+    /// conditionally and, when unchanged, its earlier output is copied.
+    reuse: Option<bool>,
     /// `true` to check the CSV and count its images without storing anything.
     dry_run: Option<bool>,
 }
@@ -154,6 +158,7 @@ impl UploadApi {
             header: parsed.header.clone(),
             urls_column: parsed.urls_column,
             input_key: input_key.as_str().to_owned(),
+            reuse: form.reuse.unwrap_or(s.raw.reuse),
         };
         let product_rows: Vec<NewProduct<'_>> = parsed
             .rows

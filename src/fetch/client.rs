@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ipnet::IpNet;
-use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
+use reqwest::header::{
+    CONTENT_TYPE, ETAG, HeaderName, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
+    LOCATION, RETRY_AFTER,
+};
 use reqwest::{Response, StatusCode};
 use tokio::time::Instant;
 use url::Url;
@@ -31,6 +34,68 @@ pub struct Downloaded {
     pub final_url: String,
     /// The `Content-Type` the server sent, if any and if it was valid text.
     pub content_type: Option<String>,
+    /// The validators the server sent with the body, for a later conditional GET.
+    pub validators: Validators,
+}
+
+/// A response's cache validators, as the origin sent them: what a later conditional
+/// GET hands back (`If-None-Match`, else `If-Modified-Since`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validators {
+    /// `ETag`, verbatim (strong or weak).
+    pub etag: Option<String>,
+    /// `Last-Modified`, verbatim (an HTTP date).
+    pub last_modified: Option<String>,
+}
+
+impl Validators {
+    /// Whether there is anything to send.
+    pub fn is_empty(&self) -> bool {
+        self.etag.is_none() && self.last_modified.is_none()
+    }
+
+    fn of(resp: &Response) -> Self {
+        let header = |name| {
+            resp.headers()
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        Self {
+            etag: header(ETAG),
+            last_modified: header(LAST_MODIFIED),
+        }
+    }
+
+    /// The one conditional header to send: `If-None-Match` when there is an ETag (it
+    /// takes precedence at the origin anyway), else `If-Modified-Since`.
+    fn header(&self) -> Option<(HeaderName, HeaderValue)> {
+        if let Some(v) = self
+            .etag
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            return Some((IF_NONE_MATCH, v));
+        }
+        self.last_modified
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+            .map(|v| (IF_MODIFIED_SINCE, v))
+    }
+}
+
+/// What a conditional download got.
+#[derive(Debug, Clone)]
+pub enum Conditional {
+    /// `304 Not Modified`: the bytes behind the validators sent are still current.
+    NotModified {
+        /// The URL after redirects that answered 304.
+        final_url: String,
+    },
+    /// A full body (the resource changed, or the origin ignores validators).
+    Modified(Downloaded),
 }
 
 /// What a webhook endpoint answered; the caller decides what the status means.
@@ -68,6 +133,7 @@ impl std::fmt::Debug for Fetcher {
 enum Hop {
     Redirect(Url),
     Done(Downloaded),
+    NotModified,
 }
 
 impl Fetcher {
@@ -112,14 +178,38 @@ impl Fetcher {
     /// covers connecting, every hop and the body; time spent queued behind
     /// the per-host cap does not count.
     pub async fn download(&self, url: &str) -> Result<Downloaded, FetchError> {
-        let result = self.download_inner(url).await;
+        match self
+            .download_conditional(url, &Validators::default())
+            .await?
+        {
+            Conditional::Modified(done) => Ok(done),
+            // Only a hop that sent validators can see a 304 as Ok.
+            Conditional::NotModified { .. } => Err(FetchError::UnexpectedNotModified),
+        }
+    }
+
+    /// As [`Self::download`], sending `validators` (when there are any) as
+    /// `If-None-Match`, else `If-Modified-Since`, on every hop. Redirects, address
+    /// checks, limits and timeouts are exactly those of a plain download. A `304` to a
+    /// request that carried no validator is [`FetchError::UnexpectedNotModified`]
+    /// (transient: a confused cache in front of the origin).
+    pub async fn download_conditional(
+        &self,
+        url: &str,
+        validators: &Validators,
+    ) -> Result<Conditional, FetchError> {
+        let result = self.download_inner(url, validators).await;
         if let Err(e) = &result {
             tracing::debug!(url, error = %Reason(e), transient = e.is_transient(), "download failed");
         }
         result
     }
 
-    async fn download_inner(&self, url: &str) -> Result<Downloaded, FetchError> {
+    async fn download_inner(
+        &self,
+        url: &str,
+        validators: &Validators,
+    ) -> Result<Conditional, FetchError> {
         let inner = &self.inner;
         let timeout = inner.config.timeout;
         let mut url = check_url(url, &inner.allow)?;
@@ -135,11 +225,16 @@ impl Fetcher {
                 Some(d) => d + (now - queued),
             };
             deadline = Some(hop_deadline);
-            let hop = tokio::time::timeout_at(hop_deadline, self.get_once(&url))
+            let hop = tokio::time::timeout_at(hop_deadline, self.get_once(&url, validators))
                 .await
                 .map_err(|_| FetchError::Timeout(timeout))??;
             match hop {
-                Hop::Done(done) => return Ok(done),
+                Hop::Done(done) => return Ok(Conditional::Modified(done)),
+                Hop::NotModified => {
+                    return Ok(Conditional::NotModified {
+                        final_url: url.to_string(),
+                    });
+                }
                 Hop::Redirect(next) => {
                     drop(permit);
                     redirects += 1;
@@ -156,18 +251,27 @@ impl Fetcher {
 
     /// One GET: checks the connected address, turns statuses into errors or
     /// a redirect target, and reads the body under the size cap.
-    async fn get_once(&self, url: &Url) -> Result<Hop, FetchError> {
+    async fn get_once(&self, url: &Url, validators: &Validators) -> Result<Hop, FetchError> {
         let inner = &self.inner;
         let timeout = inner.config.timeout;
-        let mut resp = inner
-            .client
-            .get(url.clone())
+        let conditional = validators.header();
+        let mut req = inner.client.get(url.clone());
+        if let Some((name, value)) = &conditional {
+            req = req.header(name, value);
+        }
+        let mut resp = req
             .send()
             .await
             .map_err(|e| FetchError::from_reqwest(&e, timeout))?;
         check_remote(resp.remote_addr(), &inner.allow)?;
 
         let status = resp.status();
+        if status == StatusCode::NOT_MODIFIED {
+            return match conditional {
+                Some(_) => Ok(Hop::NotModified),
+                None => Err(FetchError::UnexpectedNotModified),
+            };
+        }
         if status.is_redirection() {
             let next = resp
                 .headers()
@@ -196,6 +300,7 @@ impl Fetcher {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let validators = Validators::of(&resp);
         let capacity = resp.content_length().unwrap_or(0).min(max).min(1 << 20);
         let mut body = BytesMut::with_capacity(usize::try_from(capacity).unwrap_or(0));
         while let Some(chunk) = resp
@@ -212,6 +317,7 @@ impl Fetcher {
             bytes: body.freeze(),
             final_url: url.to_string(),
             content_type,
+            validators,
         }))
     }
 

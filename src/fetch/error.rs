@@ -50,6 +50,10 @@ pub enum FetchError {
     /// A 3xx without a `Location` we can follow.
     #[error("HTTP {0} redirect without a usable Location")]
     BadRedirect(u16),
+    /// `304 Not Modified` to a request that sent no validator: nothing to be
+    /// "not modified" from. Transient (a misbehaving cache in front of the origin).
+    #[error("HTTP 304 to a request without validators")]
+    UnexpectedNotModified,
     /// More than the allowed number of redirect hops.
     #[error("too many redirects")]
     TooManyRedirects,
@@ -66,7 +70,10 @@ impl FetchError {
     /// 5xx, 408 and 429 are transient; everything else is permanent.
     pub fn is_transient(&self) -> bool {
         match self {
-            FetchError::Connect(_) | FetchError::Read(_) | FetchError::Timeout(_) => true,
+            FetchError::Connect(_)
+            | FetchError::Read(_)
+            | FetchError::Timeout(_)
+            | FetchError::UnexpectedNotModified => true,
             FetchError::Http { status, .. } => *status >= 500 || *status == 408 || *status == 429,
             FetchError::InvalidUrl(_)
             | FetchError::RefusedAddress { .. }

@@ -34,7 +34,7 @@ mod testutil;
 
 use std::time::Duration;
 
-pub use client::{Downloaded, Fetcher, MAX_REDIRECTS, WebhookResponse};
+pub use client::{Conditional, Downloaded, Fetcher, MAX_REDIRECTS, Validators, WebhookResponse};
 pub use error::{FetchError, fmt_bytes, fmt_duration};
 pub use guard::{MAX_URL_LEN, check_ip, check_url, parse_allow_list};
 

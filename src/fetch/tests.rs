@@ -291,7 +291,66 @@ async fn statuses_map_to_transient_or_permanent() {
     let e = get("/no-location").await;
     assert_eq!(e, FetchError::BadRedirect(302));
     assert!(!e.is_transient());
-    assert_eq!(get("/304").await, FetchError::BadRedirect(304));
+    // A 304 to a request that sent no validator: transient, not a redirect.
+    let e = get("/304").await;
+    assert_eq!(e, FetchError::UnexpectedNotModified);
+    assert!(e.is_transient());
+}
+
+#[tokio::test]
+async fn conditional_get_sends_one_validator_through_redirects() {
+    let server = serve("127.0.0.1", |s, head| async move {
+        let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+        let lower = head.to_ascii_lowercase();
+        if path == "/moved" {
+            return reply(s, "301 Moved Permanently", "Location: /photo\r\n", b"").await;
+        }
+        if lower.contains("if-none-match: \"v1\"") && !lower.contains("if-modified-since") {
+            return reply(s, "304 Not Modified", "ETag: \"v1\"\r\n", b"").await;
+        }
+        if lower.contains("if-modified-since: tue, 01 dec 2026 10:00:00 gmt") {
+            return reply(s, "304 Not Modified", "", b"").await;
+        }
+        let h = "ETag: \"v2\"\r\nLast-Modified: Wed, 02 Dec 2026 10:00:00 GMT\r\n";
+        reply(s, "200 OK", h, b"new bytes").await
+    })
+    .await;
+    let f = fetcher("127.0.0.0/8");
+    let url = server.url("/moved");
+
+    let etag = Validators {
+        etag: Some("\"v1\"".into()),
+        last_modified: Some("Tue, 01 Dec 2026 10:00:00 GMT".into()),
+    };
+    match f.download_conditional(&url, &etag).await.expect("304") {
+        Conditional::NotModified { final_url } => assert_eq!(final_url, server.url("/photo")),
+        other => panic!("{other:?}"),
+    }
+    let date = Validators {
+        etag: None,
+        last_modified: Some("Tue, 01 Dec 2026 10:00:00 GMT".into()),
+    };
+    assert!(matches!(
+        f.download_conditional(&url, &date).await.expect("304"),
+        Conditional::NotModified { .. }
+    ));
+    let stale = Validators {
+        etag: Some("\"v0\"".into()),
+        last_modified: None,
+    };
+    let Conditional::Modified(got) = f.download_conditional(&url, &stale).await.expect("200")
+    else {
+        panic!("expected a body");
+    };
+    assert_eq!(&got.bytes[..], b"new bytes");
+    assert_eq!(got.validators.etag.as_deref(), Some("\"v2\""));
+    assert_eq!(
+        got.validators.last_modified.as_deref(),
+        Some("Wed, 02 Dec 2026 10:00:00 GMT")
+    );
+    // No validators: a plain GET.
+    let plain = f.download(&url).await.expect("200");
+    assert_eq!(&plain.bytes[..], b"new bytes");
 }
 
 #[tokio::test]

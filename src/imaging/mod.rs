@@ -157,6 +157,28 @@ pub struct TransformOptions {
     pub limits: Limits,
 }
 
+/// Bumped whenever the transform's output for the same input and options changes (a
+/// new encoder setting, a fix to colour handling): it is part of
+/// [`TransformOptions::fingerprint`], so outputs made before are not reused after.
+pub const OUTPUT_VERSION: u32 = 1;
+
+impl TransformOptions {
+    /// Everything that shapes the output bytes for a given input, as one string: the
+    /// quality as asked (`50`, `relative:50%`), the fallback a relative quality uses,
+    /// and [`OUTPUT_VERSION`]. Limits are not part of it: they decide whether an image
+    /// fails, never what a success looks like. Two images with the same input bytes and
+    /// the same fingerprint have the same output, which is what reuse relies on.
+    pub fn fingerprint(&self) -> String {
+        match self.quality {
+            Quality::Absolute(_) => format!("v{OUTPUT_VERSION};quality={}", self.quality),
+            Quality::Relative(_) => format!(
+                "v{OUTPUT_VERSION};quality={};fallback={}",
+                self.quality, self.default_quality
+            ),
+        }
+    }
+}
+
 /// Which implementation [`transform_with`] may use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Route {

@@ -143,6 +143,7 @@ pub(crate) fn event_payload(ctx: &JobContext, r: &RequestRecord) -> CompletionEv
             total: r.total,
             succeeded: r.succeeded,
             failed: r.failed,
+            reused: r.reused,
         },
         finished_at: r.finished_at.unwrap_or_else(chrono::Utc::now),
     }

@@ -1,17 +1,27 @@
 //! The image job: fetch, transform on the CPU pool, store, and record the outcome
 //! through the fan-in that enqueues the completion after the last image.
+//!
+//! Reuse: when an earlier image with the same URL and the same settings fingerprint
+//! left a record in `sources` (and the request allows reuse), the fetch is
+//! conditional. On `304`, or on a body with the same content hash, that image's output
+//! is copied to this image's own key instead of being decoded and encoded again. If
+//! the earlier output is gone, the image is done in full. The record is replaced with
+//! every success, in the transaction that marks it, so it always names a complete
+//! output and the newest copy of it.
 
 use std::{sync::Arc, time::Duration};
 
 use apalis::prelude::Data;
+use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use super::{CompleteJob, HandlerResult, ImageJob, JobContext, infra_error, push};
 use crate::{
     domain::{ImageState, RequestStatus},
+    fetch::{Conditional, FetchError, Validators},
     imaging::{self, PoolError, Quality, TransformOptions},
-    store::{BlobKey, Db, FanIn, ImageOutcomeUpdate, StoreError},
-    telemetry::metrics::{self, JobKind, JobTimer},
+    store::{BlobKey, Db, FanIn, ImageOutcomeUpdate, Source, SourceFacts, StoreError},
+    telemetry::metrics::{self, JobKind, JobTimer, ReusedVia},
 };
 
 /// Why one try of an image failed, decided once: retry later, or fail for good.
@@ -92,15 +102,45 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
     let mut targets = vec![(job.row, job.position)];
     targets.extend(duplicates);
 
-    match process(job, ctx, &work.input_url, quality, &targets).await {
+    let options = TransformOptions {
+        quality,
+        default_quality: match ctx.settings.default_quality {
+            Quality::Absolute(q) => q,
+            Quality::Relative(_) => 50,
+        },
+        limits: ctx.settings.raw.image_limits(),
+    };
+    let settings = options.fingerprint();
+    let prior = if work.reuse {
+        ctx.db.source(&work.input_url, &settings).await?
+    } else {
+        None
+    };
+    let image = Image {
+        url: &work.input_url,
+        options,
+        settings,
+        prior,
+        reuse: work.reuse,
+    };
+
+    match process(job, ctx, &image, &targets).await {
         Ok(outcome) => {
             if let ImageOutcomeUpdate::Succeeded {
                 input_bytes,
                 output_bytes,
+                reused_from,
                 ..
             } = &outcome
             {
-                tracing::info!(attempt, input_bytes, output_bytes, "image stored");
+                let reused_from = reused_from.map(|r| r.to_string());
+                tracing::info!(
+                    attempt,
+                    input_bytes,
+                    output_bytes,
+                    reused_from,
+                    "image stored"
+                );
             }
             finish(job, ctx, &targets, &outcome).await?;
             Ok(Handled::Stored)
@@ -136,62 +176,140 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
     }
 }
 
-/// One try: download, transform off the async threads, store under the key of every
-/// target (this image and its same-URL duplicates).
+/// What one try works on: the URL, how to transform it, and what an earlier image
+/// of the same URL and settings left behind.
+struct Image<'a> {
+    url: &'a str,
+    options: TransformOptions,
+    /// [`TransformOptions::fingerprint`] of `options`.
+    settings: String,
+    /// The record of an earlier image with this URL and settings (only when reusing).
+    prior: Option<Source>,
+    /// Whether the request reuses earlier outputs.
+    reuse: bool,
+}
+
+fn fetch_error(e: FetchError) -> TryError {
+    if e.is_transient() {
+        TryError::Retry {
+            message: e.to_string(),
+            retry_after: e.retry_after(),
+        }
+    } else {
+        TryError::Fail(e.to_string())
+    }
+}
+
+fn pool_error(e: PoolError) -> TryError {
+    match e {
+        PoolError::ShutDown => TryError::Retry {
+            message: e.to_string(),
+            retry_after: None,
+        },
+        PoolError::Panicked(_) => TryError::Fail(e.to_string()),
+    }
+}
+
+/// A storage failure (a full disk, a read-only mount, S3 down) is transient: the try
+/// is retried with backoff, and nothing is recorded as stored until every target's
+/// file is durable. Its message (`storage: …`) is what the images API shows.
+fn storage_error(e: impl std::fmt::Display) -> TryError {
+    TryError::Retry {
+        message: e.to_string(),
+        retry_after: None,
+    }
+}
+
+/// One try: download (conditionally when there is an earlier record), then either copy
+/// the earlier output or transform off the async threads, and store under the key of
+/// every target (this image and its same-URL duplicates).
 async fn process(
     job: &ImageJob,
     ctx: &JobContext,
-    url: &str,
-    quality: Quality,
+    image: &Image<'_>,
     targets: &[(u32, u32)],
 ) -> Result<ImageOutcomeUpdate, TryError> {
-    let downloaded = ctx.fetcher.download(url).await.map_err(|e| {
-        if e.is_transient() {
-            TryError::Retry {
-                message: e.to_string(),
-                retry_after: e.retry_after(),
+    let validators = image
+        .prior
+        .as_ref()
+        .map(|p| Validators {
+            etag: p.etag.clone(),
+            last_modified: p.last_modified.clone(),
+        })
+        .unwrap_or_default();
+    let fetched = ctx
+        .fetcher
+        .download_conditional(image.url, &validators)
+        .await
+        .map_err(fetch_error)?;
+    let downloaded = match (fetched, &image.prior) {
+        (Conditional::Modified(d), _) => d,
+        (Conditional::NotModified { .. }, Some(prior)) => {
+            let facts = SourceFacts {
+                url: image.url.to_owned(),
+                settings: image.settings.clone(),
+                etag: prior.etag.clone(),
+                last_modified: prior.last_modified.clone(),
+                content_hash: prior.content_hash.clone(),
+            };
+            if let Some(outcome) = reuse(job, ctx, prior, targets, facts).await? {
+                metrics::images_reused(
+                    ReusedVia::NotModified,
+                    targets.len() as u64,
+                    prior.input_bytes.max(0) as u64,
+                );
+                return Ok(outcome);
             }
-        } else {
-            TryError::Fail(e.to_string())
+            tracing::info!(from = %prior.request_id, "earlier output is gone; fetching in full");
+            ctx.fetcher.download(image.url).await.map_err(fetch_error)?
         }
-    })?;
+        // Validators are only sent when there is a record.
+        (Conditional::NotModified { .. }, None) => {
+            return Err(fetch_error(FetchError::UnexpectedNotModified));
+        }
+    };
     let input_bytes = downloaded.bytes.len() as i64;
     metrics::bytes_fetched(downloaded.bytes.len() as u64);
-    let options = TransformOptions {
-        quality,
-        default_quality: match ctx.settings.default_quality {
-            Quality::Absolute(q) => q,
-            Quality::Relative(_) => 50,
-        },
-        limits: ctx.settings.raw.image_limits(),
-    };
     let bytes = downloaded.bytes;
+    let hashed = bytes.clone();
+    let content_hash = ctx
+        .cpu
+        .run(move || format!("{:x}", Sha256::digest(&hashed)))
+        .await
+        .map_err(pool_error)?;
+    let facts = SourceFacts {
+        url: image.url.to_owned(),
+        settings: image.settings.clone(),
+        etag: downloaded.validators.etag,
+        last_modified: downloaded.validators.last_modified,
+        content_hash,
+    };
+    if image.reuse
+        && let Some(prior) = &image.prior
+        && prior.content_hash == facts.content_hash
+    {
+        if let Some(outcome) = reuse(job, ctx, prior, targets, facts.clone()).await? {
+            metrics::images_reused(ReusedVia::SameBytes, targets.len() as u64, 0);
+            return Ok(outcome);
+        }
+        tracing::info!(from = %prior.request_id, "earlier output is gone; transforming");
+    }
+
+    let options = image.options;
     let transformed = ctx
         .cpu
         .run(move || imaging::transform(&bytes, &options))
         .await
-        .map_err(|e| match e {
-            PoolError::ShutDown => TryError::Retry {
-                message: e.to_string(),
-                retry_after: None,
-            },
-            PoolError::Panicked(_) => TryError::Fail(e.to_string()),
-        })?
+        .map_err(pool_error)?
         .map_err(|e| TryError::Fail(e.to_string()))?;
 
-    // A storage failure (a full disk, a read-only mount, S3 down) is transient: the
-    // try is retried with backoff, and nothing is recorded as stored until every
-    // target's file is durable. Its message (`storage: …`) is what the images API shows.
     let output = bytes::Bytes::from(transformed.bytes);
     for &(row, position) in targets {
         let key = BlobKey::image(job.request_id, row, position);
         ctx.blobs
             .put(&key, output.clone())
             .await
-            .map_err(|e| TryError::Retry {
-                message: e.to_string(),
-                retry_after: None,
-            })?;
+            .map_err(storage_error)?;
         metrics::bytes_written("image", output.len() as u64);
     }
     let report = &transformed.report;
@@ -201,7 +319,43 @@ async fn process(
         width: i64::from(report.width),
         height: i64::from(report.height),
         report: serde_json::to_value(report).unwrap_or_default(),
+        reused_from: None,
+        source: Some(facts),
     })
+}
+
+/// Copies the earlier output to every target's key (no decode, no encode); `None`
+/// when it is gone (its request was deleted or its files expired), and the caller
+/// does the image in full. A copy interrupted by a crash is simply made again by the
+/// redelivered job: nothing is recorded until every copy is in place.
+async fn reuse(
+    job: &ImageJob,
+    ctx: &JobContext,
+    prior: &Source,
+    targets: &[(u32, u32)],
+    facts: SourceFacts,
+) -> Result<Option<ImageOutcomeUpdate>, TryError> {
+    let Ok(from) = BlobKey::parse(&prior.output_key) else {
+        return Ok(None);
+    };
+    for &(row, position) in targets {
+        let to = BlobKey::image(job.request_id, row, position);
+        if to == from {
+            continue;
+        }
+        if !ctx.blobs.copy(&from, &to).await.map_err(storage_error)? {
+            return Ok(None);
+        }
+    }
+    Ok(Some(ImageOutcomeUpdate::Succeeded {
+        input_bytes: prior.input_bytes,
+        output_bytes: prior.output_bytes,
+        width: prior.width,
+        height: prior.height,
+        report: prior.report.clone(),
+        reused_from: Some(prior.request_id),
+        source: Some(facts),
+    }))
 }
 
 /// Records the outcome; the last image of the run pushes the completion in the same

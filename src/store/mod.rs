@@ -6,6 +6,7 @@ mod blob;
 mod db;
 mod queue;
 mod requests;
+mod sources;
 mod webhooks;
 
 pub use blob::{
@@ -19,6 +20,7 @@ pub use requests::{
     FanIn, HOT_QUERIES, ImageOutcomeUpdate, ImageRecord, ImageWork, NewImage, NewProduct,
     NewRequest, OutputSource, RequestRecord,
 };
+pub use sources::{Source, SourceFacts};
 pub use webhooks::{AttemptRecord, EventRecord};
 
 /// Why a storage operation failed. None of these are the caller's fault: the API maps

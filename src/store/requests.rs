@@ -5,7 +5,11 @@
 use chrono::{DateTime, Utc};
 use sqlx::{FromRow, QueryBuilder};
 
-use super::{BlobKey, Db, StoreError, Tx, with_pool, with_tx};
+use super::{
+    BlobKey, Db, StoreError, Tx,
+    sources::{SourceFacts, StoredOutput},
+    with_pool, with_tx,
+};
 use crate::domain::{ImageId, ImageState, RequestId, RequestStatus};
 
 /// SQLite allows 32766 bound parameters per statement, PostgreSQL 65535; stay well below.
@@ -26,6 +30,8 @@ pub struct NewRequest {
     pub urls_column: usize,
     /// Blob key of the stored upload.
     pub input_key: String,
+    /// Whether unchanged images of earlier requests may be reused (the upload's `reuse`).
+    pub reuse: bool,
 }
 
 /// One row about to be stored.
@@ -81,6 +87,10 @@ pub struct RequestRecord {
     pub remaining: i64,
     /// Run number (bumped by retry).
     pub run: i64,
+    /// Whether it reuses unchanged images of earlier requests.
+    pub reuse: bool,
+    /// Images whose output was copied from an earlier request's.
+    pub reused: i64,
     /// When it was accepted.
     pub created_at: DateTime<Utc>,
     /// When its first image started.
@@ -122,6 +132,8 @@ pub struct ImageRecord {
     pub height: Option<i64>,
     /// What the transform did (JSON).
     pub report: Option<serde_json::Value>,
+    /// The request whose output was copied, when this one was reused.
+    pub reused_from: Option<RequestId>,
 }
 
 /// What an image job needs to know before it works.
@@ -139,6 +151,8 @@ pub struct ImageWork {
     pub quality: String,
     /// The request's run.
     pub run: i64,
+    /// Whether the request reuses earlier outputs.
+    pub reuse: bool,
 }
 
 /// How an image ended.
@@ -156,6 +170,10 @@ pub enum ImageOutcomeUpdate {
         height: i64,
         /// What the transform did.
         report: serde_json::Value,
+        /// The request whose output was copied instead of transforming, if any.
+        reused_from: Option<RequestId>,
+        /// What the origin said about the bytes, recorded for later requests.
+        source: Option<SourceFacts>,
     },
     /// Failed for good.
     Failed {
@@ -188,7 +206,7 @@ pub struct OutputSource {
     pub rows: Vec<(Vec<String>, Vec<ImageSlot>)>,
 }
 
-fn corrupt<E: std::fmt::Display>(e: E) -> StoreError {
+pub(super) fn corrupt<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
@@ -207,6 +225,8 @@ struct RequestRow {
     failed: i64,
     remaining: i64,
     run: i64,
+    reuse: bool,
+    reused: i64,
     created_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
@@ -229,6 +249,8 @@ impl TryFrom<RequestRow> for RequestRecord {
             failed: r.failed,
             remaining: r.remaining,
             run: r.run,
+            reuse: r.reuse,
+            reused: r.reused,
             created_at: r.created_at,
             started_at: r.started_at,
             finished_at: r.finished_at,
@@ -254,6 +276,7 @@ struct ImageRow {
     width: Option<i64>,
     height: Option<i64>,
     report: Option<String>,
+    reused_from: Option<String>,
 }
 
 /// What [`Db::image_work`] reads.
@@ -265,6 +288,7 @@ struct WorkRow {
     status: String,
     quality: String,
     run: i64,
+    reuse: bool,
 }
 
 /// A query builder for the database `conn` talks to.
@@ -280,7 +304,8 @@ fn request_record(row: Option<RequestRow>) -> Result<Option<RequestRecord>, Stor
 }
 
 /// What an image job reads first: the image and its request.
-const IMAGE_WORK_SQL: &str = "select i.input_url, i.state, i.attempts, r.status, r.quality, r.run
+const IMAGE_WORK_SQL: &str =
+    "select i.input_url, i.state, i.attempts, r.status, r.quality, r.run, r.reuse
                      from images i join requests r on r.id = i.request_id
                     where i.request_id = $1 and i.row = $2 and i.position = $3";
 
@@ -295,8 +320,9 @@ const RECORD_RETRY_SQL: &str = "update images set attempts = attempts + 1, last_
                     where request_id = $3 and row = $4 and position = $5 and state = 'pending'";
 
 const COUNT_SUCCEEDED_SQL: &str =
-    "update requests set succeeded = succeeded + $1, remaining = remaining - $2
-                  where id = $3 returning remaining, run";
+    "update requests set succeeded = succeeded + $1, remaining = remaining - $2,
+                         reused = reused + $3
+                  where id = $4 returning remaining, run";
 
 const COUNT_FAILED_SQL: &str =
     "update requests set failed = failed + $1, remaining = remaining - $2
@@ -312,13 +338,15 @@ pub const HOT_QUERIES: &[(&str, &str)] = &[
     ("finish_image_failed", FAILED_SQL),
     ("count_succeeded", COUNT_SUCCEEDED_SQL),
     ("count_failed", COUNT_FAILED_SQL),
+    ("source", super::sources::SOURCE_SQL),
+    ("record_source", super::sources::RECORD_SOURCE_SQL),
 ];
 
 const SUCCEEDED_SQL: &str = "update images set state = 'succeeded', attempts = attempts + 1,
         last_error = null, output_key = $1, input_bytes = $2,
-        output_bytes = $3, width = $4, height = $5, report = $6,
-        started_at = coalesce(started_at, $7), finished_at = $8
-  where request_id = $9 and row = $10 and position = $11 and state = 'pending'";
+        output_bytes = $3, width = $4, height = $5, report = $6, reused_from = $7,
+        started_at = coalesce(started_at, $8), finished_at = $9
+  where request_id = $10 and row = $11 and position = $12 and state = 'pending'";
 
 const FAILED_SQL: &str = "update images set state = 'failed', attempts = attempts + 1,
         last_error = $1, started_at = coalesce(started_at, $2), finished_at = $3
@@ -339,8 +367,8 @@ impl Db {
         with_tx!(tx, c => {
             sqlx::query(
                 "insert into requests (id, status, quality, webhook_url, header, urls_column,
-                                       input_key, total, remaining, created_at)
-                 values ($1, 'Pending', $2, $3, $4, $5, $6, $7, $8, $9)",
+                                       input_key, total, remaining, created_at, reuse)
+                 values ($1, 'Pending', $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(&id)
             .bind(&req.quality)
@@ -351,6 +379,7 @@ impl Db {
             .bind(total)
             .bind(total)
             .bind(Utc::now())
+            .bind(req.reuse)
             .execute(&mut *c)
             .await?;
             for chunk in products.chunks(INSERT_CHUNK) {
@@ -433,6 +462,10 @@ impl Db {
                     width: r.width,
                     height: r.height,
                     report: r.report.map(|s| serde_json::from_str(&s)).transpose()?,
+                    reused_from: r
+                        .reused_from
+                        .map(|s| s.parse().map_err(corrupt))
+                        .transpose()?,
                 })
             })
             .collect()
@@ -461,6 +494,7 @@ impl Db {
             request_status: r.status.parse().map_err(corrupt)?,
             quality: r.quality,
             run: r.run,
+            reuse: r.reuse,
         }))
     }
 
@@ -565,13 +599,16 @@ impl Db {
                         width,
                         height,
                         report,
+                        reused_from,
+                        ..
                     } => sqlx::query(SUCCEEDED_SQL)
                         .bind(BlobKey::image(id, row, position).as_str().to_owned())
                         .bind(*input_bytes)
                         .bind(*output_bytes)
                         .bind(*width)
                         .bind(*height)
-                        .bind(report.to_string()),
+                        .bind(report.to_string())
+                        .bind(reused_from.map(|r| r.to_string())),
                     ImageOutcomeUpdate::Failed { error } => {
                         sqlx::query(FAILED_SQL).bind(error.clone())
                     }
@@ -590,18 +627,51 @@ impl Db {
             }
             finished += changed;
         }
-        let sql = match outcome {
-            ImageOutcomeUpdate::Succeeded { .. } => COUNT_SUCCEEDED_SQL,
-            ImageOutcomeUpdate::Failed { .. } => COUNT_FAILED_SQL,
+        if let ImageOutcomeUpdate::Succeeded {
+            input_bytes,
+            output_bytes,
+            width,
+            height,
+            report,
+            source: Some(facts),
+            ..
+        } = outcome
+            && let Some(&(row, position)) = targets.first()
+        {
+            let key = BlobKey::image(id, row, position);
+            let out = StoredOutput {
+                request_id: id,
+                output_key: key.as_str(),
+                input_bytes: *input_bytes,
+                output_bytes: *output_bytes,
+                width: *width,
+                height: *height,
+                report,
+            };
+            Db::record_source(tx, facts, out).await?;
+        }
+        let (remaining, run): (i64, i64) = match outcome {
+            ImageOutcomeUpdate::Succeeded { reused_from, .. } => {
+                let reused = if reused_from.is_some() { finished } else { 0 };
+                with_tx!(tx, c => {
+                    sqlx::query_as(COUNT_SUCCEEDED_SQL)
+                        .bind(finished)
+                        .bind(finished)
+                        .bind(reused)
+                        .bind(&rid)
+                        .fetch_one(&mut *c)
+                        .await?
+                })
+            }
+            ImageOutcomeUpdate::Failed { .. } => with_tx!(tx, c => {
+                sqlx::query_as(COUNT_FAILED_SQL)
+                    .bind(finished)
+                    .bind(finished)
+                    .bind(&rid)
+                    .fetch_one(&mut *c)
+                    .await?
+            }),
         };
-        let (remaining, run): (i64, i64) = with_tx!(tx, c => {
-            sqlx::query_as(sql)
-                .bind(finished)
-                .bind(finished)
-                .bind(&rid)
-                .fetch_one(&mut *c)
-                .await?
-        });
         Ok(if remaining == 0 {
             FanIn::LastOfRun { run }
         } else {

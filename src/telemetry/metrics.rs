@@ -24,6 +24,11 @@ pub const JOBS_FINISHED: &str = "pixbatch_jobs_finished_total";
 pub const JOB_DURATION: &str = "pixbatch_job_duration_seconds";
 /// Image bytes downloaded.
 pub const BYTES_FETCHED: &str = "pixbatch_fetched_bytes_total";
+/// Images whose earlier output was copied instead of transformed, by `via`
+/// (`not_modified`: the origin answered 304; `same_bytes`: it sent the same bytes).
+pub const IMAGES_REUSED: &str = "pixbatch_images_reused_total";
+/// Image bytes a 304 saved downloading (the size of the unchanged source).
+pub const BYTES_NOT_FETCHED: &str = "pixbatch_not_fetched_bytes_total";
 /// Bytes written to the store, by `kind` (`image`, `csv`).
 pub const BYTES_WRITTEN: &str = "pixbatch_written_bytes_total";
 /// Failed blob writes, by `op` (`put`, `probe`) and `kind` (`no_space`, `read_only`,
@@ -93,6 +98,15 @@ fn describe() {
     describe_histogram!(JOB_DURATION, Unit::Seconds, "Job run time.");
     describe_counter!(BYTES_FETCHED, Unit::Bytes, "Image bytes downloaded.");
     describe_counter!(BYTES_WRITTEN, Unit::Bytes, "Bytes written to the store.");
+    describe_counter!(
+        IMAGES_REUSED,
+        "Images whose earlier output was copied instead of transformed, by via (not_modified, same_bytes)."
+    );
+    describe_counter!(
+        BYTES_NOT_FETCHED,
+        Unit::Bytes,
+        "Image bytes not downloaded because the origin answered 304 Not Modified."
+    );
     describe_counter!(
         STORAGE_ERRORS,
         "Failed blob writes, by op (put, probe) and kind (no_space, read_only, too_large, permission, remote, io)."
@@ -168,6 +182,26 @@ impl JobTimer {
 /// An image download of `n` bytes.
 pub fn bytes_fetched(n: u64) {
     counter!(BYTES_FETCHED).increment(n);
+}
+
+/// How an image's earlier output came to be reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReusedVia {
+    /// The origin answered `304 Not Modified`.
+    NotModified,
+    /// The origin sent a body with the same content hash.
+    SameBytes,
+}
+
+/// `images` images (one URL and its same-request duplicates) reused; `not_fetched`
+/// bytes not downloaded thanks to a 304.
+pub fn images_reused(via: ReusedVia, images: u64, not_fetched: u64) {
+    let via = match via {
+        ReusedVia::NotModified => "not_modified",
+        ReusedVia::SameBytes => "same_bytes",
+    };
+    counter!(IMAGES_REUSED, "via" => via).increment(images);
+    counter!(BYTES_NOT_FETCHED).increment(not_fetched);
 }
 
 /// `n` bytes written to the store, of `kind` (`image` or `csv`).

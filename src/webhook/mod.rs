@@ -20,6 +20,9 @@ pub struct ImageCounts {
     pub succeeded: i64,
     /// Images failed.
     pub failed: i64,
+    /// Of the succeeded, images whose earlier output was reused unchanged.
+    #[serde(default)]
+    pub reused: i64,
 }
 
 /// The JSON body POSTed when a request reaches a final status. Serialised with serde

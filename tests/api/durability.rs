@@ -57,6 +57,18 @@ async fn assert_complete_once(app: &TestServer, id: &str, n: usize) {
     }
 }
 
+/// `kill -9` once a quarter, half and three quarters of the request's `n` images have
+/// succeeded, restarting each time; then every image is done exactly once.
+pub(crate) async fn kill_nine_at_quarters(app: &mut TestServer, id: &str, n: usize) {
+    for quarter in 1..=3 {
+        let done = wait_until_succeeded(app, id, (n * quarter / 4) as i64).await;
+        assert!(done < n as i64, "finished before kill {quarter}");
+        app.kill();
+        app.restart().await;
+    }
+    assert_complete_once(app, id, n).await;
+}
+
 async fn kill_nine_at_a_quarter_half_and_three_quarters(backend: Backend) {
     let n = 60usize;
     let images = ImageServer::start().await;
@@ -73,13 +85,7 @@ async fn kill_nine_at_a_quarter_half_and_three_quarters(backend: Backend) {
         .await;
     assert_eq!(code, 202, "{body}");
     let id = body["request_id"].as_str().unwrap().to_owned();
-    for quarter in 1..=3 {
-        let done = wait_until_succeeded(&app, &id, (n * quarter / 4) as i64).await;
-        assert!(done < n as i64, "finished before kill {quarter}");
-        app.kill();
-        app.restart().await;
-    }
-    assert_complete_once(&app, &id, n).await;
+    kill_nine_at_quarters(&mut app, &id, n).await;
     hook.wait_for(1, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let got = hook.received();

@@ -11,7 +11,10 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -59,8 +62,17 @@ async fn serve(ep: impl Endpoint + 'static) -> SocketAddr {
 /// - `/flaky/<n>/<anything>/<photo>`: 500 for the first `n` requests of that path, then the photo;
 /// - `/missing/<anything>`: 404;
 /// - `/gate/<anything>/<photo>`: 404 until [`ImageServer::open_gate`], then the photo;
-/// - `/blob/<name>`: the bytes given to [`ImageServer::put`] under that name.
-///   Every request waits `latency` first.
+/// - `/blob/<name>`: the bytes given to [`ImageServer::put`] under that name;
+/// - `/etag/<anything>/<name>`: the bytes put under `name`, else the photo `name`,
+///   with an `ETag` derived from the bytes; `304` to a matching `If-None-Match`;
+/// - `/lastmod/<anything>/<name>`: the same with only a `Last-Modified` derived from
+///   the bytes; `304` to a matching `If-Modified-Since`;
+/// - `/bare304/<n>/<anything>/<photo>`: `304` to the first `n` requests of that path,
+///   whatever they sent, then the photo with no validators.
+///
+/// Every request waits `latency` first. Requests carrying `If-None-Match` or
+/// `If-Modified-Since` are counted as conditional, the others as plain, and every
+/// `304` sent is counted.
 #[derive(Clone)]
 pub struct ImageServer {
     /// Base URL, `http://127.0.0.1:PORT`.
@@ -73,6 +85,29 @@ struct ImageState {
     latency: Mutex<Duration>,
     gate_open: Mutex<bool>,
     blobs: Mutex<HashMap<String, Vec<u8>>>,
+    conditional: AtomicU32,
+    plain: AtomicU32,
+    not_modified: AtomicU32,
+}
+
+/// A validator derived from the bytes, so it changes exactly when they do.
+fn digest(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+/// A `Last-Modified` value derived from the bytes.
+fn last_modified(bytes: &[u8]) -> String {
+    let d = digest(bytes);
+    format!(
+        "Tue, {:02} Dec 2026 {:02}:{:02}:{:02} GMT",
+        1 + d % 28,
+        (d >> 8) % 24,
+        (d >> 16) % 60,
+        (d >> 24) % 60
+    )
 }
 
 #[handler]
@@ -83,6 +118,22 @@ async fn image_handler(req: &Request, state: Data<&Arc<ImageState>>) -> Response
         let n = hits.entry(path.clone()).or_insert(0);
         *n += 1;
         *n
+    };
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (if_none_match, if_modified_since) = (header("if-none-match"), header("if-modified-since"));
+    if if_none_match.is_some() || if_modified_since.is_some() {
+        state.conditional.fetch_add(1, Ordering::SeqCst);
+    } else {
+        state.plain.fetch_add(1, Ordering::SeqCst);
+    }
+    let not_modified = || {
+        state.not_modified.fetch_add(1, Ordering::SeqCst);
+        StatusCode::NOT_MODIFIED.into_response()
     };
     let latency = *state.latency.lock().unwrap();
     if !latency.is_zero() {
@@ -110,6 +161,39 @@ async fn image_handler(req: &Request, state: Data<&Arc<ImageState>>) -> Response
             }
         }
         Some("gate") if *state.gate_open.lock().unwrap() => serve_photo(),
+        Some(kind @ ("etag" | "lastmod")) => {
+            let put = state.blobs.lock().unwrap().get(file).cloned();
+            let Some(bytes) = put.or_else(|| PHOTOS.contains(&file).then(|| photo(file))) else {
+                return StatusCode::NOT_FOUND.into_response();
+            };
+            if kind == "etag" {
+                let etag = format!("\"{:016x}\"", digest(&bytes));
+                if if_none_match.as_deref() == Some(etag.as_str()) {
+                    return not_modified();
+                }
+                Response::builder()
+                    .content_type("image/jpeg")
+                    .header("etag", etag)
+                    .body(bytes)
+            } else {
+                let date = last_modified(&bytes);
+                if if_modified_since.as_deref() == Some(date.as_str()) {
+                    return not_modified();
+                }
+                Response::builder()
+                    .content_type("image/jpeg")
+                    .header("last-modified", date)
+                    .body(bytes)
+            }
+        }
+        Some("bare304") => {
+            let n: u32 = segments.get(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            if hit <= n {
+                not_modified()
+            } else {
+                serve_photo()
+            }
+        }
         Some("blob") => match state.blobs.lock().unwrap().get(file) {
             Some(bytes) => Response::builder()
                 .content_type("image/jpeg")
@@ -128,6 +212,9 @@ impl ImageServer {
             latency: Mutex::new(Duration::ZERO),
             gate_open: Mutex::new(false),
             blobs: Mutex::new(HashMap::new()),
+            conditional: AtomicU32::new(0),
+            plain: AtomicU32::new(0),
+            not_modified: AtomicU32::new(0),
         });
         let addr = serve(Route::new().at("/*path", image_handler).data(state.clone())).await;
         Self {
@@ -158,6 +245,33 @@ impl ImageServer {
     /// How often a path was requested.
     pub fn hits(&self, path: &str) -> u32 {
         *self.state.hits.lock().unwrap().get(path).unwrap_or(&0)
+    }
+
+    /// Requests that carried `If-None-Match` or `If-Modified-Since`.
+    pub fn conditional_hits(&self) -> u32 {
+        self.state.conditional.load(Ordering::SeqCst)
+    }
+
+    /// Requests that carried neither.
+    pub fn plain_hits(&self) -> u32 {
+        self.state.plain.load(Ordering::SeqCst)
+    }
+
+    /// `304 Not Modified` answers sent.
+    pub fn not_modified(&self) -> u32 {
+        self.state.not_modified.load(Ordering::SeqCst)
+    }
+
+    /// Forgets every count (hits per path included), e.g. between two runs.
+    pub fn reset_counts(&self) {
+        self.state.hits.lock().unwrap().clear();
+        for c in [
+            &self.state.conditional,
+            &self.state.plain,
+            &self.state.not_modified,
+        ] {
+            c.store(0, Ordering::SeqCst);
+        }
     }
 
     /// Requests served in all.

@@ -117,6 +117,7 @@ def main() -> None:
     check(status.status == RequestStatus.COMPLETED, f"final status: {status}")
     check(status.progress.succeeded == 4 and status.progress.failed == 0, f"{status}")
     check(isinstance(status.output_csv, str), f"no output_csv: {status}")
+    check(status.progress.reused == 0, f"reused on a first upload: {status}")
     print(f"client roundtrip: {status.status} ({status.progress.succeeded}/{status.progress.total})")
 
     # 3. List the images, one page at a time.
@@ -135,6 +136,8 @@ def main() -> None:
         check(str(im.state) == "succeeded", f"image {im}")
         check(isinstance(im.output_url, str) and im.output_url.endswith(".jpg"), f"{im}")
         check(isinstance(im.width, int) and im.width > 0, f"{im}")
+        # A first upload on a fresh server has nothing to reuse.
+        check(im.reused is False and im.reused_from is UNSET, f"reuse fields: {im}")
 
     # 4. The output CSV.
     out = get_requests_request_id_output_csv.sync(request_id=rid, client=client)

@@ -255,6 +255,46 @@ impl BlobStore {
         }
     }
 
+    /// Copies the blob under `from` to `to`, replacing what `to` held, without the bytes
+    /// passing through this process: a hard link staged under a temporary name and
+    /// renamed into place locally (the directory is fsynced; the source was already
+    /// durable), a server-side copy on S3. Either way `to` is its own name: removing
+    /// `from` later leaves it intact. `Ok(false)` when there is nothing under `from`
+    /// (its request was deleted or expired).
+    pub async fn copy(&self, from: &BlobKey, to: &BlobKey) -> Result<bool, BlobError> {
+        if self.same_local_file(from, to).await {
+            // Already a link to it (a redelivered job copying again): renaming a second
+            // link onto the first would do nothing and leave the staged link behind.
+            return Ok(true);
+        }
+        let result = self.store.copy(&self.path(from), &self.path(to)).await;
+        match result {
+            Ok(()) => {
+                self.health.record("copy", Ok(()));
+                Ok(true)
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => {
+                let e = self.fault(&e);
+                self.health.record("copy", Err(&e));
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether two keys of a local store name the same file (hard links of one inode).
+    async fn same_local_file(&self, a: &BlobKey, b: &BlobKey) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Some(root) = &self.local_root else {
+            return false;
+        };
+        let (ma, mb) = (
+            tokio::fs::metadata(root.join(a.as_str())).await,
+            tokio::fs::metadata(root.join(b.as_str())).await,
+        );
+        matches!((ma, mb), (Ok(x), Ok(y)) if x.dev() == y.dev() && x.ino() == y.ino())
+    }
+
     /// Removes `key`; absent is fine. For an upload whose transaction failed after
     /// its CSV was stored.
     pub async fn delete(&self, key: &BlobKey) -> Result<(), BlobError> {
@@ -389,6 +429,30 @@ mod tests {
         store.delete(&key).await.unwrap();
         store.delete(&key).await.unwrap();
         assert!(store.read(&key).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_copy_outlives_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = local(dir.path());
+        let from = BlobKey::parse("a/0-0.jpg").unwrap();
+        let to = BlobKey::parse("b/3-1.jpg").unwrap();
+        assert!(!store.copy(&from, &to).await.unwrap(), "nothing to copy");
+        assert!(store.read(&to).await.unwrap().is_none());
+        store.put(&from, Bytes::from_static(b"jpeg")).await.unwrap();
+        store.put(&to, Bytes::from_static(b"old")).await.unwrap();
+        assert!(store.copy(&from, &to).await.unwrap());
+        assert!(
+            store.copy(&from, &to).await.unwrap(),
+            "a second copy overwrites"
+        );
+        store.delete(&from).await.unwrap();
+        assert_eq!(store.read(&to).await.unwrap().unwrap(), b"jpeg");
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("b"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["3-1.jpg"], "staged links left");
     }
 
     #[tokio::test]
