@@ -110,9 +110,10 @@ pub struct ServerConfig {
     #[arg(long, env = "WORKER_CONCURRENCY")]
     pub worker_concurrency: Option<usize>,
 
-    /// Default output quality (1–100) when a request gives none.
-    #[arg(long, env = "JPEG_QUALITY", default_value_t = 50, value_parser = clap::value_parser!(u8).range(1..=100))]
-    pub jpeg_quality: u8,
+    /// Default output quality when a request gives none: 1–100, `relative:N%`,
+    /// `auto` or `auto:N` (SSIMULACRA2 target).
+    #[arg(long, env = "JPEG_QUALITY", default_value = "50", value_parser = crate::imaging::Quality::parse)]
+    pub jpeg_quality: crate::imaging::Quality,
 
     /// Largest accepted CSV upload, in bytes (checked while streaming).
     #[arg(long, env = "MAX_CSV_BYTES", default_value_t = 20 * 1024 * 1024)]
@@ -296,7 +297,7 @@ impl ServerConfig {
             ));
         }
         Ok(Settings {
-            default_quality: Quality::Absolute(self.jpeg_quality),
+            default_quality: self.jpeg_quality,
             raw: self,
             public_base_url,
             storage,

@@ -27,8 +27,10 @@ pub struct UploadForm {
     file: Upload,
     /// Where to POST the completion event; the server's `WEBHOOK_URL` when absent.
     webhook_url: Option<String>,
-    /// Output quality: `1`–`100`, or `relative:N%` for N % of each input's own
-    /// estimated quality. The server default (50) when absent.
+    /// Output quality: `1`–`100`, `relative:N%` for N % of each input's own
+    /// estimated quality, or `auto` / `auto:N` for the lowest quality (30–95) whose
+    /// output reaches SSIMULACRA2 score N (70 for `auto`). The server default
+    /// (`JPEG_QUALITY`, 50) when absent.
     quality: Option<String>,
     /// `true` to check the CSV and count its images without storing anything.
     dry_run: Option<bool>,

@@ -161,9 +161,10 @@ async fn process(
         quality,
         default_quality: match ctx.settings.default_quality {
             Quality::Absolute(q) => q,
-            Quality::Relative(_) => 50,
+            Quality::Relative(_) | Quality::Auto(_) => 50,
         },
         limits: ctx.settings.raw.image_limits(),
+        max_bytes: None,
     };
     let bytes = downloaded.bytes;
     let transformed = ctx
