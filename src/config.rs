@@ -115,6 +115,11 @@ pub struct ServerConfig {
     #[arg(long, env = "JPEG_QUALITY", default_value = "50", value_parser = crate::imaging::Quality::parse)]
     pub jpeg_quality: crate::imaging::Quality,
 
+    /// Default byte cap of each output when a request gives no `max_bytes`
+    /// (`150000`, `150KB`, `2MB`; KB = 1000 bytes); no cap when unset.
+    #[arg(long, env = "MAX_OUTPUT_BYTES", value_parser = crate::imaging::MaxBytes::parse)]
+    pub max_output_bytes: Option<crate::imaging::MaxBytes>,
+
     /// Largest accepted CSV upload, in bytes (checked while streaming).
     #[arg(long, env = "MAX_CSV_BYTES", default_value_t = 20 * 1024 * 1024)]
     pub max_csv_bytes: u64,

@@ -14,7 +14,7 @@ use super::{ApiError, ApiTags, AppState, ProblemResponse};
 use crate::{
     csv::{self, CsvLimits},
     domain::{RequestId, RequestStatus},
-    imaging::Quality,
+    imaging::{MaxBytes, Quality},
     jobs::{self, ImageJob},
     store::{BlobKey, Db, NewImage, NewProduct, NewRequest},
 };
@@ -32,6 +32,11 @@ pub struct UploadForm {
     /// output reaches SSIMULACRA2 score N (70 for `auto`). The server default
     /// (`JPEG_QUALITY`, 50) when absent.
     quality: Option<String>,
+    /// Most bytes per output: `150000`, `150KB` or `2MB` (KB = 1000 bytes), 2000 to
+    /// 1000000000. The highest quality that fits is used (it wins over an `auto`
+    /// target), the image downscaled when even quality 30 does not fit. The
+    /// server's `MAX_OUTPUT_BYTES` when absent, no cap when that is unset.
+    max_bytes: Option<String>,
     /// `true` to check the CSV and count its images without storing anything.
     dry_run: Option<bool>,
 }
@@ -100,6 +105,13 @@ impl UploadApi {
                 Quality::parse(q).map_err(|e| ApiError::InvalidField(format!("quality: {e}")))?
             }
         };
+        let max_bytes = match form.max_bytes.as_deref().map(str::trim) {
+            None | Some("") => s.raw.max_output_bytes,
+            Some(m) => Some(
+                MaxBytes::parse(m)
+                    .map_err(|e| ApiError::InvalidField(format!("max_bytes: {e}")))?,
+            ),
+        };
         let webhook_url = match form.webhook_url.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(u) => Some(
@@ -152,6 +164,8 @@ impl UploadApi {
         let new = NewRequest {
             id,
             quality: quality.to_string(),
+            // At most 1 GB: the cast cannot truncate.
+            max_bytes: max_bytes.map(|m| m.get() as i64),
             webhook_url,
             header: parsed.header.clone(),
             urls_column: parsed.urls_column,

@@ -9,7 +9,7 @@ use tracing::Instrument;
 use super::{CompleteJob, HandlerResult, ImageJob, JobContext, infra_error, push};
 use crate::{
     domain::{ImageState, RequestStatus},
-    imaging::{self, PoolError, Quality, TransformOptions},
+    imaging::{self, MaxBytes, PoolError, Quality, TransformOptions},
     store::{BlobKey, Db, FanIn, ImageOutcomeUpdate, StoreError},
     telemetry::metrics::{self, JobKind, JobTimer},
 };
@@ -83,6 +83,9 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
     }
     let attempt = work.attempts as u32 + 1;
     let quality = Quality::parse(&work.quality).unwrap_or(ctx.settings.default_quality);
+    let max_bytes = work
+        .max_bytes
+        .and_then(|m| MaxBytes::parse(&m.to_string()).ok());
 
     // Images of this request with the same URL share this job's outcome: one download.
     let duplicates = ctx
@@ -92,7 +95,7 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
     let mut targets = vec![(job.row, job.position)];
     targets.extend(duplicates);
 
-    match process(job, ctx, &work.input_url, quality, &targets).await {
+    match process(job, ctx, &work.input_url, quality, max_bytes, &targets).await {
         Ok(outcome) => {
             if let ImageOutcomeUpdate::Succeeded {
                 input_bytes,
@@ -143,6 +146,7 @@ async fn process(
     ctx: &JobContext,
     url: &str,
     quality: Quality,
+    max_bytes: Option<MaxBytes>,
     targets: &[(u32, u32)],
 ) -> Result<ImageOutcomeUpdate, TryError> {
     let downloaded = ctx.fetcher.download(url).await.map_err(|e| {
@@ -164,7 +168,7 @@ async fn process(
             Quality::Relative(_) | Quality::Auto(_) => 50,
         },
         limits: ctx.settings.raw.image_limits(),
-        max_bytes: None,
+        max_bytes,
     };
     let bytes = downloaded.bytes;
     let transformed = ctx
