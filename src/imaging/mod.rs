@@ -208,10 +208,11 @@ impl Outcome {
 /// What the direct JPEG path did.
 enum Direct {
     Done(Outcome),
-    /// Not for the direct path: the general one takes it; `too_big` when the
-    /// direct path's search found even the lowest quality over the cap.
+    /// Not for the direct path: the general one takes it; `too_big` (with the
+    /// tries spent) when the direct path's search found even the lowest quality
+    /// over the cap.
     General {
-        too_big: bool,
+        too_big: Option<u32>,
     },
 }
 
@@ -344,7 +345,7 @@ pub fn transform_with(
         .with_bytes(bytes)
     };
 
-    let mut too_big = false;
+    let mut too_big = None;
     if let Some(header) = &jpeg_header {
         // A panic would be a bug of ours, not bad input: fall back, never propagate.
         let direct = catch_unwind(AssertUnwindSafe(|| {
@@ -408,11 +409,11 @@ pub fn transform_with(
 fn general_search(
     pixels: &decode::Pixels,
     goal: adaptive::Goal,
-    too_big: bool,
+    too_big: Option<u32>,
     budget: &Budget,
 ) -> Result<Outcome, ImagingError> {
-    let mut tries = 0;
-    if !too_big {
+    let mut tries = too_big.unwrap_or(0);
+    if too_big.is_none() {
         let scorer = match goal.target {
             Some(_) => Some(adaptive::Scorer::from_pixels(pixels)?),
             None => None,
@@ -465,11 +466,11 @@ fn direct_outcome(
     if goal.target.is_none() && goal.max_bytes.is_none() {
         return Ok(match direct_jpeg(input, header, quality, budget, route)? {
             Some((bytes, fast)) => Direct::Done(Outcome::fixed(quality, bytes, fast)),
-            None => Direct::General { too_big: false },
+            None => Direct::General { too_big: None },
         });
     }
     if !direct_eligible(input, header) {
-        return Ok(Direct::General { too_big: false });
+        return Ok(Direct::General { too_big: None });
     }
     let scorer = match goal.target {
         Some(_) => Some(adaptive::Scorer::from_jpeg(input, width, height, budget)?),
@@ -485,8 +486,10 @@ fn direct_outcome(
     };
     Ok(match adaptive::search(goal, &mut encode, Some(&score))? {
         adaptive::Searched::Chosen(c) => Direct::Done(Outcome::chosen(c)),
-        adaptive::Searched::TooBig { .. } => Direct::General { too_big: true },
-        adaptive::Searched::Declined => Direct::General { too_big: false },
+        adaptive::Searched::TooBig { tries } => Direct::General {
+            too_big: Some(tries),
+        },
+        adaptive::Searched::Declined => Direct::General { too_big: None },
     })
 }
 /// Checks that `jpeg` decodes with libjpeg, to pixels, without a single warning: what
