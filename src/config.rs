@@ -110,9 +110,15 @@ pub struct ServerConfig {
     #[arg(long, env = "WORKER_CONCURRENCY")]
     pub worker_concurrency: Option<usize>,
 
-    /// Default output quality (1–100) when a request gives none.
-    #[arg(long, env = "JPEG_QUALITY", default_value_t = 50, value_parser = clap::value_parser!(u8).range(1..=100))]
-    pub jpeg_quality: u8,
+    /// Default output quality when a request gives none: 1–100, `relative:N%`,
+    /// `auto` or `auto:N` (SSIMULACRA2 target).
+    #[arg(long, env = "JPEG_QUALITY", default_value = "50", value_parser = crate::imaging::Quality::parse)]
+    pub jpeg_quality: crate::imaging::Quality,
+
+    /// Default byte cap of each output when a request gives no `max_bytes`
+    /// (`150000`, `150KB`, `2MB`; KB = 1000 bytes); no cap when unset.
+    #[arg(long, env = "MAX_OUTPUT_BYTES", value_parser = crate::imaging::MaxBytes::parse)]
+    pub max_output_bytes: Option<crate::imaging::MaxBytes>,
 
     /// Whether a request reuses unchanged images of earlier requests when its upload
     /// does not say (`reuse`): a conditional GET, and on 304 or the same bytes a copy of
@@ -302,7 +308,7 @@ impl ServerConfig {
             ));
         }
         Ok(Settings {
-            default_quality: Quality::Absolute(self.jpeg_quality),
+            default_quality: self.jpeg_quality,
             raw: self,
             public_base_url,
             storage,

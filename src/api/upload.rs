@@ -14,7 +14,7 @@ use super::{ApiError, ApiTags, AppState, ProblemResponse};
 use crate::{
     csv::{self, CsvLimits},
     domain::{RequestId, RequestStatus},
-    imaging::Quality,
+    imaging::{MaxBytes, Quality},
     jobs::{self, ImageJob},
     store::{BlobKey, Db, NewImage, NewProduct, NewRequest},
 };
@@ -27,13 +27,20 @@ pub struct UploadForm {
     file: Upload,
     /// Where to POST the completion event; the server's `WEBHOOK_URL` when absent.
     webhook_url: Option<String>,
-    /// Output quality: `1`–`100`, or `relative:N%` for N % of each input's own
-    /// estimated quality. The server default (50) when absent.
+    /// Output quality: `1`–`100`, `relative:N%` for N % of each input's own
+    /// estimated quality, or `auto` / `auto:N` for the lowest quality (30–95) whose
+    /// output reaches SSIMULACRA2 score N (70 for `auto`). The server default
+    /// (`JPEG_QUALITY`, 50) when absent.
     quality: Option<String>,
     /// `false` to fetch every image in full and reuse nothing; by default (`REUSE`, on)
     /// an image whose URL an earlier request fetched with the same settings is fetched
     /// conditionally and, when unchanged, its earlier output is copied.
     reuse: Option<bool>,
+    /// Most bytes per output: `150000`, `150KB` or `2MB` (KB = 1000 bytes), 2000 to
+    /// 1000000000. The highest quality that fits is used (it wins over an `auto`
+    /// target), the image downscaled when even quality 30 does not fit. The
+    /// server's `MAX_OUTPUT_BYTES` when absent, no cap when that is unset.
+    max_bytes: Option<String>,
     /// `true` to check the CSV and count its images without storing anything.
     dry_run: Option<bool>,
 }
@@ -102,6 +109,13 @@ impl UploadApi {
                 Quality::parse(q).map_err(|e| ApiError::InvalidField(format!("quality: {e}")))?
             }
         };
+        let max_bytes = match form.max_bytes.as_deref().map(str::trim) {
+            None | Some("") => s.raw.max_output_bytes,
+            Some(m) => Some(
+                MaxBytes::parse(m)
+                    .map_err(|e| ApiError::InvalidField(format!("max_bytes: {e}")))?,
+            ),
+        };
         let webhook_url = match form.webhook_url.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(u) => Some(
@@ -154,6 +168,8 @@ impl UploadApi {
         let new = NewRequest {
             id,
             quality: quality.to_string(),
+            // At most 1 GB: the cast cannot truncate.
+            max_bytes: max_bytes.map(|m| m.get() as i64),
             webhook_url,
             header: parsed.header.clone(),
             urls_column: parsed.urls_column,

@@ -14,14 +14,19 @@ use std::{
 
 use clap::Args;
 
-use crate::imaging::{self, Limits, Quality, Route, TimeBudget, TransformOptions};
+use crate::imaging::{self, Limits, MaxBytes, Quality, Route, TimeBudget, TransformOptions};
 
 /// Options of `pixbatch convert`.
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
-    /// Output quality: 1–100 or `relative:N%`.
+    /// Output quality: 1–100, `relative:N%`, or `auto` / `auto:N` (the lowest
+    /// quality whose output reaches SSIMULACRA2 N, 70 for `auto`).
     #[arg(long, default_value = "50", value_parser = Quality::parse)]
     pub quality: Quality,
+    /// Most bytes per output (`150000`, `150KB`, `2MB`; KB = 1000 bytes): the highest
+    /// quality that fits, downscaled when even the lowest does not.
+    #[arg(long, value_parser = MaxBytes::parse)]
+    pub max_bytes: Option<MaxBytes>,
     /// Worker threads; the number of cores when unset.
     #[arg(long)]
     pub threads: Option<usize>,
@@ -55,6 +60,10 @@ struct Line {
     megapixels: f64,
     bytes_in: u64,
     bytes_out: u64,
+    cpu_ms: f64,
+    /// Outputs whose SSIMULACRA2 target was missed.
+    target_missed: bool,
+    downscaled: bool,
 }
 
 /// Converts every file; exits non-zero when any failed.
@@ -76,6 +85,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
                 per_megapixel: args.time_per_megapixel,
             },
         },
+        max_bytes: args.max_bytes,
     };
     let route = if args.no_fast_path {
         Route::GeneralOnly
@@ -112,9 +122,12 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     let (bin, bout): (u64, u64) = lines
         .iter()
         .fold((0, 0), |(a, b), l| (a + l.bytes_in, b + l.bytes_out));
+    let cpu: f64 = lines.iter().map(|l| l.cpu_ms).sum();
+    let missed = lines.iter().filter(|l| l.target_missed).count();
+    let downscaled = lines.iter().filter(|l| l.downscaled).count();
     writeln!(
         out,
-        "summary\tfiles={} failed={failed} threads={threads} seconds={elapsed:.3} megapixels={mp:.2} mp_per_s={:.2} bytes_in={bin} bytes_out={bout} ratio={:.4}",
+        "summary\tfiles={} failed={failed} threads={threads} seconds={elapsed:.3} megapixels={mp:.2} mp_per_s={:.2} bytes_in={bin} bytes_out={bout} ratio={:.4} cpu_ms={cpu:.1} target_missed={missed} downscaled={downscaled}",
         lines.len(),
         mp / elapsed.max(1e-9),
         bout as f64 / (bin.max(1)) as f64,
@@ -140,14 +153,19 @@ fn convert_one(
         megapixels: 0.0,
         bytes_in: 0,
         bytes_out: 0,
+        cpu_ms: 0.0,
+        target_missed: false,
+        downscaled: false,
     };
     let input = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) => return fail(format!("{name}\terror\t{e}")),
     };
     let t = Instant::now();
+    let cpu = imaging::thread_cpu_time();
     let result = imaging::transform_with(&input, options, route);
     let ms = t.elapsed().as_secs_f64() * 1000.0;
+    let cpu_ms = imaging::thread_cpu_time().saturating_sub(cpu).as_secs_f64() * 1000.0;
     match result {
         Ok(done) => {
             let stem = path
@@ -161,7 +179,7 @@ fn convert_one(
             Line {
                 index,
                 text: format!(
-                    "{name}\tok\t{:?} {}x{}\t{} -> {} bytes\tq{}\t{ms:.1} ms{}",
+                    "{name}\tok\t{:?} {}x{}\t{} -> {} bytes\tq{}\t{ms:.1} ms{}\tcpu={cpu_ms:.1}ms tries={} binding={}{}{}",
                     r.input_format,
                     r.width,
                     r.height,
@@ -174,14 +192,31 @@ fn convert_one(
                         "\tfast path"
                     } else {
                         ""
-                    }
+                    },
+                    r.tries,
+                    binding_name(r.binding),
+                    r.score.map_or(String::new(), |s| format!(" score={s:.2}")),
+                    if r.downscaled { " downscaled" } else { "" },
                 ),
                 ok: true,
                 megapixels: f64::from(r.width) * f64::from(r.height) / 1e6,
                 bytes_in: r.input_bytes,
                 bytes_out: r.output_bytes,
+                cpu_ms,
+                target_missed: r.target_missed(),
+                downscaled: r.downscaled,
             }
         }
         Err(e) => fail(format!("{name}\terror\t{e}")),
+    }
+}
+
+/// The report's name of a binding limit (as the images API spells it).
+fn binding_name(b: imaging::Binding) -> &'static str {
+    match b {
+        imaging::Binding::Quality => "quality",
+        imaging::Binding::Target => "target",
+        imaging::Binding::MaxBytes => "max_bytes",
+        imaging::Binding::QualityRange => "quality_range",
     }
 }

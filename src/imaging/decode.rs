@@ -20,6 +20,7 @@ use super::{
 pub(crate) const GENERAL_DECODE: DecodeSettings = DecodeSettings {
     fast_idct: false,
     fancy_upsampling: false,
+    scale_denom: 1,
 };
 
 /// Decoded pixels ready for the encoder: gray stays one channel (it is

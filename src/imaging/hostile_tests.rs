@@ -20,6 +20,7 @@ fn options(limits: Limits) -> TransformOptions {
         quality: Quality::Absolute(50),
         default_quality: 50,
         limits,
+        max_bytes: None,
     }
 }
 

@@ -36,6 +36,7 @@
 //!
 //! Every step records what it did in a [`Report`].
 
+mod adaptive;
 mod color;
 pub(crate) mod decode;
 pub(crate) mod encode;
@@ -45,6 +46,7 @@ mod huffman;
 pub(crate) mod jpeg;
 #[allow(unsafe_code)]
 pub(crate) mod libjpeg;
+mod max_bytes;
 mod pool;
 mod quality;
 mod report;
@@ -58,9 +60,10 @@ mod tests;
 pub use error::ImagingError;
 /// The calling thread's CPU time: the clock of [`TimeBudget`].
 pub use libjpeg::thread_cpu_time;
+pub use max_bytes::MaxBytes;
 pub use pool::{PoolError, TransformPool};
-pub use quality::{Quality, estimate_jpeg_quality};
-pub use report::{Format, Report, Transformed};
+pub use quality::{AUTO_RANGE, DEFAULT_AUTO_TARGET, Quality, estimate_jpeg_quality};
+pub use report::{Binding, Format, Report, Transformed};
 pub use sniff::{dimensions, sniff};
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -155,6 +158,62 @@ pub struct TransformOptions {
     pub default_quality: u8,
     /// Size limits for this image.
     pub limits: Limits,
+    /// The most bytes the output may have: the highest quality that fits is used,
+    /// the image downscaled if even the lowest does not.
+    pub max_bytes: Option<MaxBytes>,
+}
+
+/// An adaptive search (`auto`, `max_bytes`) encodes several times and scores each
+/// encode: it gets this many times the image's CPU-time budget.
+pub const SEARCH_BUDGET_FACTOR: u32 = 4;
+
+/// How the output was made, before the "never larger" rule.
+struct Outcome {
+    quality: u8,
+    bytes: Vec<u8>,
+    fast_path: bool,
+    score: Option<f64>,
+    tries: u32,
+    binding: Binding,
+    /// New size, when downscaled to fit the cap.
+    downscaled: Option<(u32, u32)>,
+}
+
+impl Outcome {
+    fn fixed(quality: u8, bytes: Vec<u8>, fast_path: bool) -> Outcome {
+        Outcome {
+            quality,
+            bytes,
+            fast_path,
+            score: None,
+            tries: 1,
+            binding: Binding::Quality,
+            downscaled: None,
+        }
+    }
+
+    fn chosen(c: adaptive::Choice) -> Outcome {
+        Outcome {
+            quality: c.quality,
+            bytes: c.encoded.bytes,
+            fast_path: c.encoded.fast_path,
+            score: c.score,
+            tries: c.tries,
+            binding: c.binding,
+            downscaled: None,
+        }
+    }
+}
+
+/// What the direct JPEG path did.
+enum Direct {
+    Done(Outcome),
+    /// Not for the direct path: the general one takes it; `too_big` (with the
+    /// tries spent) when the direct path's search found even the lowest quality
+    /// over the cap.
+    General {
+        too_big: Option<u32>,
+    },
 }
 
 /// Bumped whenever the transform's output for the same input and options changes (a
@@ -164,18 +223,19 @@ pub const OUTPUT_VERSION: u32 = 1;
 
 impl TransformOptions {
     /// Everything that shapes the output bytes for a given input, as one string: the
-    /// quality as asked (`50`, `relative:50%`), the fallback a relative quality uses,
-    /// and [`OUTPUT_VERSION`]. Limits are not part of it: they decide whether an image
+    /// quality as asked (`50`, `relative:50%`, `auto:70`), the fallback a relative
+    /// quality uses, the byte cap, and [`OUTPUT_VERSION`]. Limits are not part of it: they decide whether an image
     /// fails, never what a success looks like. Two images with the same input bytes and
     /// the same fingerprint have the same output, which is what reuse relies on.
     pub fn fingerprint(&self) -> String {
-        match self.quality {
-            Quality::Absolute(_) => format!("v{OUTPUT_VERSION};quality={}", self.quality),
-            Quality::Relative(_) => format!(
-                "v{OUTPUT_VERSION};quality={};fallback={}",
-                self.quality, self.default_quality
-            ),
+        let mut f = format!("v{OUTPUT_VERSION};quality={}", self.quality);
+        if let Quality::Relative(_) = self.quality {
+            f.push_str(&format!(";fallback={}", self.default_quality));
         }
+        if let Some(cap) = self.max_bytes {
+            f.push_str(&format!(";max_bytes={}", cap.get()));
+        }
+        f
     }
 }
 
@@ -220,10 +280,16 @@ pub fn transform_with(
     let (width, height) = dimensions(input, format)?;
     check_pixels(width, height, opts.limits.max_pixels)?;
     let pixels = u64::from(width) * u64::from(height);
+    let searching = matches!(opts.quality, Quality::Auto(_)) || opts.max_bytes.is_some();
+    let allowed = opts.limits.time.for_pixels(pixels);
     let budget = Budget::starting_now(
         opts.limits.max_pixels,
         opts.limits.max_scans,
-        opts.limits.time.for_pixels(pixels),
+        if searching {
+            allowed.saturating_mul(SEARCH_BUDGET_FACTOR)
+        } else {
+            allowed
+        },
     );
 
     let jpeg_header = match format {
@@ -249,46 +315,99 @@ pub fn transform_with(
     };
     let quality = quality::resolve(opts.quality, opts.default_quality, source_quality);
 
+    let goal = adaptive::Goal {
+        target: match opts.quality {
+            Quality::Auto(t) => Some(t),
+            _ => None,
+        },
+        fixed: quality,
+        max_bytes: opts.max_bytes.map(MaxBytes::get),
+    };
+    // The "never larger" rule may keep the input only when it fits the cap.
+    let may_keep = goal.max_bytes.is_none_or(|cap| input_bytes <= cap);
+    let finish = |outcome: Outcome, kept_original: bool, fixes: Option<&decode::Decoded>| {
+        let bytes = if kept_original {
+            input.to_vec()
+        } else {
+            outcome.bytes
+        };
+        let (out_width, out_height) = match (outcome.downscaled, fixes) {
+            (Some(size), _) => size,
+            (None, Some(d)) => d.pixels.dimensions(),
+            (None, None) => (width, height),
+        };
+        let fix = |f: fn(&decode::Decoded) -> bool| fixes.is_some_and(f);
+        Report {
+            input_format: format,
+            width: out_width,
+            height: out_height,
+            input_bytes,
+            output_bytes: bytes.len() as u64,
+            quality: outcome.quality,
+            source_quality,
+            kept_original,
+            rotated: fix(|d| d.rotated),
+            cmyk_converted: fix(|d| d.cmyk_converted),
+            icc_converted: fix(|d| d.icc_converted),
+            alpha_flattened: fix(|d| d.alpha_flattened),
+            frames_dropped: fixes.map_or(0, |d| d.frames_dropped),
+            bit_depth_reduced: fix(|d| d.bit_depth_reduced),
+            fast_path: outcome.fast_path,
+            target: goal.target,
+            // An input kept as it is is its own perfect copy.
+            score: if kept_original && goal.target.is_some() {
+                Some(100.0)
+            } else {
+                outcome.score
+            },
+            max_bytes: goal.max_bytes,
+            tries: outcome.tries,
+            binding: outcome.binding,
+            downscaled: outcome.downscaled.is_some(),
+        }
+        .with_bytes(bytes)
+    };
+
+    let mut too_big = None;
     if let Some(header) = &jpeg_header {
         // A panic would be a bug of ours, not bad input: fall back, never propagate.
         let direct = catch_unwind(AssertUnwindSafe(|| {
-            direct_jpeg(input, header, quality, &budget, route)
+            direct_outcome(
+                input,
+                header,
+                (width, height),
+                quality,
+                goal,
+                &budget,
+                route,
+            )
         }));
         match direct {
-            Ok(Ok(Some((bytes, fast_path)))) => {
-                let kept_original = keep_original(input, bytes.len(), &budget)?;
-                let bytes = if kept_original { input.to_vec() } else { bytes };
-                let report = Report {
-                    input_format: format,
-                    width,
-                    height,
-                    input_bytes,
-                    output_bytes: bytes.len() as u64,
-                    quality,
-                    source_quality,
-                    kept_original,
-                    rotated: false,
-                    cmyk_converted: false,
-                    icc_converted: false,
-                    alpha_flattened: false,
-                    frames_dropped: 0,
-                    bit_depth_reduced: false,
-                    fast_path,
-                };
-                return Ok(Transformed { bytes, report });
+            Ok(Ok(Direct::Done(outcome))) => {
+                let kept_original = may_keep && keep_original(input, outcome.bytes.len(), &budget)?;
+                return Ok(finish(outcome, kept_original, None));
             }
+            Ok(Ok(Direct::General { too_big: t })) => too_big = t,
             Ok(Err(e)) => return Err(e),
-            Ok(Ok(None)) | Err(_) => {}
+            Err(_) => {}
         }
     }
 
     let caught = catch_unwind(AssertUnwindSafe(|| {
         let decoded = decode::decode(input, format, (width, height), &opts.limits, &budget)?;
         check_time(&budget)?;
-        let bytes = encode::encode(&decoded.pixels, quality, &budget)?;
-        Ok::<_, ImagingError>((decoded, bytes))
+        let outcome = if searching {
+            general_search(&decoded.pixels, goal, too_big, &budget)?
+        } else {
+            Outcome::fixed(
+                quality,
+                encode::encode(&decoded.pixels, quality, &budget)?,
+                false,
+            )
+        };
+        Ok::<_, ImagingError>((decoded, outcome))
     }));
-    let (decoded, bytes) = match caught {
+    let (decoded, outcome) = match caught {
         Ok(result) => result?,
         Err(panic) => {
             let reason = panic
@@ -303,29 +422,99 @@ pub fn transform_with(
         }
     };
 
-    let (out_width, out_height) = decoded.pixels.dimensions();
-    let kept_original = format == Format::Jpeg && keep_original(input, bytes.len(), &budget)?;
-    let bytes = if kept_original { input.to_vec() } else { bytes };
-    let report = Report {
-        input_format: format,
-        width: out_width,
-        height: out_height,
-        input_bytes,
-        output_bytes: bytes.len() as u64,
-        quality,
-        source_quality,
-        kept_original,
-        rotated: decoded.rotated,
-        cmyk_converted: decoded.cmyk_converted,
-        icc_converted: decoded.icc_converted,
-        alpha_flattened: decoded.alpha_flattened,
-        frames_dropped: decoded.frames_dropped,
-        bit_depth_reduced: decoded.bit_depth_reduced,
-        fast_path: false,
-    };
-    Ok(Transformed { bytes, report })
+    let kept_original =
+        format == Format::Jpeg && may_keep && keep_original(input, outcome.bytes.len(), &budget)?;
+    Ok(finish(outcome, kept_original, Some(&decoded)))
 }
 
+/// The adaptive search on decoded pixels, then the downscale when even the lowest
+/// quality is over the cap (`too_big`: the direct path's search already found so).
+fn general_search(
+    pixels: &decode::Pixels,
+    goal: adaptive::Goal,
+    too_big: Option<u32>,
+    budget: &Budget,
+) -> Result<Outcome, ImagingError> {
+    let mut tries = too_big.unwrap_or(0);
+    if too_big.is_none() {
+        let scorer = match goal.target {
+            Some(_) => Some(adaptive::Scorer::from_pixels(pixels)?),
+            None => None,
+        };
+        let score = |b: &[u8]| match &scorer {
+            Some(s) => s.score(b, budget),
+            None => Ok(f64::NAN),
+        };
+        let mut encode = |q: u8| {
+            encode::encode(pixels, q, budget).map(|bytes| {
+                Some(adaptive::Encoded {
+                    bytes,
+                    fast_path: false,
+                })
+            })
+        };
+        match adaptive::search(goal, &mut encode, Some(&score))? {
+            adaptive::Searched::Chosen(c) => return Ok(Outcome::chosen(c)),
+            adaptive::Searched::TooBig { tries: t } => tries = t,
+            adaptive::Searched::Declined => {
+                return Err(ImagingError::Encode("the encoder declined".to_owned()));
+            }
+        }
+    }
+    let cap = goal.max_bytes.unwrap_or(u64::MAX);
+    let (bytes, size, more) = adaptive::downscale_to_fit(pixels, cap, budget)?;
+    Ok(Outcome {
+        quality: *AUTO_RANGE.start(),
+        bytes,
+        fast_path: false,
+        score: None,
+        tries: tries + more,
+        binding: Binding::MaxBytes,
+        downscaled: Some(size),
+    })
+}
+
+/// The direct JPEG path ([`direct_jpeg`]) at the fixed quality, or its adaptive
+/// search: tries requantise the source's coefficients, and the metric's reference
+/// is the source decoded once at the scoring scale.
+fn direct_outcome(
+    input: &[u8],
+    header: &jpeg::JpegHeader,
+    (width, height): (u32, u32),
+    quality: u8,
+    goal: adaptive::Goal,
+    budget: &Budget,
+    route: Route,
+) -> Result<Direct, ImagingError> {
+    if goal.target.is_none() && goal.max_bytes.is_none() {
+        return Ok(match direct_jpeg(input, header, quality, budget, route)? {
+            Some((bytes, fast)) => Direct::Done(Outcome::fixed(quality, bytes, fast)),
+            None => Direct::General { too_big: None },
+        });
+    }
+    if !direct_eligible(input, header) {
+        return Ok(Direct::General { too_big: None });
+    }
+    let scorer = match goal.target {
+        Some(_) => Some(adaptive::Scorer::from_jpeg(input, width, height, budget)?),
+        None => None,
+    };
+    let score = |b: &[u8]| match &scorer {
+        Some(s) => s.score(b, budget),
+        None => Ok(f64::NAN),
+    };
+    let mut encode = |q: u8| {
+        direct_jpeg(input, header, q, budget, route)
+            .map(|r| r.map(|(bytes, fast_path)| adaptive::Encoded { bytes, fast_path }))
+    };
+    Ok(match adaptive::search(goal, &mut encode, Some(&score))? {
+        adaptive::Searched::Chosen(c) => Direct::Done(Outcome::chosen(c)),
+        adaptive::Searched::TooBig { tries } => Direct::General {
+            too_big: Some(tries),
+        },
+        adaptive::Searched::Declined => Direct::General { too_big: None },
+    })
+}
 /// Checks that `jpeg` decodes with libjpeg, to pixels, without a single warning: what
 /// every JPEG [`transform`] returns satisfies (tests and the fuzzer hold it to that).
 pub fn verify_jpeg(jpeg: &[u8]) -> Result<(), ImagingError> {
@@ -387,11 +576,7 @@ fn direct_jpeg(
     budget: &Budget,
     route: Route,
 ) -> Result<Option<(Vec<u8>, bool)>, ImagingError> {
-    let eligible = matches!(header.component_count, 1 | 3)
-        && jpeg::has_eoi_after_scan(input, header)
-        && jpeg::orientation(input, header) == image::metadata::Orientation::NoTransforms
-        && jpeg::icc_profile(input, header).is_none_or(|icc| color::says_srgb(&icc));
-    if !eligible {
+    if !direct_eligible(input, header) {
         return Ok(None);
     }
     let definitive = |e: LibjpegError| (!e.is_fatal()).then(|| libjpeg_error(Format::Jpeg, e));
@@ -411,6 +596,15 @@ fn direct_jpeg(
         Ok(bytes) => Ok(bytes.map(|bytes| (bytes, false))),
         Err(e) => definitive(e).map_or(Ok(None), Err),
     }
+}
+
+/// Whether `input` may take the direct path: a complete gray or YCbCr JPEG, EXIF
+/// orientation 1, no ICC profile other than sRGB.
+fn direct_eligible(input: &[u8], header: &jpeg::JpegHeader) -> bool {
+    matches!(header.component_count, 1 | 3)
+        && jpeg::has_eoi_after_scan(input, header)
+        && jpeg::orientation(input, header) == image::metadata::Orientation::NoTransforms
+        && jpeg::icc_profile(input, header).is_none_or(|icc| color::says_srgb(&icc))
 }
 
 /// Fails with [`ImagingError::TooManyPixels`] when `width × height` is over `limit`.

@@ -17,13 +17,27 @@ pub enum Quality {
     Absolute(u8),
     /// A percentage (1..=100) of the input's own estimated JPEG quality.
     Relative(u8),
+    /// An SSIMULACRA2 score (1..=100) each output must reach against the decoded
+    /// input: the lowest JPEG quality of [`AUTO_RANGE`] that does is used.
+    Auto(u8),
 }
 
-const ALLOWED: &str = "expected a quality from 1 to 100 (e.g. \"50\") \
-                       or \"relative:N%\" with N from 1 to 100 (e.g. \"relative:50%\")";
+/// The SSIMULACRA2 target of a plain `auto`: 70 is "high" on the metric's scale
+/// (90 ≈ visually lossless, 50 ≈ medium).
+pub const DEFAULT_AUTO_TARGET: u8 = 70;
+
+/// The JPEG qualities the adaptive searches (`auto`, `max_bytes`) choose from: below
+/// 30 the IJG tables block visibly whatever the metric says, above 95 bytes grow
+/// much faster than any score.
+pub const AUTO_RANGE: std::ops::RangeInclusive<u8> = 30..=95;
+
+const ALLOWED: &str = "expected a quality from 1 to 100 (e.g. \"50\"), \
+                       \"relative:N%\" with N from 1 to 100 (e.g. \"relative:50%\"), \
+                       or \"auto\" / \"auto:N\" for an SSIMULACRA2 target N from 1 to 100 (e.g. \"auto:80\")";
 
 impl Quality {
-    /// Parses `"50"` or `"relative:50%"` (case-insensitive, spaces trimmed).
+    /// Parses `"50"`, `"relative:50%"`, `"auto"` or `"auto:80"` (case-insensitive,
+    /// spaces trimmed).
     ///
     /// The error message says what is allowed, so it can be shown to the user as is.
     pub fn parse(s: &str) -> Result<Quality, String> {
@@ -31,6 +45,19 @@ impl Quality {
         let lower = trimmed.to_ascii_lowercase();
         let shown: String = trimmed.chars().take(32).collect();
         let invalid = || format!("invalid quality {shown:?}: {ALLOWED}");
+        if lower == "auto" {
+            return Ok(Quality::Auto(DEFAULT_AUTO_TARGET));
+        }
+        if let Some(rest) = lower.strip_prefix("auto:") {
+            let rest = rest.trim();
+            if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid());
+            }
+            return match rest.parse::<u8>() {
+                Ok(v) if (1..=100).contains(&v) => Ok(Quality::Auto(v)),
+                _ => Err(invalid()),
+            };
+        }
         let (number, relative) = match lower.strip_prefix("relative:") {
             Some(rest) => {
                 let rest = rest.trim();
@@ -54,19 +81,23 @@ impl Quality {
 }
 
 impl fmt::Display for Quality {
-    /// Writes the form [`Quality::parse`] reads: `50` or `relative:50%`.
+    /// Writes the form [`Quality::parse`] reads: `50`, `relative:50%` or `auto:70`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Quality::Absolute(q) => write!(f, "{q}"),
             Quality::Relative(p) => write!(f, "relative:{p}%"),
+            Quality::Auto(t) => write!(f, "auto:{t}"),
         }
     }
 }
 
 /// The quality to encode with: absolute as given, relative as a rounded
-/// percentage of the source's quality (or `default` when it has none), clamped to 1..=100.
+/// percentage of the source's quality (or `default` when it has none), clamped to
+/// 1..=100; for `auto`, the top of [`AUTO_RANGE`] (the search starts elsewhere,
+/// this is its fallback).
 pub(crate) fn resolve(quality: Quality, default: u8, source: Option<u8>) -> u8 {
     let q = match (quality, source) {
+        (Quality::Auto(_), _) => u32::from(*AUTO_RANGE.end()),
         (Quality::Absolute(q), _) => u32::from(q),
         (Quality::Relative(p), Some(s)) => (u32::from(s) * u32::from(p) + 50) / 100,
         (Quality::Relative(_), None) => u32::from(default),
@@ -171,6 +202,13 @@ mod tests {
         );
         assert_eq!(Quality::parse("Relative: 20 %"), Ok(Quality::Relative(20)));
         assert_eq!(Quality::parse("relative:100"), Ok(Quality::Relative(100)));
+        assert_eq!(
+            Quality::parse("auto"),
+            Ok(Quality::Auto(DEFAULT_AUTO_TARGET))
+        );
+        assert_eq!(Quality::parse(" AUTO:80 "), Ok(Quality::Auto(80)));
+        assert_eq!(Quality::parse("auto: 1"), Ok(Quality::Auto(1)));
+        assert_eq!(Quality::parse("auto:100"), Ok(Quality::Auto(100)));
     }
 
     #[test]
@@ -192,10 +230,16 @@ mod tests {
             "50%",
             "relative:50%%",
             "99999999999",
+            "auto:0",
+            "auto:abc",
+            "auto:",
+            "auto:101",
+            "auto:-1",
+            "autox",
         ] {
             let err = Quality::parse(bad).expect_err(bad);
             assert!(
-                err.contains("1 to 100") && err.contains("relative:N%"),
+                err.contains("1 to 100") && err.contains("relative:N%") && err.contains("auto:N"),
                 "{err}"
             );
         }
@@ -207,6 +251,7 @@ mod tests {
             Quality::Absolute(50),
             Quality::Relative(50),
             Quality::Absolute(1),
+            Quality::Auto(80),
         ] {
             assert_eq!(Quality::parse(&q.to_string()), Ok(q));
         }

@@ -34,6 +34,26 @@ impl Format {
     }
 }
 
+/// Which limit decided the output quality.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Binding {
+    /// The fixed (absolute or relative) quality asked for.
+    #[default]
+    Quality,
+    /// The lowest quality of the range reaching the SSIMULACRA2 target.
+    Target,
+    /// The byte cap: a lower quality than the target or the fixed quality asked
+    /// for, or a downscale (`downscaled`).
+    MaxBytes,
+    /// The top of the quality range, which still misses the target.
+    QualityRange,
+}
+
+fn one() -> u32 {
+    1
+}
+
 /// What was done to one image; stored as JSON with the image row and shown by the API.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -69,6 +89,45 @@ pub struct Report {
     /// to pixels (absent in reports stored before it existed: `false`).
     #[serde(default)]
     pub fast_path: bool,
+    /// The SSIMULACRA2 target asked for (`quality=auto:N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<u8>,
+    /// SSIMULACRA2 score of the output against the decoded input (when a target
+    /// was asked), at the scoring scale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// The byte cap asked for (`max_bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    /// Encodes made to choose the quality (1 for a fixed quality without a cap).
+    #[serde(default = "one")]
+    pub tries: u32,
+    /// Which limit decided the quality.
+    #[serde(default)]
+    pub binding: Binding,
+    /// The image was downscaled (to `width` × `height`) to fit `max_bytes`.
+    #[serde(default)]
+    pub downscaled: bool,
+}
+
+impl Report {
+    /// The transform's result: `bytes` with this report.
+    pub(crate) fn with_bytes(self, bytes: Vec<u8>) -> Transformed {
+        Transformed {
+            bytes,
+            report: self,
+        }
+    }
+
+    /// Whether the SSIMULACRA2 target was asked for and missed (by the cap or the
+    /// top of the quality range).
+    pub fn target_missed(&self) -> bool {
+        match (self.target, self.score) {
+            (Some(t), Some(s)) => s < f64::from(t),
+            (Some(_), None) => !self.kept_original,
+            _ => false,
+        }
+    }
 }
 
 /// The result of [`transform`](super::transform): the bytes to store and the report.

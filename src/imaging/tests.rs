@@ -24,6 +24,7 @@ fn options(quality: Quality) -> TransformOptions {
         quality,
         default_quality: 50,
         limits: Limits::default(),
+        max_bytes: None,
     }
 }
 
@@ -669,4 +670,95 @@ fn report_serializes_with_lowercase_format() {
     assert_eq!(json["source_quality"], serde_json::Value::Null);
     let back: Report = serde_json::from_value(json).expect("deserializes");
     assert_eq!(back, out.report);
+}
+
+#[test]
+fn auto_target_reaches_the_score_and_reports_the_search() {
+    let input = fixture("photo_q85.jpg");
+    for target in [60u8, 80] {
+        let out = transform(&input, &options(Quality::Auto(target))).expect("auto");
+        let r = &out.report;
+        check_output(&out);
+        assert_eq!(r.target, Some(target));
+        let score = r.score.expect("a score");
+        assert!(score >= f64::from(target), "{target}: {score}");
+        assert!(AUTO_RANGE.contains(&r.quality));
+        assert_eq!(r.binding, Binding::Target);
+        assert!((1..=7).contains(&r.tries), "{}", r.tries);
+        assert_eq!(r.output_bytes, out.bytes.len() as u64);
+        assert!(!r.target_missed());
+    }
+    let low = transform(&input, &options(Quality::Auto(60))).unwrap();
+    let high = transform(&input, &options(Quality::Auto(80))).unwrap();
+    assert!(low.report.quality < high.report.quality);
+    assert!(low.bytes.len() < high.bytes.len());
+}
+
+#[test]
+fn auto_target_works_on_decoded_pixels_too() {
+    let out = transform(&fixture("photo.webp"), &options(Quality::Auto(70))).expect("auto");
+    check_output(&out);
+    assert!(out.report.score.is_some_and(|s| s >= 70.0));
+    assert!(!out.report.fast_path);
+}
+
+fn capped(quality: Quality, cap: &str) -> TransformOptions {
+    TransformOptions {
+        max_bytes: Some(MaxBytes::parse(cap).unwrap()),
+        ..options(quality)
+    }
+}
+
+#[test]
+fn max_bytes_is_honoured_and_wins_over_the_target() {
+    let input = fixture("photo_q85.jpg");
+    let free = transform(&input, &q50()).unwrap();
+    let cap = free.bytes.len() as u64 * 3 / 4;
+    let out = transform(&input, &capped(Quality::Absolute(50), &cap.to_string())).unwrap();
+    check_output(&out);
+    assert!(out.bytes.len() as u64 <= cap);
+    assert_eq!(out.report.binding, Binding::MaxBytes);
+    assert!(out.report.quality < 50 && out.report.quality >= *AUTO_RANGE.start());
+    assert_eq!(out.report.max_bytes, Some(cap));
+    assert!(!out.report.downscaled);
+
+    let out = transform(&input, &capped(Quality::Auto(90), &cap.to_string())).unwrap();
+    assert!(out.bytes.len() as u64 <= cap);
+    assert_eq!(out.report.binding, Binding::MaxBytes);
+    assert!(out.report.target_missed());
+}
+
+#[test]
+fn max_bytes_downscales_when_the_lowest_quality_is_too_big() {
+    let input = fixture("photo_q85.jpg");
+    let out = transform(&input, &capped(Quality::Absolute(50), "5KB")).unwrap();
+    check_output(&out);
+    assert!(out.bytes.len() <= 5000, "{}", out.bytes.len());
+    assert!(out.report.downscaled);
+    assert_eq!(out.report.binding, Binding::MaxBytes);
+    let (w, h) = dimensions(&input, Format::Jpeg).unwrap();
+    assert!(out.report.width < w && out.report.height < h);
+    assert_eq!(
+        dimensions(&out.bytes, Format::Jpeg).unwrap(),
+        (out.report.width, out.report.height)
+    );
+}
+
+#[test]
+fn never_larger_keeps_no_original_above_the_cap() {
+    // A q30 source re-encoded at q95 by the general path grows: the original is
+    // kept without a cap...
+    let input = fixture("q30.jpg");
+    let free = transform_with(&input, &options(Quality::Absolute(95)), Route::GeneralOnly).unwrap();
+    assert!(free.report.kept_original);
+    // ...but not when it is over the cap.
+    let cap = input.len() as u64 - 1;
+    let out = transform_with(
+        &input,
+        &capped(Quality::Absolute(95), &cap.to_string()),
+        Route::GeneralOnly,
+    )
+    .unwrap();
+    assert!(!out.report.kept_original);
+    assert!(out.bytes.len() as u64 <= cap);
 }

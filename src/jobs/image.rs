@@ -19,7 +19,7 @@ use super::{CompleteJob, HandlerResult, ImageJob, JobContext, infra_error, push}
 use crate::{
     domain::{ImageState, RequestStatus},
     fetch::{Conditional, FetchError, Validators},
-    imaging::{self, PoolError, Quality, TransformOptions},
+    imaging::{self, MaxBytes, PoolError, Quality, TransformOptions},
     store::{BlobKey, Db, FanIn, ImageOutcomeUpdate, Source, SourceFacts, StoreError},
     telemetry::metrics::{self, JobKind, JobTimer, ReusedVia},
 };
@@ -93,6 +93,9 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
     }
     let attempt = work.attempts as u32 + 1;
     let quality = Quality::parse(&work.quality).unwrap_or(ctx.settings.default_quality);
+    let max_bytes = work
+        .max_bytes
+        .and_then(|m| MaxBytes::parse(&m.to_string()).ok());
 
     // Images of this request with the same URL share this job's outcome: one download.
     let duplicates = ctx
@@ -106,9 +109,10 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
         quality,
         default_quality: match ctx.settings.default_quality {
             Quality::Absolute(q) => q,
-            Quality::Relative(_) => 50,
+            Quality::Relative(_) | Quality::Auto(_) => 50,
         },
         limits: ctx.settings.raw.image_limits(),
+        max_bytes,
     };
     let settings = options.fingerprint();
     let prior = if work.reuse {

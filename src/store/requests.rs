@@ -22,6 +22,8 @@ pub struct NewRequest {
     pub id: RequestId,
     /// Quality choice as given (`50`, `relative:50%`).
     pub quality: String,
+    /// Byte cap of each output, if any.
+    pub max_bytes: Option<i64>,
     /// Where to send the completion event, if anywhere.
     pub webhook_url: Option<String>,
     /// The input columns in order.
@@ -149,6 +151,8 @@ pub struct ImageWork {
     pub request_status: RequestStatus,
     /// The request's quality choice.
     pub quality: String,
+    /// The request's byte cap of each output.
+    pub max_bytes: Option<i64>,
     /// The request's run.
     pub run: i64,
     /// Whether the request reuses earlier outputs.
@@ -287,6 +291,7 @@ struct WorkRow {
     attempts: i64,
     status: String,
     quality: String,
+    max_bytes: Option<i64>,
     run: i64,
     reuse: bool,
 }
@@ -305,7 +310,7 @@ fn request_record(row: Option<RequestRow>) -> Result<Option<RequestRecord>, Stor
 
 /// What an image job reads first: the image and its request.
 const IMAGE_WORK_SQL: &str =
-    "select i.input_url, i.state, i.attempts, r.status, r.quality, r.run, r.reuse
+    "select i.input_url, i.state, i.attempts, r.status, r.quality, r.max_bytes, r.run, r.reuse
                      from images i join requests r on r.id = i.request_id
                     where i.request_id = $1 and i.row = $2 and i.position = $3";
 
@@ -367,8 +372,8 @@ impl Db {
         with_tx!(tx, c => {
             sqlx::query(
                 "insert into requests (id, status, quality, webhook_url, header, urls_column,
-                                       input_key, total, remaining, created_at, reuse)
-                 values ($1, 'Pending', $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                                       input_key, total, remaining, created_at, reuse, max_bytes)
+                 values ($1, 'Pending', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .bind(&id)
             .bind(&req.quality)
@@ -380,6 +385,7 @@ impl Db {
             .bind(total)
             .bind(Utc::now())
             .bind(req.reuse)
+            .bind(req.max_bytes)
             .execute(&mut *c)
             .await?;
             for chunk in products.chunks(INSERT_CHUNK) {
@@ -493,6 +499,7 @@ impl Db {
             attempts: r.attempts,
             request_status: r.status.parse().map_err(corrupt)?,
             quality: r.quality,
+            max_bytes: r.max_bytes,
             run: r.run,
             reuse: r.reuse,
         }))

@@ -9,6 +9,7 @@ mod hostile;
 mod observability;
 mod pipeline;
 mod plans;
+mod quality;
 mod reuse;
 mod s3;
 mod scaleout;

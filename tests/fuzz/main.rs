@@ -212,6 +212,7 @@ fn case_options(rng: &mut impl Rng) -> (TransformOptions, Route) {
         quality,
         default_quality: 50,
         limits: limits(),
+        max_bytes: None,
     };
     (options, route)
 }
@@ -299,6 +300,7 @@ fn fuzz_fixtures_replay() {
         quality: Quality::Absolute(50),
         default_quality: 50,
         limits: limits(),
+        max_bytes: None,
     };
     let mut failures = Vec::new();
     for path in &paths {
@@ -319,6 +321,7 @@ fn the_output_check_rejects_what_must_not_be_stored() {
         quality: Quality::Absolute(50),
         default_quality: 50,
         limits: limits(),
+        max_bytes: None,
     };
     let photo = std::fs::read(root().join("tests/fixtures/imaging/photo_q85.jpg")).expect("photo");
     let good = imaging::transform(&photo, &options).expect("transforms");

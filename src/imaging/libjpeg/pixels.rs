@@ -23,6 +23,9 @@ pub(crate) struct DecodeSettings {
     pub fast_idct: bool,
     /// Triangle-filter chroma upsampling (libjpeg's default) instead of replication.
     pub fancy_upsampling: bool,
+    /// Output at 1/`scale_denom` of the size (1, 2, 4 or 8), by libjpeg's scaled
+    /// IDCT: a downscaled image for a fraction of a full decode's cost.
+    pub scale_denom: u32,
 }
 
 /// Decodes a gray, YCbCr or RGB JPEG. CMYK/YCCK are refused (the caller has another
@@ -54,12 +57,22 @@ pub(crate) fn decode(
             ffi::J_DCT_METHOD::JDCT_ISLOW
         };
         cinfo.do_fancy_upsampling = c_int::from(settings.fancy_upsampling);
+        let denom = match settings.scale_denom {
+            d @ (1 | 2 | 4 | 8) => d,
+            d => return Err(LibjpegError::fatal(format!("unsupported scale 1/{d}"))),
+        };
+        cinfo.scale_num = 1;
+        cinfo.scale_denom = denom;
         // SAFETY: header read, output parameters set.
         unsafe { ffi::jpeg_start_decompress(cinfo) };
         let (width, height) = (cinfo.output_width, cinfo.output_height);
         let channels = if layout == PixelLayout::Gray { 1 } else { 3 };
         if cinfo.output_components != channels
-            || (width, height) != (cinfo.image_width, cinfo.image_height)
+            || (width, height)
+                != (
+                    cinfo.image_width.div_ceil(denom),
+                    cinfo.image_height.div_ceil(denom),
+                )
         {
             return Err(LibjpegError::fatal("unexpected output geometry"));
         }

@@ -1,0 +1,589 @@
+//! Adaptive quality: the lowest JPEG quality whose output reaches an SSIMULACRA2
+//! target (`auto:N`), the highest whose output fits a byte cap (`max_bytes`), or both.
+//!
+//! The metric, not the encoder, is the cost (a full-scale score of a 5 MP photo
+//! takes seconds), so a try is made cheap:
+//! - the reference side of the metric is computed once per image
+//!   (`fast_ssim2::Ssimulacra2Reference`);
+//! - both sides are scored at a reduced scale ([`SCORE_PIXELS`]): the source and
+//!   every candidate are decoded by libjpeg's scaled IDCT, a fraction of a full decode;
+//! - a JPEG source's candidates come from the coefficient path (requantised, no pixels);
+//! - the first guess comes from the score-vs-quality curve of typical photos, and
+//!   each next one from interpolating the tries so far (regula falsi), so most
+//!   images need three or four tries.
+
+use std::collections::BTreeMap;
+
+use fast_ssim2::{PixelDescriptor, PixelSlice, Ssimulacra2Reference};
+use image::RgbImage;
+use image::imageops::FilterType;
+
+use super::decode::Pixels;
+use super::libjpeg::{self, Budget, DecodeSettings, DecodedPixels, PixelLayout};
+use super::quality::AUTO_RANGE;
+use super::report::Binding;
+use super::{Format, ImagingError, encode, libjpeg_error};
+
+/// Images are scored at the largest 1/1, 1/2, 1/4 or 1/8 scale of at most this
+/// many pixels. Smaller scales hide artefacts: at 1/4 a 4 MP photo's q30 scored
+/// 78 where full scale gives about 55, so only large photos are halved.
+pub(crate) const SCORE_PIXELS: u64 = 2_500_000;
+
+/// Most encodes one search may make (the fallback to the top of the range excluded).
+const MAX_TRIES: u32 = 6;
+
+/// A score this close above the target ends the search early: one quality step
+/// lower would miss it or save next to nothing.
+const CLOSE_ENOUGH: f64 = 0.75;
+
+/// Each downscale step when even the lowest quality is over the cap: 3/4 of the sides.
+const DOWNSCALE_STEP: f64 = 0.75;
+
+/// The decode the metric sees, for the source and every candidate alike: the
+/// accurate IDCT and the smooth chroma upsampling of a viewer.
+fn score_decode(scale_denom: u32) -> DecodeSettings {
+    DecodeSettings {
+        fast_idct: false,
+        fancy_upsampling: true,
+        scale_denom,
+    }
+}
+
+/// The scale denominator for an image of `width × height`.
+pub(crate) fn score_denom(width: u32, height: u32) -> u32 {
+    let pixels = u64::from(width) * u64::from(height);
+    [1u32, 2, 4, 8]
+        .into_iter()
+        .find(|d| pixels / u64::from(d * d) <= SCORE_PIXELS)
+        .unwrap_or(8)
+}
+
+/// The precomputed reference side of SSIMULACRA2 for one source image.
+pub(crate) struct Scorer {
+    reference: Ssimulacra2Reference,
+    denom: u32,
+}
+
+/// Interleaved RGB of a decode (gray expanded), as the metric takes it.
+fn rgb_of(decoded: DecodedPixels) -> (Vec<u8>, u32, u32) {
+    let data = match decoded.layout {
+        PixelLayout::Rgb => decoded.data,
+        PixelLayout::Gray => decoded.data.iter().flat_map(|&v| [v, v, v]).collect(),
+    };
+    (data, decoded.width, decoded.height)
+}
+
+fn metric_error(e: impl std::fmt::Display) -> ImagingError {
+    ImagingError::Encode(format!("SSIMULACRA2: {e}"))
+}
+
+fn slice(data: &[u8], width: u32, height: u32) -> Result<PixelSlice<'_>, ImagingError> {
+    PixelSlice::new(
+        data,
+        width,
+        height,
+        width as usize * 3,
+        PixelDescriptor::RGB8_SRGB,
+    )
+    .map_err(metric_error)
+}
+
+impl Scorer {
+    /// The reference of a JPEG source whose pixels need no change, decoded at the
+    /// scoring scale.
+    pub(crate) fn from_jpeg(
+        input: &[u8],
+        width: u32,
+        height: u32,
+        budget: &Budget,
+    ) -> Result<Scorer, ImagingError> {
+        let denom = score_denom(width, height);
+        let decoded = libjpeg::decode(input, budget, score_decode(denom))
+            .map_err(|e| libjpeg_error(Format::Jpeg, e))?;
+        let (data, w, h) = rgb_of(decoded);
+        Self::new(&data, w, h, denom)
+    }
+
+    /// The reference of decoded pixels, box-filtered down to the scoring scale.
+    pub(crate) fn from_pixels(pixels: &Pixels) -> Result<Scorer, ImagingError> {
+        let (width, height) = pixels.dimensions();
+        let denom = score_denom(width, height);
+        let rgb: RgbImage = match pixels {
+            Pixels::Rgb(img) => img.clone(),
+            Pixels::Gray(img) => image::DynamicImage::ImageLuma8(img.clone()).to_rgb8(),
+        };
+        let (w, h) = (width.div_ceil(denom), height.div_ceil(denom));
+        let small = if denom == 1 {
+            rgb
+        } else {
+            image::imageops::resize(&rgb, w, h, FilterType::Triangle)
+        };
+        Self::new(small.as_raw(), w, h, denom)
+    }
+
+    fn new(data: &[u8], width: u32, height: u32, denom: u32) -> Result<Scorer, ImagingError> {
+        let reference =
+            Ssimulacra2Reference::new(&slice(data, width, height)?).map_err(metric_error)?;
+        Ok(Scorer { reference, denom })
+    }
+
+    /// The SSIMULACRA2 score of the JPEG `candidate` against the source.
+    pub(crate) fn score(&self, candidate: &[u8], budget: &Budget) -> Result<f64, ImagingError> {
+        let decoded = libjpeg::decode(candidate, budget, score_decode(self.denom))
+            .map_err(|e| libjpeg_error(Format::Jpeg, e))?;
+        let (data, w, h) = rgb_of(decoded);
+        self.reference
+            .compare(&slice(&data, w, h)?)
+            .map_err(metric_error)
+    }
+}
+
+/// One encode the search made.
+#[derive(Clone, Debug)]
+pub(crate) struct Encoded {
+    pub bytes: Vec<u8>,
+    /// Made by the coefficient-domain fast path.
+    pub fast_path: bool,
+}
+
+/// What a search chose.
+#[derive(Debug)]
+pub(crate) struct Choice {
+    pub quality: u8,
+    pub encoded: Encoded,
+    /// The chosen output's score, when a target was asked.
+    pub score: Option<f64>,
+    /// Encodes made (each scored when a target was asked).
+    pub tries: u32,
+    pub binding: Binding,
+}
+
+/// What the caller asks of a search.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Goal {
+    /// SSIMULACRA2 target (`auto:N`); `None` for a fixed quality.
+    pub target: Option<u8>,
+    /// The fixed quality when there is no target.
+    pub fixed: u8,
+    /// Byte cap of the output.
+    pub max_bytes: Option<u64>,
+}
+
+/// The outcome of [`search`].
+pub(crate) enum Searched {
+    /// A quality in range meets the goal's cap (if any).
+    Chosen(Choice),
+    /// Even the lowest quality of the range is over the cap: downscale
+    /// ([`downscale_to_fit`]). Carries the tries spent.
+    TooBig { tries: u32 },
+    /// The encoder declined (`Ok(None)`): the caller takes another path.
+    Declined,
+}
+
+/// A guess at the quality whose output scores `target`: the median SSIMULACRA2
+/// of libjpeg 4:2:0 outputs of photos at these qualities (measured on the corpus),
+/// interpolated linearly.
+fn first_guess(target: f64) -> u8 {
+    const CURVE: [(f64, f64); 7] = [
+        (30.0, 52.0),
+        (40.0, 60.0),
+        (50.0, 65.0),
+        (60.0, 68.5),
+        (70.0, 72.0),
+        (80.0, 77.0),
+        (90.0, 85.0),
+    ];
+    interpolate_q(&CURVE, target)
+}
+
+/// The quality at which the piecewise-linear `points` (quality, score) reach
+/// `target`, clamped to [`AUTO_RANGE`].
+fn interpolate_q(points: &[(f64, f64)], target: f64) -> u8 {
+    let (lo, hi) = (f64::from(*AUTO_RANGE.start()), f64::from(*AUTO_RANGE.end()));
+    let q = match points.windows(2).find(|w| target <= w[1].1) {
+        _ if target <= points[0].1 => points[0].0,
+        Some(w) => {
+            let ((q0, s0), (q1, s1)) = (w[0], w[1]);
+            q0 + (target - s0) * (q1 - q0) / (s1 - s0).max(1e-6)
+        }
+        None => hi,
+    };
+    // Clamped to the range, the cast cannot truncate.
+    q.round().clamp(lo, hi) as u8
+}
+
+/// A JPEG → its SSIMULACRA2 score against the source ([`Scorer::score`]).
+pub(crate) type ScoreFn<'a> = &'a dyn Fn(&[u8]) -> Result<f64, ImagingError>;
+
+/// A downscaled output: its bytes, its size, the encodes made.
+pub(crate) type Downscaled = (Vec<u8>, (u32, u32), u32);
+
+/// Memoised encodes (and scores) by quality.
+struct Tries<'a> {
+    encode: &'a mut dyn FnMut(u8) -> Result<Option<Encoded>, ImagingError>,
+    score: Option<ScoreFn<'a>>,
+    done: BTreeMap<u8, (Encoded, Option<f64>)>,
+}
+
+impl Tries<'_> {
+    /// The encode at `q` (and its score when there is a scorer); `None` when declined.
+    fn at(&mut self, q: u8) -> Result<Option<(u64, Option<f64>)>, ImagingError> {
+        if let Some((e, s)) = self.done.get(&q) {
+            return Ok(Some((e.bytes.len() as u64, *s)));
+        }
+        let Some(encoded) = (self.encode)(q)? else {
+            return Ok(None);
+        };
+        let score = match self.score {
+            Some(score) => Some(score(&encoded.bytes)?),
+            None => None,
+        };
+        let len = encoded.bytes.len() as u64;
+        self.done.insert(q, (encoded, score));
+        Ok(Some((len, score)))
+    }
+
+    fn count(&self) -> u32 {
+        self.done.len() as u32
+    }
+
+    fn choose(mut self, quality: u8, binding: Binding) -> Choice {
+        let tries = self.count();
+        let (encoded, score) = self
+            .done
+            .remove(&quality)
+            .expect("chosen quality was tried");
+        Choice {
+            quality,
+            encoded,
+            score,
+            tries,
+            binding,
+        }
+    }
+}
+
+/// Runs the search for `goal` with `encode` (a quality → JPEG) and, for a
+/// target, `score` (a JPEG → its SSIMULACRA2 against the source, [`Scorer::score`]).
+pub(crate) fn search(
+    goal: Goal,
+    encode: &mut dyn FnMut(u8) -> Result<Option<Encoded>, ImagingError>,
+    score: Option<ScoreFn<'_>>,
+) -> Result<Searched, ImagingError> {
+    let mut tries = Tries {
+        encode,
+        score: if goal.target.is_some() { score } else { None },
+        done: BTreeMap::new(),
+    };
+    let bottom = *AUTO_RANGE.start();
+    // The highest quality the cap still has to be checked at, and why.
+    let (upper, binding) = match goal.target {
+        None => (goal.fixed, Binding::Quality),
+        Some(target) => match lowest_meeting(&mut tries, f64::from(target))? {
+            None => return Ok(Searched::Declined),
+            Some(q) => {
+                let binding = if tries.done[&q].1.is_some_and(|s| s >= f64::from(target)) {
+                    Binding::Target
+                } else {
+                    Binding::QualityRange
+                };
+                (q, binding)
+            }
+        },
+    };
+    let Some(cap) = goal.max_bytes else {
+        if tries.at(upper)?.is_none() {
+            return Ok(Searched::Declined);
+        }
+        return Ok(Searched::Chosen(tries.choose(upper, binding)));
+    };
+    let Some((len, _)) = tries.at(upper)? else {
+        return Ok(Searched::Declined);
+    };
+    if len <= cap {
+        return Ok(Searched::Chosen(tries.choose(upper, binding)));
+    }
+    // Over the cap: the highest quality below `upper` that fits.
+    let floor = bottom.min(upper);
+    match highest_fitting(&mut tries, floor, upper, cap)? {
+        None => Ok(Searched::TooBig {
+            tries: tries.count(),
+        }),
+        Some(q) => Ok(Searched::Chosen(tries.choose(q, Binding::MaxBytes))),
+    }
+}
+
+/// The lowest quality of the range whose score reaches `target`, or the top when
+/// none does; `None` when the encoder declined.
+fn lowest_meeting(tries: &mut Tries<'_>, target: f64) -> Result<Option<u8>, ImagingError> {
+    let (bottom, top) = (*AUTO_RANGE.start(), *AUTO_RANGE.end());
+    // Highest quality known to miss, lowest known to meet (with their scores).
+    let mut miss: Option<(u8, f64)> = None;
+    let mut meet: Option<(u8, f64)> = None;
+    let mut q = first_guess(target);
+    loop {
+        let Some((_, score)) = tries.at(q)? else {
+            return Ok(None);
+        };
+        let score = score.unwrap_or(f64::NAN);
+        if score >= target {
+            if meet.is_none_or(|(m, _)| q < m) {
+                meet = Some((q, score));
+            }
+        } else if miss.is_none_or(|(m, _)| q > m) {
+            miss = Some((q, score));
+        }
+        let next = match (miss, meet) {
+            (_, Some((m, s))) if s - target < CLOSE_ENOUGH || m == bottom => break,
+            (Some((lo, _)), Some((hi, _))) if hi - lo <= 1 => break,
+            (Some((lo, sl)), Some((hi, sh))) => {
+                // Regula falsi inside the bracket, kept strictly inside it.
+                let at = f64::from(lo) + (target - sl) * f64::from(hi - lo) / (sh - sl).max(1e-6);
+                (at.ceil() as u8).clamp(lo + 1, hi - 1)
+            }
+            (Some((lo, sl)), None) => {
+                if lo == top {
+                    break;
+                }
+                // Below target: step up by the typical slope (about 0.5 point per
+                // quality step), at least 2.
+                let step = ((target - sl) / 0.5).ceil().max(2.0);
+                (f64::from(lo) + step).min(f64::from(top)) as u8
+            }
+            (None, Some((hi, sh))) => {
+                let step = ((sh - target) / 0.5).floor().max(2.0);
+                (f64::from(hi) - step).max(f64::from(bottom)) as u8
+            }
+            (None, None) => break,
+        };
+        if tries.count() >= MAX_TRIES || tries.done.contains_key(&next) {
+            break;
+        }
+        q = next;
+    }
+    Ok(Some(match meet {
+        Some((q, _)) => q,
+        None => {
+            if tries.at(top)?.is_none() {
+                return Ok(None);
+            }
+            top
+        }
+    }))
+}
+
+/// The highest quality in `floor..upper` whose output is at most `cap` bytes (the
+/// output at `upper` is over it); `None` when even `floor`'s is over.
+fn highest_fitting(
+    tries: &mut Tries<'_>,
+    floor: u8,
+    upper: u8,
+    cap: u64,
+) -> Result<Option<u8>, ImagingError> {
+    let mut over = (upper, tries.at(upper)?.map_or(u64::MAX, |(l, _)| l));
+    let mut fits: Option<(u8, u64)> = None;
+    // Bytes grow about exponentially with quality; a first guess from that.
+    let ln = |b: u64| (b.max(1) as f64).ln();
+    let mut q = {
+        let per_step = 0.02;
+        let at = f64::from(over.0) - (ln(over.1) - ln(cap)) / per_step;
+        (at.floor().max(f64::from(floor)) as u8).min(over.0.saturating_sub(1).max(floor))
+    };
+    if over.0 <= floor {
+        return Ok(None);
+    }
+    loop {
+        let len = tries.at(q)?.map_or(u64::MAX, |(l, _)| l);
+        if len <= cap {
+            fits = Some((q, len));
+        } else {
+            over = (q, len);
+        }
+        let next = match fits {
+            None if q == floor => return Ok(None),
+            None => {
+                // Still over: twice the estimated distance down, at least 4 steps.
+                let guess = f64::from(q) - 2.0 * ((ln(len) - ln(cap)) / 0.02).max(4.0);
+                guess.max(f64::from(floor)) as u8
+            }
+            Some((lo, _)) if over.0 - lo <= 1 => break,
+            Some((lo, lo_len)) => {
+                // Interpolate on log(bytes) inside the bracket.
+                let (hi, hi_len) = over;
+                let t = (ln(cap) - ln(lo_len)) / (ln(hi_len) - ln(lo_len)).max(1e-9);
+                let at = f64::from(lo) + t * f64::from(hi - lo);
+                (at.floor() as u8).clamp(lo + 1, hi - 1)
+            }
+        };
+        if tries.count() >= MAX_TRIES + 4 || tries.done.contains_key(&next) {
+            break;
+        }
+        q = next;
+    }
+    Ok(fits.map(|(q, _)| q))
+}
+
+/// Downscales `pixels` in steps of [`DOWNSCALE_STEP`] until their encode at the
+/// bottom of the range fits `cap`. Returns the bytes, their size in pixels and the
+/// encodes made. An image already 16×16 or smaller that does not fit is an error
+/// (caps below [`super::MaxBytes::MIN`] are refused before this).
+pub(crate) fn downscale_to_fit(
+    pixels: &Pixels,
+    cap: u64,
+    budget: &Budget,
+) -> Result<Downscaled, ImagingError> {
+    let quality = *AUTO_RANGE.start();
+    let (width, height) = pixels.dimensions();
+    let mut factor = 1.0;
+    let mut tries = 0;
+    loop {
+        factor *= DOWNSCALE_STEP;
+        let w = ((f64::from(width) * factor).round() as u32).max(1);
+        let h = ((f64::from(height) * factor).round() as u32).max(1);
+        let small = match pixels {
+            Pixels::Rgb(img) => {
+                Pixels::Rgb(image::imageops::resize(img, w, h, FilterType::Triangle))
+            }
+            Pixels::Gray(img) => {
+                Pixels::Gray(image::imageops::resize(img, w, h, FilterType::Triangle))
+            }
+        };
+        let bytes = encode::encode(&small, quality, budget)?;
+        tries += 1;
+        if bytes.len() as u64 <= cap {
+            return Ok((bytes, (w, h), tries));
+        }
+        if w <= 16 && h <= 16 {
+            return Err(ImagingError::Encode(format!(
+                "no output fits in {cap} bytes, even at {w}x{h}"
+            )));
+        }
+        super::check_time(budget)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn score_denom_keeps_at_most_the_scoring_size() {
+        assert_eq!(score_denom(1000, 1000), 1);
+        assert_eq!(score_denom(2500, 1000), 1);
+        assert_eq!(score_denom(2501, 1000), 2);
+        assert_eq!(score_denom(2560, 1600), 2);
+        assert_eq!(score_denom(4224, 3168), 4);
+        assert_eq!(score_denom(100_000, 100_000), 8);
+    }
+
+    #[test]
+    fn first_guess_follows_the_curve_and_stays_in_range() {
+        assert_eq!(first_guess(65.0), 50);
+        assert_eq!(first_guess(10.0), *AUTO_RANGE.start());
+        assert_eq!(first_guess(99.0), *AUTO_RANGE.end());
+        assert!(first_guess(70.0) > 50 && first_guess(70.0) < 70);
+    }
+
+    /// A model encoder: score = 30 + 0.6·q, bytes = 1000·1.03^q; the first byte
+    /// of the "JPEG" is its quality, so the model scorer can read it back.
+    fn model_score(q: u8) -> f64 {
+        30.0 + 0.6 * f64::from(q)
+    }
+    fn model_len(q: u8) -> usize {
+        (1000.0 * 1.03f64.powi(i32::from(q))) as usize
+    }
+    fn run(goal: Goal) -> Searched {
+        let mut encode = |q: u8| {
+            let mut bytes = vec![0u8; model_len(q)];
+            bytes[0] = q;
+            Ok(Some(Encoded {
+                bytes,
+                fast_path: false,
+            }))
+        };
+        let score = |b: &[u8]| Ok(model_score(b[0]));
+        search(goal, &mut encode, Some(&score)).expect("model search")
+    }
+    fn chosen(s: Searched) -> Choice {
+        match s {
+            Searched::Chosen(c) => c,
+            Searched::TooBig { tries } => panic!("too big after {tries}"),
+            Searched::Declined => panic!("declined"),
+        }
+    }
+
+    #[test]
+    fn target_search_finds_the_lowest_meeting_quality_in_few_tries() {
+        for target in [50u8, 55, 60, 62, 70, 75, 80, 86] {
+            let c = chosen(run(Goal {
+                target: Some(target),
+                fixed: 50,
+                max_bytes: None,
+            }));
+            let t = f64::from(target);
+            assert!(model_score(c.quality) >= t, "{target}: q{}", c.quality);
+            // Within one quality step of the lowest meeting one, or close enough.
+            assert!(
+                model_score(c.quality - 1) < t || model_score(c.quality) - t < CLOSE_ENOUGH + 0.6,
+                "{target}: q{}",
+                c.quality
+            );
+            assert!(c.tries <= MAX_TRIES, "{target}: {} tries", c.tries);
+            assert_eq!(c.binding, Binding::Target);
+            assert_eq!(c.score, Some(model_score(c.quality)));
+        }
+    }
+
+    #[test]
+    fn target_above_the_range_uses_the_top_and_says_so() {
+        let c = chosen(run(Goal {
+            target: Some(95),
+            fixed: 50,
+            max_bytes: None,
+        }));
+        assert_eq!(c.quality, *AUTO_RANGE.end());
+        assert_eq!(c.binding, Binding::QualityRange);
+    }
+
+    #[test]
+    fn cap_search_finds_the_highest_fitting_quality() {
+        for (fixed, cap) in [(50u8, 3000u64), (90, 5000), (95, 10_000), (80, 2500)] {
+            let c = chosen(run(Goal {
+                target: None,
+                fixed,
+                max_bytes: Some(cap),
+            }));
+            assert!(model_len(c.quality) as u64 <= cap);
+            if c.binding == Binding::MaxBytes {
+                assert!(
+                    model_len(c.quality + 1) as u64 > cap,
+                    "{fixed}/{cap}: q{}",
+                    c.quality
+                );
+            } else {
+                assert_eq!((c.binding, c.quality), (Binding::Quality, fixed));
+            }
+            assert!(c.tries <= MAX_TRIES + 4);
+        }
+    }
+
+    #[test]
+    fn cap_wins_over_target_and_too_small_a_cap_asks_for_downscaling() {
+        let c = chosen(run(Goal {
+            target: Some(80),
+            fixed: 50,
+            max_bytes: Some(4000),
+        }));
+        assert_eq!(c.binding, Binding::MaxBytes);
+        assert!(model_len(c.quality) as u64 <= 4000);
+        assert!(c.score.is_some_and(|s| s < 80.0));
+        assert!(matches!(
+            run(Goal {
+                target: None,
+                fixed: 50,
+                max_bytes: Some(1500),
+            }),
+            Searched::TooBig { .. }
+        ));
+    }
+}

@@ -1,0 +1,73 @@
+//! Adaptive quality through the API: `quality=auto:N` and `max_bytes`.
+
+use std::time::Duration;
+
+use crate::helpers::{Backend, ImageServer, TestServer};
+
+async fn auto_target_and_byte_cap_show_in_the_images_api(backend: Backend) {
+    let images = ImageServer::start().await;
+    let Some(app) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
+    let csv = format!(
+        "Serial Number,Product Name,Input Image Urls\n1,SKU1,{},{}\n",
+        images.url("/img/a/small_picos.jpg"),
+        images.url("/img/b/small_lamp_portrait.jpg"),
+    );
+
+    // A target alone: every output reaches it.
+    let (code, body) = app.upload(csv.as_bytes(), &[("quality", "auto:75")]).await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    let status = app.wait_final(&id, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "Completed", "{status}");
+    for img in app.images(&id).await {
+        let r = &img["report"];
+        assert_eq!(r["target"], 75, "{img}");
+        assert!(r["score"].as_f64().unwrap() >= 75.0, "{img}");
+        assert!(r["tries"].as_u64().unwrap() >= 1, "{img}");
+        assert!(
+            ["target", "quality_range"].contains(&r["binding"].as_str().unwrap()),
+            "{img}"
+        );
+        let (code, _, jpeg) = app.get_bytes(img["output_url"].as_str().unwrap()).await;
+        assert_eq!(code, 200);
+        pixbatch::imaging::verify_jpeg(&jpeg).expect("decodes");
+    }
+
+    // A cap that forces a lower quality and, for one image, a downscale.
+    let (code, body) = app
+        .upload(
+            csv.as_bytes(),
+            &[("quality", "auto:90"), ("max_bytes", "12KB")],
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    let status = app.wait_final(&id, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "Completed", "{status}");
+    for img in app.images(&id).await {
+        let r = &img["report"];
+        assert_eq!(r["max_bytes"], 12000, "{img}");
+        assert_eq!(r["binding"], "max_bytes", "{img}");
+        let (code, _, jpeg) = app.get_bytes(img["output_url"].as_str().unwrap()).await;
+        assert_eq!(code, 200);
+        assert!(jpeg.len() <= 12_000, "{} bytes", jpeg.len());
+        assert_eq!(img["output_bytes"].as_u64(), Some(jpeg.len() as u64));
+        pixbatch::imaging::verify_jpeg(&jpeg).expect("decodes");
+    }
+
+    // Bad values name the field.
+    for (field, value) in [
+        ("quality", "auto:0"),
+        ("quality", "auto:abc"),
+        ("max_bytes", "-1"),
+        ("max_bytes", "10"),
+    ] {
+        let (code, body) = app.upload(csv.as_bytes(), &[(field, value)]).await;
+        assert_eq!(code, 422, "{field}={value}: {body}");
+        assert!(body.to_string().contains(field), "{body}");
+    }
+}
+
+crate::on_both_backends!(auto_target_and_byte_cap_show_in_the_images_api);
