@@ -850,6 +850,17 @@ impl TestServer {
         }
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        let resp = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics");
+        resp.text().await.unwrap_or_default()
+    }
+
     /// Every image of a request (all pages).
     pub async fn images(&self, id: &str) -> Vec<Value> {
         let mut out = Vec::new();

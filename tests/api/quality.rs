@@ -2,7 +2,19 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
+
 use crate::helpers::{Backend, ImageServer, TestServer};
+
+/// Uploads `csv` with `fields`, waits for `Completed`, returns the images.
+async fn completed_images(app: &TestServer, csv: &str, fields: &[(&str, &str)]) -> Vec<Value> {
+    let (code, body) = app.upload(csv.as_bytes(), fields).await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    let status = app.wait_final(&id, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "Completed", "{status}");
+    app.images(&id).await
+}
 
 async fn auto_target_and_byte_cap_show_in_the_images_api(backend: Backend) {
     let images = ImageServer::start().await;
@@ -16,12 +28,7 @@ async fn auto_target_and_byte_cap_show_in_the_images_api(backend: Backend) {
     );
 
     // A target alone: every output reaches it.
-    let (code, body) = app.upload(csv.as_bytes(), &[("quality", "auto:75")]).await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["request_id"].as_str().unwrap().to_owned();
-    let status = app.wait_final(&id, Duration::from_secs(60)).await;
-    assert_eq!(status["status"], "Completed", "{status}");
-    for img in app.images(&id).await {
+    for img in completed_images(&app, &csv, &[("quality", "auto:75")]).await {
         let r = &img["report"];
         assert_eq!(r["target"], 75, "{img}");
         assert!(r["score"].as_f64().unwrap() >= 75.0, "{img}");
@@ -36,17 +43,8 @@ async fn auto_target_and_byte_cap_show_in_the_images_api(backend: Backend) {
     }
 
     // A cap that forces a lower quality and, for one image, a downscale.
-    let (code, body) = app
-        .upload(
-            csv.as_bytes(),
-            &[("quality", "auto:90"), ("max_bytes", "12KB")],
-        )
-        .await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["request_id"].as_str().unwrap().to_owned();
-    let status = app.wait_final(&id, Duration::from_secs(60)).await;
-    assert_eq!(status["status"], "Completed", "{status}");
-    for img in app.images(&id).await {
+    let capped = [("quality", "auto:90"), ("max_bytes", "12KB")];
+    for img in completed_images(&app, &csv, &capped).await {
         let r = &img["report"];
         assert_eq!(r["max_bytes"], 12000, "{img}");
         assert_eq!(r["binding"], "max_bytes", "{img}");

@@ -52,13 +52,7 @@ fn reused(images: &[Value]) -> usize {
 
 /// The value of one series in the Prometheus text, 0 when absent.
 async fn metric(app: &TestServer, series: &str) -> f64 {
-    let resp = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("metrics");
-    let text = resp.text().await.unwrap_or_default();
+    let text = app.metrics_text().await;
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0.0)
