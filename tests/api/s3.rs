@@ -407,3 +407,59 @@ async fn s3_outage_mid_run(backend: Backend) {
 }
 
 crate::on_both_backends!(s3_outage_mid_run);
+
+/// Reuse on S3: the second upload's images are server-side copies of the first's
+/// outputs (conditional GETs, all `304`), under the second request's own keys.
+#[tokio::test]
+async fn s3_reuse_copies_in_the_bucket() {
+    let Some((moto, http)) = Moto::with_bucket().await else {
+        return;
+    };
+    let images = ImageServer::start().await;
+    let storage_url = format!("s3://{BUCKET}/{PREFIX}");
+    let app = TestServer::start(&[
+        ("STORAGE_URL", storage_url.as_str()),
+        ("S3_ENDPOINT", moto.endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+    ])
+    .await;
+    let csv = format!(
+        "Serial Number,Product Name,Input Image Urls\n1,SKU1,{},{}\n2,SKU2,{}\n",
+        images.url("/etag/s1/small_picos.jpg"),
+        images.url("/etag/s2/small_aitzgorri.jpg"),
+        images.url("/etag/s3/small_lamp_portrait.jpg"),
+    );
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (code, body) = app.upload(csv.as_bytes(), &[]).await;
+        assert_eq!(code, 202, "{body}");
+        let id = body["request_id"].as_str().unwrap().to_owned();
+        let status = app.wait_final(&id, Duration::from_secs(60)).await;
+        assert_eq!(status["status"], "Completed", "{status}\n{}", app.logs());
+        ids.push(id);
+    }
+    let (first, second) = (&ids[0], &ids[1]);
+    assert_eq!(images.plain_hits(), 3);
+    assert_eq!((images.conditional_hits(), images.not_modified()), (3, 3));
+    let bucket = bucket(&moto.endpoint);
+    for img in app.images(second).await {
+        assert_eq!(img["reused"], true, "{img}");
+        assert_eq!(img["reused_from"], first.as_str(), "{img}");
+        let url = img["output_url"].as_str().unwrap();
+        let name = url.rsplit('/').next().unwrap().to_owned();
+        let mut bytes = Vec::new();
+        for id in [first, second] {
+            let path = Path::from(format!("{PREFIX}/{id}/{name}"));
+            let object = bucket.get(&path).await.expect("object in the bucket");
+            bytes.push(object.bytes().await.unwrap().to_vec());
+        }
+        assert_eq!(bytes[0], bytes[1], "{name}: the copy differs");
+        let (code, _, served) = app.get_bytes(url).await;
+        assert_eq!(code, 200);
+        assert!(served == bytes[1], "{url}: not what the bucket holds");
+    }
+    let keys = list_keys(&http, &moto.endpoint, &format!("{PREFIX}/{second}")).await;
+    assert_eq!(keys.len(), 5, "{keys:?}");
+}
