@@ -44,15 +44,20 @@ impl MaxBytes {
         if number.is_empty() || number.len() > 12 || !number.bytes().all(|b| b.is_ascii_digit()) {
             return Err(invalid());
         }
-        let value = number
+        number
             .parse::<u64>()
             .ok()
             .and_then(|n| n.checked_mul(unit))
-            .ok_or_else(invalid)?;
-        if !(Self::MIN..=Self::MAX).contains(&value) {
-            return Err(invalid());
-        }
-        Ok(MaxBytes(value))
+            .and_then(Self::from_bytes)
+            .ok_or_else(invalid)
+    }
+
+    /// A cap of `bytes`, if within [`MaxBytes::MIN`]..=[`MaxBytes::MAX`] (e.g. one
+    /// stored with a request).
+    pub fn from_bytes(bytes: u64) -> Option<MaxBytes> {
+        (Self::MIN..=Self::MAX)
+            .contains(&bytes)
+            .then_some(MaxBytes(bytes))
     }
 
     /// The cap in bytes.

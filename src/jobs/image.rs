@@ -95,7 +95,7 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
     let quality = Quality::parse(&work.quality).unwrap_or(ctx.settings.default_quality);
     let max_bytes = work
         .max_bytes
-        .and_then(|m| MaxBytes::parse(&m.to_string()).ok());
+        .and_then(|m| MaxBytes::from_bytes(u64::try_from(m).ok()?));
 
     // Images of this request with the same URL share this job's outcome: one download.
     let duplicates = ctx

@@ -126,6 +126,19 @@ fn bucket(endpoint: &str) -> object_store::aws::AmazonS3 {
         .unwrap()
 }
 
+/// `pixbatch serve` storing in moto's bucket under [`PREFIX`].
+async fn serve_on_bucket(moto: &Moto) -> TestServer {
+    let storage_url = format!("s3://{BUCKET}/{PREFIX}");
+    TestServer::start(&[
+        ("STORAGE_URL", storage_url.as_str()),
+        ("S3_ENDPOINT", moto.endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+    ])
+    .await
+}
+
 #[tokio::test]
 async fn s3_storage_end_to_end() {
     let Some((moto, http)) = Moto::with_bucket().await else {
@@ -133,15 +146,7 @@ async fn s3_storage_end_to_end() {
     };
 
     let images = ImageServer::start().await;
-    let storage_url = format!("s3://{BUCKET}/{PREFIX}");
-    let app = TestServer::start(&[
-        ("STORAGE_URL", storage_url.as_str()),
-        ("S3_ENDPOINT", moto.endpoint.as_str()),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_REGION", "us-east-1"),
-    ])
-    .await;
+    let app = serve_on_bucket(&moto).await;
     let csv = format!(
         "Serial Number,Product Name,Input Image Urls\n\
          1,SKU1,{},{}\n\
@@ -416,15 +421,7 @@ async fn s3_reuse_copies_in_the_bucket() {
         return;
     };
     let images = ImageServer::start().await;
-    let storage_url = format!("s3://{BUCKET}/{PREFIX}");
-    let app = TestServer::start(&[
-        ("STORAGE_URL", storage_url.as_str()),
-        ("S3_ENDPOINT", moto.endpoint.as_str()),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_REGION", "us-east-1"),
-    ])
-    .await;
+    let app = serve_on_bucket(&moto).await;
     let csv = format!(
         "Serial Number,Product Name,Input Image Urls\n1,SKU1,{},{}\n2,SKU2,{}\n",
         images.url("/etag/s1/small_picos.jpg"),
