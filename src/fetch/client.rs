@@ -49,11 +49,6 @@ pub struct Validators {
 }
 
 impl Validators {
-    /// Whether there is anything to send.
-    pub fn is_empty(&self) -> bool {
-        self.etag.is_none() && self.last_modified.is_none()
-    }
-
     fn of(resp: &Response) -> Self {
         let header = |name| {
             resp.headers()
