@@ -372,15 +372,7 @@ pub fn transform_with(
     if let Some(header) = &jpeg_header {
         // A panic would be a bug of ours, not bad input: fall back, never propagate.
         let direct = catch_unwind(AssertUnwindSafe(|| {
-            direct_outcome(
-                input,
-                header,
-                (width, height),
-                quality,
-                goal,
-                &budget,
-                route,
-            )
+            direct_outcome(input, header, quality, goal, &budget, route)
         }));
         match direct {
             Ok(Ok(Direct::Done(outcome))) => {
@@ -476,11 +468,10 @@ fn general_search(
 
 /// The direct JPEG path ([`direct_jpeg`]) at the fixed quality, or its adaptive
 /// search: tries requantise the source's coefficients, and the metric's reference
-/// is the source decoded once at the scoring scale.
+/// is the source decoded once.
 fn direct_outcome(
     input: &[u8],
     header: &jpeg::JpegHeader,
-    (width, height): (u32, u32),
     quality: u8,
     goal: adaptive::Goal,
     budget: &Budget,
@@ -496,7 +487,7 @@ fn direct_outcome(
         return Ok(Direct::General { too_big: None });
     }
     let scorer = match goal.target {
-        Some(_) => Some(adaptive::Scorer::from_jpeg(input, width, height, budget)?),
+        Some(_) => Some(adaptive::Scorer::from_jpeg(input, budget)?),
         None => None,
     };
     let score = |b: &[u8]| match &scorer {
