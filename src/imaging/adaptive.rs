@@ -536,6 +536,57 @@ mod tests {
         println!("largest |reduced − full|: {worst:.2}");
     }
 
+    /// Where a try's CPU time goes (decode of the candidate, the comparison whole
+    /// and in strips), on four corpus photos at q50. A measurement: `cargo test
+    /// --release --lib -- --ignored --nocapture cost_of_a_try`.
+    #[test]
+    #[ignore = "measurement on the benchmark corpus"]
+    fn cost_of_a_try() {
+        let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
+        let budget = Budget::UNLIMITED;
+        let cpu = super::super::libjpeg::thread_cpu_time;
+        for name in ["aqua", "fig", "life", "seeding"] {
+            let Ok(input) = std::fs::read(corpus.join(format!("{name}.jpg"))) else {
+                eprintln!("no {name}.jpg in {}: skipped", corpus.display());
+                continue;
+            };
+            let tuning = super::super::fastpath::Tuning {
+                all_samplings: true,
+                ..Default::default()
+            };
+            let candidate = super::super::fastpath::transcode(&input, 50, &budget, tuning)
+                .expect("transcodes")
+                .expect("fast path applies");
+            let t = cpu();
+            let scorer = Scorer::from_jpeg(&input, &budget).expect("reference");
+            let reference = cpu() - t;
+            let t = cpu();
+            let decoded = libjpeg::decode(&candidate, &budget, score_decode(1)).expect("decodes");
+            let decode = cpu() - t;
+            let (data, w, h) = rgb_of(decoded);
+            let pixels = slice(&data, w, h).expect("slice");
+            let t = cpu();
+            let whole = scorer.reference.compare(&pixels).expect("compares");
+            let compare = cpu() - t;
+            let t = cpu();
+            let strips = scorer
+                .reference
+                .compare_with_config(&pixels, &fast_ssim2::Ssimulacra2Config::strips(256))
+                .expect("compares");
+            let striped = cpu() - t;
+            let mp = f64::from(w) * f64::from(h) / 1e6;
+            let per = |d: Duration| d.as_secs_f64() * 1e3 / mp;
+            println!(
+                "{name} ({mp:.1} MP), ms per MP: reference {:.0}, decode {:.0}, compare {:.0} \
+                 (score {whole:.3}), in 256-row strips {:.0} (score {strips:.3})",
+                per(reference),
+                per(decode),
+                per(compare),
+                per(striped)
+            );
+        }
+    }
+
     #[test]
     fn first_guess_follows_the_curve_and_stays_in_range() {
         assert_eq!(first_guess(65.0), 50);
