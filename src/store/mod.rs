@@ -17,8 +17,8 @@ pub use db::{Backend, Db, Pool, Tx};
 pub(crate) use db::{with_pool, with_tx};
 pub use queue::QueueDepth;
 pub use requests::{
-    FanIn, HOT_QUERIES, ImageOutcomeUpdate, ImageRecord, ImageWork, NewImage, NewProduct,
-    NewRequest, OutputSource, RequestRecord,
+    FinishedBatch, HOT_QUERIES, ImageFinish, ImageOutcomeUpdate, ImageRecord, ImageWork, NewImage,
+    NewProduct, NewRequest, OutputSource, RequestRecord,
 };
 pub use sources::{Source, SourceFacts};
 pub use webhooks::{AttemptRecord, EventRecord};
