@@ -222,11 +222,15 @@ struct Counts {
 /// One image's outcome as the output CSV needs it: state, output key, last error.
 pub type ImageSlot = (ImageState, Option<String>, Option<String>);
 
-/// What the completion needs to write the output CSV.
+/// One row of the output CSV as stored ([`Db::output_page`]).
 #[derive(Debug, Clone)]
-pub struct OutputSource {
-    /// Rows in order: every cell, then one slot per URL position.
-    pub rows: Vec<(Vec<String>, Vec<ImageSlot>)>,
+pub struct OutputSourceRow {
+    /// The 0-based row.
+    pub row: u32,
+    /// Every input cell in header order.
+    pub cells: Vec<String>,
+    /// One slot per URL position, in order.
+    pub images: Vec<ImageSlot>,
 }
 
 pub(super) fn corrupt<E: std::fmt::Display>(e: E) -> StoreError {
@@ -348,7 +352,15 @@ const COUNT_SQL: &str = "update requests set succeeded = succeeded + $1, failed 
                          reused = reused + $3, remaining = remaining - $4
                   where id = $5 returning remaining, run";
 
-/// The statements every image job runs, by name: each must be served by an index,
+/// A page of a request's products after a row (served by the primary key).
+const OUTPUT_PRODUCTS_SQL: &str = "select row, cells from products
+                    where request_id = $1 and row > $2 order by row limit $3";
+
+/// The images of a range of a request's rows (served by `(request_id, row, position)`).
+const OUTPUT_IMAGES_SQL: &str = "select row, state, output_key, last_error from images
+                    where request_id = $1 and row between $2 and $3 order by row, position";
+
+/// The statements every image job runs, and the completion's pages, by name: each must be served by an index,
 /// whatever the size of the request (a test runs `EXPLAIN` on each, on both backends).
 pub const HOT_QUERIES: &[(&str, &str)] = &[
     ("image_work", IMAGE_WORK_SQL),
@@ -359,6 +371,8 @@ pub const HOT_QUERIES: &[(&str, &str)] = &[
     ("count_finished", COUNT_SQL),
     ("source", super::sources::SOURCE_SQL),
     ("record_source", super::sources::RECORD_SOURCE_SQL),
+    ("output_products", OUTPUT_PRODUCTS_SQL),
+    ("output_images", OUTPUT_IMAGES_SQL),
 ];
 
 const SUCCEEDED_SQL: &str = "update images set state = 'succeeded', attempts = attempts + 1,
@@ -837,39 +851,59 @@ impl Db {
         request_record(row)
     }
 
-    /// Rows and image outcomes of a request, in output order.
-    pub async fn output_source(&self, id: RequestId) -> Result<OutputSource, StoreError> {
+    /// Up to `limit` rows of a request's output after row `after` (from the first
+    /// when `None`), in order, each with its images' outcomes in position order: the
+    /// completion writes the output CSV a page at a time, whatever the request's size.
+    pub async fn output_page(
+        &self,
+        id: RequestId,
+        after: Option<u32>,
+        limit: u32,
+    ) -> Result<Vec<OutputSourceRow>, StoreError> {
         let rid = id.to_string();
-        let (products, images): (Vec<(i64, String)>, Vec<ImageSlotRow>) = with_pool!(self, p => {
-            let products =
-                sqlx::query_as("select row, cells from products where request_id = $1 order by row")
-                    .bind(&rid)
-                    .fetch_all(p)
-                    .await?;
-            let images = sqlx::query_as(
-                "select row, state, output_key, last_error from images
-                  where request_id = $1 order by row, position",
-            )
-            .bind(&rid)
-            .fetch_all(p)
-            .await?;
-            (products, images)
+        let after = after.map_or(-1, i64::from);
+        let products: Vec<(i64, String)> = with_pool!(self, p => {
+            sqlx::query_as(OUTPUT_PRODUCTS_SQL)
+                .bind(&rid)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(p)
+                .await?
+        });
+        let (Some(first), Some(last)) = (products.first(), products.last()) else {
+            return Ok(Vec::new());
+        };
+        let images: Vec<ImageSlotRow> = with_pool!(self, p => {
+            sqlx::query_as(OUTPUT_IMAGES_SQL)
+                .bind(&rid)
+                .bind(first.0)
+                .bind(last.0)
+                .fetch_all(p)
+                .await?
         });
         let mut rows = Vec::with_capacity(products.len());
-        let mut index = std::collections::HashMap::with_capacity(products.len());
         for (row, cells) in products {
-            index.insert(row, rows.len());
-            rows.push((serde_json::from_str::<Vec<String>>(&cells)?, Vec::new()));
+            rows.push(OutputSourceRow {
+                row: row as u32,
+                cells: serde_json::from_str(&cells)?,
+                images: Vec::new(),
+            });
         }
+        // Both in row order: walk them side by side.
+        let mut slot = 0;
         for (row, state, output_key, last_error) in images {
-            let slot = index
-                .get(&row)
+            while slot < rows.len() && i64::from(rows[slot].row) < row {
+                slot += 1;
+            }
+            let target = rows
+                .get_mut(slot)
+                .filter(|r| i64::from(r.row) == row)
                 .ok_or_else(|| StoreError::Corrupt(format!("image of missing row {row}")))?;
-            rows[*slot]
-                .1
+            target
+                .images
                 .push((state.parse().map_err(corrupt)?, output_key, last_error));
         }
-        Ok(OutputSource { rows })
+        Ok(rows)
     }
 
     /// Sets the final status of a run, once: `false` when the run was already
