@@ -17,8 +17,8 @@ pub use db::{Backend, Db, Pool, Tx};
 pub(crate) use db::{with_pool, with_tx};
 pub use queue::QueueDepth;
 pub use requests::{
-    FinishedBatch, HOT_QUERIES, ImageFinish, ImageOutcomeUpdate, ImageRecord, ImageSlot, ImageWork,
-    NewImage, NewProduct, NewRequest, OutputSourceRow, RequestRecord,
+    BIG_REQUEST_IMAGES, FinishedBatch, HOT_QUERIES, ImageFinish, ImageOutcomeUpdate, ImageRecord,
+    ImageSlot, ImageWork, NewImage, NewProduct, NewRequest, OutputSourceRow, RequestRecord,
 };
 pub use sources::{Source, SourceFacts};
 pub use webhooks::{AttemptRecord, EventRecord};
