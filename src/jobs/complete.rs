@@ -11,7 +11,7 @@ use super::{CompleteJob, DeliverJob, HandlerResult, JobContext, infra_error, pus
 use crate::{
     csv::{CsvError, ImageOutcome, OutputRow, OutputWriter},
     domain::{EventId, ImageState, RequestStatus},
-    store::{BlobError, BlobKey, Db, ImageSlot, RequestRecord, StoreError},
+    store::{BlobError, BlobKey, BlobUpload, Db, ImageSlot, RequestRecord, StoreError},
     telemetry::metrics::{self, JobKind, JobTimer},
     webhook::{CompletionEvent, ImageCounts},
 };
@@ -134,22 +134,33 @@ async fn write_csv(
     with_errors: bool,
     key: &BlobKey,
 ) -> Result<u64, CsvFailure> {
-    let corrupt = |e: CsvError| CsvFailure::Store(StoreError::Corrupt(format!("output CSV: {e}")));
-    let mut csv = OutputWriter::new(header, with_errors).map_err(corrupt)?;
+    let csv = OutputWriter::new(header, with_errors).map_err(corrupt_csv)?;
     let mut upload = ctx.blobs.put_parts(key).await.map_err(CsvFailure::Blob)?;
+    match write_rows(ctx, job, csv, &mut upload).await {
+        Ok(()) => upload.finish().await.map_err(CsvFailure::Blob),
+        Err(e) => {
+            // Nothing half-written stays behind (on S3: no open multipart upload).
+            upload.abort().await;
+            Err(e)
+        }
+    }
+}
+
+/// Every row of the request into `csv`, a page at a time, each page's bytes sent on
+/// to `upload` before the next page is read.
+async fn write_rows(
+    ctx: &JobContext,
+    job: &CompleteJob,
+    mut csv: OutputWriter,
+    upload: &mut BlobUpload,
+) -> Result<(), CsvFailure> {
     let mut after = None;
     loop {
-        let page = match ctx
+        let page = ctx
             .db
             .output_page(job.request_id, after, CSV_PAGE_ROWS)
             .await
-        {
-            Ok(page) => page,
-            Err(e) => {
-                upload.abort().await;
-                return Err(CsvFailure::Store(e));
-            }
-        };
+            .map_err(CsvFailure::Store)?;
         let Some(last) = page.last() else { break };
         after = Some(last.row);
         for row in &page {
@@ -158,32 +169,21 @@ async fn write_csv(
                 .iter()
                 .map(|slot| image_outcome(ctx, slot))
                 .collect();
-            let written = csv.write_row(&OutputRow {
+            csv.write_row(&OutputRow {
                 cells: &row.cells,
                 outputs: &outputs,
-            });
-            if let Err(e) = written {
-                upload.abort().await;
-                return Err(corrupt(e));
-            }
+            })
+            .map_err(corrupt_csv)?;
         }
-        let bytes = match csv.take() {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                upload.abort().await;
-                return Err(corrupt(e));
-            }
-        };
+        let bytes = csv.take().map_err(corrupt_csv)?;
         upload.write(&bytes).await.map_err(CsvFailure::Blob)?;
     }
-    match csv.finish() {
-        Ok(rest) => upload.write(&rest).await.map_err(CsvFailure::Blob)?,
-        Err(e) => {
-            upload.abort().await;
-            return Err(corrupt(e));
-        }
-    }
-    upload.finish().await.map_err(CsvFailure::Blob)
+    let rest = csv.finish().map_err(corrupt_csv)?;
+    upload.write(&rest).await.map_err(CsvFailure::Blob)
+}
+
+fn corrupt_csv(e: CsvError) -> CsvFailure {
+    CsvFailure::Store(StoreError::Corrupt(format!("output CSV: {e}")))
 }
 
 /// What the output CSV says of one image.
