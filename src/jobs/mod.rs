@@ -18,6 +18,7 @@ mod board;
 mod complete;
 mod deliver;
 mod image;
+mod outcomes;
 mod poll;
 
 use std::{sync::Arc, time::Duration};
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 pub use backoff::Backoff;
 pub use board::board;
+pub use outcomes::Outcomes;
 
 use crate::{
     config::Settings,
@@ -219,6 +221,8 @@ pub struct JobContext {
     pub settings: Settings,
     /// Runs CPU work (decode + encode) on one thread per core, off the async threads.
     pub cpu: TransformPool,
+    /// Records image outcomes, many per transaction ([`Outcomes::start`] on `db`).
+    pub outcomes: Outcomes,
 }
 
 impl JobContext {
