@@ -193,7 +193,11 @@ def main():
         ref = Reference(q50[s]["source"])
         auto[s]["score"] = ref.score(auto[s]["output"])
         a80[s]["score"] = ref.score(a80[s]["output"])
-        at = lambda q: ref.score(fixed_rows(binary, work, photos, fixed_cache, q)[s]["output"])
+        def at(q, ref=ref, s=s):
+            row = fixed_rows(binary, work, photos, fixed_cache, q)[s]
+            row["score"] = ref.score(row["output"])
+            return row["score"]
+
         if q50[s]["score"] >= floor or (needed > 50 and at(needed) >= floor):
             continue
         lo, hi = needed, 95  # lo misses the floor; find the lowest q in (lo, hi] that meets it
