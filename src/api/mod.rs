@@ -22,6 +22,7 @@ use poem::{
     middleware::Tracing,
 };
 use poem_openapi::{OpenApiService, Tags};
+use subtle::ConstantTimeEq;
 
 pub use error::{ApiError, Problem, ProblemResponse};
 
@@ -213,7 +214,8 @@ async fn guard<E: Endpoint>(
             .get(poem::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+        // Compared without an early exit, so timing does not reveal a prefix.
+        if !given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(token.as_bytes()))) {
             return Ok(error::api_error_response(ApiError::Unauthorized));
         }
     }
@@ -254,9 +256,4 @@ async fn guard<E: Endpoint>(
         }));
     }
     Ok(result?.into_response())
-}
-
-/// Compares secrets without an early exit, so timing does not reveal a prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
