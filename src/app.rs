@@ -55,7 +55,7 @@ pub struct App {
 
 /// Opens the database (applying migrations) and the blob store.
 pub async fn open_storage(settings: &Settings) -> anyhow::Result<(Db, BlobStore)> {
-    let db = Db::connect(&settings.raw.database_url).await?;
+    let db = Db::connect(settings.raw.database_url.expose()).await?;
     db.migrate().await?;
     let blobs = BlobStore::open(&settings.storage).await?;
     tracing::info!(store = %settings.storage, "blob store");

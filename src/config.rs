@@ -1,7 +1,7 @@
 //! Command line and configuration: every option is a flag and an environment variable
 //! (the flag wins), parsed and validated once at start.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{convert::Infallible, fmt, net::SocketAddr, str::FromStr, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -62,7 +62,7 @@ pub struct ServerConfig {
     /// (shared by any number of `api` and `worker` processes). Picks the job queue's
     /// backend and our tables.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://pixbatch.db")]
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
 
     /// Address the HTTP API listens on.
     #[arg(long, env = "BIND", default_value = "127.0.0.1:8080")]
@@ -99,7 +99,7 @@ pub struct ServerConfig {
 
     /// Secret key for `s3://` storage, with `AWS_ACCESS_KEY_ID`.
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
-    pub aws_secret_access_key: Option<String>,
+    pub aws_secret_access_key: Option<Secret>,
 
     /// Region of the `s3://` bucket; `us-east-1` when unset.
     #[arg(long, env = "AWS_REGION")]
@@ -186,7 +186,7 @@ pub struct ServerConfig {
 
     /// Signing secret(s), `whsec_<base64>`, space-separated for rotation. Unset: unsigned.
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<Secret>,
 
     /// Delays between webhook delivery tries.
     #[arg(
@@ -198,7 +198,7 @@ pub struct ServerConfig {
 
     /// When set, every endpoint but health, docs and `/files` needs `Authorization: Bearer <token>`.
     #[arg(long, env = "API_TOKEN", hide_env_values = true)]
-    pub api_token: Option<String>,
+    pub api_token: Option<Secret>,
 
     /// How often workers report they are alive; jobs of a worker silent for two
     /// intervals are taken up by another one.
@@ -219,7 +219,7 @@ pub struct ServerConfig {
 }
 
 /// Options validated into their working types.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     /// The raw options.
     pub raw: ServerConfig,
@@ -239,6 +239,89 @@ pub struct Settings {
     pub cpu_threads: usize,
     /// Default quality of a request.
     pub default_quality: Quality,
+}
+
+impl fmt::Debug for Settings {
+    /// Every field but the webhook keys, of which only the count.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("raw", &self.raw)
+            .field("public_base_url", &self.public_base_url)
+            .field("storage", &self.storage)
+            .field("allow_private", &self.allow_private)
+            .field("webhook_schedule", &self.webhook_schedule)
+            .field("webhook_keys", &self.webhook_keys.len())
+            .field("worker_concurrency", &self.worker_concurrency)
+            .field("cpu_threads", &self.cpu_threads)
+            .field("default_quality", &self.default_quality)
+            .finish()
+    }
+}
+
+/// A secret option (a token, a signing secret, a key), shown as `<redacted>` by
+/// `Debug`, so that logging a configuration cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Secret {
+    type Err = Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Infallible> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// `DATABASE_URL`, whose `Debug` shows the URL with its password replaced.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL itself, password included, for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Infallible> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match url::Url::parse(&self.0) {
+            Ok(mut url) if url.password().is_some() => {
+                // Only fails for URLs that cannot have a password, which this one has.
+                let _ = url.set_password(Some("redacted"));
+                write!(f, "{:?}", url.as_str())
+            }
+            Ok(_) => write!(f, "{:?}", self.0),
+            // Unparsable: nothing tells where a password would be.
+            Err(_) => f.write_str("<unparsable URL>"),
+        }
+    }
 }
 
 /// A configuration value that cannot be used.
@@ -263,13 +346,19 @@ impl ServerConfig {
     pub fn validate(mut self) -> Result<Settings, ConfigError> {
         // An empty variable means unset (a common way to clear one in a shell or unit file).
         for opt in [
-            &mut self.webhook_url,
             &mut self.webhook_secret,
             &mut self.api_token,
+            &mut self.aws_secret_access_key,
+        ] {
+            if opt.as_ref().is_some_and(|s| s.expose().trim().is_empty()) {
+                *opt = None;
+            }
+        }
+        for opt in [
+            &mut self.webhook_url,
             &mut self.public_base_url,
             &mut self.s3_endpoint,
             &mut self.aws_access_key_id,
-            &mut self.aws_secret_access_key,
             &mut self.aws_region,
         ] {
             if opt.as_deref().is_some_and(|s| s.trim().is_empty()) {
@@ -290,7 +379,7 @@ impl ServerConfig {
         let webhook_schedule = parse_schedule(&self.webhook_retry_schedule)
             .map_err(|e| ConfigError::new("WEBHOOK_RETRY_SCHEDULE", e))?;
         let webhook_keys = match &self.webhook_secret {
-            Some(s) => crate::webhook::parse_secrets(s)
+            Some(s) => crate::webhook::parse_secrets(s.expose())
                 .map_err(|e| ConfigError::new("WEBHOOK_SECRET", e))?,
             None => Vec::new(),
         };
@@ -301,7 +390,7 @@ impl ServerConfig {
             .map(|n| n.get())
             .unwrap_or(1);
         let worker_concurrency = self.worker_concurrency.unwrap_or(cores * 4).max(1);
-        if crate::store::Backend::of_url(&self.database_url).is_none() {
+        if crate::store::Backend::of_url(self.database_url.expose()).is_none() {
             return Err(ConfigError::new(
                 "DATABASE_URL",
                 "expected sqlite://FILE or postgres://USER@HOST/DATABASE",
@@ -350,7 +439,7 @@ impl ServerConfig {
             s3.credentials = match (&self.aws_access_key_id, &self.aws_secret_access_key) {
                 (Some(id), Some(secret)) => Some(S3Credentials {
                     access_key_id: id.clone(),
-                    secret_access_key: secret.clone(),
+                    secret_access_key: secret.expose().to_owned(),
                 }),
                 (None, None) => None,
                 (Some(_), None) => {
@@ -388,6 +477,49 @@ pub fn parse_schedule(s: &str) -> Result<Vec<Duration>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn debug_output_redacts_every_secret() {
+        let secrets = [
+            "tok-3f9a1c",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "s3-secret-77d2",
+            "db-pass-51e0",
+        ];
+        let s = validate_with(|c| {
+            c.api_token = Some(secrets[0].into());
+            c.webhook_secret = Some(secrets[1].into());
+            c.storage_url = "s3://bucket".into();
+            c.aws_access_key_id = Some("AKID".into());
+            c.aws_secret_access_key = Some(secrets[3].into());
+            c.database_url = "postgres://pix:db-pass-51e0@127.0.0.1/pixbatch"
+                .parse()
+                .unwrap();
+        })
+        .unwrap();
+        let db = crate::store::Db::lazy(s.raw.database_url.expose()).unwrap();
+        let cli =
+            Cli::try_parse_from(["pixbatch", "submit", "in.csv", "--token", secrets[0]]).unwrap();
+        for (what, text) in [
+            ("ServerConfig", format!("{:?}", s.raw)),
+            ("Settings", format!("{s:?}")),
+            ("Settings (pretty)", format!("{s:#?}")),
+            ("Db", format!("{db:?}")),
+            ("Cli", format!("{cli:?}")),
+        ] {
+            for secret in secrets {
+                assert!(!text.contains(secret), "{what} shows {secret}: {text}");
+            }
+        }
+        // What is not secret stays visible.
+        let text = format!("{s:?}");
+        assert!(
+            text.contains("AKID") && text.contains("127.0.0.1/pixbatch"),
+            "{text}"
+        );
+        assert!(text.contains("webhook_keys: 1"), "{text}");
+    }
 
     #[test]
     fn schedule_parses_and_rejects_garbage() {

@@ -27,7 +27,7 @@ use subtle::ConstantTimeEq;
 pub use error::{ApiError, Problem, ProblemResponse};
 
 use crate::{
-    config::Settings,
+    config::{Secret, Settings},
     domain::RequestId,
     store::{BlobStore, Db, RequestRecord},
 };
@@ -141,7 +141,7 @@ pub fn openapi_document() -> anyhow::Result<String> {
     let cli = crate::config::Cli::try_parse_from(["pixbatch"])?;
     let settings = cli.serve.validate()?;
     let state = Arc::new(AppState {
-        db: Db::lazy(&settings.raw.database_url)?,
+        db: Db::lazy(settings.raw.database_url.expose())?,
         blobs: BlobStore::new(&settings.storage)?,
         settings,
     });
@@ -167,7 +167,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         .nest("/", api)
         .around(move |ep, req| {
             let token = token.clone();
-            async move { guard(ep, req, token.as_deref().map(String::as_str), max_csv).await }
+            async move { guard(ep, req, token.as_deref().map(Secret::expose), max_csv).await }
         })
         .around(move |ep, req| metrics::track(ep, req, labels.clone()))
         .with(Tracing)
