@@ -744,8 +744,10 @@ impl TestServer {
         }
     }
 
-    /// Sends SIGTERM and waits for the exit status, up to `timeout`.
-    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+    /// Sends SIGTERM and waits for the exit status, up to `timeout`. Waits without
+    /// blocking the test's runtime, so that its servers (images, webhooks) keep
+    /// answering the jobs the process finishes meanwhile.
+    pub async fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let mut c = self.child.take()?;
         let _ = Command::new("kill")
             .args(["-TERM", &c.id().to_string()])
@@ -760,7 +762,7 @@ impl TestServer {
                 let _ = c.wait();
                 return None;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

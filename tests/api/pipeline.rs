@@ -325,16 +325,6 @@ async fn killed_mid_request_completes_after_restart_with_one_event(backend: Back
     assert_eq!(hook.received().len(), 1);
 }
 
-async fn sigterm_exits_cleanly(backend: Backend) {
-    let Some(mut app) = TestServer::start_on(backend, &[]).await else {
-        return;
-    };
-    let status = app
-        .terminate(Duration::from_secs(20))
-        .expect("exited in time");
-    assert!(status.success(), "{status}\n{}", app.logs());
-}
-
 crate::on_both_backends!(
     classic_sample_completes_with_output_csv_and_signed_webhook,
     missing_image_gives_completed_with_errors_and_an_empty_slot,
@@ -342,5 +332,4 @@ crate::on_both_backends!(
     exhausted_retries_fail_the_image_and_the_request,
     formula_cells_come_back_prefixed,
     killed_mid_request_completes_after_restart_with_one_event,
-    sigterm_exits_cleanly,
 );
