@@ -158,7 +158,11 @@ impl App {
         let board_jobs = self.jobs.clone();
         let boarded = async move {
             match self.board {
-                Some(listener) => listener.serve(jobs::board(&board_jobs), board_stop).await,
+                Some(listener) => {
+                    listener
+                        .serve(crate::board::for_jobs(&board_jobs), board_stop)
+                        .await
+                }
                 None => Ok(()),
             }
         };

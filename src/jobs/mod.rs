@@ -14,7 +14,6 @@
 //! back to it, leaving the caller's transaction usable).
 
 mod backoff;
-mod board;
 mod complete;
 mod deliver;
 mod image;
@@ -28,7 +27,6 @@ use apalis_sqlite::SqliteStorage;
 use serde::{Deserialize, Serialize};
 
 pub use backoff::Backoff;
-pub use board::board;
 
 use crate::{
     config::Settings,
@@ -262,12 +260,12 @@ fn worker_name(role: &str, queue: &str) -> String {
 }
 
 /// How one queue is polled on either backend.
-enum Queue<J> {
+pub(crate) enum Queue<J> {
     Sqlite(SqliteStorage<J>),
     Postgres(PostgresStorage<J>),
 }
 
-fn queue<J: Job>(db: &Db, settings: &Settings, batch: usize) -> Queue<J> {
+pub(crate) fn queue<J: Job>(db: &Db, settings: &Settings, batch: usize) -> Queue<J> {
     let heartbeat = settings.raw.job_heartbeat;
     match db.queue_pool() {
         Pool::Sqlite(p) => Queue::Sqlite(
