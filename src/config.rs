@@ -219,7 +219,7 @@ pub struct ServerConfig {
 }
 
 /// Options validated into their working types.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// The raw options.
     pub raw: ServerConfig,
@@ -232,7 +232,7 @@ pub struct Settings {
     /// Parsed webhook retry delays.
     pub webhook_schedule: Vec<Duration>,
     /// Parsed webhook signing keys (raw bytes).
-    pub webhook_keys: Vec<Vec<u8>>,
+    pub webhook_keys: WebhookKeys,
     /// Image jobs in flight per worker.
     pub worker_concurrency: usize,
     /// Threads for CPU work.
@@ -241,20 +241,21 @@ pub struct Settings {
     pub default_quality: Quality,
 }
 
-impl fmt::Debug for Settings {
-    /// Every field but the webhook keys, of which only the count.
+/// The webhook signing keys (raw bytes); `Debug` shows only how many there are.
+#[derive(Clone, Default)]
+pub struct WebhookKeys(Vec<Vec<u8>>);
+
+impl std::ops::Deref for WebhookKeys {
+    type Target = [Vec<u8>];
+
+    fn deref(&self) -> &[Vec<u8>] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for WebhookKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Settings")
-            .field("raw", &self.raw)
-            .field("public_base_url", &self.public_base_url)
-            .field("storage", &self.storage)
-            .field("allow_private", &self.allow_private)
-            .field("webhook_schedule", &self.webhook_schedule)
-            .field("webhook_keys", &self.webhook_keys.len())
-            .field("worker_concurrency", &self.worker_concurrency)
-            .field("cpu_threads", &self.cpu_threads)
-            .field("default_quality", &self.default_quality)
-            .finish()
+        write!(f, "{} key(s)", self.0.len())
     }
 }
 
@@ -292,12 +293,12 @@ impl fmt::Debug for Secret {
 
 /// `DATABASE_URL`, whose `Debug` shows the URL with its password replaced.
 #[derive(Clone, PartialEq, Eq)]
-pub struct DatabaseUrl(String);
+pub struct DatabaseUrl(Secret);
 
 impl DatabaseUrl {
     /// The URL itself, password included, for connecting.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose()
     }
 }
 
@@ -305,19 +306,19 @@ impl FromStr for DatabaseUrl {
     type Err = Infallible;
 
     fn from_str(s: &str) -> Result<Self, Infallible> {
-        Ok(Self(s.to_owned()))
+        Ok(Self(s.into()))
     }
 }
 
 impl fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match url::Url::parse(&self.0) {
+        match url::Url::parse(self.expose()) {
             Ok(mut url) if url.password().is_some() => {
                 // Only fails for URLs that cannot have a password, which this one has.
                 let _ = url.set_password(Some("redacted"));
                 write!(f, "{:?}", url.as_str())
             }
-            Ok(_) => write!(f, "{:?}", self.0),
+            Ok(_) => write!(f, "{:?}", self.expose()),
             // Unparsable: nothing tells where a password would be.
             Err(_) => f.write_str("<unparsable URL>"),
         }
@@ -379,9 +380,11 @@ impl ServerConfig {
         let webhook_schedule = parse_schedule(&self.webhook_retry_schedule)
             .map_err(|e| ConfigError::new("WEBHOOK_RETRY_SCHEDULE", e))?;
         let webhook_keys = match &self.webhook_secret {
-            Some(s) => crate::webhook::parse_secrets(s.expose())
-                .map_err(|e| ConfigError::new("WEBHOOK_SECRET", e))?,
-            None => Vec::new(),
+            Some(s) => WebhookKeys(
+                crate::webhook::parse_secrets(s.expose())
+                    .map_err(|e| ConfigError::new("WEBHOOK_SECRET", e))?,
+            ),
+            None => WebhookKeys::default(),
         };
         if let Some(url) = &self.webhook_url {
             crate::csv::ImageUrl::parse(url).map_err(|e| ConfigError::new("WEBHOOK_URL", e))?;
@@ -518,7 +521,7 @@ mod tests {
             text.contains("AKID") && text.contains("127.0.0.1/pixbatch"),
             "{text}"
         );
-        assert!(text.contains("webhook_keys: 1"), "{text}");
+        assert!(text.contains("webhook_keys: 1 key(s)"), "{text}");
     }
 
     #[test]
