@@ -218,27 +218,115 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
 }
 
-/// Options validated into their working types.
+/// Options validated into their working types, in groups: each part of the service
+/// takes the group it needs, and nothing reaches back to the raw options.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The raw options.
-    pub raw: ServerConfig,
+    /// Listeners and access.
+    pub server: ServerSettings,
     /// Prefix of handed-out URLs, without a trailing slash.
     pub public_base_url: String,
-    /// Where blobs are stored.
-    pub storage: StorageConfig,
-    /// Networks opened despite the deny table.
+    /// What a request gets when its upload does not say.
+    pub defaults: RequestDefaults,
+    /// The database and the blob store.
+    pub storage: StorageSettings,
+    /// Sizes of uploads and images.
+    pub limits: LimitSettings,
+    /// Downloads.
+    pub fetch: FetchSettings,
+    /// Completion webhooks.
+    pub webhook: WebhookSettings,
+    /// Workers and their queues.
+    pub jobs: JobSettings,
+    /// Default quality of a request (kept beside the groups: the image job reads it).
+    pub default_quality: Quality,
+}
+
+/// Where the process listens, and who may call it.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// `BIND`: the HTTP API.
+    pub bind: SocketAddr,
+    /// `HEALTH_BIND`: a worker's health and metrics.
+    pub health_bind: SocketAddr,
+    /// `BOARD_BIND`: the dashboard, or off.
+    pub board_bind: crate::board::BoardBind,
+    /// Whether `PUBLIC_BASE_URL` was given (otherwise the base follows the bound port).
+    pub public_base_url_given: bool,
+    /// `API_TOKEN`: the bearer token every non-public endpoint needs.
+    pub api_token: Option<Secret>,
+}
+
+/// What a request gets when its upload does not say.
+#[derive(Debug, Clone)]
+pub struct RequestDefaults {
+    /// `MAX_OUTPUT_BYTES`.
+    pub max_output_bytes: Option<crate::imaging::MaxBytes>,
+    /// `REUSE`.
+    pub reuse: bool,
+}
+
+/// The database and the blob store.
+#[derive(Debug, Clone)]
+pub struct StorageSettings {
+    /// `DATABASE_URL`.
+    pub database_url: DatabaseUrl,
+    /// `STORAGE_URL` with the S3 settings.
+    pub blobs: StorageConfig,
+}
+
+/// Sizes of uploads and images.
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    /// `MAX_CSV_BYTES`.
+    pub max_csv_bytes: u64,
+    /// `MAX_ROWS`.
+    pub max_rows: usize,
+    /// `MAX_URLS_PER_ROW`.
+    pub max_urls_per_row: usize,
+    /// The per-image limits: `MAX_IMAGE_*` and `IMAGE_TIME_*`.
+    pub image: imaging::Limits,
+}
+
+/// Downloads: time limit, tries and the networks they may reach.
+#[derive(Debug, Clone)]
+pub struct FetchSettings {
+    /// `FETCH_TIMEOUT`.
+    pub timeout: Duration,
+    /// `FETCH_ATTEMPTS`.
+    pub attempts: u32,
+    /// `FETCH_BACKOFF_BASE`.
+    pub backoff_base: Duration,
+    /// `FETCH_BACKOFF_CAP`.
+    pub backoff_cap: Duration,
+    /// `ALLOW_PRIVATE_NETWORKS`: networks opened despite the deny table.
     pub allow_private: Vec<ipnet::IpNet>,
-    /// Parsed webhook retry delays.
-    pub webhook_schedule: Vec<Duration>,
-    /// Parsed webhook signing keys (raw bytes).
-    pub webhook_keys: WebhookKeys,
+}
+
+/// Completion webhooks.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// `WEBHOOK_URL`: used when a request gives none.
+    pub default_url: Option<String>,
+    /// `WEBHOOK_SECRET`, parsed.
+    pub keys: WebhookKeys,
+    /// `WEBHOOK_RETRY_SCHEDULE`, parsed.
+    pub schedule: Vec<Duration>,
+}
+
+/// Workers and their queues.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
     /// Image jobs in flight per worker.
     pub worker_concurrency: usize,
     /// Threads for CPU work.
     pub cpu_threads: usize,
-    /// Default quality of a request.
-    pub default_quality: Quality,
+    /// `JOB_HEARTBEAT`.
+    pub heartbeat: Duration,
+    /// `JOB_POLL_INTERVAL`.
+    pub poll_interval: Duration,
+    /// `SHUTDOWN_TIMEOUT`.
+    pub shutdown_timeout: Duration,
 }
 
 /// The webhook signing keys (raw bytes); `Debug` shows only how many there are.
@@ -400,22 +488,55 @@ impl ServerConfig {
             ));
         }
         Ok(Settings {
-            default_quality: self.jpeg_quality,
-            raw: self,
+            server: ServerSettings {
+                bind: self.bind,
+                health_bind: self.health_bind,
+                board_bind: self.board_bind,
+                public_base_url_given: self.public_base_url.is_some(),
+                api_token: self.api_token.clone(),
+            },
             public_base_url,
-            storage,
-            allow_private,
-            webhook_schedule,
-            webhook_keys,
-            worker_concurrency,
-            cpu_threads: cores,
+            defaults: RequestDefaults {
+                max_output_bytes: self.max_output_bytes,
+                reuse: self.reuse,
+            },
+            storage: StorageSettings {
+                database_url: self.database_url.clone(),
+                blobs: storage,
+            },
+            limits: LimitSettings {
+                max_csv_bytes: self.max_csv_bytes,
+                max_rows: self.max_rows,
+                max_urls_per_row: self.max_urls_per_row,
+                image: self.image_limits(),
+            },
+            fetch: FetchSettings {
+                timeout: self.fetch_timeout,
+                attempts: self.fetch_attempts,
+                backoff_base: self.fetch_backoff_base,
+                backoff_cap: self.fetch_backoff_cap,
+                allow_private,
+            },
+            webhook: WebhookSettings {
+                default_url: self.webhook_url.clone(),
+                keys: webhook_keys,
+                schedule: webhook_schedule,
+            },
+            jobs: JobSettings {
+                worker_concurrency,
+                cpu_threads: cores,
+                heartbeat: self.job_heartbeat,
+                poll_interval: self.job_poll_interval,
+                shutdown_timeout: self.shutdown_timeout,
+            },
+            default_quality: self.jpeg_quality,
         })
     }
 }
 
 impl ServerConfig {
     /// The per-image limits: `MAX_IMAGE_*` and `IMAGE_TIME_*`.
-    pub fn image_limits(&self) -> imaging::Limits {
+    fn image_limits(&self) -> imaging::Limits {
         imaging::Limits {
             max_pixels: self.max_image_pixels,
             max_input_bytes: self.max_image_bytes,
@@ -490,7 +611,7 @@ mod tests {
             "s3-secret-77d2",
             "db-pass-51e0",
         ];
-        let s = validate_with(|c| {
+        let cfg = configured(|c| {
             c.api_token = Some(secrets[0].into());
             c.webhook_secret = Some(secrets[1].into());
             c.storage_url = "s3://bucket".into();
@@ -499,13 +620,14 @@ mod tests {
             c.database_url = "postgres://pix:db-pass-51e0@127.0.0.1/pixbatch"
                 .parse()
                 .unwrap();
-        })
-        .unwrap();
-        let db = crate::store::Db::lazy(s.raw.database_url.expose()).unwrap();
+        });
+        let raw = format!("{cfg:?}");
+        let s = cfg.validate().unwrap();
+        let db = crate::store::Db::lazy(s.storage.database_url.expose()).unwrap();
         let cli =
             Cli::try_parse_from(["pixbatch", "submit", "in.csv", "--token", secrets[0]]).unwrap();
         for (what, text) in [
-            ("ServerConfig", format!("{:?}", s.raw)),
+            ("ServerConfig", raw),
             ("Settings", format!("{s:?}")),
             ("Settings (pretty)", format!("{s:#?}")),
             ("Db", format!("{db:?}")),
@@ -521,7 +643,7 @@ mod tests {
             text.contains("AKID") && text.contains("127.0.0.1/pixbatch"),
             "{text}"
         );
-        assert!(text.contains("webhook_keys: 1 key(s)"), "{text}");
+        assert!(text.contains("keys: 1 key(s)"), "{text}");
     }
 
     #[test]
@@ -546,11 +668,11 @@ mod tests {
         };
         let s = cfg.validate().unwrap();
         assert_eq!(s.public_base_url, "http://127.0.0.1:8080");
-        assert_eq!(s.webhook_schedule.len(), 7);
-        assert!(s.allow_private.is_empty());
-        assert_eq!(s.storage, StorageConfig::Local("uploads".into()));
+        assert_eq!(s.webhook.schedule.len(), 7);
+        assert!(s.fetch.allow_private.is_empty());
+        assert_eq!(s.storage.blobs, StorageConfig::Local("uploads".into()));
         // The image limits' defaults are imaging's own.
-        let limits = s.raw.image_limits();
+        let limits = s.limits.image;
         let defaults = imaging::Limits::default();
         assert_eq!(limits.max_scans, defaults.max_scans);
         assert_eq!(limits.time, defaults.time);
@@ -563,6 +685,11 @@ mod tests {
     /// Validates the defaults with some options changed (set here rather than as flags,
     /// so that variables of the test's own environment do not leak in).
     fn validate_with(change: impl FnOnce(&mut ServerConfig)) -> Result<Settings, ConfigError> {
+        configured(change).validate()
+    }
+
+    /// The defaults with some options changed, not validated yet.
+    fn configured(change: impl FnOnce(&mut ServerConfig)) -> ServerConfig {
         let cli = Cli::try_parse_from(["pixbatch", "serve"]).unwrap();
         let Some(Command::Serve(mut cfg)) = cli.command else {
             panic!("serve expected")
@@ -572,13 +699,16 @@ mod tests {
         cfg.aws_secret_access_key = None;
         cfg.aws_region = None;
         change(&mut cfg);
-        cfg.validate()
+        cfg
     }
 
     #[test]
     fn storage_url_picks_the_backend() {
         let s = validate_with(|c| c.storage_url = "file:///srv/pixbatch".into()).unwrap();
-        assert_eq!(s.storage, StorageConfig::Local("/srv/pixbatch".into()));
+        assert_eq!(
+            s.storage.blobs,
+            StorageConfig::Local("/srv/pixbatch".into())
+        );
         let s = validate_with(|c| {
             c.storage_url = "s3://pixbatch-prod/outputs/".into();
             c.s3_endpoint = Some("http://127.0.0.1:9000/".into());
@@ -587,7 +717,7 @@ mod tests {
             c.aws_region = Some("eu-west-1".into());
         })
         .unwrap();
-        let StorageConfig::S3(s3) = &s.storage else {
+        let StorageConfig::S3(s3) = &s.storage.blobs else {
             panic!("s3 expected: {:?}", s.storage)
         };
         assert_eq!(s3.bucket, "pixbatch-prod");
@@ -606,7 +736,7 @@ mod tests {
             c.aws_access_key_id = Some(" ".into());
         })
         .unwrap();
-        let StorageConfig::S3(s3) = &s.storage else {
+        let StorageConfig::S3(s3) = &s.storage.blobs else {
             panic!("s3 expected")
         };
         assert!(s3.endpoint.is_none() && s3.credentials.is_none() && s3.prefix.is_empty());
@@ -669,7 +799,7 @@ mod tests {
         };
         assert_eq!(cfg.aws_region.as_deref(), Some("eu-west-1"));
         assert!(matches!(
-            cfg.validate().unwrap().storage,
+            cfg.validate().unwrap().storage.blobs,
             StorageConfig::S3(_)
         ));
     }

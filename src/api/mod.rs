@@ -141,8 +141,8 @@ pub fn openapi_document() -> anyhow::Result<String> {
     let cli = crate::config::Cli::try_parse_from(["pixbatch"])?;
     let settings = cli.serve.validate()?;
     let state = Arc::new(AppState {
-        db: Db::lazy(settings.raw.database_url.expose())?,
-        blobs: BlobStore::new(&settings.storage)?,
+        db: Db::lazy(settings.storage.database_url.expose())?,
+        blobs: BlobStore::new(&settings.storage.blobs)?,
         settings,
     });
     Ok(spec::tidy(&service(state, "http://127.0.0.1:8080").spec()))
@@ -159,8 +159,8 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
             .content_type("application/json")
             .body(document.clone())
     });
-    let token = state.settings.raw.api_token.clone().map(Arc::new);
-    let max_csv = state.settings.raw.max_csv_bytes;
+    let token = state.settings.server.api_token.clone().map(Arc::new);
+    let max_csv = state.settings.limits.max_csv_bytes;
     Route::new()
         .nest("/docs", ui)
         .at("/openapi.json", spec)
