@@ -66,6 +66,12 @@ bench-e2e *ARGS: _nasm
 bench-imaging: _nasm
     bash benches/imaging/run.sh
 
+# Adaptive quality (issue 18): fixed q50 against `auto:T`, `auto:80` and a 150 KB cap on
+# the corpus photos, one thread, each output scored by an independent SSIMULACRA2 (a
+# throwaway venv with PyPI's ssimulacra2); prints tables and PASS/MISS per target.
+bench-quality:
+    bash benches/imaging/quality.sh
+
 # nasm gives libjpeg its SIMD code: the benches measure that build. mozjpeg-sys looks
 # for nasm when it is built, so a release build made without it is redone.
 _nasm:

@@ -17,7 +17,7 @@ use crate::{
     config::Settings,
     fetch::{FetchConfig, Fetcher},
     imaging::TransformPool,
-    jobs::{self, JobContext},
+    jobs::{self, JobContext, Outcomes},
     store::{BlobStore, Db},
 };
 
@@ -114,6 +114,7 @@ impl App {
             fetcher: fetcher(&settings)?,
             cpu: TransformPool::new(settings.jobs.cpu_threads)?,
             settings: settings.clone(),
+            outcomes: Outcomes::start(db.clone()),
         });
         let state = Arc::new(AppState {
             db,

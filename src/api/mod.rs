@@ -6,6 +6,7 @@ mod events;
 mod files;
 mod health;
 mod metrics;
+mod report;
 mod requests;
 mod spec;
 mod upload;

@@ -10,7 +10,7 @@ use poem_openapi::{
 };
 use uuid::Uuid;
 
-use super::{ApiError, ApiTags, AppState, ProblemResponse};
+use super::{ApiError, ApiTags, AppState, ProblemResponse, report::ImageReport};
 use crate::{
     domain::{ImageState, RequestStatus},
     jobs::{self, CompleteJob, ImageJob},
@@ -89,9 +89,10 @@ pub struct ImageBody {
     width: Option<i64>,
     /// Output height.
     height: Option<i64>,
-    /// What the transform did: input format, quality used, fixes applied, whether the
-    /// original was kept because re-encoding would not have made it smaller.
-    report: Option<serde_json::Value>,
+    /// What the transform did: input format, quality chosen and why (`binding`), the
+    /// SSIMULACRA2 score and tries of `quality=auto:N`, the byte cap, fixes applied,
+    /// whether the original was kept because re-encoding would not have made it smaller.
+    report: Option<ImageReport>,
     /// Whether the output is a copy of an earlier request's output for the same URL
     /// and settings (the origin answered 304, or sent the same bytes): no decode, no
     /// encode. Sizes, dimensions and report are those of that output.
@@ -210,7 +211,7 @@ impl RequestsApi {
                 output_bytes: i.output_bytes,
                 width: i.width,
                 height: i.height,
-                report: i.report,
+                report: i.report.and_then(ImageReport::from_stored),
                 reused: i.reused_from.is_some(),
                 reused_from: i.reused_from.map(|r| r.as_uuid()),
             })

@@ -16,7 +16,7 @@ use crate::{
     domain::{RequestId, RequestStatus},
     imaging::{MaxBytes, Quality},
     jobs::{self, ImageJob},
-    store::{BlobKey, Db, NewImage, NewProduct, NewRequest},
+    store::{BIG_REQUEST_IMAGES, BlobKey, Db, NewImage, NewProduct, NewRequest},
 };
 
 /// The upload form.
@@ -225,6 +225,16 @@ impl UploadApi {
             return Err(e.into());
         }
         tracing::info!(request_id = %id, products, images, "request accepted");
+        if image_rows.len() >= BIG_REQUEST_IMAGES {
+            // In the background: the answer does not wait for it, and the first jobs
+            // run with plans made for the values they are given.
+            let db = self.0.db.clone();
+            tokio::spawn(async move {
+                if let Err(e) = db.refresh_planner_stats().await {
+                    tracing::warn!(request_id = %id, error = %e, "could not refresh the planner's statistics");
+                }
+            });
+        }
 
         Ok(UploadResponse::Accepted(Json(UploadAccepted {
             request_id: Some(id.as_uuid()),

@@ -18,7 +18,7 @@ use std::fmt;
 
 pub use parse::parse;
 pub use problem::CsvProblem;
-pub use write::{CsvError, ImageOutcome, OutputRow, sanitize_cell, write_output};
+pub use write::{CsvError, ImageOutcome, OutputRow, OutputWriter, sanitize_cell, write_output};
 
 /// Longest accepted image URL, in characters (and in bytes once normalised):
 /// longer URLs are almost always pasted garbage and some servers reject them.

@@ -58,32 +58,70 @@ pub enum CsvError {
 /// in their order, then `Output Image Urls`, then `Errors` when `with_errors`
 /// (set it when any image of the whole request failed, so every row has the
 /// column). Every cell goes through [`sanitize_cell`]; lines end with `\n`.
+/// [`OutputWriter`] writes the same bytes a part at a time.
 pub fn write_output<'a>(
     header: &[String],
     rows: impl IntoIterator<Item = OutputRow<'a>>,
     with_errors: bool,
 ) -> Result<Vec<u8>, CsvError> {
-    let mut writer = WriterBuilder::new()
-        .terminator(Terminator::Any(b'\n'))
-        .from_writer(Vec::new());
-
-    for name in header {
-        writer.write_field(sanitize_cell(name).as_bytes())?;
+    let mut writer = OutputWriter::new(header, with_errors)?;
+    for row in rows {
+        writer.write_row(&row)?;
     }
-    writer.write_field(OUTPUT_URLS_COLUMN)?;
-    if with_errors {
-        writer.write_field(ERRORS_COLUMN)?;
-    }
-    writer.write_record(None::<&[u8]>)?;
+    writer.finish()
+}
 
-    for (index, row) in rows.into_iter().enumerate() {
-        if row.cells.len() != header.len() {
+/// The output CSV written a part at a time, so a 100,000-row request's CSV never
+/// sits in memory whole: write rows, [`Self::take`] what is written so far and send
+/// it on, then [`Self::finish`] for the rest. The bytes are those of
+/// [`write_output`] for the same rows.
+pub struct OutputWriter {
+    writer: ::csv::Writer<Vec<u8>>,
+    columns: usize,
+    with_errors: bool,
+    rows: usize,
+}
+
+impl std::fmt::Debug for OutputWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutputWriter")
+            .field("columns", &self.columns)
+            .field("with_errors", &self.with_errors)
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OutputWriter {
+    /// Starts the CSV with its header line (see [`write_output`] for the columns).
+    pub fn new(header: &[String], with_errors: bool) -> Result<Self, CsvError> {
+        let mut writer = csv_writer();
+        for name in header {
+            writer.write_field(sanitize_cell(name).as_bytes())?;
+        }
+        writer.write_field(OUTPUT_URLS_COLUMN)?;
+        if with_errors {
+            writer.write_field(ERRORS_COLUMN)?;
+        }
+        writer.write_record(None::<&[u8]>)?;
+        Ok(Self {
+            writer,
+            columns: header.len(),
+            with_errors,
+            rows: 0,
+        })
+    }
+
+    /// Appends one row.
+    pub fn write_row(&mut self, row: &OutputRow<'_>) -> Result<(), CsvError> {
+        if row.cells.len() != self.columns {
             return Err(CsvError::RowLength {
-                row: index,
-                expected: header.len(),
+                row: self.rows,
+                expected: self.columns,
                 found: row.cells.len(),
             });
         }
+        let writer = &mut self.writer;
         for cell in row.cells {
             writer.write_field(sanitize_cell(cell).as_bytes())?;
         }
@@ -97,7 +135,7 @@ pub fn write_output<'a>(
             .collect::<Vec<_>>()
             .join(",");
         writer.write_field(sanitize_cell(&outputs).as_bytes())?;
-        if with_errors {
+        if self.with_errors {
             let errors = row
                 .outputs
                 .iter()
@@ -111,10 +149,32 @@ pub fn write_output<'a>(
             writer.write_field(sanitize_cell(&errors).as_bytes())?;
         }
         writer.write_record(None::<&[u8]>)?;
+        self.rows += 1;
+        Ok(())
     }
-    writer
-        .into_inner()
-        .map_err(|e| CsvError::Flush(e.into_error()))
+
+    /// The bytes written since the last call, whole lines only.
+    pub fn take(&mut self) -> Result<Vec<u8>, CsvError> {
+        // The csv writer lends no `&mut` to its buffer: hand it over and start a new
+        // one (it keeps no state between records that shows in the bytes).
+        std::mem::replace(&mut self.writer, csv_writer())
+            .into_inner()
+            .map_err(|e| CsvError::Flush(e.into_error()))
+    }
+
+    /// The bytes written since the last [`Self::take`]; the CSV is complete.
+    pub fn finish(self) -> Result<Vec<u8>, CsvError> {
+        self.writer
+            .into_inner()
+            .map_err(|e| CsvError::Flush(e.into_error()))
+    }
+}
+
+/// The output's csv writer: `\n` line ends, quoting only where needed.
+fn csv_writer() -> ::csv::Writer<Vec<u8>> {
+    WriterBuilder::new()
+        .terminator(Terminator::Any(b'\n'))
+        .from_writer(Vec::new())
 }
 
 /// The spreadsheet-formula guard, exposed for reuse: a cell whose first
@@ -204,6 +264,43 @@ mod tests {
             written.ends_with("a,\",https://o/2.jpg,\",1: timeout; 3: not an image\n"),
             "{written}"
         );
+    }
+
+    /// Taken a few rows at a time, the parts add up to the whole file's bytes.
+    #[test]
+    fn output_in_parts_is_the_whole_output() {
+        let head = header(&["Serial", "Name, \"quoted\"", "Input Image Urls"]);
+        let rows: Vec<(Vec<String>, Vec<ImageOutcome>)> = (0..25)
+            .map(|i| {
+                let cells = header(&[&i.to_string(), "=x\ny", "http://a/1.jpg,http://a/2.jpg"]);
+                let outputs = vec![
+                    ImageOutcome::Stored(format!("https://o/{i}.jpg")),
+                    if i % 3 == 0 {
+                        ImageOutcome::Failed("HTTP 404".into())
+                    } else {
+                        ImageOutcome::Pending
+                    },
+                ];
+                (cells, outputs)
+            })
+            .collect();
+        let as_rows = || {
+            rows.iter()
+                .map(|(cells, outputs)| OutputRow { cells, outputs })
+        };
+        for with_errors in [false, true] {
+            let whole = write_output(&head, as_rows(), with_errors).unwrap();
+            let mut writer = OutputWriter::new(&head, with_errors).unwrap();
+            let mut parts = Vec::new();
+            for (i, row) in as_rows().enumerate() {
+                writer.write_row(&row).unwrap();
+                if i % 7 == 0 {
+                    parts.extend(writer.take().unwrap());
+                }
+            }
+            parts.extend(writer.finish().unwrap());
+            assert_eq!(text(parts), text(whole));
+        }
     }
 
     #[test]

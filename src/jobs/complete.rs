@@ -9,9 +9,9 @@ use tracing::Instrument;
 
 use super::{CompleteJob, DeliverJob, HandlerResult, JobContext, infra_error, push};
 use crate::{
-    csv::{ImageOutcome, OutputRow, write_output},
+    csv::{CsvError, ImageOutcome, OutputRow, OutputWriter},
     domain::{EventId, ImageState, RequestStatus},
-    store::{BlobKey, Db, RequestRecord, StoreError},
+    store::{BlobError, BlobKey, BlobUpload, Db, ImageSlot, RequestRecord, StoreError},
     telemetry::metrics::{self, JobKind, JobTimer},
     webhook::{CompletionEvent, ImageCounts},
 };
@@ -51,50 +51,29 @@ async fn run(job: &CompleteJob, ctx: &JobContext) -> Result<bool, StoreError> {
         tracing::debug!(status = %request.status, "run already completed or superseded");
         return Ok(false);
     };
-    let source = ctx.db.output_source(job.request_id).await?;
-    let outcomes: Vec<Vec<ImageOutcome>> = source
-        .rows
-        .iter()
-        .map(|(_, images)| {
-            images
-                .iter()
-                .map(|(state, key, error)| match (state, key) {
-                    (ImageState::Succeeded, Some(key)) => ImageOutcome::Stored(ctx.file_url(key)),
-                    (ImageState::Failed, _) => {
-                        ImageOutcome::Failed(error.clone().unwrap_or_else(|| "failed".into()))
-                    }
-                    (ImageState::Cancelled, _) => ImageOutcome::Failed("cancelled".into()),
-                    _ => ImageOutcome::Pending,
-                })
-                .collect()
-        })
-        .collect();
     let with_errors = request.failed > 0 || cancelled;
-    let rows = source
-        .rows
-        .iter()
-        .zip(&outcomes)
-        .map(|((cells, _), outputs)| OutputRow { cells, outputs });
-    let csv = write_output(&request.header, rows, with_errors)
-        .map_err(|e| StoreError::Corrupt(format!("output CSV: {e}")))?;
     let key = BlobKey::output_csv(job.request_id);
-    let csv_len = csv.len() as u64;
-    if let Err(e) = ctx.blobs.put(&key, bytes::Bytes::from(csv)).await {
-        // Not final until the CSV is stored: try again later, durably (a new job due
-        // after a backoff, like an image retry), for as long as the store refuses.
-        let retry = job.retry + 1;
-        let delay = ctx.backoff().next_delay(retry, None);
-        tracing::warn!(error = %e, retry, ?delay, "could not store the output CSV; the request stays unfinished and the completion runs again");
-        let mut tx = ctx.db.begin_write().await?;
-        let again = CompleteJob {
-            retry,
-            ..job.clone()
-        };
-        let key = format!("complete:{}:run{}:retry{retry}", job.request_id, job.run);
-        push(&mut tx, &again, &key, delay).await?;
-        tx.commit().await?;
-        return Ok(false);
-    }
+    let csv_len = match write_csv(ctx, job, &request.header, with_errors, &key).await {
+        Ok(len) => len,
+        Err(CsvFailure::Store(e)) => return Err(e),
+        Err(CsvFailure::Blob(e)) => {
+            // Not final until the CSV is stored: try again later, durably (a new job
+            // due after a backoff, like an image retry), for as long as the store
+            // refuses.
+            let retry = job.retry + 1;
+            let delay = ctx.backoff().next_delay(retry, None);
+            tracing::warn!(error = %e, retry, ?delay, "could not store the output CSV; the request stays unfinished and the completion runs again");
+            let mut tx = ctx.db.begin_write().await?;
+            let again = CompleteJob {
+                retry,
+                ..job.clone()
+            };
+            let key = format!("complete:{}:run{}:retry{retry}", job.request_id, job.run);
+            push(&mut tx, &again, &key, delay).await?;
+            tx.commit().await?;
+            return Ok(false);
+        }
+    };
     // Every image of the run is final: any partial file left is from a crashed write.
     match ctx.blobs.remove_partials(job.request_id).await {
         Ok(0) => {}
@@ -130,6 +109,93 @@ async fn run(job: &CompleteJob, ctx: &JobContext) -> Result<bool, StoreError> {
     tx.commit().await?;
     tracing::info!(status = %finished.status, succeeded = finished.succeeded, failed = finished.failed, "request finished");
     Ok(true)
+}
+
+/// Rows read per page while writing the output CSV: a page's rows and the CSV
+/// bytes not yet sent are all the completion holds, whatever the request's size.
+const CSV_PAGE_ROWS: u32 = 1000;
+
+/// Why the output CSV was not stored.
+enum CsvFailure {
+    /// Reading the rows failed (or they are corrupt): the job runs again.
+    Store(StoreError),
+    /// The blob store refused the CSV: a later completion tries again.
+    Blob(BlobError),
+}
+
+/// Writes the output CSV under `key` a page of rows at a time (see
+/// [`CSV_PAGE_ROWS`]); returns its size once it is stored. The bytes are those of
+/// [`crate::csv::write_output`] over all rows, so a redelivered completion rewrites
+/// the same file.
+async fn write_csv(
+    ctx: &JobContext,
+    job: &CompleteJob,
+    header: &[String],
+    with_errors: bool,
+    key: &BlobKey,
+) -> Result<u64, CsvFailure> {
+    let csv = OutputWriter::new(header, with_errors).map_err(corrupt_csv)?;
+    let mut upload = ctx.blobs.put_parts(key).await.map_err(CsvFailure::Blob)?;
+    match write_rows(ctx, job, csv, &mut upload).await {
+        Ok(()) => upload.finish().await.map_err(CsvFailure::Blob),
+        Err(e) => {
+            // Nothing half-written stays behind (on S3: no open multipart upload).
+            upload.abort().await;
+            Err(e)
+        }
+    }
+}
+
+/// Every row of the request into `csv`, a page at a time, each page's bytes sent on
+/// to `upload` before the next page is read.
+async fn write_rows(
+    ctx: &JobContext,
+    job: &CompleteJob,
+    mut csv: OutputWriter,
+    upload: &mut BlobUpload,
+) -> Result<(), CsvFailure> {
+    let mut after = None;
+    loop {
+        let page = ctx
+            .db
+            .output_page(job.request_id, after, CSV_PAGE_ROWS)
+            .await
+            .map_err(CsvFailure::Store)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.row);
+        for row in &page {
+            let outputs: Vec<ImageOutcome> = row
+                .images
+                .iter()
+                .map(|slot| image_outcome(ctx, slot))
+                .collect();
+            csv.write_row(&OutputRow {
+                cells: &row.cells,
+                outputs: &outputs,
+            })
+            .map_err(corrupt_csv)?;
+        }
+        let bytes = csv.take().map_err(corrupt_csv)?;
+        upload.write(&bytes).await.map_err(CsvFailure::Blob)?;
+    }
+    let rest = csv.finish().map_err(corrupt_csv)?;
+    upload.write(&rest).await.map_err(CsvFailure::Blob)
+}
+
+fn corrupt_csv(e: CsvError) -> CsvFailure {
+    CsvFailure::Store(StoreError::Corrupt(format!("output CSV: {e}")))
+}
+
+/// What the output CSV says of one image.
+fn image_outcome(ctx: &JobContext, (state, key, error): &ImageSlot) -> ImageOutcome {
+    match (state, key) {
+        (ImageState::Succeeded, Some(key)) => ImageOutcome::Stored(ctx.file_url(key)),
+        (ImageState::Failed, _) => {
+            ImageOutcome::Failed(error.clone().unwrap_or_else(|| "failed".into()))
+        }
+        (ImageState::Cancelled, _) => ImageOutcome::Failed("cancelled".into()),
+        _ => ImageOutcome::Pending,
+    }
 }
 
 /// The webhook body for a finished request.

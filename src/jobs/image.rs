@@ -15,12 +15,12 @@ use apalis::prelude::Data;
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
-use super::{CompleteJob, HandlerResult, ImageJob, JobContext, infra_error, push};
+use super::{HandlerResult, ImageJob, JobContext, infra_error, outcomes::Recorded, push};
 use crate::{
     domain::{ImageState, RequestStatus},
     fetch::{Conditional, FetchError, Validators},
     imaging::{self, MaxBytes, PoolError, Quality, TransformOptions},
-    store::{BlobKey, Db, FanIn, ImageOutcomeUpdate, Source, SourceFacts, StoreError},
+    store::{BlobKey, Db, ImageOutcomeUpdate, Source, SourceFacts, StoreError},
     telemetry::metrics::{self, JobKind, JobTimer, ReusedVia},
 };
 
@@ -146,7 +146,7 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
                     "image stored"
                 );
             }
-            finish(job, ctx, &targets, &outcome).await?;
+            finish(job, ctx, &targets, outcome).await?;
             Ok(Handled::Stored)
         }
         Err(TryError::Retry {
@@ -169,12 +169,12 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
         Err(TryError::Retry { message, .. }) => {
             let error = format!("{message} (gave up after {attempt} tries)");
             tracing::warn!(attempt, %error, "image failed");
-            finish(job, ctx, &targets, &ImageOutcomeUpdate::Failed { error }).await?;
+            finish(job, ctx, &targets, ImageOutcomeUpdate::Failed { error }).await?;
             Ok(Handled::Failed)
         }
         Err(TryError::Fail(error)) => {
             tracing::warn!(attempt, %error, "image failed");
-            finish(job, ctx, &targets, &ImageOutcomeUpdate::Failed { error }).await?;
+            finish(job, ctx, &targets, ImageOutcomeUpdate::Failed { error }).await?;
             Ok(Handled::Failed)
         }
     }
@@ -362,27 +362,19 @@ async fn reuse(
     }))
 }
 
-/// Records the outcome; the last image of the run pushes the completion in the same
-/// transaction, keyed by request and run so it is pushed once.
+/// Records the outcome through the process's group commit; the batch that records
+/// the last image of a run also pushes its completion. Returns once committed.
 async fn finish(
     job: &ImageJob,
     ctx: &JobContext,
     targets: &[(u32, u32)],
-    outcome: &ImageOutcomeUpdate,
+    outcome: ImageOutcomeUpdate,
 ) -> Result<(), StoreError> {
-    let mut tx = ctx.db.begin_write().await?;
-    let fan_in = Db::finish_images(&mut tx, job.request_id, targets, outcome).await?;
-    if let FanIn::LastOfRun { run } = fan_in {
-        let complete = CompleteJob {
-            request_id: job.request_id,
-            run,
-            retry: 0,
-        };
-        let key = format!("complete:{}:run{run}", job.request_id);
-        push(&mut tx, &complete, &key, Duration::ZERO).await?;
-    }
-    tx.commit().await?;
-    if fan_in == FanIn::AlreadyFinished {
+    let recorded = ctx
+        .outcomes
+        .record(job.request_id, targets, outcome)
+        .await?;
+    if recorded == Recorded::AlreadyFinished {
         tracing::debug!("image already finished by an earlier delivery of this job");
     }
     Ok(())

@@ -17,6 +17,7 @@ mod backoff;
 mod complete;
 mod deliver;
 mod image;
+mod outcomes;
 mod poll;
 
 use std::{sync::Arc, time::Duration};
@@ -27,6 +28,7 @@ use apalis_sqlite::SqliteStorage;
 use serde::{Deserialize, Serialize};
 
 pub use backoff::Backoff;
+pub use outcomes::Outcomes;
 
 use crate::{
     config::Settings,
@@ -217,6 +219,8 @@ pub struct JobContext {
     pub settings: Settings,
     /// Runs CPU work (decode + encode) on one thread per core, off the async threads.
     pub cpu: TransformPool,
+    /// Records image outcomes, many per transaction ([`Outcomes::start`] on `db`).
+    pub outcomes: Outcomes,
 }
 
 impl JobContext {

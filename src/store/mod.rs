@@ -11,15 +11,15 @@ mod sources;
 mod webhooks;
 
 pub use blob::{
-    BlobError, BlobKey, BlobStore, FaultKind, S3Config, S3Credentials, StorageConfig, StoredBlob,
-    Writable, parse_endpoint,
+    BlobError, BlobKey, BlobStore, BlobUpload, FaultKind, S3Config, S3Credentials, StorageConfig,
+    StoredBlob, Writable, parse_endpoint,
 };
 pub use db::{Backend, Db, Pool, Tx};
 pub(crate) use db::{with_pool, with_tx};
 pub use queue::QueueDepth;
 pub use requests::{
-    FanIn, HOT_QUERIES, ImageOutcomeUpdate, ImageRecord, ImageWork, NewImage, NewProduct,
-    NewRequest, OutputSource, RequestRecord,
+    BIG_REQUEST_IMAGES, FinishedBatch, HOT_QUERIES, ImageFinish, ImageOutcomeUpdate, ImageRecord,
+    ImageSlot, ImageWork, NewImage, NewProduct, NewRequest, OutputSourceRow, RequestRecord,
 };
 pub use sources::{Source, SourceFacts};
 pub use webhooks::{AttemptRecord, EventRecord};

@@ -271,6 +271,82 @@ async fn cancel_stops_pending_images(backend: Backend) {
     assert_eq!(code, 409);
 }
 
+/// Many image jobs finishing at once, in batches of one commit each, with same-URL
+/// duplicates (whose jobs race for the same rows) and failures, and a `kill -9` in the
+/// middle: every image is counted once, the counters match the images, and the run
+/// completes once (one webhook event).
+async fn group_commit_keeps_the_fan_in_exact(backend: Backend) {
+    let n = 400usize;
+    let images = ImageServer::start().await;
+    images.set_latency(Duration::from_millis(200));
+    let hook = WebhookReceiver::start(vec![]).await;
+    let Some(mut app) = TestServer::start_on(backend, &[("WORKER_CONCURRENCY", "8")]).await else {
+        return;
+    };
+    let mut csv = String::from("Serial Number,Product Name,Input Image Urls\n");
+    let mut expect_failed = 0;
+    for i in 0..n {
+        let url = if i % 8 == 0 {
+            expect_failed += 1;
+            images.url(&format!("/img/missing/{}/none.jpg", i % 3))
+        } else {
+            images.url(&format!("/img/dup/{}/{}", i % 25, PHOTOS[i % PHOTOS.len()]))
+        };
+        csv += &format!("{i},SKU{i},{url}\n");
+    }
+    let (code, body) = app
+        .upload(csv.as_bytes(), &[("webhook_url", &hook.url)])
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    let done = wait_until_succeeded(&app, &id, 60).await;
+    assert!(
+        done < (n - expect_failed) as i64,
+        "finished before the kill"
+    );
+    app.kill();
+    app.restart().await;
+
+    let status = app.wait_final(&id, Duration::from_secs(120)).await;
+    assert_eq!(
+        status["status"],
+        "CompletedWithErrors",
+        "{status}\n{}",
+        app.logs()
+    );
+    assert_eq!(status["progress"]["succeeded"], (n - expect_failed) as i64);
+    assert_eq!(status["progress"]["failed"], expect_failed as i64);
+    let all = app.images(&id).await;
+    assert_eq!(all.len(), n);
+    let succeeded = all.iter().filter(|i| i["state"] == "succeeded").count();
+    let failed = all.iter().filter(|i| i["state"] == "failed").count();
+    assert_eq!((succeeded, failed), (n - expect_failed, expect_failed));
+    let jpgs = stored_jpgs(&app.uploads().join(&id));
+    assert_eq!(jpgs.len(), n - expect_failed);
+
+    let (_, _, out) = app.get_bytes(status["output_csv"].as_str().unwrap()).await;
+    let rows = csv_rows(&out);
+    assert_eq!(rows.len(), n + 1);
+    for (i, row) in rows[1..].iter().enumerate() {
+        assert_eq!(row[0], i.to_string());
+        if i % 8 == 0 {
+            assert_eq!(row[3], "", "{row:?}");
+            assert!(row[4].starts_with("1: "), "{row:?}");
+        } else {
+            assert!(row[3].ends_with(&format!("/{i}-0.jpg")), "{row:?}");
+        }
+    }
+
+    hook.wait_for(1, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let got = hook.received();
+    assert_eq!(got.len(), 1, "the run completed more than once");
+    assert_eq!(
+        got[0].json()["images"]["succeeded"],
+        (n - expect_failed) as i64
+    );
+}
+
 /// 20 uploads of 500 rows at once: nothing lost, no "database is locked" anywhere.
 /// Slow (about 10 000 images): run with `cargo test -- --ignored soak`.
 #[tokio::test]
@@ -314,4 +390,5 @@ crate::on_both_backends!(
     sigterm_mid_run_finishes_in_flight_images_and_a_restart_completes,
     retry_reruns_only_the_failed_images,
     cancel_stops_pending_images,
+    group_commit_keeps_the_fan_in_exact,
 );

@@ -325,6 +325,72 @@ async fn killed_mid_request_completes_after_restart_with_one_event(backend: Back
     assert_eq!(hook.received().len(), 1);
 }
 
+/// The output CSV of a big request (written a page of rows at a time) holds exactly
+/// the bytes of the same CSV written whole from the images API's answers: every row,
+/// in order, each with its own error.
+async fn big_output_csv_is_byte_correct(backend: Backend) {
+    let n = 20_000usize;
+    let Some(app) = TestServer::start_on(
+        backend,
+        &[
+            ("MAX_ROWS", "100000"),
+            ("MAX_CSV_BYTES", "104857600"),
+            ("RUST_LOG", "warn"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    // Outside ALLOW_PRIVATE_NETWORKS: each fetch is refused at once, no network.
+    let mut csv = String::from("Serial Number,Product Name,Input Image Urls\n");
+    for i in 0..n {
+        csv += &format!("{i},\"SKU {i}, \"\"big\"\"\",http://10.0.0.1/{i}.jpg\n");
+    }
+    let (code, body) = app.upload(csv.as_bytes(), &[]).await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    let status = app.wait_final(&id, Duration::from_secs(600)).await;
+    assert_eq!(status["status"], "Failed", "{status}");
+    assert_eq!(status["progress"]["failed"], n as i64);
+
+    let images = app.images(&id).await;
+    assert_eq!(images.len(), n);
+    let mut expected = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    expected
+        .write_record([
+            "Serial Number",
+            "Product Name",
+            "Input Image Urls",
+            "Output Image Urls",
+            "Errors",
+        ])
+        .unwrap();
+    for (i, image) in images.iter().enumerate() {
+        assert_eq!(image["row"], i as i64, "{image}");
+        let error = image["error"].as_str().expect("an error");
+        expected
+            .write_record([
+                i.to_string(),
+                format!("SKU {i}, \"big\""),
+                format!("http://10.0.0.1/{i}.jpg"),
+                String::new(),
+                format!("1: {error}"),
+            ])
+            .unwrap();
+    }
+    let expected = expected.into_inner().unwrap();
+    let (code, _, out) = app.get_bytes(status["output_csv"].as_str().unwrap()).await;
+    assert_eq!(code, 200);
+    assert_eq!(out.len(), expected.len());
+    assert!(
+        out == expected,
+        "the output CSV differs from the expected bytes"
+    );
+}
+
 crate::on_both_backends!(
     classic_sample_completes_with_output_csv_and_signed_webhook,
     missing_image_gives_completed_with_errors_and_an_empty_slot,
@@ -332,4 +398,5 @@ crate::on_both_backends!(
     exhausted_retries_fail_the_image_and_the_request,
     formula_cells_come_back_prefixed,
     killed_mid_request_completes_after_restart_with_one_event,
+    big_output_csv_is_byte_correct,
 );

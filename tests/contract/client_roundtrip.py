@@ -25,7 +25,10 @@ from pixbatch_client.api.requests import (
 )
 from pixbatch_client.api.upload import post_upload
 from pixbatch_client.models import (
+    BindingLimit,
     ImagePage,
+    ImageReport,
+    InputFormat,
     PostUploadBody,
     Problem,
     RequestStatus,
@@ -138,6 +141,12 @@ def main() -> None:
         check(isinstance(im.width, int) and im.width > 0, f"{im}")
         # A first upload on a fresh server has nothing to reuse.
         check(im.reused is False and im.reused_from is UNSET, f"reuse fields: {im}")
+        # The typed report: a fixed quality, one encode, nothing else asked.
+        r = im.report
+        check(isinstance(r, ImageReport), f"report: {im}")
+        check(r.input_format == InputFormat.JPEG and r.width == im.width, f"report: {r}")
+        check(r.tries == 1 and r.binding == BindingLimit.QUALITY, f"report: {r}")
+        check(r.target is UNSET and r.score is UNSET and r.max_bytes is UNSET, f"report: {r}")
 
     # 4. The output CSV.
     out = get_requests_request_id_output_csv.sync(request_id=rid, client=client)
@@ -152,6 +161,24 @@ def main() -> None:
         outs = [u for u in row[col].split(",") if u]
         check(len(outs) == len(urls), f"row {serial}: {len(outs)} output URLs for {len(urls)}")
     print("client roundtrip: output CSV has `Output Image Urls` and 3 rows")
+
+    # 4b. Adaptive quality and a byte cap: the report's typed fields say what decided.
+    auto = accepted(
+        client,
+        f"Serial Number,Product Name,Input Image Urls\n1,SKU1,{img}/{PHOTOS[0]}?auto\n",
+        quality="auto:60",
+        max_bytes="30KB",
+    )
+    done = wait_final(client, str(auto.request_id), timeout=120)
+    check(done.status == RequestStatus.COMPLETED, f"auto request: {done}")
+    page = get_requests_request_id_images.sync(request_id=str(auto.request_id), client=client)
+    check(isinstance(page, ImagePage) and len(page.items) == 1, f"auto images: {page}")
+    r = page.items[0].report
+    check(isinstance(r, ImageReport) and r.target == 60 and r.max_bytes == 30000, f"auto report: {r}")
+    check(isinstance(r.score, float) and r.tries >= 1, f"auto report: {r}")
+    check(r.binding in (BindingLimit.TARGET, BindingLimit.MAX_BYTES), f"auto report: {r}")
+    check(r.output_bytes <= 30000 and not r.downscaled, f"over the cap or downscaled: {r}")
+    print(f"client roundtrip: auto:60 + 30KB chose q{r.quality} ({r.binding}, score {r.score:.1f})")
 
     # 5. A bad CSV: 422 parsed as a Problem listing the line.
     bad = upload(client, "Serial Number,Product Name,Input Image Urls\n1,SKU1,not-a-url\n")

@@ -18,7 +18,7 @@ use std::{fmt, path::PathBuf, sync::Arc};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream::BoxStream};
 use object_store::{
-    ObjectStore, ObjectStoreExt, PutPayload,
+    ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart,
     local::LocalFileSystem,
     path::{Path, PathPart},
 };
@@ -135,6 +135,72 @@ impl StoredBlob {
     }
 }
 
+/// Bytes per part of a [`BlobUpload`]: S3's smallest part (all but the last must be
+/// at least 5 MiB), and what one upload holds in memory per part in flight.
+const UPLOAD_PART: usize = 5 * 1024 * 1024;
+
+/// Parts of one [`BlobUpload`] written at once; a writer waits for one to finish
+/// before buffering more, so an upload holds at most this many parts in memory.
+const PARTS_IN_FLIGHT: usize = 2;
+
+/// A blob being written in parts ([`BlobStore::put_parts`]).
+#[derive(Debug)]
+pub struct BlobUpload {
+    upload: WriteMultipart,
+    store: BlobStore,
+    key: BlobKey,
+    path: Path,
+    len: u64,
+}
+
+impl BlobUpload {
+    /// Appends `bytes`, waiting while [`PARTS_IN_FLIGHT`] parts are being written.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), BlobError> {
+        if let Err(e) = self.upload.wait_for_capacity(PARTS_IN_FLIGHT).await {
+            return Err(self.failed(&e));
+        }
+        self.upload.write(bytes);
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Completes the blob: `Ok` with its size once every byte is durable under the
+    /// key. On failure nothing is left under it (an interrupted local write leaves a
+    /// staged file, which [`BlobStore::remove_partials`] removes).
+    pub async fn finish(self) -> Result<u64, BlobError> {
+        let Self {
+            upload,
+            store,
+            key,
+            path,
+            len,
+        } = self;
+        let result = match upload.finish().await {
+            Ok(_) => store.check_size(&path, len).await.map(|()| len),
+            Err(e) => Err(store.fault(&e)),
+        };
+        store.health.record("put", result.as_ref().map(|_| ()));
+        if result.is_err() {
+            store.remove_empty_dir_of(&key).await;
+        }
+        result
+    }
+
+    /// Gives the blob up: nothing is stored under the key (on S3 the parts written so
+    /// far are discarded).
+    pub async fn abort(self) {
+        if let Err(e) = self.upload.abort().await {
+            tracing::warn!(key = %self.key, error = %e, "could not abort a partial upload");
+        }
+    }
+
+    fn failed(&self, e: &object_store::Error) -> BlobError {
+        let e = self.store.fault(e);
+        self.store.health.record("put", Err(&e));
+        e
+    }
+}
+
 /// Where blobs are kept: a local directory or an S3 bucket.
 #[derive(Clone, Debug)]
 pub struct BlobStore {
@@ -209,6 +275,30 @@ impl BlobStore {
         result
     }
 
+    /// Starts writing `key` in parts, for a blob too big to hold in memory (the output
+    /// CSV of a 100,000-row request). The same promise as [`Self::put`] once
+    /// [`BlobUpload::finish`] returns `Ok`: locally the parts go to a staged file that
+    /// is fsynced and renamed into place, on S3 a multipart upload appears whole at
+    /// its completion. Until then readers see the old blob, or none.
+    pub async fn put_parts(&self, key: &BlobKey) -> Result<BlobUpload, BlobError> {
+        let path = self.path(key);
+        let upload = match self.store.put_multipart(&path).await {
+            Ok(u) => u,
+            Err(e) => {
+                let e = self.fault(&e);
+                self.health.record("put", Err(&e));
+                return Err(e);
+            }
+        };
+        Ok(BlobUpload {
+            upload: WriteMultipart::new_with_chunk_size(upload, UPLOAD_PART),
+            store: self.clone(),
+            key: key.clone(),
+            path,
+            len: 0,
+        })
+    }
+
     /// Locally, removes the key's directory if it is empty: a failed first write of a
     /// request (its input CSV on a full disk) leaves no trace. A concurrent writer
     /// that finds the directory gone creates it again.
@@ -224,9 +314,14 @@ impl BlobStore {
             .put(path, PutPayload::from(bytes))
             .await
             .map_err(|e| self.fault(&e))?;
+        self.check_size(path, len).await
+    }
+
+    /// Locally, that the file under `path` holds `len` bytes, else it is removed.
+    /// Belt and braces: the staged file's writes all returned `Ok`, but a file the
+    /// database will call stored must hold every byte.
+    async fn check_size(&self, path: &Path, len: u64) -> Result<(), BlobError> {
         if self.local_root.is_some() {
-            // Belt and braces: the staged file's writes all returned Ok, but a file
-            // the database will call stored must hold every byte.
             let meta = self.store.head(path).await.map_err(|e| self.fault(&e))?;
             if meta.size != len {
                 let _ = self.store.delete(path).await;
