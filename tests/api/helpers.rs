@@ -637,6 +637,13 @@ impl TestServer {
             env.retain(|(ek, _)| ek != k);
             env.push(((*k).to_owned(), (*v).to_owned()));
         }
+        // However quiet a test asks the logs to be, the start lines that name the bound
+        // ports stay: the harness reads them.
+        for (k, v) in &mut env {
+            if k == "RUST_LOG" {
+                v.push_str(",pixbatch::app=info,pixbatch::board=info");
+            }
+        }
         let mut server = Self {
             base: String::new(),
             dir,
