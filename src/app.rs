@@ -55,20 +55,20 @@ pub struct App {
 
 /// Opens the database (applying migrations) and the blob store.
 pub async fn open_storage(settings: &Settings) -> anyhow::Result<(Db, BlobStore)> {
-    let db = Db::connect(&settings.raw.database_url).await?;
+    let db = Db::connect(settings.storage.database_url.expose()).await?;
     db.migrate().await?;
-    let blobs = BlobStore::open(&settings.storage).await?;
-    tracing::info!(store = %settings.storage, "blob store");
+    let blobs = BlobStore::open(&settings.storage.blobs).await?;
+    tracing::info!(store = %settings.storage.blobs, "blob store");
     Ok((db, blobs))
 }
 
 /// The outbound client as configured.
 pub fn fetcher(settings: &Settings) -> anyhow::Result<Fetcher> {
     Ok(Fetcher::new(FetchConfig {
-        allow: settings.allow_private.clone(),
-        connect_timeout: Duration::from_secs(5).min(settings.raw.fetch_timeout),
-        timeout: settings.raw.fetch_timeout,
-        max_bytes: settings.raw.max_image_bytes,
+        allow: settings.fetch.allow_private.clone(),
+        connect_timeout: Duration::from_secs(5).min(settings.fetch.timeout),
+        timeout: settings.fetch.timeout,
+        max_bytes: settings.limits.image.max_input_bytes,
         per_host_limit: 8,
         user_agent: format!("pixbatch/{}", env!("CARGO_PKG_VERSION")),
     })?)
@@ -78,8 +78,8 @@ impl App {
     /// Binds the listener (`BIND`, or `HEALTH_BIND` for a worker) and prepares every part.
     pub async fn build(mut settings: Settings, role: Role) -> anyhow::Result<Self> {
         let bind = match role {
-            Role::Serve | Role::Api => settings.raw.bind,
-            Role::Worker => settings.raw.health_bind,
+            Role::Serve | Role::Api => settings.server.bind,
+            Role::Worker => settings.server.health_bind,
         };
         let acceptor = TcpListener::bind(bind).into_acceptor().await?;
         let addr = acceptor
@@ -88,21 +88,21 @@ impl App {
             .and_then(|a| a.as_socket_addr().copied())
             .ok_or_else(|| anyhow::anyhow!("listener has no TCP address"))?;
         // The dashboard watches the workers: `serve` and `worker` have it, `api` not.
-        let board = match settings.raw.board_bind.addr() {
+        let board = match settings.server.board_bind.addr() {
             Some(addr) if role != Role::Api => Some(BoardListener::bind(addr).await?),
             _ => None,
         };
         match role {
-            Role::Serve | Role::Api if settings.raw.public_base_url.is_none() => {
+            Role::Serve | Role::Api if !settings.server.public_base_url_given => {
                 settings.public_base_url = format!("http://{addr}");
             }
-            Role::Worker if settings.raw.public_base_url.is_none() => tracing::warn!(
+            Role::Worker if !settings.server.public_base_url_given => tracing::warn!(
                 base = %settings.public_base_url,
                 "PUBLIC_BASE_URL is not set: output URLs will point at BIND; set it to the API's address"
             ),
             _ => {}
         }
-        if settings.webhook_keys.is_empty() {
+        if settings.webhook.keys.is_empty() {
             tracing::warn!("WEBHOOK_SECRET is not set: webhooks will be sent unsigned");
         }
         let (db, blobs) = open_storage(&settings).await?;
@@ -112,7 +112,7 @@ impl App {
             db: db.clone(),
             blobs: blobs.clone(),
             fetcher: fetcher(&settings)?,
-            cpu: TransformPool::new(settings.cpu_threads)?,
+            cpu: TransformPool::new(settings.jobs.cpu_threads)?,
             settings: settings.clone(),
             outcomes: Outcomes::start(db.clone()),
         });
@@ -151,7 +151,7 @@ impl App {
             tracing::info!("shutdown requested: finishing in-flight work");
             let _ = stop_tx.send(true);
         });
-        let timeout = self.state.settings.raw.shutdown_timeout;
+        let timeout = self.state.settings.jobs.shutdown_timeout;
         let role = self.role;
         tracing::info!(role = role.as_str(), addr = %self.addr, base = %self.state.settings.public_base_url, "listening");
         let server = Server::new_with_acceptor(self.acceptor);
@@ -159,7 +159,11 @@ impl App {
         let board_jobs = self.jobs.clone();
         let boarded = async move {
             match self.board {
-                Some(listener) => listener.serve(jobs::board(&board_jobs), board_stop).await,
+                Some(listener) => {
+                    listener
+                        .serve(crate::board::for_jobs(&board_jobs), board_stop)
+                        .await
+                }
                 None => Ok(()),
             }
         };

@@ -8,10 +8,12 @@
 //! shutdown as the API. The dashboard is read-only: it answers `GET` and `HEAD` only,
 //! so nobody who can reach it can push jobs through the API's `PUT` route.
 //!
-//! Queues are registered with [`BoardBuilder::queue`], generic over the apalis backend
-//! (SQLite today; a PostgreSQL storage registers the same way). The cross-queue routes
-//! (`/queues`, `/tasks`, `/workers`, `/overview`) are answered by the first registered
-//! storage; apalis' SQL storages keep every queue in one table, so they list all of them.
+//! [`for_jobs`] registers the three job queues (images, completions, deliveries) with
+//! [`BoardBuilder::queue`], generic over the apalis backend, SQLite or PostgreSQL
+//! alike, through storages of the same database the workers use. The cross-queue
+//! routes (`/queues`, `/tasks`, `/workers`, `/overview`) are answered by the first
+//! registered storage; apalis' SQL storages keep every queue in one table, so they
+//! list all of them.
 //!
 //! The UI shows "Healthy" while its log stream (`/api/v1/events`) is open; that stream
 //! is fed by [`log_layer`], installed next to the usual log output by
@@ -39,6 +41,8 @@ use poem::{
 use tower::ServiceExt;
 use tracing_subscriber::{Layer, registry::LookupSpan};
 
+use crate::jobs::{CompleteJob, DeliverJob, ImageJob, Job, JobContext, Queue, queue};
+
 /// Where the dashboard listens: an address, or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BoardBind(Option<SocketAddr>);
@@ -61,6 +65,21 @@ impl FromStr for BoardBind {
         s.parse()
             .map(|a| Self(Some(a)))
             .map_err(|e| format!("{e}: expected HOST:PORT (e.g. 127.0.0.1:8081) or `off`"))
+    }
+}
+
+/// The dashboard over every queue of this service: images first, as the first queue
+/// also answers the cross-queue routes.
+pub fn for_jobs(ctx: &JobContext) -> Board {
+    let builder = add::<ImageJob>(BoardBuilder::new(), ctx);
+    let builder = add::<CompleteJob>(builder, ctx);
+    add::<DeliverJob>(builder, ctx).build()
+}
+
+fn add<J: Job + Unpin>(builder: BoardBuilder, ctx: &JobContext) -> BoardBuilder {
+    match queue::<J>(&ctx.db, &ctx.settings, 1) {
+        Queue::Sqlite(storage) => builder.queue(J::QUEUE, storage),
+        Queue::Postgres(storage) => builder.queue(J::QUEUE, storage),
     }
 }
 

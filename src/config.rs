@@ -1,7 +1,7 @@
 //! Command line and configuration: every option is a flag and an environment variable
 //! (the flag wins), parsed and validated once at start.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{convert::Infallible, fmt, net::SocketAddr, str::FromStr, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -62,7 +62,7 @@ pub struct ServerConfig {
     /// (shared by any number of `api` and `worker` processes). Picks the job queue's
     /// backend and our tables.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://pixbatch.db")]
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
 
     /// Address the HTTP API listens on.
     #[arg(long, env = "BIND", default_value = "127.0.0.1:8080")]
@@ -99,7 +99,7 @@ pub struct ServerConfig {
 
     /// Secret key for `s3://` storage, with `AWS_ACCESS_KEY_ID`.
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
-    pub aws_secret_access_key: Option<String>,
+    pub aws_secret_access_key: Option<Secret>,
 
     /// Region of the `s3://` bucket; `us-east-1` when unset.
     #[arg(long, env = "AWS_REGION")]
@@ -186,7 +186,7 @@ pub struct ServerConfig {
 
     /// Signing secret(s), `whsec_<base64>`, space-separated for rotation. Unset: unsigned.
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<Secret>,
 
     /// Delays between webhook delivery tries.
     #[arg(
@@ -198,7 +198,7 @@ pub struct ServerConfig {
 
     /// When set, every endpoint but health, docs and `/files` needs `Authorization: Bearer <token>`.
     #[arg(long, env = "API_TOKEN", hide_env_values = true)]
-    pub api_token: Option<String>,
+    pub api_token: Option<Secret>,
 
     /// How often workers report they are alive; jobs of a worker silent for two
     /// intervals are taken up by another one.
@@ -218,27 +218,199 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
 }
 
-/// Options validated into their working types.
+/// Options validated into their working types, in groups: each part of the service
+/// takes the group it needs, and nothing reaches back to the raw options.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The raw options.
-    pub raw: ServerConfig,
+    /// Listeners and access.
+    pub server: ServerSettings,
     /// Prefix of handed-out URLs, without a trailing slash.
     pub public_base_url: String,
-    /// Where blobs are stored.
-    pub storage: StorageConfig,
-    /// Networks opened despite the deny table.
+    /// What a request gets when its upload does not say.
+    pub defaults: RequestDefaults,
+    /// The database and the blob store.
+    pub storage: StorageSettings,
+    /// Sizes of uploads and images.
+    pub limits: LimitSettings,
+    /// Downloads.
+    pub fetch: FetchSettings,
+    /// Completion webhooks.
+    pub webhook: WebhookSettings,
+    /// Workers and their queues.
+    pub jobs: JobSettings,
+    /// Default quality of a request (kept beside the groups: the image job reads it).
+    pub default_quality: Quality,
+}
+
+/// Where the process listens, and who may call it.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// `BIND`: the HTTP API.
+    pub bind: SocketAddr,
+    /// `HEALTH_BIND`: a worker's health and metrics.
+    pub health_bind: SocketAddr,
+    /// `BOARD_BIND`: the dashboard, or off.
+    pub board_bind: crate::board::BoardBind,
+    /// Whether `PUBLIC_BASE_URL` was given (otherwise the base follows the bound port).
+    pub public_base_url_given: bool,
+    /// `API_TOKEN`: the bearer token every non-public endpoint needs.
+    pub api_token: Option<Secret>,
+}
+
+/// What a request gets when its upload does not say.
+#[derive(Debug, Clone)]
+pub struct RequestDefaults {
+    /// `MAX_OUTPUT_BYTES`.
+    pub max_output_bytes: Option<crate::imaging::MaxBytes>,
+    /// `REUSE`.
+    pub reuse: bool,
+}
+
+/// The database and the blob store.
+#[derive(Debug, Clone)]
+pub struct StorageSettings {
+    /// `DATABASE_URL`.
+    pub database_url: DatabaseUrl,
+    /// `STORAGE_URL` with the S3 settings.
+    pub blobs: StorageConfig,
+}
+
+/// Sizes of uploads and images.
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    /// `MAX_CSV_BYTES`.
+    pub max_csv_bytes: u64,
+    /// `MAX_ROWS`.
+    pub max_rows: usize,
+    /// `MAX_URLS_PER_ROW`.
+    pub max_urls_per_row: usize,
+    /// The per-image limits: `MAX_IMAGE_*` and `IMAGE_TIME_*`.
+    pub image: imaging::Limits,
+}
+
+/// Downloads: time limit, tries and the networks they may reach.
+#[derive(Debug, Clone)]
+pub struct FetchSettings {
+    /// `FETCH_TIMEOUT`.
+    pub timeout: Duration,
+    /// `FETCH_ATTEMPTS`.
+    pub attempts: u32,
+    /// `FETCH_BACKOFF_BASE`.
+    pub backoff_base: Duration,
+    /// `FETCH_BACKOFF_CAP`.
+    pub backoff_cap: Duration,
+    /// `ALLOW_PRIVATE_NETWORKS`: networks opened despite the deny table.
     pub allow_private: Vec<ipnet::IpNet>,
-    /// Parsed webhook retry delays.
-    pub webhook_schedule: Vec<Duration>,
-    /// Parsed webhook signing keys (raw bytes).
-    pub webhook_keys: Vec<Vec<u8>>,
+}
+
+/// Completion webhooks.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// `WEBHOOK_URL`: used when a request gives none.
+    pub default_url: Option<String>,
+    /// `WEBHOOK_SECRET`, parsed.
+    pub keys: WebhookKeys,
+    /// `WEBHOOK_RETRY_SCHEDULE`, parsed.
+    pub schedule: Vec<Duration>,
+}
+
+/// Workers and their queues.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
     /// Image jobs in flight per worker.
     pub worker_concurrency: usize,
     /// Threads for CPU work.
     pub cpu_threads: usize,
-    /// Default quality of a request.
-    pub default_quality: Quality,
+    /// `JOB_HEARTBEAT`.
+    pub heartbeat: Duration,
+    /// `JOB_POLL_INTERVAL`.
+    pub poll_interval: Duration,
+    /// `SHUTDOWN_TIMEOUT`.
+    pub shutdown_timeout: Duration,
+}
+
+/// The webhook signing keys (raw bytes); `Debug` shows only how many there are.
+#[derive(Clone, Default)]
+pub struct WebhookKeys(Vec<Vec<u8>>);
+
+impl std::ops::Deref for WebhookKeys {
+    type Target = [Vec<u8>];
+
+    fn deref(&self) -> &[Vec<u8>] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for WebhookKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} key(s)", self.0.len())
+    }
+}
+
+/// A secret option (a token, a signing secret, a key), shown as `<redacted>` by
+/// `Debug`, so that logging a configuration cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Secret {
+    type Err = Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Infallible> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// `DATABASE_URL`, whose `Debug` shows the URL with its password replaced.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(Secret);
+
+impl DatabaseUrl {
+    /// The URL itself, password included, for connecting.
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Infallible> {
+        Ok(Self(s.into()))
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match url::Url::parse(self.expose()) {
+            Ok(mut url) if url.password().is_some() => {
+                // Only fails for URLs that cannot have a password, which this one has.
+                let _ = url.set_password(Some("redacted"));
+                write!(f, "{:?}", url.as_str())
+            }
+            Ok(_) => write!(f, "{:?}", self.expose()),
+            // Unparsable: nothing tells where a password would be.
+            Err(_) => f.write_str("<unparsable URL>"),
+        }
+    }
 }
 
 /// A configuration value that cannot be used.
@@ -263,13 +435,19 @@ impl ServerConfig {
     pub fn validate(mut self) -> Result<Settings, ConfigError> {
         // An empty variable means unset (a common way to clear one in a shell or unit file).
         for opt in [
-            &mut self.webhook_url,
             &mut self.webhook_secret,
             &mut self.api_token,
+            &mut self.aws_secret_access_key,
+        ] {
+            if opt.as_ref().is_some_and(|s| s.expose().trim().is_empty()) {
+                *opt = None;
+            }
+        }
+        for opt in [
+            &mut self.webhook_url,
             &mut self.public_base_url,
             &mut self.s3_endpoint,
             &mut self.aws_access_key_id,
-            &mut self.aws_secret_access_key,
             &mut self.aws_region,
         ] {
             if opt.as_deref().is_some_and(|s| s.trim().is_empty()) {
@@ -290,9 +468,11 @@ impl ServerConfig {
         let webhook_schedule = parse_schedule(&self.webhook_retry_schedule)
             .map_err(|e| ConfigError::new("WEBHOOK_RETRY_SCHEDULE", e))?;
         let webhook_keys = match &self.webhook_secret {
-            Some(s) => crate::webhook::parse_secrets(s)
-                .map_err(|e| ConfigError::new("WEBHOOK_SECRET", e))?,
-            None => Vec::new(),
+            Some(s) => WebhookKeys(
+                crate::webhook::parse_secrets(s.expose())
+                    .map_err(|e| ConfigError::new("WEBHOOK_SECRET", e))?,
+            ),
+            None => WebhookKeys::default(),
         };
         if let Some(url) = &self.webhook_url {
             crate::csv::ImageUrl::parse(url).map_err(|e| ConfigError::new("WEBHOOK_URL", e))?;
@@ -301,29 +481,62 @@ impl ServerConfig {
             .map(|n| n.get())
             .unwrap_or(1);
         let worker_concurrency = self.worker_concurrency.unwrap_or(cores * 4).max(1);
-        if crate::store::Backend::of_url(&self.database_url).is_none() {
+        if crate::store::Backend::of_url(self.database_url.expose()).is_none() {
             return Err(ConfigError::new(
                 "DATABASE_URL",
                 "expected sqlite://FILE or postgres://USER@HOST/DATABASE",
             ));
         }
         Ok(Settings {
-            default_quality: self.jpeg_quality,
-            raw: self,
+            server: ServerSettings {
+                bind: self.bind,
+                health_bind: self.health_bind,
+                board_bind: self.board_bind,
+                public_base_url_given: self.public_base_url.is_some(),
+                api_token: self.api_token.clone(),
+            },
             public_base_url,
-            storage,
-            allow_private,
-            webhook_schedule,
-            webhook_keys,
-            worker_concurrency,
-            cpu_threads: cores,
+            defaults: RequestDefaults {
+                max_output_bytes: self.max_output_bytes,
+                reuse: self.reuse,
+            },
+            storage: StorageSettings {
+                database_url: self.database_url.clone(),
+                blobs: storage,
+            },
+            limits: LimitSettings {
+                max_csv_bytes: self.max_csv_bytes,
+                max_rows: self.max_rows,
+                max_urls_per_row: self.max_urls_per_row,
+                image: self.image_limits(),
+            },
+            fetch: FetchSettings {
+                timeout: self.fetch_timeout,
+                attempts: self.fetch_attempts,
+                backoff_base: self.fetch_backoff_base,
+                backoff_cap: self.fetch_backoff_cap,
+                allow_private,
+            },
+            webhook: WebhookSettings {
+                default_url: self.webhook_url.clone(),
+                keys: webhook_keys,
+                schedule: webhook_schedule,
+            },
+            jobs: JobSettings {
+                worker_concurrency,
+                cpu_threads: cores,
+                heartbeat: self.job_heartbeat,
+                poll_interval: self.job_poll_interval,
+                shutdown_timeout: self.shutdown_timeout,
+            },
+            default_quality: self.jpeg_quality,
         })
     }
 }
 
 impl ServerConfig {
     /// The per-image limits: `MAX_IMAGE_*` and `IMAGE_TIME_*`.
-    pub fn image_limits(&self) -> imaging::Limits {
+    fn image_limits(&self) -> imaging::Limits {
         imaging::Limits {
             max_pixels: self.max_image_pixels,
             max_input_bytes: self.max_image_bytes,
@@ -350,7 +563,7 @@ impl ServerConfig {
             s3.credentials = match (&self.aws_access_key_id, &self.aws_secret_access_key) {
                 (Some(id), Some(secret)) => Some(S3Credentials {
                     access_key_id: id.clone(),
-                    secret_access_key: secret.clone(),
+                    secret_access_key: secret.expose().to_owned(),
                 }),
                 (None, None) => None,
                 (Some(_), None) => {
@@ -389,6 +602,50 @@ pub fn parse_schedule(s: &str) -> Result<Vec<Duration>, String> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn debug_output_redacts_every_secret() {
+        let secrets = [
+            "tok-3f9a1c",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "s3-secret-77d2",
+            "db-pass-51e0",
+        ];
+        let cfg = configured(|c| {
+            c.api_token = Some(secrets[0].into());
+            c.webhook_secret = Some(secrets[1].into());
+            c.storage_url = "s3://bucket".into();
+            c.aws_access_key_id = Some("AKID".into());
+            c.aws_secret_access_key = Some(secrets[3].into());
+            c.database_url = "postgres://pix:db-pass-51e0@127.0.0.1/pixbatch"
+                .parse()
+                .unwrap();
+        });
+        let raw = format!("{cfg:?}");
+        let s = cfg.validate().unwrap();
+        let db = crate::store::Db::lazy(s.storage.database_url.expose()).unwrap();
+        let cli =
+            Cli::try_parse_from(["pixbatch", "submit", "in.csv", "--token", secrets[0]]).unwrap();
+        for (what, text) in [
+            ("ServerConfig", raw),
+            ("Settings", format!("{s:?}")),
+            ("Settings (pretty)", format!("{s:#?}")),
+            ("Db", format!("{db:?}")),
+            ("Cli", format!("{cli:?}")),
+        ] {
+            for secret in secrets {
+                assert!(!text.contains(secret), "{what} shows {secret}: {text}");
+            }
+        }
+        // What is not secret stays visible.
+        let text = format!("{s:?}");
+        assert!(
+            text.contains("AKID") && text.contains("127.0.0.1/pixbatch"),
+            "{text}"
+        );
+        assert!(text.contains("keys: 1 key(s)"), "{text}");
+    }
+
     #[test]
     fn schedule_parses_and_rejects_garbage() {
         assert_eq!(
@@ -411,11 +668,11 @@ mod tests {
         };
         let s = cfg.validate().unwrap();
         assert_eq!(s.public_base_url, "http://127.0.0.1:8080");
-        assert_eq!(s.webhook_schedule.len(), 7);
-        assert!(s.allow_private.is_empty());
-        assert_eq!(s.storage, StorageConfig::Local("uploads".into()));
+        assert_eq!(s.webhook.schedule.len(), 7);
+        assert!(s.fetch.allow_private.is_empty());
+        assert_eq!(s.storage.blobs, StorageConfig::Local("uploads".into()));
         // The image limits' defaults are imaging's own.
-        let limits = s.raw.image_limits();
+        let limits = s.limits.image;
         let defaults = imaging::Limits::default();
         assert_eq!(limits.max_scans, defaults.max_scans);
         assert_eq!(limits.time, defaults.time);
@@ -428,6 +685,11 @@ mod tests {
     /// Validates the defaults with some options changed (set here rather than as flags,
     /// so that variables of the test's own environment do not leak in).
     fn validate_with(change: impl FnOnce(&mut ServerConfig)) -> Result<Settings, ConfigError> {
+        configured(change).validate()
+    }
+
+    /// The defaults with some options changed, not validated yet.
+    fn configured(change: impl FnOnce(&mut ServerConfig)) -> ServerConfig {
         let cli = Cli::try_parse_from(["pixbatch", "serve"]).unwrap();
         let Some(Command::Serve(mut cfg)) = cli.command else {
             panic!("serve expected")
@@ -437,13 +699,16 @@ mod tests {
         cfg.aws_secret_access_key = None;
         cfg.aws_region = None;
         change(&mut cfg);
-        cfg.validate()
+        cfg
     }
 
     #[test]
     fn storage_url_picks_the_backend() {
         let s = validate_with(|c| c.storage_url = "file:///srv/pixbatch".into()).unwrap();
-        assert_eq!(s.storage, StorageConfig::Local("/srv/pixbatch".into()));
+        assert_eq!(
+            s.storage.blobs,
+            StorageConfig::Local("/srv/pixbatch".into())
+        );
         let s = validate_with(|c| {
             c.storage_url = "s3://pixbatch-prod/outputs/".into();
             c.s3_endpoint = Some("http://127.0.0.1:9000/".into());
@@ -452,7 +717,7 @@ mod tests {
             c.aws_region = Some("eu-west-1".into());
         })
         .unwrap();
-        let StorageConfig::S3(s3) = &s.storage else {
+        let StorageConfig::S3(s3) = &s.storage.blobs else {
             panic!("s3 expected: {:?}", s.storage)
         };
         assert_eq!(s3.bucket, "pixbatch-prod");
@@ -471,7 +736,7 @@ mod tests {
             c.aws_access_key_id = Some(" ".into());
         })
         .unwrap();
-        let StorageConfig::S3(s3) = &s.storage else {
+        let StorageConfig::S3(s3) = &s.storage.blobs else {
             panic!("s3 expected")
         };
         assert!(s3.endpoint.is_none() && s3.credentials.is_none() && s3.prefix.is_empty());
@@ -534,7 +799,7 @@ mod tests {
         };
         assert_eq!(cfg.aws_region.as_deref(), Some("eu-west-1"));
         assert!(matches!(
-            cfg.validate().unwrap().storage,
+            cfg.validate().unwrap().storage.blobs,
             StorageConfig::S3(_)
         ));
     }

@@ -2,15 +2,20 @@
 //! `Output Image Urls` column, and a signed webhook out.
 //!
 //! Layout, from the edge inwards:
-//! - [`config`]: every option as a flag and an env var, validated once.
+//! - [`config`]: every option as a flag and an env var, validated once; secrets are
+//!   redacted in `Debug`.
 //! - [`api`]: the HTTP surface (poem-openapi); `api::error` maps every error to problem+json.
+//! - [`board`]: the worker monitoring dashboard (apalis-board) over the three job
+//!   queues, on its own listener.
+//! - [`cli`]: the client-side commands (`submit`, `convert`).
 //! - [`csv`]: parses uploads into typed rows (every problem listed) and writes the output CSV.
 //! - [`jobs`]: durable per-image, completion and webhook-delivery jobs on apalis.
 //! - [`fetch`]: the one outbound HTTP client, with the address guard inside it.
 //! - [`imaging`]: the pure, synchronous image transform.
 //! - [`webhook`]: Standard Webhooks payload and signatures.
 //! - [`store`]: all SQL and the blob store.
-//! - [`board`]: the worker monitoring dashboard (apalis-board) on its own listener.
+//! - [`domain`]: typed identifiers and states shared by the modules above.
+//! - [`telemetry`]: logs and Prometheus metrics.
 //! - [`app`]: wires everything together and runs it.
 //!
 //! `unsafe` code is denied everywhere but in `imaging::libjpeg`, the safe wrapper

@@ -23,11 +23,12 @@ use poem::{
     middleware::Tracing,
 };
 use poem_openapi::{OpenApiService, Tags};
+use subtle::ConstantTimeEq;
 
 pub use error::{ApiError, Problem, ProblemResponse};
 
 use crate::{
-    config::Settings,
+    config::{Secret, Settings},
     domain::RequestId,
     store::{BlobStore, Db, RequestRecord},
 };
@@ -141,8 +142,8 @@ pub fn openapi_document() -> anyhow::Result<String> {
     let cli = crate::config::Cli::try_parse_from(["pixbatch"])?;
     let settings = cli.serve.validate()?;
     let state = Arc::new(AppState {
-        db: Db::lazy(&settings.raw.database_url)?,
-        blobs: BlobStore::new(&settings.storage)?,
+        db: Db::lazy(settings.storage.database_url.expose())?,
+        blobs: BlobStore::new(&settings.storage.blobs)?,
         settings,
     });
     Ok(spec::tidy(&service(state, "http://127.0.0.1:8080").spec()))
@@ -159,15 +160,15 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
             .content_type("application/json")
             .body(document.clone())
     });
-    let token = state.settings.raw.api_token.clone().map(Arc::new);
-    let max_csv = state.settings.raw.max_csv_bytes;
+    let token = state.settings.server.api_token.clone().map(Arc::new);
+    let max_csv = state.settings.limits.max_csv_bytes;
     Route::new()
         .nest("/docs", ui)
         .at("/openapi.json", spec)
         .nest("/", api)
         .around(move |ep, req| {
             let token = token.clone();
-            async move { guard(ep, req, token.as_deref().map(String::as_str), max_csv).await }
+            async move { guard(ep, req, token.as_deref().map(Secret::expose), max_csv).await }
         })
         .around(move |ep, req| metrics::track(ep, req, labels.clone()))
         .with(Tracing)
@@ -214,7 +215,8 @@ async fn guard<E: Endpoint>(
             .get(poem::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+        // Compared without an early exit, so timing does not reveal a prefix.
+        if !given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(token.as_bytes()))) {
             return Ok(error::api_error_response(ApiError::Unauthorized));
         }
     }
@@ -255,9 +257,4 @@ async fn guard<E: Endpoint>(
         }));
     }
     Ok(result?.into_response())
-}
-
-/// Compares secrets without an early exit, so timing does not reveal a prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

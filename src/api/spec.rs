@@ -28,8 +28,12 @@ pub fn tidy(spec: &str) -> String {
     serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_owned())
 }
 
-/// A JSON value whose objects keep their key order (`serde_json::Value` sorts them
-/// without the `preserve_order` feature).
+/// A JSON value whose objects keep their key order and repeated keys.
+///
+/// Not `serde_json::Value` with `preserve_order`: that feature is global to the build
+/// and changes poem-openapi's own output (its examples come out in field order instead
+/// of sorted), and a map keeps one of repeated keys, while poem-openapi writes one
+/// `"200"` per response variant (`/files/{request_id}/{name}` has two).
 #[derive(Debug, Clone, PartialEq)]
 enum Node {
     Null,

@@ -99,7 +99,7 @@ impl UploadApi {
     #[oai(path = "/upload", method = "post")]
     async fn upload(&self, form: UploadForm) -> Result<UploadResponse, ProblemResponse> {
         let s = &self.0.settings;
-        let max = s.raw.max_csv_bytes;
+        let max = s.limits.max_csv_bytes;
         if form.file.size() as u64 > max {
             return Err(ApiError::TooLarge { limit: max }.into());
         }
@@ -110,7 +110,7 @@ impl UploadApi {
             }
         };
         let max_bytes = match form.max_bytes.as_deref().map(str::trim) {
-            None | Some("") => s.raw.max_output_bytes,
+            None | Some("") => s.defaults.max_output_bytes,
             Some(m) => Some(
                 MaxBytes::parse(m)
                     .map_err(|e| ApiError::InvalidField(format!("max_bytes: {e}")))?,
@@ -131,8 +131,8 @@ impl UploadApi {
             .await
             .map_err(|e| ApiError::BadRequest(format!("could not read the file: {e}")))?;
         let limits = CsvLimits {
-            max_rows: s.raw.max_rows,
-            max_urls_per_row: s.raw.max_urls_per_row,
+            max_rows: s.limits.max_rows,
+            max_urls_per_row: s.limits.max_urls_per_row,
         };
         // Parsing 100k rows is CPU work: keep it off the async threads.
         let (bytes, parsed) = tokio::task::spawn_blocking(move || {
@@ -174,7 +174,7 @@ impl UploadApi {
             header: parsed.header.clone(),
             urls_column: parsed.urls_column,
             input_key: input_key.as_str().to_owned(),
-            reuse: form.reuse.unwrap_or(s.raw.reuse),
+            reuse: form.reuse.unwrap_or(s.defaults.reuse),
         };
         let product_rows: Vec<NewProduct<'_>> = parsed
             .rows

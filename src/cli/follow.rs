@@ -5,14 +5,13 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use futures::StreamExt;
+use bytes::Bytes;
+use eventsource_stream::{EventStreamError, Eventsource};
+use futures::{Stream, StreamExt};
 use indicatif::ProgressBar;
 use uuid::Uuid;
 
-use super::{
-    client::{Client, Progress, ok_or_problem},
-    sse::SseParser,
-};
+use super::client::{Client, Progress, ok_or_problem};
 
 /// The server sends a keep-alive comment every 15 s; this much silence means the
 /// stream is dead.
@@ -53,24 +52,39 @@ async fn stream(client: &Client, id: Uuid, bar: &ProgressBar) -> anyhow::Result<
         .send()
         .await
         .context("connect")?;
-    let mut body = ok_or_problem(resp).await?.bytes_stream();
-    let mut parser = SseParser::default();
-    loop {
-        let chunk = match tokio::time::timeout(STREAM_SILENCE, body.next()).await {
-            Err(_) => anyhow::bail!("no data for {}s", STREAM_SILENCE.as_secs()),
-            Ok(None) => return Ok(None),
-            Ok(Some(chunk)) => chunk.context("read")?,
+    let body = ok_or_problem(resp).await?.bytes_stream();
+    let mut events = std::pin::pin!(until_silent(body).eventsource());
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(event) => event,
+            Err(EventStreamError::Transport(e)) => return Err(e),
+            Err(e) => return Err(e).context("read"),
         };
-        for event in parser.push(&chunk) {
-            let Ok(p) = serde_json::from_str::<Progress>(&event.data) else {
-                continue;
-            };
-            show(bar, &p);
-            if event.kind == "status" {
-                return Ok(Some(p));
-            }
+        let Ok(p) = serde_json::from_str::<Progress>(&event.data) else {
+            continue;
+        };
+        show(bar, &p);
+        if event.event == "status" {
+            return Ok(Some(p));
         }
     }
+    Ok(None)
+}
+
+/// The body's chunks, ending in an error after [`STREAM_SILENCE`] without one. Timed
+/// on chunks rather than events: keep-alive comments arrive as chunks, though no
+/// event comes of them.
+fn until_silent(
+    body: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+) -> impl Stream<Item = anyhow::Result<Bytes>> {
+    futures::stream::unfold(Box::pin(body), |mut body| async move {
+        let chunk = match tokio::time::timeout(STREAM_SILENCE, body.next()).await {
+            Err(_) => Err(anyhow::anyhow!("no data for {}s", STREAM_SILENCE.as_secs())),
+            Ok(None) => return None,
+            Ok(Some(chunk)) => chunk.context("read"),
+        };
+        Some((chunk, body))
+    })
 }
 
 /// Polls `/status/{id}` every second until the request is final.

@@ -3,5 +3,4 @@
 mod client;
 pub mod convert;
 mod follow;
-mod sse;
 pub mod submit;

@@ -41,7 +41,7 @@ pub struct SubmitArgs {
     pub server: String,
     /// Bearer token, for a server with `API_TOKEN` set.
     #[arg(long, env = "API_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    pub token: Option<crate::config::Secret>,
     /// Webhook to call when the request finishes.
     #[arg(long)]
     pub webhook_url: Option<String>,
@@ -60,7 +60,10 @@ pub struct SubmitArgs {
 
 /// Runs the command; the exit code says how it went (see the module docs).
 pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
-    let client = Client::new(&args.server, args.token.clone())?;
+    let client = Client::new(
+        &args.server,
+        args.token.as_ref().map(|t| t.expose().to_owned()),
+    )?;
     let accepted = match upload(&client, &args).await? {
         Ok(accepted) => accepted,
         Err(problem) => {

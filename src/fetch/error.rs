@@ -178,32 +178,11 @@ pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
     } else {
         let at = humantime::parse_rfc3339_weak(value)
             .ok()
-            .or_else(|| httpdate(value))?;
+            .or_else(|| httpdate::parse_http_date(value).ok())?;
         at.duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO)
     };
     Some(d.min(MAX_RETRY_AFTER))
-}
-
-/// IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the only date form
-/// RFC 9110 requires senders to use.
-fn httpdate(value: &str) -> Option<SystemTime> {
-    // "Sun, 06 Nov 1994 08:49:37 GMT" -> "1994-11-06T08:49:37Z"
-    let rest = value.split_once(", ")?.1;
-    let mut it = rest.split(' ');
-    let day = it.next()?;
-    let month = it.next()?;
-    let year = it.next()?;
-    let time = it.next()?;
-    if it.next()? != "GMT" || it.next().is_some() {
-        return None;
-    }
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let m = MONTHS.iter().position(|x| *x == month)? + 1;
-    let s = format!("{year}-{m:02}-{day}T{time}Z");
-    humantime::parse_rfc3339(&s).ok()
 }
 
 /// Display helper used in tracing fields.
@@ -319,6 +298,10 @@ mod tests {
         let text = humantime::format_rfc3339_seconds(future).to_string();
         let d = parse_retry_after(&text).expect("rfc3339 date");
         assert!(d > Duration::from_secs(3500) && d <= Duration::from_secs(3600));
+        let text = httpdate::fmt_http_date(future);
+        let d = parse_retry_after(&text).expect("HTTP date");
+        assert!(d > Duration::from_secs(3500) && d <= Duration::from_secs(3600));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 UTC"), None);
         assert_eq!(parse_retry_after("soon"), None);
         assert_eq!(parse_retry_after("-3"), None);
     }

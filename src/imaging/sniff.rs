@@ -3,6 +3,10 @@
 //! These parsers look at a few bytes of each header so that limits can be
 //! enforced before any decoder allocates; they never panic on short input.
 
+use std::io::Cursor;
+
+use image::{ImageDecoder, codecs::bmp::BmpDecoder};
+
 use super::{Format, ImagingError, jpeg};
 
 /// Identifies the format from magic bytes; `None` for anything unsupported.
@@ -39,21 +43,35 @@ fn is_bmp(bytes: &[u8]) -> bool {
 /// Header-only dimensions (before orientation).
 ///
 /// Reads the frame header of the format without decoding pixel data, so that
-/// [`Limits::max_pixels`](super::Limits) can be checked first. A missing or
-/// truncated header, or a zero dimension, is an [`ImagingError::Decode`].
+/// [`Limits::max_pixels`](super::Limits) can be checked first: our own JPEG marker
+/// walk, `imagesize` for PNG, GIF, WebP and TIFF, and `image`'s BMP decoder (which
+/// reads the header and palette only until asked for pixels). A missing or truncated
+/// header, or a zero dimension, is an [`ImagingError::Decode`].
 pub fn dimensions(bytes: &[u8], format: Format) -> Result<(u32, u32), ImagingError> {
+    let sized = |kind: imagesize::ImageType| {
+        if imagesize::image_type(bytes).ok() != Some(kind) {
+            return Err(format!("not a {format:?} header"));
+        }
+        let size = imagesize::blob_size(bytes).map_err(|e| format!("unreadable header: {e}"))?;
+        match (u32::try_from(size.width), u32::try_from(size.height)) {
+            (Ok(w), Ok(h)) => Ok((w, h)),
+            _ => Err(format!(
+                "header says the image is {}x{}",
+                size.width, size.height
+            )),
+        }
+    };
     let dims = match format {
         Format::Jpeg => jpeg::parse(bytes)
             .map(|h| (u32::from(h.width), u32::from(h.height)))
             .map_err(str::to_owned),
-        Format::Png => png_dimensions(bytes),
-        Format::Gif => match (le_u16(bytes, 6), le_u16(bytes, 8)) {
-            (Some(w), Some(h)) if bytes.starts_with(b"GIF") => Ok((u32::from(w), u32::from(h))),
-            _ => Err("truncated GIF header".to_owned()),
-        },
-        Format::Webp => webp_dimensions(bytes),
-        Format::Bmp => bmp_dimensions(bytes),
-        Format::Tiff => tiff_dimensions(bytes),
+        Format::Png => sized(imagesize::ImageType::Png),
+        Format::Gif => sized(imagesize::ImageType::Gif),
+        Format::Webp => sized(imagesize::ImageType::Webp),
+        Format::Tiff => sized(imagesize::ImageType::Tiff),
+        Format::Bmp => BmpDecoder::new(Cursor::new(bytes))
+            .map(|d| d.dimensions())
+            .map_err(|e| format!("unreadable header: {e}")),
     };
     match dims {
         Ok((w, h)) if w > 0 && h > 0 => Ok((w, h)),
@@ -81,26 +99,12 @@ fn bytes_at<const N: usize>(b: &[u8], at: usize) -> Option<[u8; N]> {
     b.get(at..at.checked_add(N)?)?.try_into().ok()
 }
 
-fn le_u16(b: &[u8], at: usize) -> Option<u16> {
-    bytes_at(b, at).map(u16::from_le_bytes)
-}
-
 fn le_u32(b: &[u8], at: usize) -> Option<u32> {
     bytes_at(b, at).map(u32::from_le_bytes)
 }
 
 fn be_u32(b: &[u8], at: usize) -> Option<u32> {
     bytes_at(b, at).map(u32::from_be_bytes)
-}
-
-fn png_dimensions(b: &[u8]) -> Result<(u32, u32), String> {
-    if b.get(12..16) != Some(b"IHDR") {
-        return Err("missing or truncated IHDR chunk".to_owned());
-    }
-    match (be_u32(b, 16), be_u32(b, 20)) {
-        (Some(w), Some(h)) => Ok((w, h)),
-        _ => Err("truncated IHDR chunk".to_owned()),
-    }
 }
 
 /// Walks PNG chunks up to the first IDAT looking for APNG's `acTL`.
@@ -170,130 +174,9 @@ fn webp_chunks(b: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     })
 }
 
-fn webp_dimensions(b: &[u8]) -> Result<(u32, u32), String> {
-    let truncated = || "truncated WebP header".to_owned();
-    let (kind, d) = webp_chunks(b).next().ok_or_else(truncated)?;
-    let u24 = |at: usize| -> Option<u32> {
-        let s = d.get(at..at + 3)?;
-        Some(u32::from(s[0]) | u32::from(s[1]) << 8 | u32::from(s[2]) << 16)
-    };
-    match kind {
-        b"VP8X" => match (u24(4), u24(7)) {
-            (Some(w), Some(h)) => Ok((w + 1, h + 1)),
-            _ => Err(truncated()),
-        },
-        b"VP8 " => {
-            if d.get(3..6) != Some(&[0x9D, 0x01, 0x2A]) {
-                return Err("invalid VP8 frame header".to_owned());
-            }
-            match (le_u16(d, 6), le_u16(d, 8)) {
-                (Some(w), Some(h)) => Ok((u32::from(w & 0x3FFF), u32::from(h & 0x3FFF))),
-                _ => Err(truncated()),
-            }
-        }
-        b"VP8L" => match (d.first(), le_u32(d, 1)) {
-            (Some(0x2F), Some(bits)) => Ok(((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1)),
-            _ => Err("invalid VP8L header".to_owned()),
-        },
-        _ => Err("unknown first WebP chunk".to_owned()),
-    }
-}
-
 fn webp_frames(b: &[u8]) -> u32 {
     let frames = webp_chunks(b).filter(|(kind, _)| *kind == b"ANMF").count();
     u32::try_from(frames).unwrap_or(u32::MAX)
-}
-
-fn bmp_dimensions(b: &[u8]) -> Result<(u32, u32), String> {
-    let truncated = || "truncated BMP header".to_owned();
-    let dib = le_u32(b, 14).ok_or_else(truncated)?;
-    if dib == 12 {
-        return match (le_u16(b, 18), le_u16(b, 20)) {
-            (Some(w), Some(h)) => Ok((u32::from(w), u32::from(h))),
-            _ => Err(truncated()),
-        };
-    }
-    let (w, h) = match (le_u32(b, 18), le_u32(b, 22)) {
-        (Some(w), Some(h)) => (w as i32, h as i32), // stored as signed 32-bit
-        _ => return Err(truncated()),
-    };
-    if w < 0 {
-        return Err("negative BMP width".to_owned());
-    }
-    // A negative height means top-down rows.
-    Ok((w.unsigned_abs(), h.unsigned_abs()))
-}
-
-/// Width and height tags (256, 257) of the first IFD of a TIFF or BigTIFF.
-fn tiff_dimensions(b: &[u8]) -> Result<(u32, u32), String> {
-    let truncated = || "truncated TIFF header".to_owned();
-    let big_endian = b.starts_with(b"MM");
-    let u16_at = |at: usize| -> Option<u16> {
-        let s = bytes_at(b, at)?;
-        Some(if big_endian {
-            u16::from_be_bytes(s)
-        } else {
-            u16::from_le_bytes(s)
-        })
-    };
-    let u32_at = |at: usize| -> Option<u32> {
-        let s = bytes_at(b, at)?;
-        Some(if big_endian {
-            u32::from_be_bytes(s)
-        } else {
-            u32::from_le_bytes(s)
-        })
-    };
-    let u64_at = |at: usize| -> Option<u64> {
-        let s = bytes_at(b, at)?;
-        Some(if big_endian {
-            u64::from_be_bytes(s)
-        } else {
-            u64::from_le_bytes(s)
-        })
-    };
-    let bigtiff = u16_at(2) == Some(43);
-    let (count, entry_size, first_entry) = if bigtiff {
-        let ifd = usize::try_from(u64_at(8).ok_or_else(truncated)?).map_err(|_| truncated())?;
-        let count = u64_at(ifd).ok_or_else(truncated)?;
-        (count, 20, ifd.checked_add(8).ok_or_else(truncated)?)
-    } else {
-        let ifd = u32_at(4).ok_or_else(truncated)? as usize;
-        let count = u64::from(u16_at(ifd).ok_or_else(truncated)?);
-        (count, 12, ifd.checked_add(2).ok_or_else(truncated)?)
-    };
-    let (mut width, mut height) = (None, None);
-    // An IFD has at most 65535 entries in classic TIFF; cap BigTIFF's u64 count alike.
-    for i in 0..count.min(65535) as usize {
-        let Some(at) = first_entry.checked_add(i * entry_size) else {
-            break;
-        };
-        let (Some(tag), Some(kind)) = (u16_at(at), at.checked_add(2).and_then(u16_at)) else {
-            break;
-        };
-        let Some(value_at) = at.checked_add(if bigtiff { 12 } else { 8 }) else {
-            break;
-        };
-        let value = match kind {
-            3 => u16_at(value_at).map(u64::from),
-            4 => u32_at(value_at).map(u64::from),
-            16 if bigtiff => u64_at(value_at),
-            _ => None,
-        };
-        let value = value.map(|v| u32::try_from(v).unwrap_or(u32::MAX));
-        match tag {
-            256 => width = value,
-            257 => height = value,
-            _ => {}
-        }
-        if width.is_some() && height.is_some() {
-            break;
-        }
-    }
-    match (width, height) {
-        (Some(w), Some(h)) => Ok((w, h)),
-        _ => Err("no width/height in the first TIFF directory".to_owned()),
-    }
 }
 
 #[cfg(test)]
@@ -350,12 +233,17 @@ mod tests {
         webp.extend_from_slice(&bits.to_le_bytes());
         assert_eq!(dimensions(&webp, Format::Webp).ok(), Some((100, 50)));
 
-        let mut bmp = b"BM".to_vec();
-        bmp.extend_from_slice(&[0; 12]);
-        bmp.extend_from_slice(&40u32.to_le_bytes());
+        // A top-down BMP (negative height) and an OS/2 one (16-bit sizes).
+        let mut bmp = bmp_header(40, 54);
         bmp.extend_from_slice(&7i32.to_le_bytes());
         bmp.extend_from_slice(&(-9i32).to_le_bytes());
+        bmp.extend_from_slice(&[1, 0, 24, 0]); // planes, bits per pixel
+        bmp.extend_from_slice(&[0; 24]); // no compression, sizes and palette from defaults
         assert_eq!(dimensions(&bmp, Format::Bmp).ok(), Some((7, 9)));
+        assert!(dimensions(&bmp[..30], Format::Bmp).is_err());
+        let mut os2 = bmp_header(12, 26);
+        os2.extend_from_slice(&[5, 0, 3, 0, 1, 0, 24, 0]);
+        assert_eq!(dimensions(&os2, Format::Bmp).ok(), Some((5, 3)));
 
         // Big-endian TIFF, IFD at 8 with ImageWidth (SHORT) and ImageLength (LONG).
         let mut tiff = b"MM\0*\0\0\0\x08\0\x02".to_vec();
@@ -366,11 +254,33 @@ mod tests {
         assert!(dimensions(b"II*\0\xff\xff\xff\xff", Format::Tiff).is_err());
     }
 
+    /// A BMP file header and the DIB header's size field.
+    fn bmp_header(dib: u32, pixels_at: u32) -> Vec<u8> {
+        let mut b = b"BM".to_vec();
+        b.extend_from_slice(&(pixels_at + 64).to_le_bytes());
+        b.extend_from_slice(&[0; 4]);
+        b.extend_from_slice(&pixels_at.to_le_bytes());
+        b.extend_from_slice(&dib.to_le_bytes());
+        b
+    }
+
+    /// Random bytes, bare and behind each format's magic: never a panic, and every
+    /// answer is one the caller can use (a non-zero size or a decode error of the
+    /// format asked for; at least one frame).
     #[test]
     fn garbage_never_panics() {
+        let formats = [
+            (Format::Jpeg, &b"\xFF\xD8\xFF"[..]),
+            (Format::Png, b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR"),
+            (Format::Gif, b"GIF89a"),
+            (Format::Webp, b"RIFF\0\0\0\0WEBPVP8"),
+            (Format::Bmp, b"BM\0\0\0\0\0\0\0\0\0\0\0\0\x28\0\0\0"),
+            (Format::Tiff, b"II*\0\x08\0\0\0"),
+        ];
         let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut sized = 0;
         for len in 0..300 {
-            let bytes: Vec<u8> = (0..len)
+            let noise: Vec<u8> = (0..len)
                 .map(|_| {
                     seed ^= seed << 13;
                     seed ^= seed >> 7;
@@ -378,16 +288,43 @@ mod tests {
                     (seed >> 32) as u8
                 })
                 .collect();
-            for format in [
-                Format::Jpeg,
-                Format::Png,
-                Format::Gif,
-                Format::Webp,
-                Format::Bmp,
-                Format::Tiff,
-            ] {
-                let _ = dimensions(&bytes, format);
-                let _ = frame_count(&bytes, format);
+            for (format, magic) in formats {
+                for bytes in [noise.clone(), [magic, &noise].concat()] {
+                    match dimensions(&bytes, format) {
+                        Ok((w, h)) => {
+                            assert!(w > 0 && h > 0, "{format:?} {w}x{h}");
+                            sized += 1;
+                        }
+                        Err(ImagingError::Decode { format: f, .. }) => assert_eq!(f, format),
+                        Err(other) => panic!("{format:?}: {other:?}"),
+                    }
+                    assert!(frame_count(&bytes, format) >= 1);
+                }
+            }
+        }
+        // Behind a magic, some noise does read as a size: the parsers got past it.
+        assert!(sized > 0);
+    }
+
+    /// Every prefix of a real file of each format gives its true size or an error,
+    /// never a wrong size.
+    #[test]
+    fn truncated_files_give_the_true_size_or_an_error() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/imaging");
+        for (name, format) in [
+            ("photo_q85.jpg", Format::Jpeg),
+            ("alpha.png", Format::Png),
+            ("anim3.gif", Format::Gif),
+            ("photo.webp", Format::Webp),
+            ("small.bmp", Format::Bmp),
+            ("small.tiff", Format::Tiff),
+        ] {
+            let bytes = std::fs::read(dir.join(name)).unwrap();
+            let full = dimensions(&bytes, format).unwrap();
+            for len in 0..bytes.len().min(4096) {
+                if let Ok(dims) = dimensions(&bytes[..len], format) {
+                    assert_eq!(dims, full, "{name} cut at {len}");
+                }
             }
         }
     }

@@ -628,11 +628,38 @@ fn libjpeg_errors_are_errors_not_crashes() {
         *b = 0xFF;
     }
     inputs.push(bad_header);
-    for input in &inputs {
-        let _ = fastpath::transcode(input, 50, &libjpeg::Budget::UNLIMITED, Default::default());
-        let settings = decode::GENERAL_DECODE;
-        let _ = libjpeg::decode(input, &libjpeg::Budget::UNLIMITED, settings);
-        let _ = transform(input, &q50());
+    let readable = |jpeg: &[u8]| {
+        libjpeg::decode(jpeg, &libjpeg::Budget::UNLIMITED, decode::GENERAL_DECODE).is_ok()
+    };
+    for (i, input) in inputs.iter().enumerate() {
+        let fast = fastpath::transcode(input, 50, &libjpeg::Budget::UNLIMITED, Default::default());
+        let decoded = libjpeg::decode(input, &libjpeg::Budget::UNLIMITED, decode::GENERAL_DECODE);
+        let result = transform(input, &q50());
+        if i < 4 {
+            // No image in there at all: every way in says so.
+            assert!(
+                fast.is_err(),
+                "input {i}: {:?}",
+                fast.map(|o| o.map(|b| b.len()))
+            );
+            assert!(decoded.is_err(), "input {i}");
+            assert!(result.is_err(), "input {i}: {:?}", result.map(|t| t.report));
+            continue;
+        }
+        // Damaged: an error of the input, or a JPEG that reads back.
+        if let Ok(Some(out)) = &fast {
+            assert!(
+                readable(out),
+                "input {i}: the fast path wrote an unreadable JPEG"
+            );
+        }
+        match result {
+            Ok(t) => assert!(readable(&t.bytes), "input {i}: unreadable output"),
+            Err(e) => assert!(
+                matches!(e, ImagingError::Decode { .. } | ImagingError::Corrupt(_)),
+                "input {i}: {e:?}"
+            ),
+        }
     }
     assert!(fastpath::transcode(&[], 50, &libjpeg::Budget::UNLIMITED, Default::default()).is_err());
     assert!(

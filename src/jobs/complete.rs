@@ -94,7 +94,7 @@ async fn run(job: &CompleteJob, ctx: &JobContext) -> Result<bool, StoreError> {
     let webhook_url = finished
         .webhook_url
         .clone()
-        .or_else(|| ctx.settings.raw.webhook_url.clone());
+        .or_else(|| ctx.settings.webhook.default_url.clone());
     if let Some(url) = webhook_url {
         let event_id = EventId::new();
         let payload = serde_json::to_string(&event_payload(ctx, &finished))?;

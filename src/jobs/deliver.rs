@@ -50,7 +50,7 @@ async fn run(job: &DeliverJob, ctx: &JobContext) -> Result<&'static str, StoreEr
     let body = event.payload.into_bytes();
     let timestamp = Utc::now().timestamp();
     let headers = webhook::headers(
-        &ctx.settings.webhook_keys,
+        &ctx.settings.webhook.keys,
         event.id.as_str(),
         timestamp,
         &body,
@@ -75,7 +75,8 @@ async fn run(job: &DeliverJob, ctx: &JobContext) -> Result<&'static str, StoreEr
     let tries_before = event.attempts;
     let next_delay = if retry {
         ctx.settings
-            .webhook_schedule
+            .webhook
+            .schedule
             .get(tries_before as usize)
             .copied()
     } else {

@@ -111,7 +111,7 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
             Quality::Absolute(q) => q,
             Quality::Relative(_) | Quality::Auto(_) => 50,
         },
-        limits: ctx.settings.raw.image_limits(),
+        limits: ctx.settings.limits.image,
         max_bytes,
     };
     let settings = options.fingerprint();
@@ -152,7 +152,7 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
         Err(TryError::Retry {
             message,
             retry_after,
-        }) if attempt < ctx.settings.raw.fetch_attempts => {
+        }) if attempt < ctx.settings.fetch.attempts => {
             let delay = ctx.backoff().next_delay(attempt, retry_after);
             tracing::info!(attempt, error = %message, ?delay, "transient failure; retrying later");
             let mut tx = ctx.db.begin_write().await?;

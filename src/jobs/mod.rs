@@ -14,7 +14,6 @@
 //! back to it, leaving the caller's transaction usable).
 
 mod backoff;
-mod board;
 mod complete;
 mod deliver;
 mod image;
@@ -29,7 +28,6 @@ use apalis_sqlite::SqliteStorage;
 use serde::{Deserialize, Serialize};
 
 pub use backoff::Backoff;
-pub use board::board;
 pub use outcomes::Outcomes;
 
 use crate::{
@@ -233,8 +231,8 @@ impl JobContext {
 
     fn backoff(&self) -> Backoff {
         Backoff {
-            base: self.settings.raw.fetch_backoff_base,
-            cap: self.settings.raw.fetch_backoff_cap,
+            base: self.settings.fetch.backoff_base,
+            cap: self.settings.fetch.backoff_cap,
         }
     }
 }
@@ -266,13 +264,13 @@ fn worker_name(role: &str, queue: &str) -> String {
 }
 
 /// How one queue is polled on either backend.
-enum Queue<J> {
+pub(crate) enum Queue<J> {
     Sqlite(SqliteStorage<J>),
     Postgres(PostgresStorage<J>),
 }
 
-fn queue<J: Job>(db: &Db, settings: &Settings, batch: usize) -> Queue<J> {
-    let heartbeat = settings.raw.job_heartbeat;
+pub(crate) fn queue<J: Job>(db: &Db, settings: &Settings, batch: usize) -> Queue<J> {
+    let heartbeat = settings.jobs.heartbeat;
     match db.queue_pool() {
         Pool::Sqlite(p) => Queue::Sqlite(
             SqliteStorage::new(p).with_config(
@@ -323,12 +321,12 @@ macro_rules! register {
 /// Builds the monitor running the three workers of this process.
 pub fn monitor(ctx: Arc<JobContext>, role: &str) -> Monitor {
     let settings = &ctx.settings;
-    let poll = settings.raw.job_poll_interval;
-    let concurrency = settings.worker_concurrency;
+    let poll = settings.jobs.poll_interval;
+    let concurrency = settings.jobs.worker_concurrency;
     let images = queue::<ImageJob>(&ctx.db, settings, concurrency);
     let completions = queue::<CompleteJob>(&ctx.db, settings, 2);
     let deliveries = queue::<DeliverJob>(&ctx.db, settings, 4);
-    let shutdown_timeout = settings.raw.shutdown_timeout;
+    let shutdown_timeout = settings.jobs.shutdown_timeout;
     let monitor = Monitor::new();
     let monitor = register!(
         monitor,

@@ -52,21 +52,57 @@ impl PollStrategy for Tick {
 
 #[cfg(test)]
 mod tests {
+    use std::{
+        sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        },
+        task::{Wake, Waker},
+    };
+
     use super::*;
 
+    /// Counts how often the worker would have been woken.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The worker is polled only when woken: after each tick, the next one must wake it
+    /// by itself, every period, without another poll in between.
     #[tokio::test]
     async fn wakes_every_period() {
-        let mut tick = Tick::new(Duration::from_millis(10));
+        let every = Duration::from_millis(20);
+        let mut tick = Tick::new(every);
         let snapshot = PollSnapshot::default();
-        let mut wakes = 0;
-        for _ in 0..5 {
-            std::future::poll_fn(|cx| match tick.poll_drive(cx, &snapshot) {
-                Poll::Ready(_) => Poll::Ready(()),
-                Poll::Pending => Poll::Pending,
-            })
-            .await;
-            wakes += 1;
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&waker);
+        let count = || wakes.0.load(Ordering::SeqCst);
+
+        assert!(tick.poll_drive(&mut cx, &snapshot).is_pending());
+        let start = tokio::time::Instant::now();
+        for n in 1..=4 {
+            // Nothing polls the ticker while the worker sleeps: only its timer can wake it.
+            while count() < n {
+                assert!(
+                    start.elapsed() < every * 50,
+                    "no wake {n} after {:?}",
+                    start.elapsed()
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            assert!(
+                start.elapsed() >= every * (n as u32),
+                "wake {n} came early: {:?}",
+                start.elapsed()
+            );
+            // Woken: the worker polls once, finds the tick, and goes back to sleep.
+            assert_eq!(tick.poll_drive(&mut cx, &snapshot), Poll::Ready(Some(())));
         }
-        assert_eq!(wakes, 5);
     }
 }

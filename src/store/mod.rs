@@ -1,6 +1,7 @@
 //! Everything that persists: our tables (through sqlx, SQL kept here and in
-//! `migrations/`), the job queue's push side, and the blob store for CSVs and images
-//! (a local directory or an S3 bucket).
+//! `migrations/`), the connection the job queue shares with them (jobs are pushed by
+//! `jobs`, inside our transactions), a read-only look at the queue's depth, and the
+//! blob store for CSVs and images (a local directory or an S3 bucket).
 
 mod blob;
 mod db;

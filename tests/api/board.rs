@@ -13,7 +13,7 @@ use std::{
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, ImageServer, TestServer, free_port};
+use crate::helpers::{Backend, ImageServer, TestServer, logged_addr};
 
 const QUEUES: [&str; 3] = [
     "pixbatch.images",
@@ -21,12 +21,12 @@ const QUEUES: [&str; 3] = [
     "pixbatch.deliveries",
 ];
 
-/// A server on `backend` with the dashboard on a free port, and one finished request
+/// A server on `backend` with the dashboard on a port of its choosing, and one finished request
 /// of two images; `None` when the backend is not configured (the test is skipped).
 async fn app_with_a_finished_request(backend: Backend) -> Option<(TestServer, String, String)> {
     let images = ImageServer::start().await;
-    let board = format!("127.0.0.1:{}", free_port());
-    let app = TestServer::start_on(backend, &[("BOARD_BIND", &board)]).await?;
+    let app = TestServer::start_on(backend, &[("BOARD_BIND", "127.0.0.1:0")]).await?;
+    let board = board_addr(&app).await;
     let csv = format!(
         "Serial Number,Product Name,Input Image Urls\n1,SKU1,{},{}\n",
         images.url("/img/a/small_picos.jpg"),
@@ -60,6 +60,20 @@ async fn app_with_a_finished_request(backend: Backend) -> Option<(TestServer, St
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Some((app, board, id))
+}
+
+/// The dashboard's address, as the server logged it.
+async fn board_addr(app: &TestServer) -> std::net::SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(addr) =
+            logged_addr(&app.logs(), "pixbatch::board", "dashboard listening", "url")
+        {
+            return addr;
+        }
+        assert!(Instant::now() < deadline, "no dashboard:\n{}", app.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// GETs a dashboard API path; panics unless it answers 200 with JSON.
@@ -239,7 +253,7 @@ async fn a_taken_board_port_stops_the_start_with_a_clear_error() {
             format!("sqlite://{}/p.db", dir.path().display()),
         )
         .env("STORAGE_URL", format!("file://{}/up", dir.path().display()))
-        .env("BIND", format!("127.0.0.1:{}", free_port()))
+        .env("BIND", "127.0.0.1:0")
         .env("BOARD_BIND", &board)
         .stdin(Stdio::null())
         .output()

@@ -97,7 +97,11 @@ async fn kill_nine_at_a_quarter_half_and_three_quarters(backend: Backend) {
     assert_eq!(got.len(), 1);
 }
 
-async fn sigterm_mid_run_exits_zero_and_a_restart_completes(backend: Backend) {
+/// SIGTERM while images are being fetched and transformed: the process exits 0 within
+/// the shutdown bound, every image already started has finished by then (read back by
+/// an `api` process, which runs no jobs), nothing failed, and a restart completes the
+/// rest, each image once.
+async fn sigterm_mid_run_finishes_in_flight_images_and_a_restart_completes(backend: Backend) {
     let n = 20usize;
     let images = ImageServer::start().await;
     images.set_latency(Duration::from_millis(300));
@@ -107,12 +111,49 @@ async fn sigterm_mid_run_exits_zero_and_a_restart_completes(backend: Backend) {
     let (_, body) = app.upload(csv_of(&images, "img", n).as_bytes(), &[]).await;
     let id = body["request_id"].as_str().unwrap().to_owned();
     wait_until_succeeded(&app, &id, 3).await;
+    let path_of = |img: &serde_json::Value| {
+        reqwest::Url::parse(img["input_url"].as_str().unwrap())
+            .unwrap()
+            .path()
+            .to_owned()
+    };
+    let listed = app.images(&id).await;
+    let started: Vec<String> = listed
+        .iter()
+        .map(path_of)
+        .filter(|p| images.hits(p) > 0)
+        .collect();
+    let succeeded_before = listed.iter().filter(|i| i["state"] == "succeeded").count();
+    assert!(
+        started.len() > succeeded_before,
+        "nothing in flight: {listed:?}"
+    );
+
     let asked = Instant::now();
     let status = app
         .terminate(Duration::from_secs(20))
+        .await
         .expect("exited within the shutdown bound");
     assert!(status.success(), "{status}\n{}", app.logs());
     assert!(asked.elapsed() < Duration::from_secs(15));
+
+    let api = app.join("api", &[]).await;
+    let after = api.images(&id).await;
+    for img in &after {
+        if started.contains(&path_of(img)) {
+            assert_eq!(img["state"], "succeeded", "in flight at SIGTERM: {img}");
+        } else {
+            assert!(
+                img["state"] == "succeeded" || img["state"] == "pending",
+                "{img}"
+            );
+        }
+    }
+    assert!(
+        after.iter().any(|i| i["state"] == "pending"),
+        "finished before the signal"
+    );
+    drop(api);
     app.restart().await;
     assert_complete_once(&app, &id, n).await;
 }
@@ -346,7 +387,7 @@ async fn soak_twenty_uploads_of_five_hundred_rows() {
 
 crate::on_both_backends!(
     kill_nine_at_a_quarter_half_and_three_quarters,
-    sigterm_mid_run_exits_zero_and_a_restart_completes,
+    sigterm_mid_run_finishes_in_flight_images_and_a_restart_completes,
     retry_reruns_only_the_failed_images,
     cancel_stops_pending_images,
     group_commit_keeps_the_fan_in_exact,

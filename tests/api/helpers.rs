@@ -517,12 +517,38 @@ pub struct TestServer {
     pub http: reqwest::Client,
 }
 
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+/// The address a listener of ours logged at start (`BIND=127.0.0.1:0` and the like):
+/// the first line of `target` with `marker` and a `field=` (or JSON `"field":"`)
+/// holding an address, with or without `http://`.
+pub fn logged_addr(log: &str, target: &str, marker: &str, field: &str) -> Option<SocketAddr> {
+    strip_ansi(log)
+        .lines()
+        .filter(|l| l.contains(target) && l.contains(marker))
+        .find_map(|line| {
+            let at = [format!("{field}="), format!("\"{field}\":\"")]
+                .iter()
+                .find_map(|m| line.find(m.as_str()).map(|i| i + m.len()))?;
+            let value = &line[at..];
+            let value = value.strip_prefix("http://").unwrap_or(value);
+            let end = value
+                .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+                .unwrap_or(value.len());
+            value[..end].parse().ok()
+        })
+}
+
+/// The text without terminal colour codes (`ESC [ … m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl TestServer {
@@ -573,7 +599,6 @@ impl TestServer {
         extra: &[(&str, &str)],
     ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
         let database_url = match &pg {
             Some(db) => db.url.clone(),
             None => format!("sqlite://{}/pixbatch.db", dir.path().display()),
@@ -589,8 +614,9 @@ impl TestServer {
                 "STORAGE_URL",
                 format!("file://{}/uploads", dir.path().display()),
             ),
-            (bind_var, format!("127.0.0.1:{port}")),
-            (other_var, format!("127.0.0.1:{}", free_port())),
+            // Port 0: the server binds a free port itself and logs it (see `spawn`).
+            (bind_var, "127.0.0.1:0".into()),
+            (other_var, "127.0.0.1:0".into()),
             // Tests run in parallel: the dashboard's fixed default port would clash.
             ("BOARD_BIND", "off".into()),
             ("ALLOW_PRIVATE_NETWORKS", "127.0.0.0/8".into()),
@@ -611,12 +637,19 @@ impl TestServer {
             env.retain(|(ek, _)| ek != k);
             env.push(((*k).to_owned(), (*v).to_owned()));
         }
+        // However quiet a test asks the logs to be, the start lines that name the bound
+        // ports stay: the harness reads them.
+        for (k, v) in &mut env {
+            if k == "RUST_LOG" {
+                v.push_str(",pixbatch::app=info,pixbatch::board=info");
+            }
+        }
         let mut server = Self {
-            base: format!("http://127.0.0.1:{port}"),
+            base: String::new(),
             dir,
             child: None,
             env,
-            port,
+            port: 0,
             starts: 0,
             command,
             pg,
@@ -649,7 +682,13 @@ impl TestServer {
         self.child = Some(cmd.spawn().expect("spawn pixbatch"));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = self.http.get(format!("{}/healthz", self.base)).send().await
+            if self.port == 0
+                && let Some(addr) = logged_addr(&self.logs(), "pixbatch::app", "listening", "addr")
+            {
+                self.pin_port(addr.port());
+            }
+            if self.port != 0
+                && let Ok(r) = self.http.get(format!("{}/healthz", self.base)).send().await
                 && r.status().is_success()
             {
                 return;
@@ -667,6 +706,24 @@ impl TestServer {
                 self.logs()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Keeps the port the first start bound for restarts: the URLs handed out so far
+    /// (and `self.base`) name it. Rebinding a port the server itself just released is
+    /// the one bind-then-release left, as nothing else could keep those URLs valid.
+    fn pin_port(&mut self, port: u16) {
+        let bind_var = if self.command == "worker" {
+            "HEALTH_BIND"
+        } else {
+            "BIND"
+        };
+        self.port = port;
+        self.base = format!("http://127.0.0.1:{port}");
+        for (k, v) in &mut self.env {
+            if k == bind_var {
+                *v = format!("127.0.0.1:{port}");
+            }
         }
     }
 
@@ -694,8 +751,10 @@ impl TestServer {
         }
     }
 
-    /// Sends SIGTERM and waits for the exit status, up to `timeout`.
-    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+    /// Sends SIGTERM and waits for the exit status, up to `timeout`. Waits without
+    /// blocking the test's runtime, so that its servers (images, webhooks) keep
+    /// answering the jobs the process finishes meanwhile.
+    pub async fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let mut c = self.child.take()?;
         let _ = Command::new("kill")
             .args(["-TERM", &c.id().to_string()])
@@ -710,14 +769,13 @@ impl TestServer {
                 let _ = c.wait();
                 return None;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     /// Starts the binary again on the same files and port.
     pub async fn restart(&mut self) {
         self.kill();
-        let _ = self.port;
         self.spawn().await;
     }
 

@@ -6,6 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -123,25 +124,6 @@ async fn metrics_are_public_when_a_token_is_required() {
     assert!(!text.contains(&id.to_string()), "{text}");
 }
 
-/// One parsed Server-Sent Event: its type and JSON data.
-fn parse_events(raw: &str) -> Vec<(String, Value)> {
-    raw.replace("\r\n", "\n")
-        .split("\n\n")
-        .filter_map(|block| {
-            let mut kind = "message".to_owned();
-            let mut data = String::new();
-            for line in block.lines() {
-                if let Some(k) = line.strip_prefix("event:") {
-                    kind = k.trim().to_owned();
-                } else if let Some(d) = line.strip_prefix("data:") {
-                    data += d.trim();
-                }
-            }
-            (!data.is_empty()).then(|| (kind, serde_json::from_str(&data).expect("JSON data")))
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn event_stream_sends_progress_then_the_final_status_and_ends() {
     let images = ImageServer::start().await;
@@ -164,16 +146,18 @@ async fn event_stream_sends_progress_then_the_final_status_and_ends() {
     assert_eq!(resp.status(), 200);
     let ct = resp.headers()["content-type"].to_str().unwrap().to_owned();
     assert!(ct.starts_with("text/event-stream"), "{ct}");
-    let mut raw = Vec::new();
-    let mut body = resp.bytes_stream();
+    // Each event: its type and JSON data.
+    let mut stream = resp.bytes_stream().eventsource();
+    let mut events: Vec<(String, Value)> = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(chunk) = body.next().await {
-            raw.extend_from_slice(&chunk.expect("chunk"));
+        while let Some(event) = stream.next().await {
+            let event = event.expect("event");
+            let data = serde_json::from_str(&event.data).expect("JSON data");
+            events.push((event.event, data));
         }
     })
     .await;
     assert!(read.is_ok(), "the stream did not end:\n{}", app.logs());
-    let events = parse_events(&String::from_utf8_lossy(&raw));
 
     let (last_kind, last) = events.last().expect("some events");
     assert_eq!(last_kind, "status", "{events:?}");

@@ -325,16 +325,6 @@ async fn killed_mid_request_completes_after_restart_with_one_event(backend: Back
     assert_eq!(hook.received().len(), 1);
 }
 
-async fn sigterm_exits_cleanly(backend: Backend) {
-    let Some(mut app) = TestServer::start_on(backend, &[]).await else {
-        return;
-    };
-    let status = app
-        .terminate(Duration::from_secs(20))
-        .expect("exited in time");
-    assert!(status.success(), "{status}\n{}", app.logs());
-}
-
 /// The output CSV of a big request (written a page of rows at a time) holds exactly
 /// the bytes of the same CSV written whole from the images API's answers: every row,
 /// in order, each with its own error.
@@ -408,6 +398,5 @@ crate::on_both_backends!(
     exhausted_retries_fail_the_image_and_the_request,
     formula_cells_come_back_prefixed,
     killed_mid_request_completes_after_restart_with_one_event,
-    sigterm_exits_cleanly,
     big_output_csv_is_byte_correct,
 );

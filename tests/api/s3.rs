@@ -25,28 +25,34 @@ struct Moto {
 }
 
 impl Moto {
+    /// Starts moto on a port of its choosing (`-p 0`) and reads the port from its
+    /// "Running on http://…" line.
     async fn start(bin: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
         let log = tempfile::NamedTempFile::new().expect("log file");
         let child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-H", "127.0.0.1", "-p", "0"])
             .stdin(Stdio::null())
             .stdout(log.reopen().expect("log"))
             .stderr(log.reopen().expect("log"))
             .spawn()
             .unwrap_or_else(|e| panic!("{MOTO_ENV}={bin}: cannot start: {e}"));
         let mut moto = Self {
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: String::new(),
             child,
             log,
         };
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if http.get(&moto.endpoint).send().await.is_ok() {
+            if moto.endpoint.is_empty()
+                && let Some(addr) = moto.logs().lines().find_map(|l| {
+                    let rest = l.split_once("Running on http://")?.1;
+                    rest.trim().parse::<std::net::SocketAddr>().ok()
+                })
+            {
+                moto.endpoint = format!("http://{addr}");
+            }
+            if !moto.endpoint.is_empty() && http.get(&moto.endpoint).send().await.is_ok() {
                 return moto;
             }
             if let Ok(Some(status)) = moto.child.try_wait() {
