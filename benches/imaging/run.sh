@@ -14,44 +14,12 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 here=benches/imaging
 
-corpus=${BENCH_CORPUS:-../shared/corpus}
 reps=${BENCH_REPS:-5}
 quality=${BENCH_QUALITY:-50}
-if [ ! -d "$corpus" ]; then
-    echo "imaging bench: no corpus at $corpus (set BENCH_CORPUS); nothing to measure."
-    exit 0
-fi
-photos=()
-for f in "$corpus"/*.jpg; do
-    case "$(basename "$f")" in var_*) ;; *) [ -e "$f" ] && photos+=("$f") ;; esac
-done
-if [ ${#photos[@]} -eq 0 ]; then
-    echo "imaging bench: no photographic JPEGs in $corpus; nothing to measure."
-    exit 0
-fi
-
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-
-if [ -z "${PIXBATCH_BIN:-}" ]; then
-    cargo build --release --quiet
-    target_dir=$(cargo metadata --format-version 1 --no-deps |
-        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-    PIXBATCH_BIN=$target_dir/release/pixbatch
-fi
-
-if [ -n "${BENCH_PYTHON:-}" ]; then
-    python=$BENCH_PYTHON
-else
-    echo "imaging bench: installing Pillow and numpy into a throwaway venv..."
-    if ! python3 -m venv "$work/venv" > /dev/null 2>&1; then
-        echo "imaging bench: python3 with venv is needed for the Pillow reference" \
-            "(apt-get install python3-venv, or set BENCH_PYTHON); nothing measured."
-        exit 0
-    fi
-    "$work/venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
-    python=$work/venv/bin/python
-fi
+bench="imaging bench"
+requirements=$here/requirements.txt
+# shellcheck source=benches/imaging/common.sh
+source "$here/common.sh"
 
 echo "imaging bench: ${#photos[@]} photos, quality $quality, $reps interleaved runs, one thread"
 runs=$work/runs
