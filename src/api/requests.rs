@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{ApiError, ApiTags, AppState, ProblemResponse, report::ImageReport};
 use crate::{
     domain::{ImageState, RequestStatus},
-    jobs::{self, CompleteJob, ImageJob},
+    jobs::{self, CompleteJob, ImageJob, JobKey},
     store::{BlobKey, Db},
 };
 
@@ -284,7 +284,7 @@ impl RequestsApi {
                         row,
                         position,
                     },
-                    format!("image:{}:{row}:{position}:run{run}:try0", r.id),
+                    JobKey::image(r.id, row, position, run, 0),
                 )
             });
         jobs::push_many(&mut tx, jobs).await?;
@@ -318,7 +318,7 @@ impl RequestsApi {
             run,
             retry: 0,
         };
-        let key = format!("complete:{}:run{run}:cancelled", r.id);
+        let key = JobKey::complete_cancelled(r.id, run);
         jobs::push(&mut tx, &complete, &key, std::time::Duration::ZERO).await?;
         tx.commit().await?;
         tracing::info!(request_id = %r.id, "request cancelled");

@@ -15,7 +15,7 @@ use crate::{
     csv::{self, CsvLimits},
     domain::{RequestId, RequestStatus},
     imaging::{MaxBytes, Quality},
-    jobs::{self, ImageJob},
+    jobs::{self, ImageJob, JobKey},
     store::{BIG_REQUEST_IMAGES, BlobKey, Db, NewImage, NewProduct, NewRequest},
 };
 
@@ -207,7 +207,7 @@ impl UploadApi {
                     row: i.row,
                     position: i.position,
                 },
-                format!("image:{id}:{}:{}:run1:try0", i.row, i.position),
+                JobKey::image(id, i.row, i.position, 1, 0),
             )
         });
 

@@ -8,7 +8,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 use super::{ApiError, ApiTags, AppState, ProblemResponse};
 use crate::{
     domain::EventState,
-    jobs::{self, DeliverJob},
+    jobs::{self, DeliverJob, JobKey},
     store::Db,
 };
 
@@ -155,7 +155,7 @@ impl WebhooksApi {
             ))
             .into());
         };
-        let key = format!("deliver:{}:try{attempts}", event.id);
+        let key = JobKey::deliver(&event.id, attempts);
         let job = DeliverJob {
             event_id: event.id.clone(),
             attempt: attempts,

@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 use apalis::prelude::Data;
 use tracing::Instrument;
 
-use super::{CompleteJob, DeliverJob, HandlerResult, JobContext, infra_error, push};
+use super::{CompleteJob, DeliverJob, HandlerResult, JobContext, JobKey, infra_error, push};
 use crate::{
     csv::{CsvError, ImageOutcome, OutputRow, OutputWriter},
     domain::{EventId, ImageState, RequestStatus},
@@ -68,7 +68,7 @@ async fn run(job: &CompleteJob, ctx: &JobContext) -> Result<bool, StoreError> {
                 retry,
                 ..job.clone()
             };
-            let key = format!("complete:{}:run{}:retry{retry}", job.request_id, job.run);
+            let key = JobKey::complete_retry(job.request_id, job.run, retry);
             push(&mut tx, &again, &key, delay).await?;
             tx.commit().await?;
             return Ok(false);
@@ -99,7 +99,7 @@ async fn run(job: &CompleteJob, ctx: &JobContext) -> Result<bool, StoreError> {
         let event_id = EventId::new();
         let payload = serde_json::to_string(&event_payload(ctx, &finished))?;
         Db::insert_event(&mut tx, &event_id, job.request_id, &url, &payload).await?;
-        let key = format!("deliver:{event_id}:try0");
+        let key = JobKey::deliver(&event_id, 0);
         let deliver = DeliverJob {
             event_id,
             attempt: 0,

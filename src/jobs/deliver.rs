@@ -10,7 +10,7 @@ use apalis::prelude::Data;
 use chrono::Utc;
 use tracing::Instrument;
 
-use super::{DeliverJob, HandlerResult, JobContext, infra_error, push};
+use super::{DeliverJob, HandlerResult, JobContext, JobKey, infra_error, push};
 use crate::{
     domain::EventState,
     store::{Db, StoreError},
@@ -107,7 +107,7 @@ async fn run(job: &DeliverJob, ctx: &JobContext) -> Result<&'static str, StoreEr
             event_id: event.id.clone(),
             attempt: tries_before + 1,
         };
-        let key = format!("deliver:{}:try{}", event.id, tries_before + 1);
+        let key = JobKey::deliver(&event.id, tries_before + 1);
         push(&mut tx, &next, &key, delay).await?;
     }
     tx.commit().await?;

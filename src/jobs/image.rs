@@ -15,7 +15,7 @@ use apalis::prelude::Data;
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
-use super::{HandlerResult, ImageJob, JobContext, infra_error, outcomes::Recorded, push};
+use super::{HandlerResult, ImageJob, JobContext, JobKey, infra_error, outcomes::Recorded, push};
 use crate::{
     domain::{ImageState, RequestStatus},
     fetch::{Conditional, FetchError, Validators},
@@ -157,10 +157,7 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
             tracing::info!(attempt, error = %message, ?delay, "transient failure; retrying later");
             let mut tx = ctx.db.begin_write().await?;
             if Db::record_retry(&mut tx, job.request_id, job.row, job.position, &message).await? {
-                let key = format!(
-                    "image:{}:{}:{}:run{}:try{}",
-                    job.request_id, job.row, job.position, work.run, attempt
-                );
+                let key = JobKey::image(job.request_id, job.row, job.position, work.run, attempt);
                 push(&mut tx, job, &key, delay).await?;
             }
             tx.commit().await?;

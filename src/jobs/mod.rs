@@ -17,6 +17,7 @@ mod backoff;
 mod complete;
 mod deliver;
 mod image;
+mod keys;
 mod outcomes;
 mod poll;
 
@@ -28,6 +29,7 @@ use apalis_sqlite::SqliteStorage;
 use serde::{Deserialize, Serialize};
 
 pub use backoff::Backoff;
+pub use keys::JobKey;
 pub use outcomes::Outcomes;
 
 use crate::{
@@ -97,14 +99,14 @@ impl Job for DeliverJob {
 pub async fn push<J: Job>(
     tx: &mut Tx,
     job: &J,
-    idempotency_key: &str,
+    idempotency_key: &JobKey,
     run_after: Duration,
 ) -> Result<(), StoreError> {
     let args = serde_json::to_vec(job)?;
     let run_at = std::time::SystemTime::now() + run_after;
     let task = TaskBuilder::new(args)
         .max_attempts(INFRA_ATTEMPTS)
-        .idempotency_key(idempotency_key)
+        .idempotency_key(idempotency_key.as_str())
         .run_at_time(run_at)
         .build();
     push_tasks(tx, J::QUEUE, vec![task]).await
@@ -113,14 +115,14 @@ pub async fn push<J: Job>(
 /// Pushes many jobs of one type, due now, inside the caller's transaction.
 pub async fn push_many<J: Job>(
     tx: &mut Tx,
-    jobs: impl IntoIterator<Item = (J, String)>,
+    jobs: impl IntoIterator<Item = (J, JobKey)>,
 ) -> Result<(), StoreError> {
     let tasks = jobs
         .into_iter()
         .map(|(job, key)| {
             Ok(TaskBuilder::new(serde_json::to_vec(&job)?)
                 .max_attempts(INFRA_ATTEMPTS)
-                .idempotency_key(key)
+                .idempotency_key(key.as_str())
                 .build())
         })
         .collect::<Result<Vec<_>, serde_json::Error>>()?;

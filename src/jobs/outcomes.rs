@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{CompleteJob, push};
+use super::{CompleteJob, JobKey, push};
 use crate::{
     domain::RequestId,
     store::{Db, ImageFinish, ImageOutcomeUpdate, StoreError},
@@ -125,7 +125,7 @@ async fn commit(db: &Db, items: &[ImageFinish]) -> Result<Vec<bool>, StoreError>
             run,
             retry: 0,
         };
-        let key = format!("complete:{request_id}:run{run}");
+        let key = JobKey::complete(request_id, run);
         push(&mut tx, &complete, &key, Duration::ZERO).await?;
     }
     tx.commit().await?;
