@@ -498,6 +498,38 @@ impl Drop for PgDatabase {
     }
 }
 
+/// A migrated database of its own for a test that talks to the store directly: a
+/// SQLite file in a temp dir, or a fresh PostgreSQL database (dropped with this value).
+pub struct TestDb {
+    /// The handle.
+    pub db: pixbatch::store::Db,
+    _dir: tempfile::TempDir,
+    _pg: Option<PgDatabase>,
+}
+
+impl TestDb {
+    /// Opens and migrates one on `backend`; `None` when PostgreSQL is asked for but
+    /// not configured (the test is then skipped, see [`skip`]).
+    pub async fn open(backend: Backend) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (pg, url) = match backend {
+            Backend::Sqlite => (None, format!("sqlite://{}/test.db", dir.path().display())),
+            Backend::Postgres => {
+                let pg = PgDatabase::create(&postgres_url()?).await;
+                let url = pg.url.clone();
+                (Some(pg), url)
+            }
+        };
+        let db = pixbatch::store::Db::connect(&url).await.expect("connect");
+        db.migrate().await.expect("migrate");
+        Some(Self {
+            db,
+            _dir: dir,
+            _pg: pg,
+        })
+    }
+}
+
 /// A test secret (`whsec_` + base64 of 24 bytes).
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 

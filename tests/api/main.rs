@@ -16,6 +16,7 @@ mod scaleout;
 mod security;
 mod ssrf;
 mod storage;
+mod store;
 mod validation;
 mod webhooks;
 

@@ -4,9 +4,9 @@
 //! there makes the cost per image grow with the request (a 20k-image request was
 //! quadratic on SQLite through the same-URL lookup).
 
-use pixbatch::store::{Db, HOT_QUERIES, Pool};
+use pixbatch::store::{HOT_QUERIES, Pool};
 
-use crate::helpers::{Backend, PgDatabase, postgres_url};
+use crate::helpers::{Backend, TestDb};
 
 /// What apalis-sqlite (1.0.0, `queries/task/`) runs on `Jobs` for every job: marking
 /// fetched jobs Running, and the ack. Copied here because its planner statistics are
@@ -40,20 +40,10 @@ fn params(sql: &str) -> usize {
 }
 
 async fn hot_queries_use_indexes(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let (_pg, url) = match backend {
-        Backend::Sqlite => (None, format!("sqlite://{}/plans.db", dir.path().display())),
-        Backend::Postgres => {
-            let Some(admin) = postgres_url() else {
-                return;
-            };
-            let pg = PgDatabase::create(&admin).await;
-            let url = pg.url.clone();
-            (Some(pg), url)
-        }
+    let Some(test) = TestDb::open(backend).await else {
+        return;
     };
-    let db = Db::connect(&url).await.expect("connect");
-    db.migrate().await.expect("migrate");
+    let db = &test.db;
     let queue: &[(&str, &str)] = match backend {
         Backend::Sqlite => SQLITE_QUEUE_QUERIES,
         Backend::Postgres => &[],

@@ -1,0 +1,607 @@
+//! The store's fan-in, retry, cancel and finalisation, called directly on a real SQLite
+//! file and a real PostgreSQL database: exact counters, states and answers, including
+//! the redeliveries and late finishes that the guarded updates exist for.
+
+use pixbatch::{
+    domain::{ImageState, RequestId, RequestStatus},
+    store::{
+        Db, FinishedBatch, ImageFinish, ImageOutcomeUpdate, ImageRecord, NewImage, NewProduct,
+        NewRequest, RequestRecord,
+    },
+};
+
+use crate::helpers::{Backend, TestDb};
+
+/// Stores a request whose rows hold these URLs (one image per URL, in order).
+async fn insert(db: &Db, rows: &[&[&str]]) -> RequestId {
+    let id = RequestId::new();
+    let req = NewRequest {
+        id,
+        quality: "50".to_owned(),
+        max_bytes: None,
+        webhook_url: None,
+        header: ["S. No.", "Product Name", "Input Image Urls"]
+            .map(str::to_owned)
+            .to_vec(),
+        urls_column: 2,
+        input_key: format!("inputs/{id}.csv"),
+        reuse: false,
+    };
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .enumerate()
+        .map(|(r, urls)| vec![(r + 1).to_string(), format!("Product {r}"), urls.join(",")])
+        .collect();
+    let products: Vec<NewProduct<'_>> = cells
+        .iter()
+        .enumerate()
+        .map(|(r, c)| NewProduct {
+            row: r as u32,
+            line: r as u64 + 2,
+            serial: &c[0],
+            product_name: &c[1],
+            cells: c,
+        })
+        .collect();
+    let images: Vec<NewImage<'_>> = rows
+        .iter()
+        .enumerate()
+        .flat_map(|(r, urls)| {
+            urls.iter().enumerate().map(move |(p, url)| NewImage {
+                row: r as u32,
+                position: p as u32,
+                url,
+            })
+        })
+        .collect();
+    let mut tx = db.begin_write().await.unwrap();
+    Db::insert_request(&mut tx, &req, &products, &images)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    id
+}
+
+fn stored(reused_from: Option<RequestId>) -> ImageOutcomeUpdate {
+    ImageOutcomeUpdate::Succeeded {
+        input_bytes: 1000,
+        output_bytes: 400,
+        width: 64,
+        height: 48,
+        report: serde_json::json!({"quality": 50}),
+        reused_from,
+        source: None,
+    }
+}
+
+fn failed(error: &str) -> ImageOutcomeUpdate {
+    ImageOutcomeUpdate::Failed {
+        error: error.to_owned(),
+    }
+}
+
+fn item(id: RequestId, targets: &[(u32, u32)], outcome: ImageOutcomeUpdate) -> ImageFinish {
+    ImageFinish {
+        request_id: id,
+        targets: targets.to_vec(),
+        outcome,
+    }
+}
+
+/// Records a batch of outcomes in a transaction of its own.
+async fn finish(db: &Db, items: &[ImageFinish]) -> FinishedBatch {
+    let mut tx = db.begin_write().await.unwrap();
+    let done = Db::finish_image_batch(&mut tx, items).await.unwrap();
+    tx.commit().await.unwrap();
+    done
+}
+
+async fn request(db: &Db, id: RequestId) -> RequestRecord {
+    db.request(id).await.unwrap().expect("request exists")
+}
+
+/// `(succeeded, failed, remaining)`.
+async fn counters(db: &Db, id: RequestId) -> (i64, i64, i64) {
+    let r = request(db, id).await;
+    (r.succeeded, r.failed, r.remaining)
+}
+
+async fn images(db: &Db, id: RequestId) -> Vec<ImageRecord> {
+    db.images(id, 0, 1000).await.unwrap()
+}
+
+async fn states(db: &Db, id: RequestId) -> Vec<ImageState> {
+    images(db, id).await.into_iter().map(|i| i.state).collect()
+}
+
+async fn record_retry(db: &Db, id: RequestId, row: u32, position: u32, error: &str) -> bool {
+    let mut tx = db.begin_write().await.unwrap();
+    let counted = Db::record_retry(&mut tx, id, row, position, error)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    counted
+}
+
+async fn retry_failed(db: &Db, id: RequestId) -> Option<(i64, Vec<(u32, u32, String)>)> {
+    let mut tx = db.begin_write().await.unwrap();
+    let retried = Db::retry_failed(&mut tx, id).await.unwrap();
+    tx.commit().await.unwrap();
+    retried
+}
+
+async fn cancel(db: &Db, id: RequestId) -> Option<i64> {
+    let mut tx = db.begin_write().await.unwrap();
+    let run = Db::cancel(&mut tx, id).await.unwrap();
+    tx.commit().await.unwrap();
+    run
+}
+
+async fn finalize(db: &Db, id: RequestId, run: i64) -> Option<RequestRecord> {
+    let mut tx = db.begin_write().await.unwrap();
+    let key = format!("outputs/{id}/{run}.csv");
+    let done = Db::finalize_request(&mut tx, id, run, &key).await.unwrap();
+    tx.commit().await.unwrap();
+    done
+}
+
+async fn finalize_cancelled(db: &Db, id: RequestId, run: i64) -> Option<RequestRecord> {
+    let mut tx = db.begin_write().await.unwrap();
+    let key = format!("outputs/{id}/{run}.csv");
+    let done = Db::finalize_cancelled(&mut tx, id, run, &key)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    done
+}
+
+/// Each image moves the counters once; the decrement that reaches zero is reported
+/// once; a redelivered finish records nothing and changes nothing.
+async fn finish_counts_each_image_once(backend: Backend) {
+    let Some(test) = TestDb::open(backend).await else {
+        return;
+    };
+    let db = &test.db;
+    let id = insert(db, &[&["http://x/a", "http://x/b"], &["http://x/c"]]).await;
+    let r = request(db, id).await;
+    assert_eq!(
+        (r.status, r.total, r.run, r.reused),
+        (RequestStatus::Pending, 3, 1, 0)
+    );
+    assert_eq!(counters(db, id).await, (0, 0, 3));
+
+    let done = finish(db, &[item(id, &[(0, 0)], stored(None))]).await;
+    assert_eq!(done.recorded, [true]);
+    assert!(done.last_of_run.is_empty());
+    assert_eq!(counters(db, id).await, (1, 0, 2));
+
+    // The same job delivered again: nothing recorded, nothing counted.
+    let done = finish(db, &[item(id, &[(0, 0)], failed("late"))]).await;
+    assert_eq!(
+        done,
+        FinishedBatch {
+            recorded: vec![false],
+            last_of_run: vec![],
+        }
+    );
+    assert_eq!(counters(db, id).await, (1, 0, 2));
+    let imgs = images(db, id).await;
+    let first = &imgs[0];
+    assert_eq!(
+        (first.state, first.attempts, first.last_error.as_deref()),
+        (ImageState::Succeeded, 1, None)
+    );
+
+    // The last two in one batch, one of them twice: the run ends once.
+    let done = finish(
+        db,
+        &[
+            item(id, &[(0, 1)], failed("404 Not Found")),
+            item(id, &[(1, 0)], stored(None)),
+            item(id, &[(1, 0)], stored(None)),
+        ],
+    )
+    .await;
+    assert_eq!(done.recorded, [true, true, false]);
+    assert_eq!(done.last_of_run, [(id, 1)]);
+    assert_eq!(counters(db, id).await, (2, 1, 0));
+
+    // Redelivered after the run ended: remaining stays at zero, nothing is reported.
+    let done = finish(
+        db,
+        &[
+            item(id, &[(0, 1)], failed("404 Not Found")),
+            item(id, &[(1, 0)], stored(None)),
+        ],
+    )
+    .await;
+    assert_eq!(done.recorded, [false, false]);
+    assert!(done.last_of_run.is_empty());
+    assert_eq!(counters(db, id).await, (2, 1, 0));
+
+    let imgs = images(db, id).await;
+    assert_eq!(
+        imgs.iter().map(|i| i.state).collect::<Vec<_>>(),
+        [
+            ImageState::Succeeded,
+            ImageState::Failed,
+            ImageState::Succeeded
+        ]
+    );
+    assert_eq!(imgs[1].last_error.as_deref(), Some("404 Not Found"));
+    assert_eq!(imgs[1].output_key, None);
+    for i in [&imgs[0], &imgs[2]] {
+        assert_eq!(i.attempts, 1);
+        assert_eq!(
+            (i.input_bytes, i.output_bytes, i.width, i.height),
+            (Some(1000), Some(400), Some(64), Some(48))
+        );
+        assert!(i.output_key.is_some(), "{i:?}");
+    }
+    assert_ne!(imgs[0].output_key, imgs[2].output_key);
+}
+
+/// One batch over several requests: each request's counters move by its own items,
+/// and every request whose run the batch ends is reported once, whatever the order
+/// of the items.
+async fn one_batch_ends_several_runs(backend: Backend) {
+    let Some(test) = TestDb::open(backend).await else {
+        return;
+    };
+    let db = &test.db;
+    let a = insert(db, &[&["http://x/1", "http://x/2"]]).await;
+    let b = insert(db, &[&["http://x/1"]]).await;
+    let c = insert(db, &[&["http://x/1", "http://x/2"]]).await;
+    let done = finish(
+        db,
+        &[
+            item(c, &[(0, 0)], stored(None)),
+            item(a, &[(0, 1)], failed("timeout")),
+            item(b, &[(0, 0)], stored(None)),
+            item(a, &[(0, 0)], stored(None)),
+        ],
+    )
+    .await;
+    assert_eq!(done.recorded, [true, true, true, true]);
+    let mut ended = done.last_of_run.clone();
+    ended.sort();
+    let mut expected = vec![(a, 1), (b, 1)];
+    expected.sort();
+    assert_eq!(ended, expected);
+    assert_eq!(counters(db, a).await, (1, 1, 0));
+    assert_eq!(counters(db, b).await, (1, 0, 0));
+    assert_eq!(counters(db, c).await, (1, 0, 1));
+}
+
+/// Images of one request with one URL share the outcome of the job that fetched it:
+/// all move together, each counted once, the reused counter with them.
+async fn duplicate_targets_finish_together(backend: Backend) {
+    let Some(test) = TestDb::open(backend).await else {
+        return;
+    };
+    let db = &test.db;
+    let id = insert(
+        db,
+        &[&["http://x/same", "http://x/other"], &["http://x/same"]],
+    )
+    .await;
+    assert_eq!(
+        db.duplicates_of(id, 0, 0, "http://x/same").await.unwrap(),
+        [(1, 0)]
+    );
+    let done = finish(db, &[item(id, &[(0, 0), (1, 0)], failed("403 Forbidden"))]).await;
+    assert_eq!(done.recorded, [true]);
+    assert!(done.last_of_run.is_empty());
+    assert_eq!(counters(db, id).await, (0, 2, 1));
+    let imgs = images(db, id).await;
+    for i in [&imgs[0], &imgs[2]] {
+        assert_eq!(
+            (i.state, i.attempts, i.last_error.as_deref()),
+            (ImageState::Failed, 1, Some("403 Forbidden"))
+        );
+    }
+    assert_eq!(imgs[1].state, ImageState::Pending);
+    assert!(
+        db.duplicates_of(id, 0, 0, "http://x/same")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The duplicate's own job, delivered later, finds it finished.
+    let done = finish(db, &[item(id, &[(1, 0)], stored(None))]).await;
+    assert_eq!(done.recorded, [false]);
+    assert_eq!(counters(db, id).await, (0, 2, 1));
+
+    // A duplicate that its own job already finished is not counted twice; a reused
+    // output counts as reused for every image it fills.
+    let earlier = insert(db, &[&["http://x/w"]]).await;
+    let id = insert(db, &[&["http://x/w"], &["http://x/w"], &["http://x/w"]]).await;
+    let done = finish(db, &[item(id, &[(2, 0)], stored(Some(earlier)))]).await;
+    assert_eq!(done.recorded, [true]);
+    assert_eq!(counters(db, id).await, (1, 0, 2));
+    let done = finish(
+        db,
+        &[item(id, &[(0, 0), (1, 0), (2, 0)], stored(Some(earlier)))],
+    )
+    .await;
+    assert_eq!(done.recorded, [true]);
+    assert_eq!(done.last_of_run, [(id, 1)]);
+    assert_eq!(counters(db, id).await, (3, 0, 0));
+    assert_eq!(request(db, id).await.reused, 3);
+    for i in images(db, id).await {
+        assert_eq!(
+            (i.state, i.attempts, i.reused_from),
+            (ImageState::Succeeded, 1, Some(earlier))
+        );
+    }
+}
+
+/// A try to be repeated counts an attempt and keeps its error while the image is
+/// pending, and is refused once it is not.
+async fn record_retry_counts_pending_tries(backend: Backend) {
+    let Some(test) = TestDb::open(backend).await else {
+        return;
+    };
+    let db = &test.db;
+    let id = insert(db, &[&["http://x/a", "http://x/b"]]).await;
+    assert!(record_retry(db, id, 0, 0, "connection reset").await);
+    assert!(record_retry(db, id, 0, 0, "503 Service Unavailable").await);
+    let imgs = images(db, id).await;
+    assert_eq!(
+        (
+            imgs[0].state,
+            imgs[0].attempts,
+            imgs[0].last_error.as_deref()
+        ),
+        (ImageState::Pending, 2, Some("503 Service Unavailable"))
+    );
+    assert_eq!((imgs[1].attempts, imgs[1].last_error.as_deref()), (0, None));
+    assert_eq!(counters(db, id).await, (0, 0, 2));
+
+    let done = finish(db, &[item(id, &[(0, 0)], failed("gave up after 3 tries"))]).await;
+    assert_eq!(done.recorded, [true]);
+    assert!(!record_retry(db, id, 0, 0, "late").await);
+    let imgs = images(db, id).await;
+    let first = &imgs[0];
+    assert_eq!(
+        (first.state, first.attempts, first.last_error.as_deref()),
+        (ImageState::Failed, 3, Some("gave up after 3 tries"))
+    );
+    assert_eq!(counters(db, id).await, (0, 1, 1));
+    // No such image.
+    assert!(!record_retry(db, id, 5, 0, "nowhere").await);
+}
+
+/// Retry reopens exactly the failed images of a finished run, in a new run; the old
+/// run's late finishes and completion change nothing.
+async fn retry_failed_starts_a_new_run(backend: Backend) {
+    let Some(test) = TestDb::open(backend).await else {
+        return;
+    };
+    let db = &test.db;
+    let id = insert(db, &[&["http://x/a", "http://x/b"], &["http://x/c"]]).await;
+    assert_eq!(retry_failed(db, id).await, None, "pending");
+    finish(
+        db,
+        &[
+            item(id, &[(0, 0)], stored(None)),
+            item(id, &[(0, 1)], failed("404")),
+        ],
+    )
+    .await;
+    assert_eq!(retry_failed(db, id).await, None, "still running");
+    let done = finish(db, &[item(id, &[(1, 0)], failed("timeout"))]).await;
+    assert_eq!(done.last_of_run, [(id, 1)]);
+    assert_eq!(retry_failed(db, id).await, None, "not finalised yet");
+    assert_eq!(
+        finalize(db, id, 1).await.unwrap().status,
+        RequestStatus::CompletedWithErrors
+    );
+
+    let (run, reopened) = retry_failed(db, id).await.expect("retried");
+    assert_eq!(run, 2);
+    assert_eq!(
+        reopened,
+        [
+            (0, 1, "http://x/b".to_owned()),
+            (1, 0, "http://x/c".to_owned())
+        ]
+    );
+    let r = request(db, id).await;
+    assert_eq!(
+        (r.status, r.run, r.succeeded, r.failed, r.remaining),
+        (RequestStatus::Processing, 2, 1, 0, 2)
+    );
+    assert_eq!((r.output_key, r.finished_at), (None, None));
+    let imgs = images(db, id).await;
+    assert_eq!(
+        imgs.iter()
+            .map(|i| (i.state, i.attempts))
+            .collect::<Vec<_>>(),
+        [
+            (ImageState::Succeeded, 1),
+            (ImageState::Pending, 0),
+            (ImageState::Pending, 0)
+        ]
+    );
+    assert_eq!(retry_failed(db, id).await, None, "the new run is running");
+
+    // The old run, late: a redelivered finish and its completion.
+    let done = finish(db, &[item(id, &[(0, 0)], failed("late"))]).await;
+    assert_eq!(done.recorded, [false]);
+    assert_eq!(counters(db, id).await, (1, 0, 2));
+    assert!(finalize(db, id, 1).await.is_none());
+    assert_eq!(request(db, id).await.status, RequestStatus::Processing);
+
+    let done = finish(
+        db,
+        &[
+            item(id, &[(0, 1)], stored(None)),
+            item(id, &[(1, 0)], failed("timeout again")),
+        ],
+    )
+    .await;
+    assert_eq!(done.last_of_run, [(id, 2)]);
+    assert_eq!(counters(db, id).await, (2, 1, 0));
+    let r = finalize(db, id, 2).await.unwrap();
+    assert_eq!((r.status, r.run), (RequestStatus::CompletedWithErrors, 2));
+    assert_eq!(
+        retry_failed(db, id).await,
+        Some((3, vec![(1, 0, "http://x/c".to_owned())]))
+    );
+
+    // Every image failed: retried too.
+    let all_failed = insert(db, &[&["http://x/d"]]).await;
+    finish(db, &[item(all_failed, &[(0, 0)], failed("404"))]).await;
+    assert_eq!(
+        finalize(db, all_failed, 1).await.unwrap().status,
+        RequestStatus::Failed
+    );
+    assert_eq!(
+        retry_failed(db, all_failed).await,
+        Some((2, vec![(0, 0, "http://x/d".to_owned())]))
+    );
+    assert_eq!(counters(db, all_failed).await, (0, 0, 1));
+
+    // Nothing failed: nothing to retry.
+    let clean = insert(db, &[&["http://x/e"]]).await;
+    finish(db, &[item(clean, &[(0, 0)], stored(None))]).await;
+    finalize(db, clean, 1).await.unwrap();
+    assert_eq!(retry_failed(db, clean).await, None);
+    assert_eq!(request(db, clean).await.run, 1);
+
+    // Cancelled with a failed image: not retried.
+    let cancelled = insert(db, &[&["http://x/f", "http://x/g"]]).await;
+    finish(db, &[item(cancelled, &[(0, 0)], failed("404"))]).await;
+    cancel(db, cancelled).await.unwrap();
+    assert_eq!(retry_failed(db, cancelled).await, None);
+    assert_eq!(request(db, cancelled).await.run, 1);
+}
+
+/// Cancel stops what is pending and only that; late finishes of cancelled images
+/// record nothing, and the cancelled run's output is recorded once.
+async fn cancel_stops_pending_images(backend: Backend) {
+    let Some(test) = TestDb::open(backend).await else {
+        return;
+    };
+    let db = &test.db;
+    let id = insert(db, &[&["http://x/a", "http://x/b"], &["http://x/c"]]).await;
+    finish(
+        db,
+        &[
+            item(id, &[(0, 0)], stored(None)),
+            item(id, &[(0, 1)], failed("404")),
+        ],
+    )
+    .await;
+    assert_eq!(cancel(db, id).await, Some(1));
+    let r = request(db, id).await;
+    assert_eq!(
+        (r.status, r.succeeded, r.failed, r.remaining),
+        (RequestStatus::Cancelled, 1, 1, 0)
+    );
+    assert!(r.finished_at.is_some());
+    assert_eq!(r.output_key, None);
+    assert_eq!(
+        states(db, id).await,
+        [
+            ImageState::Succeeded,
+            ImageState::Failed,
+            ImageState::Cancelled
+        ]
+    );
+    assert_eq!(cancel(db, id).await, None, "already cancelled");
+
+    // The job that was working on the cancelled image finishes late.
+    let done = finish(db, &[item(id, &[(1, 0)], stored(None))]).await;
+    assert_eq!(
+        done,
+        FinishedBatch {
+            recorded: vec![false],
+            last_of_run: vec![],
+        }
+    );
+    assert!(!record_retry(db, id, 1, 0, "late").await);
+    assert_eq!(counters(db, id).await, (1, 1, 0));
+    assert_eq!(states(db, id).await[2], ImageState::Cancelled);
+    assert!(finalize(db, id, 1).await.is_none(), "not a completion");
+
+    assert!(finalize_cancelled(db, id, 2).await.is_none(), "wrong run");
+    let r = finalize_cancelled(db, id, 1).await.expect("first time");
+    assert_eq!(r.status, RequestStatus::Cancelled);
+    assert_eq!(r.output_key, Some(format!("outputs/{id}/1.csv")));
+    assert!(finalize_cancelled(db, id, 1).await.is_none(), "second time");
+
+    // A finished request is not cancelled, nor finalised as cancelled.
+    let done_id = insert(db, &[&["http://x/d"]]).await;
+    finish(db, &[item(done_id, &[(0, 0)], stored(None))]).await;
+    finalize(db, done_id, 1).await.unwrap();
+    assert_eq!(cancel(db, done_id).await, None);
+    assert_eq!(request(db, done_id).await.status, RequestStatus::Completed);
+    assert!(finalize_cancelled(db, done_id, 1).await.is_none());
+
+    // One that never started is.
+    let fresh = insert(db, &[&["http://x/e"]]).await;
+    assert_eq!(cancel(db, fresh).await, Some(1));
+    assert_eq!(states(db, fresh).await, [ImageState::Cancelled]);
+    assert_eq!(counters(db, fresh).await, (0, 0, 0));
+}
+
+/// A run is finalised once, when nothing of it remains, with the status its counts
+/// give; a redelivered completion gets `None`.
+async fn finalize_request_once_per_run(backend: Backend) {
+    let Some(test) = TestDb::open(backend).await else {
+        return;
+    };
+    let db = &test.db;
+    let cases: [(&[bool], RequestStatus); 3] = [
+        (&[true, true], RequestStatus::Completed),
+        (&[true, false], RequestStatus::CompletedWithErrors),
+        (&[false, false], RequestStatus::Failed),
+    ];
+    let unfinished = insert(db, &[&["http://x/a"], &["http://x/b"]]).await;
+    finish(db, &[item(unfinished, &[(0, 0)], stored(None))]).await;
+    assert!(
+        finalize(db, unfinished, 1).await.is_none(),
+        "an image remains"
+    );
+    assert_eq!(request(db, unfinished).await.status, RequestStatus::Pending);
+
+    for (outcomes, status) in cases {
+        let id = insert(db, &[&["http://x/a"], &["http://x/b"]]).await;
+        let items: Vec<ImageFinish> = outcomes
+            .iter()
+            .enumerate()
+            .map(|(row, &ok)| {
+                let outcome = if ok { stored(None) } else { failed("404") };
+                item(id, &[(row as u32, 0)], outcome)
+            })
+            .collect();
+        assert_eq!(finish(db, &items).await.last_of_run, [(id, 1)]);
+        assert!(finalize(db, id, 2).await.is_none(), "no such run");
+        let r = finalize(db, id, 1).await.expect("first completion");
+        assert_eq!(r.status, status);
+        assert_eq!(r.output_key, Some(format!("outputs/{id}/1.csv")));
+        assert!(r.finished_at.is_some());
+        let succeeded = outcomes.iter().filter(|&&ok| ok).count() as i64;
+        assert_eq!(
+            (r.succeeded, r.failed, r.remaining),
+            (succeeded, 2 - succeeded, 0)
+        );
+        assert!(
+            finalize(db, id, 1).await.is_none(),
+            "redelivered completion"
+        );
+        assert_eq!(request(db, id).await.status, status);
+    }
+}
+
+crate::on_both_backends!(
+    finish_counts_each_image_once,
+    one_batch_ends_several_runs,
+    duplicate_targets_finish_together,
+    record_retry_counts_pending_tries,
+    retry_failed_starts_a_new_run,
+    cancel_stops_pending_images,
+    finalize_request_once_per_run,
+);
