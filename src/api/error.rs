@@ -2,41 +2,13 @@
 //! body in this one place. 5xx bodies are generic; their cause goes to the log.
 
 use poem::{Response, http::StatusCode};
-use poem_openapi::{ApiResponse, Object, payload::Json};
+use poem_openapi::{ApiResponse, payload::Json};
 
+use super::problem::{Problem, ProblemItem};
 use crate::{csv::CsvProblem, store::StoreError};
 
 /// At most this many CSV problems are listed in one answer.
 pub const MAX_LISTED_PROBLEMS: usize = 100;
-
-/// One problem in an uploaded CSV.
-#[derive(Debug, Clone, Object)]
-#[oai(skip_serializing_if_is_none)]
-pub struct ProblemItem {
-    /// Physical line in the file (the header is line 1).
-    pub line: u64,
-    /// Column name, when the problem belongs to one.
-    pub column: Option<String>,
-    /// What is wrong.
-    pub message: String,
-}
-
-/// An RFC 9457 problem document.
-#[derive(Debug, Clone, Object)]
-pub struct Problem {
-    /// Stable identifier of the problem kind (`urn:pixbatch:problem:<code>`).
-    #[oai(rename = "type")]
-    pub kind: String,
-    /// Short summary of the kind.
-    pub title: String,
-    /// The HTTP status.
-    pub status: u16,
-    /// What happened in this case.
-    pub detail: String,
-    /// For invalid CSVs: every problem found (the first 100).
-    #[oai(skip_serializing_if_is_none)]
-    pub errors: Option<Vec<ProblemItem>>,
-}
 
 /// Error answers, each as `application/problem+json`.
 #[derive(Debug, ApiResponse)]
@@ -243,13 +215,10 @@ pub fn problem_from_poem_error(err: poem::Error) -> Response {
 
 /// Serialises a problem as a plain poem response (for middleware outside poem-openapi).
 pub fn problem_response(status: StatusCode, p: &Problem) -> Response {
-    let body = serde_json::json!({
-        "type": p.kind, "title": p.title, "status": p.status, "detail": p.detail,
-    });
     Response::builder()
         .status(status)
         .content_type("application/problem+json")
-        .body(body.to_string())
+        .body(serde_json::to_string(p).unwrap_or_default())
 }
 
 /// A problem response for middleware: the same mapping as the handlers use.

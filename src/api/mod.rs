@@ -6,6 +6,7 @@ mod events;
 mod files;
 mod health;
 mod metrics;
+mod problem;
 mod report;
 mod requests;
 mod spec;
@@ -25,7 +26,8 @@ use poem::{
 use poem_openapi::{OpenApiService, Tags};
 use subtle::ConstantTimeEq;
 
-pub use error::{ApiError, Problem, ProblemResponse};
+pub use error::{ApiError, ProblemResponse};
+pub use problem::{Problem, ProblemItem};
 
 use crate::{
     config::{Secret, Settings},

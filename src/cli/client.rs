@@ -7,6 +7,7 @@ use anyhow::Context;
 use serde::{Deserialize, de::DeserializeOwned};
 use uuid::Uuid;
 
+pub use crate::api::Problem;
 use crate::domain::RequestStatus;
 
 /// Ordinary calls get this long; the upload and the event stream have their own limits.
@@ -31,34 +32,6 @@ pub struct Accepted {
     pub products: u64,
     /// Image URLs.
     pub images: u64,
-}
-
-/// An RFC 9457 problem, as the server writes them.
-#[derive(Debug, Deserialize)]
-pub struct Problem {
-    /// Short summary.
-    #[serde(default)]
-    pub title: String,
-    /// HTTP status.
-    #[serde(default)]
-    pub status: u16,
-    /// What happened.
-    #[serde(default)]
-    pub detail: String,
-    /// CSV problems, for a 422.
-    #[serde(default)]
-    pub errors: Vec<ProblemItem>,
-}
-
-/// One CSV problem.
-#[derive(Debug, Deserialize)]
-pub struct ProblemItem {
-    /// Line in the file (the header is line 1).
-    pub line: u64,
-    /// Column, when the problem has one.
-    pub column: Option<String>,
-    /// What is wrong.
-    pub message: String,
 }
 
 /// Counts and status: the body of a `progress`/`status` event.
@@ -212,9 +185,11 @@ pub async fn problem_of(resp: reqwest::Response) -> Problem {
     let status = resp.status();
     let body = resp.bytes().await.unwrap_or_default();
     serde_json::from_slice(&body).unwrap_or_else(|_| Problem {
+        // RFC 9457's type for a problem described by its status alone.
+        kind: "about:blank".to_owned(),
         title: status.canonical_reason().unwrap_or("error").to_owned(),
         status: status.as_u16(),
         detail: String::from_utf8_lossy(&body).chars().take(500).collect(),
-        errors: Vec::new(),
+        errors: None,
     })
 }

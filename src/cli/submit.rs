@@ -151,7 +151,7 @@ fn print_problem(file: &Path, p: &Problem) {
         p.status,
         p.detail
     );
-    for item in &p.errors {
+    for item in p.errors.iter().flatten() {
         match &item.column {
             Some(col) => eprintln!("  line {}, column {col:?}: {}", item.line, item.message),
             None => eprintln!("  line {}: {}", item.line, item.message),
