@@ -1,10 +1,14 @@
 //! Typed identifiers and states shared by the API, the jobs and the store, so that no
 //! bare `Uuid`, `i64` or string crosses a module boundary by accident.
 
+mod progress;
+
 use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+pub use progress::Progress;
 
 /// Identifies one uploaded CSV and all its work. Time-ordered (UUIDv7), so ids sort by
 /// creation and index well.

@@ -13,9 +13,11 @@ use poem_openapi::{
     ApiResponse, Object, OpenApi, param::Path, payload::EventStream, types::ToJSON,
 };
 
+use serde::Deserialize;
+
 use super::{ApiTags, AppState, ProblemResponse};
 use crate::{
-    domain::{RequestId, RequestStatus},
+    domain::{Progress, RequestId, RequestStatus},
     store::{Db, RequestRecord},
 };
 
@@ -24,34 +26,26 @@ const POLL: Duration = Duration::from_millis(250);
 /// A comment line this often keeps proxies from closing an idle stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-/// The body of a `progress` or `status` event.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+/// The body of a `progress` or `status` event: the image counts and the status.
+#[derive(Debug, Clone, PartialEq, Eq, Object, Deserialize)]
 pub struct ProgressEvent {
-    /// Images in the request.
-    pub total: i64,
-    /// Images stored.
-    pub succeeded: i64,
-    /// Images failed for good.
-    pub failed: i64,
-    /// Images not finished yet.
-    pub pending: i64,
-    /// Of the succeeded, images whose earlier output was reused unchanged.
-    pub reused: i64,
+    /// The counts, at the top level of the body.
+    #[oai(flatten)]
+    #[serde(flatten)]
+    pub progress: Progress,
     /// The request's status; final in the `status` event.
     pub status: RequestStatus,
     /// Whether this is the closing `status` event (the event type, not in the body).
     #[oai(skip)]
+    #[serde(skip)]
     pub last: bool,
 }
 
 impl ProgressEvent {
-    fn of(r: &RequestRecord) -> Self {
+    /// The event of a request as stored.
+    pub fn of(r: &RequestRecord) -> Self {
         Self {
-            total: r.total,
-            succeeded: r.succeeded,
-            failed: r.failed,
-            pending: r.remaining,
-            reused: r.reused,
+            progress: r.progress(),
             status: r.status,
             last: false,
         }
@@ -75,8 +69,9 @@ impl EventsApi {
     /// Live progress of a request
     ///
     /// Server-Sent Events: a `progress` event (`{total, succeeded, failed, pending,
-    /// status}`) at once and whenever an image finishes, then a `status` event with the
-    /// final status, then the stream ends. 404 for an unknown request.
+    /// cancelled, reused, status}`) at once and whenever an image finishes, then a
+    /// `status` event with the final status, then the stream ends. 404 for an unknown
+    /// request.
     #[oai(path = "/requests/:request_id/events", method = "get")]
     async fn events(&self, request_id: Path<String>) -> Result<EventsResponse, ProblemResponse> {
         let r = self.0.request(&request_id).await?;

@@ -27,6 +27,7 @@ use poem_openapi::{OpenApiService, Tags};
 use subtle::ConstantTimeEq;
 
 pub use error::{ApiError, ProblemResponse};
+pub use events::ProgressEvent;
 pub use problem::{Problem, ProblemItem};
 
 use crate::{

@@ -12,28 +12,10 @@ use uuid::Uuid;
 
 use super::{ApiError, ApiTags, AppState, ProblemResponse, report::ImageReport};
 use crate::{
-    domain::{ImageState, RequestStatus},
+    domain::{ImageState, Progress, RequestStatus},
     jobs::{self, CompleteJob, ImageJob, JobKey},
     store::{BlobKey, Db},
 };
-
-/// Image counts of a request.
-#[derive(Debug, Object)]
-pub struct Progress {
-    /// Images in the request.
-    total: i64,
-    /// Images stored.
-    succeeded: i64,
-    /// Images failed for good.
-    failed: i64,
-    /// Images not finished yet.
-    pending: i64,
-    /// Images stopped by a cancel.
-    cancelled: i64,
-    /// Of the succeeded, images whose earlier output was copied (unchanged at the
-    /// origin, same settings) instead of being transformed again.
-    reused: i64,
-}
 
 /// Where a request is.
 #[derive(Debug, Object)]
@@ -160,14 +142,7 @@ impl RequestsApi {
                 .as_deref()
                 .filter(|_| r.status.is_final())
                 .map(|k| self.0.file_url(k)),
-            progress: Progress {
-                total: r.total,
-                succeeded: r.succeeded,
-                failed: r.failed,
-                pending: r.remaining,
-                cancelled: r.total - r.succeeded - r.failed - r.remaining,
-                reused: r.reused,
-            },
+            progress: r.progress(),
             created_at: r.created_at,
             started_at: r.started_at,
             finished_at: r.finished_at,

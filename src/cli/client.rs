@@ -7,8 +7,8 @@ use anyhow::Context;
 use serde::{Deserialize, de::DeserializeOwned};
 use uuid::Uuid;
 
-pub use crate::api::Problem;
-use crate::domain::RequestStatus;
+pub use crate::api::{Problem, ProgressEvent};
+use crate::domain::{Progress, RequestStatus};
 
 /// Ordinary calls get this long; the upload and the event stream have their own limits.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -34,34 +34,11 @@ pub struct Accepted {
     pub images: u64,
 }
 
-/// Counts and status: the body of a `progress`/`status` event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub struct Progress {
-    /// Images in the request.
-    pub total: u64,
-    /// Stored.
-    pub succeeded: u64,
-    /// Failed for good.
-    pub failed: u64,
-    /// Not finished.
-    pub pending: u64,
-    /// The request's status.
-    pub status: RequestStatus,
-}
-
 /// `GET /status/{id}`, the parts the client uses.
 #[derive(Debug, Deserialize)]
 struct StatusBody {
     status: RequestStatus,
-    progress: Counts,
-}
-
-#[derive(Debug, Deserialize)]
-struct Counts {
-    total: u64,
-    succeeded: u64,
-    failed: u64,
-    pending: u64,
+    progress: Progress,
 }
 
 /// One image from `GET /requests/{id}/images`.
@@ -129,15 +106,13 @@ impl Client {
             .with_context(|| format!("GET {path}: unexpected answer"))
     }
 
-    /// The request's counts and status.
-    pub async fn status(&self, id: Uuid) -> anyhow::Result<Progress> {
+    /// The request's counts and status, as its events carry them.
+    pub async fn status(&self, id: Uuid) -> anyhow::Result<ProgressEvent> {
         let s: StatusBody = self.get_json(&format!("/status/{id}")).await?;
-        Ok(Progress {
-            total: s.progress.total,
-            succeeded: s.progress.succeeded,
-            failed: s.progress.failed,
-            pending: s.progress.pending,
+        Ok(ProgressEvent {
+            progress: s.progress,
             status: s.status,
+            last: s.status.is_final(),
         })
     }
 

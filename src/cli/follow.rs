@@ -11,7 +11,7 @@ use futures::{Stream, StreamExt};
 use indicatif::ProgressBar;
 use uuid::Uuid;
 
-use super::client::{Client, Progress, ok_or_problem};
+use super::client::{Client, ProgressEvent, ok_or_problem};
 
 /// The server sends a keep-alive comment every 15 s; this much silence means the
 /// stream is dead.
@@ -23,7 +23,7 @@ const POLL_ERRORS: u32 = 30;
 
 /// Waits until the request is final, showing its progress on `bar`; returns the final
 /// counts and status.
-pub async fn follow(client: &Client, id: Uuid, bar: &ProgressBar) -> anyhow::Result<Progress> {
+pub async fn follow(client: &Client, id: Uuid, bar: &ProgressBar) -> anyhow::Result<ProgressEvent> {
     match stream(client, id, bar).await {
         Ok(Some(last)) => return Ok(last),
         Ok(None) => bar.println("event stream ended early; polling the status instead"),
@@ -35,9 +35,11 @@ pub async fn follow(client: &Client, id: Uuid, bar: &ProgressBar) -> anyhow::Res
 }
 
 /// Shows the counts on the bar.
-fn show(bar: &ProgressBar, p: &Progress) {
-    bar.set_length(p.total);
-    bar.set_position(p.succeeded + p.failed);
+fn show(bar: &ProgressBar, e: &ProgressEvent) {
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    let p = &e.progress;
+    bar.set_length(count(p.total));
+    bar.set_position(count(p.finished()));
     if p.failed > 0 {
         bar.set_message(format!("{} failed", p.failed));
     }
@@ -45,7 +47,11 @@ fn show(bar: &ProgressBar, p: &Progress) {
 
 /// Reads `/requests/{id}/events` until its `status` event (`Some`), or until it ends
 /// without one (`None`).
-async fn stream(client: &Client, id: Uuid, bar: &ProgressBar) -> anyhow::Result<Option<Progress>> {
+async fn stream(
+    client: &Client,
+    id: Uuid,
+    bar: &ProgressBar,
+) -> anyhow::Result<Option<ProgressEvent>> {
     let resp = client
         .request(reqwest::Method::GET, &format!("/requests/{id}/events"))
         .header(reqwest::header::ACCEPT, "text/event-stream")
@@ -60,7 +66,7 @@ async fn stream(client: &Client, id: Uuid, bar: &ProgressBar) -> anyhow::Result<
             Err(EventStreamError::Transport(e)) => return Err(e),
             Err(e) => return Err(e).context("read"),
         };
-        let Ok(p) = serde_json::from_str::<Progress>(&event.data) else {
+        let Ok(p) = serde_json::from_str::<ProgressEvent>(&event.data) else {
             continue;
         };
         show(bar, &p);
@@ -88,7 +94,7 @@ fn until_silent(
 }
 
 /// Polls `/status/{id}` every second until the request is final.
-async fn poll(client: &Client, id: Uuid, bar: &ProgressBar) -> anyhow::Result<Progress> {
+async fn poll(client: &Client, id: Uuid, bar: &ProgressBar) -> anyhow::Result<ProgressEvent> {
     let mut errors = 0;
     loop {
         match client.status(id).await {

@@ -19,7 +19,7 @@ use clap::Args;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 
 use super::{
-    client::{Accepted, Client, Image, Problem, Progress, problem_of},
+    client::{Accepted, Client, Image, Problem, ProgressEvent, problem_of},
     follow,
 };
 use crate::domain::RequestStatus;
@@ -97,7 +97,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("writing {}", output.display()))?;
     writeln!(out, "Output CSV: {}", output.display())?;
 
-    let all_stored = last.status == RequestStatus::Completed && last.failed == 0;
+    let all_stored = last.status == RequestStatus::Completed && last.progress.failed == 0;
     Ok(if all_stored {
         ExitCode::SUCCESS
     } else {
@@ -170,7 +170,7 @@ fn progress_bar(images: u64) -> ProgressBar {
 }
 
 /// Prints the outcome: counts, bytes saved, and why images failed.
-fn print_summary(out: &mut impl Write, last: &Progress, images: &[Image]) -> io::Result<()> {
+fn print_summary(out: &mut impl Write, last: &ProgressEvent, images: &[Image]) -> io::Result<()> {
     let (input, output) = images
         .iter()
         .filter(|i| i.state == "succeeded")
@@ -187,8 +187,8 @@ fn print_summary(out: &mut impl Write, last: &Progress, images: &[Image]) -> io:
         out,
         "{}: {} succeeded, {} failed, {sign}{} saved ({percent:.0}% of {})",
         last.status,
-        last.succeeded,
-        last.failed,
+        last.progress.succeeded,
+        last.progress.failed,
         HumanBytes(saved.unsigned_abs()),
         HumanBytes(input.unsigned_abs()),
     )?;

@@ -13,7 +13,7 @@ use crate::{
     domain::{EventId, ImageState, RequestStatus},
     store::{BlobError, BlobKey, BlobUpload, Db, ImageSlot, RequestRecord, StoreError},
     telemetry::metrics::{self, JobKind, JobTimer},
-    webhook::{CompletionEvent, ImageCounts},
+    webhook::CompletionEvent,
 };
 
 /// apalis entry point.
@@ -205,12 +205,7 @@ pub(crate) fn event_payload(ctx: &JobContext, r: &RequestRecord) -> CompletionEv
         request_id: r.id.as_uuid(),
         status: r.status,
         output_csv: r.output_key.as_deref().map(|k| ctx.file_url(k)),
-        images: ImageCounts {
-            total: r.total,
-            succeeded: r.succeeded,
-            failed: r.failed,
-            reused: r.reused,
-        },
+        images: r.progress(),
         finished_at: r.finished_at.unwrap_or_else(chrono::Utc::now),
     }
 }

@@ -10,7 +10,7 @@ use super::{
     sources::{SourceFacts, StoredOutput},
     with_pool, with_tx,
 };
-use crate::domain::{ImageId, ImageState, RequestId, RequestStatus};
+use crate::domain::{ImageId, ImageState, Progress, RequestId, RequestStatus};
 
 /// A request of at least this many images refreshes the planner's statistics once
 /// stored ([`Db::refresh_planner_stats`]).
@@ -103,6 +103,19 @@ pub struct RequestRecord {
     pub started_at: Option<DateTime<Utc>>,
     /// When it reached its final status.
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl RequestRecord {
+    /// Its image counts, as the API, the events and the webhook show them.
+    pub fn progress(&self) -> Progress {
+        Progress::of_counters(
+            self.total,
+            self.succeeded,
+            self.failed,
+            self.remaining,
+            self.reused,
+        )
+    }
 }
 
 /// A stored image with its product, for the images API.

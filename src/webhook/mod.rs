@@ -9,21 +9,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::domain::RequestStatus;
-
-/// Image counts in the payload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, poem_openapi::Object)]
-pub struct ImageCounts {
-    /// Images in the request.
-    pub total: i64,
-    /// Images stored.
-    pub succeeded: i64,
-    /// Images failed.
-    pub failed: i64,
-    /// Of the succeeded, images whose earlier output was reused unchanged.
-    #[serde(default)]
-    pub reused: i64,
-}
+use crate::domain::{Progress, RequestStatus};
 
 /// The JSON body POSTed when a request reaches a final status. Serialised with serde
 /// for delivery; the same type documents the webhook in the OpenAPI document.
@@ -40,8 +26,8 @@ pub struct CompletionEvent {
     /// Absolute URL of the output CSV.
     #[oai(skip_serializing_if_is_none)]
     pub output_csv: Option<String>,
-    /// Counts.
-    pub images: ImageCounts,
+    /// Image counts.
+    pub images: Progress,
     /// When it finished.
     pub finished_at: DateTime<Utc>,
 }

@@ -267,6 +267,13 @@ async fn cancel_stops_pending_images(backend: Backend) {
     assert!(rows[n][4].contains("cancelled"), "{:?}", rows[n]);
     let got = hook.wait_for(1, Duration::from_secs(20)).await;
     assert_eq!(got[0].json()["status"], "Cancelled");
+    // The webhook's counts are the status' progress, cancelled images included.
+    let counts = &got[0].json()["images"];
+    assert_eq!(counts["total"], n);
+    assert_eq!(counts["pending"], 0);
+    assert_eq!(counts["cancelled"], cancelled);
+    let (_, s) = app.get_json(&format!("/status/{id}")).await;
+    assert_eq!(counts, &s["progress"]);
     let (code, _) = app.post_json(&format!("/requests/{id}/cancel")).await;
     assert_eq!(code, 409);
 }

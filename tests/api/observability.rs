@@ -164,6 +164,8 @@ async fn event_stream_sends_progress_then_the_final_status_and_ends() {
     assert_eq!(last["status"], "Completed");
     assert_eq!(last["succeeded"], n);
     assert_eq!(last["pending"], 0);
+    assert_eq!(last["cancelled"], 0);
+    assert_eq!(last["reused"], 0);
     let progress: Vec<&Value> = events
         .iter()
         .filter(|(k, _)| k == "progress")
