@@ -941,8 +941,9 @@ impl Db {
         Ok(rows)
     }
 
-    /// Sets the final status of a run, once: `false` when the run was already
-    /// finalised (a redelivered completion) or superseded by a retry.
+    /// Sets the final status of a run, once: `None` when the run was already
+    /// finalised (a redelivered completion), superseded by a retry, cancelled, or has
+    /// images left.
     pub async fn finalize_request(
         tx: &mut Tx,
         id: RequestId,
