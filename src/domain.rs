@@ -1,5 +1,7 @@
 //! Typed identifiers and states shared by the API, the jobs and the store, so that no
 //! bare `Uuid`, `i64` or string crosses a module boundary by accident.
+//! A request's image counts ([`Progress`]) live here too: the API, the webhook and the
+//! client all show them.
 
 mod progress;
 

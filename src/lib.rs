@@ -14,7 +14,8 @@
 //! - [`imaging`]: the pure, synchronous image transform.
 //! - [`webhook`]: Standard Webhooks payload and signatures.
 //! - [`store`]: all SQL and the blob store.
-//! - [`domain`]: typed identifiers and states shared by the modules above.
+//! - [`domain`]: typed identifiers, states and a request's image counts (`Progress`),
+//!   shared by the modules above.
 //! - [`telemetry`]: logs and Prometheus metrics.
 //! - [`app`]: wires everything together and runs it.
 //!
