@@ -154,6 +154,8 @@ impl App {
         let timeout = self.state.settings.jobs.shutdown_timeout;
         let role = self.role;
         tracing::info!(role = role.as_str(), addr = %self.addr, base = %self.state.settings.public_base_url, "listening");
+        let tidy_db = self.state.db.clone();
+        let tidy_stop = stop_rx.clone();
         let server = Server::new_with_acceptor(self.acceptor);
         let board_stop = wait_for(stop_rx.clone());
         let board_jobs = self.jobs.clone();
@@ -190,6 +192,7 @@ impl App {
             if role == Role::Api {
                 return Ok(());
             }
+            tokio::spawn(jobs::tidy::run(tidy_db, tidy_stop));
             jobs::monitor(self.jobs, role.as_str())
                 .run_with_signal(async move {
                     wait_for(stop_rx).await;

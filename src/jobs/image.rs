@@ -155,7 +155,7 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
         }) if attempt < ctx.settings.fetch.attempts => {
             let delay = ctx.backoff().next_delay(attempt, retry_after);
             tracing::info!(attempt, error = %message, ?delay, "transient failure; retrying later");
-            let mut tx = ctx.db.begin_write().await?;
+            let mut tx = ctx.db.begin_replayable().await?;
             if Db::record_retry(&mut tx, job.request_id, job.row, job.position, &message).await? {
                 let key = JobKey::image(job.request_id, job.row, job.position, work.run, attempt);
                 push(&mut tx, job, &key, delay).await?;

@@ -20,6 +20,7 @@ mod image;
 mod keys;
 mod outcomes;
 mod poll;
+pub mod tidy;
 
 use std::{sync::Arc, time::Duration};
 

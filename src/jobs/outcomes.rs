@@ -117,7 +117,7 @@ async fn run(db: Db, mut rx: mpsc::UnboundedReceiver<Pending>) {
 /// One transaction: the outcomes, then a completion job for each run they finished
 /// (keyed by request and run, so a run's completion is pushed once).
 async fn commit(db: &Db, items: &[ImageFinish]) -> Result<Vec<bool>, StoreError> {
-    let mut tx = db.begin_write().await?;
+    let mut tx = db.begin_replayable().await?;
     let finished = Db::finish_image_batch(&mut tx, items).await?;
     for &(request_id, run) in &finished.last_of_run {
         let complete = CompleteJob {

@@ -5,6 +5,7 @@
 
 mod blob;
 mod db;
+mod maintenance;
 mod queue;
 mod requests;
 mod sources;
@@ -16,6 +17,7 @@ pub use blob::{
 };
 pub use db::{Backend, Db, Pool, Tx};
 pub(crate) use db::{with_pool, with_tx};
+pub use maintenance::{DEAD_ROWS, Vacuumed};
 pub use queue::QueueDepth;
 pub use requests::{
     BIG_REQUEST_IMAGES, FinishedBatch, HOT_QUERIES, ImageFinish, ImageOutcomeUpdate, ImageRecord,

@@ -137,3 +137,137 @@ async fn hot_queries_use_indexes(backend: Backend) {
 }
 
 crate::on_both_backends!(hot_queries_use_indexes);
+
+/// The body of `apalis.get_jobs` (apalis-postgres 1.0.0,
+/// `migrations/20260902075949_remove_pl_in_get_jobs.sql`), planned the way the function
+/// plans it: with its arguments as parameters.
+const PG_GET_JOBS: &str = "WITH jobs AS (
+        SELECT id FROM apalis.jobs
+         WHERE (status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts))
+           AND run_at < now() AND job_type = $2
+         ORDER BY priority DESC, run_at ASC
+         LIMIT $3
+         FOR UPDATE SKIP LOCKED)
+    UPDATE apalis.jobs j SET status = 'Queued', lock_by = $1, lock_at = now()
+      FROM jobs WHERE j.id = jobs.id
+    RETURNING j.id";
+
+/// On PostgreSQL the queue's per-job statements touch the jobs they handle, not the
+/// table: the fetch joins the jobs it takes by primary key (the planner settings our
+/// migration gives `apalis.get_jobs`, checked in place and by the plan they give), and
+/// a finished job no longer names its worker, so the acknowledgement's search by
+/// `lock_by` finds only the jobs in flight.
+#[tokio::test]
+async fn queue_statements_stay_narrow_on_postgres() {
+    use pixbatch::{
+        domain::RequestId,
+        jobs::{ImageJob, JobKey},
+    };
+    let Some(admin) = postgres_url() else {
+        return;
+    };
+    let pg = PgDatabase::create(&admin).await;
+    let db = Db::connect(&pg.url).await.expect("connect");
+    db.migrate().await.expect("migrate");
+    let Pool::Postgres(p) = db.pool() else {
+        unreachable!()
+    };
+    sqlx::query(
+        "insert into apalis.workers (id, worker_type, storage_name) \
+         values ('w', 'pixbatch.images', 'PgStorage')",
+    )
+    .execute(p)
+    .await
+    .unwrap();
+    // Enough jobs that a scan of the table costs more than the planner's guess of a join.
+    let request = RequestId::new();
+    let jobs = (0..3000u32).map(|row| {
+        (
+            ImageJob {
+                request_id: request,
+                row,
+                position: 0,
+            },
+            JobKey::image(request, row, 0, 1, 0),
+        )
+    });
+    let mut tx = db.begin_write().await.unwrap();
+    pixbatch::jobs::push_many(&mut tx, jobs).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // Fetch 100 jobs with apalis' own function, and finish all but one of them the way
+    // its acknowledgement does (status, attempts, result, done_at).
+    let taken: Vec<String> =
+        sqlx::query_scalar("select id from apalis.get_jobs('w', 'pixbatch.images', 100)")
+            .fetch_all(p)
+            .await
+            .unwrap();
+    assert_eq!(taken.len(), 100);
+    sqlx::query(
+        "update apalis.jobs set status = 'Done', attempts = 1, done_at = now() \
+          where lock_by = 'w' and id = any($1)",
+    )
+    .bind(&taken[1..])
+    .execute(p)
+    .await
+    .unwrap();
+    let named: Vec<String> = sqlx::query_scalar("select id from apalis.jobs where lock_by = 'w'")
+        .fetch_all(p)
+        .await
+        .unwrap();
+    assert_eq!(
+        named,
+        vec![taken[0].clone()],
+        "only the job in flight names its worker"
+    );
+
+    // The function carries its planner settings...
+    let config: Vec<String> = sqlx::query_scalar(
+        "select unnest(proconfig) from pg_proc where oid = 'apalis.get_jobs(text, text, integer)'::regprocedure",
+    )
+    .fetch_all(p)
+    .await
+    .unwrap();
+    for setting in ["enable_hashjoin=off", "enable_mergejoin=off"] {
+        assert!(
+            config.iter().any(|c| c == setting),
+            "apalis.get_jobs lost {setting} (an apalis upgrade?): {config:?}"
+        );
+    }
+    // ...and under them its statement, planned with parameters over a table with
+    // statistics, finds the jobs it takes by primary key instead of scanning them all.
+    sqlx::query("analyze apalis.jobs").execute(p).await.unwrap();
+    let mut conn = p.acquire().await.unwrap();
+    let mut settings = config.clone();
+    settings.push("plan_cache_mode=force_generic_plan".into());
+    for s in &settings {
+        let (name, value) = s.split_once('=').unwrap();
+        sqlx::query("select set_config($1, $2, false)")
+            .bind(name)
+            .bind(value)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "prepare take_jobs(text, text, integer) as {PG_GET_JOBS}"
+    )))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar("explain execute take_jobs('w', 'pixbatch.images', 8)")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let plan = plan.join("\n");
+    assert!(
+        !plan.contains("Seq Scan"),
+        "the fetch scans the queue's table:\n{plan}"
+    );
+    assert!(
+        plan.contains("jobs_pkey"),
+        "the fetch joins by primary key:\n{plan}"
+    );
+    drop(conn);
+    drop(pg);
+}
