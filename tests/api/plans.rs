@@ -163,12 +163,10 @@ async fn queue_statements_stay_narrow_on_postgres() {
         domain::RequestId,
         jobs::{ImageJob, JobKey},
     };
-    let Some(admin) = postgres_url() else {
+    let Some(test_db) = TestDb::open(Backend::Postgres).await else {
         return;
     };
-    let pg = PgDatabase::create(&admin).await;
-    let db = Db::connect(&pg.url).await.expect("connect");
-    db.migrate().await.expect("migrate");
+    let db = &test_db.db;
     let Pool::Postgres(p) = db.pool() else {
         unreachable!()
     };
@@ -255,10 +253,11 @@ async fn queue_statements_stay_narrow_on_postgres() {
     .execute(&mut *conn)
     .await
     .unwrap();
-    let plan: Vec<String> = sqlx::query_scalar("explain execute take_jobs('w', 'pixbatch.images', 8)")
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap();
+    let plan: Vec<String> =
+        sqlx::query_scalar("explain execute take_jobs('w', 'pixbatch.images', 8)")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
     let plan = plan.join("\n");
     assert!(
         !plan.contains("Seq Scan"),
@@ -269,5 +268,4 @@ async fn queue_statements_stay_narrow_on_postgres() {
         "the fetch joins by primary key:\n{plan}"
     );
     drop(conn);
-    drop(pg);
 }
