@@ -26,10 +26,9 @@ pub async fn run(db: Db, mut stop: watch::Receiver<bool>) {
         }
         let started = std::time::Instant::now();
         match db.tidy().await {
+            Ok(vacuumed) if vacuumed.is_empty() => {}
             Ok(vacuumed) => {
-                for v in vacuumed {
-                    tracing::debug!(table = v.table, dead_rows = v.dead_rows, took = ?started.elapsed(), "vacuumed");
-                }
+                tracing::debug!(tables = ?vacuumed, took = ?started.elapsed(), "vacuumed")
             }
             Err(e) => tracing::warn!(error = %e, "could not vacuum the queue's tables"),
         }

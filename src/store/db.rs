@@ -109,8 +109,8 @@ pub(crate) use {with_pool, with_tx};
 pub struct Db {
     /// Reads (and, on PostgreSQL, our writes too).
     pool: Pool,
-    /// Writes: our write transactions and the job queue's statements. On SQLite one
-    /// connection, so writers wait their turn in the pool's fair queue; with several,
+    /// Writes: our write transactions (on SQLite also the job queue's statements, see
+    /// `queue`). On SQLite one connection, so writers wait their turn in the pool's fair queue; with several,
     /// they met on SQLite's write lock, whose busy handler sleeps in steps growing to
     /// 100 ms while the lock may already be free. On PostgreSQL the same pool as reads.
     writes: Pool,

@@ -4,9 +4,8 @@
 //! `Pending` to `Queued`, `Running` and `Done`, one version each, and the fan-in
 //! rewrites the image's row and its request's counters. The queue's fetch
 //! (`apalis.get_jobs`) walks the partial index of due jobs, skipping every dead entry
-//! in it until a vacuum removes them; on a 20,000-image request that walk grew with
-//! every job done, and images/s fell to 0.56× that of a 2,000-image request.
-//! Autovacuum would clean up, but its default threshold (20 % of the table) comes late
+//! in it until a vacuum removes them, so without one that walk grows with every job
+//! done. Autovacuum would clean up, but its default threshold (20 % of the table) comes late
 //! for a queue table, and a server may run with it off. So the workers do it
 //! themselves ([`Db::tidy`], run every few seconds by `jobs::tidy`): a table with more
 //! than [`DEAD_ROWS`] dead versions is vacuumed and analysed. `skip_locked` lets a
