@@ -117,17 +117,23 @@ async fn sigterm_mid_run_finishes_in_flight_images_and_a_restart_completes(backe
             .path()
             .to_owned()
     };
-    let listed = app.images(&id).await;
-    let started: Vec<String> = listed
-        .iter()
-        .map(path_of)
-        .filter(|p| images.hits(p) > 0)
-        .collect();
-    let succeeded_before = listed.iter().filter(|i| i["state"] == "succeeded").count();
-    assert!(
-        started.len() > succeeded_before,
-        "nothing in flight: {listed:?}"
-    );
+    // Between two images both workers may be idle, waiting for the queue's next poll:
+    // look again until an image has been fetched and has not yet finished.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let started = loop {
+        let listed = app.images(&id).await;
+        let started: Vec<String> = listed
+            .iter()
+            .map(path_of)
+            .filter(|p| images.hits(p) > 0)
+            .collect();
+        let succeeded_before = listed.iter().filter(|i| i["state"] == "succeeded").count();
+        if started.len() > succeeded_before {
+            break started;
+        }
+        assert!(Instant::now() < deadline, "nothing in flight: {listed:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
 
     let asked = Instant::now();
     let status = app
