@@ -108,6 +108,15 @@ impl App {
         let (db, blobs) = open_storage(&settings).await?;
         // Before any job runs, so nothing recorded is lost to the no-op default.
         crate::telemetry::metrics::install();
+        let codec = crate::imaging::Codec::get();
+        // Said at start: a libjpeg built without nasm is much slower and nothing else shows it.
+        tracing::info!(
+            kernels = codec.kernels,
+            cpu = codec.cpu,
+            chroma = codec.chroma.as_str(),
+            "{codec}"
+        );
+        crate::telemetry::metrics::codec_info(&codec);
         let jobs = Arc::new(JobContext {
             db: db.clone(),
             blobs: blobs.clone(),

@@ -92,6 +92,8 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     } else {
         Route::Auto
     };
+    let codec = imaging::Codec::get();
+    eprintln!("{codec}");
     let next = AtomicUsize::new(0);
     let lines = Mutex::new(Vec::with_capacity(args.files.len()));
     let started = Instant::now();
@@ -127,10 +129,12 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     let downscaled = lines.iter().filter(|l| l.downscaled).count();
     writeln!(
         out,
-        "summary\tfiles={} failed={failed} threads={threads} seconds={elapsed:.3} megapixels={mp:.2} mp_per_s={:.2} bytes_in={bin} bytes_out={bout} ratio={:.4} cpu_ms={cpu:.1} target_missed={missed} downscaled={downscaled}",
+        "summary\tfiles={} failed={failed} threads={threads} seconds={elapsed:.3} megapixels={mp:.2} mp_per_s={:.2} bytes_in={bin} bytes_out={bout} ratio={:.4} cpu_ms={cpu:.1} target_missed={missed} downscaled={downscaled} codec={} chroma={}",
         lines.len(),
         mp / elapsed.max(1e-9),
         bout as f64 / (bin.max(1)) as f64,
+        codec.kernels,
+        codec.chroma.as_str(),
     )?;
     if failed > 0 {
         anyhow::bail!("{failed} file(s) failed");

@@ -7,7 +7,7 @@
 //!
 //! - **Sources**: YCbCr whose chroma is subsampled 2×2 (4:2:0, edited in place);
 //!   with [`Tuning::all_samplings`] also 2×1 (4:2:2), 1×2 (4:4:0), none (4:4:4) and
-//!   gray (off by default: see [`ALL_SAMPLINGS`]). Chroma that is not yet
+//!   gray (by default only where libjpeg has no SIMD: see [`all_samplings`]). Chroma that is not yet
 //!   4:2:0 is box-downsampled *in the DCT domain*: the average of two adjacent
 //!   8-sample blocks is a fixed linear map of their coefficients (an 8×16 matrix),
 //!   applied along the axis being halved. Gray gets all-zero (neutral) chroma.
@@ -53,16 +53,16 @@ pub(crate) struct Tuning {
     pub own_huffman: bool,
     /// Count symbols on every n-th MCU row only (1: exactly libjpeg's tables).
     pub huffman_sample: usize,
-    /// Also take gray, 4:2:2, 4:4:0 and 4:4:4 sources (see [`ALL_SAMPLINGS`]).
+    /// Also take gray, 4:2:2, 4:4:0 and 4:4:4 sources (see [`all_samplings`]).
     pub all_samplings: bool,
 }
 
-/// Whether sources that are not 4:2:0 take the fast path. Off: measured on the
-/// corpus' 4:2:2 and 4:4:4 photos (`benches/imaging`, one thread, q50), rebuilding
-/// their chroma in the DCT domain made files 11.5 % smaller than Pillow's but ran at
-/// 1.18× Pillow against the general path's 1.33×; on 4:2:0 sources, edited in place,
-/// the fast path is the faster one (1.63× against 1.52×) as well as 13.5 % smaller.
-pub(crate) const ALL_SAMPLINGS: bool = false;
+/// Whether sources that are not 4:2:0 take the fast path: when libjpeg runs plain
+/// C, whose IDCT and FDCT make the plane route the slower one (see
+/// [`super::codec`] for the figures of both builds).
+pub(crate) fn all_samplings() -> bool {
+    super::Codec::get().chroma == super::ChromaRoute::Coefficients
+}
 
 impl Default for Tuning {
     fn default() -> Self {
@@ -71,7 +71,7 @@ impl Default for Tuning {
             keep_coarser: true,
             own_huffman: true,
             huffman_sample: HUFFMAN_SAMPLE,
-            all_samplings: ALL_SAMPLINGS,
+            all_samplings: all_samplings(),
         }
     }
 }

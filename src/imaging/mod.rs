@@ -31,12 +31,14 @@
 //!   with [`Route::GeneralOnly`] or when the fast path fails, are decoded by libjpeg to
 //!   subsampled YCbCr planes that go straight to its encoder, no RGB in between.
 //!
-//! libjpeg is mozjpeg-sys, SIMD when nasm was found at build time; the crate's only
-//! `unsafe` code is in [`libjpeg`].
+//! libjpeg is mozjpeg-sys, SIMD when nasm was found at build time ([`Codec`] says
+//! which at run time, and picks the route for other samplings from it); the crate's
+//! only `unsafe` code is in [`libjpeg`].
 //!
 //! Every step records what it did in a [`Report`].
 
 mod adaptive;
+mod codec;
 mod color;
 pub(crate) mod decode;
 pub(crate) mod encode;
@@ -57,6 +59,7 @@ mod hostile_tests;
 #[cfg(test)]
 mod tests;
 
+pub use codec::{ChromaRoute, Codec};
 pub use error::ImagingError;
 /// The calling thread's CPU time: the clock of [`TimeBudget`].
 pub use libjpeg::thread_cpu_time;

@@ -16,6 +16,9 @@ use ::metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+/// Always 1, labelled with what the codec runs here (`kernels`, `cpu`, `chroma`:
+/// [`crate::imaging::Codec`]).
+pub const CODEC_INFO: &str = "pixbatch_codec_info";
 /// Jobs picked up, by `kind`.
 pub const JOBS_STARTED: &str = "pixbatch_jobs_started_total";
 /// Jobs finished, by `kind` and `outcome`.
@@ -52,6 +55,17 @@ const SECONDS_BUCKETS: &[f64] = &[
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the global recorder once and returns its handle (the same on every call).
+/// Records [`CODEC_INFO`] (once the recorder is installed).
+pub fn codec_info(codec: &crate::imaging::Codec) {
+    gauge!(
+        CODEC_INFO,
+        "kernels" => codec.kernels,
+        "cpu" => codec.cpu,
+        "chroma" => codec.chroma.as_str()
+    )
+    .set(1.0);
+}
+
 pub fn install() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let handle = match builder().install_recorder() {
@@ -110,6 +124,10 @@ fn describe() {
     describe_counter!(
         STORAGE_ERRORS,
         "Failed blob writes, by op (put, probe) and kind (no_space, read_only, too_large, permission, remote, io)."
+    );
+    describe_gauge!(
+        CODEC_INFO,
+        "1, labelled with the codec's kernels here (avx2, sse2, neon, or scalar when libjpeg was built without SIMD), the CPU's best extension and the chroma route (dct, planes)."
     );
     describe_gauge!(
         QUEUE_DEPTH,

@@ -104,6 +104,22 @@ async fn metrics_count_jobs_bytes_webhooks_http_requests_and_queue_depth() {
         sample(&text, "pixbatch_queue_depth", &depth).is_some(),
         "{text}"
     );
+    // What the codec runs here, said once at start (libjpeg with or without SIMD).
+    let codec = text
+        .lines()
+        .find(|l| l.starts_with("pixbatch_codec_info{"))
+        .unwrap_or_else(|| panic!("no pixbatch_codec_info: {text}"));
+    assert!(codec.ends_with(" 1"), "{codec}");
+    assert!(
+        ["avx2", "sse2", "neon", "scalar"]
+            .iter()
+            .any(|k| codec.contains(&format!("kernels=\"{k}\""))),
+        "{codec}"
+    );
+    assert!(
+        codec.contains("chroma=\"dct\"") || codec.contains("chroma=\"planes\""),
+        "{codec}"
+    );
     // Bounded labels: no request id, no image URL.
     assert!(!text.contains(&id), "{text}");
     assert!(!text.contains(&images.base), "{text}");

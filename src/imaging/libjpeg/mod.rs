@@ -10,7 +10,8 @@
 //!   8-bit pixels as a baseline 4:2:0 JPEG with libjpeg-turbo's fastest settings,
 //!   [`verify`] that a JPEG decodes without a warning;
 //! - [`planes`]: [`reencode_planes`] from libjpeg's raw YCbCr planes to its encoder;
-//! - [`clock`]: the thread CPU clock the budget is measured on.
+//! - [`clock`]: the thread CPU clock the budget is measured on;
+//! - [`simd`]: whether libjpeg was built with its SIMD kernels.
 //!
 //! **Errors.** libjpeg's fatal errors, its warnings about damaged data and the
 //! progress monitor's limits all unwind out of the C frames (see [`guard`]); every
@@ -34,6 +35,7 @@ mod coefficients;
 mod guard;
 mod pixels;
 mod planes;
+mod simd;
 
 pub use clock::thread_cpu_time;
 pub(crate) use coefficients::{
@@ -47,3 +49,4 @@ pub(crate) use pixels::{
 #[cfg(test)]
 pub(crate) use pixels::{Script, encode_gray_progressive};
 pub(crate) use planes::reencode_planes;
+pub(crate) use simd::libjpeg_has_simd;
