@@ -66,6 +66,11 @@ bench-e2e *ARGS: _nasm
 bench-imaging: _nasm
     bash benches/imaging/run.sh
 
+# The same on the build a newcomer gets with only the Rust toolchain and a C compiler:
+# nasm hidden, libjpeg's plain C, in its own target dir (target/plain-libjpeg).
+bench-imaging-plain:
+    BENCH_LIBJPEG=plain bash benches/imaging/run.sh
+
 # Adaptive quality (issue 18): fixed q50 against `auto:T`, `auto:80` and a 150 KB cap on
 # the corpus photos, one thread, each output scored by an independent SSIMULACRA2 (a
 # throwaway venv with PyPI's ssimulacra2); prints tables and PASS/MISS per target.

@@ -9,7 +9,8 @@
 # Usage: benches/imaging/run.sh   (or `just bench-imaging`)
 # Env: BENCH_CORPUS (default ../shared/corpus from the repo root), BENCH_PYTHON (a
 # python3 that already has Pillow and numpy: skips the throwaway venv),
-# PIXBATCH_BIN (skips the build), BENCH_REPS (default 5), BENCH_QUALITY (default 50).
+# PIXBATCH_BIN (skips the build), BENCH_REPS (default 5), BENCH_QUALITY (default 50),
+# BENCH_LIBJPEG=plain (build without nasm: the toolchain-only build).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 here=benches/imaging
@@ -37,7 +38,8 @@ for rep in $(seq 1 "$reps"); do
 done
 
 echo
-echo "Machine: $(nproc) cores, $(uname -m), $(date +%F). Speed: megapixels per second"
+echo "Machine: $(nproc) cores, $(uname -m), $(date +%F); pixbatch $(grep -o 'codec=[a-z0-9]* chroma=[a-z]*' "$work/default.log" || echo 'codec=?')."
+echo "Speed: megapixels per second"
 echo "of decode + encode on one thread (file I/O excluded). PSNR: each output against"
 echo "Pillow's decode of the original, averaged over the files."
 "$python" "$here/pillow_ref.py" table "$runs" "$corpus"
