@@ -5,8 +5,8 @@
 use pixbatch::{
     domain::{ImageState, RequestId, RequestStatus},
     store::{
-        Db, FinishedBatch, ImageFinish, ImageOutcomeUpdate, ImageRecord, NewImage, NewProduct,
-        NewRequest, RequestRecord,
+        DEAD_ROWS, Db, FinishedBatch, ImageFinish, ImageOutcomeUpdate, ImageRecord, NewImage,
+        NewProduct, NewRequest, RequestRecord,
     },
 };
 
@@ -596,6 +596,47 @@ async fn finalize_request_once_per_run(backend: Backend) {
     }
 }
 
+/// The housekeeping vacuum: a hot table with more than `DEAD_ROWS` dead row versions
+/// is vacuumed (and then has none), a clean one is left alone; SQLite has nothing to do.
+async fn tidy_vacuums_tables_full_of_dead_rows(backend: Backend) {
+    let Some(test) = TestDb::open(backend).await else {
+        return;
+    };
+    let db = &test.db;
+    let count = usize::try_from(DEAD_ROWS).unwrap() + 2_000;
+    let urls: Vec<String> = (0..count).map(|i| format!("http://x/{i}")).collect();
+    let rows: Vec<[&str; 1]> = urls.iter().map(|u| [u.as_str()]).collect();
+    let rows: Vec<&[&str]> = rows.iter().map(|r| &r[..]).collect();
+    let id = insert(db, &rows).await;
+    // Cancelling rewrites every pending image: one dead version each.
+    assert_eq!(cancel(db, id).await, Some(1));
+    if backend == Backend::Sqlite {
+        assert_eq!(db.tidy().await.unwrap(), []);
+        return;
+    }
+    // PostgreSQL's statistics reach the counters within about a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let vacuumed = loop {
+        let done = db.tidy().await.unwrap();
+        if let Some(v) = done.iter().find(|v| v.table == "images") {
+            break v.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "images never vacuumed: {done:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(vacuumed.dead_rows >= DEAD_ROWS, "{vacuumed:?}");
+    let again = db.tidy().await.unwrap();
+    assert!(
+        again.iter().all(|v| v.table != "images"),
+        "vacuumed twice: {again:?}"
+    );
+    // The vacuum changed no data.
+    assert_eq!(request(db, id).await.status, RequestStatus::Cancelled);
+}
+
 crate::on_both_backends!(
     finish_counts_each_image_once,
     one_batch_ends_several_runs,
@@ -604,4 +645,5 @@ crate::on_both_backends!(
     retry_failed_starts_a_new_run,
     cancel_stops_pending_images,
     finalize_request_once_per_run,
+    tidy_vacuums_tables_full_of_dead_rows,
 );
