@@ -7,7 +7,12 @@
 //! `$ref` to an enum with an inline schema, dropping every model holding such a field
 //! (status, image and delivery-log bodies). Without the member the field reads
 //! `{"allOf": [{"$ref": …}], "description": …}`, the usual OpenAPI 3.0 way to annotate
-//! a reference. Key order is kept, so the document changes only there.
+//! a reference.
+//!
+//! It also writes one `"200"` per response variant: `/files/{request_id}/{name}` (a
+//! JPEG or a CSV) had the key twice, and a JSON reader keeps only one of them, so
+//! clients saw only the CSV. Repeated status codes are merged into one response with
+//! both media types. Key order is kept, so the document changes only there.
 
 use std::fmt;
 
@@ -25,6 +30,7 @@ pub fn tidy(spec: &str) -> String {
         return spec.to_owned();
     };
     drop_redundant_all_of(&mut doc);
+    merge_repeated_responses(&mut doc);
     serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_owned())
 }
 
@@ -64,6 +70,62 @@ fn drop_redundant_all_of(node: &mut Node) {
         }
         Node::Array(items) => items.iter_mut().for_each(drop_redundant_all_of),
         _ => {}
+    }
+}
+
+/// In every `responses` object, merges entries with the same status code into the
+/// first: descriptions joined, `content` and `headers` entries it lacks appended.
+fn merge_repeated_responses(node: &mut Node) {
+    match node {
+        Node::Object(entries) => {
+            for (key, value) in entries.iter_mut() {
+                if key == "responses"
+                    && let Node::Object(codes) = value
+                {
+                    let mut merged: Vec<(String, Node)> = Vec::with_capacity(codes.len());
+                    for (code, response) in codes.drain(..) {
+                        match merged.iter_mut().find(|(c, _)| *c == code) {
+                            Some((_, first)) => merge_response(first, response),
+                            None => merged.push((code, response)),
+                        }
+                    }
+                    *codes = merged;
+                }
+                merge_repeated_responses(value);
+            }
+        }
+        Node::Array(items) => items.iter_mut().for_each(merge_repeated_responses),
+        _ => {}
+    }
+}
+
+/// Folds `other` into the response object `into` (see [`merge_repeated_responses`]).
+fn merge_response(into: &mut Node, other: Node) {
+    let (Node::Object(fields), Node::Object(others)) = (into, other) else {
+        return;
+    };
+    for (key, value) in others {
+        match fields.iter_mut().find(|(k, _)| *k == key) {
+            None => fields.push((key, value)),
+            Some((_, Node::String(a))) if key == "description" => {
+                if let Node::String(b) = value
+                    && *a != b
+                {
+                    a.push(' ');
+                    a.push_str(&b);
+                }
+            }
+            Some((_, Node::Object(mine))) => {
+                if let Node::Object(theirs) = value {
+                    for (k, v) in theirs {
+                        if !mine.iter().any(|(m, _)| *m == k) {
+                            mine.push((k, v));
+                        }
+                    }
+                }
+            }
+            Some(_) => {}
+        }
     }
 }
 
@@ -185,6 +247,19 @@ mod tests {
             text.find("\"z\"").unwrap() < text.find("\"a\"").unwrap(),
             "{text}"
         );
+    }
+
+    #[test]
+    fn merges_repeated_status_codes_into_one_response() {
+        let spec = r#"{"responses":{"200":{"description":"A JPEG.","content":{"image/jpeg":{"schema":{}}},"headers":{"ETAG":{}}},"200":{"description":"A CSV.","content":{"text/csv":{"schema":{}}},"headers":{"ETAG":{}}},"304":{"description":"Same."}}}"#;
+        let text = tidy(spec);
+        assert_eq!(text.matches("\"200\"").count(), 1, "{text}");
+        let out: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let ok = &out["responses"]["200"];
+        assert_eq!(ok["description"], "A JPEG. A CSV.");
+        assert!(ok["content"]["image/jpeg"].is_object() && ok["content"]["text/csv"].is_object());
+        assert_eq!(ok["headers"].as_object().unwrap().len(), 1);
+        assert_eq!(out["responses"]["304"]["description"], "Same.");
     }
 
     #[test]
