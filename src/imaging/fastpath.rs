@@ -7,8 +7,8 @@
 //!
 //! - **Sources**: YCbCr whose chroma is subsampled 2×2 (4:2:0, edited in place);
 //!   with [`Tuning::all_samplings`] also 2×1 (4:2:2), 1×2 (4:4:0), none (4:4:4) and
-//!   gray (by default only where libjpeg has no SIMD: see [`all_samplings`]). Chroma that is not yet
-//!   4:2:0 is box-downsampled *in the DCT domain*: the average of two adjacent
+//!   gray (by default only where libjpeg has no SIMD: see [`all_samplings`]).
+//!   Chroma that is not yet 4:2:0 is box-downsampled *in the DCT domain*: the average of two adjacent
 //!   8-sample blocks is a fixed linear map of their coefficients (an 8×16 matrix),
 //!   applied along the axis being halved. Gray gets all-zero (neutral) chroma.
 //! - **Tables**: the standard IJG tables at the requested quality, except that a

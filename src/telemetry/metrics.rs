@@ -54,7 +54,6 @@ const SECONDS_BUCKETS: &[f64] = &[
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// Installs the global recorder once and returns its handle (the same on every call).
 /// Records [`CODEC_INFO`] (once the recorder is installed).
 pub fn codec_info(codec: &crate::imaging::Codec) {
     gauge!(
@@ -66,6 +65,7 @@ pub fn codec_info(codec: &crate::imaging::Codec) {
     .set(1.0);
 }
 
+/// Installs the global recorder once and returns its handle (the same on every call).
 pub fn install() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let handle = match builder().install_recorder() {
