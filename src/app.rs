@@ -17,7 +17,8 @@ use crate::{
     config::Settings,
     fetch::{FetchConfig, Fetcher},
     imaging::TransformPool,
-    jobs::{self, JobContext, Outcomes},
+    jobs::{self, JobContext},
+    lifecycle::{Lifecycle, Links, Outcomes},
     store::{BlobStore, Db},
 };
 
@@ -117,6 +118,7 @@ impl App {
             "{codec}"
         );
         crate::telemetry::metrics::codec_info(&codec);
+        let lifecycle = Lifecycle::new(db.clone(), blobs.clone(), Links::of(&settings));
         let jobs = Arc::new(JobContext {
             db: db.clone(),
             blobs: blobs.clone(),
@@ -124,11 +126,13 @@ impl App {
             cpu: TransformPool::new(settings.jobs.cpu_threads)?,
             settings: settings.clone(),
             outcomes: Outcomes::start(db.clone()),
+            lifecycle: lifecycle.clone(),
         });
         let state = Arc::new(AppState {
             db,
             blobs,
             settings,
+            lifecycle,
         });
         Ok(Self {
             role,

@@ -41,7 +41,10 @@ use poem::{
 use tower::ServiceExt;
 use tracing_subscriber::{Layer, registry::LookupSpan};
 
-use crate::jobs::{CompleteJob, DeliverJob, ImageJob, Job, JobContext, Queue, queue};
+use crate::{
+    jobs::{JobContext, Queue, queue},
+    lifecycle::{CompleteJob, DeliverJob, ImageJob, Job},
+};
 
 /// Where the dashboard listens: an address, or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

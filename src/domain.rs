@@ -66,6 +66,24 @@ impl fmt::Display for ImageId {
     }
 }
 
+/// One image of a request: the URL at `position` of data row `row`, as the output CSV
+/// and the stored file's key name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ImageRef {
+    /// The request.
+    pub request: RequestId,
+    /// 0-based data row.
+    pub row: u32,
+    /// 0-based position among the row's URLs.
+    pub position: u32,
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.request, self.row, self.position)
+    }
+}
+
 /// Identifies one webhook event; sent as the `webhook-id` header on every try.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -191,6 +209,76 @@ string_enum! {
         Delivered => "delivered",
         /// Gave up: 410, or the schedule ran out.
         Failed => "failed",
+    }
+}
+
+string_enum! {
+    /// Why a try of an image (or of a webhook delivery) failed, as a stable code:
+    /// the images API shows it beside the message, the metrics count by it, and a
+    /// client may branch on it (the message's wording may change; the code does not).
+    FailureCode {
+        /// The URL cannot be fetched as written (or a redirect pointed nowhere usable).
+        InvalidUrl => "invalid_url",
+        /// The address is one pixbatch never fetches (SPEC §7: private, loopback, …).
+        RefusedAddress => "refused_address",
+        /// The connection failed or broke off.
+        ConnectFailed => "connect_failed",
+        /// The server took too long.
+        Timeout => "timeout",
+        /// The server answered with an error status.
+        HttpError => "http_error",
+        /// The webhook receiver answered 410: it wants no more events.
+        ReceiverGone => "receiver_gone",
+        /// Redirects went on too long.
+        TooManyRedirects => "too_many_redirects",
+        /// The download is over `MAX_IMAGE_BYTES`.
+        TooLarge => "too_large",
+        /// The body is not an image format pixbatch reads.
+        UnsupportedFormat => "unsupported_format",
+        /// The image has more pixels than `MAX_IMAGE_PIXELS`.
+        TooManyPixels => "too_many_pixels",
+        /// A progressive JPEG with more scans than allowed.
+        TooManyScans => "too_many_scans",
+        /// The image cannot be decoded (corrupt or truncated).
+        Undecodable => "undecodable",
+        /// Decoding and encoding took more CPU time than an image may.
+        OverBudget => "over_budget",
+        /// The encoder failed.
+        EncodeFailed => "encode_failed",
+        /// The transform crashed (a bug, kept to this one image).
+        TransformCrashed => "transform_crashed",
+        /// The worker was shutting down; the try is made again.
+        ShuttingDown => "shutting_down",
+        /// The blob store refused the output (full disk, S3 down); retried.
+        StorageUnavailable => "storage_unavailable",
+        /// Anything else on the way out (the client could not be set up).
+        FetchFailed => "fetch_failed",
+    }
+}
+
+/// A failure as people and programs see it: its stable code and a message worded for
+/// the person who wrote the CSV.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// What kind of failure.
+    pub code: FailureCode,
+    /// What happened, in words.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure of kind `code`.
+    pub fn new(code: FailureCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
     }
 }
 

@@ -9,7 +9,11 @@
 //!   queues, on its own listener.
 //! - [`cli`]: the client-side commands (`submit`, `convert`).
 //! - [`csv`]: parses uploads into typed rows (every problem listed) and writes the output CSV.
-//! - [`jobs`]: durable per-image, completion and webhook-delivery jobs on apalis.
+//! - [`lifecycle`]: every change of a request's state (accept, retry, cancel,
+//!   redeliver, an image's outcome, completing a run, a delivery try), each owning its
+//!   transaction and the jobs it pushes; `api` and `jobs` call it and nothing else does.
+//! - [`jobs`]: the apalis workers: per-image, completion and webhook-delivery
+//!   handlers, adapters that do the slow part and hand the result to `lifecycle`.
 //! - [`fetch`]: the one outbound HTTP client, with the address guard inside it.
 //! - [`imaging`]: the pure, synchronous image transform.
 //! - [`webhook`]: Standard Webhooks payload and signatures.
@@ -34,6 +38,7 @@ pub mod domain;
 pub mod fetch;
 pub mod imaging;
 pub mod jobs;
+pub mod lifecycle;
 pub mod store;
 pub mod telemetry;
 pub mod webhook;

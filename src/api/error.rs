@@ -5,7 +5,7 @@ use poem::{Response, http::StatusCode};
 use poem_openapi::{ApiResponse, payload::Json};
 
 use super::problem::{Problem, ProblemItem};
-use crate::{csv::CsvProblem, store::StoreError};
+use crate::{csv::CsvProblem, lifecycle::LifecycleError, store::StoreError};
 
 /// At most this many CSV problems are listed in one answer.
 pub const MAX_LISTED_PROBLEMS: usize = 100;
@@ -174,6 +174,27 @@ impl From<ApiError> for ProblemResponse {
                 }
             }
         }
+    }
+}
+
+/// A use case that did not happen: the caller's part (404, 409) named, the rest a
+/// storage failure.
+impl From<LifecycleError> for ApiError {
+    fn from(e: LifecycleError) -> Self {
+        match e {
+            LifecycleError::NotFound(_) => Self::NotFound(e.to_string()),
+            LifecycleError::NothingToRetry { .. }
+            | LifecycleError::AlreadyFinished { .. }
+            | LifecycleError::NoEvent { .. }
+            | LifecycleError::DeliveryScheduled(_) => Self::Conflict(e.to_string()),
+            LifecycleError::Store(e) => Self::Store(e),
+        }
+    }
+}
+
+impl From<LifecycleError> for ProblemResponse {
+    fn from(e: LifecycleError) -> Self {
+        ApiError::from(e).into()
     }
 }
 

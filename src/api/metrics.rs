@@ -8,7 +8,7 @@ use poem_openapi::{ApiResponse, OpenApi, payload::PlainText};
 
 use super::{ApiTags, AppState};
 use crate::{
-    jobs::{CompleteJob, DeliverJob, ImageJob, Job},
+    lifecycle::{CompleteJob, DeliverJob, ImageJob, Job},
     telemetry::metrics,
 };
 

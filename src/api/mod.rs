@@ -33,6 +33,7 @@ pub use problem::{Problem, ProblemItem};
 use crate::{
     config::{Secret, Settings},
     domain::RequestId,
+    lifecycle::{Lifecycle, Links},
     store::{BlobStore, Db, RequestRecord},
 };
 
@@ -45,19 +46,29 @@ pub struct AppState {
     pub blobs: BlobStore,
     /// Validated configuration.
     pub settings: Settings,
+    /// Every change of a request's state (accept, retry, cancel, redeliver).
+    pub lifecycle: Lifecycle,
 }
 
 impl AppState {
+    /// The request id in a path, or 404 for one that is not a UUID.
+    pub fn request_id(id: &str) -> Result<RequestId, ApiError> {
+        id.parse()
+            .map_err(|_| ApiError::NotFound(format!("no request {id:?}")))
+    }
+
     /// Loads a request by the id in a path, or answers 404 (also for ids that are not UUIDs).
     pub async fn request(&self, id: &str) -> Result<RequestRecord, ApiError> {
-        let not_found = || ApiError::NotFound(format!("no request {id:?}"));
-        let rid: RequestId = id.parse().map_err(|_| not_found())?;
-        self.db.request(rid).await?.ok_or_else(not_found)
+        let rid = Self::request_id(id)?;
+        self.db
+            .request(rid)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no request {id:?}")))
     }
 
     /// The absolute URL under which a blob is served.
     pub fn file_url(&self, key: &str) -> String {
-        format!("{}/files/{key}", self.settings.public_base_url)
+        self.lifecycle.links().file_url(key)
     }
 }
 
@@ -144,10 +155,14 @@ pub fn openapi_document() -> anyhow::Result<String> {
     use clap::Parser;
     let cli = crate::config::Cli::try_parse_from(["pixbatch"])?;
     let settings = cli.serve.validate()?;
+    let db = Db::lazy(settings.storage.database_url.expose())?;
+    let blobs = BlobStore::new(&settings.storage.blobs)?;
+    let lifecycle = Lifecycle::new(db.clone(), blobs.clone(), Links::of(&settings));
     let state = Arc::new(AppState {
-        db: Db::lazy(settings.storage.database_url.expose())?,
-        blobs: BlobStore::new(&settings.storage.blobs)?,
+        db,
+        blobs,
         settings,
+        lifecycle,
     });
     Ok(spec::tidy(&service(state, "http://127.0.0.1:8080").spec()))
 }

@@ -12,9 +12,8 @@ use uuid::Uuid;
 
 use super::{ApiError, ApiTags, AppState, ProblemResponse, report::ImageReport};
 use crate::{
-    domain::{ImageState, Progress, RequestStatus},
-    jobs::{self, CompleteJob, ImageJob, JobKey},
-    store::{BlobKey, Db},
+    domain::{FailureCode, ImageState, Progress, RequestStatus},
+    store::BlobKey,
 };
 
 /// Where a request is.
@@ -63,6 +62,9 @@ pub struct ImageBody {
     /// `corrupt image data: <libjpeg's warning>`, `image is WxH (…), over the limit of
     /// N pixels`, `unsupported format`, `cannot decode …`.
     error: Option<String>,
+    /// The kind of `error`, stable across releases where the wording is not: branch
+    /// on this, show `error`.
+    error_code: Option<FailureCode>,
     /// Bytes downloaded.
     input_bytes: Option<i64>,
     /// Bytes stored.
@@ -182,6 +184,7 @@ impl RequestsApi {
                 state: i.state,
                 attempts: i.attempts,
                 error: i.last_error.filter(|_| i.state != ImageState::Succeeded),
+                error_code: i.error_code.filter(|_| i.state != ImageState::Succeeded),
                 input_bytes: i.input_bytes,
                 output_bytes: i.output_bytes,
                 width: i.width,
@@ -239,36 +242,12 @@ impl RequestsApi {
     /// finished with failed images.
     #[oai(path = "/requests/:request_id/retry", method = "post")]
     async fn retry(&self, request_id: Path<String>) -> Result<ActionResponse, ProblemResponse> {
-        let r = self.0.request(&request_id).await?;
-        let mut tx = self.0.db.begin_write().await?;
-        let Some((run, images)) = Db::retry_failed(&mut tx, r.id).await? else {
-            return Err(ApiError::Conflict(format!(
-                "request {} is {} with {} failed image(s); only a finished request with failed images can be retried",
-                r.id, r.status, r.failed
-            ))
-            .into());
-        };
-        let mut seen = std::collections::HashSet::new();
-        let jobs = images
-            .iter()
-            .filter(|(_, _, url)| seen.insert(url.as_str()))
-            .map(|&(row, position, _)| {
-                (
-                    ImageJob {
-                        request_id: r.id,
-                        row,
-                        position,
-                    },
-                    JobKey::image(r.id, row, position, run, 0),
-                )
-            });
-        jobs::push_many(&mut tx, jobs).await?;
-        tx.commit().await?;
-        tracing::info!(request_id = %r.id, run, images = images.len(), "retrying failed images");
+        let id = AppState::request_id(&request_id)?;
+        let retried = self.0.lifecycle.retry_failed(id).await?;
         Ok(ActionResponse::Accepted(Json(ActionBody {
-            request_id: r.id.as_uuid(),
+            request_id: id.as_uuid(),
             status: RequestStatus::Processing,
-            images: images.len() as i64,
+            images: retried.images as i64,
         })))
     }
 
@@ -279,28 +258,12 @@ impl RequestsApi {
     /// webhook event reports it. 409 when it has already finished.
     #[oai(path = "/requests/:request_id/cancel", method = "post")]
     async fn cancel(&self, request_id: Path<String>) -> Result<ActionResponse, ProblemResponse> {
-        let r = self.0.request(&request_id).await?;
-        let mut tx = self.0.db.begin_write().await?;
-        let Some(run) = Db::cancel(&mut tx, r.id).await? else {
-            return Err(ApiError::Conflict(format!(
-                "request {} has already finished ({})",
-                r.id, r.status
-            ))
-            .into());
-        };
-        let complete = CompleteJob {
-            request_id: r.id,
-            run,
-            retry: 0,
-        };
-        let key = JobKey::complete_cancelled(r.id, run);
-        jobs::push(&mut tx, &complete, &key, std::time::Duration::ZERO).await?;
-        tx.commit().await?;
-        tracing::info!(request_id = %r.id, "request cancelled");
+        let id = AppState::request_id(&request_id)?;
+        let cancelled = self.0.lifecycle.cancel(id).await?;
         Ok(ActionResponse::Accepted(Json(ActionBody {
-            request_id: r.id.as_uuid(),
+            request_id: id.as_uuid(),
             status: RequestStatus::Cancelled,
-            images: r.remaining,
+            images: cancelled.images,
         })))
     }
 }

@@ -1,5 +1,5 @@
-//! `POST /upload`: parse and check the whole CSV first, then store the request, its
-//! rows, its images and one job per image in a single transaction.
+//! `POST /upload`: parse and check the whole form and CSV first (every problem
+//! listed), then hand the checked upload to [`crate::lifecycle::Lifecycle::accept`].
 
 use std::sync::Arc;
 
@@ -13,10 +13,9 @@ use uuid::Uuid;
 use super::{ApiError, ApiTags, AppState, ProblemResponse};
 use crate::{
     csv::{self, CsvLimits},
-    domain::{RequestId, RequestStatus},
+    domain::RequestStatus,
     imaging::{MaxBytes, Quality},
-    jobs::{self, ImageJob, JobKey},
-    store::{BIG_REQUEST_IMAGES, BlobKey, Db, NewImage, NewProduct, NewRequest},
+    lifecycle::CheckedUpload,
 };
 
 /// The upload form.
@@ -120,9 +119,7 @@ impl UploadApi {
             None | Some("") => None,
             Some(u) => Some(
                 csv::ImageUrl::parse(u)
-                    .map_err(|e| ApiError::InvalidField(format!("webhook_url: {e}")))?
-                    .as_str()
-                    .to_owned(),
+                    .map_err(|e| ApiError::InvalidField(format!("webhook_url: {e}")))?,
             ),
         };
         let bytes = form
@@ -155,87 +152,19 @@ impl UploadApi {
             })));
         }
 
-        let id = RequestId::new();
-        let input_key = BlobKey::input_csv(id);
-        // The CSV is stored before the rows that point at it; if the transaction then
-        // fails, the blob is removed again, so a failed upload leaves nothing behind.
-        self.0
-            .blobs
-            .put(&input_key, bytes::Bytes::from(bytes))
-            .await
-            .map_err(|e| ApiError::Store(e.into()))?;
-
-        let new = NewRequest {
-            id,
-            quality: quality.to_string(),
-            // At most 1 GB: the cast cannot truncate.
-            max_bytes: max_bytes.map(|m| m.get() as i64),
-            webhook_url,
-            header: parsed.header.clone(),
-            urls_column: parsed.urls_column,
-            input_key: input_key.as_str().to_owned(),
-            reuse: form.reuse.unwrap_or(s.defaults.reuse),
-        };
-        let product_rows: Vec<NewProduct<'_>> = parsed
-            .rows
-            .iter()
-            .map(|r| NewProduct {
-                row: r.row,
-                line: r.line,
-                serial: &r.serial,
-                product_name: &r.product_name,
-                cells: &r.cells,
+        let accepted = self
+            .0
+            .lifecycle
+            .accept(CheckedUpload {
+                csv: bytes,
+                parsed,
+                quality,
+                max_bytes,
+                webhook_url,
+                reuse: form.reuse.unwrap_or(s.defaults.reuse),
             })
-            .collect();
-        let image_rows: Vec<NewImage<'_>> = parsed
-            .rows
-            .iter()
-            .flat_map(|r| {
-                r.urls.iter().enumerate().map(|(p, u)| NewImage {
-                    row: r.row,
-                    position: p as u32,
-                    url: u.as_str(),
-                })
-            })
-            .collect();
-        // One job per distinct URL: later images with the same URL share its outcome.
-        let mut seen = std::collections::HashSet::new();
-        let jobs = image_rows.iter().filter(|i| seen.insert(i.url)).map(|i| {
-            (
-                ImageJob {
-                    request_id: id,
-                    row: i.row,
-                    position: i.position,
-                },
-                JobKey::image(id, i.row, i.position, 1, 0),
-            )
-        });
-
-        let stored = async {
-            let mut tx = self.0.db.begin_write().await?;
-            Db::insert_request(&mut tx, &new, &product_rows, &image_rows).await?;
-            jobs::push_many(&mut tx, jobs).await?;
-            tx.commit().await
-        }
-        .await;
-        if let Err(e) = stored {
-            if let Err(cleanup) = self.0.blobs.delete(&input_key).await {
-                tracing::warn!(request_id = %id, error = %cleanup, "could not remove the CSV of a failed upload");
-            }
-            return Err(e.into());
-        }
-        tracing::info!(request_id = %id, products, images, "request accepted");
-        if image_rows.len() >= BIG_REQUEST_IMAGES {
-            // In the background: the answer does not wait for it, and the first jobs
-            // run with plans made for the values they are given.
-            let db = self.0.db.clone();
-            tokio::spawn(async move {
-                if let Err(e) = db.refresh_planner_stats().await {
-                    tracing::warn!(request_id = %id, error = %e, "could not refresh the planner's statistics");
-                }
-            });
-        }
-
+            .await?;
+        let id = accepted.id;
         Ok(UploadResponse::Accepted(Json(UploadAccepted {
             request_id: Some(id.as_uuid()),
             status: Some(RequestStatus::Pending),

@@ -5,12 +5,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 
-use super::{ApiError, ApiTags, AppState, ProblemResponse};
-use crate::{
-    domain::EventState,
-    jobs::{self, DeliverJob, JobKey},
-    store::Db,
-};
+use super::{ApiTags, AppState, ProblemResponse};
+use crate::domain::EventState;
 
 /// One completion event.
 #[derive(Debug, Object)]
@@ -139,31 +135,10 @@ impl WebhooksApi {
         &self,
         request_id: Path<String>,
     ) -> Result<RedeliverResponse, ProblemResponse> {
-        let r = self.0.request(&request_id).await?;
-        let Some(event) = self.0.db.events_of(r.id).await?.pop() else {
-            return Err(ApiError::Conflict(format!(
-                "request {} has no webhook event (it is {}, or has no webhook URL)",
-                r.id, r.status
-            ))
-            .into());
-        };
-        let mut tx = self.0.db.begin_write().await?;
-        let Some(attempts) = Db::redeliver(&mut tx, &event.id).await? else {
-            return Err(ApiError::Conflict(format!(
-                "event {} already has a try scheduled",
-                event.id
-            ))
-            .into());
-        };
-        let key = JobKey::deliver(&event.id, attempts);
-        let job = DeliverJob {
-            event_id: event.id.clone(),
-            attempt: attempts,
-        };
-        jobs::push(&mut tx, &job, &key, std::time::Duration::ZERO).await?;
-        tx.commit().await?;
+        let id = AppState::request_id(&request_id)?;
+        let event = self.0.lifecycle.redeliver(id).await?;
         Ok(RedeliverResponse::Accepted(Json(Redelivery {
-            event_id: event.id.to_string(),
+            event_id: event.to_string(),
         })))
     }
 }

@@ -6,6 +6,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
+use crate::domain::FailureCode;
+
 /// Longest `Retry-After` we pass on: a stranger's server must not be able to
 /// park a job for years.
 pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
@@ -81,6 +83,20 @@ impl FetchError {
             | FetchError::TooManyRedirects
             | FetchError::TooLarge(_)
             | FetchError::Setup(_) => false,
+        }
+    }
+
+    /// The stable code of this kind of failure.
+    pub fn code(&self) -> FailureCode {
+        match self {
+            FetchError::InvalidUrl(_) | FetchError::BadRedirect(_) => FailureCode::InvalidUrl,
+            FetchError::RefusedAddress { .. } => FailureCode::RefusedAddress,
+            FetchError::Connect(_) | FetchError::Read(_) => FailureCode::ConnectFailed,
+            FetchError::Timeout(_) => FailureCode::Timeout,
+            FetchError::Http { .. } => FailureCode::HttpError,
+            FetchError::TooManyRedirects => FailureCode::TooManyRedirects,
+            FetchError::TooLarge(_) => FailureCode::TooLarge,
+            FetchError::UnexpectedNotModified | FetchError::Setup(_) => FailureCode::FetchFailed,
         }
     }
 

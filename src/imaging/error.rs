@@ -1,6 +1,7 @@
 //! The one error type of the imaging pipeline.
 
 use super::Format;
+use crate::domain::FailureCode;
 
 /// Why an image could not be transformed.
 ///
@@ -60,5 +61,17 @@ impl ImagingError {
     /// Always `false`: no imaging error goes away on retry (see the type's docs).
     pub fn is_retryable(&self) -> bool {
         false
+    }
+
+    /// The stable code of this kind of failure.
+    pub fn code(&self) -> FailureCode {
+        match self {
+            Self::UnsupportedFormat => FailureCode::UnsupportedFormat,
+            Self::TooManyPixels { .. } => FailureCode::TooManyPixels,
+            Self::Decode { .. } | Self::Corrupt(_) => FailureCode::Undecodable,
+            Self::Encode(_) => FailureCode::EncodeFailed,
+            Self::TooManyScans { .. } => FailureCode::TooManyScans,
+            Self::OverBudget { .. } => FailureCode::OverBudget,
+        }
     }
 }

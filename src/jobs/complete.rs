@@ -2,18 +2,18 @@
 //! webhook event into the outbox, the last two in one transaction. Idempotent: a
 //! redelivered completion rewrites the same CSV bytes and then finds the run final.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use apalis::prelude::Data;
 use tracing::Instrument;
 
-use super::{CompleteJob, DeliverJob, HandlerResult, JobContext, JobKey, infra_error, push};
+use super::{HandlerResult, JobContext, TryError, infra_error};
 use crate::{
     csv::{CsvError, ImageOutcome, OutputRow, OutputWriter},
-    domain::{EventId, ImageState, RequestStatus},
-    store::{BlobError, BlobKey, BlobUpload, Db, ImageSlot, RequestRecord, StoreError},
+    domain::ImageState,
+    lifecycle::CompleteJob,
+    store::{BlobError, BlobKey, BlobUpload, ImageSlot, StoreError},
     telemetry::metrics::{self, JobKind, JobTimer},
-    webhook::CompletionEvent,
 };
 
 /// apalis entry point.
@@ -38,39 +38,20 @@ pub(super) async fn handle(job: CompleteJob, ctx: Data<Arc<JobContext>>) -> Hand
 
 /// Runs the completion; `false` when there was nothing to do (stale or repeated).
 async fn run(job: &CompleteJob, ctx: &JobContext) -> Result<bool, StoreError> {
-    let Some(request) = ctx.db.request(job.request_id).await? else {
+    let Some(due) = ctx.lifecycle.run_to_complete(job).await? else {
+        tracing::debug!("run already completed, superseded or unfinished");
         return Ok(false);
     };
-    let cancelled = match request.status {
-        _ if request.run != job.run => None,
-        RequestStatus::Pending | RequestStatus::Processing if request.remaining == 0 => Some(false),
-        RequestStatus::Cancelled if request.output_key.is_none() => Some(true),
-        _ => None,
-    };
-    let Some(cancelled) = cancelled else {
-        tracing::debug!(status = %request.status, "run already completed or superseded");
-        return Ok(false);
-    };
-    let with_errors = request.failed > 0 || cancelled;
     let key = BlobKey::output_csv(job.request_id);
-    let csv_len = match write_csv(ctx, job, &request.header, with_errors, &key).await {
+    let csv_len = match write_csv(ctx, job, &due.request.header, due.with_errors(), &key).await {
         Ok(len) => len,
         Err(CsvFailure::Store(e)) => return Err(e),
-        Err(CsvFailure::Blob(e)) => {
-            // Not final until the CSV is stored: try again later, durably (a new job
-            // due after a backoff, like an image retry), for as long as the store
-            // refuses.
-            let retry = job.retry + 1;
-            let delay = ctx.backoff().next_delay(retry, None);
-            tracing::warn!(error = %e, retry, ?delay, "could not store the output CSV; the request stays unfinished and the completion runs again");
-            let mut tx = ctx.db.begin_write().await?;
-            let again = CompleteJob {
-                retry,
-                ..job.clone()
-            };
-            let key = JobKey::complete_retry(job.request_id, job.run, retry);
-            push(&mut tx, &again, &key, delay).await?;
-            tx.commit().await?;
+        Err(CsvFailure::Try(e)) => {
+            // Not final until the CSV is stored: every storage failure is transient.
+            let failure = e.failure();
+            let delay = ctx.backoff().next_delay(job.retry + 1, None);
+            tracing::warn!(code = %failure.code, error = %failure, retry = job.retry + 1, ?delay, "could not store the output CSV; the request stays unfinished and the completion runs again");
+            ctx.lifecycle.retry_completion_later(job, delay).await?;
             return Ok(false);
         }
     };
@@ -81,32 +62,9 @@ async fn run(job: &CompleteJob, ctx: &JobContext) -> Result<bool, StoreError> {
         Err(e) => tracing::warn!(error = %e, "could not remove partial files"),
     }
     metrics::bytes_written("csv", csv_len);
-
-    let mut tx = ctx.db.begin_write().await?;
-    let finished = if cancelled {
-        Db::finalize_cancelled(&mut tx, job.request_id, job.run, key.as_str()).await?
-    } else {
-        Db::finalize_request(&mut tx, job.request_id, job.run, key.as_str()).await?
-    };
-    let Some(finished) = finished else {
+    let Some(finished) = ctx.lifecycle.finish_run(&due, &key).await? else {
         return Ok(false);
     };
-    let webhook_url = finished
-        .webhook_url
-        .clone()
-        .or_else(|| ctx.settings.webhook.default_url.clone());
-    if let Some(url) = webhook_url {
-        let event_id = EventId::new();
-        let payload = serde_json::to_string(&event_payload(ctx, &finished))?;
-        Db::insert_event(&mut tx, &event_id, job.request_id, &url, &payload).await?;
-        let key = JobKey::deliver(&event_id, 0);
-        let deliver = DeliverJob {
-            event_id,
-            attempt: 0,
-        };
-        push(&mut tx, &deliver, &key, Duration::ZERO).await?;
-    }
-    tx.commit().await?;
     tracing::info!(status = %finished.status, succeeded = finished.succeeded, failed = finished.failed, "request finished");
     Ok(true)
 }
@@ -119,8 +77,9 @@ const CSV_PAGE_ROWS: u32 = 1000;
 enum CsvFailure {
     /// Reading the rows failed (or they are corrupt): the job runs again.
     Store(StoreError),
-    /// The blob store refused the CSV: a later completion tries again.
-    Blob(BlobError),
+    /// The blob store refused the CSV ([`TryError::storage`]): a later completion
+    /// tries again.
+    Try(TryError),
 }
 
 /// Writes the output CSV under `key` a page of rows at a time (see
@@ -135,9 +94,9 @@ async fn write_csv(
     key: &BlobKey,
 ) -> Result<u64, CsvFailure> {
     let csv = OutputWriter::new(header, with_errors).map_err(corrupt_csv)?;
-    let mut upload = ctx.blobs.put_parts(key).await.map_err(CsvFailure::Blob)?;
+    let mut upload = ctx.blobs.put_parts(key).await.map_err(blob_failure)?;
     match write_rows(ctx, job, csv, &mut upload).await {
-        Ok(()) => upload.finish().await.map_err(CsvFailure::Blob),
+        Ok(()) => upload.finish().await.map_err(blob_failure),
         Err(e) => {
             // Nothing half-written stays behind (on S3: no open multipart upload).
             upload.abort().await;
@@ -176,10 +135,14 @@ async fn write_rows(
             .map_err(corrupt_csv)?;
         }
         let bytes = csv.take().map_err(corrupt_csv)?;
-        upload.write(&bytes).await.map_err(CsvFailure::Blob)?;
+        upload.write(&bytes).await.map_err(blob_failure)?;
     }
     let rest = csv.finish().map_err(corrupt_csv)?;
-    upload.write(&rest).await.map_err(CsvFailure::Blob)
+    upload.write(&rest).await.map_err(blob_failure)
+}
+
+fn blob_failure(e: BlobError) -> CsvFailure {
+    CsvFailure::Try(TryError::storage(e))
 }
 
 fn corrupt_csv(e: CsvError) -> CsvFailure {
@@ -189,23 +152,13 @@ fn corrupt_csv(e: CsvError) -> CsvFailure {
 /// What the output CSV says of one image.
 fn image_outcome(ctx: &JobContext, (state, key, error): &ImageSlot) -> ImageOutcome {
     match (state, key) {
-        (ImageState::Succeeded, Some(key)) => ImageOutcome::Stored(ctx.file_url(key)),
+        (ImageState::Succeeded, Some(key)) => {
+            ImageOutcome::Stored(ctx.lifecycle.links().file_url(key))
+        }
         (ImageState::Failed, _) => {
             ImageOutcome::Failed(error.clone().unwrap_or_else(|| "failed".into()))
         }
         (ImageState::Cancelled, _) => ImageOutcome::Failed("cancelled".into()),
         _ => ImageOutcome::Pending,
-    }
-}
-
-/// The webhook body for a finished request.
-pub(crate) fn event_payload(ctx: &JobContext, r: &RequestRecord) -> CompletionEvent {
-    CompletionEvent {
-        kind: CompletionEvent::TYPE.to_owned(),
-        request_id: r.id.as_uuid(),
-        status: r.status,
-        output_csv: r.output_key.as_deref().map(|k| ctx.file_url(k)),
-        images: r.progress(),
-        finished_at: r.finished_at.unwrap_or_else(chrono::Utc::now),
     }
 }

@@ -10,10 +10,11 @@ use apalis::prelude::Data;
 use chrono::Utc;
 use tracing::Instrument;
 
-use super::{DeliverJob, HandlerResult, JobContext, JobKey, infra_error, push};
+use super::{HandlerResult, JobContext, TryError, infra_error};
 use crate::{
-    domain::EventState,
-    store::{Db, StoreError},
+    domain::{EventState, FailureCode},
+    lifecycle::{DeliverJob, DeliveryTry},
+    store::StoreError,
     telemetry::metrics::{self, JobKind, JobTimer},
     webhook,
 };
@@ -62,55 +63,38 @@ async fn run(job: &DeliverJob, ctx: &JobContext) -> Result<&'static str, StoreEr
         .await;
     let duration_ms = started.elapsed().as_millis() as i64;
 
-    let (status, error, retry) = match &result {
-        Ok(r) if (200..300).contains(&r.status) => (Some(r.status), None, false),
-        Ok(r) if r.status == 410 => (
-            Some(r.status),
-            Some("HTTP 410: receiver gone".to_owned()),
-            false,
-        ),
-        Ok(r) => (Some(r.status), Some(format!("HTTP {}", r.status)), true),
-        Err(e) => (None, Some(e.to_string()), e.is_transient()),
+    let http_status = result.as_ref().ok().map(|r| r.status);
+    let failed: Option<TryError> = match result {
+        Ok(r) if (200..300).contains(&r.status) => None,
+        Ok(r) if r.status == 410 => Some(TryError::abort(
+            FailureCode::ReceiverGone,
+            "HTTP 410: receiver gone",
+        )),
+        Ok(r) => Some(TryError::retry(
+            FailureCode::HttpError,
+            format!("HTTP {}", r.status),
+        )),
+        Err(e) => Some(e.into()),
     };
     let tries_before = event.attempts;
-    let next_delay = if retry {
+    let next_delay = failed.as_ref().filter(|f| f.is_retry()).and_then(|_| {
         ctx.settings
             .webhook
             .schedule
             .get(tries_before as usize)
             .copied()
-    } else {
-        None
-    };
-    let state = match (status, next_delay) {
-        (Some(s), _) if (200..300).contains(&s) => EventState::Delivered,
-        (_, Some(_)) => EventState::Pending,
-        _ => EventState::Failed,
-    };
-    let next_at =
-        next_delay.and_then(|d| chrono::Duration::from_std(d).ok().map(|d| Utc::now() + d));
-
-    let mut tx = ctx.db.begin_write().await?;
-    let recorded = Db::record_delivery(
-        &mut tx,
-        &event.id,
-        tries_before,
-        status,
-        error.as_deref(),
+    });
+    let error = failed.as_ref().map(|f| f.failure().message.clone());
+    let attempt = DeliveryTry {
+        http_status,
+        error,
         duration_ms,
-        state,
-        next_at,
-    )
-    .await?;
-    if recorded && let Some(delay) = next_delay {
-        let next = DeliverJob {
-            event_id: event.id.clone(),
-            attempt: tries_before + 1,
-        };
-        let key = JobKey::deliver(&event.id, tries_before + 1);
-        push(&mut tx, &next, &key, delay).await?;
-    }
-    tx.commit().await?;
+    };
+    let state = ctx
+        .lifecycle
+        .record_delivery(&event.id, tries_before, &attempt, next_delay)
+        .await?;
+    let (status, error) = (attempt.http_status, attempt.error);
     let outcome = match state {
         EventState::Delivered => {
             tracing::info!(?status, duration_ms, "webhook delivered");

@@ -9,30 +9,21 @@
 //! every success, in the transaction that marks it, so it always names a complete
 //! output and the newest copy of it.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use apalis::prelude::Data;
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
-use super::{HandlerResult, ImageJob, JobContext, JobKey, infra_error, outcomes::Recorded, push};
+use super::{HandlerResult, JobContext, TryError, infra_error};
 use crate::{
-    domain::{ImageState, RequestStatus},
+    domain::{Failure, ImageState, RequestStatus},
     fetch::{Conditional, FetchError, Validators},
-    imaging::{self, MaxBytes, PoolError, Quality, TransformOptions},
-    store::{BlobKey, Db, ImageOutcomeUpdate, Source, SourceFacts, StoreError},
+    imaging::{self, Quality, TransformOptions},
+    lifecycle::{ImageJob, Recorded},
+    store::{BlobKey, ImageOutcomeUpdate, Source, SourceFacts, StoreError},
     telemetry::metrics::{self, JobKind, JobTimer, ReusedVia},
 };
-
-/// Why one try of an image failed, decided once: retry later, or fail for good.
-#[derive(Debug)]
-enum TryError {
-    Retry {
-        message: String,
-        retry_after: Option<Duration>,
-    },
-    Fail(String),
-}
 
 /// How one run of an image job ended, for the jobs metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,13 +80,9 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
         return Ok(Handled::Skipped);
     }
     if work.request_status == RequestStatus::Pending {
-        ctx.db.mark_started(job.request_id).await?;
+        ctx.lifecycle.image_started(job.image()).await?;
     }
     let attempt = work.attempts as u32 + 1;
-    let quality = Quality::parse(&work.quality).unwrap_or(ctx.settings.default_quality);
-    let max_bytes = work
-        .max_bytes
-        .and_then(|m| MaxBytes::from_bytes(u64::try_from(m).ok()?));
 
     // Images of this request with the same URL share this job's outcome: one download.
     let duplicates = ctx
@@ -106,13 +93,13 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
     targets.extend(duplicates);
 
     let options = TransformOptions {
-        quality,
+        quality: work.quality,
         default_quality: match ctx.settings.default_quality {
             Quality::Absolute(q) => q,
             Quality::Relative(_) | Quality::Auto(_) => 50,
         },
         limits: ctx.settings.limits.image,
-        max_bytes,
+        max_bytes: work.max_bytes,
     };
     let settings = options.fingerprint();
     let prior = if work.reuse {
@@ -149,31 +136,23 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
             finish(job, ctx, &targets, outcome).await?;
             Ok(Handled::Stored)
         }
-        Err(TryError::Retry {
-            message,
-            retry_after,
-        }) if attempt < ctx.settings.fetch.attempts => {
-            let delay = ctx.backoff().next_delay(attempt, retry_after);
-            tracing::info!(attempt, error = %message, ?delay, "transient failure; retrying later");
-            let mut tx = ctx.db.begin_replayable().await?;
-            if Db::record_retry(&mut tx, job.request_id, job.row, job.position, &message).await? {
-                let key = JobKey::image(job.request_id, job.row, job.position, work.run, attempt);
-                push(&mut tx, job, &key, delay).await?;
-            }
-            tx.commit().await?;
+        Err(TryError::Retry { failure, after }) if attempt < ctx.settings.fetch.attempts => {
+            let delay = ctx.backoff().next_delay(attempt, after);
+            tracing::info!(attempt, code = %failure.code, error = %failure, ?delay, "transient failure; retrying later");
+            metrics::image_failure(failure.code, true);
+            ctx.lifecycle
+                .retry_image_later(job.image(), work.run, attempt, &failure, delay)
+                .await?;
             Ok(Handled::Retry)
         }
-        Err(TryError::Retry { message, .. }) => {
-            let error = format!("{message} (gave up after {attempt} tries)");
-            tracing::warn!(attempt, %error, "image failed");
-            finish(job, ctx, &targets, ImageOutcomeUpdate::Failed { error }).await?;
-            Ok(Handled::Failed)
+        Err(TryError::Retry { failure, .. }) => {
+            let failure = Failure {
+                message: format!("{failure} (gave up after {attempt} tries)"),
+                ..failure
+            };
+            fail(job, ctx, &targets, attempt, failure).await
         }
-        Err(TryError::Fail(error)) => {
-            tracing::warn!(attempt, %error, "image failed");
-            finish(job, ctx, &targets, ImageOutcomeUpdate::Failed { error }).await?;
-            Ok(Handled::Failed)
-        }
+        Err(TryError::Abort(failure)) => fail(job, ctx, &targets, attempt, failure).await,
     }
 }
 
@@ -188,37 +167,6 @@ struct Image<'a> {
     prior: Option<Source>,
     /// Whether the request reuses earlier outputs.
     reuse: bool,
-}
-
-fn fetch_error(e: FetchError) -> TryError {
-    if e.is_transient() {
-        TryError::Retry {
-            message: e.to_string(),
-            retry_after: e.retry_after(),
-        }
-    } else {
-        TryError::Fail(e.to_string())
-    }
-}
-
-fn pool_error(e: PoolError) -> TryError {
-    match e {
-        PoolError::ShutDown => TryError::Retry {
-            message: e.to_string(),
-            retry_after: None,
-        },
-        PoolError::Panicked(_) => TryError::Fail(e.to_string()),
-    }
-}
-
-/// A storage failure (a full disk, a read-only mount, S3 down) is transient: the try
-/// is retried with backoff, and nothing is recorded as stored until every target's
-/// file is durable. Its message (`storage: …`) is what the images API shows.
-fn storage_error(e: impl std::fmt::Display) -> TryError {
-    TryError::Retry {
-        message: e.to_string(),
-        retry_after: None,
-    }
 }
 
 /// One try: download (conditionally when there is an earlier record), then either copy
@@ -241,8 +189,7 @@ async fn process(
     let fetched = ctx
         .fetcher
         .download_conditional(image.url, &validators)
-        .await
-        .map_err(fetch_error)?;
+        .await?;
     let downloaded = match (fetched, &image.prior) {
         (Conditional::Modified(d), _) => d,
         (Conditional::NotModified { .. }, Some(prior)) => {
@@ -262,11 +209,11 @@ async fn process(
                 return Ok(outcome);
             }
             tracing::info!(from = %prior.request_id, "earlier output is gone; fetching in full");
-            ctx.fetcher.download(image.url).await.map_err(fetch_error)?
+            ctx.fetcher.download(image.url).await?
         }
         // Validators are only sent when there is a record.
         (Conditional::NotModified { .. }, None) => {
-            return Err(fetch_error(FetchError::UnexpectedNotModified));
+            return Err(FetchError::UnexpectedNotModified.into());
         }
     };
     let input_bytes = downloaded.bytes.len() as i64;
@@ -276,8 +223,7 @@ async fn process(
     let content_hash = ctx
         .cpu
         .run(move || format!("{:x}", Sha256::digest(&hashed)))
-        .await
-        .map_err(pool_error)?;
+        .await?;
     let facts = SourceFacts {
         url: image.url.to_owned(),
         settings: image.settings.clone(),
@@ -300,9 +246,7 @@ async fn process(
     let transformed = ctx
         .cpu
         .run(move || imaging::transform(&bytes, &options))
-        .await
-        .map_err(pool_error)?
-        .map_err(|e| TryError::Fail(e.to_string()))?;
+        .await??;
 
     let output = bytes::Bytes::from(transformed.bytes);
     for &(row, position) in targets {
@@ -310,7 +254,7 @@ async fn process(
         ctx.blobs
             .put(&key, output.clone())
             .await
-            .map_err(storage_error)?;
+            .map_err(TryError::storage)?;
         metrics::bytes_written("image", output.len() as u64);
     }
     let report = &transformed.report;
@@ -344,7 +288,12 @@ async fn reuse(
         if to == from {
             continue;
         }
-        if !ctx.blobs.copy(&from, &to).await.map_err(storage_error)? {
+        if !ctx
+            .blobs
+            .copy(&from, &to)
+            .await
+            .map_err(TryError::storage)?
+        {
             return Ok(None);
         }
     }
@@ -357,6 +306,20 @@ async fn reuse(
         reused_from: Some(prior.request_id),
         source: Some(facts),
     }))
+}
+
+/// Fails the image (and its same-URL duplicates) for good.
+async fn fail(
+    job: &ImageJob,
+    ctx: &JobContext,
+    targets: &[(u32, u32)],
+    attempt: u32,
+    failure: Failure,
+) -> Result<Handled, StoreError> {
+    tracing::warn!(attempt, code = %failure.code, error = %failure, "image failed");
+    metrics::image_failure(failure.code, false);
+    finish(job, ctx, targets, ImageOutcomeUpdate::Failed(failure)).await?;
+    Ok(Handled::Failed)
 }
 
 /// Records the outcome through the process's group commit; the batch that records

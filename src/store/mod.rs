@@ -1,7 +1,7 @@
 //! Everything that persists: our tables (through sqlx, SQL kept here and in
-//! `migrations/`), the connection the job queue shares with them (jobs are pushed by
-//! `jobs`, inside our transactions), a read-only look at the queue's depth, and the
-//! blob store for CSVs and images (a local directory or an S3 bucket).
+//! `migrations/`), the job queue's table that shares their database (jobs are pushed
+//! inside our transactions, by `lifecycle`), a read-only look at the queue's depth,
+//! and the blob store for CSVs and images (a local directory or an S3 bucket).
 
 mod blob;
 mod db;
@@ -18,7 +18,7 @@ pub use blob::{
 pub use db::{Backend, Db, Pool, Tx};
 pub(crate) use db::{with_pool, with_tx};
 pub use maintenance::{DEAD_ROWS, Vacuumed};
-pub use queue::QueueDepth;
+pub use queue::{NewJob, QueueDepth};
 pub use requests::{
     BIG_REQUEST_IMAGES, FinishedBatch, HOT_QUERIES, ImageFinish, ImageOutcomeUpdate, ImageRecord,
     ImageSlot, ImageWork, NewImage, NewProduct, NewRequest, OutputSourceRow, RequestRecord,

@@ -10,7 +10,10 @@ use super::{
     sources::{SourceFacts, StoredOutput},
     with_pool, with_tx,
 };
-use crate::domain::{ImageId, ImageState, Progress, RequestId, RequestStatus};
+use crate::{
+    domain::{Failure, FailureCode, ImageId, ImageState, Progress, RequestId, RequestStatus},
+    imaging::{MaxBytes, Quality},
+};
 
 /// A request of at least this many images refreshes the planner's statistics once
 /// stored ([`Db::refresh_planner_stats`]).
@@ -24,10 +27,10 @@ const INSERT_CHUNK: usize = 2000;
 pub struct NewRequest {
     /// Its id.
     pub id: RequestId,
-    /// Quality choice as given (`50`, `relative:50%`).
-    pub quality: String,
+    /// Quality choice (stored as written: `50`, `relative:50%`, `auto:70`).
+    pub quality: Quality,
     /// Byte cap of each output, if any.
-    pub max_bytes: Option<i64>,
+    pub max_bytes: Option<MaxBytes>,
     /// Where to send the completion event, if anywhere.
     pub webhook_url: Option<String>,
     /// The input columns in order.
@@ -139,6 +142,8 @@ pub struct ImageRecord {
     pub attempts: i64,
     /// Last error, if any.
     pub last_error: Option<String>,
+    /// The stable code of the last error.
+    pub error_code: Option<FailureCode>,
     /// Output blob key once stored.
     pub output_key: Option<String>,
     /// Bytes downloaded.
@@ -167,9 +172,9 @@ pub struct ImageWork {
     /// The request's status.
     pub request_status: RequestStatus,
     /// The request's quality choice.
-    pub quality: String,
+    pub quality: Quality,
     /// The request's byte cap of each output.
-    pub max_bytes: Option<i64>,
+    pub max_bytes: Option<MaxBytes>,
     /// The request's run.
     pub run: i64,
     /// Whether the request reuses earlier outputs.
@@ -197,10 +202,7 @@ pub enum ImageOutcomeUpdate {
         source: Option<SourceFacts>,
     },
     /// Failed for good.
-    Failed {
-        /// Why.
-        error: String,
-    },
+    Failed(Failure),
 }
 
 /// One image job's outcome, to be recorded with others in one transaction
@@ -314,6 +316,7 @@ struct ImageRow {
     state: String,
     attempts: i64,
     last_error: Option<String>,
+    error_code: Option<String>,
     output_key: Option<String>,
     input_bytes: Option<i64>,
     output_bytes: Option<i64>,
@@ -361,8 +364,8 @@ const DUPLICATES_SQL: &str = "select row, position from images
                     order by row, position";
 
 const RECORD_RETRY_SQL: &str = "update images set attempts = attempts + 1, last_error = $1,
-                                     started_at = coalesce(started_at, $2)
-                    where request_id = $3 and row = $4 and position = $5 and state = 'pending'";
+                                     error_code = $2, started_at = coalesce(started_at, $3)
+                    where request_id = $4 and row = $5 and position = $6 and state = 'pending'";
 
 /// One update of a request's counters for a whole batch of its images.
 const COUNT_SQL: &str = "update requests set succeeded = succeeded + $1, failed = failed + $2,
@@ -393,14 +396,14 @@ pub const HOT_QUERIES: &[(&str, &str)] = &[
 ];
 
 const SUCCEEDED_SQL: &str = "update images set state = 'succeeded', attempts = attempts + 1,
-        last_error = null, output_key = $1, input_bytes = $2,
+        last_error = null, error_code = null, output_key = $1, input_bytes = $2,
         output_bytes = $3, width = $4, height = $5, report = $6, reused_from = $7,
         started_at = coalesce(started_at, $8), finished_at = $9
   where request_id = $10 and row = $11 and position = $12 and state = 'pending'";
 
 const FAILED_SQL: &str = "update images set state = 'failed', attempts = attempts + 1,
-        last_error = $1, started_at = coalesce(started_at, $2), finished_at = $3
-  where request_id = $4 and row = $5 and position = $6 and state = 'pending'";
+        last_error = $1, error_code = $2, started_at = coalesce(started_at, $3), finished_at = $4
+  where request_id = $5 and row = $6 and position = $7 and state = 'pending'";
 
 impl Db {
     /// Stores a request with all its rows and images, inside the caller's transaction
@@ -421,7 +424,7 @@ impl Db {
                  values ($1, 'Pending', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .bind(&id)
-            .bind(&req.quality)
+            .bind(req.quality.to_string())
             .bind(&req.webhook_url)
             .bind(&header)
             .bind(req.urls_column as i64)
@@ -430,7 +433,8 @@ impl Db {
             .bind(total)
             .bind(Utc::now())
             .bind(req.reuse)
-            .bind(req.max_bytes)
+            // At most 1 GB: the cast cannot truncate.
+            .bind(req.max_bytes.map(|m| m.get() as i64))
             .execute(&mut *c)
             .await?;
             for chunk in products.chunks(INSERT_CHUNK) {
@@ -507,6 +511,10 @@ impl Db {
                     state: r.state.parse().map_err(corrupt)?,
                     attempts: r.attempts,
                     last_error: r.last_error,
+                    error_code: r
+                        .error_code
+                        .map(|c| c.parse().map_err(corrupt))
+                        .transpose()?,
                     output_key: r.output_key,
                     input_bytes: r.input_bytes,
                     output_bytes: r.output_bytes,
@@ -561,8 +569,16 @@ impl Db {
             state: r.state.parse().map_err(corrupt)?,
             attempts: r.attempts,
             request_status: r.status.parse().map_err(corrupt)?,
-            quality: r.quality,
-            max_bytes: r.max_bytes,
+            quality: Quality::parse(&r.quality).map_err(corrupt)?,
+            max_bytes: r
+                .max_bytes
+                .map(|m| {
+                    u64::try_from(m)
+                        .ok()
+                        .and_then(MaxBytes::from_bytes)
+                        .ok_or_else(|| corrupt(format!("max_bytes {m}")))
+                })
+                .transpose()?,
             run: r.run,
             reuse: r.reuse,
         }))
@@ -598,11 +614,12 @@ impl Db {
         id: RequestId,
         row: u32,
         position: u32,
-        error: &str,
+        failure: &Failure,
     ) -> Result<bool, StoreError> {
         let changed = with_tx!(tx, c => {
             sqlx::query(RECORD_RETRY_SQL)
-                .bind(error)
+                .bind(&failure.message)
+                .bind(failure.code.as_str())
                 .bind(Utc::now())
                 .bind(id.to_string())
                 .bind(row as i64)
@@ -693,7 +710,7 @@ impl Db {
                         c.reused += finished;
                     }
                 }
-                ImageOutcomeUpdate::Failed { .. } => c.failed += finished,
+                ImageOutcomeUpdate::Failed(_) => c.failed += finished,
             }
         }
         let mut last_of_run = Vec::new();
@@ -752,9 +769,9 @@ impl Db {
                         .bind(*height)
                         .bind(report.to_string())
                         .bind(reused_from.map(|r| r.to_string())),
-                    ImageOutcomeUpdate::Failed { error } => {
-                        sqlx::query(FAILED_SQL).bind(error.clone())
-                    }
+                    ImageOutcomeUpdate::Failed(failure) => sqlx::query(FAILED_SQL)
+                        .bind(failure.message.clone())
+                        .bind(failure.code.as_str()),
                 };
                 q.bind(now)
                     .bind(now)

@@ -16,6 +16,8 @@ use ::metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::domain::FailureCode;
+
 /// Always 1, labelled with what the codec runs here (`kernels`, `cpu`, `chroma`:
 /// [`crate::imaging::Codec`]).
 pub const CODEC_INFO: &str = "pixbatch_codec_info";
@@ -39,6 +41,9 @@ pub const BYTES_WRITTEN: &str = "pixbatch_written_bytes_total";
 pub const STORAGE_ERRORS: &str = "pixbatch_storage_errors_total";
 /// Jobs waiting or running, by `queue` and `status` (refreshed on every scrape).
 pub const QUEUE_DEPTH: &str = "pixbatch_queue_depth";
+/// Failed image tries, by `code` (a [`FailureCode`]) and `retry` (`true` when
+/// another try follows, `false` when the image failed for good).
+pub const IMAGE_FAILURES: &str = "pixbatch_image_failures_total";
 /// Webhook delivery tries, by `outcome`.
 pub const WEBHOOK_DELIVERIES: &str = "pixbatch_webhook_deliveries_total";
 /// HTTP requests answered, by `method`, `route` and `status`.
@@ -132,6 +137,10 @@ fn describe() {
     describe_gauge!(
         QUEUE_DEPTH,
         "Jobs pending (due or delayed), queued or running, by queue and status."
+    );
+    describe_counter!(
+        IMAGE_FAILURES,
+        "Failed image tries, by code (timeout, http_error, undecodable, ...) and retry (true: another try follows; false: failed for good)."
     );
     describe_counter!(
         WEBHOOK_DELIVERIES,
@@ -230,6 +239,12 @@ pub fn bytes_written(kind: &'static str, n: u64) {
 /// One blob write (`op`: `put` or `probe`) failed with an error of `kind`.
 pub fn storage_error(op: &'static str, kind: &'static str) {
     counter!(STORAGE_ERRORS, "op" => op, "kind" => kind).increment(1);
+}
+
+/// Counts one failed image try.
+pub fn image_failure(code: FailureCode, retry: bool) {
+    let retry = if retry { "true" } else { "false" };
+    counter!(IMAGE_FAILURES, "code" => code.as_str(), "retry" => retry).increment(1);
 }
 
 /// One webhook try ended `delivered`, `retry` or `failed`.

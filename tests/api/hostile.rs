@@ -63,6 +63,7 @@ async fn cpu_bomb_and_corrupt_data_fail_at_once_and_the_server_stays_healthy() {
     assert_eq!(bomb["state"], "failed", "{bomb}");
     assert_eq!(bomb["attempts"], 1, "permanent, no retry: {bomb}");
     assert_eq!(bomb["error"], "too many scans (3010 > 100)", "{bomb}");
+    assert_eq!(bomb["error_code"], "too_many_scans", "{bomb}");
     assert!(bomb["output_url"].is_null(), "{bomb}");
     let damaged = by_product("DAMAGED");
     assert_eq!(damaged["state"], "failed", "{damaged}");
@@ -72,6 +73,7 @@ async fn cpu_bomb_and_corrupt_data_fail_at_once_and_the_server_stays_healthy() {
         error.starts_with("corrupt image data: Corrupt JPEG data"),
         "{damaged}"
     );
+    assert_eq!(damaged["error_code"], "undecodable", "{damaged}");
     let good = by_product("GOOD");
     assert_eq!(good["state"], "succeeded", "{good}");
     assert_eq!(

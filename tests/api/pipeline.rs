@@ -200,6 +200,9 @@ async fn missing_image_gives_completed_with_errors_and_an_empty_slot(backend: Ba
     let failed = imgs.iter().find(|i| i["state"] == "failed").unwrap();
     assert_eq!(failed["position"], 2);
     assert!(failed["error"].as_str().unwrap().contains("HTTP 404"));
+    assert_eq!(failed["error_code"], "http_error", "{failed}");
+    let stored = imgs.iter().find(|i| i["state"] == "succeeded").unwrap();
+    assert!(stored.get("error_code").is_none(), "{stored}");
 }
 
 async fn flaky_image_succeeds_on_the_third_try(backend: Backend) {
@@ -241,6 +244,7 @@ async fn exhausted_retries_fail_the_image_and_the_request(backend: Backend) {
     let imgs = app.images(&id).await;
     assert_eq!(imgs[0]["attempts"], 3);
     assert!(imgs[0]["error"].as_str().unwrap().contains("HTTP 500"));
+    assert_eq!(imgs[0]["error_code"], "http_error", "{}", imgs[0]);
 }
 
 async fn formula_cells_come_back_prefixed(backend: Backend) {

@@ -158,8 +158,8 @@ const PG_GET_JOBS: &str = "WITH jobs AS (
 #[tokio::test]
 async fn queue_fetch_joins_by_primary_key_on_postgres() {
     use pixbatch::{
-        domain::RequestId,
-        jobs::{ImageJob, JobKey},
+        domain::{ImageRef, RequestId},
+        lifecycle::{ImageJob, JobKey},
     };
     let Some(test_db) = TestDb::open(Backend::Postgres).await else {
         return;
@@ -178,17 +178,15 @@ async fn queue_fetch_joins_by_primary_key_on_postgres() {
     // Enough jobs that a scan of the table costs more than the planner's guess of a join.
     let request = RequestId::new();
     let jobs = (0..3000u32).map(|row| {
-        (
-            ImageJob {
-                request_id: request,
-                row,
-                position: 0,
-            },
-            JobKey::image(request, row, 0, 1, 0),
-        )
+        let image = ImageRef {
+            request,
+            row,
+            position: 0,
+        };
+        (ImageJob::of(image), JobKey::image(image, 1, 0))
     });
     let mut tx = db.begin_write().await.unwrap();
-    pixbatch::jobs::push_many(&mut tx, jobs).await.unwrap();
+    pixbatch::lifecycle::push_many(&mut tx, jobs).await.unwrap();
     tx.commit().await.unwrap();
 
     // apalis' own function takes jobs with the settings in place.

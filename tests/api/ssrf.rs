@@ -68,6 +68,7 @@ async fn every_spelling_of_a_private_address_is_refused_and_the_canary_sees_noth
         assert_eq!(img["state"], "failed", "{img}");
         assert_eq!(img["attempts"], 1, "refusals are permanent: {img}");
         let err = img["error"].as_str().unwrap();
+        assert_eq!(img["error_code"], "refused_address", "{img}");
         assert!(
             err.contains("refused address"),
             "{}: {err}",

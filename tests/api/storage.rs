@@ -321,6 +321,7 @@ async fn read_only_store(backend: Backend) {
             img["error"], "storage: read-only file system (gave up after 2 tries)",
             "{img}"
         );
+        assert_eq!(img["error_code"], "storage_unavailable", "{img}");
         assert_eq!(img["attempts"], 2, "{img}");
     }
     // The completion cannot store the output CSV: not final, retried.

@@ -3,7 +3,8 @@
 //! the redeliveries and late finishes that the guarded updates exist for.
 
 use pixbatch::{
-    domain::{ImageState, RequestId, RequestStatus},
+    domain::{Failure, FailureCode, ImageState, RequestId, RequestStatus},
+    imaging::Quality,
     store::{
         DEAD_ROWS, Db, FinishedBatch, ImageFinish, ImageOutcomeUpdate, ImageRecord, NewImage,
         NewProduct, NewRequest, RequestRecord,
@@ -17,7 +18,7 @@ async fn insert(db: &Db, rows: &[&[&str]]) -> RequestId {
     let id = RequestId::new();
     let req = NewRequest {
         id,
-        quality: "50".to_owned(),
+        quality: Quality::parse("50").unwrap(),
         max_bytes: None,
         webhook_url: None,
         header: ["S. No.", "Product Name", "Input Image Urls"]
@@ -75,9 +76,7 @@ fn stored(reused_from: Option<RequestId>) -> ImageOutcomeUpdate {
 }
 
 fn failed(error: &str) -> ImageOutcomeUpdate {
-    ImageOutcomeUpdate::Failed {
-        error: error.to_owned(),
-    }
+    ImageOutcomeUpdate::Failed(Failure::new(FailureCode::Undecodable, error))
 }
 
 fn item(id: RequestId, targets: &[(u32, u32)], outcome: ImageOutcomeUpdate) -> ImageFinish {
@@ -116,7 +115,8 @@ async fn states(db: &Db, id: RequestId) -> Vec<ImageState> {
 
 async fn record_retry(db: &Db, id: RequestId, row: u32, position: u32, error: &str) -> bool {
     let mut tx = db.begin_write().await.unwrap();
-    let counted = Db::record_retry(&mut tx, id, row, position, error)
+    let failure = Failure::new(FailureCode::ConnectFailed, error);
+    let counted = Db::record_retry(&mut tx, id, row, position, &failure)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -355,7 +355,9 @@ async fn record_retry_counts_pending_tries(backend: Backend) {
         ),
         (ImageState::Pending, 2, Some("503 Service Unavailable"))
     );
+    assert_eq!(imgs[0].error_code, Some(FailureCode::ConnectFailed));
     assert_eq!((imgs[1].attempts, imgs[1].last_error.as_deref()), (0, None));
+    assert_eq!(imgs[1].error_code, None);
     assert_eq!(counters(db, id).await, (0, 0, 2));
 
     let done = finish(db, &[item(id, &[(0, 0)], failed("gave up after 3 tries"))]).await;
@@ -367,6 +369,7 @@ async fn record_retry_counts_pending_tries(backend: Backend) {
         (first.state, first.attempts, first.last_error.as_deref()),
         (ImageState::Failed, 3, Some("gave up after 3 tries"))
     );
+    assert_eq!(first.error_code, Some(FailureCode::Undecodable));
     assert_eq!(counters(db, id).await, (0, 1, 1));
     // No such image.
     assert!(!record_retry(db, id, 5, 0, "nowhere").await);

@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use crate::domain::{EventId, RequestId};
+use crate::domain::{EventId, ImageRef, RequestId};
 
 /// An idempotency key; made only by the constructors below.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,10 +16,8 @@ pub struct JobKey(String);
 
 impl JobKey {
     /// The `attempt`-th try (0 first) of one image in run `run` of its request.
-    pub fn image(request: RequestId, row: u32, position: u32, run: i64, attempt: u32) -> Self {
-        Self(format!(
-            "image:{request}:{row}:{position}:run{run}:try{attempt}"
-        ))
+    pub fn image(image: ImageRef, run: i64, attempt: u32) -> Self {
+        Self(format!("image:{image}:run{run}:try{attempt}"))
     }
 
     /// The completion of run `run`, pushed by the outcome that finished it.
@@ -62,12 +60,17 @@ mod tests {
     fn every_step_has_its_own_key() {
         let r = RequestId::new();
         let e = EventId::new();
+        let image = |row, position| ImageRef {
+            request: r,
+            row,
+            position,
+        };
         let keys = [
-            JobKey::image(r, 1, 2, 1, 0),
-            JobKey::image(r, 1, 2, 1, 1),
-            JobKey::image(r, 1, 2, 2, 0),
-            JobKey::image(r, 2, 1, 1, 0),
-            JobKey::image(r, 12, 1, 1, 0),
+            JobKey::image(image(1, 2), 1, 0),
+            JobKey::image(image(1, 2), 1, 1),
+            JobKey::image(image(1, 2), 2, 0),
+            JobKey::image(image(2, 1), 1, 0),
+            JobKey::image(image(12, 1), 1, 0),
             JobKey::complete(r, 1),
             JobKey::complete(r, 2),
             JobKey::complete_cancelled(r, 1),
@@ -78,7 +81,7 @@ mod tests {
         let distinct: std::collections::HashSet<_> = keys.iter().map(JobKey::as_str).collect();
         assert_eq!(distinct.len(), keys.len());
         assert_eq!(
-            JobKey::image(r, 3, 1, 1, 0).as_str(),
+            JobKey::image(image(3, 1), 1, 0).as_str(),
             format!("image:{r}:3:1:run1:try0")
         );
     }

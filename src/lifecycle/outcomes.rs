@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{CompleteJob, JobKey, push};
+use super::{CompleteJob, JobKey, steps::push};
 use crate::{
     domain::RequestId,
     store::{Db, ImageFinish, ImageOutcomeUpdate, StoreError},

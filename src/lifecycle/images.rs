@@ -1,0 +1,37 @@
+//! An image's way through its run, apart from its outcome (see [`super::Outcomes`]):
+//! the request starting with its first image, and a failed try queued again.
+
+use std::time::Duration;
+
+use super::{ImageJob, JobKey, Lifecycle, steps::push};
+use crate::{
+    domain::{Failure, ImageRef},
+    store::{Db, StoreError},
+};
+
+impl Lifecycle {
+    /// The request's first image started: `Pending` becomes `Processing`.
+    pub async fn image_started(&self, image: ImageRef) -> Result<(), StoreError> {
+        self.db.mark_started(image.request).await
+    }
+
+    /// A try of `image` in run `run` failed transiently: records the failure and queues
+    /// try number `attempt` (0 first) due after `delay`. The job is a new one with a
+    /// `run_at` in the future, so the wait survives restarts and holds no worker slot;
+    /// nothing is queued when the image has left `pending` meanwhile (a cancel).
+    pub async fn retry_image_later(
+        &self,
+        image: ImageRef,
+        run: i64,
+        attempt: u32,
+        failure: &Failure,
+        delay: Duration,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_replayable().await?;
+        if Db::record_retry(&mut tx, image.request, image.row, image.position, failure).await? {
+            let key = JobKey::image(image, run, attempt);
+            push(&mut tx, &ImageJob::of(image), &key, delay).await?;
+        }
+        tx.commit().await
+    }
+}
