@@ -12,8 +12,14 @@ mod fault;
 mod health;
 mod location;
 mod s3;
+mod upload;
 
-use std::{fmt, path::PathBuf, sync::Arc};
+use std::{
+    fmt,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream::BoxStream};
@@ -32,6 +38,10 @@ use crate::domain::RequestId;
 /// `LocalFileSystem` stages a write as `<final name>#<n>`; a crash between the write
 /// and the rename leaves one behind. `#` is never part of a key.
 const STAGED: char = '#';
+
+/// A staged file untouched for this long has no live writer, whoever made it: no write
+/// of an image or a CSV takes an hour between two of its parts.
+const ABANDONED: Duration = Duration::from_secs(3600);
 
 /// Where `/readyz` writes when no recent write tells whether the store takes writes.
 /// It starts with a dot, so no key (and no `/files` URL) can name it.
@@ -210,6 +220,10 @@ pub struct BlobStore {
     /// The root directory of a local store; `None` on S3.
     local_root: Option<PathBuf>,
     health: Arc<health::Health>,
+    /// When this process opened the store (by the file system's clock, see
+    /// [`Self::open`]): a staged file last written before then is none of this
+    /// process's writers' (see [`Self::remove_partials`]).
+    opened_at: SystemTime,
 }
 
 impl BlobStore {
@@ -236,16 +250,30 @@ impl BlobStore {
             prefix,
             local_root,
             health: Arc::new(health::Health::new()),
+            opened_at: SystemTime::now(),
         })
     }
 
-    /// As [`Self::new`], creating a local store's directory if missing.
+    /// As [`Self::new`], creating a local store's directory if missing and writing
+    /// its probe file, whose modification time becomes the store's opening time: file
+    /// times come from the kernel's coarse clock, a few milliseconds behind
+    /// [`SystemTime::now`], so only a time read off the file system orders this
+    /// process's writes after it (see [`Self::remove_partials`]).
     pub async fn open(config: &StorageConfig) -> std::io::Result<Self> {
-        let store = Self::new(config)?;
+        let mut store = Self::new(config)?;
         if let Some(root) = &store.local_root {
-            tokio::fs::create_dir_all(root).await.map_err(|e| {
+            let fail = |e: std::io::Error| {
                 std::io::Error::new(e.kind(), format!("blob store {}: {e}", root.display()))
-            })?;
+            };
+            tokio::fs::create_dir_all(root).await.map_err(fail)?;
+            let probe = root.join(PROBE);
+            tokio::fs::write(&probe, chrono::Utc::now().to_rfc3339())
+                .await
+                .map_err(fail)?;
+            store.opened_at = tokio::fs::metadata(&probe)
+                .await
+                .and_then(|m| m.modified())
+                .map_err(fail)?;
         }
         Ok(store)
     }
@@ -283,7 +311,7 @@ impl BlobStore {
     pub async fn put_parts(&self, key: &BlobKey) -> Result<BlobUpload, BlobError> {
         let path = self.path(key);
         let upload = match self.store.put_multipart(&path).await {
-            Ok(u) => u,
+            Ok(u) => upload::KeepCompletionError::wrap(u),
             Err(e) => {
                 let e = self.fault(&e);
                 self.health.record("put", Err(&e));
@@ -403,14 +431,21 @@ impl BlobStore {
     }
 
     /// Removes staged files left under a request's directory by writes that never
-    /// finished (a crash between write and rename). Called once the request's work is
-    /// done, when no live writer can still be using them; a straggler whose file is
-    /// removed fails its rename and its job finds the image already finished. Nothing
-    /// to do on S3, where an interrupted PUT leaves no object.
+    /// finished (a crash between write and rename). Called once a run's images are all
+    /// final. Writers of the same request may still be at work in this process (a
+    /// second completion of the run, after a cancel; the images of a retry's next
+    /// run), so only files no writer of this process can be using go: those last
+    /// written before this process opened the store, or over an hour ago. A straggler
+    /// of another process whose file is removed fails its rename, and its job finds
+    /// the image already final. Nothing to do on S3, where an interrupted PUT leaves
+    /// no object.
     pub async fn remove_partials(&self, request: RequestId) -> Result<usize, BlobError> {
         let Some(root) = &self.local_root else {
             return Ok(0);
         };
+        let cutoff = SystemTime::now()
+            .checked_sub(ABANDONED)
+            .map_or(self.opened_at, |hour_ago| hour_ago.max(self.opened_at));
         let dir = root.join(request.to_string());
         let mut entries = match tokio::fs::read_dir(&dir).await {
             Ok(e) => e,
@@ -419,7 +454,15 @@ impl BlobStore {
         };
         let mut removed = 0;
         while let Some(entry) = entries.next_entry().await? {
-            if entry.file_name().to_string_lossy().contains(STAGED) {
+            if !entry.file_name().to_string_lossy().contains(STAGED) {
+                continue;
+            }
+            let written = match entry.metadata().await {
+                Ok(meta) => meta.modified()?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if written < cutoff {
                 match tokio::fs::remove_file(entry.path()).await {
                     Ok(()) => removed += 1,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -494,10 +537,16 @@ mod tests {
         BlobStore::new(&StorageConfig::Local(dir.to_owned())).unwrap()
     }
 
+    async fn opened(dir: &std::path::Path) -> BlobStore {
+        BlobStore::open(&StorageConfig::Local(dir.to_owned()))
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn put_is_atomic_and_overwrites() {
         let dir = tempfile::tempdir().unwrap();
-        let store = local(dir.path());
+        let store = opened(dir.path()).await;
         let key = BlobKey::parse("r/0-0.jpg").unwrap();
         store.put(&key, Bytes::from_static(b"one")).await.unwrap();
         store.put(&key, Bytes::from_static(b"two!")).await.unwrap();
@@ -511,7 +560,7 @@ mod tests {
         let rdir = dir.path().join(request.to_string());
         std::fs::create_dir_all(&rdir).unwrap();
         std::fs::write(rdir.join("0-0.jpg"), b"whole").unwrap();
-        std::fs::write(rdir.join("1-0.jpg#3"), b"half").unwrap();
+        write_before_open(&store, &rdir.join("1-0.jpg#3"), b"half");
         assert_eq!(store.remove_partials(request).await.unwrap(), 1);
         assert_eq!(std::fs::read_dir(&rdir).unwrap().count(), 1);
         assert!(
@@ -523,6 +572,60 @@ mod tests {
         );
         store.delete(&key).await.unwrap();
         store.delete(&key).await.unwrap();
+        assert!(store.read(&key).await.unwrap().is_none());
+    }
+
+    /// A staged file as a crash of an earlier process leaves it: written before
+    /// `store` was opened.
+    fn write_before_open(store: &BlobStore, path: &std::path::Path, bytes: &[u8]) {
+        std::fs::write(path, bytes).unwrap();
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(store.opened_at - Duration::from_secs(1))
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn partials_of_live_writers_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = opened(dir.path()).await;
+        let request = RequestId::new();
+        let rdir = dir.path().join(request.to_string());
+        std::fs::create_dir_all(&rdir).unwrap();
+        write_before_open(&store, &rdir.join("0-0.jpg#1"), b"crashed");
+        // A second completion of the run writes the output CSV while the first one
+        // cleans up: its staged file is this process's and stays.
+        let key = BlobKey::output_csv(request);
+        let mut live = store.put_parts(&key).await.unwrap();
+        live.write(b"a,b\n").await.unwrap();
+        let old = rdir.join("1-0.jpg#1");
+        std::fs::write(&old, b"abandoned").unwrap();
+        let file = std::fs::File::options().write(true).open(&old).unwrap();
+        file.set_modified(SystemTime::now() - ABANDONED - Duration::from_secs(1))
+            .unwrap();
+        assert_eq!(store.remove_partials(request).await.unwrap(), 2);
+        assert_eq!(live.finish().await.unwrap(), 4);
+        assert_eq!(store.read(&key).await.unwrap().unwrap(), b"a,b\n");
+        let names: Vec<_> = std::fs::read_dir(&rdir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["output.csv"]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_completion_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = local(dir.path());
+        let request = RequestId::new();
+        let key = BlobKey::output_csv(request);
+        let mut upload = store.put_parts(&key).await.unwrap();
+        upload.write(b"a,b\n").await.unwrap();
+        // The staged file vanishes before the rename (removed from outside).
+        for entry in std::fs::read_dir(dir.path().join(request.to_string())).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+        let err = upload.finish().await.unwrap_err().to_string();
+        assert!(err.contains("No such file"), "{err}");
         assert!(store.read(&key).await.unwrap().is_none());
     }
 
