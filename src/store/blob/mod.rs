@@ -254,9 +254,9 @@ impl BlobStore {
         })
     }
 
-    /// As [`Self::new`], creating a local store's directory if missing and writing
-    /// its probe file, whose modification time becomes the store's opening time: file
-    /// times come from the kernel's coarse clock, a few milliseconds behind
+    /// As [`Self::new`], creating a local store's directory if missing. The store's
+    /// opening time is the modification time of a file written (and removed) there:
+    /// file times come from the kernel's coarse clock, a few milliseconds behind
     /// [`SystemTime::now`], so only a time read off the file system orders this
     /// process's writes after it (see [`Self::remove_partials`]).
     pub async fn open(config: &StorageConfig) -> std::io::Result<Self> {
@@ -274,6 +274,7 @@ impl BlobStore {
                 .await
                 .and_then(|m| m.modified())
                 .map_err(fail)?;
+            tokio::fs::remove_file(&probe).await.map_err(fail)?;
         }
         Ok(store)
     }
