@@ -110,11 +110,12 @@ impl App {
         // Before any job runs, so nothing recorded is lost to the no-op default.
         crate::telemetry::metrics::install();
         let codec = crate::imaging::Codec::get();
-        // Said at start: a libjpeg built without nasm is much slower and nothing else shows it.
+        // Said at start: which kernels this CPU runs (scalar ones are much slower).
         tracing::info!(
             kernels = codec.kernels,
             cpu = codec.cpu,
             chroma = codec.chroma.as_str(),
+            libjpeg_simd = codec.libjpeg_simd,
             "{codec}"
         );
         crate::telemetry::metrics::codec_info(&codec);

@@ -1,35 +1,30 @@
 //! What the codec runs on this machine, found once at run time and said at start.
 //!
-//! libjpeg's SIMD kernels (IDCT, FDCT, colour conversion, resampling, Huffman
-//! encoding) exist only in a build made with `nasm` on PATH; without it the same
-//! binary runs libjpeg's plain C code, which nothing else would reveal. The route
-//! for 4:2:2, 4:4:0 and 4:4:4 JPEG sources follows from it (measured on the corpus'
-//! ten such photos, one thread, q50, `benches/imaging/run.sh`):
-//!
-//! | libjpeg build | plane route (IDCT → box filter → FDCT) | chroma in the DCT domain |
-//! |---|---:|---:|
-//! | with SIMD (nasm) | 1.26× Pillow | 1.13× Pillow |
-//! | plain C (no nasm) | 0.66× Pillow | 1.07× Pillow |
-//!
-//! so with SIMD those sources take libjpeg's planes, without it the coefficient
-//! path ([`super::fastpath`], which leaves libjpeg only the entropy coding) also
-//! takes them. Both routes write the same kind of file (baseline 4:2:0, standard
-//! tables); the DCT-domain one is also about 11 % smaller at the same PSNR.
+//! The pixel work (IDCT, FDCT and quantisation, colour conversion, chroma
+//! resampling) and the coefficient loops (requantisation, Huffman statistics and
+//! coding) are pixbatch's own ([`super::kernels`], [`super::writer`]), in AVX2, SSE2
+//! or plain Rust, picked for the CPU when the process starts: the speed no longer
+//! depends on how libjpeg was built. libjpeg decodes the entropy-coded data, and
+//! decodes to pixels what the kernels do not take (RGB JPEGs, unusual samplings);
+//! its own SIMD exists only in a build made with `nasm`, which the probe reports for
+//! completeness.
 
 use std::fmt;
 use std::sync::OnceLock;
 
+use super::kernels::Level;
 use super::libjpeg;
 
 /// The codec's configuration on this machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Codec {
-    /// libjpeg's kernels: `avx2`, `sse2` or `neon` when built with SIMD and the
-    /// CPU runs them, `scalar` for the plain C build.
+    /// The kernels that run: `avx2`, `sse2` or `scalar` (`PIXBATCH_KERNELS` may
+    /// lower the choice, for comparisons).
     pub kernels: &'static str,
-    /// The best vector extension the CPU has (`avx2`, `sse2`, `neon`, `none`),
-    /// whether or not libjpeg uses it.
+    /// The best vector extension the CPU has (`avx2`, `sse2`, `neon`, `none`).
     pub cpu: &'static str,
+    /// Whether the linked libjpeg has its own SIMD (built with nasm).
+    pub libjpeg_simd: bool,
     /// How 4:2:2 / 4:4:0 / 4:4:4 JPEG chroma becomes 4:2:0.
     pub chroma: ChromaRoute,
 }
@@ -39,7 +34,7 @@ pub struct Codec {
 pub enum ChromaRoute {
     /// Box-downsampled in the DCT domain on the coefficient path (no IDCT/FDCT).
     Coefficients,
-    /// Decoded to libjpeg's planes, box-averaged, encoded again.
+    /// Decoded to samples, box-averaged, transformed again.
     Planes,
 }
 
@@ -61,51 +56,35 @@ impl Codec {
     }
 
     fn detect() -> Codec {
-        let cpu = cpu_level();
-        let simd = libjpeg::libjpeg_has_simd();
         Codec {
-            kernels: if simd { cpu } else { "scalar" },
-            cpu,
-            chroma: if simd {
-                ChromaRoute::Planes
-            } else {
-                ChromaRoute::Coefficients
-            },
+            kernels: Level::get().as_str(),
+            cpu: cpu_level(),
+            libjpeg_simd: libjpeg::libjpeg_has_simd(),
+            chroma: ChromaRoute::Coefficients,
         }
     }
 }
 
 impl fmt::Display for Codec {
-    /// `codec: avx2 (libjpeg SIMD), chroma planes`, or for the plain C build
-    /// `codec: scalar (libjpeg built without nasm; cpu has avx2), chroma dct`.
+    /// `codec: avx2 kernels (cpu avx2), chroma dct; libjpeg decodes entropy only
+    /// (built without nasm)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.kernels == "scalar" {
-            write!(
-                f,
-                "codec: scalar (libjpeg built without nasm; cpu has {}), chroma {}",
-                self.cpu,
-                self.chroma.as_str()
-            )
-        } else {
-            write!(
-                f,
-                "codec: {} (libjpeg SIMD), chroma {}",
-                self.kernels,
-                self.chroma.as_str()
-            )
-        }
+        write!(
+            f,
+            "codec: {} kernels (cpu {}), chroma {}; libjpeg decodes entropy only (built {} nasm)",
+            self.kernels,
+            self.cpu,
+            self.chroma.as_str(),
+            if self.libjpeg_simd { "with" } else { "without" },
+        )
     }
 }
 
-/// The widest vector extension libjpeg-turbo's kernels could use here.
+/// The widest vector extension this CPU has, whether or not the kernels use it.
 fn cpu_level() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            "avx2"
-        } else {
-            "sse2"
-        }
+        Level::detected().as_str()
     }
     #[cfg(target_arch = "aarch64")]
     {
@@ -122,19 +101,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_route_follows_libjpegs_build() {
+    fn says_which_kernels_run() {
         let codec = Codec::get();
-        let simd = libjpeg::libjpeg_has_simd();
-        assert_eq!(codec.kernels == "scalar", !simd);
-        assert_eq!(codec.chroma == ChromaRoute::Coefficients, !simd);
+        assert_eq!(codec.kernels, Level::get().as_str());
+        // Without an override the best level the CPU has runs.
+        if std::env::var_os("PIXBATCH_KERNELS").is_none() {
+            assert_eq!(Level::get(), Level::detected());
+            #[cfg(target_arch = "x86_64")]
+            assert_eq!(codec.kernels, codec.cpu);
+        }
         let said = codec.to_string();
         assert!(
-            said.starts_with(&format!("codec: {}", codec.kernels)),
+            said.starts_with(&format!("codec: {} kernels", codec.kernels)),
             "{said}"
         );
-        // The stub build must say so: that is the point of probing.
-        if !simd {
-            assert!(said.contains("without nasm"), "{said}");
-        }
+        assert!(said.contains("nasm"), "{said}");
     }
 }

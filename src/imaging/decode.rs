@@ -9,7 +9,8 @@ use image::{
 
 use super::libjpeg::{self, Budget, DecodeSettings, Depth, PixelLayout};
 use super::{
-    Format, ImagingError, Limits, check_pixels, check_time, color, jpeg, libjpeg_error, sniff,
+    Format, ImagingError, Limits, check_pixels, check_time, color, jpeg, libjpeg_error, samples,
+    sniff,
 };
 
 /// libjpeg decode settings of the general path (measured on the corpus, see
@@ -88,11 +89,18 @@ pub(crate) fn decode(
             reason: "truncated: no end-of-image marker after the image data".to_owned(),
         });
     }
-    // Gray and YCbCr/RGB JPEGs: libjpeg (SIMD, about twice zune-jpeg's speed here).
-    // CMYK/YCCK, and anything libjpeg refuses, go on to the `image` decoder below;
-    // damaged data and spent limits do not (another decoder would only hide them).
+    // Gray and YCbCr JPEGs: libjpeg's entropy decoding and our kernels; other gray
+    // and YCbCr/RGB JPEGs: libjpeg. CMYK/YCCK, and anything libjpeg refuses, go on to
+    // the `image` decoder below; damaged data and spent limits do not (another
+    // decoder would only hide them).
     if let Some(header) = &jpeg_header {
         if header.component_count != 4 {
+            match samples::decode(input, budget) {
+                Ok(Some(decoded)) => return Ok(finish_libjpeg(input, header, decoded)),
+                Ok(None) => {}
+                Err(e) if e.is_fatal() => {}
+                Err(e) => return Err(libjpeg_error(format, e)),
+            }
             match libjpeg::decode(input, budget, GENERAL_DECODE) {
                 Ok(decoded) => return Ok(finish_libjpeg(input, header, decoded)),
                 Err(e) if e.is_fatal() => {}

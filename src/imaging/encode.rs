@@ -1,18 +1,22 @@
-//! Baseline JPEG encoding with libjpeg: 4:2:0, standard IJG tables, no metadata.
+//! Baseline JPEG encoding of 8-bit pixels: YCbCr 4:2:0, the standard IJG tables at
+//! the requested quality, Huffman tables made for the image, no metadata.
 //!
-//! libjpeg-turbo's fastest settings (`JCP_FASTEST`: no trellis, no progressive,
-//! standard Huffman tables), as Pillow uses them, so sizes match Pillow's.
+//! libjpeg's pipeline, step for step (colour conversion, 2×2 box downsampling, the
+//! accurate integer FDCT, quantisation) in [`kernels`] picked for the CPU at run time,
+//! sixteen rows at a time into the blocks [`writer`] writes: the coefficients are
+//! those libjpeg computes from the same pixels (a test checks), without its C
+//! kernels, which are slow unless it was built with nasm.
 
 use super::decode::Pixels;
-use super::libjpeg::{self, Budget, LibjpegError, PixelLayout};
+use super::kernels::{self, QuantTable};
+use super::libjpeg::{Budget, Plane};
+use super::quality::{IJG_CHROMA, IJG_LUMA, scaled_table};
+use super::writer::{self, Planes420};
 use super::{Format, ImagingError, libjpeg_error};
 
-/// libjpeg's largest image side (`JPEG_MAX_DIMENSION`).
+/// libjpeg's largest image side (`JPEG_MAX_DIMENSION`): the limit the service has
+/// always had, a little under what the file format can say.
 const MAX_SIDE: u32 = 65500;
-
-/// Integer "fast" forward DCT: with SIMD it is the quicker one, and at the
-/// qualities this service uses its error is far below the quantisation error.
-pub(crate) const FAST_FDCT: bool = true;
 
 /// Encodes `pixels` as a baseline YCbCr JPEG at `quality` (1..=100) with 2×2
 /// chroma subsampling (box-averaged). Only a JFIF APP0 header is written: no EXIF
@@ -30,65 +34,104 @@ pub(crate) fn encode(
             "{width}x{height} is over JPEG's limit of {MAX_SIDE} pixels per side"
         )));
     }
-    let (raw, layout) = match pixels {
-        Pixels::Rgb(img) => (img.as_raw(), PixelLayout::Rgb),
-        Pixels::Gray(img) => (img.as_raw(), PixelLayout::Gray),
-    };
-    libjpeg::encode(raw, layout, width, height, quality, FAST_FDCT, budget).map_err(|e| match e {
-        LibjpegError::Fatal(text) => ImagingError::Encode(text),
-        other => libjpeg_error(Format::Jpeg, other),
-    })
+    let tables = [
+        scaled_table(&IJG_LUMA, quality.clamp(1, 100)),
+        scaled_table(&IJG_CHROMA, quality.clamp(1, 100)),
+    ];
+    let mut blocks = Planes420::new(width, height);
+    let mut planes = blocks.planes();
+    transform(pixels, &tables, &mut planes, budget)?;
+    writer::write_420_optimized(width, height, &mut planes, &tables)
+        .map_err(|e| ImagingError::Encode(e.to_string()))
 }
 
-/// Box-averages one strip of a chroma plane to 4:2:0: `out` gets 8 rows of
-/// `out_width`, each sample the mean of `fx` × `fy` samples of `src` (rows of
-/// `src_width`; columns past its end repeat the last one).
-pub(crate) fn downsample_strip(
-    src: &[u8],
-    src_width: usize,
-    out: &mut [u8],
-    out_width: usize,
-    (fx, fy): (usize, usize),
-) {
-    let rows = src.chunks_exact(src_width);
-    let at = |row: &[u8], x: usize| u16::from(row[x.min(src_width - 1)]);
-    match (fx, fy) {
-        (1, 2) => {
-            let mut rows = rows;
-            for out_row in out.chunks_exact_mut(out_width).take(8) {
-                let (Some(a), Some(b)) = (rows.next(), rows.next()) else {
-                    return;
-                };
-                for ((o, &p), &q) in out_row.iter_mut().zip(a).zip(b) {
-                    *o = ((u16::from(p) + u16::from(q) + 1) >> 1) as u8;
+/// Colour conversion, downsampling, FDCT and quantisation of every 16-row strip
+/// into `planes`. Past the right and bottom edges the last column and row repeat,
+/// as libjpeg repeats them; Y blocks past the image are left to the writer (its
+/// dummy blocks), as libjpeg leaves them.
+fn transform(
+    pixels: &Pixels,
+    tables: &[[u16; 64]; 2],
+    planes: &mut [Plane<'_>; 3],
+    budget: &Budget,
+) -> Result<(), ImagingError> {
+    let (width, height) = pixels.dimensions();
+    let (w, h) = (width as usize, height as usize);
+    let quant = [QuantTable::new(&tables[0]), QuantTable::new(&tables[1])];
+    let [y_plane, cb_plane, cr_plane] = planes;
+    let mcu_cols = cb_plane.width;
+    let padded = 16 * mcu_cols;
+    let y_blocks = y_plane.width;
+    let mut y = vec![0u8; 16 * padded];
+    let mut full = [vec![0u8; 16 * padded], vec![0u8; 16 * padded]];
+    let mut half = [vec![0u8; 8 * padded / 2], vec![0u8; 8 * padded / 2]];
+    for strip in 0..cb_plane.height {
+        for r in 0..16 {
+            let src = (16 * strip + r).min(h - 1);
+            let row = r * padded..(r + 1) * padded;
+            let (yr, [cb, cr]) = (&mut y[row.clone()], &mut full);
+            match pixels {
+                Pixels::Rgb(img) => {
+                    let rgb = &img.as_raw()[3 * w * src..3 * w * (src + 1)];
+                    let (cb, cr) = (&mut cb[row.clone()], &mut cr[row]);
+                    kernels::rgb_to_ycbcr(rgb, &mut yr[..w], &mut cb[..w], &mut cr[..w]);
+                    for plane in [&mut *yr, cb, cr] {
+                        let last = plane[w - 1];
+                        plane[w..].fill(last);
+                    }
+                }
+                Pixels::Gray(img) => {
+                    yr[..w].copy_from_slice(&img.as_raw()[w * src..w * (src + 1)]);
+                    let last = yr[w - 1];
+                    yr[w..].fill(last);
                 }
             }
         }
-        (2, 1) => {
-            for (out_row, a) in out.chunks_exact_mut(out_width).zip(rows).take(8) {
-                for (x, o) in out_row.iter_mut().enumerate() {
-                    *o = ((at(a, 2 * x) + at(a, 2 * x + 1) + 1) >> 1) as u8;
+        for half_row in 0..2 {
+            let by = 2 * strip + half_row;
+            if by >= y_plane.height {
+                break;
+            }
+            let samples = &y[8 * half_row * padded..];
+            kernels::fdct_quantize(
+                samples,
+                padded,
+                &quant[0],
+                &mut y_plane.rows[by][..y_blocks],
+            );
+        }
+        // Gray: chroma stays all zero, which is neutral (128) chroma.
+        if let Pixels::Rgb(_) = pixels {
+            // As libjpeg: the image's rows, made even, are downsampled; below them the
+            // last downsampled row repeats.
+            let rows = (h - 16 * strip).min(16).div_ceil(2);
+            let chroma = [&mut *cb_plane, &mut *cr_plane];
+            for ((full, half), plane) in full.iter().zip(&mut half).zip(chroma) {
+                let width = padded / 2;
+                for (r, out) in half.chunks_exact_mut(width).enumerate().take(rows) {
+                    let (a, b) = (2 * r * padded, (2 * r + 1) * padded);
+                    kernels::downsample_h2v2(&full[a..a + padded], &full[b..b + padded], out);
                 }
+                for r in rows..8 {
+                    half.copy_within((rows - 1) * width..rows * width, r * width);
+                }
+                let blocks = &mut plane.rows[strip][..mcu_cols];
+                kernels::fdct_quantize(half, width, &quant[1], blocks);
             }
         }
-        _ => {
-            let mut rows = rows;
-            for out_row in out.chunks_exact_mut(out_width).take(8) {
-                let (Some(a), Some(b)) = (rows.next(), rows.next()) else {
-                    return;
-                };
-                for (x, o) in out_row.iter_mut().enumerate() {
-                    let sum = at(a, 2 * x) + at(a, 2 * x + 1) + at(b, 2 * x) + at(b, 2 * x + 1);
-                    *o = ((sum + 2) >> 2) as u8;
-                }
-            }
+        if strip % 16 == 15 {
+            budget
+                .check_time()
+                .map_err(|e| libjpeg_error(Format::Jpeg, e))?;
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::imaging::libjpeg::{self, PixelLayout};
     use image::{GrayImage, RgbImage};
 
     #[test]
@@ -106,6 +149,7 @@ mod tests {
             assert_eq!((header.components[0].h, header.components[0].v), (2, 2));
             assert_eq!((header.components[1].h, header.components[1].v), (1, 1));
             assert_eq!(header.sof, 0xC0);
+            super::super::verify_jpeg(&jpeg).expect("decodes cleanly");
         }
     }
 
@@ -116,5 +160,74 @@ mod tests {
             encode(&wide, 50, &Budget::UNLIMITED),
             Err(ImagingError::Encode(_))
         ));
+    }
+
+    /// The quantised coefficients of a JPEG, plane by plane.
+    fn coefficients(jpeg: &[u8]) -> Vec<Vec<[i16; 64]>> {
+        libjpeg::read_coefficients(
+            jpeg,
+            &Budget::UNLIMITED,
+            |_| true,
+            |_, planes| {
+                planes
+                    .iter()
+                    .map(|p| {
+                        p.rows
+                            .iter()
+                            .take(p.height)
+                            .flat_map(|row| row[..p.width].iter().copied())
+                            .collect()
+                    })
+                    .collect()
+            },
+        )
+        .expect("reads")
+        .expect("accepted")
+    }
+
+    /// libjpeg's C encoder (accurate FDCT) and ours make the same coefficients from the
+    /// same pixels, at every size around the MCU edges, in colour and gray, with every
+    /// kernel level this CPU has.
+    #[test]
+    fn coefficients_equal_libjpegs() {
+        kernels::Level::run_each(coefficients_equal_libjpegs_at);
+    }
+
+    fn coefficients_equal_libjpegs_at(level: kernels::Level) {
+        for (w, h) in [
+            (1, 1),
+            (7, 9),
+            (16, 16),
+            (17, 15),
+            (33, 47),
+            (64, 8),
+            (250, 131),
+        ] {
+            let rgb = RgbImage::from_fn(w, h, |x, y| {
+                let v = (x * 7 + y * 13) as u8;
+                image::Rgb([v, v.wrapping_mul(3) ^ (y as u8), (x * y) as u8])
+            });
+            let gray = GrayImage::from_fn(w, h, |x, y| image::Luma([(x * 5 + y * 3) as u8]));
+            for (pixels, layout) in [
+                (Pixels::Rgb(rgb), PixelLayout::Rgb),
+                (Pixels::Gray(gray), PixelLayout::Gray),
+            ] {
+                for quality in [10, 50, 90] {
+                    let ours = encode(&pixels, quality, &Budget::UNLIMITED).expect("encodes");
+                    let raw = match &pixels {
+                        Pixels::Rgb(img) => img.as_raw(),
+                        Pixels::Gray(img) => img.as_raw(),
+                    };
+                    let theirs =
+                        libjpeg::encode(raw, layout, w, h, quality, false, &Budget::UNLIMITED)
+                            .expect("libjpeg encodes");
+                    assert_eq!(
+                        coefficients(&ours),
+                        coefficients(&theirs),
+                        "{w}x{h} {layout:?} q{quality} {level:?}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -21,12 +21,11 @@
 //!
 //! Orientation, ICC and CMYK decisions are the caller's ([`super::transform`]).
 
-use super::huffman;
 use super::libjpeg::{
-    self, Arrangement, Block, Budget, Frame, FrameColor, LibjpegError, OutputCoding, OutputTables,
-    Plane, Planes,
+    self, Block, Budget, Frame, FrameColor, HuffTables, LibjpegError, OutputTables, Plane,
 };
 use super::quality::{IJG_CHROMA, IJG_LUMA, scaled_table};
+use super::{huffman, kernels, writer};
 
 /// A requantised magnitude `x = |c|·s/t` becomes `ceil(x − ROUND_UP_ABOVE)`: its
 /// integer part, plus one when the fraction is over this. 0.5 is round-half-down
@@ -37,11 +36,6 @@ use super::quality::{IJG_CHROMA, IJG_LUMA, scaled_table};
 /// zone beyond 0.5 trades PSNR fast. 0.5 keeps PSNR level.
 pub(crate) const ROUND_UP_ABOVE: f32 = 0.5;
 
-/// Symbol statistics from every n-th MCU row (images of 32 MCU rows or more): on
-/// the corpus about 6 % faster for 0.2 % more bytes, most of it the DHT segments
-/// listing every symbol (which a sample cannot rule out).
-pub(crate) const HUFFMAN_SAMPLE: usize = 4;
-
 /// Tunables, for measurements; [`Tuning::default`] is what [`transcode`] uses.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Tuning {
@@ -51,15 +45,15 @@ pub(crate) struct Tuning {
     pub keep_coarser: bool,
     /// Compute the Huffman tables here (one fast pass) rather than in libjpeg.
     pub own_huffman: bool,
-    /// Count symbols on every n-th MCU row only (1: exactly libjpeg's tables).
+    /// Count symbols on every n-th MCU row only (1: exactly libjpeg's tables; see
+    /// [`huffman::SAMPLE`]).
     pub huffman_sample: usize,
     /// Also take gray, 4:2:2, 4:4:0 and 4:4:4 sources (see [`all_samplings`]).
     pub all_samplings: bool,
 }
 
-/// Whether sources that are not 4:2:0 take the fast path: when libjpeg runs plain
-/// C, whose IDCT and FDCT make the plane route the slower one (see
-/// [`super::codec`] for the figures of both builds).
+/// Whether sources that are not 4:2:0 take the fast path: where [`super::Codec`]
+/// says their chroma goes through the DCT domain.
 pub(crate) fn all_samplings() -> bool {
     super::Codec::get().chroma == super::ChromaRoute::Coefficients
 }
@@ -70,7 +64,7 @@ impl Default for Tuning {
             round_up_above: ROUND_UP_ABOVE,
             keep_coarser: true,
             own_huffman: true,
-            huffman_sample: HUFFMAN_SAMPLE,
+            huffman_sample: huffman::SAMPLE,
             all_samplings: all_samplings(),
         }
     }
@@ -111,6 +105,15 @@ fn chroma_merge(frame: &Frame) -> Option<(Arrangement, usize, usize)> {
     }
 }
 
+/// How the output planes relate to the source's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Arrangement {
+    /// The source is YCbCr 4:2:0: its planes are requantised in place and written out.
+    InPlace,
+    /// Fresh 4:2:0 planes are filled from the source planes.
+    Separate,
+}
+
 /// Transcodes `input` at `quality` in the coefficient domain. `Ok(None)` when the
 /// source's colour model or sampling is not one the fast path handles.
 pub(crate) fn transcode(
@@ -119,83 +122,117 @@ pub(crate) fn transcode(
     budget: &Budget,
     tuning: Tuning,
 ) -> Result<Option<Vec<u8>>, LibjpegError> {
-    let merge = std::cell::Cell::new((0, 0));
     let targets = [
         scaled_table(&IJG_LUMA, quality),
         scaled_table(&IJG_CHROMA, quality),
     ];
-    libjpeg::transcode(
-        input,
-        budget,
-        |frame| {
-            let (arrangement, fx, fy) = chroma_merge(frame)?;
-            if arrangement != Arrangement::InPlace && !tuning.all_samplings {
-                return None;
+    let handled = |frame: &Frame| match chroma_merge(frame) {
+        Some((Arrangement::InPlace, _, _)) => true,
+        Some((Arrangement::Separate, _, _)) => tuning.all_samplings,
+        None => false,
+    };
+    let written = libjpeg::read_coefficients(input, budget, handled, |frame, planes| {
+        budget.check_time()?;
+        let Some((arrangement, fx, fy)) = chroma_merge(frame) else {
+            return Err(LibjpegError::fatal("sampling changed after the headers"));
+        };
+        match arrangement {
+            Arrangement::InPlace => {
+                let mut planes: [Plane<'_>; 3] = planes
+                    .try_into()
+                    .map_err(|_| LibjpegError::fatal("expected three components"))?;
+                kernels::vectorized(|| requantize_420(frame, &mut planes, &targets, tuning, budget))
             }
-            merge.set((fx, fy));
-            Some(arrangement)
-        },
-        |planes| convert(planes, &targets, merge.get(), tuning),
-    )
+            Arrangement::Separate => {
+                let mut out = writer::Planes420::new(frame.width, frame.height);
+                let mut dst = out.planes();
+                let quant = rewrite(
+                    &planes,
+                    &mut dst,
+                    &targets,
+                    (fx, fy),
+                    tuning.keep_coarser,
+                    rounding_offset(tuning.round_up_above),
+                );
+                budget.check_time()?;
+                if !tuning.own_huffman {
+                    return write(frame, &mut dst, quant, None, writer::no_prepare);
+                }
+                kernels::vectorized(|| {
+                    let every = tuning.huffman_sample;
+                    let huffman = huffman::tables_420(&mut dst, every, |_, _| {})
+                        .ok_or_else(|| LibjpegError::fatal("no Huffman code fits the image"))?;
+                    write(frame, &mut dst, quant, Some(&huffman), writer::no_prepare)
+                })
+            }
+        }
+    });
+    written?.transpose()
 }
 
-fn convert(
-    planes: Planes<'_>,
-    targets: &OutputTables,
-    merge: (usize, usize),
-    tuning: Tuning,
-) -> OutputCoding {
-    let offset = rounding_offset(tuning.round_up_above);
-    let keep = |target: &[u16; 64], sources: &[&[u16; 64]]| {
-        output_table(target, sources, tuning.keep_coarser)
-    };
-    match planes {
-        // 4:2:0: requantise each block in place while counting its symbols.
-        Planes::InPlace(mut planes) => {
-            let [y, cb, cr] = &planes;
-            let quant = [
-                keep(&targets[0], &[&y.quant]),
-                keep(&targets[1], &[&cb.quant, &cr.quant]),
-            ];
-            let rescale = [
-                Rescale::new(&y.quant, &quant[0]),
-                Rescale::new(&cb.quant, &quant[1]),
-                Rescale::new(&cr.quant, &quant[1]),
-            ];
-            let requantize = |ci: usize, block: &mut Block| rescale[ci].block(block, offset);
-            // Small images are always counted exactly (see `huffman::tables_420`).
-            let every = if planes[1].height < 32 {
-                1
-            } else {
-                tuning.huffman_sample.max(1)
-            };
-            if !tuning.own_huffman || every > 1 {
-                for (ci, plane) in planes.iter_mut().enumerate() {
-                    let (width, height) = (plane.width, plane.height);
-                    for row in plane.rows.iter_mut().take(height) {
-                        row.iter_mut().take(width).for_each(|b| requantize(ci, b));
-                    }
-                }
-            }
-            let huffman = match (tuning.own_huffman, every) {
-                (false, _) => None,
-                // Exact statistics: requantise each block as it is counted.
-                (true, 1) => huffman::tables_420(&mut planes, 1, requantize),
-                (true, _) => huffman::tables_420(&mut planes, every, |_, _| {}),
-            };
-            OutputCoding { quant, huffman }
-        }
-        Planes::Separate { src, dst } => {
-            let (quant, mut output) =
-                rewrite(&src, dst, targets, merge, tuning.keep_coarser, offset);
-            let huffman = if tuning.own_huffman {
-                huffman::tables_420(&mut output, tuning.huffman_sample, |_, _| {})
-            } else {
-                None
-            };
-            OutputCoding { quant, huffman }
-        }
+/// Writes the output file: [`writer::write_420`] with `huffman`, or libjpeg's own
+/// writer making its own tables for `None` (tests only; the service always makes
+/// them here).
+fn write(
+    frame: &Frame,
+    planes: &mut [Plane<'_>; 3],
+    quant: OutputTables,
+    huffman: Option<&HuffTables>,
+    prepare: impl FnMut(usize, usize, &mut Block),
+) -> Result<Vec<u8>, LibjpegError> {
+    let (width, height) = (frame.width, frame.height);
+    match huffman {
+        Some(tables) => writer::write_420(width, height, planes, &quant, tables, prepare)
+            .map_err(|e| LibjpegError::fatal(e.to_string())),
+        #[cfg(test)]
+        None => libjpeg::write_coefficients(width, height, planes, &quant, None),
+        #[cfg(not(test))]
+        None => Err(LibjpegError::fatal("no Huffman tables")),
     }
+}
+
+/// 4:2:0 sources, edited in place: each block is requantised once, while it is in
+/// cache: the sampled MCU rows as their symbols are counted, the others as they are
+/// written.
+#[inline(always)]
+fn requantize_420(
+    frame: &Frame,
+    planes: &mut [Plane<'_>; 3],
+    targets: &OutputTables,
+    tuning: Tuning,
+    budget: &Budget,
+) -> Result<Vec<u8>, LibjpegError> {
+    let offset = rounding_offset(tuning.round_up_above);
+    let [y, cb, cr] = &*planes;
+    let quant = [
+        output_table(&targets[0], &[&y.quant], tuning.keep_coarser),
+        output_table(&targets[1], &[&cb.quant, &cr.quant], tuning.keep_coarser),
+    ];
+    let rescale = [
+        Rescale::new(&y.quant, &quant[0]),
+        Rescale::new(&cb.quant, &quant[1]),
+        Rescale::new(&cr.quant, &quant[1]),
+    ];
+    let requantize = |ci: usize, block: &mut Block| rescale[ci].block(block, offset);
+    if !tuning.own_huffman {
+        for (ci, plane) in planes.iter_mut().enumerate() {
+            let (width, height) = (plane.width, plane.height);
+            for row in plane.rows.iter_mut().take(height) {
+                row.iter_mut().take(width).for_each(|b| requantize(ci, b));
+            }
+        }
+        return write(frame, planes, quant, None, writer::no_prepare);
+    }
+    let every = huffman::sample_every(planes, tuning.huffman_sample);
+    let huffman = huffman::tables_420(planes, every, requantize)
+        .ok_or_else(|| LibjpegError::fatal("no Huffman code fits the image"))?;
+    budget.check_time()?;
+    let unsampled = |ci: usize, mcu_row: usize, block: &mut Block| {
+        if !mcu_row.is_multiple_of(every) {
+            requantize(ci, block);
+        }
+    };
+    write(frame, planes, quant, Some(&huffman), unsampled)
 }
 
 /// The output table for `target`: with `keep_coarser`, each step is at least the
@@ -211,31 +248,25 @@ fn output_table(target: &[u16; 64], sources: &[&[u16; 64]], keep_coarser: bool) 
     table
 }
 
-/// Fills fresh 4:2:0 planes from a gray or non-4:2:0 YCbCr source; returns the
-/// output tables and the planes.
-fn rewrite<'a>(
+/// Fills fresh 4:2:0 planes `dst` (zeroed) from a gray or non-4:2:0 YCbCr source;
+/// returns the output tables.
+fn rewrite(
     src: &[Plane<'_>],
-    dst: [Plane<'a>; 3],
+    dst: &mut [Plane<'_>; 3],
     targets: &OutputTables,
     (fx, fy): (usize, usize),
     keep_coarser: bool,
     offset: f32,
-) -> (OutputTables, [Plane<'a>; 3]) {
+) -> OutputTables {
     let keep =
         |target: &[u16; 64], sources: &[&[u16; 64]]| output_table(target, sources, keep_coarser);
-    let [mut y_out, mut cb_out, mut cr_out] = dst;
+    let [y_out, cb_out, cr_out] = dst;
     match src {
         [y] => {
             let tables = [keep(&targets[0], &[&y.quant]), targets[1]];
-            copy_requantized(y, &mut y_out, &tables[0], offset);
-            // Neutral chroma: every coefficient zero.
-            for plane in [&mut cb_out, &mut cr_out] {
-                let (width, height) = (plane.width, plane.height);
-                for row in plane.rows.iter_mut().take(height) {
-                    row[..width].fill([0; 64]);
-                }
-            }
-            (tables, [y_out, cb_out, cr_out])
+            copy_requantized(y, y_out, &tables[0], offset);
+            // Neutral chroma: every coefficient zero, as the planes start.
+            tables
         }
         [y, cb, cr] => {
             let tables = [
@@ -247,19 +278,19 @@ fn rewrite<'a>(
                     targets[1]
                 },
             ];
-            copy_requantized(y, &mut y_out, &tables[0], offset);
+            copy_requantized(y, y_out, &tables[0], offset);
             let m = merge_matrix();
-            for (from, to) in [(cb, &mut cb_out), (cr, &mut cr_out)] {
+            for (from, to) in [(cb, cb_out), (cr, cr_out)] {
                 if (fx, fy) == (1, 1) {
                     copy_requantized(from, to, &tables[1], offset);
                 } else {
                     downsample(from, to, &tables[1], (fx, fy), &m, offset);
                 }
             }
-            (tables, [y_out, cb_out, cr_out])
+            tables
         }
         // Unreachable: the planner only accepts one or three components.
-        _ => (targets.to_owned(), [y_out, cb_out, cr_out]),
+        _ => targets.to_owned(),
     }
 }
 
@@ -287,7 +318,7 @@ const MAGIC: f32 = 8_388_608.0;
 /// [`TIE_MARGIN`]) and read from the float's bits. No float-to-int conversion
 /// (Rust's saturating one and `ceil` do not vectorise on baseline x86-64), so the
 /// 64 lanes of a block do.
-#[inline]
+#[inline(always)]
 fn quantize(x: f32, offset: f32) -> i16 {
     let rounded = (x.abs() + offset).clamp(0.0, MAX_COEF) + MAGIC;
     // In 0..=1023.
@@ -318,7 +349,7 @@ impl Rescale {
     /// Rescales one block from the source steps to the output steps, every value
     /// clamped to ±1023: baseline coding (and [`super::huffman`]'s statistics) end
     /// there, while a crafted source can hold any 16-bit value.
-    #[inline]
+    #[inline(always)]
     fn block(&self, block: &mut Block, offset: f32) {
         if self.identity {
             // Same steps: only the clamp (which vectorises; the float path would too,
@@ -538,6 +569,8 @@ mod tests {
     #[test]
     fn sampling_support() {
         let frame = |color, sampling: &[(u8, u8)]| Frame {
+            width: 64,
+            height: 64,
             color,
             sampling: sampling.to_vec(),
         };

@@ -99,8 +99,10 @@ fn libjpeg_holds_the_scan_limit_while_decoding() {
     };
     let fast = fastpath::transcode(&bomb, 50, &budget, all);
     assert!(fast.clone().is_err_and(limit), "{:?}", fast.map(|_| ()));
-    let planes = libjpeg::reencode_planes(&bomb, &budget, 50, true);
+    let planes = samples::reencode(&bomb, 50, &budget);
     assert!(planes.is_err_and(limit));
+    let pixels = samples::decode(&bomb, &budget).map(|_| ());
+    assert!(pixels.is_err_and(limit));
     let pixels = libjpeg::decode(&bomb, &budget, decode::GENERAL_DECODE);
     assert!(pixels.is_err_and(limit));
     let verified = libjpeg::verify(&bomb, &budget, libjpeg::Depth::Coefficients);
@@ -328,29 +330,22 @@ fn sixteen_bit_coefficients(height: u16) -> Vec<u8> {
 /// The first luma AC coefficient (natural index 1) of every luma block of a 4:2:0
 /// JPEG, as libjpeg reads it.
 fn first_luma_ac(jpeg: &[u8]) -> Vec<i16> {
-    let mut seen = Vec::new();
-    let read = libjpeg::transcode(
+    let read = libjpeg::read_coefficients(
         jpeg,
         &Budget::UNLIMITED,
-        |_| Some(libjpeg::Arrangement::InPlace),
-        |planes| {
-            let libjpeg::Planes::InPlace([y, _, _]) = planes else {
-                unreachable!("asked for in place")
-            };
-            for row in y.rows.iter().take(y.height) {
-                seen.extend(row.iter().take(y.width).map(|block| block[1]));
-            }
-            // Written back (the price of reading this way): all zero, which baseline holds.
-            for row in y.rows {
-                row.fill([0; 64]);
-            }
-            libjpeg::OutputCoding {
-                quant: [[1; 64]; 2],
-                huffman: None,
-            }
+        |_| true,
+        |_, planes| {
+            let y = &planes[0];
+            y.rows
+                .iter()
+                .take(y.height)
+                .flat_map(|row| row.iter().take(y.width).map(|block| block[1]))
+                .collect::<Vec<i16>>()
         },
     );
-    assert!(read.is_ok(), "{read:?}");
+    let Ok(Some(seen)) = read else {
+        panic!("{read:?}")
+    };
     seen
 }
 
@@ -369,7 +364,7 @@ fn sixteen_bit_source_coefficients_are_clamped_on_the_fast_path() {
         assert_eq!(clean, Ok(true));
         // Same steps at q50: the coefficients would pass through unchanged, and
         // their size-16 magnitudes have no Huffman symbol in baseline coding.
-        for sample in [1, fastpath::HUFFMAN_SAMPLE] {
+        for sample in [1, huffman::SAMPLE] {
             let tuning = fastpath::Tuning {
                 huffman_sample: sample,
                 ..fastpath::Tuning::default()

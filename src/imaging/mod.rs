@@ -12,28 +12,33 @@
 //!    limits (exact dimensions, an allocation cap) as a second line, and libjpeg a
 //!    progress monitor that holds the scan limit and the CPU-time budget
 //!    ([`TimeBudget`]) once per row of blocks.
-//! 3. **Decode** under `catch_unwind`: gray and YCbCr/RGB JPEGs with libjpeg, the
-//!    rest with `image`, first frame only for animations; CMYK/YCCK (Adobe-inverted)
-//!    is converted to RGB by the decoder; 16-bit, palette, gray+alpha and RGBA become
-//!    8-bit gray or RGB in one pass, alpha flattened onto white. A JPEG libjpeg
-//!    decodes only with warnings about damaged data is [`ImagingError::Corrupt`].
+//! 3. **Decode** under `catch_unwind`: gray and YCbCr JPEGs with libjpeg's entropy
+//!    decoding and our own kernels ([`samples`]: IDCT, chroma replicated, YCbCr → RGB,
+//!    bit for bit what libjpeg's accurate decode gives), other gray/RGB JPEGs with
+//!    libjpeg, the rest with `image`, first frame only for animations; CMYK/YCCK
+//!    (Adobe-inverted) is converted to RGB by the decoder; 16-bit, palette, gray+alpha
+//!    and RGBA become 8-bit gray or RGB in one pass, alpha flattened onto white. A
+//!    JPEG libjpeg decodes only with warnings about damaged data is
+//!    [`ImagingError::Corrupt`].
 //! 4. **Colour**: an embedded ICC profile that is not sRGB is converted to sRGB
 //!    with `qcms`; then the EXIF orientation is applied.
-//! 5. **Encode** a baseline JPEG, 4:2:0, no metadata, with libjpeg's fastest settings.
+//! 5. **Encode** a baseline JPEG, 4:2:0, no metadata ([`encode`]: libjpeg's pipeline
+//!    in our kernels, the file written by [`writer`] with Huffman tables made for it).
 //! 6. **Never larger**: a JPEG input whose re-encode is not smaller is returned
 //!    unchanged (`kept_original`), if libjpeg reads it without a single warning.
 //!
 //! **JPEGs whose pixels need no change** (gray or YCbCr, EXIF orientation 1, no ICC
 //! profile other than sRGB) skip steps 3–5:
-//! - the **fast path** ([`fastpath`], `Report::fast_path`) requantises the DCT
-//!   coefficients of 4:2:0 sources and writes them straight back;
-//! - other samplings (gray, 4:2:2, 4:4:4: measured faster this way), and all of them
-//!   with [`Route::GeneralOnly`] or when the fast path fails, are decoded by libjpeg to
-//!   subsampled YCbCr planes that go straight to its encoder, no RGB in between.
+//! - the **fast path** ([`fastpath`], `Report::fast_path`) requantises their DCT
+//!   coefficients and writes them straight back (4:2:2 and 4:4:4 chroma
+//!   box-downsampled in the DCT domain, gray given neutral chroma);
+//! - with [`Route::GeneralOnly`], or when the fast path fails, each component's
+//!   samples are transformed back and encoded again without colour conversion
+//!   ([`samples::reencode`]).
 //!
-//! libjpeg is mozjpeg-sys, SIMD when nasm was found at build time ([`Codec`] says
-//! which at run time, and picks the route for other samplings from it); the crate's
-//! only `unsafe` code is in [`libjpeg`].
+//! The kernels are AVX2, SSE2 or plain Rust, picked at run time ([`Codec`] says
+//! which); libjpeg only decodes. The crate's `unsafe` code is in [`libjpeg`] (the FFI)
+//! and in the kernels' dispatch (calling a kernel the CPU was found to run).
 //!
 //! Every step records what it did in a [`Report`].
 
@@ -46,13 +51,16 @@ mod error;
 pub(crate) mod fastpath;
 mod huffman;
 pub(crate) mod jpeg;
+mod kernels;
 #[allow(unsafe_code)]
 pub(crate) mod libjpeg;
 mod max_bytes;
 mod pool;
 mod quality;
 mod report;
+mod samples;
 mod sniff;
+mod writer;
 
 #[cfg(test)]
 mod hostile_tests;
@@ -565,8 +573,8 @@ pub(crate) fn libjpeg_error(format: Format, e: LibjpegError) -> ImagingError {
 /// JPEG → JPEG without RGB pixels, when `input` qualifies: a complete gray or
 /// YCbCr JPEG, EXIF orientation 1, no ICC profile other than sRGB (its pixels need
 /// no change). First the coefficient-domain fast path (unless `route` says
-/// otherwise), else libjpeg's subsampled YCbCr planes straight from decoder to
-/// encoder ([`libjpeg::reencode_planes`]). Returns the bytes and whether the fast
+/// otherwise), else the plane route: the samples of each component, transformed back
+/// without colour conversion ([`samples::reencode`]). Returns the bytes and whether the fast
 /// path made them; `Ok(None)` sends the image down the RGB pipeline (which also gives
 /// the definitive error for data libjpeg refuses). Damaged data and spent limits are
 /// errors here: no other decoder would do better with the same bytes.
@@ -593,7 +601,7 @@ fn direct_jpeg(
             }
         }
     }
-    match libjpeg::reencode_planes(input, budget, quality, encode::FAST_FDCT) {
+    match samples::reencode(input, quality, budget) {
         Ok(bytes) => Ok(bytes.map(|bytes| (bytes, false))),
         Err(e) => definitive(e).map_or(Ok(None), Err),
     }

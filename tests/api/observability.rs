@@ -104,7 +104,7 @@ async fn metrics_count_jobs_bytes_webhooks_http_requests_and_queue_depth() {
         sample(&text, "pixbatch_queue_depth", &depth).is_some(),
         "{text}"
     );
-    // What the codec runs here, said once at start (libjpeg with or without SIMD).
+    // Which kernels the codec runs here, said once at start.
     let codec = text
         .lines()
         .find(|l| l.starts_with("pixbatch_codec_info{"))

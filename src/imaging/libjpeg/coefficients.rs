@@ -1,11 +1,13 @@
-//! Coefficient-domain transcoding: a JPEG's quantised DCT coefficients read, handed
-//! to safe code as mutable planes of blocks, and written back as a baseline 4:2:0 JPEG.
+//! A JPEG's quantised DCT coefficients, read by libjpeg (its entropy decoding only)
+//! and handed to safe code as mutable planes of blocks.
 
 use std::ffi::{c_int, c_uint};
 
 use mozjpeg_sys as ffi;
 
-use super::guard::{Budget, Compress, Decompress, LibjpegError, guarded};
+#[cfg(test)]
+use super::guard::Compress;
+use super::guard::{Budget, Decompress, LibjpegError, guarded};
 
 /// One 8×8 block of quantised DCT coefficients, in natural (row-major) order.
 pub(crate) type Block = [i16; 64];
@@ -21,21 +23,15 @@ pub(crate) enum FrameColor {
     Other,
 }
 
-/// What [`transcode`] shows the planner after reading the headers.
+/// What [`read_coefficients`] shows its caller after reading the headers.
 #[derive(Clone, Debug)]
 pub(crate) struct Frame {
+    /// Width and height in pixels.
+    pub width: u32,
+    pub height: u32,
     pub color: FrameColor,
     /// Sampling factors (h, v) per component, in frame order.
     pub sampling: Vec<(u8, u8)>,
-}
-
-/// How the output planes relate to the source's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Arrangement {
-    /// The source is YCbCr 4:2:0: its planes are edited in place and written out.
-    InPlace,
-    /// Fresh 4:2:0 planes are filled from the source planes.
-    Separate,
 }
 
 /// One component's coefficient blocks, row by row.
@@ -46,20 +42,8 @@ pub(crate) struct Plane<'a> {
     pub width: usize,
     /// Rows that hold image data.
     pub height: usize,
-    /// The quantisation table, natural order (all zero for output planes).
+    /// The quantisation table, natural order.
     pub quant: [u16; 64],
-}
-
-/// The planes handed to the converter.
-pub(crate) enum Planes<'a> {
-    /// Y, Cb, Cr of a 4:2:0 source: rewrite in place.
-    InPlace([Plane<'a>; 3]),
-    /// Read `src` (frame order), write `dst` (Y, Cb, Cr at 4:2:0). `dst` starts
-    /// uninitialised (any values): every block within `width` × `height` must be written.
-    Separate {
-        src: Vec<Plane<'a>>,
-        dst: [Plane<'a>; 3],
-    },
 }
 
 /// Natural-order quantisation tables for the output: `[luma, chroma]`, values 1..=255.
@@ -80,30 +64,18 @@ pub(crate) struct HuffTables {
     pub ac: [HuffTable; 2],
 }
 
-/// What the converter of [`transcode`] decided for the output.
-pub(crate) struct OutputCoding {
-    /// Quantisation tables.
-    pub quant: OutputTables,
-    /// Huffman tables that fit the output coefficients exactly (every symbol
-    /// used has a code), or `None` to let libjpeg compute optimal ones (a second pass).
-    pub huffman: Option<HuffTables>,
-}
-
-/// Reads the DCT coefficients of `input` and writes them back as a baseline YCbCr
-/// 4:2:0 JPEG with optimised Huffman tables and only a JFIF header (no metadata).
-///
-/// After the headers, `plan` sees the [`Frame`] and says how to arrange the output,
-/// or `None` to stop (then the result is `Ok(None)`). After the coefficients are read,
-/// `convert` rewrites them into the output planes and returns the output tables.
-/// The Huffman tables it returns must cover every symbol the scan uses: libjpeg-turbo
-/// does not check, a missing code would corrupt the output.
-/// Damaged data ([`LibjpegError::Corrupt`]) and spent limits end it, as everywhere.
-pub(crate) fn transcode(
+/// Reads the headers of `input` and, when `accept` takes its [`Frame`], its quantised
+/// DCT coefficients: libjpeg does the entropy decoding (every scan of a progressive
+/// file) and nothing else. `use_planes` gets one [`Plane`] per component, in frame
+/// order, to read or rewrite in place; its result is returned. `Ok(None)` when
+/// `accept` declines (before any entropy decoding). Damaged data
+/// ([`LibjpegError::Corrupt`]) and spent limits end it, as everywhere.
+pub(crate) fn read_coefficients<R>(
     input: &[u8],
     budget: &Budget,
-    plan: impl FnOnce(&Frame) -> Option<Arrangement>,
-    convert: impl FnOnce(Planes<'_>) -> OutputCoding,
-) -> Result<Option<Vec<u8>>, LibjpegError> {
+    accept: impl FnOnce(&Frame) -> bool,
+    use_planes: impl FnOnce(&Frame, Vec<Plane<'_>>) -> R,
+) -> Result<Option<R>, LibjpegError> {
     guarded(|| {
         let mut src = Decompress::new(input, budget);
         src.read_header()?;
@@ -122,47 +94,14 @@ pub(crate) fn transcode(
                 (factor(c.h_samp_factor), factor(c.v_samp_factor))
             })
             .collect();
-        let frame = Frame { color, sampling };
-        let Some(arrangement) = plan(&frame) else {
-            return Ok(None);
+        let frame = Frame {
+            width,
+            height,
+            color,
+            sampling,
         };
-        if arrangement == Arrangement::InPlace
-            && (frame.color != FrameColor::YCbCr || frame.sampling != [(2, 2), (1, 1), (1, 1)])
-        {
-            return Err(LibjpegError::fatal(
-                "in-place transcoding needs YCbCr 4:2:0",
-            ));
-        }
-
-        // Output 4:2:0 geometry: Y in 2×2 groups of blocks, chroma one block per 16×16.
-        let mcu_cols = width.div_ceil(16);
-        let mcu_rows = height.div_ceil(16);
-        let out_dims = [
-            (
-                2 * mcu_cols,
-                2 * mcu_rows,
-                width.div_ceil(8),
-                height.div_ceil(8),
-                2,
-            ),
-            (mcu_cols, mcu_rows, mcu_cols, mcu_rows, 1),
-            (mcu_cols, mcu_rows, mcu_cols, mcu_rows, 1),
-        ];
-        let mut out_arrays = [std::ptr::null_mut(); 3];
-        if arrangement == Arrangement::Separate {
-            let cinfo = src.cinfo();
-            // SAFETY: `mem` is set by create; requesting before jpeg_read_coefficients
-            // (which realizes every requested array) is the documented order.
-            unsafe {
-                let request = (*cinfo.common.mem)
-                    .request_virt_barray
-                    .ok_or_else(|| LibjpegError::fatal("no memory manager"))?;
-                for (slot, &(cols, rows, _, _, access)) in out_arrays.iter_mut().zip(&out_dims) {
-                    // Pre-zeroed: every block is initialised before a slice of it is
-                    // made (the converter overwrites them all; the cost is one memset).
-                    *slot = request(&mut cinfo.common, 1, 1, cols, rows, access);
-                }
-            }
+        if !accept(&frame) {
+            return Ok(None);
         }
 
         // SAFETY: headers read; returns one virtual array per component, or errors (unwinds).
@@ -171,7 +110,7 @@ pub(crate) fn transcode(
             return Err(LibjpegError::fatal("no coefficients"));
         }
 
-        let mut src_planes = Vec::with_capacity(count);
+        let mut planes = Vec::with_capacity(count);
         for ci in 0..count {
             let comp = src.component(ci);
             let (h, v) = (comp.h_samp_factor.max(1), comp.v_samp_factor.max(1));
@@ -190,67 +129,75 @@ pub(crate) fn transcode(
             // jdcoefct.c with exactly `cols` × `rows` blocks.
             let array = unsafe { *src_arrays.add(ci) };
             let plane_rows = unsafe { plane_rows(src.cinfo, array, cols, rows)? };
-            src_planes.push(Plane {
+            planes.push(Plane {
                 rows: plane_rows,
                 width: w as usize,
                 height: hgt as usize,
                 quant,
             });
         }
+        let result = use_planes(&frame, planes);
+        drop(src);
+        Ok(Some(result))
+    })
+}
 
-        let coding;
-        let write_arrays: [*mut ffi::jvirt_barray_control; 3];
-        match arrangement {
-            Arrangement::InPlace => {
-                let planes: [Plane<'_>; 3] = src_planes
-                    .try_into()
-                    .map_err(|_| LibjpegError::fatal("expected three components"))?;
-                coding = convert(Planes::InPlace(planes));
-                // SAFETY: three entries (checked above).
-                write_arrays = unsafe { [*src_arrays, *src_arrays.add(1), *src_arrays.add(2)] };
-            }
-            Arrangement::Separate => {
-                let mut dst = Vec::with_capacity(3);
-                for (&array, &(cols, rows, w, h, _)) in out_arrays.iter().zip(&out_dims) {
-                    // SAFETY: requested above with exactly `cols` × `rows` blocks.
-                    let plane_rows = unsafe { plane_rows(src.cinfo, array, cols, rows)? };
-                    dst.push(Plane {
-                        rows: plane_rows,
-                        width: w as usize,
-                        height: h as usize,
-                        quant: [0; 64],
-                    });
-                }
-                let dst: [Plane<'_>; 3] = dst
-                    .try_into()
-                    .map_err(|_| LibjpegError::fatal("expected three planes"))?;
-                coding = convert(Planes::Separate {
-                    src: src_planes,
-                    dst,
-                });
-                write_arrays = out_arrays;
-            }
-        }
-
-        let mut out = Compress::new(width, height, ffi::J_COLOR_SPACE::JCS_YCbCr, budget);
-        out.set_tables(&coding.quant);
-        match &coding.huffman {
+/// libjpeg's own writer, for tests to hold [`crate::imaging::writer`] to it: `planes`
+/// (Y, Cb, Cr at 4:2:0) written by `jpeg_write_coefficients` with `quant` and
+/// `huffman`, or with tables libjpeg computes itself (`optimize_coding`) for `None`.
+#[cfg(test)]
+pub(crate) fn write_coefficients(
+    width: u32,
+    height: u32,
+    planes: &[Plane<'_>; 3],
+    quant: &OutputTables,
+    huffman: Option<&HuffTables>,
+) -> Result<Vec<u8>, LibjpegError> {
+    guarded(|| {
+        let budget = Budget::UNLIMITED;
+        let mut out = Compress::new(width, height, ffi::J_COLOR_SPACE::JCS_YCbCr, &budget);
+        out.set_tables(quant);
+        match huffman {
             Some(tables) => out.set_huffman(tables),
             None => out.cinfo().optimize_coding = 1,
         }
+        // Output 4:2:0 geometry: Y in 2×2 groups of blocks, chroma one block per 16×16.
+        let (mcu_cols, mcu_rows) = (width.div_ceil(16), height.div_ceil(16));
+        let dims = [
+            (2 * mcu_cols, 2 * mcu_rows),
+            (mcu_cols, mcu_rows),
+            (mcu_cols, mcu_rows),
+        ];
         let cinfo = out.cinfo();
-        let mut arrays = write_arrays;
-        // SAFETY: three arrays of the 4:2:0 geometry the compressor computes for
-        // width × height, realized and filled; they outlive the compressor's use
-        // (the source object is dropped after `out`).
+        let mut arrays = [std::ptr::null_mut(); 3];
+        // SAFETY: `mem` is set by create; arrays requested before
+        // jpeg_write_coefficients (which realizes them), filled before
+        // jpeg_finish_compress reads them, every block within their size.
         unsafe {
+            let mem = &*cinfo.common.mem;
+            let request = mem
+                .request_virt_barray
+                .ok_or_else(|| LibjpegError::fatal("no memory manager"))?;
+            for (slot, &(cols, rows)) in arrays.iter_mut().zip(&dims) {
+                *slot = request(&mut cinfo.common, 1, 1, cols, rows, rows);
+            }
             ffi::jpeg_write_coefficients(cinfo, arrays.as_mut_ptr());
+            let access = mem
+                .access_virt_barray
+                .ok_or_else(|| LibjpegError::fatal("no memory manager"))?;
+            for ((&array, &(cols, rows)), plane) in arrays.iter().zip(&dims).zip(planes) {
+                for row in 0..rows {
+                    let ptrs = access(&mut cinfo.common, array, row, 1, 1);
+                    let dst = std::slice::from_raw_parts_mut(*ptrs, cols as usize);
+                    if let Some(src) = plane.rows.get(row as usize) {
+                        let n = src.len().min(dst.len());
+                        dst[..n].copy_from_slice(&src[..n]);
+                    }
+                }
+            }
             ffi::jpeg_finish_compress(cinfo);
         }
-        let bytes = out.take_output();
-        drop(out);
-        drop(src);
-        Ok(Some(bytes))
+        Ok(out.take_output())
     })
 }
 

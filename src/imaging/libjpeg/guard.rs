@@ -13,7 +13,9 @@
 //! destroyed: every one of these unwinds ends in a guard's `Drop` running
 //! `jpeg_destroy_*`.
 
-use std::ffi::{c_int, c_uint, c_ulong};
+#[cfg(test)]
+use std::ffi::c_uint;
+use std::ffi::{c_int, c_ulong};
 use std::marker::PhantomData;
 use std::mem;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -21,6 +23,7 @@ use std::time::Duration;
 
 use mozjpeg_sys as ffi;
 
+#[cfg(test)]
 use super::HuffTables;
 use super::clock::thread_cpu_time;
 
@@ -342,23 +345,27 @@ impl Drop for Decompress<'_> {
 }
 
 /// libjpeg destination writing into a growing `Vec`; `mgr` must stay first.
+#[cfg(test)]
 #[repr(C)]
 struct VecDest {
     mgr: ffi::jpeg_destination_mgr,
     buf: Vec<u8>,
 }
 
+#[cfg(test)]
 fn vec_dest(cinfo: &mut ffi::jpeg_compress_struct) -> &mut VecDest {
     // SAFETY: `dest` is the `mgr` field (first, `repr(C)`) of the VecDest set in `Compress::new`.
     unsafe { &mut *cinfo.dest.cast::<VecDest>() }
 }
 
+#[cfg(test)]
 extern "C-unwind" fn init_destination(cinfo: &mut ffi::jpeg_compress_struct) {
     let dest = vec_dest(cinfo);
     dest.mgr.next_output_byte = dest.buf.as_mut_ptr();
     dest.mgr.free_in_buffer = dest.buf.len();
 }
 
+#[cfg(test)]
 extern "C-unwind" fn empty_output_buffer(cinfo: &mut ffi::jpeg_compress_struct) -> ffi::boolean {
     // libjpeg's contract: the whole buffer is full, whatever next_output_byte says.
     let dest = vec_dest(cinfo);
@@ -370,6 +377,7 @@ extern "C-unwind" fn empty_output_buffer(cinfo: &mut ffi::jpeg_compress_struct) 
     1
 }
 
+#[cfg(test)]
 extern "C-unwind" fn term_destination(cinfo: &mut ffi::jpeg_compress_struct) {
     let dest = vec_dest(cinfo);
     let written = dest.buf.len() - dest.mgr.free_in_buffer;
@@ -378,6 +386,7 @@ extern "C-unwind" fn term_destination(cinfo: &mut ffi::jpeg_compress_struct) {
 }
 
 /// Owns a `jpeg_compress_struct` writing into a `Vec`; destroyed on drop.
+#[cfg(test)]
 pub(super) struct Compress {
     cinfo: *mut ffi::jpeg_compress_struct,
     err: *mut ErrorMgr,
@@ -385,6 +394,7 @@ pub(super) struct Compress {
     dest: *mut VecDest,
 }
 
+#[cfg(test)]
 impl Compress {
     /// A compressor set up for 3-component input (`in_color_space`) with
     /// libjpeg-turbo's defaults (`JCP_FASTEST`), YCbCr 4:2:0 output and a JFIF
@@ -450,6 +460,7 @@ impl Compress {
     }
 
     /// Sets tables 0 (luma) and 1 (chroma) from natural-order values (1..=255).
+    #[cfg(test)]
     pub(super) fn set_tables(&mut self, tables: &[[u16; 64]; 2]) {
         for (which, table) in (0..).zip(tables) {
             let basic: [c_uint; 64] = table.map(c_uint::from);
@@ -460,6 +471,7 @@ impl Compress {
 
     /// Sets DC and AC tables 0 (luma) and 1 (chroma), which `jpeg_set_defaults`
     /// assigned to Y and to Cb, Cr.
+    #[cfg(test)]
     pub(super) fn set_huffman(&mut self, tables: &HuffTables) {
         let cinfo = self.cinfo;
         for (i, ac, table) in [
@@ -493,6 +505,7 @@ impl Compress {
     }
 }
 
+#[cfg(test)]
 impl Drop for Compress {
     fn drop(&mut self) {
         // SAFETY: created in `new`; destroy frees libjpeg's memory, then our boxes.

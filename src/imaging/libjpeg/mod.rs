@@ -3,13 +3,11 @@
 //!
 //! - [`guard`]: the objects, owned by guards whose `Drop` runs `jpeg_destroy_*`; the
 //!   error, warning and progress callbacks; the [`Budget`] they enforce;
-//! - [`coefficients`]: [`transcode`] reads a JPEG's DCT coefficients, lets safe code
-//!   rewrite them into 4:2:0 YCbCr planes, writes a baseline JPEG with optimised
-//!   Huffman tables;
-//! - [`pixels`]: [`decode`] a gray or YCbCr/RGB JPEG to 8-bit pixels, [`encode`]
-//!   8-bit pixels as a baseline 4:2:0 JPEG with libjpeg-turbo's fastest settings,
-//!   [`verify`] that a JPEG decodes without a warning;
-//! - [`planes`]: [`reencode_planes`] from libjpeg's raw YCbCr planes to its encoder;
+//! - [`coefficients`]: [`read_coefficients`] reads a JPEG's DCT coefficients (libjpeg's
+//!   entropy decoding) and lends them to safe code as planes of blocks;
+//! - [`pixels`]: [`decode`] a JPEG to 8-bit pixels (for what the Rust kernels do not
+//!   take: RGB JPEGs, other samplings, scaled decodes), [`verify`] that a JPEG decodes
+//!   without a warning, and libjpeg's encoder as the tests' reference;
 //! - [`clock`]: the thread CPU clock the budget is measured on;
 //! - [`simd`]: whether libjpeg was built with its SIMD kernels.
 //!
@@ -34,19 +32,16 @@ mod clock;
 mod coefficients;
 mod guard;
 mod pixels;
-mod planes;
 mod simd;
 
 pub use clock::thread_cpu_time;
+#[cfg(test)]
+pub(crate) use coefficients::write_coefficients;
 pub(crate) use coefficients::{
-    Arrangement, Block, Frame, FrameColor, HuffTable, HuffTables, OutputCoding, OutputTables,
-    Plane, Planes, transcode,
+    Block, Frame, FrameColor, HuffTable, HuffTables, OutputTables, Plane, read_coefficients,
 };
 pub(crate) use guard::{Budget, LibjpegError};
-pub(crate) use pixels::{
-    DecodeSettings, DecodedPixels, Depth, PixelLayout, decode, encode, verify,
-};
+pub(crate) use pixels::{DecodeSettings, DecodedPixels, Depth, PixelLayout, decode, verify};
 #[cfg(test)]
-pub(crate) use pixels::{Script, encode_gray_progressive};
-pub(crate) use planes::reencode_planes;
+pub(crate) use pixels::{Script, encode, encode_gray_progressive};
 pub(crate) use simd::libjpeg_has_simd;

@@ -5,7 +5,9 @@ use std::ffi::c_int;
 
 use mozjpeg_sys as ffi;
 
-use super::guard::{Budget, Compress, Decompress, LibjpegError, guarded};
+#[cfg(test)]
+use super::guard::Compress;
+use super::guard::{Budget, Decompress, LibjpegError, guarded};
 
 /// Decoded 8-bit pixels, interleaved.
 pub(crate) struct DecodedPixels {
@@ -176,6 +178,8 @@ pub(crate) enum PixelLayout {
 /// Encodes interleaved 8-bit pixels as a baseline YCbCr 4:2:0 JPEG at `quality`
 /// with libjpeg-turbo's defaults: standard IJG tables and Huffman tables, no
 /// trellis, no progressive, only a JFIF header. `fast_dct` picks `JDCT_IFAST`.
+/// The reference [`crate::imaging::encode`] is held to.
+#[cfg(test)]
 pub(crate) fn encode(
     pixels: &[u8],
     layout: PixelLayout,
