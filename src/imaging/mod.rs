@@ -236,7 +236,8 @@ enum Direct {
 /// Bumped whenever the transform's output for the same input and options changes (a
 /// new encoder setting, a fix to colour handling): it is part of
 /// [`TransformOptions::fingerprint`], so outputs made before are not reused after.
-pub const OUTPUT_VERSION: u32 = 1;
+/// 2: the encoder's accurate FDCT and Huffman tables made per image.
+pub const OUTPUT_VERSION: u32 = 2;
 
 impl TransformOptions {
     /// Everything that shapes the output bytes for a given input, as one string: the
