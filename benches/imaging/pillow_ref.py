@@ -7,6 +7,16 @@
         (file reading and writing excluded). Writes OUTDIR/<stem>.jpg and prints
         one line per file: name, megapixels, seconds, bytes.
 
+    pillow_ref.py variants OUTDIR QUALITY FILE...
+        As `time`, for inputs of every class (PNG, GIF, WebP, gray, CMYK, EXIF
+        orientation, ICC): Pillow does what pixbatch does to them (first frame, EXIF
+        orientation applied, ICC profile converted to sRGB with ImageCms, alpha
+        flattened onto white, everything made 8-bit RGB or gray) before saving.
+
+    pillow_ref.py variants-table RUNS_DIR
+        RUNS_DIR/{pillow,default}/<rep>.tsv from the commands above: one row per
+        file, the fastest repetition of each, and the ratio.
+
     pillow_ref.py convert-log LOG
         Turns the per-file lines of `pixbatch convert` into the same format
         (seconds = the transform's own time, file I/O excluded).
@@ -43,6 +53,68 @@ def cmd_time(outdir, quality, files):
         with open(os.path.join(outdir, name + ".jpg"), "wb") as f:
             f.write(out)
         print(f"{name}\t{im.width * im.height / 1e6:.6f}\t{seconds:.6f}\t{len(out)}\t")
+
+
+def pillow_like_pixbatch(data, quality):
+    from PIL import Image, ImageCms, ImageOps
+
+    im = Image.open(io.BytesIO(data))
+    im.load()
+    im = ImageOps.exif_transpose(im)
+    icc = im.info.get("icc_profile")
+    has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+    if has_alpha:
+        im = im.convert("RGBA")
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, im).convert("RGB")
+    elif im.mode not in ("RGB", "L"):
+        im = im.convert("RGB")
+    if icc and im.mode == "RGB":
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        im = ImageCms.profileToProfile(im, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=quality)
+    return im, buf.getvalue()
+
+
+def cmd_variants(outdir, quality, files):
+    os.makedirs(outdir, exist_ok=True)
+    # A warm process, as pixbatch's is: the first use of a plugin or of ImageCms
+    # imports and initialises it.
+    for path in files:
+        with open(path, "rb") as f:
+            pillow_like_pixbatch(f.read(), quality)
+    for path in files:
+        with open(path, "rb") as f:
+            data = f.read()
+        start = time.perf_counter()
+        im, out = pillow_like_pixbatch(data, quality)
+        seconds = time.perf_counter() - start
+        name = os.path.splitext(os.path.basename(path))[0]
+        with open(os.path.join(outdir, name + ".jpg"), "wb") as f:
+            f.write(out)
+        print(f"{name}\t{im.width * im.height / 1e6:.6f}\t{seconds:.6f}\t{len(out)}\t")
+
+
+def cmd_variants_table(runs_dir):
+    runs = {key: read_runs(os.path.join(runs_dir, key)) for key in ("pillow", "default")}
+    reps = len(runs["pillow"])
+    print(f"\nother input classes: one file each, one thread, fastest of {reps} per file\n")
+    print("| file | MP | Pillow ms | pixbatch ms | × Pillow | Pillow bytes | pixbatch bytes |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    slowest = None
+    for name in sorted(runs["pillow"][0]):
+        mp = runs["pillow"][0][name][0]
+        best = {key: min(run[name][1] for run in runs[key] if name in run) for key in runs}
+        ratio = best["pillow"] / best["default"]
+        slowest = ratio if slowest is None else min(slowest, ratio)
+        print(
+            f"| {name} | {mp:.2f} | {best['pillow'] * 1e3:.1f} | {best['default'] * 1e3:.1f} "
+            f"| {ratio:.2f} | {runs['pillow'][0][name][2]} | {runs['default'][0][name][2]} |"
+        )
+    if slowest is not None:
+        verdict = "PASS" if slowest >= 1.0 else "MISS"
+        print(f"\nslowest class × Pillow: {slowest:.2f} (target ≥ 1.00): {verdict}")
 
 
 def cmd_convert_log(log):
@@ -152,6 +224,10 @@ def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "time":
         cmd_time(args[0], int(args[1]), args[2:])
+    elif cmd == "variants":
+        cmd_variants(args[0], int(args[1]), args[2:])
+    elif cmd == "variants-table":
+        cmd_variants_table(args[0])
     elif cmd == "convert-log":
         cmd_convert_log(args[0])
     elif cmd == "table":

@@ -2,7 +2,9 @@
 # Imaging benchmark (issue 4): one core, the corpus' photographic JPEGs, quality 50.
 #   (a) Pillow: decode + save, timed in-process (decode + encode only);
 #   (b) pixbatch's general path: `pixbatch convert --threads 1 --no-fast-path`;
-#   (c) pixbatch's default: the coefficient-domain fast path where it applies.
+#   (c) pixbatch's default: the coefficient-domain fast path where it applies;
+# then the corpus' other input classes (var_*: PNG, GIF, WebP, gray, CMYK, EXIF
+# orientation, ICC...), each against Pillow doing what pixbatch does to them.
 # Each is run 5 times, interleaved (the machine is shared and noisy); each file's
 # fastest run counts. Prints Markdown tables: speed, bytes and PSNR against the original.
 #
@@ -43,3 +45,22 @@ echo "Speed: megapixels per second"
 echo "of decode + encode on one thread (file I/O excluded). PSNR: each output against"
 echo "Pillow's decode of the original, averaged over the files."
 "$python" "$here/pillow_ref.py" table "$runs" "$corpus"
+
+# The other input classes (the corpus' var_* files: PNG, GIF, WebP, gray, CMYK, EXIF
+# orientation, ICC, progressive, q30), each against Pillow doing the same work.
+variants=()
+for f in "$corpus"/var_*; do [ -e "$f" ] && variants+=("$f"); done
+if [ ${#variants[@]} -gt 0 ]; then
+    vruns=$work/variants
+    for key in pillow default; do mkdir -p "$vruns/$key/out"; done
+    for rep in $(seq 1 "$reps"); do
+        "$python" "$here/pillow_ref.py" variants "$vruns/pillow/out" "$quality" "${variants[@]}" \
+            > "$vruns/pillow/$rep.tsv"
+        # Twice per process, the second timed: a warm process, as Pillow's loop is.
+        "$PIXBATCH_BIN" convert --threads 1 --quality "$quality" \
+            --out "$vruns/default/out" "${variants[@]}" "${variants[@]}" > "$work/variants.log" 2> /dev/null
+        tail -n "$((${#variants[@]} + 1))" "$work/variants.log" > "$work/variants.warm.log"
+        "$python" "$here/pillow_ref.py" convert-log "$work/variants.warm.log" > "$vruns/default/$rep.tsv"
+    done
+    "$python" "$here/pillow_ref.py" variants-table "$vruns"
+fi

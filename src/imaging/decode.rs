@@ -89,20 +89,21 @@ pub(crate) fn decode(
             reason: "truncated: no end-of-image marker after the image data".to_owned(),
         });
     }
-    // Gray and YCbCr JPEGs: libjpeg's entropy decoding and our kernels; other gray
-    // and YCbCr/RGB JPEGs: libjpeg. CMYK/YCCK, and anything libjpeg refuses, go on to
-    // the `image` decoder below; damaged data and spent limits do not (another
-    // decoder would only hide them).
+    // Gray, YCbCr and Adobe CMYK/YCCK JPEGs: libjpeg's entropy decoding and our
+    // kernels; other gray and YCbCr/RGB JPEGs: libjpeg. Other CMYK/YCCK, and anything
+    // libjpeg refuses, go on to the `image` decoder below; damaged data and spent
+    // limits do not (another decoder would only hide them).
     if let Some(header) = &jpeg_header {
-        if header.component_count != 4 {
-            match samples::decode(input, budget) {
-                Ok(Some(decoded)) => return Ok(finish_libjpeg(input, header, decoded)),
-                Ok(None) => {}
-                Err(e) if e.is_fatal() => {}
-                Err(e) => return Err(libjpeg_error(format, e)),
-            }
+        let cmyk = header.component_count == 4;
+        match samples::decode(input, budget) {
+            Ok(Some(decoded)) => return Ok(finish_libjpeg(input, header, decoded, cmyk)),
+            Ok(None) => {}
+            Err(e) if e.is_fatal() => {}
+            Err(e) => return Err(libjpeg_error(format, e)),
+        }
+        if !cmyk {
             match libjpeg::decode(input, budget, GENERAL_DECODE) {
-                Ok(decoded) => return Ok(finish_libjpeg(input, header, decoded)),
+                Ok(decoded) => return Ok(finish_libjpeg(input, header, decoded, false)),
                 Err(e) if e.is_fatal() => {}
                 Err(e) => return Err(libjpeg_error(format, e)),
             }
@@ -138,7 +139,13 @@ pub(crate) fn decode(
         ),
     };
 
-    let image = DynamicImage::from_decoder(decoder).map_err(err)?;
+    let image = match format {
+        Format::Webp => match webp_pixels(input) {
+            Some(image) => image,
+            None => DynamicImage::from_decoder(decoder).map_err(err)?,
+        },
+        _ => DynamicImage::from_decoder(decoder).map_err(err)?,
+    };
     check_time(budget)?;
     let (pixels, alpha_flattened, bit_depth_reduced) = to_8bit_flattened(image);
     let (pixels, icc_converted) = match (&icc, cmyk_converted) {
@@ -158,11 +165,15 @@ pub(crate) fn decode(
     })
 }
 
-/// ICC conversion and orientation for a libjpeg decode (the same steps as below).
+/// ICC conversion and orientation for a decode of ours or libjpeg's (the same steps as
+/// below).
+/// `cmyk`: the pixels were converted from CMYK or YCCK (whose ICC profile, a CMYK
+/// one, is not applied: the conversion to RGB was already a naive one, as Pillow's).
 fn finish_libjpeg(
     input: &[u8],
     header: &jpeg::JpegHeader,
     decoded: libjpeg::DecodedPixels,
+    cmyk: bool,
 ) -> Decoded {
     let (w, h) = (decoded.width, decoded.height);
     let pixels = match decoded.layout {
@@ -173,17 +184,33 @@ fn finish_libjpeg(
     .unwrap_or_else(|| Pixels::Rgb(RgbImage::new(w, h)));
     let orientation = jpeg::orientation(input, header);
     let (pixels, icc_converted) = match jpeg::icc_profile(input, header) {
-        Some(profile) => color::to_srgb(pixels, &profile),
-        None => (pixels, false),
+        Some(profile) if !cmyk => color::to_srgb(pixels, &profile),
+        _ => (pixels, false),
     };
     Decoded {
         pixels: orient(pixels, orientation),
         rotated: orientation != Orientation::NoTransforms,
-        cmyk_converted: false,
+        cmyk_converted: cmyk,
         icc_converted,
         alpha_flattened: false,
         frames_dropped: 0,
         bit_depth_reduced: false,
+    }
+}
+
+/// A still WebP's pixels from libwebp; `None` for animations and for data libwebp
+/// refuses (the `image` decoder then decodes it, or says what is wrong).
+fn webp_pixels(input: &[u8]) -> Option<DynamicImage> {
+    let features = webp::BitstreamFeatures::new(input)?;
+    if features.has_animation() {
+        return None;
+    }
+    let decoded = webp::Decoder::new(input).decode()?;
+    let (w, h) = (decoded.width(), decoded.height());
+    if decoded.is_alpha() {
+        image::RgbaImage::from_raw(w, h, decoded.to_vec()).map(DynamicImage::ImageRgba8)
+    } else {
+        RgbImage::from_raw(w, h, decoded.to_vec()).map(DynamicImage::ImageRgb8)
     }
 }
 
@@ -266,21 +293,94 @@ fn orient(pixels: Pixels, orientation: Orientation) -> Pixels {
     }
     match pixels {
         Pixels::Gray(img) => {
-            let mut dynamic = DynamicImage::ImageLuma8(img);
-            dynamic.apply_orientation(orientation);
-            Pixels::Gray(dynamic.into_luma8())
+            let (w, h) = img.dimensions();
+            let (raw, ow, oh) = orient_raw::<1>(img.as_raw(), w, h, orientation);
+            GrayImage::from_raw(ow, oh, raw).map_or(Pixels::Gray(img), Pixels::Gray)
         }
         Pixels::Rgb(img) => {
-            let mut dynamic = DynamicImage::ImageRgb8(img);
-            dynamic.apply_orientation(orientation);
-            Pixels::Rgb(dynamic.into_rgb8())
+            let (w, h) = img.dimensions();
+            let (raw, ow, oh) = orient_raw::<3>(img.as_raw(), w, h, orientation);
+            RgbImage::from_raw(ow, oh, raw).map_or(Pixels::Rgb(img), Pixels::Rgb)
         }
     }
+}
+
+/// `orientation` applied to `C`-channel pixels (what `image`'s `apply_orientation`
+/// does, a test checks), a 32×32 tile of the output at a time: the rotations read
+/// the source across its rows, and tiles keep those reads in cache.
+fn orient_raw<const C: usize>(
+    src: &[u8],
+    width: u32,
+    height: u32,
+    orientation: Orientation,
+) -> (Vec<u8>, u32, u32) {
+    use Orientation::*;
+    let (w, h) = (width as usize, height as usize);
+    let transposed = matches!(
+        orientation,
+        Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH
+    );
+    let (ow, oh) = if transposed { (h, w) } else { (w, h) };
+    // The source pixel of output pixel (x, y).
+    let from = |x: usize, y: usize| match orientation {
+        NoTransforms => (x, y),
+        FlipHorizontal => (w - 1 - x, y),
+        Rotate180 => (w - 1 - x, h - 1 - y),
+        FlipVertical => (x, h - 1 - y),
+        Rotate90FlipH => (y, x),
+        Rotate90 => (y, h - 1 - x),
+        Rotate270FlipH => (w - 1 - y, h - 1 - x),
+        Rotate270 => (w - 1 - y, x),
+    };
+    let mut out = vec![0u8; ow * oh * C];
+    const TILE: usize = 32;
+    for ty in (0..oh).step_by(TILE) {
+        for tx in (0..ow).step_by(TILE) {
+            for y in ty..(ty + TILE).min(oh) {
+                let row = &mut out[(y * ow + tx) * C..(y * ow + (tx + TILE).min(ow)) * C];
+                for (i, px) in row.chunks_exact_mut(C).enumerate() {
+                    let (sx, sy) = from(tx + i, y);
+                    let at = (sy * w + sx) * C;
+                    px.copy_from_slice(&src[at..at + C]);
+                }
+            }
+        }
+    }
+    (out, ow as u32, oh as u32)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn orientation_is_images_own() {
+        use Orientation::*;
+        let rgb = RgbImage::from_fn(37, 21, |x, y| image::Rgb([x as u8, y as u8, (x * y) as u8]));
+        let gray = GrayImage::from_fn(5, 70, |x, y| image::Luma([(x * 31 + y) as u8]));
+        for o in [
+            FlipHorizontal,
+            Rotate180,
+            FlipVertical,
+            Rotate90FlipH,
+            Rotate90,
+            Rotate270FlipH,
+            Rotate270,
+        ] {
+            let mut expected = DynamicImage::ImageRgb8(rgb.clone());
+            expected.apply_orientation(o);
+            let Pixels::Rgb(ours) = orient(Pixels::Rgb(rgb.clone()), o) else {
+                panic!("stays RGB")
+            };
+            assert_eq!(ours, expected.into_rgb8(), "{o:?}");
+            let mut expected = DynamicImage::ImageLuma8(gray.clone());
+            expected.apply_orientation(o);
+            let Pixels::Gray(ours) = orient(Pixels::Gray(gray.clone()), o) else {
+                panic!("stays gray")
+            };
+            assert_eq!(ours, expected.into_luma8(), "{o:?}");
+        }
+    }
 
     #[test]
     fn flatten_composites_onto_white() {

@@ -101,16 +101,17 @@ fn chroma_merge(frame: &Frame) -> Option<(Arrangement, usize, usize)> {
                 usize::from(2 / ratio_v),
             ))
         }
-        FrameColor::Other => None,
+        FrameColor::Cmyk | FrameColor::Ycck | FrameColor::Other => None,
     }
 }
 
 /// How the output planes relate to the source's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Arrangement {
-    /// The source is YCbCr 4:2:0: its planes are requantised in place and written out.
+    /// The source is YCbCr 4:2:0: all its planes are requantised in place.
     InPlace,
-    /// Fresh 4:2:0 planes are filled from the source planes.
+    /// Luma is requantised in place; fresh 4:2:0 chroma planes are filled from the
+    /// source's chroma (or left neutral for gray).
     Separate,
 }
 
@@ -136,43 +137,77 @@ pub(crate) fn transcode(
         let Some((arrangement, fx, fy)) = chroma_merge(frame) else {
             return Err(LibjpegError::fatal("sampling changed after the headers"));
         };
-        match arrangement {
-            Arrangement::InPlace => {
-                let mut planes: [Plane<'_>; 3] = planes
-                    .try_into()
-                    .map_err(|_| LibjpegError::fatal("expected three components"))?;
-                kernels::vectorized(|| requantize_420(frame, &mut planes, &targets, tuning, budget))
+        let mut fresh = writer::Planes420::chroma(frame.width, frame.height);
+        let mut source = planes.into_iter();
+        let (Some(y), cb, cr) = (source.next(), source.next(), source.next()) else {
+            return Err(LibjpegError::fatal("no components"));
+        };
+        let luma = output_table(&targets[0], &[&y.quant], tuning.keep_coarser);
+        let (mut planes, chroma, in_place) = match (arrangement, cb, cr) {
+            (Arrangement::InPlace, Some(cb), Some(cr)) => {
+                let chroma =
+                    output_table(&targets[1], &[&cb.quant, &cr.quant], tuning.keep_coarser);
+                ([y, cb, cr], chroma, 3)
             }
-            Arrangement::Separate => {
-                let mut out = writer::Planes420::new(frame.width, frame.height);
-                let mut dst = out.planes();
-                let quant = rewrite(
-                    &planes,
-                    &mut dst,
-                    &targets,
-                    (fx, fy),
-                    tuning.keep_coarser,
-                    rounding_offset(tuning.round_up_above),
-                );
-                budget.check_time()?;
-                if !tuning.own_huffman {
-                    return write(frame, &mut dst, quant, None, writer::no_prepare);
-                }
-                kernels::vectorized(|| {
-                    let every = tuning.huffman_sample;
-                    let huffman = huffman::tables_420(&mut dst, every, |_, _| {})
-                        .ok_or_else(|| LibjpegError::fatal("no Huffman code fits the image"))?;
-                    write(frame, &mut dst, quant, Some(&huffman), writer::no_prepare)
-                })
+            (_, cb, cr) => {
+                let [_, mut cb_out, mut cr_out] = fresh.planes();
+                let chroma = match (&cb, &cr) {
+                    (Some(cb), Some(cr)) => rechroma(
+                        [cb, cr],
+                        [&mut cb_out, &mut cr_out],
+                        &targets[1],
+                        (fx, fy),
+                        tuning,
+                    ),
+                    // Gray: neutral chroma, every coefficient zero, as the planes start.
+                    _ => targets[1],
+                };
+                ([y, cb_out, cr_out], chroma, 1)
             }
-        }
+        };
+        budget.check_time()?;
+        kernels::vectorized(|| {
+            requantize_and_write(frame, &mut planes, [luma, chroma], in_place, tuning, budget)
+        })
     });
     written?.transpose()
+}
+
+/// Fills fresh 4:2:0 chroma planes `to` from the source's chroma `from` and returns
+/// their table: requantised copies where the block grids agree, else merged in the
+/// DCT domain at the `target` table (merged chroma is new content: the source's
+/// steps do not apply).
+fn rechroma(
+    from: [&Plane<'_>; 2],
+    to: [&mut Plane<'_>; 2],
+    target: &[u16; 64],
+    (fx, fy): (usize, usize),
+    tuning: Tuning,
+) -> [u16; 64] {
+    let offset = rounding_offset(tuning.round_up_above);
+    if (fx, fy) == (1, 1) {
+        let table = output_table(
+            target,
+            &[&from[0].quant, &from[1].quant],
+            tuning.keep_coarser,
+        );
+        for (f, t) in from.into_iter().zip(to) {
+            copy_requantized(f, t, &table, offset);
+        }
+        table
+    } else {
+        let m = merge_matrix();
+        for (f, t) in from.into_iter().zip(to) {
+            downsample(f, t, target, (fx, fy), &m, offset);
+        }
+        *target
+    }
 }
 
 /// Writes the output file: [`writer::write_420`] with `huffman`, or libjpeg's own
 /// writer making its own tables for `None` (tests only; the service always makes
 /// them here).
+#[inline(always)]
 fn write(
     frame: &Frame,
     planes: &mut [Plane<'_>; 3],
@@ -191,29 +226,30 @@ fn write(
     }
 }
 
-/// 4:2:0 sources, edited in place: each block is requantised once, while it is in
-/// cache: the sampled MCU rows as their symbols are counted, the others as they are
-/// written.
+/// Requantises the first `in_place` planes (the source's own: luma, and the chroma
+/// of a 4:2:0 source) to `quant` and writes the file. Each block is requantised
+/// once, while it is in cache: the sampled MCU rows as their symbols are counted, the
+/// others as they are written.
 #[inline(always)]
-fn requantize_420(
+fn requantize_and_write(
     frame: &Frame,
     planes: &mut [Plane<'_>; 3],
-    targets: &OutputTables,
+    quant: OutputTables,
+    in_place: usize,
     tuning: Tuning,
     budget: &Budget,
 ) -> Result<Vec<u8>, LibjpegError> {
     let offset = rounding_offset(tuning.round_up_above);
-    let [y, cb, cr] = &*planes;
-    let quant = [
-        output_table(&targets[0], &[&y.quant], tuning.keep_coarser),
-        output_table(&targets[1], &[&cb.quant, &cr.quant], tuning.keep_coarser),
-    ];
     let rescale = [
-        Rescale::new(&y.quant, &quant[0]),
-        Rescale::new(&cb.quant, &quant[1]),
-        Rescale::new(&cr.quant, &quant[1]),
+        Rescale::new(&planes[0].quant, &quant[0]),
+        Rescale::new(&planes[1].quant, &quant[1]),
+        Rescale::new(&planes[2].quant, &quant[1]),
     ];
-    let requantize = |ci: usize, block: &mut Block| rescale[ci].block(block, offset);
+    let requantize = |ci: usize, block: &mut Block| {
+        if ci < in_place {
+            rescale[ci].block(block, offset);
+        }
+    };
     if !tuning.own_huffman {
         for (ci, plane) in planes.iter_mut().enumerate() {
             let (width, height) = (plane.width, plane.height);
@@ -246,52 +282,6 @@ fn output_table(target: &[u16; 64], sources: &[&[u16; 64]], keep_coarser: bool) 
         }
     }
     table
-}
-
-/// Fills fresh 4:2:0 planes `dst` (zeroed) from a gray or non-4:2:0 YCbCr source;
-/// returns the output tables.
-fn rewrite(
-    src: &[Plane<'_>],
-    dst: &mut [Plane<'_>; 3],
-    targets: &OutputTables,
-    (fx, fy): (usize, usize),
-    keep_coarser: bool,
-    offset: f32,
-) -> OutputTables {
-    let keep =
-        |target: &[u16; 64], sources: &[&[u16; 64]]| output_table(target, sources, keep_coarser);
-    let [y_out, cb_out, cr_out] = dst;
-    match src {
-        [y] => {
-            let tables = [keep(&targets[0], &[&y.quant]), targets[1]];
-            copy_requantized(y, y_out, &tables[0], offset);
-            // Neutral chroma: every coefficient zero, as the planes start.
-            tables
-        }
-        [y, cb, cr] => {
-            let tables = [
-                keep(&targets[0], &[&y.quant]),
-                // Merged chroma is new content: the source steps do not apply.
-                if (fx, fy) == (1, 1) {
-                    keep(&targets[1], &[&cb.quant, &cr.quant])
-                } else {
-                    targets[1]
-                },
-            ];
-            copy_requantized(y, y_out, &tables[0], offset);
-            let m = merge_matrix();
-            for (from, to) in [(cb, cb_out), (cr, cr_out)] {
-                if (fx, fy) == (1, 1) {
-                    copy_requantized(from, to, &tables[1], offset);
-                } else {
-                    downsample(from, to, &tables[1], (fx, fy), &m, offset);
-                }
-            }
-            tables
-        }
-        // Unreachable: the planner only accepts one or three components.
-        _ => targets.to_owned(),
-    }
 }
 
 /// Largest coefficient magnitude baseline Huffman coding can hold (8-bit samples).

@@ -24,31 +24,54 @@ use super::writer::{self, Planes420};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Layout {
     Gray,
-    YCbCr { step_x: usize, step_y: usize },
+    YCbCr {
+        step_x: usize,
+        step_y: usize,
+    },
+    /// Adobe's inverted CMYK, every component at the same resolution.
+    Cmyk,
+    /// Adobe's YCCK: Y and K at full resolution, Cb and Cr at `1 / step` per axis.
+    Ycck {
+        step_x: usize,
+        step_y: usize,
+    },
 }
 
 fn layout(frame: &Frame) -> Option<Layout> {
-    match frame.color {
-        FrameColor::Gray => Some(Layout::Gray),
-        FrameColor::YCbCr => {
-            let [(yh, yv), cb, cr] = frame.sampling[..] else {
-                return None;
-            };
-            let (ch, cv) = cb;
-            if cb != cr || ch == 0 || cv == 0 || !matches!((yh, yv), (1 | 2, 1 | 2)) {
-                return None;
-            }
-            let step = |luma: u8, chroma: u8| {
-                (luma.is_multiple_of(chroma) && matches!(luma / chroma, 1 | 2))
-                    .then_some(usize::from(luma / chroma))
-            };
-            Some(Layout::YCbCr {
-                step_x: step(yh, ch)?,
-                step_y: step(yv, cv)?,
-            })
+    // Chroma at a half or the same resolution as a full-resolution luma.
+    let steps = |(yh, yv): (u8, u8), chroma: (u8, u8), other: (u8, u8)| {
+        let (ch, cv) = chroma;
+        if chroma != other || ch == 0 || cv == 0 || !matches!((yh, yv), (1 | 2, 1 | 2)) {
+            return None;
         }
-        FrameColor::Other => None,
+        let step = |luma: u8, chroma: u8| {
+            (luma.is_multiple_of(chroma) && matches!(luma / chroma, 1 | 2))
+                .then_some(usize::from(luma / chroma))
+        };
+        Some((step(yh, ch)?, step(yv, cv)?))
+    };
+    match (frame.color, &frame.sampling[..]) {
+        (FrameColor::Gray, [_]) => Some(Layout::Gray),
+        (FrameColor::YCbCr, &[y, cb, cr]) => {
+            let (step_x, step_y) = steps(y, cb, cr)?;
+            Some(Layout::YCbCr { step_x, step_y })
+        }
+        (FrameColor::Cmyk, &[c, m, y, k]) => {
+            (c == m && m == y && y == k && matches!(c, (1 | 2, 1 | 2))).then_some(Layout::Cmyk)
+        }
+        (FrameColor::Ycck, &[y, cb, cr, k]) if k == y => {
+            let (step_x, step_y) = steps(y, cb, cr)?;
+            Some(Layout::Ycck { step_x, step_y })
+        }
+        _ => None,
     }
+}
+
+/// `a × b / 255`, rounded: one Adobe-inverted ink against inverted black.
+#[inline]
+fn blinn(a: u8, b: u8) -> u8 {
+    let t = u32::from(a) * u32::from(b) + 128;
+    ((t + (t >> 8)) >> 8) as u8
 }
 
 /// One component's samples for a band of block rows: `idct` fills it from the
@@ -161,6 +184,57 @@ fn decode_planes(
                 data,
             })
         }
+        (Layout::Cmyk | Layout::Ycck { .. }, [c0, c1, c2, k]) => {
+            let (step_x, step_y) = match layout {
+                Layout::Ycck { step_x, step_y } => (step_x, step_y),
+                _ => (1, 1),
+            };
+            let mut data = vec![0u8; 3 * w * h];
+            let band = 8 * step_y;
+            let mut strips = [
+                Strip::new(c0, step_y),
+                Strip::new(c1, 1),
+                Strip::new(c2, 1),
+                Strip::new(k, step_y),
+            ];
+            for (bi, rows) in data.chunks_mut(3 * w * band).enumerate() {
+                strips[0].idct(c0, step_y * bi, step_y);
+                strips[1].idct(c1, bi, 1);
+                strips[2].idct(c2, bi, 1);
+                strips[3].idct(k, step_y * bi, step_y);
+                for (r, out) in rows.chunks_exact_mut(3 * w).enumerate() {
+                    let black = &strips[3].row(r)[..w];
+                    if layout == Layout::Cmyk {
+                        // R, G, B = C, M, Y against K, all stored inverted.
+                        let [cyan, magenta, yellow] = [0, 1, 2].map(|i| strips[i].row(r));
+                        for (x, px) in out.chunks_exact_mut(3).enumerate() {
+                            px[0] = blinn(cyan[x], black[x]);
+                            px[1] = blinn(magenta[x], black[x]);
+                            px[2] = blinn(yellow[x], black[x]);
+                        }
+                    } else {
+                        // YCbCr of the inverted CMY, converted as libjpeg does, then K.
+                        let c = r / step_y;
+                        let y = &strips[0].row(r)[..w];
+                        kernels::ycbcr_to_rgb(y, strips[1].row(c), strips[2].row(c), step_x, out);
+                        for (px, &k) in out.chunks_exact_mut(3).zip(black) {
+                            for v in px {
+                                *v = blinn(255 - *v, k);
+                            }
+                        }
+                    }
+                }
+                if bi % 64 == 63 {
+                    budget.check_time()?;
+                }
+            }
+            Ok(DecodedPixels {
+                width: frame.width,
+                height: frame.height,
+                layout: PixelLayout::Rgb,
+                data,
+            })
+        }
         _ => Err(LibjpegError::fatal(
             "component count does not match the layout",
         )),
@@ -185,7 +259,7 @@ pub(crate) fn reencode(
     let written = libjpeg::read_coefficients(
         input,
         budget,
-        |frame| layout(frame).is_some(),
+        |frame| matches!(layout(frame), Some(Layout::Gray | Layout::YCbCr { .. })),
         |frame, planes| {
             let layout = layout(frame).ok_or_else(|| LibjpegError::fatal("unsupported layout"))?;
             let mut out = Planes420::new(frame.width, frame.height);
@@ -385,10 +459,26 @@ mod tests {
         }
     }
 
+    /// Adobe YCCK (4:2:0 chroma) decodes to RGB as `image`'s decoder converts it (its
+    /// IDCT and upsampling differ a little); it is not re-encoded on the plane route.
     #[test]
-    fn other_layouts_are_left_to_libjpeg() {
+    fn ycck_decodes_like_images_decoder() {
         let input = fixture("imaging/cmyk_ycck.jpg");
-        assert!(decode(&input, &Budget::UNLIMITED).expect("reads").is_none());
+        let ours = decode(&input, &Budget::UNLIMITED)
+            .expect("decodes")
+            .expect("ours");
+        let theirs = image::load_from_memory(&input)
+            .expect("decodes")
+            .into_rgb8();
+        assert_eq!((ours.width, ours.height), theirs.dimensions());
+        let diff: f64 = ours
+            .data
+            .iter()
+            .zip(theirs.as_raw())
+            .map(|(&a, &b)| f64::from(a.abs_diff(b)))
+            .sum::<f64>()
+            / ours.data.len() as f64;
+        assert!(diff < 2.0, "mean difference {diff:.2}");
         let reencoded = reencode(&input, 50, &Budget::UNLIMITED).expect("reads");
         assert!(reencoded.is_none());
     }

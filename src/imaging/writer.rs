@@ -46,7 +46,9 @@ pub(crate) enum WriteError {
 /// coefficients were quantised with and `huffman`, which must have a code for every
 /// symbol the scan uses. `prepare(component, mcu_row, block)` runs on every block of
 /// an MCU row just before the row is coded, while it is in cache (the fast path
-/// requantises there); [`no_prepare`] when the blocks are final.
+/// requantises there); [`no_prepare`] when the blocks are final. Inlined, so that
+/// under [`kernels::vectorized`] the coder is compiled for the CPU's best extension.
+#[inline(always)]
 pub(crate) fn write_420(
     width: u32,
     height: u32,
@@ -104,14 +106,29 @@ impl Planes420 {
     /// Zeroed planes for `width × height` pixels: Y in whole 2×2 groups of blocks,
     /// chroma one block per 16×16 pixels.
     pub(crate) fn new(width: u32, height: u32) -> Self {
+        Self::with_luma(width, height, true)
+    }
+
+    /// Zeroed chroma planes for `width × height` pixels and an empty luma plane, for
+    /// luma that stays where it is.
+    pub(crate) fn chroma(width: u32, height: u32) -> Self {
+        Self::with_luma(width, height, false)
+    }
+
+    fn with_luma(width: u32, height: u32, luma: bool) -> Self {
         let mcu_cols = width.div_ceil(16) as usize;
         let mcu_rows = height.div_ceil(16) as usize;
-        let y_used = (width.div_ceil(8) as usize, height.div_ceil(8) as usize);
-        let sizes = [
-            (2 * mcu_cols, 2 * mcu_rows),
-            (mcu_cols, mcu_rows),
-            (mcu_cols, mcu_rows),
-        ];
+        let y_used = if luma {
+            (width.div_ceil(8) as usize, height.div_ceil(8) as usize)
+        } else {
+            (0, 0)
+        };
+        let y_size = if luma {
+            (2 * mcu_cols, 2 * mcu_rows)
+        } else {
+            (0, 0)
+        };
+        let sizes = [y_size, (mcu_cols, mcu_rows), (mcu_cols, mcu_rows)];
         Planes420 {
             blocks: sizes.map(|(cols, rows)| vec![[0i16; 64]; cols * rows]),
             cols: sizes.map(|(cols, _)| cols),

@@ -19,7 +19,11 @@ pub(crate) enum FrameColor {
     Gray,
     /// Three components, YCbCr (JFIF, or no marker saying otherwise).
     YCbCr,
-    /// RGB, CMYK, YCCK or anything else.
+    /// Four components, CMYK (Adobe's, stored inverted).
+    Cmyk,
+    /// Four components, YCCK (Adobe's transform 2: YCbCr of the inverted CMY, and K).
+    Ycck,
+    /// RGB or anything else.
     Other,
 }
 
@@ -85,6 +89,8 @@ pub(crate) fn read_coefficients<R>(
         let color = match (count, cinfo.jpeg_color_space) {
             (1, ffi::J_COLOR_SPACE::JCS_GRAYSCALE) => FrameColor::Gray,
             (3, ffi::J_COLOR_SPACE::JCS_YCbCr) => FrameColor::YCbCr,
+            (4, ffi::J_COLOR_SPACE::JCS_CMYK) => FrameColor::Cmyk,
+            (4, ffi::J_COLOR_SPACE::JCS_YCCK) => FrameColor::Ycck,
             _ => FrameColor::Other,
         };
         let sampling = (0..count)
