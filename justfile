@@ -40,15 +40,17 @@ ci:
     bash .ci/run
 
 # Benchmarks (README, "End-to-end benchmark"); `just bench --quick` for a smoke run.
+# Every benchmark builds as a machine with only the Rust toolchain and a C compiler
+# would: benches/no-nasm hides a real nasm from mozjpeg-sys, in target/plain-libjpeg.
 bench *ARGS: (bench-e2e ARGS)
 
 # The release binary on SQLite, then as api + 1 and api + 2 workers on PostgreSQL
 # (BENCH_POSTGRES_URL, default 127.0.0.1:5432/test; skipped when none answers), a local
 # image server, the upload sizes and the sequential Python reference (a throwaway venv
 # with requests + Pillow from PyPI); prints a Markdown table and PASS/MISS per target,
-# never failing on a MISS. Installs nasm (libjpeg's SIMD) and python3-venv with apt
-# when run as root and they are missing.
-bench-e2e *ARGS: _nasm
+# never failing on a MISS. Installs python3-venv with apt when run as root and it is
+# missing.
+bench-e2e *ARGS:
     #!/usr/bin/env bash
     set -euo pipefail
     if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
@@ -58,34 +60,18 @@ bench-e2e *ARGS: _nasm
             echo "python3 with venv not found: the Python reference will be skipped" >&2
         fi
     fi
+    export PATH="$PWD/benches/no-nasm:$PATH" CARGO_TARGET_DIR="$PWD/target/plain-libjpeg"
     cargo build --release
     cargo bench --bench e2e -- {{ARGS}}
 
 # Imaging codec (issue 4): Pillow vs the general path vs the default (fast) path on the
-# corpus photos, one thread, quality 50 (a throwaway venv with Pillow + numpy from PyPI).
-bench-imaging: _nasm
+# corpus photos, one thread, quality 50, then the other input classes (a throwaway venv
+# with Pillow + numpy from PyPI).
+bench-imaging:
     bash benches/imaging/run.sh
-
-# The same on the build a newcomer gets with only the Rust toolchain and a C compiler:
-# nasm hidden, libjpeg's plain C, in its own target dir (target/plain-libjpeg).
-bench-imaging-plain:
-    BENCH_LIBJPEG=plain bash benches/imaging/run.sh
 
 # Adaptive quality (issue 18): fixed q50 against `auto:T`, `auto:80` and a 150 KB cap on
 # the corpus photos, one thread, each output scored by an independent SSIMULACRA2 (a
 # throwaway venv with PyPI's ssimulacra2); prints tables and PASS/MISS per target.
 bench-quality:
     bash benches/imaging/quality.sh
-
-# nasm gives libjpeg its SIMD code: the benches measure that build. mozjpeg-sys looks
-# for nasm when it is built, so a release build made without it is redone.
-_nasm:
-    #!/usr/bin/env bash
-    set -euo pipefail
-    command -v nasm >/dev/null && exit 0
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nasm >/dev/null
-        cargo clean --release -p mozjpeg-sys
-    else
-        echo "nasm not found and not installable here: libjpeg is built without SIMD (a slower codec)" >&2
-    fi

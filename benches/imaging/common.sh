@@ -2,8 +2,8 @@
 # root with `bench` (the name in messages) and `requirements` (a pip requirements file)
 # set. Sets `photos` (the corpus' photographic JPEGs), `work` (a temporary directory,
 # removed on exit), `PIXBATCH_BIN` and `python`; exits 0 with a message when the corpus
-# or a python3 with venv is missing. BENCH_LIBJPEG=plain builds without nasm (libjpeg's
-# plain C), in target/plain-libjpeg.
+# or a python3 with venv is missing. The build hides nasm (libjpeg's plain C), in
+# target/plain-libjpeg; BENCH_LIBJPEG=system builds with what is on PATH.
 
 corpus=${BENCH_CORPUS:-../shared/corpus}
 if [ ! -d "$corpus" ]; then
@@ -25,15 +25,13 @@ trap 'rm -rf "$work"' EXIT
 if [ -z "${PIXBATCH_BIN:-}" ]; then
     target_dir=$(cargo metadata --format-version 1 --no-deps |
         python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-    if [ "${BENCH_LIBJPEG:-}" = plain ]; then
-        # The build a newcomer gets with only the Rust toolchain and a C compiler:
-        # mozjpeg-sys asks `nasm -v` and takes "version 0." as no nasm, so a stub
-        # first on PATH hides a real one; its own target dir keeps the usual build.
-        mkdir -p "$work/no-nasm"
-        printf '#!/bin/sh\necho "NASM version 0.0 (hidden by benches/imaging)"\n' > "$work/no-nasm/nasm"
-        chmod +x "$work/no-nasm/nasm"
+    # The build a newcomer gets with only the Rust toolchain and a C compiler, whatever
+    # this machine has: benches/no-nasm hides a real nasm from mozjpeg-sys, in a target
+    # dir of its own so the usual build is left alone. BENCH_LIBJPEG=system builds
+    # with whatever is on PATH instead.
+    if [ "${BENCH_LIBJPEG:-plain}" = plain ]; then
         target_dir=$target_dir/plain-libjpeg
-        PATH="$work/no-nasm:$PATH" CARGO_TARGET_DIR=$target_dir cargo build --release --quiet
+        PATH="$PWD/benches/no-nasm:$PATH" CARGO_TARGET_DIR=$target_dir cargo build --release --quiet
     else
         cargo build --release --quiet
     fi

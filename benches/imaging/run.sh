@@ -12,7 +12,8 @@
 # Env: BENCH_CORPUS (default ../shared/corpus from the repo root), BENCH_PYTHON (a
 # python3 that already has Pillow and numpy: skips the throwaway venv),
 # PIXBATCH_BIN (skips the build), BENCH_REPS (default 5), BENCH_QUALITY (default 50),
-# BENCH_LIBJPEG=plain (build without nasm: the toolchain-only build).
+# BENCH_LIBJPEG=system (build with a nasm on PATH; by default it is hidden, the
+# toolchain-only build).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 here=benches/imaging
