@@ -116,6 +116,24 @@ pub(crate) fn decode(
             }
         }
     }
+    // GIF: its first frame straight from the palette (the `image` decoder expands it
+    // to RGBA first, a third of the time on a small GIF); anything the `gif` crate
+    // refuses goes on to `image`, for its error.
+    if format == Format::Gif {
+        let max_alloc = u64::from(header.0) * u64::from(header.1) * 4 + ALLOC_SLACK;
+        if let Some((rgb, transparent)) = gif_first_frame(input, max_alloc) {
+            check_time(budget)?;
+            return Ok(Decoded {
+                pixels: Pixels::Rgb(rgb),
+                rotated: false,
+                cmyk_converted: false,
+                icc_converted: false,
+                alpha_flattened: transparent,
+                frames_dropped: sniff::frame_count(input, format) - 1,
+                bit_depth_reduced: false,
+            });
+        }
+    }
     let mut decoder_limits = image::Limits::default();
     decoder_limits.max_image_width = Some(header.0);
     decoder_limits.max_image_height = Some(header.1);
@@ -198,6 +216,49 @@ fn finish_libjpeg(
     }
 }
 
+/// The first frame of a GIF on its logical screen, over white: each index's palette
+/// colour, white for the transparent index, for an index past the palette and outside
+/// the frame (what `image`'s RGBA decode flattened onto white gives; a test checks).
+/// Also whether any pixel was transparent. `None` when the `gif` crate refuses it.
+fn gif_first_frame(input: &[u8], max_alloc: u64) -> Option<(RgbImage, bool)> {
+    let mut options = gif::DecodeOptions::new();
+    options.set_color_output(gif::ColorOutput::Indexed);
+    options.set_memory_limit(gif::MemoryLimit::Bytes(max_alloc.try_into().ok()?));
+    let mut reader = options.read_info(Cursor::new(input)).ok()?;
+    let (w, h) = (usize::from(reader.width()), usize::from(reader.height()));
+    let frame = reader.next_frame_info().ok()??;
+    let (left, top) = (usize::from(frame.left), usize::from(frame.top));
+    let (fw, fh) = (usize::from(frame.width), usize::from(frame.height));
+    let transparent = frame.transparent;
+    let mut indices = vec![0u8; reader.buffer_size()];
+    reader.read_into_buffer(&mut indices).ok()?;
+    let palette = reader.palette().ok()?;
+    let mut rgb = vec![255u8; w * h * 3];
+    let covers = left == 0 && top == 0 && fw >= w && fh >= h;
+    let mut any_transparent = !covers;
+    for (y, row) in indices
+        .chunks_exact(fw.max(1))
+        .enumerate()
+        .take(h.saturating_sub(top))
+    {
+        // A frame may reach past the screen: what is past it is cut off.
+        let Some(out) = rgb.get_mut(3 * ((top + y) * w + left)..3 * (top + y + 1) * w) else {
+            break;
+        };
+        for (&index, px) in row.iter().zip(out.chunks_exact_mut(3)) {
+            let at = 3 * usize::from(index);
+            match palette.get(at..at + 3) {
+                Some(color) if Some(index) != transparent => px.copy_from_slice(color),
+                _ => any_transparent = true,
+            }
+        }
+    }
+    Some((
+        RgbImage::from_raw(w as u32, h as u32, rgb)?,
+        any_transparent,
+    ))
+}
+
 /// A still WebP's pixels from libwebp; `None` for animations and for data libwebp
 /// refuses (the `image` decoder then decodes it, or says what is wrong).
 fn webp_pixels(input: &[u8]) -> Option<DynamicImage> {
@@ -275,6 +336,11 @@ fn flatten<const N: usize, const MAX: u64>(
         } else {
             max64
         };
+        if alpha == max64 && MAX == 255 {
+            // Opaque 8-bit: the samples as they are (what the formula gives, faster).
+            out.extend(px[..colors].iter().map(|&c| c.into() as u8));
+            continue;
+        }
         any_translucent |= alpha < max64;
         for &c in &px[..colors] {
             // c·α + white·(1 − α), then rescaled to 0..=255, rounded.
@@ -321,37 +387,62 @@ fn orient_raw<const C: usize>(
         Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH
     );
     let (ow, oh) = if transposed { (h, w) } else { (w, h) };
-    // The source pixel of output pixel (x, y).
-    let from = |x: usize, y: usize| match orientation {
-        NoTransforms => (x, y),
-        FlipHorizontal => (w - 1 - x, y),
-        Rotate180 => (w - 1 - x, h - 1 - y),
-        FlipVertical => (x, h - 1 - y),
-        Rotate90FlipH => (y, x),
-        Rotate90 => (y, h - 1 - x),
-        Rotate270FlipH => (w - 1 - y, h - 1 - x),
-        Rotate270 => (w - 1 - y, x),
-    };
     let mut out = vec![0u8; ow * oh * C];
+    let (from, to) = (src.as_chunks::<C>().0, out.as_chunks_mut::<C>().0);
+    // The index of the source pixel of output pixel (x, y), one closure per case so
+    // that each inner loop is compiled for its own.
+    match orientation {
+        NoTransforms => tiled(from, to, ow, oh, |x, y| y * w + x),
+        FlipHorizontal => tiled(from, to, ow, oh, |x, y| y * w + (w - 1 - x)),
+        Rotate180 => tiled(from, to, ow, oh, |x, y| (h - 1 - y) * w + (w - 1 - x)),
+        FlipVertical => tiled(from, to, ow, oh, |x, y| (h - 1 - y) * w + x),
+        Rotate90FlipH => tiled(from, to, ow, oh, |x, y| x * w + y),
+        Rotate90 => tiled(from, to, ow, oh, |x, y| (h - 1 - x) * w + y),
+        Rotate270FlipH => tiled(from, to, ow, oh, |x, y| (h - 1 - x) * w + (w - 1 - y)),
+        Rotate270 => tiled(from, to, ow, oh, |x, y| x * w + (w - 1 - y)),
+    }
+    (out, ow as u32, oh as u32)
+}
+
+/// Fills `to` (`ow × oh` pixels) tile by tile with `from[source(x, y)]`.
+#[inline(always)]
+fn tiled<const C: usize>(
+    from: &[[u8; C]],
+    to: &mut [[u8; C]],
+    ow: usize,
+    oh: usize,
+    source: impl Fn(usize, usize) -> usize,
+) {
     const TILE: usize = 32;
     for ty in (0..oh).step_by(TILE) {
         for tx in (0..ow).step_by(TILE) {
             for y in ty..(ty + TILE).min(oh) {
-                let row = &mut out[(y * ow + tx) * C..(y * ow + (tx + TILE).min(ow)) * C];
-                for (i, px) in row.chunks_exact_mut(C).enumerate() {
-                    let (sx, sy) = from(tx + i, y);
-                    let at = (sy * w + sx) * C;
-                    px.copy_from_slice(&src[at..at + C]);
+                let row = &mut to[y * ow + tx..y * ow + (tx + TILE).min(ow)];
+                for (i, px) in row.iter_mut().enumerate() {
+                    *px = from[source(tx + i, y)];
                 }
             }
         }
     }
-    (out, ow as u32, oh as u32)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gif_first_frame_is_images_own_over_white() {
+        let dir = env!("CARGO_MANIFEST_DIR");
+        let input = std::fs::read(format!("{dir}/tests/fixtures/imaging/anim3.gif")).unwrap();
+        let (ours, transparent) = gif_first_frame(&input, u64::MAX).expect("decodes");
+        let image = image::load_from_memory(&input).expect("decodes");
+        let (theirs, translucent, _) = to_8bit_flattened(image);
+        let Pixels::Rgb(theirs) = theirs else {
+            panic!("RGB")
+        };
+        assert_eq!(ours, theirs);
+        assert_eq!(transparent, translucent);
+    }
 
     #[test]
     fn orientation_is_images_own() {

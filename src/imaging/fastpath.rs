@@ -22,10 +22,10 @@
 //! Orientation, ICC and CMYK decisions are the caller's ([`super::transform`]).
 
 use super::libjpeg::{
-    self, Block, Budget, Frame, FrameColor, HuffTables, LibjpegError, OutputTables, Plane,
+    Block, Budget, Frame, FrameColor, HuffTables, LibjpegError, OutputTables, Plane,
 };
 use super::quality::{IJG_CHROMA, IJG_LUMA, scaled_table};
-use super::{huffman, kernels, writer};
+use super::{coefficients, huffman, kernels, writer};
 
 /// A requantised magnitude `x = |c|·s/t` becomes `ceil(x − ROUND_UP_ABOVE)`: its
 /// integer part, plus one when the fraction is over this. 0.5 is round-half-down
@@ -132,7 +132,7 @@ pub(crate) fn transcode(
         Some((Arrangement::Separate, _, _)) => tuning.all_samplings,
         None => false,
     };
-    let written = libjpeg::read_coefficients(input, budget, handled, |frame, planes| {
+    let written = coefficients::read(input, budget, handled, |frame, planes| {
         budget.check_time()?;
         let Some((arrangement, fx, fy)) = chroma_merge(frame) else {
             return Err(LibjpegError::fatal("sampling changed after the headers"));
@@ -220,7 +220,7 @@ fn write(
         Some(tables) => writer::write_420(width, height, planes, &quant, tables, prepare)
             .map_err(|e| LibjpegError::fatal(e.to_string())),
         #[cfg(test)]
-        None => libjpeg::write_coefficients(width, height, planes, &quant, None),
+        None => super::libjpeg::write_coefficients(width, height, planes, &quant, None),
         #[cfg(not(test))]
         None => Err(LibjpegError::fatal("no Huffman tables")),
     }

@@ -44,6 +44,7 @@
 
 mod adaptive;
 mod codec;
+mod coefficients;
 mod color;
 pub(crate) mod decode;
 pub(crate) mod encode;
@@ -51,6 +52,7 @@ mod error;
 pub(crate) mod fastpath;
 mod huffman;
 pub(crate) mod jpeg;
+mod jpegdec;
 mod kernels;
 #[allow(unsafe_code)]
 pub(crate) mod libjpeg;

@@ -12,10 +12,9 @@
 //! (4:2:0, 4:2:2, 4:4:0, 4:4:4) or gray; anything else is `Ok(None)`, left to
 //! libjpeg's own decoder.
 
+use super::coefficients;
 use super::kernels::{self, QuantTable};
-use super::libjpeg::{
-    self, Budget, DecodedPixels, Frame, FrameColor, LibjpegError, PixelLayout, Plane,
-};
+use super::libjpeg::{Budget, DecodedPixels, Frame, FrameColor, LibjpegError, PixelLayout, Plane};
 use super::quality::{IJG_CHROMA, IJG_LUMA, scaled_table};
 use super::writer::{self, Planes420};
 
@@ -115,7 +114,7 @@ impl Strip {
 /// Decodes a gray or YCbCr `input` to pixels; `Ok(None)` for other colour models and
 /// samplings. Damaged data and spent limits are errors, as in libjpeg's decoder.
 pub(crate) fn decode(input: &[u8], budget: &Budget) -> Result<Option<DecodedPixels>, LibjpegError> {
-    let decoded = libjpeg::read_coefficients(
+    let decoded = coefficients::read(
         input,
         budget,
         |frame| layout(frame).is_some(),
@@ -256,7 +255,7 @@ pub(crate) fn reencode(
         scaled_table(&IJG_LUMA, quality),
         scaled_table(&IJG_CHROMA, quality),
     ];
-    let written = libjpeg::read_coefficients(
+    let written = coefficients::read(
         input,
         budget,
         |frame| matches!(layout(frame), Some(Layout::Gray | Layout::YCbCr { .. })),
@@ -372,6 +371,7 @@ fn chroma_to_420(
 mod tests {
     use super::*;
     use crate::imaging::decode::GENERAL_DECODE;
+    use crate::imaging::libjpeg;
 
     fn fixture(name: &str) -> Vec<u8> {
         let dir = env!("CARGO_MANIFEST_DIR");

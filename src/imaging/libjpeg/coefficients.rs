@@ -28,7 +28,7 @@ pub(crate) enum FrameColor {
 }
 
 /// What [`read_coefficients`] shows its caller after reading the headers.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Frame {
     /// Width and height in pixels.
     pub width: u32,
