@@ -105,8 +105,10 @@ pub struct ServerConfig {
     #[arg(long, env = "AWS_REGION")]
     pub aws_region: Option<String>,
 
-    /// Image jobs in flight per worker process; cores × 4 when unset. Downloads wait on
-    /// the network, so this is larger than the CPU pool, which is sized to the cores.
+    /// Image jobs in flight per worker process; cores × 8 when unset. Downloads wait on
+    /// the network, so this is larger than the CPU pool, which is sized to the cores:
+    /// with 100 ms to the first byte and ~40 ms of CPU per photo, a core needs about 8
+    /// jobs downloading ahead of it to stay busy (README, "Decisions").
     #[arg(long, env = "WORKER_CONCURRENCY")]
     pub worker_concurrency: Option<usize>,
 
@@ -480,7 +482,7 @@ impl ServerConfig {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
-        let worker_concurrency = self.worker_concurrency.unwrap_or(cores * 4).max(1);
+        let worker_concurrency = self.worker_concurrency.unwrap_or(cores * 8).max(1);
         if crate::store::Backend::of_url(self.database_url.expose()).is_none() {
             return Err(ConfigError::new(
                 "DATABASE_URL",

@@ -244,9 +244,10 @@ async fn codec_single_core(
     ))
 }
 
-/// Peak RSS of `pixbatch convert --threads 1` on the largest photo: what one CPU slot
-/// of the server may need at once (plus a few MiB of process baseline). Sampled from
-/// /proc every 5 ms while it runs.
+/// Peak RSS of `pixbatch convert --threads 1` over every photo in turn: what one CPU
+/// slot of the server needs in its steady state (the largest photo's working set, and
+/// what a transform thread keeps between images: see `imaging::coefficients`), plus a
+/// few MiB of process baseline. Sampled from /proc every 5 ms while it runs.
 async fn slot_working_set(
     bin: &Path,
     corpus: &Path,
@@ -263,27 +264,32 @@ async fn slot_working_set(
         .arg("1")
         .arg("--out")
         .arg(out.path())
-        .arg(corpus.join(&largest.name))
+        .args(photos.iter().map(|p| corpus.join(&p.name)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
     let pid = child.id().context("convert exited at once")?.to_string();
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(300);
     let mut hwm = 0;
     while child.try_wait()?.is_none() {
         if let Ok(s) = sample(&pid) {
             hwm = hwm.max(s.hwm);
         }
         if Instant::now() > deadline {
-            bail!("convert of {} took over 120 s", largest.name);
+            bail!("convert of the photos took over 300 s");
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     Ok((
         hwm,
-        format!("{} ({:.1} MP)", largest.name, largest.megapixels),
+        format!(
+            "the {} photos in turn (largest {}, {:.1} MP)",
+            photos.len(),
+            largest.name,
+            largest.megapixels
+        ),
     ))
 }
 
@@ -1328,7 +1334,7 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .find(|(k, _)| k == "WORKER_CONCURRENCY")
         .and_then(|(_, v)| v.parse::<u64>().ok())
-        .unwrap_or(opts.cores as u64 * 4);
+        .unwrap_or(opts.cores as u64 * 8);
     let max_input = photos
         .iter()
         .map(|p| p.bytes.len() as u64)
