@@ -135,7 +135,7 @@ fn color_of(color: ColorSpace) -> FrameColor {
 /// fail, and the limits.
 fn error(e: DecodeError) -> LibjpegError {
     match e {
-        DecodeError::Corrupt(text) => LibjpegError::Corrupt(format!("Corrupt JPEG data: {text}")),
+        DecodeError::Corrupt(text) => LibjpegError::Corrupt(text),
         DecodeError::TooManyScans { scans, limit } => LibjpegError::TooManyScans { scans, limit },
         DecodeError::Unsupported(text)
         | DecodeError::Invalid(text)

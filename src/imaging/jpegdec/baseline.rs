@@ -195,13 +195,13 @@ pub(super) fn decode_scan(
             }
         }
     }
-    r.warned |= restarts.warned;
+    r.warning = r.warning.or(restarts.warning);
 
     if fast_path_possible && (r.bad_code_seen || (1..=8).contains(&r.trailing_units(9))) {
         let blocks: Vec<(&Derived, &Derived)> = tables.iter().map(|t| (t.dc, t.ac)).collect();
         let mcus = (layout.mcus_per_row * layout.mcu_rows) as u64;
         let replay = replay_sequential(r.input.data, replay_start, &blocks, mcus);
-        r.warned |= replay.warned;
+        r.warning = r.warning.or(replay.warning);
         r.input.eof |= replay.eof;
         r.input.pos = replay.pos;
         r.marker = replay.marker;

@@ -33,13 +33,20 @@ pub(super) struct BitReader<'a> {
     pub marker: u8,
     /// libjpeg's `insufficient_data`: zeros were supplied in place of missing data.
     pub insufficient: bool,
-    /// A decoding warning was raised (premature end of segment, bad Huffman code).
-    pub warned: bool,
+    /// The first warning raised (premature end of segment, bad Huffman code).
+    pub warning: Option<&'static str>,
     /// Bad Huffman codes raise a warning (false where libjpeg's fast path would not).
     pub warn_bad_code: bool,
     /// A bad Huffman code was met while `warn_bad_code` was false.
     pub bad_code_seen: bool,
 }
+
+/// libjpeg's `JWRN_HIT_MARKER`: a marker (or the end of the data) where the scan still
+/// had data to give.
+pub const HIT_MARKER: &str = "Corrupt JPEG data: premature end of data segment";
+
+/// libjpeg's `JWRN_HUFF_BAD_CODE`.
+pub const BAD_CODE: &str = "Corrupt JPEG data: bad Huffman code";
 
 /// True if any byte of `w` is 0xFF.
 #[inline(always)]
@@ -57,7 +64,7 @@ impl<'a> BitReader<'a> {
             bits: 0,
             marker,
             insufficient: false,
-            warned: false,
+            warning: None,
             warn_bad_code: true,
             bad_code_seen: false,
         }
@@ -134,7 +141,7 @@ impl<'a> BitReader<'a> {
         self.fill();
         if self.bits < n {
             if !self.insufficient {
-                self.warned = true;
+                self.warning = self.warning.or(Some(HIT_MARKER));
                 self.insufficient = true;
             }
             self.bits = MIN_GET_BITS;
@@ -234,7 +241,7 @@ impl<'a> BitReader<'a> {
         }
         if l > 16 {
             if self.warn_bad_code {
-                self.warned = true;
+                self.warning = self.warning.or(Some(BAD_CODE));
             } else {
                 self.bad_code_seen = true;
             }

@@ -73,7 +73,7 @@ pub fn read_accepted(
         {
             let warning = h.warning.take();
             Err(DecodeError::Corrupt(
-                warning.unwrap_or_else(|| "premature end of JPEG file".into()),
+                warning.unwrap_or_else(|| "Premature end of JPEG file".into()),
             ))
         }
         other => other,
@@ -213,12 +213,12 @@ fn read_frame(
             for s in &scomps {
                 let bits = &mut coef_bits[s.comp];
                 if !is_dc && bits[0] < 0 {
-                    h.warn("bogus progression: AC scan without prior DC scan");
+                    h.warn(&bogus_progression(s.comp, 0));
                 }
-                for b in &mut bits[ss..=se] {
+                for (k, b) in (ss..).zip(&mut bits[ss..=se]) {
                     let expected = (*b).max(0) as u32;
                     if ah != expected {
-                        h.warn("bogus progression");
+                        h.warn(&bogus_progression(s.comp, k));
                     }
                     *b = al as i32;
                 }
@@ -234,7 +234,7 @@ fn read_frame(
             }
         } else {
             if ss != 0 || se != 63 || ah != 0 || al != 0 {
-                h.warn("invalid SOS parameters for sequential JPEG");
+                h.warn("Invalid SOS parameters for sequential JPEG");
             }
             for s in &scomps {
                 dc[s.dc] = Some(derive(&h.dc, s.dc, true)?);
@@ -291,8 +291,8 @@ fn read_frame(
                 progress,
             )
         };
-        if r.warned {
-            h.warn("corrupt entropy-coded data");
+        if let Some(warning) = r.warning {
+            h.warn(warning);
         }
         h.unread_marker = r.marker;
         h.input = r.input;
@@ -315,7 +315,7 @@ fn read_frame(
         }
     }
     if h.input.eof {
-        h.warn("premature end of JPEG file");
+        h.warn("Premature end of JPEG file");
     }
     reuse.masks.append(&mut masks);
     if let Some(w) = h.warning.take() {
@@ -346,6 +346,11 @@ fn derive(
     }
 }
 
+/// libjpeg's `JWRN_BOGUS_PROGRESSION` for `component` (frame order) and `coefficient`.
+fn bogus_progression(component: usize, coefficient: usize) -> String {
+    format!("Inconsistent progression sequence for component {component} coefficient {coefficient}")
+}
+
 /// libjpeg's colour-space guess (`default_decompress_parms`), with its warning for
 /// unknown Adobe transforms.
 fn color_space(h: &mut Headers) -> ColorSpace {
@@ -358,8 +363,8 @@ fn color_space(h: &mut Headers) -> ColorSpace {
                 match h.adobe_transform {
                     0 => ColorSpace::Rgb,
                     1 => ColorSpace::YCbCr,
-                    _ => {
-                        h.warn("unknown Adobe color transform code");
+                    code => {
+                        h.warn(&format!("Unknown Adobe color transform code {code}"));
                         ColorSpace::YCbCr
                     }
                 }
@@ -379,8 +384,8 @@ fn color_space(h: &mut Headers) -> ColorSpace {
                 match h.adobe_transform {
                     0 => ColorSpace::Cmyk,
                     2 => ColorSpace::Ycck,
-                    _ => {
-                        h.warn("unknown Adobe color transform code");
+                    code => {
+                        h.warn(&format!("Unknown Adobe color transform code {code}"));
                         ColorSpace::Ycck
                     }
                 }

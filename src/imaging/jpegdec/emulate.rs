@@ -7,12 +7,13 @@
 //! The scan decoder calls this replay when either difference could show: after a bad code,
 //! or when unread bytes follow the scan's data.
 
+use super::bits::{BAD_CODE, HIT_MARKER};
 use super::huffman::Derived;
 
 /// What libjpeg's pass over the scan ended with.
 pub(super) struct Replay {
-    /// A warning was raised (premature end of segment, or bad code on the slow path).
-    pub warned: bool,
+    /// The first warning raised (premature end of segment, or bad code on the slow path).
+    pub warning: Option<&'static str>,
     /// Input position after the bytes libjpeg had loaded.
     pub pos: usize,
     /// Marker read by the entropy decoder (0 if none).
@@ -28,7 +29,7 @@ struct State<'a> {
     left: i32,
     marker: u8,
     insufficient: bool,
-    warned: bool,
+    warning: Option<&'static str>,
     eof: bool,
 }
 
@@ -77,7 +78,7 @@ impl State<'_> {
         }
         if nbits > self.left {
             if !self.insufficient {
-                self.warned = true;
+                self.warning = self.warning.or(Some(HIT_MARKER));
                 self.insufficient = true;
             }
             self.buf <<= (57 - self.left) as u32;
@@ -123,7 +124,7 @@ impl State<'_> {
             l += 1;
         }
         if l > 16 {
-            self.warned = true;
+            self.warning = self.warning.or(Some(BAD_CODE));
             return 0;
         }
         t.vals[(code + t.valoffset[l as usize]) as usize & 0xFF] as i32
@@ -245,7 +246,7 @@ pub(super) fn replay_sequential(
         left: 0,
         marker: 0,
         insufficient: false,
-        warned: false,
+        warning: None,
         eof: false,
     };
     let need = 512 * blocks.len();
@@ -266,7 +267,7 @@ pub(super) fn replay_sequential(
         }
     }
     Replay {
-        warned: st.warned,
+        warning: st.warning,
         pos: st.pos,
         marker: st.marker,
         eof: st.eof,

@@ -104,7 +104,7 @@ impl<'a> Headers<'a> {
         let c2 = input.byte();
         if input.eof {
             // libjpeg warns at the end of the data before it finds no SOI.
-            return Err(DecodeError::Corrupt("premature end of JPEG file".into()));
+            return Err(DecodeError::Corrupt("Premature end of JPEG file".into()));
         }
         if c != 0xFF || c2 != 0xD8 {
             return invalid("not a JPEG file: starts with something other than SOI");
@@ -382,7 +382,10 @@ impl<'a> Headers<'a> {
             if numtoread >= 14 && b[..5] == *b"JFIF\0" {
                 self.jfif = true;
                 if b[5] != 1 {
-                    self.warn("unknown JFIF revision number");
+                    self.warn(&format!(
+                        "Warning: unknown JFIF revision number {}.{:02}",
+                        b[5], b[6]
+                    ));
                 }
             }
         } else if numtoread >= 12 && b[..5] == *b"Adobe" {

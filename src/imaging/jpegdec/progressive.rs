@@ -2,7 +2,7 @@
 //! scans (G.1.2.1), AC spectral-selection first scans with EOB runs (G.1.2.2) and AC
 //! successive-approximation refinement scans (G.1.2.3).
 
-use super::bits::BitReader;
+use super::bits::{BAD_CODE, BitReader};
 use super::huffman::{
     Derived, LUT_BITS, LutKind, entry_len, entry_sym, entry_total, entry_value, extend,
 };
@@ -82,7 +82,7 @@ pub(super) fn decode_scan(
             ac_refine(r, comps, masks, layout, band, t, &mut restarts, progress)
         }
     };
-    r.warned |= restarts.warned;
+    r.warning = r.warning.or(restarts.warning);
     result
 }
 
@@ -393,7 +393,7 @@ fn ac_refine(
                             Some(v) => v > 0,
                             None => {
                                 if s != 1 {
-                                    r.warned = true;
+                                    r.warning = r.warning.or(Some(BAD_CODE));
                                 }
                                 r.get_bit()
                             }

@@ -6,6 +6,10 @@
 use super::bits::BitReader;
 use super::types::{Component, DecodeError, Progress};
 
+/// libjpeg's `JWRN_MUST_RESYNC`, without its marker numbers.
+pub const MUST_RESYNC: &str =
+    "Corrupt JPEG data: found another marker where a restart marker was due";
+
 /// One component of a scan.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct ScanComp {
@@ -118,8 +122,8 @@ pub(super) struct Restarts {
     pub to_go: u32,
     /// Number (0..=7) of the next expected RSTn marker.
     pub next_num: u8,
-    /// A restart-marker warning (`JWRN_MUST_RESYNC`) was raised.
-    pub warned: bool,
+    /// The restart-marker warning (`JWRN_MUST_RESYNC`), once raised.
+    pub warning: Option<&'static str>,
 }
 
 impl Restarts {
@@ -129,7 +133,7 @@ impl Restarts {
             interval,
             to_go: interval,
             next_num: 0,
-            warned: false,
+            warning: None,
         }
     }
 
@@ -162,7 +166,7 @@ impl Restarts {
         if r.marker == 0xD0 + desired {
             r.marker = 0;
         } else {
-            self.warned = true;
+            self.warning = self.warning.or(Some(MUST_RESYNC));
             let rst = |n: u8| 0xD0 + (n & 7);
             loop {
                 let m = r.marker;

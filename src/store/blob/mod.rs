@@ -15,10 +15,10 @@ mod s3;
 mod upload;
 
 use std::{
+    collections::HashMap,
     fmt,
     path::PathBuf,
-    sync::Arc,
-    time::{Duration, SystemTime},
+    sync::{Arc, Mutex},
 };
 
 use bytes::Bytes;
@@ -38,10 +38,6 @@ use crate::domain::RequestId;
 /// `LocalFileSystem` stages a write as `<final name>#<n>`; a crash between the write
 /// and the rename leaves one behind. `#` is never part of a key.
 const STAGED: char = '#';
-
-/// A staged file untouched for this long has no live writer, whoever made it: no write
-/// of an image or a CSV takes an hour between two of its parts.
-const ABANDONED: Duration = Duration::from_secs(3600);
 
 /// Where `/readyz` writes when no recent write tells whether the store takes writes.
 /// It starts with a dot, so no key (and no `/files` URL) can name it.
@@ -161,6 +157,8 @@ pub struct BlobUpload {
     key: BlobKey,
     path: Path,
     len: u64,
+    /// The key stays marked as being written until the upload is finished or dropped.
+    _writing: Writing,
 }
 
 impl BlobUpload {
@@ -184,6 +182,7 @@ impl BlobUpload {
             key,
             path,
             len,
+            _writing,
         } = self;
         let result = match upload.finish().await {
             Ok(_) => store.check_size(&path, len).await.map(|()| len),
@@ -211,6 +210,26 @@ impl BlobUpload {
     }
 }
 
+/// A key marked as being written by this process ([`BlobStore::writing`]), unmarked
+/// on drop.
+#[derive(Debug)]
+struct Writing {
+    registry: Arc<Mutex<HashMap<String, usize>>>,
+    key: String,
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        let mut writing = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = writing.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                writing.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// Where blobs are kept: a local directory or an S3 bucket.
 #[derive(Clone, Debug)]
 pub struct BlobStore {
@@ -220,10 +239,9 @@ pub struct BlobStore {
     /// The root directory of a local store; `None` on S3.
     local_root: Option<PathBuf>,
     health: Arc<health::Health>,
-    /// When this process opened the store (by the file system's clock, see
-    /// [`Self::open`]): a staged file last written before then is none of this
-    /// process's writers' (see [`Self::remove_partials`]).
-    opened_at: SystemTime,
+    /// The keys this process is writing now, with how many writers each: their staged
+    /// files are live (see [`Self::remove_partials`]).
+    writing: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl BlobStore {
@@ -250,33 +268,34 @@ impl BlobStore {
             prefix,
             local_root,
             health: Arc::new(health::Health::new()),
-            opened_at: SystemTime::now(),
+            writing: Arc::default(),
         })
     }
 
-    /// As [`Self::new`], creating a local store's directory if missing. The store's
-    /// opening time is the modification time of a file written (and removed) there:
-    /// file times come from the kernel's coarse clock, a few milliseconds behind
-    /// [`SystemTime::now`], so only a time read off the file system orders this
-    /// process's writes after it (see [`Self::remove_partials`]).
+    /// As [`Self::new`], creating a local store's directory if missing.
     pub async fn open(config: &StorageConfig) -> std::io::Result<Self> {
-        let mut store = Self::new(config)?;
+        let store = Self::new(config)?;
         if let Some(root) = &store.local_root {
-            let fail = |e: std::io::Error| {
+            tokio::fs::create_dir_all(root).await.map_err(|e| {
                 std::io::Error::new(e.kind(), format!("blob store {}: {e}", root.display()))
-            };
-            tokio::fs::create_dir_all(root).await.map_err(fail)?;
-            let probe = root.join(PROBE);
-            tokio::fs::write(&probe, chrono::Utc::now().to_rfc3339())
-                .await
-                .map_err(fail)?;
-            store.opened_at = tokio::fs::metadata(&probe)
-                .await
-                .and_then(|m| m.modified())
-                .map_err(fail)?;
-            tokio::fs::remove_file(&probe).await.map_err(fail)?;
+            })?;
         }
         Ok(store)
+    }
+
+    /// Marks `key` as being written by this process until the guard is dropped.
+    fn writing(&self, key: &BlobKey) -> Writing {
+        let mut writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        *writing.entry(key.as_str().to_owned()).or_default() += 1;
+        Writing {
+            registry: self.writing.clone(),
+            key: key.as_str().to_owned(),
+        }
+    }
+
+    fn is_being_written(&self, key: &str) -> bool {
+        let writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        writing.contains_key(key)
     }
 
     fn path(&self, key: &BlobKey) -> Path {
@@ -296,6 +315,7 @@ impl BlobStore {
     /// final name. A failed write leaves nothing under the key and is recorded for
     /// [`Self::writable`] and the storage-errors metric.
     pub async fn put(&self, key: &BlobKey, bytes: Bytes) -> Result<(), BlobError> {
+        let _writing = self.writing(key);
         let result = self.put_path(&self.path(key), bytes).await;
         self.health.record("put", result.as_ref().map(|_| ()));
         if result.is_err() {
@@ -310,6 +330,7 @@ impl BlobStore {
     /// is fsynced and renamed into place, on S3 a multipart upload appears whole at
     /// its completion. Until then readers see the old blob, or none.
     pub async fn put_parts(&self, key: &BlobKey) -> Result<BlobUpload, BlobError> {
+        let writing = self.writing(key);
         let path = self.path(key);
         let upload = match self.store.put_multipart(&path).await {
             Ok(u) => upload::KeepCompletionError::wrap(u),
@@ -325,6 +346,7 @@ impl BlobStore {
             key: key.clone(),
             path,
             len: 0,
+            _writing: writing,
         })
     }
 
@@ -386,6 +408,7 @@ impl BlobStore {
     /// `from` later leaves it intact. `Ok(false)` when there is nothing under `from`
     /// (its request was deleted or expired).
     pub async fn copy(&self, from: &BlobKey, to: &BlobKey) -> Result<bool, BlobError> {
+        let _writing = self.writing(to);
         if self.same_local_file(from, to).await {
             // Already a link to it (a redelivered job copying again): renaming a second
             // link onto the first would do nothing and leave the staged link behind.
@@ -432,21 +455,17 @@ impl BlobStore {
     }
 
     /// Removes staged files left under a request's directory by writes that never
-    /// finished (a crash between write and rename). Called once a run's images are all
-    /// final. Writers of the same request may still be at work in this process (a
-    /// second completion of the run, after a cancel; the images of a retry's next
-    /// run), so only files no writer of this process can be using go: those last
-    /// written before this process opened the store, or over an hour ago. A straggler
-    /// of another process whose file is removed fails its rename, and its job finds
-    /// the image already final. Nothing to do on S3, where an interrupted PUT leaves
-    /// no object.
+    /// finished (a crash between write and rename, in this process or another). Called
+    /// once a run's images are all final. Writers of the same request may still be at
+    /// work in this process (a second completion of the run, after a cancel; the
+    /// images of a retry's next run): the staged files of keys this process is writing
+    /// stay. A straggler of another process whose file is removed fails its rename, and
+    /// its job finds the image already final. Nothing to do on S3, where an
+    /// interrupted PUT leaves no object.
     pub async fn remove_partials(&self, request: RequestId) -> Result<usize, BlobError> {
         let Some(root) = &self.local_root else {
             return Ok(0);
         };
-        let cutoff = SystemTime::now()
-            .checked_sub(ABANDONED)
-            .map_or(self.opened_at, |hour_ago| hour_ago.max(self.opened_at));
         let dir = root.join(request.to_string());
         let mut entries = match tokio::fs::read_dir(&dir).await {
             Ok(e) => e,
@@ -455,20 +474,17 @@ impl BlobStore {
         };
         let mut removed = 0;
         while let Some(entry) = entries.next_entry().await? {
-            if !entry.file_name().to_string_lossy().contains(STAGED) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some((base, _)) = name.split_once(STAGED) else {
+                continue;
+            };
+            if self.is_being_written(&format!("{request}/{base}")) {
                 continue;
             }
-            let written = match entry.metadata().await {
-                Ok(meta) => meta.modified()?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            match tokio::fs::remove_file(entry.path()).await {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e.into()),
-            };
-            if written < cutoff {
-                match tokio::fs::remove_file(entry.path()).await {
-                    Ok(()) => removed += 1,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e.into()),
-                }
             }
         }
         Ok(removed)
@@ -561,7 +577,7 @@ mod tests {
         let rdir = dir.path().join(request.to_string());
         std::fs::create_dir_all(&rdir).unwrap();
         std::fs::write(rdir.join("0-0.jpg"), b"whole").unwrap();
-        write_before_open(&store, &rdir.join("1-0.jpg#3"), b"half");
+        std::fs::write(rdir.join("1-0.jpg#3"), b"half").unwrap();
         assert_eq!(store.remove_partials(request).await.unwrap(), 1);
         assert_eq!(std::fs::read_dir(&rdir).unwrap().count(), 1);
         assert!(
@@ -576,15 +592,6 @@ mod tests {
         assert!(store.read(&key).await.unwrap().is_none());
     }
 
-    /// A staged file as a crash of an earlier process leaves it: written before
-    /// `store` was opened.
-    fn write_before_open(store: &BlobStore, path: &std::path::Path, bytes: &[u8]) {
-        std::fs::write(path, bytes).unwrap();
-        let file = std::fs::File::options().write(true).open(path).unwrap();
-        file.set_modified(store.opened_at - Duration::from_secs(1))
-            .unwrap();
-    }
-
     #[tokio::test]
     async fn partials_of_live_writers_are_kept() {
         let dir = tempfile::tempdir().unwrap();
@@ -592,20 +599,21 @@ mod tests {
         let request = RequestId::new();
         let rdir = dir.path().join(request.to_string());
         std::fs::create_dir_all(&rdir).unwrap();
-        write_before_open(&store, &rdir.join("0-0.jpg#1"), b"crashed");
+        // Left by a crash, of this process or another: no writer has its key.
+        std::fs::write(rdir.join("0-0.jpg#1"), b"crashed").unwrap();
         // A second completion of the run writes the output CSV while the first one
-        // cleans up: its staged file is this process's and stays.
+        // cleans up: its staged file is a live writer's and stays.
         let key = BlobKey::output_csv(request);
         let mut live = store.put_parts(&key).await.unwrap();
         live.write(b"a,b\n").await.unwrap();
-        let old = rdir.join("1-0.jpg#1");
-        std::fs::write(&old, b"abandoned").unwrap();
-        let file = std::fs::File::options().write(true).open(&old).unwrap();
-        file.set_modified(SystemTime::now() - ABANDONED - Duration::from_secs(1))
-            .unwrap();
-        assert_eq!(store.remove_partials(request).await.unwrap(), 2);
+        // So does a stale one of the same key, which the writer's would replace anyway.
+        std::fs::write(rdir.join("output.csv#7"), b"older").unwrap();
+        assert_eq!(store.remove_partials(request).await.unwrap(), 1);
+        assert!(rdir.join("output.csv#7").exists());
         assert_eq!(live.finish().await.unwrap(), 4);
         assert_eq!(store.read(&key).await.unwrap().unwrap(), b"a,b\n");
+        // Once the writer is done, its key's leftovers go too.
+        assert_eq!(store.remove_partials(request).await.unwrap(), 1);
         let names: Vec<_> = std::fs::read_dir(&rdir)
             .unwrap()
             .map(|e| e.unwrap().file_name())
