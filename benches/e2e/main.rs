@@ -1265,14 +1265,14 @@ async fn main() -> anyhow::Result<()> {
     verdict(
         &format!("images/s at {hi} ms ÷ images/s at {lo} ms"),
         ips(hi).zip(ips(lo)).map(|(a, b)| a / b),
-        "≥ 0.90",
-        |v| v >= 0.9,
+        "≥ 0.95",
+        |v| v >= 0.95,
     );
     verdict(
         "  the same, to the last image stored",
         stored(hi).zip(stored(lo)).map(|(a, b)| a / b),
-        "≥ 0.90",
-        |v| v >= 0.9,
+        "≥ 0.95",
+        |v| v >= 0.95,
     );
     verdict(
         &format!(
