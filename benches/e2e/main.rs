@@ -25,7 +25,8 @@
 //! Pillow: skips the throwaway venv), `PIXBATCH_BIN` (default: the release binary
 //! cargo built for this bench). For experiments: `BENCH_IMAGES=N` (images per run),
 //! `BENCH_SERVER_ENV=K=V,K=V` (extra env for the server in the image runs),
-//! `BENCH_SKIP=codec,e2e,postgres,reference,upload,queue` (parts to leave out), `BENCH_TRACE=1` (per-image
+//! `BENCH_SKIP=codec,e2e,postgres,reference,upload,queue` (parts to leave out; in the
+//! queue section also `serve`, its SQLite runs, and `tiny`, its tiny-JPEG run), `BENCH_TRACE=1` (per-image
 //! GET and done times on stderr), `BENCH_SETTLE=S` (idle seconds before each image
 //! run's upload), `BENCH_WAIT_QUIET=S` (longest wait for a quiet machine first; 60).
 
@@ -67,7 +68,8 @@ struct Opts {
     cores: usize,
     /// Extra env for `pixbatch serve` in the image runs (`BENCH_SERVER_ENV`).
     server_env: Vec<(String, String)>,
-    /// Parts to leave out (`BENCH_SKIP`: codec, e2e, postgres, reference, upload).
+    /// Parts to leave out (`BENCH_SKIP`: codec, e2e, postgres, reference, upload, queue,
+    /// serve, tiny).
     skip: Vec<String>,
     /// The PostgreSQL server for the scale-out runs (`BENCH_POSTGRES_URL`).
     postgres_url: String,
@@ -1037,7 +1039,10 @@ async fn main() -> anyhow::Result<()> {
 
     let mut queue_runs = Vec::new();
     if opts.runs("queue") {
-        let mut setups = vec![Setup::Serve];
+        let mut setups = Vec::new();
+        if opts.runs("serve") {
+            setups.push(Setup::Serve);
+        }
         match server::postgres_reachable(&opts.postgres_url).await {
             Ok(()) if opts.runs("postgres") => setups.push(Setup::Postgres {
                 admin_url: opts.postgres_url.clone(),
@@ -1054,7 +1059,7 @@ async fn main() -> anyhow::Result<()> {
             .queue_sizes
             .iter()
             .map(|&n| (queue::Kind::Refused, n))
-            .chain([(queue::Kind::Tiny, largest)]);
+            .chain(opts.runs("tiny").then_some((queue::Kind::Tiny, largest)));
         for setup in &setups {
             for (kind, n) in cases.clone() {
                 let big = kind == queue::Kind::Refused && n == largest;

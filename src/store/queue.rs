@@ -24,6 +24,19 @@ pub struct NewJob {
 /// Jobs per INSERT on SQLite: 7 bound values each, far under SQLite's 32766 parameters.
 const SQLITE_PUSH_CHUNK: usize = 1000;
 
+/// Jobs per INSERT on PostgreSQL (one array per column, so no parameter limit): the
+/// tasks and their encoded arrays are built a chunk at a time, so a 100,000-job push
+/// holds a few MB of them at once rather than every one several times over.
+const POSTGRES_PUSH_CHUNK: usize = 5000;
+
+fn task_of(j: &NewJob) -> apalis_sqlite::SqliteTask {
+    TaskBuilder::new(j.args.clone())
+        .max_attempts(j.max_attempts)
+        .idempotency_key(j.idempotency_key.as_str())
+        .run_at_time(j.run_at)
+        .build()
+}
+
 impl Db {
     /// Pushes `jobs` into `queue` inside the caller's transaction; a job whose key is
     /// already taken is left out, and the transaction stays usable either way.
@@ -31,19 +44,9 @@ impl Db {
         if jobs.is_empty() {
             return Ok(());
         }
-        let tasks: Vec<apalis_sqlite::SqliteTask> = jobs
-            .iter()
-            .map(|j| {
-                TaskBuilder::new(j.args.clone())
-                    .max_attempts(j.max_attempts)
-                    .idempotency_key(j.idempotency_key.as_str())
-                    .run_at_time(j.run_at)
-                    .build()
-            })
-            .collect();
         match tx {
-            Tx::Sqlite(t) => push_sqlite(t, queue, &tasks).await,
-            Tx::Postgres(t) => push_postgres(t, queue, tasks).await,
+            Tx::Sqlite(t) => push_sqlite(t, queue, jobs).await,
+            Tx::Postgres(t) => push_postgres(t, queue, jobs).await,
         }
     }
 }
@@ -54,12 +57,13 @@ impl Db {
 async fn push_sqlite(
     tx: &mut sqlx::SqliteConnection,
     queue: &str,
-    tasks: &[apalis_sqlite::SqliteTask],
+    jobs: &[NewJob],
 ) -> Result<(), StoreError> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    for chunk in tasks.chunks(SQLITE_PUSH_CHUNK) {
+    for chunk in jobs.chunks(SQLITE_PUSH_CHUNK) {
+        let chunk: Vec<_> = chunk.iter().map(task_of).collect();
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "insert into Jobs (job, id, job_type, status, attempts, max_attempts, run_at, \
              priority, metadata, idempotency_key) ",
@@ -88,16 +92,24 @@ async fn push_sqlite(
 
 /// apalis-postgres has the unique index but no `on conflict do nothing`: a duplicate
 /// key fails the insert, which would abort the whole transaction, so the push runs
-/// under a savepoint and a duplicate rolls back to it.
+/// under a savepoint and a duplicate rolls back to it (the whole push: every chunk).
 async fn push_postgres(
     tx: &mut sqlx::PgConnection,
     queue: &str,
-    tasks: Vec<apalis_sqlite::SqliteTask>,
+    jobs: &[NewJob],
 ) -> Result<(), StoreError> {
     sqlx::query("savepoint pixbatch_push")
         .execute(&mut *tx)
         .await?;
-    match apalis_postgres::queries::push_tasks(&mut *tx, queue, tasks).await {
+    let mut pushed = Ok(());
+    for chunk in jobs.chunks(POSTGRES_PUSH_CHUNK) {
+        let tasks = chunk.iter().map(task_of).collect();
+        pushed = apalis_postgres::queries::push_tasks(&mut *tx, queue, tasks).await;
+        if pushed.is_err() {
+            break;
+        }
+    }
+    match pushed {
         Ok(()) => {
             sqlx::query("release savepoint pixbatch_push")
                 .execute(&mut *tx)

@@ -380,7 +380,26 @@ const OUTPUT_PRODUCTS_SQL: &str = "select row, cells from products
 const OUTPUT_IMAGES_SQL: &str = "select row, state, output_key, last_error from images
                     where request_id = $1 and row between $2 and $3 order by row, position";
 
-/// The statements every image job runs, and the completion's pages, by name: each must be served by an index,
+/// The product holding a request's image number `$2` (0-based, output order) and the
+/// ordinal of its first image (served by `products_request_images_before`).
+const IMAGES_PAGE_START_SQL: &str = "select row, images_before from products
+                    where request_id = $1 and images_before <= $2
+                    order by images_before desc limit 1";
+
+/// A page of a request's images from (row, position) on, with their products: a
+/// range of the `(request_id, row, position)` index and one of the products' primary
+/// key, both starting at the page's row, however deep the page. With `limit … offset`
+/// the images' index was walked from the request's first image; and without
+/// `p.row >= $2` PostgreSQL merge-joins the products from the request's first row
+/// (7 ms at row 15,000 of an idle database, 100 ms and more while the jobs run).
+const IMAGES_PAGE_SQL: &str = "select i.*, p.serial, p.product_name
+                     from images i
+                     join products p on p.request_id = i.request_id and p.row = i.row
+                    where i.request_id = $1 and (i.row, i.position) >= ($2, $3)
+                      and p.row >= $2
+                    order by i.row, i.position limit $4";
+
+/// The statements every image job runs, the completion's pages and the images API's page, by name: each must be served by an index,
 /// whatever the size of the request (a test runs `EXPLAIN` on each, on both backends).
 pub const HOT_QUERIES: &[(&str, &str)] = &[
     ("image_work", IMAGE_WORK_SQL),
@@ -393,6 +412,8 @@ pub const HOT_QUERIES: &[(&str, &str)] = &[
     ("record_source", super::sources::RECORD_SOURCE_SQL),
     ("output_products", OUTPUT_PRODUCTS_SQL),
     ("output_images", OUTPUT_IMAGES_SQL),
+    ("images_page_start", IMAGES_PAGE_START_SQL),
+    ("images_page", IMAGES_PAGE_SQL),
 ];
 
 const SUCCEEDED_SQL: &str = "update images set state = 'succeeded', attempts = attempts + 1,
@@ -417,6 +438,9 @@ impl Db {
         let total = images.len() as i64;
         let header = serde_json::to_string(&req.header)?;
         let id = req.id.to_string();
+        // Each product's first ordinal: how many images of earlier rows there are.
+        let mut image_rows: Vec<u32> = images.iter().map(|i| i.row).collect();
+        image_rows.sort_unstable();
         with_tx!(tx, c => {
             sqlx::query(
                 "insert into requests (id, status, quality, webhook_url, header, urls_column,
@@ -439,15 +463,18 @@ impl Db {
             .await?;
             for chunk in products.chunks(INSERT_CHUNK) {
                 let mut q = builder(&*c,
-                    "insert into products (request_id, row, line, serial, product_name, cells) ",
+                    "insert into products (request_id, row, line, serial, product_name, cells, \
+                     images_before) ",
                 );
                 q.push_values(chunk, |mut b, p| {
+                    let before = image_rows.partition_point(|&r| r < p.row) as i64;
                     b.push_bind(id.clone())
                         .push_bind(p.row as i64)
                         .push_bind(p.line as i64)
                         .push_bind(p.serial.to_owned())
                         .push_bind(p.product_name.to_owned())
-                        .push_bind(serde_json::to_string(p.cells).unwrap_or_default());
+                        .push_bind(serde_json::to_string(p.cells).unwrap_or_default())
+                        .push_bind(before);
                 });
                 q.build().execute(&mut *c).await?;
             }
@@ -481,21 +508,25 @@ impl Db {
         offset: u32,
         limit: u32,
     ) -> Result<Vec<ImageRecord>, StoreError> {
-        // The page's ids first, from the (request_id, row, position) index alone; the
-        // rows and products only for those. Joined before the offset, a page deep in a
-        // 100,000-image request read every row and product before it (a second a page).
-        let sql = "with page as (
-                       select id from images where request_id = $1
-                        order by row, position limit $2 offset $3)
-                   select i.*, p.serial, p.product_name
-                     from page join images i on i.id = page.id
-                     join products p on p.request_id = i.request_id and p.row = i.row
-                    order by i.row, i.position";
+        let rid = id.to_string();
+        // Where the page starts: the product holding image number `offset`, found by
+        // its first ordinal; then the page is read from that (row, position) on.
+        let start: Option<(i64, i64)> = with_pool!(self, p => {
+            sqlx::query_as(IMAGES_PAGE_START_SQL)
+                .bind(&rid)
+                .bind(i64::from(offset))
+                .fetch_optional(p)
+                .await?
+        });
+        let Some((row, before)) = start else {
+            return Ok(Vec::new());
+        };
         let rows: Vec<ImageRow> = with_pool!(self, p => {
-            sqlx::query_as(sql)
-                .bind(id.to_string())
-                .bind(limit as i64)
-                .bind(offset as i64)
+            sqlx::query_as(IMAGES_PAGE_SQL)
+                .bind(&rid)
+                .bind(row)
+                .bind(i64::from(offset) - before)
+                .bind(i64::from(limit))
                 .fetch_all(p)
                 .await?
         });

@@ -640,7 +640,59 @@ async fn tidy_vacuums_tables_full_of_dead_rows(backend: Backend) {
     assert_eq!(request(db, id).await.status, RequestStatus::Cancelled);
 }
 
+/// A page of images starts at its offset, in output order, whatever row that falls
+/// in: rows of one, two and three images, read a page at a time from every offset.
+async fn pages_start_at_their_offset(backend: Backend) {
+    let Some(test) = TestDb::open(backend).await else {
+        return;
+    };
+    let db = &test.db;
+    let urls: Vec<Vec<String>> = (0..12)
+        .map(|r| (0..=r % 3).map(|p| format!("http://x/{r}/{p}")).collect())
+        .collect();
+    let rows: Vec<Vec<&str>> = urls
+        .iter()
+        .map(|u| u.iter().map(String::as_str).collect())
+        .collect();
+    let rows: Vec<&[&str]> = rows.iter().map(|r| &r[..]).collect();
+    let id = insert(db, &rows).await;
+    // Another request in between, so ordinals are per request.
+    insert(db, &[&["http://y/0"], &["http://y/1", "http://y/2"]]).await;
+    let all: Vec<(u32, u32)> = images(db, id)
+        .await
+        .iter()
+        .map(|i| (i.row, i.position))
+        .collect();
+    let expected: Vec<(u32, u32)> = (0..12u32)
+        .flat_map(|r| (0..=r % 3).map(move |p| (r, p)))
+        .collect();
+    assert_eq!(all, expected);
+    for offset in 0..=expected.len() as u32 + 1 {
+        for limit in [1, 2, 5] {
+            let page: Vec<(u32, u32)> = db
+                .images(id, offset, limit)
+                .await
+                .unwrap()
+                .iter()
+                .map(|i| (i.row, i.position))
+                .collect();
+            let want: Vec<(u32, u32)> = expected
+                .iter()
+                .skip(offset as usize)
+                .take(limit as usize)
+                .copied()
+                .collect();
+            assert_eq!(page, want, "offset {offset}, limit {limit}");
+        }
+    }
+    let page = db.images(id, 4, 1).await.unwrap();
+    assert_eq!(page[0].serial, "3");
+    assert_eq!(page[0].input_url, "http://x/2/1");
+    assert!(db.images(RequestId::new(), 0, 10).await.unwrap().is_empty());
+}
+
 crate::on_both_backends!(
+    pages_start_at_their_offset,
     finish_counts_each_image_once,
     one_batch_ends_several_runs,
     duplicate_targets_finish_together,
