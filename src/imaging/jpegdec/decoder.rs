@@ -241,6 +241,12 @@ fn read_frame(
                 ac[s.ac] = Some(derive(&h.ac, s.ac, false)?);
             }
         }
+        // The service fails an image at its first warning (libjpeg, as the service runs
+        // it, stops there too): a scan whose parameters do not follow on from the scans
+        // before is not decoded, so a file of thousands of repeated scans costs one.
+        if let Some(w) = h.warning.take() {
+            return Err(DecodeError::Corrupt(w));
+        }
 
         // Stale storage is cleared block by block by scans that write every block before
         // anything else reads it (sequential scans, first DC scans covering the whole
@@ -296,6 +302,11 @@ fn read_frame(
         }
         h.unread_marker = r.marker;
         h.input = r.input;
+        // Damaged data in this scan (or a warning before it) ends the decode, whatever
+        // the scan's own result: libjpeg would have stopped at the warning.
+        if let Some(w) = h.warning.take() {
+            return Err(DecodeError::Corrupt(w));
+        }
         res?;
 
         match h.read_markers(limits)? {
