@@ -241,12 +241,9 @@ fn read_frame(
                 ac[s.ac] = Some(derive(&h.ac, s.ac, false)?);
             }
         }
-        // The service fails an image at its first warning (libjpeg, as the service runs
-        // it, stops there too): a scan whose parameters do not follow on from the scans
-        // before is not decoded, so a file of thousands of repeated scans costs one.
-        if let Some(w) = h.warning.take() {
-            return Err(DecodeError::Corrupt(w));
-        }
+        // A scan whose parameters do not follow on from the scans before is not
+        // decoded, so a file of thousands of repeated scans costs one.
+        h.fail_on_warning()?;
 
         // Stale storage is cleared block by block by scans that write every block before
         // anything else reads it (sequential scans, first DC scans covering the whole
@@ -302,11 +299,8 @@ fn read_frame(
         }
         h.unread_marker = r.marker;
         h.input = r.input;
-        // Damaged data in this scan (or a warning before it) ends the decode, whatever
-        // the scan's own result: libjpeg would have stopped at the warning.
-        if let Some(w) = h.warning.take() {
-            return Err(DecodeError::Corrupt(w));
-        }
+        // Damaged data in this scan ends the decode, whatever the scan's own result.
+        h.fail_on_warning()?;
         res?;
 
         match h.read_markers(limits)? {
@@ -329,9 +323,7 @@ fn read_frame(
         h.warn("Premature end of JPEG file");
     }
     reuse.masks.append(&mut masks);
-    if let Some(w) = h.warning.take() {
-        return Err(DecodeError::Corrupt(w));
-    }
+    h.fail_on_warning()?;
     Ok(Some(Coefficients {
         width: h.width,
         height: h.height,

@@ -143,6 +143,15 @@ impl<'a> Headers<'a> {
         }
     }
 
+    /// Ends the decode at the first warning, as [`DecodeError::Corrupt`]: the service
+    /// fails an image on any warning, and libjpeg, as the service runs it, stops there.
+    pub fn fail_on_warning(&mut self) -> Result<(), DecodeError> {
+        match self.warning.take() {
+            Some(w) => Err(DecodeError::Corrupt(w)),
+            None => Ok(()),
+        }
+    }
+
     /// Reads markers up to the next SOS or EOI (`read_markers`).
     pub fn read_markers(&mut self, limits: &Limits) -> Result<Reached, DecodeError> {
         loop {
