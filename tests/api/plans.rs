@@ -144,6 +144,42 @@ async fn hot_queries_use_indexes(backend: Backend) {
 
 crate::on_both_backends!(hot_queries_use_indexes);
 
+/// A PostgreSQL test database whose image queue holds `jobs` pending jobs (one image
+/// a row of one request) and knows worker `w`; `None` where no PostgreSQL answers.
+async fn postgres_queue_of(jobs: u32) -> Option<TestDb> {
+    use pixbatch::{
+        domain::{ImageRef, RequestId},
+        lifecycle::{ImageJob, JobKey},
+    };
+    let test_db = TestDb::open(Backend::Postgres).await?;
+    let db = &test_db.db;
+    let Pool::Postgres(p) = db.pool() else {
+        unreachable!()
+    };
+    sqlx::query(
+        "insert into apalis.workers (id, worker_type, storage_name) \
+         values ('w', 'pixbatch.images', 'PgStorage')",
+    )
+    .execute(p)
+    .await
+    .unwrap();
+    let request = RequestId::new();
+    let pushed = (0..jobs).map(|row| {
+        let image = ImageRef {
+            request,
+            row,
+            position: 0,
+        };
+        (ImageJob::of(image), JobKey::image(image, 1, 0))
+    });
+    let mut tx = db.begin_write().await.unwrap();
+    pixbatch::lifecycle::push_many(&mut tx, pushed)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    Some(test_db)
+}
+
 /// The body of `apalis.get_jobs` (apalis-postgres 1.0.0,
 /// `migrations/20260902075949_remove_pl_in_get_jobs.sql`), planned the way the function
 /// plans it: with its arguments as parameters.
@@ -163,37 +199,13 @@ const PG_GET_JOBS: &str = "WITH jobs AS (
 /// `apalis.get_jobs` (checked in place, and by the plan they give).
 #[tokio::test]
 async fn queue_fetch_joins_by_primary_key_on_postgres() {
-    use pixbatch::{
-        domain::{ImageRef, RequestId},
-        lifecycle::{ImageJob, JobKey},
-    };
-    let Some(test_db) = TestDb::open(Backend::Postgres).await else {
+    // Enough jobs that a scan of the table costs more than the planner's guess of a join.
+    let Some(test_db) = postgres_queue_of(3000).await else {
         return;
     };
-    let db = &test_db.db;
-    let Pool::Postgres(p) = db.pool() else {
+    let Pool::Postgres(p) = test_db.db.pool() else {
         unreachable!()
     };
-    sqlx::query(
-        "insert into apalis.workers (id, worker_type, storage_name) \
-         values ('w', 'pixbatch.images', 'PgStorage')",
-    )
-    .execute(p)
-    .await
-    .unwrap();
-    // Enough jobs that a scan of the table costs more than the planner's guess of a join.
-    let request = RequestId::new();
-    let jobs = (0..3000u32).map(|row| {
-        let image = ImageRef {
-            request,
-            row,
-            position: 0,
-        };
-        (ImageJob::of(image), JobKey::image(image, 1, 0))
-    });
-    let mut tx = db.begin_write().await.unwrap();
-    pixbatch::lifecycle::push_many(&mut tx, jobs).await.unwrap();
-    tx.commit().await.unwrap();
 
     // apalis' own function takes jobs with the settings in place.
     let taken: Vec<String> =
@@ -273,37 +285,13 @@ const PG_ACK: &str = "WITH j AS (
 /// generically (as a prepared statement runs).
 #[tokio::test]
 async fn queue_ack_finds_jobs_by_primary_key_on_postgres() {
-    use pixbatch::{
-        domain::{ImageRef, RequestId},
-        lifecycle::{ImageJob, JobKey},
-    };
-    let Some(test_db) = TestDb::open(Backend::Postgres).await else {
+    let Some(test_db) = postgres_queue_of(20_000).await else {
         return;
     };
-    let db = &test_db.db;
-    let Pool::Postgres(p) = db.pool() else {
+    let Pool::Postgres(p) = test_db.db.pool() else {
         unreachable!()
     };
-    let request = RequestId::new();
-    let jobs = (0..20_000u32).map(|row| {
-        let image = ImageRef {
-            request,
-            row,
-            position: 0,
-        };
-        (ImageJob::of(image), JobKey::image(image, 1, 0))
-    });
-    let mut tx = db.begin_write().await.unwrap();
-    pixbatch::lifecycle::push_many(&mut tx, jobs).await.unwrap();
-    tx.commit().await.unwrap();
     // The worker's history: all but a few done, the rest running.
-    sqlx::query(
-        "insert into apalis.workers (id, worker_type, storage_name) \
-         values ('w', 'pixbatch.images', 'PgStorage')",
-    )
-    .execute(p)
-    .await
-    .unwrap();
     sqlx::query(
         "update apalis.jobs set status = 'Done', lock_by = 'w', lock_at = now(), done_at = now()",
     )
