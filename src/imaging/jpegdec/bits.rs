@@ -141,7 +141,7 @@ impl<'a> BitReader<'a> {
         self.fill();
         if self.bits < n {
             if !self.insufficient {
-                self.warning = self.warning.or(Some(HIT_MARKER));
+                self.warning.get_or_insert(HIT_MARKER);
                 self.insufficient = true;
             }
             self.bits = MIN_GET_BITS;
@@ -241,7 +241,7 @@ impl<'a> BitReader<'a> {
         }
         if l > 16 {
             if self.warn_bad_code {
-                self.warning = self.warning.or(Some(BAD_CODE));
+                self.warning.get_or_insert(BAD_CODE);
             } else {
                 self.bad_code_seen = true;
             }

@@ -78,7 +78,7 @@ impl State<'_> {
         }
         if nbits > self.left {
             if !self.insufficient {
-                self.warning = self.warning.or(Some(HIT_MARKER));
+                self.warning.get_or_insert(HIT_MARKER);
                 self.insufficient = true;
             }
             self.buf <<= (57 - self.left) as u32;
@@ -124,7 +124,7 @@ impl State<'_> {
             l += 1;
         }
         if l > 16 {
-            self.warning = self.warning.or(Some(BAD_CODE));
+            self.warning.get_or_insert(BAD_CODE);
             return 0;
         }
         t.vals[(code + t.valoffset[l as usize]) as usize & 0xFF] as i32

@@ -166,7 +166,7 @@ impl Restarts {
         if r.marker == 0xD0 + desired {
             r.marker = 0;
         } else {
-            self.warning = self.warning.or(Some(MUST_RESYNC));
+            self.warning.get_or_insert(MUST_RESYNC);
             let rst = |n: u8| 0xD0 + (n & 7);
             loop {
                 let m = r.marker;
