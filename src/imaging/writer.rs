@@ -15,7 +15,7 @@
 
 use super::libjpeg::{Block, HuffTable, HuffTables, OutputTables, Plane};
 use super::quality::ZIGZAG;
-use super::{huffman, kernels};
+use super::{coefficients, huffman, kernels};
 
 /// Why a file could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -95,9 +95,10 @@ pub(crate) fn no_prepare(_: usize, _: usize, _: &mut Block) {}
 /// The blocks of a YCbCr 4:2:0 image of a given size, owned and zeroed: what
 /// [`write_420`] writes when the coefficients are made here rather than read in place.
 pub(crate) struct Planes420 {
+    /// Each plane's blocks, then (past `columns × rows`) storage kept for a bigger image.
     blocks: [Vec<Block>; 3],
-    /// Blocks per row of each plane: whole MCUs.
-    cols: [usize; 3],
+    /// Blocks per row and rows of each plane: whole MCUs.
+    sizes: [(usize, usize); 3],
     /// Blocks holding image data, per plane: (columns, rows).
     used: [(usize, usize); 3],
 }
@@ -130,8 +131,8 @@ impl Planes420 {
         };
         let sizes = [y_size, (mcu_cols, mcu_rows), (mcu_cols, mcu_rows)];
         Planes420 {
-            blocks: sizes.map(|(cols, rows)| vec![[0i16; 64]; cols * rows]),
-            cols: sizes.map(|(cols, _)| cols),
+            blocks: sizes.map(|(cols, rows)| coefficients::zeroed_blocks(cols * rows)),
+            sizes,
             used: [y_used, (mcu_cols, mcu_rows), (mcu_cols, mcu_rows)],
         }
     }
@@ -139,9 +140,11 @@ impl Planes420 {
     /// The three planes, row by row, to fill and to write.
     pub(crate) fn planes(&mut self) -> [Plane<'_>; 3] {
         let [y, cb, cr] = &mut self.blocks;
-        let mut views = [y, cb, cr].into_iter().zip(self.cols).zip(self.used).map(
-            |((blocks, cols), (width, height))| Plane {
-                rows: blocks.chunks_exact_mut(cols.max(1)).collect(),
+        let mut views = [y, cb, cr].into_iter().zip(self.sizes).zip(self.used).map(
+            |((blocks, (cols, rows)), (width, height))| Plane {
+                rows: blocks[..cols * rows]
+                    .chunks_exact_mut(cols.max(1))
+                    .collect(),
                 width,
                 height,
                 quant: [0; 64],
@@ -149,6 +152,15 @@ impl Planes420 {
         );
         let mut next = || views.next().expect("three planes");
         [next(), next(), next()]
+    }
+}
+
+impl Drop for Planes420 {
+    /// The storage goes back to the thread's pool for the next image.
+    fn drop(&mut self) {
+        for blocks in &mut self.blocks {
+            coefficients::recycle_blocks(std::mem::take(blocks));
+        }
     }
 }
 

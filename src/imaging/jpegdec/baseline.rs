@@ -156,7 +156,7 @@ pub(super) fn decode_scan(
     let mut last_dc = [0i32; 4];
     // Block arrays of the scan's components, and where each MCU block sits in them.
     let strides: Vec<usize> = comps.iter().map(|c| c.blocks_per_row).collect();
-    let mut planes: Vec<&mut [Block]> = comps.iter_mut().map(|c| c.blocks.as_mut_slice()).collect();
+    let mut planes: Vec<&mut [Block]> = comps.iter_mut().map(|c| c.stored_mut()).collect();
     'rows: for my in 0..layout.mcu_rows {
         if my % layout.rows_per_imcu == 0 {
             check_progress(progress)?;

@@ -34,20 +34,65 @@ impl Reuse {
         }
     }
 
-    /// A vector of `n` blocks, reusing the roomiest pooled one; true if its contents
-    /// may be stale (they are cleared later, when the blocks are first written).
+    /// Gives block storage back to the pool.
+    pub fn give(&mut self, blocks: Vec<Block>) {
+        if blocks.capacity() > 0 {
+            self.pool.push(blocks);
+        }
+    }
+
+    /// Drops the smallest pooled vectors until the pool holds at most `max_blocks`
+    /// blocks of storage.
+    pub fn trim(&mut self, max_blocks: usize) {
+        let mut held: usize = self.pool.iter().map(Vec::capacity).sum();
+        while held > max_blocks {
+            let Some(smallest) = (0..self.pool.len()).min_by_key(|&i| self.pool[i].capacity())
+            else {
+                break;
+            };
+            held -= self.pool.swap_remove(smallest).capacity();
+        }
+    }
+
+    /// A vector whose first `n` blocks are zero, from the pool where it has room
+    /// (zeroing reused storage costs far less than the page faults of fresh storage);
+    /// as with [`Reuse::take`], blocks past `n` are kept storage.
+    pub fn take_zeroed(&mut self, n: usize) -> Vec<Block> {
+        let (mut v, stale) = self.take(n);
+        if stale {
+            v[..n].fill([0; 64]);
+        }
+        v
+    }
+
+    /// A vector of at least `n` blocks (a pooled one keeps its length: blocks past
+    /// `n` stay written for a bigger image later); true if its contents may be stale
+    /// (they are cleared later, when the blocks are first written).
     fn take(&mut self, n: usize) -> (Vec<Block>, bool) {
-        let best = (0..self.pool.len()).max_by_key(|&i| self.pool[i].capacity());
-        match best {
-            Some(i) => {
-                let mut v = self.pool.swap_remove(i);
-                v.truncate(n);
+        if n == 0 {
+            return (Vec::new(), false);
+        }
+        match self.pick(n) {
+            Some(mut v) => {
                 let stale = !v.is_empty();
-                v.resize(n, [0; 64]);
+                if v.len() < n {
+                    v.resize(n, [0; 64]);
+                }
                 (v, stale)
             }
             None => (vec![[0; 64]; n], false),
         }
+    }
+
+    /// The pooled vector with the fewest blocks of at least `n`, else the longest, to
+    /// grow: lengths, not capacities, because blocks past a vector's length have to be
+    /// written before use (and large storage grows by remapping its pages, not by
+    /// copying them).
+    fn pick(&mut self, n: usize) -> Option<Vec<Block>> {
+        let len = |i: &usize| self.pool[*i].len();
+        let fits = (0..self.pool.len()).filter(|i| len(i) >= n).min_by_key(len);
+        let best = fits.or_else(|| (0..self.pool.len()).max_by_key(len))?;
+        Some(self.pool.swap_remove(best))
     }
 }
 
@@ -161,7 +206,7 @@ fn read_frame(
         for c in &comps {
             let mut m = reuse.masks.pop().unwrap_or_default();
             m.clear();
-            m.resize(c.blocks.len(), 0);
+            m.resize(c.stored().len(), 0);
             masks.push(m);
         }
     }
@@ -257,7 +302,7 @@ fn read_frame(
                 if whole && (!progressive || (ss == 0 && ah == 0)) {
                     lazy_zero[sc] = true;
                 } else {
-                    comps[s.comp].blocks.fill([0; 64]);
+                    comps[s.comp].stored_mut().fill([0; 64]);
                 }
                 stale[s.comp] = false;
             }
@@ -316,7 +361,7 @@ fn read_frame(
 
     for (c, s) in comps.iter_mut().zip(stale) {
         if s {
-            c.blocks.fill([0; 64]);
+            c.stored_mut().fill([0; 64]);
         }
     }
     if h.input.eof {
@@ -397,5 +442,37 @@ fn color_space(h: &mut Headers) -> ColorSpace {
             }
         }
         _ => ColorSpace::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooled_storage_keeps_its_length_and_is_lent_zeroed() {
+        let mut reuse = Reuse::new();
+        reuse.give(vec![[7; 64]; 100]);
+        let lent = reuse.take_zeroed(40);
+        assert_eq!(lent.len(), 100, "blocks past the 40 stay written, for later");
+        assert!(lent[..40].iter().all(|b| *b == [0; 64]));
+        assert_eq!(lent[40], [7; 64]);
+        reuse.give(lent);
+
+        let (grown, stale) = reuse.take(150);
+        assert!(stale);
+        assert_eq!(grown.len(), 150);
+        assert_eq!(grown[120], [0; 64], "grown storage starts zeroed");
+        reuse.give(grown);
+        reuse.give(vec![[0; 64]; 10]);
+        let (small, _) = reuse.take(5);
+        assert_eq!(small.len(), 10, "the shortest that holds 5 is lent");
+        reuse.give(small);
+
+        let biggest = reuse.pool.iter().map(Vec::capacity).max().unwrap();
+        reuse.trim(biggest);
+        let held: Vec<usize> = reuse.pool.iter().map(Vec::len).collect();
+        assert_eq!(held, [150], "the smallest go first");
+        assert_eq!(reuse.take(0), (Vec::new(), false));
     }
 }

@@ -8,6 +8,7 @@ use super::huffman::{
 };
 use super::scan::{Layout, NATURAL, Restarts, ScanComp, check_progress};
 use super::types::{Block, Component, DecodeError, Progress};
+use crate::imaging::kernels::prefetch_block;
 
 /// Scan parameters of a progressive scan.
 #[derive(Clone, Copy, Debug)]
@@ -20,6 +21,28 @@ pub(super) struct Band {
     pub ah: u32,
     /// Bit position of this scan.
     pub al: u32,
+}
+
+/// How far ahead a single-component scan asks for blocks to be brought into cache:
+/// a scan that takes few bits per block is bound by memory, not by decoding.
+const AHEAD_BLOCKS: usize = 6;
+
+/// The same for interleaved scans (DC), in MCUs.
+const AHEAD_MCUS: usize = 4;
+
+/// Asks for the blocks of MCU (`mx`, `my`) to be brought into cache, where it exists.
+#[inline(always)]
+fn prefetch_mcu(layout: &Layout, comps: &[Component], mx: usize, my: usize) {
+    if mx < layout.mcus_per_row {
+        for b in &layout.blocks {
+            if let Some(block) = comps[b.comp]
+                .blocks
+                .get(layout.block_index(b, comps, mx, my))
+            {
+                prefetch_block(block);
+            }
+        }
+    }
 }
 
 /// Decodes a symbol with a combined table: returns (symbol, value) where the value is
@@ -128,6 +151,7 @@ fn dc_first(
                 }
                 continue;
             }
+            prefetch_mcu(layout, comps, mx + AHEAD_MCUS, my);
             for b in &layout.blocks {
                 let tbl = scomps[b.sc].dc;
                 let (s, v) = symbol(
@@ -177,6 +201,7 @@ fn dc_refine(
             if restarts.stuck(&r) {
                 break 'rows;
             }
+            prefetch_mcu(layout, comps, mx + AHEAD_MCUS, my);
             for b in &layout.blocks {
                 if r.get_bit() {
                     let idx = layout.block_index(b, comps, mx, my);
@@ -240,6 +265,7 @@ fn ac_first(
                 mx += n;
                 continue;
             }
+            prefetch_block(&row[(mx + AHEAD_BLOCKS).min(row.len() - 1)]);
             let blk = &mut row[mx];
             let mut mask = mrow[mx];
             let mut k = ss;
@@ -367,9 +393,8 @@ fn ac_refine(
         let mrow = &mut masks[start..start + layout.mcus_per_row];
         let n = row.len();
         for i in 0..n {
-            // Touch a block a few ahead so that its cache lines are on their way.
-            let ahead = &row[(i + 6).min(n - 1)];
-            std::hint::black_box((ahead[0], ahead[32]));
+            // A block a few ahead is put on its way into cache.
+            prefetch_block(&row[(i + AHEAD_BLOCKS).min(n - 1)]);
             let blk = &mut row[i];
             let mask = &mut mrow[i];
             if restarts.before_mcu(&mut r) {
@@ -393,7 +418,7 @@ fn ac_refine(
                             Some(v) => v > 0,
                             None => {
                                 if s != 1 {
-                                    r.warning = r.warning.or(Some(BAD_CODE));
+                                    r.warning.get_or_insert(BAD_CODE);
                                 }
                                 r.get_bit()
                             }

@@ -46,8 +46,23 @@ pub struct Component {
     pub blocks_per_row: usize,
     /// Stored block rows: `height_in_blocks` rounded up to a multiple of `v`.
     pub block_rows: usize,
-    /// `block_rows × blocks_per_row` blocks, row-major; blocks never coded are zero.
+    /// At least `block_rows × blocks_per_row` blocks, row-major ([`Component::stored`]);
+    /// blocks never coded are zero. Any blocks past those are storage kept for the next
+    /// image (see [`super::Reuse`]), not part of this one.
     pub blocks: Vec<Block>,
+}
+
+impl Component {
+    /// The image's blocks: `block_rows × blocks_per_row`, row-major.
+    pub fn stored(&self) -> &[Block] {
+        &self.blocks[..self.block_rows * self.blocks_per_row]
+    }
+
+    /// The image's blocks, to change.
+    pub fn stored_mut(&mut self) -> &mut [Block] {
+        let n = self.block_rows * self.blocks_per_row;
+        &mut self.blocks[..n]
+    }
 }
 
 /// What the headers before the first scan say, for a caller to decide whether to

@@ -26,7 +26,7 @@ mod tests;
 pub use color::{rgb_to_ycbcr, ycbcr_to_rgb};
 #[cfg(test)]
 pub use color::{rgb_to_ycbcr_at, ycbcr_to_rgb_at};
-pub use dispatch::{Level, vectorized};
+pub use dispatch::{Level, prefetch_block, vectorized};
 #[cfg(test)]
 pub use fdct::fdct_quantize_at;
 pub use fdct::{QuantTable, fdct_quantize};
