@@ -454,7 +454,11 @@ mod tests {
         let mut reuse = Reuse::new();
         reuse.give(vec![[7; 64]; 100]);
         let lent = reuse.take_zeroed(40);
-        assert_eq!(lent.len(), 100, "blocks past the 40 stay written, for later");
+        assert_eq!(
+            lent.len(),
+            100,
+            "blocks past the 40 stay written, for later"
+        );
         assert!(lent[..40].iter().all(|b| *b == [0; 64]));
         assert_eq!(lent[40], [7; 64]);
         reuse.give(lent);
