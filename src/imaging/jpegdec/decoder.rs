@@ -30,7 +30,7 @@ impl Reuse {
     /// Returns a finished result's block storage to the pool.
     pub fn recycle(&mut self, c: Coefficients) {
         for comp in c.components {
-            self.pool.push(comp.blocks);
+            self.give(comp.blocks);
         }
     }
 
