@@ -70,7 +70,7 @@ pub fn fetcher(settings: &Settings) -> anyhow::Result<Fetcher> {
         connect_timeout: Duration::from_secs(5).min(settings.fetch.timeout),
         timeout: settings.fetch.timeout,
         max_bytes: settings.limits.image.max_input_bytes,
-        per_host_limit: 8,
+        per_host_limit: settings.fetch.per_host_limit,
         user_agent: format!("pixbatch/{}", env!("CARGO_PKG_VERSION")),
     })?)
 }
