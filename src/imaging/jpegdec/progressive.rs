@@ -322,10 +322,31 @@ const SELECT_IN_BYTE: [u8; 2048] = {
     t
 };
 
-/// Position of the `r`-th (from 0) set bit of `x`, if it has that many: broadword
-/// selection (byte-wise population counts and prefix sums), free of data-dependent branches.
+/// Position of the `r`-th (from 0) set bit of `x`, if it has that many.
+///
+/// The result decides how many correction bits the scan reads next, so its latency is
+/// on the decoder's critical path. Runs below 4 are 93 % of a refinement scan's
+/// symbols on the corpus (half are 0): for them, clear the lowest bits and pick one of
+/// the four results without a data-dependent branch (a few cycles); longer runs take
+/// the broadword selection ([`select_bit_broadword`]).
 #[inline(always)]
 fn select_bit(x: u64, r: u32) -> Option<usize> {
+    if r < 4 {
+        let x1 = x & x.wrapping_sub(1);
+        let x2 = x1 & x1.wrapping_sub(1);
+        let x3 = x2 & x2.wrapping_sub(1);
+        let low = if r & 1 == 0 { x } else { x1 };
+        let high = if r & 1 == 0 { x2 } else { x3 };
+        let y = if r & 2 == 0 { low } else { high };
+        return (y != 0).then(|| y.trailing_zeros() as usize);
+    }
+    select_bit_broadword(x, r)
+}
+
+/// [`select_bit`] by broadword selection (byte-wise population counts and prefix
+/// sums), free of data-dependent branches whatever `r`.
+#[inline(always)]
+fn select_bit_broadword(x: u64, r: u32) -> Option<usize> {
     const L8: u64 = 0x0101_0101_0101_0101;
     const H8: u64 = 0x8080_8080_8080_8080;
     let mut c = x - ((x >> 1) & 0x5555_5555_5555_5555);
@@ -462,4 +483,45 @@ fn ac_refine(
     }
     *reader = r;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `r`-th set bit, by looking at each bit in turn.
+    fn naive_select(x: u64, r: u32) -> Option<usize> {
+        (0..64).filter(|&i| x >> i & 1 == 1).nth(r as usize)
+    }
+
+    #[test]
+    fn select_bit_finds_the_rth_set_bit_or_none() {
+        // Edge words, then words of every density from a fixed-seed generator.
+        let mut words = vec![
+            0,
+            1,
+            u64::MAX,
+            1 << 63,
+            0x8000_0000_0000_0001,
+            0xAAAA_AAAA_AAAA_AAAA,
+        ];
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..2000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let sparse = state & (state >> 3) & (state >> 11);
+            words.extend([state, sparse, !sparse]);
+        }
+        for x in words {
+            for r in 0..66 {
+                assert_eq!(select_bit(x, r), naive_select(x, r), "x={x:#x} r={r}");
+                assert_eq!(
+                    select_bit_broadword(x, r.min(63)),
+                    naive_select(x, r.min(63)),
+                    "x={x:#x} r={r}"
+                );
+            }
+        }
+    }
 }
