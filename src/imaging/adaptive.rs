@@ -13,13 +13,15 @@
 //!   each next one from interpolating the tries so far (regula falsi), so most
 //!   images need two to four tries.
 //!
-//! Scores are always taken at full size. A reduced scale would be a fraction of the
+//! Scores are always taken at full resolution, of the whole image up to
+//! [`MAX_SCORED_PIXELS`] and of a window that size beyond, which bounds the metric's
+//! memory (about 120 bytes per scored pixel). A reduced scale would be a fraction of the
 //! cost but is not the same metric: at half size the corpus photos scored 10 to 21
 //! points higher than at full size, at a quarter up to 38
 //! (`tests::reduced_scale_scores_against_full_scale`), since JPEG's artefacts live at
 //! the finest scale.
 
-use std::collections::BTreeMap;
+use std::{borrow::Cow, collections::BTreeMap};
 
 use fast_ssim2::{PixelDescriptor, PixelSlice, Ssimulacra2Reference};
 use image::imageops::FilterType;
@@ -51,19 +53,97 @@ fn score_decode(scale_denom: u32) -> DecodeSettings {
     }
 }
 
+/// Most pixels the metric scores of one image (16.8 MP): a 16 MP camera photo
+/// (4928×3264) is scored whole. The metric holds about 120 bytes per scored pixel while it works
+/// (its reference pyramid and a comparison's planes, against about 3 for a
+/// fixed-quality transcode): a 48 MP photo scored whole peaked at 5.6 GB, so an image
+/// of the 100 MP `MAX_IMAGE_PIXELS` allows would take 12 GB per transform thread. Larger
+/// images are scored on a window (see [`Window`]): about 2 GB at most.
+pub(crate) const MAX_SCORED_PIXELS: u64 = 1 << 24;
+
+/// The part of an image the metric scores, the same for the source and every try:
+/// all of it up to the limit, else a centred window of at most the limit's area with
+/// the image's proportions, its corner on the 16-pixel grid of a 4:2:0 JPEG's MCUs
+/// so that the blocks fall in the window as they fall in the image. Scored at full
+/// resolution, since JPEG's artefacts live at the finest scale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Window {
+    x: u32,
+    y: u32,
+    width: u32,
+    height: u32,
+}
+
+impl Window {
+    /// The window of a `width × height` image for a limit of `max_pixels`.
+    fn of(width: u32, height: u32, max_pixels: u64) -> Window {
+        let pixels = u64::from(width) * u64::from(height);
+        if pixels <= max_pixels {
+            return Window {
+                x: 0,
+                y: 0,
+                width,
+                height,
+            };
+        }
+        let scale = (max_pixels as f64 / pixels as f64).sqrt();
+        // The metric needs 8×8; within the image, the area within the limit.
+        let w = ((f64::from(width) * scale) as u32).clamp(8.min(width), width);
+        let h = u32::try_from(max_pixels / u64::from(w))
+            .unwrap_or(u32::MAX)
+            .clamp(8.min(height), height);
+        Window {
+            x: ((width - w) / 2) & !15,
+            y: ((height - h) / 2) & !15,
+            width: w,
+            height: h,
+        }
+    }
+
+    /// The window's pixels out of interleaved `data` of a `width × height` image,
+    /// `channels` bytes a pixel; `None` when the window is the whole image.
+    fn cut(&self, data: &[u8], (width, height): (u32, u32), channels: usize) -> Option<Vec<u8>> {
+        if (self.width, self.height) == (width, height) {
+            return None;
+        }
+        let stride = width as usize * channels;
+        let (x, w) = (self.x as usize * channels, self.width as usize * channels);
+        Some(
+            data.chunks_exact(stride)
+                .skip(self.y as usize)
+                .take(self.height as usize)
+                .flat_map(|row| &row[x..x + w])
+                .copied()
+                .collect(),
+        )
+    }
+
+    /// [`Window::cut`] as RGB, gray expanded: what the metric takes.
+    fn rgb<'a>(&self, data: &'a [u8], size: (u32, u32), gray: bool) -> Cow<'a, [u8]> {
+        let channels = if gray { 1 } else { 3 };
+        let cut = self.cut(data, size, channels);
+        if gray {
+            let gray = cut.as_deref().unwrap_or(data);
+            Cow::Owned(gray.iter().flat_map(|&v| [v, v, v]).collect())
+        } else {
+            cut.map_or(Cow::Borrowed(data), Cow::Owned)
+        }
+    }
+}
+
 /// The precomputed reference side of SSIMULACRA2 for one source image.
 pub(crate) struct Scorer {
     reference: Ssimulacra2Reference,
     denom: u32,
+    /// What is scored, of images of `size`: the source's size at 1/`denom`.
+    window: Window,
+    size: (u32, u32),
 }
 
-/// Interleaved RGB of a decode (gray expanded), as the metric takes it.
-fn rgb_of(decoded: DecodedPixels) -> (Vec<u8>, u32, u32) {
-    let data = match decoded.layout {
-        PixelLayout::Rgb => decoded.data,
-        PixelLayout::Gray => decoded.data.iter().flat_map(|&v| [v, v, v]).collect(),
-    };
-    (data, decoded.width, decoded.height)
+/// Interleaved RGB (gray expanded), as the metric takes it, of `window` of a decode.
+fn rgb_of(decoded: &DecodedPixels, window: Window) -> Cow<'_, [u8]> {
+    let gray = matches!(decoded.layout, PixelLayout::Gray);
+    window.rgb(&decoded.data, (decoded.width, decoded.height), gray)
 }
 
 fn metric_error(e: impl std::fmt::Display) -> ImagingError {
@@ -84,42 +164,70 @@ fn slice(data: &[u8], width: u32, height: u32) -> Result<PixelSlice<'_>, Imaging
 impl Scorer {
     /// The reference of a JPEG source whose pixels need no change.
     pub(crate) fn from_jpeg(input: &[u8], budget: &Budget) -> Result<Scorer, ImagingError> {
-        Self::from_jpeg_at(input, 1, budget)
+        Self::from_jpeg_at(input, 1, MAX_SCORED_PIXELS, budget)
     }
 
-    /// The reference of a JPEG source decoded at 1/`denom` of its size.
-    fn from_jpeg_at(input: &[u8], denom: u32, budget: &Budget) -> Result<Scorer, ImagingError> {
+    /// The reference of a JPEG source decoded at 1/`denom` of its size, scoring at
+    /// most `max_pixels` of it.
+    fn from_jpeg_at(
+        input: &[u8],
+        denom: u32,
+        max_pixels: u64,
+        budget: &Budget,
+    ) -> Result<Scorer, ImagingError> {
         let decoded = libjpeg::decode(input, budget, score_decode(denom))
             .map_err(|e| libjpeg_error(Format::Jpeg, e))?;
-        let (data, w, h) = rgb_of(decoded);
-        Self::new(&data, w, h, denom)
+        let size = (decoded.width, decoded.height);
+        let window = Window::of(size.0, size.1, max_pixels);
+        Self::new(&rgb_of(&decoded, window), window, size, denom)
     }
 
     /// The reference of decoded pixels.
     pub(crate) fn from_pixels(pixels: &Pixels) -> Result<Scorer, ImagingError> {
-        let (width, height) = pixels.dimensions();
-        match pixels {
-            Pixels::Rgb(img) => Self::new(img.as_raw(), width, height, 1),
-            Pixels::Gray(img) => {
-                let rgb: Vec<u8> = img.as_raw().iter().flat_map(|&v| [v, v, v]).collect();
-                Self::new(&rgb, width, height, 1)
-            }
-        }
+        Self::from_pixels_within(pixels, MAX_SCORED_PIXELS)
     }
 
-    fn new(data: &[u8], width: u32, height: u32, denom: u32) -> Result<Scorer, ImagingError> {
-        let reference =
-            Ssimulacra2Reference::new(&slice(data, width, height)?).map_err(metric_error)?;
-        Ok(Scorer { reference, denom })
+    /// The reference of decoded pixels, scoring at most `max_pixels` of them.
+    fn from_pixels_within(pixels: &Pixels, max_pixels: u64) -> Result<Scorer, ImagingError> {
+        let size = pixels.dimensions();
+        let window = Window::of(size.0, size.1, max_pixels);
+        let rgb = match pixels {
+            Pixels::Rgb(img) => window.rgb(img.as_raw(), size, false),
+            Pixels::Gray(img) => window.rgb(img.as_raw(), size, true),
+        };
+        Self::new(&rgb, window, size, 1)
     }
 
-    /// The SSIMULACRA2 score of the JPEG `candidate` against the source.
+    fn new(
+        rgb: &[u8],
+        window: Window,
+        size: (u32, u32),
+        denom: u32,
+    ) -> Result<Scorer, ImagingError> {
+        let reference = Ssimulacra2Reference::new(&slice(rgb, window.width, window.height)?)
+            .map_err(metric_error)?;
+        Ok(Scorer {
+            reference,
+            denom,
+            window,
+            size,
+        })
+    }
+
+    /// The SSIMULACRA2 score of the JPEG `candidate` against the source (of the
+    /// window, for an image over [`MAX_SCORED_PIXELS`]).
     pub(crate) fn score(&self, candidate: &[u8], budget: &Budget) -> Result<f64, ImagingError> {
         let decoded = libjpeg::decode(candidate, budget, score_decode(self.denom))
             .map_err(|e| libjpeg_error(Format::Jpeg, e))?;
-        let (data, w, h) = rgb_of(decoded);
+        if (decoded.width, decoded.height) != self.size {
+            return Err(metric_error(format!(
+                "a try of {}x{} against a source of {}x{}",
+                decoded.width, decoded.height, self.size.0, self.size.1
+            )));
+        }
+        let rgb = rgb_of(&decoded, self.window);
         self.reference
-            .compare(&slice(&data, w, h)?)
+            .compare(&slice(&rgb, self.window.width, self.window.height)?)
             .map_err(metric_error)
     }
 }
@@ -454,6 +562,105 @@ mod tests {
 
     use std::time::Duration;
 
+    #[test]
+    fn window_is_the_whole_image_up_to_the_limit_else_a_centred_part_on_the_mcu_grid() {
+        let whole = Window::of(4928, 3264, MAX_SCORED_PIXELS);
+        assert_eq!(
+            (whole.x, whole.y, whole.width, whole.height),
+            (0, 0, 4928, 3264)
+        );
+        for (width, height, limit) in [
+            (9296, 5229, MAX_SCORED_PIXELS),
+            (10_000, 10_000, MAX_SCORED_PIXELS),
+            (65_535, 300, 1_000_000),
+            (300, 65_535, 1_000_000),
+            (640, 480, 100_000),
+        ] {
+            let w = Window::of(width, height, limit);
+            let area = u64::from(w.width) * u64::from(w.height);
+            assert!(
+                area <= limit && area > limit * 9 / 10,
+                "{w:?} of {width}x{height}"
+            );
+            assert!(w.x + w.width <= width && w.y + w.height <= height, "{w:?}");
+            assert_eq!((w.x % 16, w.y % 16), (0, 0), "{w:?}");
+            // Centred to within the grid, and with the image's proportions.
+            assert!((width - w.width) / 2 - w.x < 16 && (height - w.height) / 2 - w.y < 16);
+            let (shape, image) = (
+                f64::from(w.width) / f64::from(w.height),
+                f64::from(width) / f64::from(height),
+            );
+            assert!(
+                (shape / image - 1.0).abs() < 0.05,
+                "{w:?} of {width}x{height}"
+            );
+        }
+    }
+
+    /// The window's pixels of a decode, cut here by hand as RGB.
+    fn cut_by_hand(decoded: &DecodedPixels, w: Window) -> Vec<u8> {
+        let mut out = Vec::new();
+        for y in w.y..w.y + w.height {
+            for x in w.x..w.x + w.width {
+                let i = (y * decoded.width + x) as usize;
+                match decoded.layout {
+                    PixelLayout::Rgb => out.extend_from_slice(&decoded.data[3 * i..3 * i + 3]),
+                    PixelLayout::Gray => out.extend_from_slice(&[decoded.data[i]; 3]),
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn an_image_over_the_limit_is_scored_on_its_window() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/imaging/photo_q85.jpg"
+        );
+        let input = std::fs::read(path).expect("fixture");
+        let budget = Budget::UNLIMITED;
+        let candidate = super::super::fastpath::transcode(
+            &input,
+            40,
+            &budget,
+            super::super::fastpath::Tuning::default(),
+        )
+        .expect("transcodes")
+        .expect("fast path applies");
+        let limit = 100_000; // of 640×480
+        let source = libjpeg::decode(&input, &budget, score_decode(1)).expect("decodes");
+        let window = Window::of(source.width, source.height, limit);
+        assert!(window.width < source.width && window.height < source.height);
+        let expected = {
+            let decoded = libjpeg::decode(&candidate, &budget, score_decode(1)).expect("decodes");
+            let (w, h) = (window.width, window.height);
+            let reference = cut_by_hand(&source, window);
+            let reference = Ssimulacra2Reference::new(&slice(&reference, w, h).unwrap()).unwrap();
+            reference
+                .compare(&slice(&cut_by_hand(&decoded, window), w, h).unwrap())
+                .unwrap()
+        };
+        let scorer = Scorer::from_jpeg_at(&input, 1, limit, &budget).expect("reference");
+        assert_eq!(scorer.window, window);
+        assert_eq!(scorer.score(&candidate, &budget).unwrap(), expected);
+        // Decoded pixels take the same window.
+        let pixels = Pixels::Rgb(
+            image::RgbImage::from_raw(source.width, source.height, source.data.clone())
+                .expect("RGB"),
+        );
+        let scorer = Scorer::from_pixels_within(&pixels, limit).expect("reference");
+        assert_eq!(scorer.score(&candidate, &budget).unwrap(), expected);
+        // And the whole image scores otherwise.
+        let whole = Scorer::from_jpeg_at(&input, 1, u64::MAX, &budget).expect("reference");
+        assert_ne!(whole.score(&candidate, &budget).unwrap(), expected);
+        // A try of another size is refused, not scored.
+        let other =
+            super::super::encode::encode(&Pixels::Rgb(image::RgbImage::new(64, 48)), 50, &budget)
+                .expect("encodes");
+        assert!(scorer.score(&other, &budget).is_err());
+    }
+
     /// Reduced-scale scoring (1/2 for photos over 2.5 MP, 1/4 over 10 MP) against full
     /// scale on the corpus photos, at the qualities a search visits: why the product
     /// scores at full size. A measurement, not a check: `cargo test --release --lib -- --ignored --nocapture
@@ -491,9 +698,10 @@ mod tests {
                 _ => 4,
             };
             let t = cpu();
-            let full = Scorer::from_jpeg_at(&input, 1, &budget).expect("reference");
+            let full = Scorer::from_jpeg_at(&input, 1, u64::MAX, &budget).expect("reference");
             let full_ref = cpu() - t;
-            let reduced = Scorer::from_jpeg_at(&input, denom, &budget).expect("reference");
+            let reduced =
+                Scorer::from_jpeg_at(&input, denom, u64::MAX, &budget).expect("reference");
             let reduced_ref = (cpu() - t) - full_ref;
             let (mut full_cmp, mut reduced_cmp) = (Duration::ZERO, Duration::ZERO);
             for q in [30u8, 40, 50, 60, 70, 80, 90] {
@@ -563,7 +771,8 @@ mod tests {
             let t = cpu();
             let decoded = libjpeg::decode(&candidate, &budget, score_decode(1)).expect("decodes");
             let decode = cpu() - t;
-            let (data, w, h) = rgb_of(decoded);
+            let (w, h) = (decoded.width, decoded.height);
+            let data = rgb_of(&decoded, Window::of(w, h, u64::MAX));
             let pixels = slice(&data, w, h).expect("slice");
             let t = cpu();
             let whole = scorer.reference.compare(&pixels).expect("compares");

@@ -180,10 +180,11 @@ pub struct TransformOptions {
 /// the image's CPU-time budget.
 pub const SEARCH_BUDGET_FACTOR: u32 = 4;
 
-/// A target search (`auto`) also scores every encode at full size, which costs
-/// about 75 ms per megapixel once and 140 ms per try (against 40 ms per megapixel
-/// for the whole fixed-quality budget): six tries on a 100 MP photo, the worst an
-/// honest image needs, fit in 20 times the image's budget.
+/// A target search (`auto`) also scores every encode at full resolution, which costs
+/// about 75 ms per scored megapixel once and 140 ms per try (against 40 ms per
+/// megapixel for the whole fixed-quality budget): six tries on a photo of the most
+/// pixels scored ([`adaptive::MAX_SCORED_PIXELS`]; a larger one is scored on a window
+/// of that size), the worst an honest image needs, fit in 20 times its budget.
 pub const TARGET_BUDGET_FACTOR: u32 = 20;
 
 /// How the output was made, before the "never larger" rule.
