@@ -54,11 +54,11 @@ fn score_decode(scale_denom: u32) -> DecodeSettings {
 }
 
 /// Most pixels the metric scores of one image (16.8 MP): a 16 MP camera photo
-/// (4928×3264) is scored whole. The metric holds about 120 bytes per scored pixel while it works
-/// (its reference pyramid and a comparison's planes, against about 3 for a
-/// fixed-quality transcode): a 48 MP photo scored whole peaked at 5.6 GB, so an image
-/// of the 100 MP `MAX_IMAGE_PIXELS` allows would take 12 GB per transform thread. Larger
-/// images are scored on a window (see [`Window`]): about 2 GB at most.
+/// (4928×3264) is scored whole. The metric holds about 120 bytes per scored pixel
+/// while it works (its reference pyramid and a comparison's planes, against about 3
+/// for a fixed-quality transcode): a 48 MP photo scored whole peaked at 5.6 GB, so an
+/// image of the 100 MP `MAX_IMAGE_PIXELS` allows would take 12 GB per transform
+/// thread. Larger images are scored on a window (see [`Window`]): about 2 GB at most.
 pub(crate) const MAX_SCORED_PIXELS: u64 = 1 << 24;
 
 /// The part of an image the metric scores, the same for the source and every try:

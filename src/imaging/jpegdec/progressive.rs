@@ -487,6 +487,11 @@ fn ac_refine(
 
 #[cfg(test)]
 mod tests {
+    use rand_xoshiro::{
+        Xoshiro256PlusPlus,
+        rand_core::{RngCore, SeedableRng},
+    };
+
     use super::*;
 
     /// The `r`-th set bit, by looking at each bit in turn.
@@ -505,13 +510,11 @@ mod tests {
             0x8000_0000_0000_0001,
             0xAAAA_AAAA_AAAA_AAAA,
         ];
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(0x9E37_79B9_7F4A_7C15);
         for _ in 0..2000 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let sparse = state & (state >> 3) & (state >> 11);
-            words.extend([state, sparse, !sparse]);
+            let (a, b, c) = (rng.next_u64(), rng.next_u64(), rng.next_u64());
+            let sparse = a & b & c;
+            words.extend([a, sparse, !sparse]);
         }
         for x in words {
             for r in 0..66 {
