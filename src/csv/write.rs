@@ -191,6 +191,9 @@ pub fn sanitize_cell(s: &str) -> Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
+    use rand::{RngCore, SeedableRng};
+    use rand_xoshiro::Xoshiro256PlusPlus;
+
     use super::super::{CsvLimits, ParsedCsv, parse};
     use super::*;
 
@@ -458,14 +461,8 @@ mod tests {
             max_rows: 5,
             max_urls_per_row: 3,
         };
-        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = move || {
-            // xorshift64*: deterministic, good enough to shuffle pieces.
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            state.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        };
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(0x9E37_79B9_7F4A_7C15);
+        let mut next = move || rng.next_u64();
         let mut parsed_ok = 0;
         for round in 0..4000 {
             let mut input = Vec::new();

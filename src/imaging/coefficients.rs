@@ -162,6 +162,9 @@ fn error(e: DecodeError) -> LibjpegError {
 
 #[cfg(test)]
 mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_xoshiro::Xoshiro256PlusPlus;
+
     use super::*;
 
     /// What a read gives: the frame and each plane's table, size and every block of
@@ -238,13 +241,8 @@ mod tests {
     /// says so, with the same coefficients when whole.
     #[test]
     fn damaged_copies_get_libjpegs_verdict() {
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(0x9E37_79B9_7F4A_7C15);
+        let mut next = move |n: usize| rng.random_range(0..n);
         let names = [
             "imaging/photo_q85.jpg",
             "imaging/progressive_420.jpg",
