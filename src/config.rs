@@ -487,10 +487,11 @@ impl ServerConfig {
         if let Some(url) = &self.webhook_url {
             crate::csv::ImageUrl::parse(url).map_err(|e| ConfigError::new("WEBHOOK_URL", e))?;
         }
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
-        let worker_concurrency = self.worker_concurrency.unwrap_or(cores * 8).max(1);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let worker_concurrency = self
+            .worker_concurrency
+            .unwrap_or_else(default_worker_concurrency)
+            .max(1);
         if crate::store::Backend::of_url(self.database_url.expose()).is_none() {
             return Err(ConfigError::new(
                 "DATABASE_URL",
@@ -593,6 +594,13 @@ impl ServerConfig {
         }
         Ok(storage)
     }
+}
+
+/// Image jobs in flight per worker process when `WORKER_CONCURRENCY` is unset: 8 per
+/// core (see the flag's doc; the end-to-end benchmark sizes its memory bound with it).
+pub fn default_worker_concurrency() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores * 8
 }
 
 /// Parses `5s,5m,30m` into delays.
