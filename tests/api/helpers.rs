@@ -528,6 +528,14 @@ impl TestDb {
             _pg: pg,
         })
     }
+
+    /// The PostgreSQL pool of one opened on [`Backend::Postgres`].
+    pub fn postgres(&self) -> &sqlx::PgPool {
+        match self.db.pool() {
+            pixbatch::store::Pool::Postgres(p) => p,
+            pixbatch::store::Pool::Sqlite(_) => panic!("a SQLite test database"),
+        }
+    }
 }
 
 /// A test secret (`whsec_` + base64 of 24 bytes).

@@ -153,9 +153,7 @@ async fn postgres_queue_of(jobs: u32) -> Option<TestDb> {
     };
     let test_db = TestDb::open(Backend::Postgres).await?;
     let db = &test_db.db;
-    let Pool::Postgres(p) = db.pool() else {
-        unreachable!()
-    };
+    let p = test_db.postgres();
     sqlx::query(
         "insert into apalis.workers (id, worker_type, storage_name) \
          values ('w', 'pixbatch.images', 'PgStorage')",
@@ -203,9 +201,7 @@ async fn queue_fetch_joins_by_primary_key_on_postgres() {
     let Some(test_db) = postgres_queue_of(3000).await else {
         return;
     };
-    let Pool::Postgres(p) = test_db.db.pool() else {
-        unreachable!()
-    };
+    let p = test_db.postgres();
 
     // apalis' own function takes jobs with the settings in place.
     let taken: Vec<String> =
@@ -288,9 +284,7 @@ async fn queue_ack_finds_jobs_by_primary_key_on_postgres() {
     let Some(test_db) = postgres_queue_of(20_000).await else {
         return;
     };
-    let Pool::Postgres(p) = test_db.db.pool() else {
-        unreachable!()
-    };
+    let p = test_db.postgres();
     // The worker's history: all but a few done, the rest running.
     sqlx::query(
         "update apalis.jobs set status = 'Done', lock_by = 'w', lock_at = now(), done_at = now()",
