@@ -38,16 +38,16 @@ mod scans;
 use scans::repeat_last_scan;
 
 /// The CPU bomb of issue 16 at `side` × `side`: a gray progressive JPEG (libjpeg's
-/// standard script, 6 scans) whose last scan is repeated 3000 times.
-fn cpu_bomb(side: u32, script: Script) -> Vec<u8> {
+/// standard script, 6 scans) whose last scan is repeated `repeats` times.
+fn cpu_bomb(side: u32, script: Script, repeats: usize) -> Vec<u8> {
     let jpeg = libjpeg::encode_gray_progressive(&gradient(side, side), side, side, 75, script)
         .expect("encodes");
-    repeat_last_scan(&jpeg, 3000)
+    repeat_last_scan(&jpeg, repeats)
 }
 
 #[test]
 fn cpu_bomb_fails_on_the_scan_limit_before_decoding() {
-    let bomb = cpu_bomb(256, Script::Standard);
+    let bomb = cpu_bomb(256, Script::Standard, 3000);
     let start = thread_cpu_time();
     for route in [Route::Auto, Route::GeneralOnly] {
         let err = transform_with(&bomb, &options(Limits::default()), route).map(|t| t.report);
@@ -78,7 +78,7 @@ fn cpu_bomb_fails_on_the_scan_limit_before_decoding() {
 fn libjpeg_holds_the_scan_limit_while_decoding() {
     // Past the marker count (a limit it does not see), libjpeg's progress monitor
     // stops every decoder at the first scan over the limit.
-    let bomb = cpu_bomb(64, Script::NoRefinement);
+    let bomb = cpu_bomb(64, Script::NoRefinement, 3000);
     let budget = Budget {
         max_scans: 40,
         ..Budget::UNLIMITED
@@ -111,8 +111,10 @@ fn libjpeg_holds_the_scan_limit_while_decoding() {
 
 #[test]
 fn cpu_bomb_without_a_scan_limit_stops_at_the_time_budget() {
-    // Warning-free repeats (no successive approximation), so only time stops it.
-    let bomb = cpu_bomb(512, Script::NoRefinement);
+    // Warning-free repeats (no successive approximation), so only time stops it; enough
+    // of them that the fastest host with an optimised build still needs several times
+    // the budget (3000 took 48 ms on either route, 30,000 about 0.5 s).
+    let bomb = cpu_bomb(512, Script::NoRefinement, 30_000);
     assert!(libjpeg::verify(&bomb, &Budget::UNLIMITED, libjpeg::Depth::Coefficients).is_ok());
     let limits = Limits {
         max_scans: u32::MAX,
@@ -156,7 +158,7 @@ fn time_budget_grows_with_the_pixels() {
 #[test]
 #[ignore = "encodes 64 megapixels: run in a release build"]
 fn full_size_cpu_bomb_fails_within_five_seconds() {
-    let bomb = cpu_bomb(8000, Script::Standard);
+    let bomb = cpu_bomb(8000, Script::Standard, 3000);
     if let Some(path) = std::env::var_os("PIXBATCH_BOMB_OUT") {
         std::fs::write(&path, &bomb).expect("writes the bomb");
     }
