@@ -19,7 +19,9 @@
 //! cost but is not the same metric: at half size the corpus photos scored 10 to 21
 //! points higher than at full size, at a quarter up to 38
 //! (`tests::reduced_scale_scores_against_full_scale`), since JPEG's artefacts live at
-//! the finest scale.
+//! the finest scale. Nor is a sample of full-scale tiles laid side by side: on
+//! average 2 to 5 points higher, up to 13 (`tests::sampled_tiles_score_against_full_scale`),
+//! as the seams between tiles add structure both sides share.
 
 use std::{borrow::Cow, collections::BTreeMap};
 
@@ -661,17 +663,13 @@ mod tests {
         assert!(scorer.score(&other, &budget).is_err());
     }
 
-    /// Reduced-scale scoring (1/2 for photos over 2.5 MP, 1/4 over 10 MP) against full
-    /// scale on the corpus photos, at the qualities a search visits: why the product
-    /// scores at full size. A measurement, not a check: `cargo test --release --lib -- --ignored --nocapture
-    /// reduced_scale_scores_against_full_scale` (reads `../shared/corpus`).
-    #[test]
-    #[ignore = "measurement on the benchmark corpus"]
-    fn reduced_scale_scores_against_full_scale() {
+    /// The benchmark corpus' photos (`../shared/corpus/*.jpg` but the `var_` inputs),
+    /// sorted; `None`, said, when there is no corpus.
+    fn corpus_photos() -> Option<Vec<std::path::PathBuf>> {
         let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
         let Ok(dir) = std::fs::read_dir(&corpus) else {
             eprintln!("no corpus at {}: nothing measured", corpus.display());
-            return;
+            return None;
         };
         let mut paths: Vec<_> = dir
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -681,6 +679,19 @@ mod tests {
             })
             .collect();
         paths.sort();
+        Some(paths)
+    }
+
+    /// Reduced-scale scoring (1/2 for photos over 2.5 MP, 1/4 over 10 MP) against full
+    /// scale on the corpus photos, at the qualities a search visits: why the product
+    /// scores at full size. A measurement, not a check: `cargo test --release --lib -- --ignored --nocapture
+    /// reduced_scale_scores_against_full_scale` (reads `../shared/corpus`).
+    #[test]
+    #[ignore = "measurement on the benchmark corpus"]
+    fn reduced_scale_scores_against_full_scale() {
+        let Some(paths) = corpus_photos() else {
+            return;
+        };
         let budget = Budget::UNLIMITED;
         let cpu = super::super::libjpeg::thread_cpu_time;
         let mut worst: f64 = 0.0;
@@ -742,6 +753,137 @@ mod tests {
             println!("{t}");
         }
         println!("largest |reduced − full|: {worst:.2}");
+    }
+
+    /// Scoring a sample of the image, tiles cut on the MCU grid from a stratified grid
+    /// and laid side by side (a mosaic of about 2¹⁸ or 2¹⁹ pixels), against full scale
+    /// on the corpus photos: why the product does not score a sample. A measurement:
+    /// `cargo test --release --lib -- --ignored --nocapture
+    /// sampled_tiles_score_against_full_scale` (reads `../shared/corpus`).
+    #[test]
+    #[ignore = "measurement on the benchmark corpus"]
+    fn sampled_tiles_score_against_full_scale() {
+        let Some(paths) = corpus_photos() else {
+            return;
+        };
+        let budget = Budget::UNLIMITED;
+        // (tile side, pixels sampled)
+        const SAMPLES: [(u32, u64); 5] = [
+            (64, 1 << 18),
+            (128, 1 << 18),
+            (256, 1 << 18),
+            (128, 1 << 19),
+            (256, 1 << 19),
+        ];
+        let (mut worst, mut sum, mut count) = ([0f64; 5], [0f64; 5], 0);
+        println!(
+            "| photo | quality | full | {} |",
+            SAMPLES
+                .map(|(t, n)| format!("{t}² tiles, {n} px: sample − full (share)"))
+                .join(" | ")
+        );
+        println!("|---|---|---|{}", "---|".repeat(SAMPLES.len()));
+        for path in paths {
+            let input = std::fs::read(&path).expect("reads");
+            let source = libjpeg::decode(&input, &budget, score_decode(1)).expect("decodes");
+            let (w, h) = (source.width, source.height);
+            let whole = Window::of(w, h, u64::MAX);
+            let source = rgb_of(&source, whole).into_owned();
+            let full = Ssimulacra2Reference::new(&slice(&source, w, h).unwrap()).unwrap();
+            let samples = SAMPLES.map(|(tile, pixels)| {
+                let mosaic = Mosaic::of(w, h, tile, pixels);
+                let (mw, mh) = mosaic.size();
+                let cut = mosaic.cut(&source, w);
+                let reference = Ssimulacra2Reference::new(&slice(&cut, mw, mh).unwrap());
+                (mosaic, reference.unwrap())
+            });
+            let name = path.file_stem().unwrap_or_default().to_string_lossy();
+            for q in [35u8, 45, 50, 55, 65, 80] {
+                let tuning = super::super::fastpath::Tuning {
+                    all_samplings: true,
+                    ..Default::default()
+                };
+                let candidate = super::super::fastpath::transcode(&input, q, &budget, tuning)
+                    .expect("transcodes")
+                    .expect("fast path applies");
+                let decoded =
+                    libjpeg::decode(&candidate, &budget, score_decode(1)).expect("decodes");
+                let decoded = rgb_of(&decoded, whole).into_owned();
+                let f = full.compare(&slice(&decoded, w, h).unwrap()).unwrap();
+                let mut line = format!("| {name} | {q} | {f:.2} |");
+                for (i, (mosaic, reference)) in samples.iter().enumerate() {
+                    let (mw, mh) = mosaic.size();
+                    let cut = mosaic.cut(&decoded, w);
+                    let s = reference.compare(&slice(&cut, mw, mh).unwrap()).unwrap();
+                    worst[i] = worst[i].max((s - f).abs());
+                    sum[i] += s - f;
+                    let share = f64::from(mw) * f64::from(mh) / (f64::from(w) * f64::from(h));
+                    line += &format!(" {:+.2} ({share:.3}) |", s - f);
+                }
+                count += 1;
+                println!("{line}");
+            }
+        }
+        for (i, (tile, pixels)) in SAMPLES.iter().enumerate() {
+            println!(
+                "{tile}² tiles, {pixels} px: mean sample − full {:+.2}, largest |sample − full| {:.2}",
+                sum[i] / f64::from(count),
+                worst[i]
+            );
+        }
+    }
+
+    /// Tiles of `tile × tile`, one from the middle of each cell of a grid over the
+    /// image (corners on the 16-pixel grid), laid out in the grid's shape.
+    struct Mosaic {
+        tile: u32,
+        cols: u32,
+        rows: u32,
+        corners: Vec<(u32, u32)>,
+    }
+
+    impl Mosaic {
+        /// About `pixels` of a `width × height` image in tiles of `tile`.
+        fn of(width: u32, height: u32, tile: u32, pixels: u64) -> Mosaic {
+            let tiles = (pixels / u64::from(tile * tile)).max(1) as f64;
+            let aspect = f64::from(width) / f64::from(height);
+            let cols = ((tiles * aspect).sqrt().round() as u32).clamp(1, width / tile);
+            let rows = ((tiles / f64::from(cols)).round() as u32).clamp(1, height / tile);
+            let middle = |i: u32, n: u32, side: u32| {
+                let centre = u64::from(side) * u64::from(2 * i + 1) / u64::from(2 * n);
+                (centre as u32).saturating_sub(tile / 2).min(side - tile) & !15
+            };
+            let corners = (0..rows)
+                .flat_map(|r| (0..cols).map(move |c| (c, r)))
+                .map(|(c, r)| (middle(c, cols, width), middle(r, rows, height)))
+                .collect();
+            Mosaic {
+                tile,
+                cols,
+                rows,
+                corners,
+            }
+        }
+
+        fn size(&self) -> (u32, u32) {
+            (self.cols * self.tile, self.rows * self.tile)
+        }
+
+        /// The mosaic of interleaved RGB `rgb`, `width` pixels a row.
+        fn cut(&self, rgb: &[u8], width: u32) -> Vec<u8> {
+            let t = self.tile as usize;
+            let row_bytes = self.cols as usize * t * 3;
+            let mut out = vec![0u8; row_bytes * self.rows as usize * t];
+            for (i, &(x, y)) in self.corners.iter().enumerate() {
+                let (c, r) = (i % self.cols as usize, i / self.cols as usize);
+                for dy in 0..t {
+                    let from = ((y as usize + dy) * width as usize + x as usize) * 3;
+                    let to = (r * t + dy) * row_bytes + c * t * 3;
+                    out[to..to + t * 3].copy_from_slice(&rgb[from..from + t * 3]);
+                }
+            }
+            out
+        }
     }
 
     /// Where a try's CPU time goes (decode of the candidate, the comparison whole
