@@ -29,7 +29,7 @@ use fast_ssim2::{PixelDescriptor, PixelSlice, Ssimulacra2Reference};
 use image::imageops::FilterType;
 
 use super::decode::Pixels;
-use super::libjpeg::{self, Budget, DecodeSettings, DecodedPixels, PixelLayout};
+use super::libjpeg::{self, Budget, DecodeSettings, DecodedPixels, PixelLayout, Region};
 use super::quality::AUTO_RANGE;
 use super::report::Binding;
 use super::{Format, ImagingError, encode, libjpeg_error};
@@ -142,10 +142,35 @@ pub(crate) struct Scorer {
     size: (u32, u32),
 }
 
-/// Interleaved RGB (gray expanded), as the metric takes it, of `window` of a decode.
-fn rgb_of(decoded: &DecodedPixels, window: Window) -> Cow<'_, [u8]> {
-    let gray = matches!(decoded.layout, PixelLayout::Gray);
-    window.rgb(&decoded.data, (decoded.width, decoded.height), gray)
+/// Interleaved RGB (gray expanded) of a decode, as the metric takes it.
+fn rgb_of(decoded: &DecodedPixels) -> Cow<'_, [u8]> {
+    match decoded.layout {
+        PixelLayout::Gray => Cow::Owned(decoded.data.iter().flat_map(|&v| [v, v, v]).collect()),
+        PixelLayout::Rgb => Cow::Borrowed(&decoded.data),
+    }
+}
+
+/// The decode the metric sees of the window `choose` picks of a JPEG (given the
+/// output's width and height), and the output's size. Only the window is converted
+/// to pixels ([`libjpeg::decode_region`]): for an image over [`MAX_SCORED_PIXELS`]
+/// the rest is read but never held.
+fn decode_window(
+    input: &[u8],
+    budget: &Budget,
+    denom: u32,
+    choose: impl FnOnce(u32, u32) -> Window,
+) -> Result<(DecodedPixels, (u32, u32)), ImagingError> {
+    let region = |width, height| {
+        let w: Window = choose(width, height);
+        Region {
+            x: w.x,
+            y: w.y,
+            width: w.width,
+            height: w.height,
+        }
+    };
+    libjpeg::decode_region(input, budget, score_decode(denom), region)
+        .map_err(|e| libjpeg_error(Format::Jpeg, e))
 }
 
 fn metric_error(e: impl std::fmt::Display) -> ImagingError {
@@ -177,11 +202,11 @@ impl Scorer {
         max_pixels: u64,
         budget: &Budget,
     ) -> Result<Scorer, ImagingError> {
-        let decoded = libjpeg::decode(input, budget, score_decode(denom))
-            .map_err(|e| libjpeg_error(Format::Jpeg, e))?;
-        let size = (decoded.width, decoded.height);
+        let (decoded, size) = decode_window(input, budget, denom, |width, height| {
+            Window::of(width, height, max_pixels)
+        })?;
         let window = Window::of(size.0, size.1, max_pixels);
-        Self::new(&rgb_of(&decoded, window), window, size, denom)
+        Self::new(&rgb_of(&decoded), window, size, denom)
     }
 
     /// The reference of decoded pixels.
@@ -219,15 +244,21 @@ impl Scorer {
     /// The SSIMULACRA2 score of the JPEG `candidate` against the source (of the
     /// window, for an image over [`MAX_SCORED_PIXELS`]).
     pub(crate) fn score(&self, candidate: &[u8], budget: &Budget) -> Result<f64, ImagingError> {
-        let decoded = libjpeg::decode(candidate, budget, score_decode(self.denom))
-            .map_err(|e| libjpeg_error(Format::Jpeg, e))?;
-        if (decoded.width, decoded.height) != self.size {
+        // A try of another size (never one of ours) is decoded whole, then refused.
+        let (decoded, size) = decode_window(candidate, budget, self.denom, |width, height| {
+            if (width, height) == self.size {
+                self.window
+            } else {
+                Window::of(width, height, u64::MAX)
+            }
+        })?;
+        if size != self.size {
             return Err(metric_error(format!(
                 "a try of {}x{} against a source of {}x{}",
-                decoded.width, decoded.height, self.size.0, self.size.1
+                size.0, size.1, self.size.0, self.size.1
             )));
         }
-        let rgb = rgb_of(&decoded, self.window);
+        let rgb = rgb_of(&decoded);
         self.reference
             .compare(&slice(&rgb, self.window.width, self.window.height)?)
             .map_err(metric_error)
@@ -787,8 +818,7 @@ mod tests {
             let input = std::fs::read(&path).expect("reads");
             let source = libjpeg::decode(&input, &budget, score_decode(1)).expect("decodes");
             let (w, h) = (source.width, source.height);
-            let whole = Window::of(w, h, u64::MAX);
-            let source = rgb_of(&source, whole).into_owned();
+            let source = rgb_of(&source).into_owned();
             let full = Ssimulacra2Reference::new(&slice(&source, w, h).unwrap()).unwrap();
             let samples = SAMPLES.map(|(tile, pixels)| {
                 let mosaic = Mosaic::of(w, h, tile, pixels);
@@ -808,7 +838,7 @@ mod tests {
                     .expect("fast path applies");
                 let decoded =
                     libjpeg::decode(&candidate, &budget, score_decode(1)).expect("decodes");
-                let decoded = rgb_of(&decoded, whole).into_owned();
+                let decoded = rgb_of(&decoded).into_owned();
                 let f = full.compare(&slice(&decoded, w, h).unwrap()).unwrap();
                 let mut line = format!("| {name} | {q} | {f:.2} |");
                 for (i, (mosaic, reference)) in samples.iter().enumerate() {
@@ -914,7 +944,7 @@ mod tests {
             let decoded = libjpeg::decode(&candidate, &budget, score_decode(1)).expect("decodes");
             let decode = cpu() - t;
             let (w, h) = (decoded.width, decoded.height);
-            let data = rgb_of(&decoded, Window::of(w, h, u64::MAX));
+            let data = rgb_of(&decoded);
             let pixels = slice(&data, w, h).expect("slice");
             let t = cpu();
             let whole = scorer.reference.compare(&pixels).expect("compares");

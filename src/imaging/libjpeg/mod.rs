@@ -41,7 +41,9 @@ pub(crate) use coefficients::{
     Block, Frame, FrameColor, HuffTable, HuffTables, OutputTables, Plane, read_coefficients,
 };
 pub(crate) use guard::{Budget, LibjpegError};
-pub(crate) use pixels::{DecodeSettings, DecodedPixels, Depth, PixelLayout, decode, verify};
+pub(crate) use pixels::{
+    DecodeSettings, DecodedPixels, Depth, PixelLayout, Region, decode, decode_region, verify,
+};
 #[cfg(test)]
 pub(crate) use pixels::{Script, encode, encode_gray_progressive};
 pub(crate) use simd::libjpeg_has_simd;

@@ -30,6 +30,20 @@ pub(crate) struct DecodeSettings {
     pub scale_denom: u32,
 }
 
+/// A rectangle of a decode's output, in output pixels (after any scaling).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Region {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Output pixels decoded around a [`Region`] on each side, so that the region's
+/// pixels have the same upsampling context (chroma of the neighbouring MCUs) as in a
+/// whole decode: one MCU of the largest sampling (16 pixels).
+const REGION_CONTEXT: u32 = 16;
+
 /// Decodes a gray, YCbCr or RGB JPEG. CMYK/YCCK are refused (the caller has another
 /// path for them). Fails on damaged data ([`LibjpegError::Corrupt`]) and on spent limits.
 pub(crate) fn decode(
@@ -37,6 +51,27 @@ pub(crate) fn decode(
     budget: &Budget,
     settings: DecodeSettings,
 ) -> Result<DecodedPixels, LibjpegError> {
+    let whole = |width, height| Region {
+        x: 0,
+        y: 0,
+        width,
+        height,
+    };
+    decode_region(input, budget, settings, whole).map(|(pixels, _)| pixels)
+}
+
+/// [`decode`] of only the region `choose` picks of the output (given its width and
+/// height), and the whole output's size: the same pixels as that region cut from a
+/// whole decode, at the cost of the region (plus a margin of [`REGION_CONTEXT`]) for
+/// the IDCT, upsampling and colour conversion, and of the region for memory. Every
+/// scan is still read, so damaged data anywhere still fails it. Fails when the
+/// region is not within the output.
+pub(crate) fn decode_region(
+    input: &[u8],
+    budget: &Budget,
+    settings: DecodeSettings,
+    choose: impl FnOnce(u32, u32) -> Region,
+) -> Result<(DecodedPixels, (u32, u32)), LibjpegError> {
     guarded(|| {
         let mut src = Decompress::new(input, budget);
         src.read_header()?;
@@ -78,12 +113,60 @@ pub(crate) fn decode(
         {
             return Err(LibjpegError::fatal("unexpected output geometry"));
         }
-        let stride = width as usize * channels as usize;
-        let mut data = vec![0u8; stride * height as usize];
+        let region = choose(width, height);
+        if region.width == 0
+            || region.height == 0
+            || u64::from(region.x) + u64::from(region.width) > u64::from(width)
+            || u64::from(region.y) + u64::from(region.height) > u64::from(height)
+        {
+            return Err(LibjpegError::fatal(format!(
+                "region {region:?} outside the {width}x{height} output"
+            )));
+        }
+        // The rows and columns decoded: the region and its context, within the image.
+        let (rows_from, rows_to) = (
+            region.y.saturating_sub(REGION_CONTEXT),
+            (region.y + region.height)
+                .saturating_add(REGION_CONTEXT)
+                .min(height),
+        );
+        let (mut first_column, mut columns) = {
+            let from = region.x.saturating_sub(REGION_CONTEXT);
+            let to = (region.x + region.width)
+                .saturating_add(REGION_CONTEXT)
+                .min(width);
+            (from, to - from)
+        };
+        if columns < width {
+            // SAFETY: decompression started, no scanline read yet. libjpeg widens the
+            // span to whole iMCUs (moving `first_column` left) and sets output_width.
+            unsafe { ffi::jpeg_crop_scanline(cinfo, &mut first_column, &mut columns) };
+            if cinfo.output_width != columns
+                || first_column > region.x
+                || first_column + columns < region.x + region.width
+            {
+                return Err(LibjpegError::fatal("unexpected cropped geometry"));
+            }
+        }
+        let skip = |cinfo: &mut ffi::jpeg_decompress_struct, lines: u32| {
+            if lines == 0 {
+                return Ok(());
+            }
+            // SAFETY: decompression started; a memory source never suspends.
+            let skipped = unsafe { ffi::jpeg_skip_scanlines(cinfo, lines) };
+            if skipped == lines {
+                Ok(())
+            } else {
+                Err(LibjpegError::fatal("decoder skipped fewer rows than asked"))
+            }
+        };
+        skip(cinfo, rows_from)?;
+        let stride = columns as usize * channels as usize;
+        let mut data = vec![0u8; stride * (rows_to - rows_from) as usize];
         let mut rows: Vec<*mut u8> = Vec::with_capacity(16);
-        while cinfo.output_scanline < height {
-            let first = cinfo.output_scanline;
-            let count = (height - first).min(16);
+        while cinfo.output_scanline < rows_to {
+            let first = cinfo.output_scanline - rows_from;
+            let count = (rows_to - cinfo.output_scanline).min(16);
             rows.clear();
             rows.extend(
                 data[first as usize * stride..]
@@ -103,14 +186,34 @@ pub(crate) fn decode(
                 return Err(LibjpegError::fatal("decoder returned no rows"));
             }
         }
-        // SAFETY: every scanline was read.
+        // The rest is still read: damaged data there fails the decode as it would whole.
+        skip(cinfo, height - rows_to)?;
+        // SAFETY: every scanline was read or skipped.
         unsafe { ffi::jpeg_finish_decompress(cinfo) };
-        Ok(DecodedPixels {
-            width,
-            height,
-            layout,
-            data,
-        })
+        let decoded = (rows_from, first_column, columns, rows_to - rows_from);
+        if decoded != (region.y, region.x, region.width, region.height) {
+            let pixel = channels as usize;
+            let (x, w) = (
+                (region.x - first_column) as usize * pixel,
+                region.width as usize * pixel,
+            );
+            data = data
+                .chunks_exact(stride)
+                .skip((region.y - rows_from) as usize)
+                .take(region.height as usize)
+                .flat_map(|row| &row[x..x + w])
+                .copied()
+                .collect();
+        }
+        Ok((
+            DecodedPixels {
+                width: region.width,
+                height: region.height,
+                layout,
+                data,
+            },
+            (width, height),
+        ))
     })
 }
 
@@ -310,4 +413,112 @@ pub(crate) fn encode_gray_progressive(
         unsafe { ffi::jpeg_finish_compress(cinfo) };
         Ok(out.take_output())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ACCURATE: DecodeSettings = DecodeSettings {
+        fast_idct: false,
+        fancy_upsampling: true,
+        scale_denom: 1,
+    };
+
+    /// `region` cut by hand out of a whole decode.
+    fn cut(whole: &DecodedPixels, r: Region) -> Vec<u8> {
+        let pixel = if whole.layout == PixelLayout::Gray {
+            1
+        } else {
+            3
+        };
+        (r.y..r.y + r.height)
+            .flat_map(|y| {
+                let from = (y * whole.width + r.x) as usize * pixel;
+                whole.data[from..from + r.width as usize * pixel]
+                    .iter()
+                    .copied()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_region_decodes_to_the_pixels_a_whole_decode_has_there() {
+        let budget = Budget::UNLIMITED;
+        // 4:2:0 (odd size), 4:2:2, 4:4:4, progressive, gray; smooth upsampling, which
+        // takes its context from the neighbouring MCUs, and scaled output.
+        for name in [
+            "baseline_420_odd.jpg",
+            "baseline_422.jpg",
+            "progressive_420.jpg",
+            "progressive_444.jpg",
+            "gray.jpg",
+            "photo_q85.jpg",
+        ] {
+            let path = format!(
+                "{}/tests/fixtures/imaging/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let input = std::fs::read(&path).expect("fixture");
+            for settings in [
+                ACCURATE,
+                DecodeSettings {
+                    scale_denom: 2,
+                    ..ACCURATE
+                },
+            ] {
+                let whole = decode(&input, &budget, settings).expect("decodes");
+                let (w, h) = (whole.width, whole.height);
+                for (x, y, width, height) in [
+                    (0, 0, w, h),
+                    (0, 0, 1, 1),
+                    (w - 1, h - 1, 1, 1),
+                    (16, 16, w - 32, h - 32),
+                    (3, 5, w / 2, h / 3),
+                    (w / 2 + 7, 9, w / 2 - 7, h - 9),
+                    (0, h / 2, w, 17),
+                ] {
+                    let region = Region {
+                        x,
+                        y,
+                        width,
+                        height,
+                    };
+                    let (part, size) =
+                        decode_region(&input, &budget, settings, |_, _| region).expect("decodes");
+                    assert_eq!(size, (w, h), "{name}");
+                    assert_eq!((part.width, part.height), (width, height), "{name}");
+                    assert_eq!(part.layout, whole.layout);
+                    assert!(
+                        part.data == cut(&whole, region),
+                        "{name} 1/{}: {region:?} of {w}x{h}",
+                        settings.scale_denom
+                    );
+                }
+                for outside in [
+                    Region {
+                        x: 1,
+                        y: 0,
+                        width: w,
+                        height: 1,
+                    },
+                    Region {
+                        x: 0,
+                        y: h,
+                        width: 1,
+                        height: 1,
+                    },
+                    Region {
+                        x: 0,
+                        y: 0,
+                        width: 0,
+                        height: h,
+                    },
+                ] {
+                    let refused = decode_region(&input, &budget, settings, |_, _| outside);
+                    assert!(refused.is_err(), "{name}: {outside:?}");
+                }
+            }
+        }
+    }
 }
