@@ -106,6 +106,11 @@ pub struct ImageReport {
     /// a target was asked (90 ≈ visually lossless, 70 ≈ high, 50 ≈ medium). Absent for
     /// a downscaled output, which has no same-size source to be scored against.
     score: Option<f64>,
+    /// Pixels `score` was taken on: the whole image up to 16,777,216 (16.8 MP), a
+    /// centred window of that area with the image's proportions beyond (the metric's
+    /// memory grows with the pixels it scores). Present with `score` (but in reports
+    /// stored before the field existed).
+    scored_pixels: Option<u64>,
     /// The byte cap asked for (`max_bytes`).
     max_bytes: Option<u64>,
     /// Encodes made to choose the quality (1 for a fixed quality that fits).
@@ -138,6 +143,7 @@ impl Example for ImageReport {
             fast_path: true,
             target: Some(70),
             score: Some(70.4),
+            scored_pixels: Some(4_096_000),
             max_bytes: Some(150_000),
             tries: 3,
             binding: BindingLimit::Target,
@@ -166,6 +172,7 @@ impl From<imaging::Report> for ImageReport {
             fast_path: r.fast_path,
             target: r.target,
             score: r.score,
+            scored_pixels: r.scored_pixels,
             max_bytes: r.max_bytes,
             tries: r.tries,
             binding: r.binding.into(),

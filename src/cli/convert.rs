@@ -183,7 +183,7 @@ fn convert_one(
             Line {
                 index,
                 text: format!(
-                    "{name}\tok\t{:?} {}x{}\t{} -> {} bytes\tq{}\t{ms:.1} ms{}\tcpu={cpu_ms:.1}ms tries={} binding={}{}{}",
+                    "{name}\tok\t{:?} {}x{}\t{} -> {} bytes\tq{}\t{ms:.1} ms{}\tcpu={cpu_ms:.1}ms tries={} binding={}{}{}{}",
                     r.input_format,
                     r.width,
                     r.height,
@@ -200,6 +200,10 @@ fn convert_one(
                     r.tries,
                     binding_name(r.binding),
                     r.score.map_or(String::new(), |s| format!(" score={s:.2}")),
+                    // Said only when the score is of a window, not the whole image.
+                    r.scored_pixels
+                        .filter(|&p| p < u64::from(r.width) * u64::from(r.height))
+                        .map_or(String::new(), |p| format!(" scored_pixels={p}")),
                     if r.downscaled { " downscaled" } else { "" },
                 ),
                 ok: true,

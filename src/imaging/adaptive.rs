@@ -241,6 +241,11 @@ impl Scorer {
         })
     }
 
+    /// Pixels each score is taken on: the window's.
+    pub(crate) fn scored_pixels(&self) -> u64 {
+        u64::from(self.window.width) * u64::from(self.window.height)
+    }
+
     /// The SSIMULACRA2 score of the JPEG `candidate` against the source (of the
     /// window, for an image over [`MAX_SCORED_PIXELS`]).
     pub(crate) fn score(&self, candidate: &[u8], budget: &Budget) -> Result<f64, ImagingError> {
@@ -676,6 +681,10 @@ mod tests {
         };
         let scorer = Scorer::from_jpeg_at(&input, 1, limit, &budget).expect("reference");
         assert_eq!(scorer.window, window);
+        assert_eq!(
+            scorer.scored_pixels(),
+            u64::from(window.width) * u64::from(window.height)
+        );
         assert_eq!(scorer.score(&candidate, &budget).unwrap(), expected);
         // Decoded pixels take the same window.
         let pixels = Pixels::Rgb(

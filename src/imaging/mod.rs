@@ -193,6 +193,8 @@ struct Outcome {
     bytes: Vec<u8>,
     fast_path: bool,
     score: Option<f64>,
+    /// Pixels `score` was taken on ([`adaptive::Scorer::scored_pixels`]).
+    scored_pixels: Option<u64>,
     tries: u32,
     binding: Binding,
     /// New size, when downscaled to fit the cap.
@@ -206,17 +208,20 @@ impl Outcome {
             bytes,
             fast_path,
             score: None,
+            scored_pixels: None,
             tries: 1,
             binding: Binding::Quality,
             downscaled: None,
         }
     }
 
-    fn chosen(c: adaptive::Choice) -> Outcome {
+    /// What a search chose, its score taken by `scorer`.
+    fn chosen(c: adaptive::Choice, scorer: Option<&adaptive::Scorer>) -> Outcome {
         Outcome {
             quality: c.quality,
             bytes: c.encoded.bytes,
             fast_path: c.encoded.fast_path,
+            scored_pixels: c.score.and(scorer.map(adaptive::Scorer::scored_pixels)),
             score: c.score,
             tries: c.tries,
             binding: c.binding,
@@ -382,6 +387,7 @@ pub fn transform_with(
             } else {
                 outcome.score
             },
+            scored_pixels: outcome.scored_pixels,
             max_bytes: goal.max_bytes,
             tries: outcome.tries,
             binding: outcome.binding,
@@ -468,7 +474,7 @@ fn general_search(
             })
         };
         match adaptive::search(goal, &mut encode, Some(&score))? {
-            adaptive::Searched::Chosen(c) => return Ok(Outcome::chosen(c)),
+            adaptive::Searched::Chosen(c) => return Ok(Outcome::chosen(c, scorer.as_ref())),
             adaptive::Searched::TooBig { tries: t } => tries = t,
             adaptive::Searched::Declined => {
                 return Err(ImagingError::Encode("the encoder declined".to_owned()));
@@ -482,6 +488,7 @@ fn general_search(
         bytes,
         fast_path: false,
         score: None,
+        scored_pixels: None,
         tries: tries + more,
         binding: Binding::MaxBytes,
         downscaled: Some(size),
@@ -521,7 +528,7 @@ fn direct_outcome(
             .map(|r| r.map(|(bytes, fast_path)| adaptive::Encoded { bytes, fast_path }))
     };
     Ok(match adaptive::search(goal, &mut encode, Some(&score))? {
-        adaptive::Searched::Chosen(c) => Direct::Done(Outcome::chosen(c)),
+        adaptive::Searched::Chosen(c) => Direct::Done(Outcome::chosen(c, scorer.as_ref())),
         adaptive::Searched::TooBig { tries } => Direct::General {
             too_big: Some(tries),
         },

@@ -96,6 +96,12 @@ pub struct Report {
     /// was asked), at the scoring scale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score: Option<f64>,
+    /// Pixels `score` was taken on: the whole image up to
+    /// [`MAX_SCORED_PIXELS`](super::adaptive::MAX_SCORED_PIXELS), a centred window of
+    /// that area beyond. Present with `score` (absent in reports stored before it
+    /// existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scored_pixels: Option<u64>,
     /// The byte cap asked for (`max_bytes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_bytes: Option<u64>,

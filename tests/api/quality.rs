@@ -32,6 +32,8 @@ async fn auto_target_and_byte_cap_show_in_the_images_api(backend: Backend) {
         let r = &img["report"];
         assert_eq!(r["target"], 75, "{img}");
         assert!(r["score"].as_f64().unwrap() >= 75.0, "{img}");
+        // Photos this small are scored whole.
+        assert_eq!(r["scored_pixels"].as_u64(), Some(640 * 480), "{img}");
         assert!(r["tries"].as_u64().unwrap() >= 1, "{img}");
         assert!(
             ["target", "quality_range"].contains(&r["binding"].as_str().unwrap()),
@@ -48,6 +50,8 @@ async fn auto_target_and_byte_cap_show_in_the_images_api(backend: Backend) {
         let r = &img["report"];
         assert_eq!(r["max_bytes"], 12000, "{img}");
         assert_eq!(r["binding"], "max_bytes", "{img}");
+        // The score, and the pixels it was taken on, go together.
+        assert_eq!(r["score"].is_null(), r["scored_pixels"].is_null(), "{img}");
         let (code, _, jpeg) = app.get_bytes(img["output_url"].as_str().unwrap()).await;
         assert_eq!(code, 200);
         assert!(jpeg.len() <= 12_000, "{} bytes", jpeg.len());
