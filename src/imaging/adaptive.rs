@@ -60,76 +60,42 @@ fn score_decode(scale_denom: u32) -> DecodeSettings {
 /// while it works (its reference pyramid and a comparison's planes, against about 3
 /// for a fixed-quality transcode): a 48 MP photo scored whole peaked at 5.6 GB, so an
 /// image of the 100 MP `MAX_IMAGE_PIXELS` allows would take 12 GB per transform
-/// thread. Larger images are scored on a window (see [`Window`]): about 2 GB at most.
+/// thread. Larger images are scored on a window (see [`scored_window`]): about 2 GB at most.
 pub(crate) const MAX_SCORED_PIXELS: u64 = 1 << 24;
 
-/// The part of an image the metric scores, the same for the source and every try:
-/// all of it up to the limit, else a centred window of at most the limit's area with
-/// the image's proportions, its corner on the 16-pixel grid of a 4:2:0 JPEG's MCUs
-/// so that the blocks fall in the window as they fall in the image. Scored at full
-/// resolution, since JPEG's artefacts live at the finest scale.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Window {
-    x: u32,
-    y: u32,
-    width: u32,
-    height: u32,
+/// The part of a `width × height` image the metric scores, the same for the source
+/// and every try: all of it up to `max_pixels`, else a centred window of at most that
+/// area with the image's proportions, its corner on the 16-pixel grid of a 4:2:0
+/// JPEG's MCUs so that the blocks fall in the window as they fall in the image.
+/// Scored at full resolution, since JPEG's artefacts live at the finest scale.
+fn scored_window(width: u32, height: u32, max_pixels: u64) -> Region {
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels <= max_pixels {
+        return Region::whole(width, height);
+    }
+    let scale = (max_pixels as f64 / pixels as f64).sqrt();
+    // The metric needs 8×8; within the image, the area within the limit.
+    let w = ((f64::from(width) * scale) as u32).clamp(8.min(width), width);
+    let h = u32::try_from(max_pixels / u64::from(w))
+        .unwrap_or(u32::MAX)
+        .clamp(8.min(height), height);
+    Region {
+        x: ((width - w) / 2) & !15,
+        y: ((height - h) / 2) & !15,
+        width: w,
+        height: h,
+    }
 }
 
-impl Window {
-    /// The window of a `width × height` image for a limit of `max_pixels`.
-    fn of(width: u32, height: u32, max_pixels: u64) -> Window {
-        let pixels = u64::from(width) * u64::from(height);
-        if pixels <= max_pixels {
-            return Window {
-                x: 0,
-                y: 0,
-                width,
-                height,
-            };
-        }
-        let scale = (max_pixels as f64 / pixels as f64).sqrt();
-        // The metric needs 8×8; within the image, the area within the limit.
-        let w = ((f64::from(width) * scale) as u32).clamp(8.min(width), width);
-        let h = u32::try_from(max_pixels / u64::from(w))
-            .unwrap_or(u32::MAX)
-            .clamp(8.min(height), height);
-        Window {
-            x: ((width - w) / 2) & !15,
-            y: ((height - h) / 2) & !15,
-            width: w,
-            height: h,
-        }
-    }
-
-    /// The window's pixels out of interleaved `data` of a `width × height` image,
-    /// `channels` bytes a pixel; `None` when the window is the whole image.
-    fn cut(&self, data: &[u8], (width, height): (u32, u32), channels: usize) -> Option<Vec<u8>> {
-        if (self.width, self.height) == (width, height) {
-            return None;
-        }
-        let stride = width as usize * channels;
-        let (x, w) = (self.x as usize * channels, self.width as usize * channels);
-        Some(
-            data.chunks_exact(stride)
-                .skip(self.y as usize)
-                .take(self.height as usize)
-                .flat_map(|row| &row[x..x + w])
-                .copied()
-                .collect(),
-        )
-    }
-
-    /// [`Window::cut`] as RGB, gray expanded: what the metric takes.
-    fn rgb<'a>(&self, data: &'a [u8], size: (u32, u32), gray: bool) -> Cow<'a, [u8]> {
-        let channels = if gray { 1 } else { 3 };
-        let cut = self.cut(data, size, channels);
-        if gray {
-            let gray = cut.as_deref().unwrap_or(data);
-            Cow::Owned(gray.iter().flat_map(|&v| [v, v, v]).collect())
-        } else {
-            cut.map_or(Cow::Borrowed(data), Cow::Owned)
-        }
+/// `window` of interleaved `data` of an image of `size` as RGB, gray expanded: what
+/// the metric takes.
+fn rgb_window(window: Region, data: &[u8], size: (u32, u32), gray: bool) -> Cow<'_, [u8]> {
+    let cut = window.cut(data, size, if gray { 1 } else { 3 });
+    if gray {
+        let gray = cut.as_deref().unwrap_or(data);
+        Cow::Owned(gray.iter().flat_map(|&v| [v, v, v]).collect())
+    } else {
+        cut.map_or(Cow::Borrowed(data), Cow::Owned)
     }
 }
 
@@ -138,7 +104,7 @@ pub(crate) struct Scorer {
     reference: Ssimulacra2Reference,
     denom: u32,
     /// What is scored, of images of `size`: the source's size at 1/`denom`.
-    window: Window,
+    window: Region,
     size: (u32, u32),
 }
 
@@ -158,18 +124,9 @@ fn decode_window(
     input: &[u8],
     budget: &Budget,
     denom: u32,
-    choose: impl FnOnce(u32, u32) -> Window,
+    choose: impl FnOnce(u32, u32) -> Region,
 ) -> Result<(DecodedPixels, (u32, u32)), ImagingError> {
-    let region = |width, height| {
-        let w: Window = choose(width, height);
-        Region {
-            x: w.x,
-            y: w.y,
-            width: w.width,
-            height: w.height,
-        }
-    };
-    libjpeg::decode_region(input, budget, score_decode(denom), region)
+    libjpeg::decode_region(input, budget, score_decode(denom), choose)
         .map_err(|e| libjpeg_error(Format::Jpeg, e))
 }
 
@@ -203,9 +160,9 @@ impl Scorer {
         budget: &Budget,
     ) -> Result<Scorer, ImagingError> {
         let (decoded, size) = decode_window(input, budget, denom, |width, height| {
-            Window::of(width, height, max_pixels)
+            scored_window(width, height, max_pixels)
         })?;
-        let window = Window::of(size.0, size.1, max_pixels);
+        let window = scored_window(size.0, size.1, max_pixels);
         Self::new(&rgb_of(&decoded), window, size, denom)
     }
 
@@ -217,17 +174,17 @@ impl Scorer {
     /// The reference of decoded pixels, scoring at most `max_pixels` of them.
     fn from_pixels_within(pixels: &Pixels, max_pixels: u64) -> Result<Scorer, ImagingError> {
         let size = pixels.dimensions();
-        let window = Window::of(size.0, size.1, max_pixels);
+        let window = scored_window(size.0, size.1, max_pixels);
         let rgb = match pixels {
-            Pixels::Rgb(img) => window.rgb(img.as_raw(), size, false),
-            Pixels::Gray(img) => window.rgb(img.as_raw(), size, true),
+            Pixels::Rgb(img) => rgb_window(window, img.as_raw(), size, false),
+            Pixels::Gray(img) => rgb_window(window, img.as_raw(), size, true),
         };
         Self::new(&rgb, window, size, 1)
     }
 
     fn new(
         rgb: &[u8],
-        window: Window,
+        window: Region,
         size: (u32, u32),
         denom: u32,
     ) -> Result<Scorer, ImagingError> {
@@ -254,7 +211,7 @@ impl Scorer {
             if (width, height) == self.size {
                 self.window
             } else {
-                Window::of(width, height, u64::MAX)
+                Region::whole(width, height)
             }
         })?;
         if size != self.size {
@@ -602,7 +559,7 @@ mod tests {
 
     #[test]
     fn window_is_the_whole_image_up_to_the_limit_else_a_centred_part_on_the_mcu_grid() {
-        let whole = Window::of(4928, 3264, MAX_SCORED_PIXELS);
+        let whole = scored_window(4928, 3264, MAX_SCORED_PIXELS);
         assert_eq!(
             (whole.x, whole.y, whole.width, whole.height),
             (0, 0, 4928, 3264)
@@ -614,7 +571,7 @@ mod tests {
             (300, 65_535, 1_000_000),
             (640, 480, 100_000),
         ] {
-            let w = Window::of(width, height, limit);
+            let w = scored_window(width, height, limit);
             let area = u64::from(w.width) * u64::from(w.height);
             assert!(
                 area <= limit && area > limit * 9 / 10,
@@ -636,7 +593,7 @@ mod tests {
     }
 
     /// The window's pixels of a decode, cut here by hand as RGB.
-    fn cut_by_hand(decoded: &DecodedPixels, w: Window) -> Vec<u8> {
+    fn cut_by_hand(decoded: &DecodedPixels, w: Region) -> Vec<u8> {
         let mut out = Vec::new();
         for y in w.y..w.y + w.height {
             for x in w.x..w.x + w.width {
@@ -668,7 +625,7 @@ mod tests {
         .expect("fast path applies");
         let limit = 100_000; // of 640×480
         let source = libjpeg::decode(&input, &budget, score_decode(1)).expect("decodes");
-        let window = Window::of(source.width, source.height, limit);
+        let window = scored_window(source.width, source.height, limit);
         assert!(window.width < source.width && window.height < source.height);
         let expected = {
             let decoded = libjpeg::decode(&candidate, &budget, score_decode(1)).expect("decodes");

@@ -39,6 +39,41 @@ pub(crate) struct Region {
     pub height: u32,
 }
 
+impl Region {
+    /// All of a `width × height` image.
+    pub(crate) fn whole(width: u32, height: u32) -> Region {
+        Region {
+            x: 0,
+            y: 0,
+            width,
+            height,
+        }
+    }
+
+    /// This region's pixels out of interleaved `data` of a `width × height` image,
+    /// `channels` bytes a pixel; `None` when the region is the whole image.
+    pub(crate) fn cut(
+        &self,
+        data: &[u8],
+        (width, height): (u32, u32),
+        channels: usize,
+    ) -> Option<Vec<u8>> {
+        if *self == Region::whole(width, height) {
+            return None;
+        }
+        let stride = width as usize * channels;
+        let (x, w) = (self.x as usize * channels, self.width as usize * channels);
+        Some(
+            data.chunks_exact(stride)
+                .skip(self.y as usize)
+                .take(self.height as usize)
+                .flat_map(|row| &row[x..x + w])
+                .copied()
+                .collect(),
+        )
+    }
+}
+
 /// Output pixels decoded around a [`Region`] on each side, so that the region's
 /// pixels have the same upsampling context (chroma of the neighbouring MCUs) as in a
 /// whole decode: one MCU of the largest sampling (16 pixels).
@@ -51,13 +86,7 @@ pub(crate) fn decode(
     budget: &Budget,
     settings: DecodeSettings,
 ) -> Result<DecodedPixels, LibjpegError> {
-    let whole = |width, height| Region {
-        x: 0,
-        y: 0,
-        width,
-        height,
-    };
-    decode_region(input, budget, settings, whole).map(|(pixels, _)| pixels)
+    decode_region(input, budget, settings, Region::whole).map(|(pixels, _)| pixels)
 }
 
 /// [`decode`] of only the region `choose` picks of the output (given its width and
@@ -190,20 +219,14 @@ pub(crate) fn decode_region(
         skip(cinfo, height - rows_to)?;
         // SAFETY: every scanline was read or skipped.
         unsafe { ffi::jpeg_finish_decompress(cinfo) };
-        let decoded = (rows_from, first_column, columns, rows_to - rows_from);
-        if decoded != (region.y, region.x, region.width, region.height) {
-            let pixel = channels as usize;
-            let (x, w) = (
-                (region.x - first_column) as usize * pixel,
-                region.width as usize * pixel,
-            );
-            data = data
-                .chunks_exact(stride)
-                .skip((region.y - rows_from) as usize)
-                .take(region.height as usize)
-                .flat_map(|row| &row[x..x + w])
-                .copied()
-                .collect();
+        // The region out of what was decoded around it.
+        let within = Region {
+            x: region.x - first_column,
+            y: region.y - rows_from,
+            ..region
+        };
+        if let Some(cut) = within.cut(&data, (columns, rows_to - rows_from), channels as usize) {
+            data = cut;
         }
         Ok((
             DecodedPixels {
