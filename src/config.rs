@@ -490,7 +490,7 @@ impl ServerConfig {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let worker_concurrency = self
             .worker_concurrency
-            .unwrap_or_else(default_worker_concurrency)
+            .unwrap_or(cores * IMAGE_JOBS_PER_CORE)
             .max(1);
         if crate::store::Backend::of_url(self.database_url.expose()).is_none() {
             return Err(ConfigError::new(
@@ -596,12 +596,9 @@ impl ServerConfig {
     }
 }
 
-/// Image jobs in flight per worker process when `WORKER_CONCURRENCY` is unset: 8 per
-/// core (see the flag's doc; the end-to-end benchmark sizes its memory bound with it).
-pub fn default_worker_concurrency() -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    cores * 8
-}
+/// Image jobs in flight per core of a worker process when `WORKER_CONCURRENCY` is
+/// unset (see the flag's doc; the end-to-end benchmark sizes its memory bound with it).
+pub const IMAGE_JOBS_PER_CORE: usize = 8;
 
 /// Parses `5s,5m,30m` into delays.
 pub fn parse_schedule(s: &str) -> Result<Vec<Duration>, String> {

@@ -1339,7 +1339,7 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .find(|(k, _)| k == "WORKER_CONCURRENCY")
         .and_then(|(_, v)| v.parse::<u64>().ok())
-        .unwrap_or(pixbatch::config::default_worker_concurrency() as u64);
+        .unwrap_or((opts.cores * pixbatch::config::IMAGE_JOBS_PER_CORE) as u64);
     let max_input = photos
         .iter()
         .map(|p| p.bytes.len() as u64)
