@@ -75,7 +75,7 @@ pub use error::ImagingError;
 pub use libjpeg::thread_cpu_time;
 pub use max_bytes::MaxBytes;
 pub use pool::{PoolError, TransformPool};
-pub use quality::{AUTO_RANGE, DEFAULT_AUTO_TARGET, Quality, estimate_jpeg_quality};
+pub use quality::{AUTO_RANGE, DEFAULT_AUTO_TARGET, JpegQuality, Quality, estimate_jpeg_quality};
 pub use report::{Binding, Format, Report, Transformed};
 pub use sniff::{dimensions, sniff};
 
@@ -189,7 +189,7 @@ pub const TARGET_BUDGET_FACTOR: u32 = 20;
 
 /// How the output was made, before the "never larger" rule.
 struct Outcome {
-    quality: u8,
+    quality: JpegQuality,
     bytes: Vec<u8>,
     fast_path: bool,
     score: Option<f64>,
@@ -202,7 +202,7 @@ struct Outcome {
 }
 
 impl Outcome {
-    fn fixed(quality: u8, bytes: Vec<u8>, fast_path: bool) -> Outcome {
+    fn fixed(quality: JpegQuality, bytes: Vec<u8>, fast_path: bool) -> Outcome {
         Outcome {
             quality,
             bytes,
@@ -245,7 +245,8 @@ enum Direct {
 /// new encoder setting, a fix to colour handling): it is part of
 /// [`TransformOptions::fingerprint`], so outputs made before are not reused after.
 /// 2: the encoder's accurate FDCT and Huffman tables made per image.
-pub const OUTPUT_VERSION: u32 = 2;
+/// 3: `auto:N` and `max_bytes` search in half quality steps.
+pub const OUTPUT_VERSION: u32 = 3;
 
 impl TransformOptions {
     /// Everything that shapes the output bytes for a given input, as one string: the
@@ -340,7 +341,11 @@ pub fn transform_with(
         Format::Jpeg => estimate_jpeg_quality(input),
         _ => None,
     };
-    let quality = quality::resolve(opts.quality, opts.default_quality, source_quality);
+    let quality = JpegQuality::from(quality::resolve(
+        opts.quality,
+        opts.default_quality,
+        source_quality,
+    ));
 
     let goal = adaptive::Goal {
         target: match opts.quality {
@@ -370,7 +375,7 @@ pub fn transform_with(
             height: out_height,
             input_bytes,
             output_bytes: bytes.len() as u64,
-            quality: outcome.quality,
+            quality: outcome.quality.get(),
             source_quality,
             kept_original,
             rotated: fix(|d| d.rotated),
@@ -465,7 +470,7 @@ fn general_search(
             Some(s) => s.score(b, budget),
             None => Ok(f64::NAN),
         };
-        let mut encode = |q: u8| {
+        let mut encode = |q: JpegQuality| {
             encode::encode(pixels, q, budget).map(|bytes| {
                 Some(adaptive::Encoded {
                     bytes,
@@ -484,7 +489,7 @@ fn general_search(
     let cap = goal.max_bytes.unwrap_or(u64::MAX);
     let (bytes, size, more) = adaptive::downscale_to_fit(pixels, cap, budget)?;
     Ok(Outcome {
-        quality: *AUTO_RANGE.start(),
+        quality: JpegQuality::from(*AUTO_RANGE.start()),
         bytes,
         fast_path: false,
         score: None,
@@ -501,7 +506,7 @@ fn general_search(
 fn direct_outcome(
     input: &[u8],
     header: &jpeg::JpegHeader,
-    quality: u8,
+    quality: JpegQuality,
     goal: adaptive::Goal,
     budget: &Budget,
     route: Route,
@@ -523,7 +528,7 @@ fn direct_outcome(
         Some(s) => s.score(b, budget),
         None => Ok(f64::NAN),
     };
-    let mut encode = |q: u8| {
+    let mut encode = |q: JpegQuality| {
         direct_jpeg(input, header, q, budget, route)
             .map(|r| r.map(|(bytes, fast_path)| adaptive::Encoded { bytes, fast_path }))
     };
@@ -592,7 +597,7 @@ pub(crate) fn libjpeg_error(format: Format, e: LibjpegError) -> ImagingError {
 fn direct_jpeg(
     input: &[u8],
     header: &jpeg::JpegHeader,
-    quality: u8,
+    quality: JpegQuality,
     budget: &Budget,
     route: Route,
 ) -> Result<Option<(Vec<u8>, bool)>, ImagingError> {
