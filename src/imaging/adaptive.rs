@@ -2,16 +2,16 @@
 //! target (`auto:N`), the highest whose output fits a byte cap (`max_bytes`), or both.
 //!
 //! The metric, not the encoder, is the cost: a full-scale SSIMULACRA2 of a photo
-//! costs about 70 ms per megapixel for the reference side and 140 ms per try
-//! (decode of the candidate included) here, against about 16 ms per megapixel for a
-//! whole fixed-quality transcode. What keeps it bounded:
+//! costs 50–100 ms per megapixel for the reference side and 75–190 ms per try
+//! (decode of the candidate included) on the hosts measured, against 4–16 ms per
+//! megapixel for a whole fixed-quality transcode. What keeps it bounded:
 //! - the reference side of the metric is computed once per image
 //!   (`fast_ssim2::Ssimulacra2Reference`);
 //! - a JPEG source's candidates come from the coefficient path (requantised, no
 //!   pixel decode or DCT of the source);
 //! - the first guess comes from the score-vs-quality curve of typical photos, and
 //!   each next one from interpolating the tries so far (regula falsi), so most
-//!   images need two to four tries.
+//!   images need three to five tries, in half quality steps ([`JpegQuality`]).
 //!
 //! Scores are always taken at full resolution, of the whole image up to
 //! [`MAX_SCORED_PIXELS`] and of a window that size beyond, which bounds the metric's
@@ -619,11 +619,7 @@ mod tests {
 
     #[test]
     fn an_image_over_the_limit_is_scored_on_its_window() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/imaging/photo_q85.jpg"
-        );
-        let input = std::fs::read(path).expect("fixture");
+        let input = super::super::fixtures::fixture("photo_q85.jpg");
         let budget = Budget::UNLIMITED;
         let candidate = super::super::fastpath::transcode(
             &input,

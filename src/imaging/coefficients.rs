@@ -250,8 +250,7 @@ mod tests {
         ];
         let mut cases = 0;
         for name in names {
-            let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-            let input = std::fs::read(&path).expect("reads");
+            let input = super::super::fixtures::fixture_file(name);
             let mut damaged: Vec<Vec<u8>> = (1..input.len())
                 .step_by(97)
                 .map(|n| input[..n].to_vec())
@@ -293,11 +292,7 @@ mod tests {
 
     #[test]
     fn scan_and_time_limits_hold() {
-        let path = format!(
-            "{}/tests/fixtures/imaging/progressive_420.jpg",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let input = std::fs::read(&path).expect("reads");
+        let input = super::super::fixtures::fixture("progressive_420.jpg");
         let few = Budget {
             max_scans: 4,
             ..Budget::UNLIMITED

@@ -157,11 +157,7 @@ mod tests {
     }
 
     fn embedded_icc(name: &str) -> Vec<u8> {
-        let path = format!(
-            "{}/tests/fixtures/imaging/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let bytes = std::fs::read(&path).expect("fixture");
+        let bytes = super::super::fixtures::fixture(name);
         let mut decoder =
             image::codecs::jpeg::JpegDecoder::new(std::io::Cursor::new(bytes)).expect("jpeg");
         image::ImageDecoder::icc_profile(&mut decoder)

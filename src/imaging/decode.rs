@@ -432,8 +432,7 @@ mod tests {
 
     #[test]
     fn gif_first_frame_is_images_own_over_white() {
-        let dir = env!("CARGO_MANIFEST_DIR");
-        let input = std::fs::read(format!("{dir}/tests/fixtures/imaging/anim3.gif")).unwrap();
+        let input = super::super::fixtures::fixture("anim3.gif");
         let (ours, transparent) = gif_first_frame(&input, u64::MAX).expect("decodes");
         let image = image::load_from_memory(&input).expect("decodes");
         let (theirs, translucent, _) = to_8bit_flattened(image);

@@ -518,13 +518,7 @@ mod tests {
         assert_eq!(quantize(2.75, rounding_offset(0.7)), 3);
     }
 
-    fn fixture(name: &str) -> Vec<u8> {
-        let path = format!(
-            "{}/tests/fixtures/imaging/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
-    }
+    use super::super::fixtures::fixture;
 
     #[test]
     fn own_huffman_tables_equal_libjpegs() {

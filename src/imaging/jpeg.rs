@@ -330,13 +330,7 @@ mod tests {
         assert_eq!((t.values[0], t.values[63], t.sixteen_bit), (1, 64, false));
     }
 
-    fn fixture(name: &str) -> Vec<u8> {
-        let path = format!(
-            "{}/tests/fixtures/imaging/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
-    }
+    use super::super::fixtures::fixture;
 
     fn scans(bytes: &[u8]) -> u32 {
         count_scans(bytes, &parse(bytes).expect("parses"))

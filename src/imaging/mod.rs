@@ -65,6 +65,8 @@ mod sniff;
 mod writer;
 
 #[cfg(test)]
+mod fixtures;
+#[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]
 mod tests;
@@ -181,10 +183,11 @@ pub struct TransformOptions {
 pub const SEARCH_BUDGET_FACTOR: u32 = 4;
 
 /// A target search (`auto`) also scores every encode at full resolution, which costs
-/// about 75 ms per scored megapixel once and 140 ms per try (against 40 ms per
-/// megapixel for the whole fixed-quality budget): six tries on a photo of the most
-/// pixels scored ([`adaptive::MAX_SCORED_PIXELS`]; a larger one is scored on a window
-/// of that size), the worst an honest image needs, fit in 20 times its budget.
+/// 50–100 ms per scored megapixel once and 75–190 ms per try on the hosts measured
+/// (against 40 ms per megapixel for the whole fixed-quality budget): six tries on a
+/// photo of the most pixels scored ([`adaptive::MAX_SCORED_PIXELS`]; a larger one is
+/// scored on a window of that size), the worst an honest image needs, about 21 s at
+/// the dearest, fit in 20 times its budget (53 s).
 pub const TARGET_BUDGET_FACTOR: u32 = 20;
 
 /// How the output was made, before the "never larger" rule.

@@ -372,11 +372,7 @@ mod tests {
     use crate::imaging::decode::GENERAL_DECODE;
     use crate::imaging::libjpeg;
 
-    fn fixture(name: &str) -> Vec<u8> {
-        let dir = env!("CARGO_MANIFEST_DIR");
-        let path = format!("{dir}/tests/fixtures/{name}");
-        std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
-    }
+    use super::super::fixtures::fixture_file as fixture;
 
     /// 4:2:0 (even and odd sizes), 4:2:2, 4:4:4 and gray, baseline and progressive.
     const SOURCES: [&str; 8] = [

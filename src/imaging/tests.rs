@@ -12,13 +12,7 @@ use image::RgbImage;
 use super::quality::{IJG_LUMA, ZIGZAG, scaled_table};
 use super::*;
 
-fn fixture(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/tests/fixtures/imaging/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
-}
+use super::fixtures::fixture;
 
 fn options(quality: Quality) -> TransformOptions {
     TransformOptions {

@@ -478,11 +478,7 @@ mod tests {
             "gray.jpg",
             "photo_q85.jpg",
         ] {
-            let path = format!(
-                "{}/tests/fixtures/imaging/{name}",
-                env!("CARGO_MANIFEST_DIR")
-            );
-            let input = std::fs::read(&path).expect("fixture");
+            let input = crate::imaging::fixtures::fixture(name);
             for settings in [
                 ACCURATE,
                 DecodeSettings {
