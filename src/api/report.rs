@@ -79,12 +79,9 @@ pub struct ImageReport {
     input_bytes: u64,
     /// Size of the stored output in bytes (equals `input_bytes` when `kept_original`).
     output_bytes: u64,
-    /// The JPEG quality chosen (also when its result was discarded for the original):
-    /// a whole number for a fixed quality; `auto:N` and `max_bytes` search in half
-    /// steps, so theirs may end in .5 (IJG tables scaled half way between the two
-    /// whole qualities).
-    #[oai(validator(minimum(value = "1"), maximum(value = "100"), multiple_of = "0.5"))]
-    quality: f32,
+    /// The JPEG quality chosen (also when its result was discarded for the original).
+    #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
+    quality: u8,
     /// Estimated IJG quality of a JPEG input, when its tables are the standard ones scaled.
     source_quality: Option<u8>,
     /// The re-encode was not smaller than the JPEG input, so the input was stored.
@@ -125,7 +122,7 @@ pub struct ImageReport {
 }
 
 impl Example for ImageReport {
-    /// A photo uploaded with `quality=auto:70` and `max_bytes=150KB`: quality 57.5 is
+    /// A photo uploaded with `quality=auto:70` and `max_bytes=150KB`: quality 58 is
     /// the lowest that reaches the target, found in three encodes.
     fn example() -> Self {
         ImageReport {
@@ -134,7 +131,7 @@ impl Example for ImageReport {
             height: 1600,
             input_bytes: 351_588,
             output_bytes: 131_072,
-            quality: 57.5,
+            quality: 58,
             source_quality: Some(85),
             kept_original: false,
             rotated: false,

@@ -10,7 +10,7 @@
 use super::decode::Pixels;
 use super::kernels::{self, QuantTable};
 use super::libjpeg::{Budget, Plane};
-use super::quality::{IJG_CHROMA, IJG_LUMA, JpegQuality, scaled_table};
+use super::quality::{IJG_CHROMA, IJG_LUMA, scaled_table};
 use super::writer::{self, Planes420};
 use super::{Format, ImagingError, libjpeg_error};
 
@@ -25,7 +25,7 @@ const MAX_SIDE: u32 = 65500;
 /// Works under `budget`'s time limit.
 pub(crate) fn encode(
     pixels: &Pixels,
-    quality: JpegQuality,
+    quality: u8,
     budget: &Budget,
 ) -> Result<Vec<u8>, ImagingError> {
     let (width, height) = pixels.dimensions();
@@ -35,8 +35,8 @@ pub(crate) fn encode(
         )));
     }
     let tables = [
-        scaled_table(&IJG_LUMA, quality),
-        scaled_table(&IJG_CHROMA, quality),
+        scaled_table(&IJG_LUMA, quality.clamp(1, 100)),
+        scaled_table(&IJG_CHROMA, quality.clamp(1, 100)),
     ];
     let mut blocks = Planes420::new(width, height);
     let mut planes = blocks.planes();
@@ -139,7 +139,7 @@ mod tests {
         let rgb = RgbImage::from_fn(40, 24, |x, y| image::Rgb([x as u8 * 6, y as u8 * 10, 90]));
         let gray = GrayImage::from_fn(17, 9, |x, _| image::Luma([x as u8 * 15]));
         for pixels in [Pixels::Rgb(rgb), Pixels::Gray(gray)] {
-            let jpeg = encode(&pixels, 50.into(), &Budget::UNLIMITED).expect("encodes");
+            let jpeg = encode(&pixels, 50, &Budget::UNLIMITED).expect("encodes");
             let header = super::super::jpeg::parse(&jpeg).expect("parses");
             assert_eq!(
                 (u32::from(header.width), u32::from(header.height)),
@@ -157,7 +157,7 @@ mod tests {
     fn refuses_sizes_jpeg_cannot_hold() {
         let wide = Pixels::Gray(GrayImage::new(70_000, 1));
         assert!(matches!(
-            encode(&wide, 50.into(), &Budget::UNLIMITED),
+            encode(&wide, 50, &Budget::UNLIMITED),
             Err(ImagingError::Encode(_))
         ));
     }
@@ -213,8 +213,7 @@ mod tests {
                 (Pixels::Gray(gray), PixelLayout::Gray),
             ] {
                 for quality in [10, 50, 90] {
-                    let ours =
-                        encode(&pixels, quality.into(), &Budget::UNLIMITED).expect("encodes");
+                    let ours = encode(&pixels, quality, &Budget::UNLIMITED).expect("encodes");
                     let raw = match &pixels {
                         Pixels::Rgb(img) => img.as_raw(),
                         Pixels::Gray(img) => img.as_raw(),

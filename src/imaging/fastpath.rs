@@ -24,7 +24,7 @@
 use super::libjpeg::{
     Block, Budget, Frame, FrameColor, HuffTables, LibjpegError, OutputTables, Plane,
 };
-use super::quality::{IJG_CHROMA, IJG_LUMA, JpegQuality, scaled_table};
+use super::quality::{IJG_CHROMA, IJG_LUMA, scaled_table};
 use super::{coefficients, huffman, kernels, writer};
 
 /// A requantised magnitude `x = |c|·s/t` becomes `ceil(x − ROUND_UP_ABOVE)`: its
@@ -119,7 +119,7 @@ enum Arrangement {
 /// source's colour model or sampling is not one the fast path handles.
 pub(crate) fn transcode(
     input: &[u8],
-    quality: JpegQuality,
+    quality: u8,
     budget: &Budget,
     tuning: Tuning,
 ) -> Result<Option<Vec<u8>>, LibjpegError> {
@@ -538,13 +538,13 @@ mod tests {
                 all_samplings: true,
                 ..Tuning::default()
             };
-            let ours = transcode(&input, 50.into(), &Budget::UNLIMITED, exact);
+            let ours = transcode(&input, 50, &Budget::UNLIMITED, exact);
             let theirs = Tuning {
                 own_huffman: false,
                 all_samplings: true,
                 ..Tuning::default()
             };
-            let libjpegs = transcode(&input, 50.into(), &Budget::UNLIMITED, theirs);
+            let libjpegs = transcode(&input, 50, &Budget::UNLIMITED, theirs);
             let ours = ours.expect("transcodes").expect("handled");
             assert_eq!(Some(ours), libjpegs.expect("transcodes"), "{name}");
         }

@@ -91,9 +91,9 @@ fn libjpeg_holds_the_scan_limit_while_decoding() {
         all_samplings: true,
         ..fastpath::Tuning::default()
     };
-    let fast = fastpath::transcode(&bomb, 50.into(), &budget, all);
+    let fast = fastpath::transcode(&bomb, 50, &budget, all);
     assert!(fast.clone().is_err_and(limit), "{:?}", fast.map(|_| ()));
-    let planes = samples::reencode(&bomb, 50.into(), &budget);
+    let planes = samples::reencode(&bomb, 50, &budget);
     assert!(planes.is_err_and(limit));
     let pixels = samples::decode(&bomb, &budget).map(|_| ());
     assert!(pixels.is_err_and(limit));
@@ -282,7 +282,7 @@ fn sixteen_bit_coefficients(height: u16) -> Vec<u8> {
     let mut jpeg = vec![0xFF, 0xD8];
     let mut dqt = Vec::new();
     for (id, base) in [(0u8, &IJG_LUMA), (1, &IJG_CHROMA)] {
-        let table = scaled_table(base, 50.into());
+        let table = scaled_table(base, 50);
         dqt.push(id);
         dqt.extend(ZIGZAG.iter().map(|&n| table[n] as u8));
     }
@@ -366,7 +366,7 @@ fn sixteen_bit_source_coefficients_are_clamped_on_the_fast_path() {
                 huffman_sample: sample,
                 ..fastpath::Tuning::default()
             };
-            let out = fastpath::transcode(&crafted, 50.into(), &Budget::UNLIMITED, tuning);
+            let out = fastpath::transcode(&crafted, 50, &Budget::UNLIMITED, tuning);
             let out = out.expect("transcodes").expect("takes the fast path");
             verify_jpeg(&out).expect("the output decodes without a warning");
             let clamped = vec![-1023; blocks];

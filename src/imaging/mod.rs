@@ -77,7 +77,7 @@ pub use error::ImagingError;
 pub use libjpeg::thread_cpu_time;
 pub use max_bytes::MaxBytes;
 pub use pool::{PoolError, TransformPool};
-pub use quality::{AUTO_RANGE, DEFAULT_AUTO_TARGET, JpegQuality, Quality, estimate_jpeg_quality};
+pub use quality::{AUTO_RANGE, DEFAULT_AUTO_TARGET, Quality, estimate_jpeg_quality};
 pub use report::{Binding, Format, Report, Transformed};
 pub use sniff::{dimensions, sniff};
 
@@ -192,7 +192,7 @@ pub const TARGET_BUDGET_FACTOR: u32 = 20;
 
 /// How the output was made, before the "never larger" rule.
 struct Outcome {
-    quality: JpegQuality,
+    quality: u8,
     bytes: Vec<u8>,
     fast_path: bool,
     score: Option<f64>,
@@ -205,7 +205,7 @@ struct Outcome {
 }
 
 impl Outcome {
-    fn fixed(quality: JpegQuality, bytes: Vec<u8>, fast_path: bool) -> Outcome {
+    fn fixed(quality: u8, bytes: Vec<u8>, fast_path: bool) -> Outcome {
         Outcome {
             quality,
             bytes,
@@ -248,8 +248,7 @@ enum Direct {
 /// new encoder setting, a fix to colour handling): it is part of
 /// [`TransformOptions::fingerprint`], so outputs made before are not reused after.
 /// 2: the encoder's accurate FDCT and Huffman tables made per image.
-/// 3: `auto:N` and `max_bytes` search in half quality steps.
-pub const OUTPUT_VERSION: u32 = 3;
+pub const OUTPUT_VERSION: u32 = 2;
 
 impl TransformOptions {
     /// Everything that shapes the output bytes for a given input, as one string: the
@@ -344,11 +343,7 @@ pub fn transform_with(
         Format::Jpeg => estimate_jpeg_quality(input),
         _ => None,
     };
-    let quality = JpegQuality::from(quality::resolve(
-        opts.quality,
-        opts.default_quality,
-        source_quality,
-    ));
+    let quality = quality::resolve(opts.quality, opts.default_quality, source_quality);
 
     let goal = adaptive::Goal {
         target: match opts.quality {
@@ -378,7 +373,7 @@ pub fn transform_with(
             height: out_height,
             input_bytes,
             output_bytes: bytes.len() as u64,
-            quality: outcome.quality.get(),
+            quality: outcome.quality,
             source_quality,
             kept_original,
             rotated: fix(|d| d.rotated),
@@ -473,7 +468,7 @@ fn general_search(
             Some(s) => s.score(b, budget),
             None => Ok(f64::NAN),
         };
-        let mut encode = |q: JpegQuality| {
+        let mut encode = |q: u8| {
             encode::encode(pixels, q, budget).map(|bytes| {
                 Some(adaptive::Encoded {
                     bytes,
@@ -492,7 +487,7 @@ fn general_search(
     let cap = goal.max_bytes.unwrap_or(u64::MAX);
     let (bytes, size, more) = adaptive::downscale_to_fit(pixels, cap, budget)?;
     Ok(Outcome {
-        quality: JpegQuality::from(*AUTO_RANGE.start()),
+        quality: *AUTO_RANGE.start(),
         bytes,
         fast_path: false,
         score: None,
@@ -509,7 +504,7 @@ fn general_search(
 fn direct_outcome(
     input: &[u8],
     header: &jpeg::JpegHeader,
-    quality: JpegQuality,
+    quality: u8,
     goal: adaptive::Goal,
     budget: &Budget,
     route: Route,
@@ -531,7 +526,7 @@ fn direct_outcome(
         Some(s) => s.score(b, budget),
         None => Ok(f64::NAN),
     };
-    let mut encode = |q: JpegQuality| {
+    let mut encode = |q: u8| {
         direct_jpeg(input, header, q, budget, route)
             .map(|r| r.map(|(bytes, fast_path)| adaptive::Encoded { bytes, fast_path }))
     };
@@ -600,7 +595,7 @@ pub(crate) fn libjpeg_error(format: Format, e: LibjpegError) -> ImagingError {
 fn direct_jpeg(
     input: &[u8],
     header: &jpeg::JpegHeader,
-    quality: JpegQuality,
+    quality: u8,
     budget: &Budget,
     route: Route,
 ) -> Result<Option<(Vec<u8>, bool)>, ImagingError> {

@@ -140,74 +140,10 @@ fn quality_scale(quality: u32) -> u32 {
     }
 }
 
-/// A JPEG quality the encoders take, in half steps: 1, 1.5, 2, … 100.
-///
-/// Whole qualities are what users ask for; the adaptive searches (`auto:N`,
-/// `max_bytes`) also try the half steps between, since one whole step moves an
-/// SSIMULACRA2 score by 0.3 to 1.3 points and a search that must land at or above
-/// a target overshoots it by half a step on average. A half step is the finest
-/// libjpeg's scaling can say from 50 up (its table scale, `200 − 2q` percent, moves
-/// one percent); below 50 (`5000 / q` percent, truncated like libjpeg's) it falls
-/// between the whole steps' scales.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct JpegQuality {
-    /// Twice the quality, 2..=200.
-    halves: u8,
-}
-
-impl JpegQuality {
-    /// The quality of `halves` half steps (twice the quality), clamped to 1..=100.
-    pub(crate) fn from_halves(halves: u8) -> JpegQuality {
-        JpegQuality {
-            halves: halves.clamp(2, 200),
-        }
-    }
-
-    /// Twice the quality.
-    pub(crate) fn halves(self) -> u8 {
-        self.halves
-    }
-
-    /// The quality as a number: 55.0 or 55.5.
-    pub fn get(self) -> f32 {
-        f32::from(self.halves) / 2.0
-    }
-
-    /// The scale of the IJG tables at this quality, in percent: libjpeg's
-    /// `jpeg_quality_scaling` for a whole quality (a test checks), the same
-    /// formulas in between.
-    pub(crate) fn scale(self) -> u32 {
-        let halves = u32::from(self.halves);
-        if halves < 100 {
-            10_000 / halves
-        } else {
-            200 - halves
-        }
-    }
-}
-
-impl From<u8> for JpegQuality {
-    /// A whole quality, clamped to 1..=100.
-    fn from(quality: u8) -> JpegQuality {
-        JpegQuality::from_halves(quality.clamp(1, 100) * 2)
-    }
-}
-
-impl fmt::Display for JpegQuality {
-    /// `55` or `55.5`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.halves % 2 {
-            0 => write!(f, "{}", self.halves / 2),
-            _ => write!(f, "{}.5", self.halves / 2),
-        }
-    }
-}
-
 /// `base` scaled to `quality` as libjpeg's `jpeg_set_quality` does with
-/// `force_baseline` (`jpeg_set_linear_quality` at [`JpegQuality::scale`] for a half
-/// step): rounded, clamped to 1..=255.
-pub(crate) fn scaled_table(base: &[u16; 64], quality: JpegQuality) -> [u16; 64] {
-    let scale = quality.scale();
+/// `force_baseline`: rounded, clamped to 1..=255.
+pub(crate) fn scaled_table(base: &[u16; 64], quality: u8) -> [u16; 64] {
+    let scale = quality_scale(u32::from(quality));
     // Clamped to 1..=255: the cast cannot truncate.
     base.map(|v| ((u32::from(v) * scale + 50) / 100).clamp(1, 255) as u16)
 }
@@ -253,26 +189,6 @@ pub fn estimate_jpeg_quality(bytes: &[u8]) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn half_steps_scale_between_the_whole_ones() {
-        for q in 1..=100u8 {
-            let whole = JpegQuality::from(q);
-            assert_eq!(whole.scale(), quality_scale(u32::from(q)), "quality {q}");
-            assert_eq!(whole.to_string(), q.to_string());
-            if q < 100 {
-                let half = JpegQuality::from_halves(2 * q + 1);
-                let next = JpegQuality::from(q + 1);
-                assert!(whole.scale() >= half.scale() && half.scale() >= next.scale());
-                assert_eq!(half.to_string(), format!("{q}.5"));
-                assert_eq!(half.get(), f32::from(q) + 0.5);
-            }
-        }
-        // From 50 up a half step is one percent of scale.
-        assert_eq!(JpegQuality::from_halves(111).scale(), 89);
-        assert_eq!(JpegQuality::from_halves(250), JpegQuality::from(100));
-        assert_eq!(JpegQuality::from(0), JpegQuality::from(1));
-    }
 
     #[test]
     fn parse_accepts_absolute_and_relative_forms() {

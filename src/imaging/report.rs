@@ -67,10 +67,8 @@ pub struct Report {
     pub input_bytes: u64,
     /// Size of the returned bytes (equals `input_bytes` when `kept_original`).
     pub output_bytes: u64,
-    /// The JPEG quality the encoder was run with (also when its result was
-    /// discarded): a whole one for a fixed quality, in half steps when searched
-    /// ([`JpegQuality`](super::JpegQuality)).
-    pub quality: f32,
+    /// The JPEG quality the encoder was run with (also when its result was discarded).
+    pub quality: u8,
     /// Estimated IJG quality of a JPEG input (`None` for other formats or unknown tables).
     pub source_quality: Option<u8>,
     /// The re-encode was not smaller than the JPEG input, so the input bytes were returned.

@@ -15,7 +15,7 @@
 use super::coefficients;
 use super::kernels::{self, QuantTable};
 use super::libjpeg::{Budget, DecodedPixels, Frame, FrameColor, LibjpegError, PixelLayout, Plane};
-use super::quality::{IJG_CHROMA, IJG_LUMA, JpegQuality, scaled_table};
+use super::quality::{IJG_CHROMA, IJG_LUMA, scaled_table};
 use super::writer::{self, Planes420};
 
 /// The layout of a frame this module handles: gray, or the chroma step per axis
@@ -247,9 +247,10 @@ fn decode_planes(
 /// models and samplings.
 pub(crate) fn reencode(
     input: &[u8],
-    quality: JpegQuality,
+    quality: u8,
     budget: &Budget,
 ) -> Result<Option<Vec<u8>>, LibjpegError> {
+    let quality = quality.clamp(1, 100);
     let tables = [
         scaled_table(&IJG_LUMA, quality),
         scaled_table(&IJG_CHROMA, quality),
@@ -420,7 +421,7 @@ mod tests {
     fn reencoded_planes_decode_close_to_the_source() {
         for name in SOURCES {
             let input = fixture(name);
-            let jpeg = reencode(&input, 90.into(), &Budget::UNLIMITED)
+            let jpeg = reencode(&input, 90, &Budget::UNLIMITED)
                 .expect("re-encodes")
                 .expect("a layout of ours");
             crate::imaging::verify_jpeg(&jpeg).expect("decodes cleanly");
@@ -474,7 +475,7 @@ mod tests {
             .sum::<f64>()
             / ours.data.len() as f64;
         assert!(diff < 2.0, "mean difference {diff:.2}");
-        let reencoded = reencode(&input, 50.into(), &Budget::UNLIMITED).expect("reads");
+        let reencoded = reencode(&input, 50, &Budget::UNLIMITED).expect("reads");
         assert!(reencoded.is_none());
     }
 }

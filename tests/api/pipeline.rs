@@ -119,7 +119,7 @@ async fn classic_sample_completes_with_output_csv_and_signed_webhook(backend: Ba
         assert!(img["output_bytes"].as_i64().unwrap() > 0);
         assert!(img["output_bytes"].as_i64() < img["input_bytes"].as_i64());
         assert!(img["width"].as_i64().unwrap() > 0);
-        assert_eq!(img["report"]["quality"], 50.0);
+        assert_eq!(img["report"]["quality"], 50);
     }
 
     // Exactly one signed webhook with the §8 payload.

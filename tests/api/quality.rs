@@ -35,12 +35,6 @@ async fn auto_target_and_byte_cap_show_in_the_images_api(backend: Backend) {
         // Photos this small are scored whole.
         assert_eq!(r["scored_pixels"].as_u64(), Some(640 * 480), "{img}");
         assert!(r["tries"].as_u64().unwrap() >= 1, "{img}");
-        // Searched in half steps of the range.
-        let q = r["quality"].as_f64().unwrap();
-        assert!(
-            (30.0..=95.0).contains(&q) && (2.0 * q).fract() == 0.0,
-            "{img}"
-        );
         assert!(
             ["target", "quality_range"].contains(&r["binding"].as_str().unwrap()),
             "{img}"

@@ -145,7 +145,7 @@ def main() -> None:
         r = im.report
         check(isinstance(r, ImageReport), f"report: {im}")
         check(r.input_format == InputFormat.JPEG and r.width == im.width, f"report: {r}")
-        check(r.tries == 1 and r.binding == BindingLimit.QUALITY and r.quality == 50, f"report: {r}")
+        check(r.tries == 1 and r.binding == BindingLimit.QUALITY, f"report: {r}")
         check(r.target is UNSET and r.score is UNSET and r.max_bytes is UNSET, f"report: {r}")
 
     # 4. The output CSV.
@@ -176,7 +176,6 @@ def main() -> None:
     r = page.items[0].report
     check(isinstance(r, ImageReport) and r.target == 60 and r.max_bytes == 30000, f"auto report: {r}")
     check(isinstance(r.score, float) and r.tries >= 1, f"auto report: {r}")
-    check(isinstance(r.quality, float) and (2 * r.quality).is_integer(), f"half steps: {r}")
     check(r.binding in (BindingLimit.TARGET, BindingLimit.MAX_BYTES), f"auto report: {r}")
     check(r.output_bytes <= 30000 and not r.downscaled, f"over the cap or downscaled: {r}")
     print(f"client roundtrip: auto:60 + 30KB chose q{r.quality} ({r.binding}, score {r.score:.1f})")
