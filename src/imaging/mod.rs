@@ -248,7 +248,9 @@ enum Direct {
 /// new encoder setting, a fix to colour handling): it is part of
 /// [`TransformOptions::fingerprint`], so outputs made before are not reused after.
 /// 2: the encoder's accurate FDCT and Huffman tables made per image.
-pub const OUTPUT_VERSION: u32 = 2;
+/// 3: half-step target searches (taken out again).
+/// 4: the target search's aim above the target and its bracket rule.
+pub const OUTPUT_VERSION: u32 = 4;
 
 impl TransformOptions {
     /// Everything that shapes the output bytes for a given input, as one string: the
