@@ -165,10 +165,11 @@ impl Scorer {
         max_pixels: u64,
         budget: &Budget,
     ) -> Result<Scorer, ImagingError> {
+        let mut window = Region::whole(0, 0);
         let (decoded, size) = decode_window(input, budget, denom, |width, height| {
-            scored_window(width, height, max_pixels)
+            window = scored_window(width, height, max_pixels);
+            window
         })?;
-        let window = scored_window(size.0, size.1, max_pixels);
         Self::new(&rgb_of(&decoded), window, size, denom)
     }
 
@@ -941,6 +942,148 @@ mod tests {
                 per(striped)
             );
         }
+    }
+
+    /// One corpus photo's outputs at every quality of [`AUTO_RANGE`] by the direct
+    /// path (bytes and full-scale score): what a search of it can visit.
+    struct Curve {
+        name: String,
+        scored_pixels: u64,
+        /// (bytes, score) by quality.
+        at: BTreeMap<u8, (usize, f64)>,
+    }
+
+    /// The corpus photos' [`Curve`]s: read from `path` when it is there (a TSV of
+    /// photo, quality, bytes, score, scored pixels), else computed (about 10 minutes
+    /// on 2 cores) and written there.
+    fn corpus_curves(path: &std::path::Path) -> Option<Vec<Curve>> {
+        let mut curves: BTreeMap<String, Curve> = BTreeMap::new();
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(_) => {
+                let photos = corpus_photos()?;
+                let budget = Budget::UNLIMITED;
+                let next = std::sync::atomic::AtomicUsize::new(0);
+                let lines = std::sync::Mutex::new(Vec::new());
+                std::thread::scope(|s| {
+                    for _ in 0..2 {
+                        s.spawn(|| {
+                            let order = std::sync::atomic::Ordering::Relaxed;
+                            while let Some(photo) = photos.get(next.fetch_add(1, order)) {
+                                let input = std::fs::read(photo).expect("reads");
+                                let header = super::super::jpeg::parse(&input).expect("a JPEG");
+                                let scorer = Scorer::from_jpeg(&input, &budget).expect("reference");
+                                let name = photo.file_stem().unwrap_or_default().to_string_lossy();
+                                for q in AUTO_RANGE {
+                                    let route = super::super::Route::Auto;
+                                    let (bytes, _) = super::super::direct_jpeg(
+                                        &input, &header, q, &budget, route,
+                                    )
+                                    .expect("transcodes")
+                                    .expect("the direct path applies");
+                                    let score = scorer.score(&bytes, &budget).expect("scores");
+                                    lines.lock().expect("lines").push(format!(
+                                        "{name}\t{q}\t{}\t{score:.4}\t{}\n",
+                                        bytes.len(),
+                                        scorer.scored_pixels()
+                                    ));
+                                }
+                            }
+                        });
+                    }
+                });
+                let text: String = lines.into_inner().expect("lines").concat();
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).expect("makes the curves' folder");
+                }
+                std::fs::write(path, &text).expect("writes the curves");
+                text
+            }
+        };
+        for line in text.lines() {
+            let f: Vec<&str> = line.split('\t').collect();
+            let curve = curves.entry(f[0].to_string()).or_insert_with(|| Curve {
+                name: f[0].to_string(),
+                scored_pixels: f[4].parse().expect("pixels"),
+                at: BTreeMap::new(),
+            });
+            let q = f[1].parse().expect("quality");
+            curve.at.insert(
+                q,
+                (f[2].parse().expect("bytes"), f[3].parse().expect("score")),
+            );
+        }
+        Some(curves.into_values().collect())
+    }
+
+    /// The product's search replayed on the corpus photos' score curves, for targets
+    /// 60–80: bytes and tries against the lowest meeting quality of each photo (what
+    /// a search that tried everything would choose), and `auto:65`'s bytes against
+    /// the smallest fixed quality that gets every photo to 65 on this scorer. What
+    /// the search's rules ([`AIM`], [`CLOSE_ENOUGH`], the bracket rule) were chosen
+    /// on. A measurement: `cargo test --release --lib -- --ignored --nocapture
+    /// search_replayed_on_score_curves` (reads `../shared/corpus`; keeps the curves in
+    /// `target/score-curves-v{OUTPUT_VERSION}.tsv`, delete it after a codec change).
+    #[test]
+    #[ignore = "measurement on the benchmark corpus"]
+    fn search_replayed_on_score_curves() {
+        let cache = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+            "target/score-curves-v{}.tsv",
+            super::super::OUTPUT_VERSION
+        ));
+        let Some(curves) = corpus_curves(&cache) else {
+            return;
+        };
+        println!("{} photos, curves in {}", curves.len(), cache.display());
+        let mut all_tries = 0.0;
+        println!("| target | bytes | lowest meeting | over | tries | tries × MP |");
+        println!("|---|---|---|---|---|---|");
+        for target in [60u8, 65, 70, 75, 80] {
+            let t = f64::from(target);
+            let (mut bytes, mut lowest, mut tries, mut weighted) = (0, 0, 0, 0.0);
+            for curve in &curves {
+                // The curve as the encoder: the first byte of a try is its quality.
+                let mut encode = |q: u8| {
+                    let mut bytes = vec![0u8; curve.at[&q].0];
+                    bytes[0] = q;
+                    Ok(Some(Encoded {
+                        bytes,
+                        fast_path: true,
+                    }))
+                };
+                let score = |b: &[u8]| Ok(curve.at[&b[0]].1);
+                let goal = Goal {
+                    target: Some(target),
+                    fixed: 50,
+                    max_bytes: None,
+                };
+                let c = match search(goal, &mut encode, Some(&score)).expect("replays") {
+                    Searched::Chosen(c) => c,
+                    _ => panic!("{}: no choice", curve.name),
+                };
+                bytes += c.encoded.bytes.len();
+                tries += c.tries;
+                weighted += f64::from(c.tries) * curve.scored_pixels as f64 / 1e6;
+                let best = curve.at.values().find(|(_, s)| *s >= t);
+                lowest += best.unwrap_or(&curve.at[AUTO_RANGE.end()]).0;
+            }
+            println!(
+                "| {target} | {bytes} | {lowest} | {:+.2} % | {tries} | {weighted:.0} |",
+                (bytes as f64 / lowest as f64 - 1.0) * 100.0
+            );
+            all_tries += weighted;
+        }
+        println!("tries × MP over the five targets: {all_tries:.0}");
+        let total = |q: u8| curves.iter().map(|c| c.at[&q].0).sum::<usize>();
+        let fixed = AUTO_RANGE
+            .clone()
+            .find(|q| curves.iter().all(|c| c.at[q].1 >= 65.0))
+            .expect("a quality of the range gets every photo to 65");
+        println!(
+            "fixed q50: {} bytes; q{fixed}, the smallest fixed quality with every photo ≥ 65 here: {} bytes",
+            total(50),
+            total(fixed)
+        );
     }
 
     #[test]
