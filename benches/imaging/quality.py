@@ -1,15 +1,13 @@
 """Adaptive quality benchmark: `pixbatch convert --threads 1` on the corpus photos
 with fixed q50, `auto:T` (T = the median SSIMULACRA2 of fixed q50), `auto:80` and
-`--max-bytes 150000`, every output scored by an SSIMULACRA2 implementation the
-product does not use (PyPI `ssimulacra2`, numpy/scipy), against the source as
-Pillow decodes it. Prints a Markdown table per run and PASS/MISS per target of
-issue 18; exits 0 either way.
+`--max-bytes 150000`, every output scored against the source by the judge: rust-av's
+`ssimulacra2` crate (benches/imaging/judge), an implementation the product does not
+use, both images decoded by Pillow. Prints a Markdown table per run and PASS/MISS per
+target of issue 18; exits 0 either way.
 
-Usage: quality.py PIXBATCH_BIN WORK_DIR PHOTO...
-Each photo's reference side is computed once per pass (two passes), with the
-package's own kernels. Env: BENCH_JOBS (parallel q50 scorings, default 1: the CPU
-figures come from `convert`'s own per-thread CPU time, so scoring in parallel does
-not skew them).
+Usage: quality.py PIXBATCH_BIN JUDGE_BIN WORK_DIR PHOTO...
+Env: BENCH_JOBS (parallel q50 scorings, default 1: the CPU figures come from
+`convert`'s own per-thread CPU time, so scoring in parallel does not skew them).
 """
 
 import os
@@ -17,24 +15,11 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
-from ssimulacra2 import compute_ssimulacra2
-from ssimulacra2.ssimulacra2 import (
-    Msssim,
-    MsssimScale,
-    blur_image,
-    downsample,
-    edge_diff_map,
-    kNumScales,
-    linear_rgb_to_xyb,
-    make_positive_xyb,
-    srgb_to_linear,
-    ssim_map,
-)
 
 LINE = re.compile(
     r"^(?P<name>\S+)\tok\t\S+ (?P<w>\d+)x(?P<h>\d+)\t(?P<bin>\d+) -> (?P<bout>\d+) bytes"
@@ -78,51 +63,32 @@ def convert(binary, out, args, photos):
     return rows
 
 
-def _xyb(linear):
-    return make_positive_xyb(linear_rgb_to_xyb(linear))
-
-
-def _load(path):
-    return srgb_to_linear(np.array(Image.open(path).convert("RGB"), dtype=np.float64))
-
-
 class Reference:
-    """The source side of `compute_ssimulacra2`, computed once per photo: the same
-    steps and kernels as the package's function (checked against it on one photo
-    per run), so each output costs only its own side."""
+    """A source photo as the judge sees it: decoded once by Pillow (libjpeg-turbo,
+    as the product's own scorer decodes) to a PPM file, each output decoded the same
+    way and scored against it by the judge (`judge SOURCE OUTPUT`)."""
 
-    def __init__(self, path):
-        self.scales = []
-        linear = _load(path)
-        for scale in range(kNumScales):
-            img = _xyb(linear)
-            if img.shape[0] < 8 or img.shape[1] < 8:
-                break
-            self.scales.append((img, blur_image(img * img), blur_image(img)))
-            if scale < kNumScales - 1:
-                linear = downsample(linear, 2, 2)
+    def __init__(self, judge, path):
+        self.judge = judge
+        self.dir = tempfile.TemporaryDirectory(prefix="quality-judge-")
+        self.source = self._ppm(path, "source")
+
+    def _ppm(self, path, name):
+        ppm = os.path.join(self.dir.name, f"{name}.ppm")
+        Image.open(path).convert("RGB").save(ppm)
+        return ppm
 
     def score(self, path):
-        linear = _load(path)
-        msssim = Msssim()
-        for scale, (img1, sigma1_sq, mu1) in enumerate(self.scales):
-            img2 = _xyb(linear)
-            sigma2_sq = blur_image(img2 * img2)
-            sigma12 = blur_image(img1 * img2)
-            mu2 = blur_image(img2)
-            data = MsssimScale()
-            data.avg_ssim = ssim_map(mu1, mu2, sigma1_sq, sigma2_sq, sigma12)
-            data.avg_edgediff = edge_diff_map(img1, mu1, img2, mu2)
-            msssim.scales.append(data)
-            if scale < kNumScales - 1:
-                linear = downsample(linear, 2, 2)
-        return msssim.score()
+        output = self._ppm(path, "output")
+        run = subprocess.run([self.judge, self.source, output], check=True, capture_output=True, text=True)
+        os.unlink(output)
+        return float(run.stdout.strip())
 
 
-def score_q50(path_pairs):
+def score_q50(args):
     """Pass 1, one photo: its q50 output's score."""
-    source, output = path_pairs
-    return Reference(source).score(output)
+    judge, source, output = args
+    return Reference(judge, source).score(output)
 
 
 def fixed_rows(binary, work, photos, cache, q):
@@ -138,7 +104,7 @@ def total(rows, key):
 
 def table(title, rows, target=None):
     print(f"\n### {title}\n")
-    print("| photo | MP | quality | tries | binding | bytes | SSIMULACRA2 (independent) | own score | CPU ms |")
+    print("| photo | MP | quality | tries | binding | bytes | SSIMULACRA2 (judge) | own score | CPU ms |")
     print("|---|---|---|---|---|---|---|---|---|")
     for stem, r in sorted(rows.items()):
         mp = r["width"] * r["height"] / 1e6
@@ -159,19 +125,16 @@ def verdict(ok, text):
 
 
 def main():
-    binary, work, photos = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
+    binary, judge, work, photos = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4:]
     jobs = int(os.environ.get("BENCH_JOBS", "1"))
     fixed_cache = {}
     q50 = fixed_rows(binary, work, photos, fixed_cache, 50)
     stems = sorted(q50)
     # Pass 1: the q50 scores give T (one reference per photo, dropped after).
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        pairs = [(q50[s]["source"], q50[s]["output"]) for s in stems]
+        pairs = [(judge, q50[s]["source"], q50[s]["output"]) for s in stems]
         for s, score in zip(stems, pool.map(score_q50, pairs)):
             q50[s]["score"] = score
-    check = compute_ssimulacra2(q50[stems[0]]["source"], q50[stems[0]]["output"])
-    if abs(check - q50[stems[0]]["score"]) > 1e-9:
-        sys.exit(f"cached reference disagrees with compute_ssimulacra2: {check} vs {q50[stems[0]]['score']}")
     scores = [r["score"] for r in q50.values()]
     median = statistics.median(scores)
     target = round(median)
@@ -190,7 +153,7 @@ def main():
     # photo below the floor there is searched upward (scores rise with quality).
     needed = 50
     for s in sorted(stems, key=lambda s: q50[s]["score"]):
-        ref = Reference(q50[s]["source"])
+        ref = Reference(judge, q50[s]["source"])
         auto[s]["score"] = ref.score(auto[s]["output"])
         a80[s]["score"] = ref.score(a80[s]["output"])
         def at(q, ref=ref, s=s):
@@ -252,12 +215,12 @@ def main():
         f"CPU per photo with auto:{target} = {ratio:.2f}× fixed q50's"
         f" ({total(auto, 'cpu_ms') / len(auto):.0f} ms vs {total(q50, 'cpu_ms') / len(q50):.0f} ms; ≤ 4×)",
     )
-    # The product's own score (fast-ssim2, at full size) next to the independent one.
+    # The product's own score (fast-ssim2, at full size) next to the judge's.
     diffs = [r["own_score"] - r["score"] for r in [*auto.values(), *a80.values()]
              if r["own_score"] is not None]
     if diffs:
         print(
-            f"- own score − independent score: mean {statistics.mean(diffs):+.2f},"
+            f"- own score − judge's score: mean {statistics.mean(diffs):+.2f},"
             f" from {min(diffs):+.2f} to {max(diffs):+.2f} ({len(diffs)} outputs)"
         )
 
