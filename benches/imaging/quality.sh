@@ -21,7 +21,7 @@ requirements=$here/quality-requirements.txt
 source "$here/common.sh"
 
 judge_dir=${CARGO_TARGET_DIR:-target}/quality-judge
-cargo build --release --quiet --manifest-path "$here/judge/Cargo.toml" --target-dir "$judge_dir"
+cargo build --release --quiet --locked --manifest-path "$here/judge/Cargo.toml" --target-dir "$judge_dir"
 judge=$judge_dir/release/pixbatch-quality-judge
 
 echo "quality bench: ${#photos[@]} photos, one thread; machine: $(nproc) cores, $(uname -m), $(date +%F)"
