@@ -71,7 +71,8 @@ bench-imaging:
     bash benches/imaging/run.sh
 
 # Adaptive quality (issue 18): fixed q50 against `auto:T`, `auto:80` and a 150 KB cap on
-# the corpus photos, one thread, each output scored by an independent SSIMULACRA2 (a
-# throwaway venv with PyPI's ssimulacra2); prints tables and PASS/MISS per target.
+# the corpus photos, one thread, each output scored by an SSIMULACRA2 the product does
+# not use (rust-av's crate, built from benches/imaging/judge; Pillow decodes, in a
+# throwaway venv); prints tables and PASS/MISS per target.
 bench-quality:
     bash benches/imaging/quality.sh
