@@ -47,6 +47,14 @@ const CLOSE_ENOUGH: f64 = 0.75;
 /// weighted by megapixels, than aiming at the target itself, for the same bytes.
 const AIM: f64 = 0.15;
 
+/// How much a score typically moves per quality step, in points, around the middle of
+/// the range: how far the target search steps before it has a bracket.
+const SCORE_PER_STEP: f64 = 0.5;
+
+/// How much the log of an output's bytes typically grows per quality step (bytes grow
+/// about exponentially with quality, ~2 % a step): the cap search's first guesses.
+const LN_BYTES_PER_STEP: f64 = 0.02;
+
 /// Each downscale step when even the lowest quality is over the cap: 3/4 of the sides.
 const DOWNSCALE_STEP: f64 = 0.75;
 
@@ -311,12 +319,15 @@ fn interpolate_q(points: &[(f64, f64)], target: f64) -> u8 {
 /// A JPEG → its SSIMULACRA2 score against the source ([`Scorer::score`]).
 pub(crate) type ScoreFn<'a> = &'a dyn Fn(&[u8]) -> Result<f64, ImagingError>;
 
+/// A quality → its JPEG; `None` when the encoder declines.
+pub(crate) type EncodeFn<'a> = &'a mut dyn FnMut(u8) -> Result<Option<Encoded>, ImagingError>;
+
 /// A downscaled output: its bytes, its size, the encodes made.
 pub(crate) type Downscaled = (Vec<u8>, (u32, u32), u32);
 
 /// Memoised encodes (and scores) by quality.
 struct Tries<'a> {
-    encode: &'a mut dyn FnMut(u8) -> Result<Option<Encoded>, ImagingError>,
+    encode: EncodeFn<'a>,
     score: Option<ScoreFn<'a>>,
     done: BTreeMap<u8, (Encoded, Option<f64>)>,
 }
@@ -363,7 +374,7 @@ impl Tries<'_> {
 /// target, `score` (a JPEG → its SSIMULACRA2 against the source, [`Scorer::score`]).
 pub(crate) fn search(
     goal: Goal,
-    encode: &mut dyn FnMut(u8) -> Result<Option<Encoded>, ImagingError>,
+    encode: EncodeFn<'_>,
     score: Option<ScoreFn<'_>>,
 ) -> Result<Searched, ImagingError> {
     let mut tries = Tries {
@@ -448,13 +459,12 @@ fn lowest_meeting(tries: &mut Tries<'_>, target: f64) -> Result<Option<u8>, Imag
                 if lo == top {
                     break;
                 }
-                // Below target: step up by the typical slope (about 0.5 point per
-                // quality step), at least 2.
-                let step = ((target + AIM - sl) / 0.5).ceil().max(2.0);
+                // Below target: step up by the typical slope, at least 2.
+                let step = ((target + AIM - sl) / SCORE_PER_STEP).ceil().max(2.0);
                 (f64::from(lo) + step).min(f64::from(top)) as u8
             }
             (None, Some((hi, sh))) => {
-                let step = ((sh - target - AIM) / 0.5).floor().max(2.0);
+                let step = ((sh - target - AIM) / SCORE_PER_STEP).floor().max(2.0);
                 (f64::from(hi) - step).max(f64::from(bottom)) as u8
             }
             (None, None) => break,
@@ -485,11 +495,9 @@ fn highest_fitting(
 ) -> Result<Option<u8>, ImagingError> {
     let mut over = (upper, tries.at(upper)?.map_or(u64::MAX, |(l, _)| l));
     let mut fits: Option<(u8, u64)> = None;
-    // Bytes grow about exponentially with quality; a first guess from that.
     let ln = |b: u64| (b.max(1) as f64).ln();
     let mut q = {
-        let per_step = 0.02;
-        let at = f64::from(over.0) - (ln(over.1) - ln(cap)) / per_step;
+        let at = f64::from(over.0) - (ln(over.1) - ln(cap)) / LN_BYTES_PER_STEP;
         (at.floor().max(f64::from(floor)) as u8).min(over.0.saturating_sub(1).max(floor))
     };
     if over.0 <= floor {
@@ -506,7 +514,7 @@ fn highest_fitting(
             None if q == floor => return Ok(None),
             None => {
                 // Still over: twice the estimated distance down, at least 4 steps.
-                let guess = f64::from(q) - 2.0 * ((ln(len) - ln(cap)) / 0.02).max(4.0);
+                let guess = f64::from(q) - 2.0 * ((ln(len) - ln(cap)) / LN_BYTES_PER_STEP).max(4.0);
                 guess.max(f64::from(floor)) as u8
             }
             Some((lo, _)) if over.0 - lo <= 1 => break,
@@ -944,6 +952,22 @@ mod tests {
         }
     }
 
+    /// [`search`] on an encoder whose output at quality `q` is `len(q)` bytes scoring
+    /// `score(q)`: the first byte of each "JPEG" is its quality, so the scorer can read
+    /// it back.
+    fn search_on(goal: Goal, len: impl Fn(u8) -> usize, score: impl Fn(u8) -> f64) -> Searched {
+        let mut encode = |q: u8| {
+            let mut bytes = vec![0u8; len(q)];
+            bytes[0] = q;
+            Ok(Some(Encoded {
+                bytes,
+                fast_path: false,
+            }))
+        };
+        let score = |b: &[u8]| Ok(score(b[0]));
+        search(goal, &mut encode, Some(&score)).expect("model search")
+    }
+
     /// One corpus photo's outputs at every quality of [`AUTO_RANGE`] by the direct
     /// path (bytes and full-scale score): what a search of it can visit.
     struct Curve {
@@ -1042,22 +1066,12 @@ mod tests {
             let t = f64::from(target);
             let (mut bytes, mut lowest, mut tries, mut weighted) = (0, 0, 0, 0.0);
             for curve in &curves {
-                // The curve as the encoder: the first byte of a try is its quality.
-                let mut encode = |q: u8| {
-                    let mut bytes = vec![0u8; curve.at[&q].0];
-                    bytes[0] = q;
-                    Ok(Some(Encoded {
-                        bytes,
-                        fast_path: true,
-                    }))
-                };
-                let score = |b: &[u8]| Ok(curve.at[&b[0]].1);
                 let goal = Goal {
                     target: Some(target),
                     fixed: 50,
                     max_bytes: None,
                 };
-                let c = match search(goal, &mut encode, Some(&score)).expect("replays") {
+                let c = match search_on(goal, |q| curve.at[&q].0, |q| curve.at[&q].1) {
                     Searched::Chosen(c) => c,
                     _ => panic!("{}: no choice", curve.name),
                 };
@@ -1094,8 +1108,7 @@ mod tests {
         assert!(first_guess(70.0) > 50 && first_guess(70.0) < 70);
     }
 
-    /// A model encoder: score = 30 + 0.6·q, bytes = 1000·1.03^q; the first byte
-    /// of the "JPEG" is its quality, so the model scorer can read it back.
+    /// A model encoder: score = 30 + 0.6·q, bytes = 1000·1.03^q ([`search_on`]).
     fn model_score(q: u8) -> f64 {
         30.0 + 0.6 * f64::from(q)
     }
@@ -1103,16 +1116,7 @@ mod tests {
         (1000.0 * 1.03f64.powi(i32::from(q))) as usize
     }
     fn run(goal: Goal) -> Searched {
-        let mut encode = |q: u8| {
-            let mut bytes = vec![0u8; model_len(q)];
-            bytes[0] = q;
-            Ok(Some(Encoded {
-                bytes,
-                fast_path: false,
-            }))
-        };
-        let score = |b: &[u8]| Ok(model_score(b[0]));
-        search(goal, &mut encode, Some(&score)).expect("model search")
+        search_on(goal, model_len, model_score)
     }
     fn chosen(s: Searched) -> Choice {
         match s {
