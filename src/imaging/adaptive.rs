@@ -1100,6 +1100,137 @@ mod tests {
         );
     }
 
+    /// Chroma offsets measured by [`chroma_split_curves`].
+    const CHROMA_OFFSETS: [i8; 6] = [-16, -8, 0, 8, 16, 30];
+
+    /// Each corpus photo's (bytes, score) by luma quality (40–76, every third), for
+    /// each chroma table offset of [`CHROMA_OFFSETS`] from the luma's.
+    type SplitCurves = BTreeMap<(String, i8), BTreeMap<u8, (usize, f64)>>;
+
+    /// The corpus photos' [`SplitCurves`]: read from `path` when it is there (a TSV of
+    /// photo, quality, offset, bytes, score), else computed (about 10 minutes on 2
+    /// cores) and written there.
+    fn split_curves(path: &std::path::Path) -> Option<SplitCurves> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(_) => {
+                let photos = corpus_photos()?;
+                let budget = Budget::UNLIMITED;
+                let next = std::sync::atomic::AtomicUsize::new(0);
+                let lines = std::sync::Mutex::new(Vec::new());
+                std::thread::scope(|s| {
+                    for _ in 0..2 {
+                        s.spawn(|| {
+                            let order = std::sync::atomic::Ordering::Relaxed;
+                            while let Some(photo) = photos.get(next.fetch_add(1, order)) {
+                                let input = std::fs::read(photo).expect("reads");
+                                let scorer = Scorer::from_jpeg(&input, &budget).expect("reference");
+                                let name = photo.file_stem().unwrap_or_default().to_string_lossy();
+                                for q in (40u8..=76).step_by(3) {
+                                    for offset in CHROMA_OFFSETS {
+                                        let tuning = super::super::fastpath::Tuning {
+                                            chroma_offset: offset,
+                                            ..Default::default()
+                                        };
+                                        let bytes = super::super::fastpath::transcode(
+                                            &input, q, &budget, tuning,
+                                        )
+                                        .expect("transcodes")
+                                        .expect("the fast path applies");
+                                        let score = scorer.score(&bytes, &budget).expect("scores");
+                                        lines.lock().expect("lines").push(format!(
+                                            "{name}\t{q}\t{offset}\t{}\t{score:.4}\n",
+                                            bytes.len()
+                                        ));
+                                    }
+                                }
+                            }
+                        });
+                    }
+                });
+                let text: String = lines.into_inner().expect("lines").concat();
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).expect("makes the curves' folder");
+                }
+                std::fs::write(path, &text).expect("writes the curves");
+                text
+            }
+        };
+        let mut curves = SplitCurves::new();
+        for line in text.lines() {
+            let f: Vec<&str> = line.split('\t').collect();
+            let key = (f[0].to_string(), f[2].parse().expect("offset"));
+            curves.entry(key).or_default().insert(
+                f[1].parse().expect("quality"),
+                (f[3].parse().expect("bytes"), f[4].parse().expect("score")),
+            );
+        }
+        Some(curves)
+    }
+
+    /// The bytes of the lowest whole quality whose score reaches `target` on a curve
+    /// measured every few qualities (score and log-bytes interpolated linearly between
+    /// its points; its first point when that already reaches it); `None` when none does.
+    fn lowest_whole(curve: &BTreeMap<u8, (usize, f64)>, target: f64) -> Option<f64> {
+        let (&first, &(bytes, score)) = curve.first_key_value()?;
+        if score >= target {
+            return Some(bytes as f64);
+        }
+        let points: Vec<_> = curve
+            .iter()
+            .map(|(&q, &(b, s))| (q, (b as f64).ln(), s))
+            .collect();
+        points.windows(2).find_map(|w| {
+            let ((q0, b0, s0), (q1, b1, s1)) = (w[0], w[1]);
+            (q0.max(first)..=q1).find_map(|q| {
+                let f = f64::from(q - q0) / f64::from(q1 - q0);
+                (s0 + f * (s1 - s0) >= target).then(|| (b0 + f * (b1 - b0)).exp())
+            })
+        })
+    }
+
+    /// What balancing the two tables per photo could save for a target: the lowest
+    /// meeting outputs with the chroma table at the best of a set of offsets from the
+    /// luma's, against offset 0 (every photo's own best of the six, a few sets, each
+    /// offset alone). A measurement: `cargo test --release --lib -- --ignored
+    /// --nocapture chroma_split_curves` (reads `../shared/corpus`; keeps the curves in
+    /// `target/chroma-split-v{OUTPUT_VERSION}.tsv`).
+    #[test]
+    #[ignore = "measurement on the benchmark corpus"]
+    fn chroma_split_curves() {
+        let cache = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+            "target/chroma-split-v{}.tsv",
+            super::super::OUTPUT_VERSION
+        ));
+        let Some(curves) = split_curves(&cache) else {
+            return;
+        };
+        let photos: std::collections::BTreeSet<&String> = curves.keys().map(|(p, _)| p).collect();
+        println!("{} photos, curves in {}", photos.len(), cache.display());
+        let sets: [&[i8]; 5] = [&CHROMA_OFFSETS, &[0, 8], &[0, 16], &[0, 16, 30], &[16]];
+        for target in [65.56, 66.0, 70.0] {
+            let total = |set: &[i8]| -> f64 {
+                photos
+                    .iter()
+                    .map(|&p| {
+                        set.iter()
+                            .filter_map(|&o| lowest_whole(&curves[&(p.clone(), o)], target))
+                            .fold(f64::INFINITY, f64::min)
+                    })
+                    .sum()
+            };
+            let base = total(&[0]);
+            let ratios: Vec<String> = sets
+                .iter()
+                .map(|set| format!("{set:?} {:.3}×", total(set) / base))
+                .collect();
+            println!(
+                "target {target}: offset 0 {base:.0} bytes; {}",
+                ratios.join(", ")
+            );
+        }
+    }
+
     #[test]
     fn first_guess_follows_the_curve_and_stays_in_range() {
         assert_eq!(first_guess(65.0), 50);

@@ -50,6 +50,9 @@ pub(crate) struct Tuning {
     pub huffman_sample: usize,
     /// Also take gray, 4:2:2, 4:4:0 and 4:4:4 sources (see [`all_samplings`]).
     pub all_samplings: bool,
+    /// The chroma table's quality relative to the luma table's (0: both at the
+    /// requested quality).
+    pub chroma_offset: i8,
 }
 
 /// Whether sources that are not 4:2:0 take the fast path: where [`super::Codec`]
@@ -66,6 +69,7 @@ impl Default for Tuning {
             own_huffman: true,
             huffman_sample: huffman::SAMPLE,
             all_samplings: all_samplings(),
+            chroma_offset: 0,
         }
     }
 }
@@ -125,7 +129,10 @@ pub(crate) fn transcode(
 ) -> Result<Option<Vec<u8>>, LibjpegError> {
     let targets = [
         scaled_table(&IJG_LUMA, quality),
-        scaled_table(&IJG_CHROMA, quality),
+        scaled_table(
+            &IJG_CHROMA,
+            (i16::from(quality) + i16::from(tuning.chroma_offset)).clamp(1, 100) as u8,
+        ),
     ];
     let handled = |frame: &Frame| match chroma_merge(frame) {
         Some((Arrangement::InPlace, _, _)) => true,
