@@ -977,53 +977,65 @@ mod tests {
         at: BTreeMap<u8, (usize, f64)>,
     }
 
+    /// The text at `path` when it is there, else the lines `measure` gives for each
+    /// corpus photo (its name, bytes and [`Scorer`]), measured on two threads, written
+    /// there; `None`, said, when there is neither.
+    fn cached_lines(
+        path: &std::path::Path,
+        measure: impl Fn(&str, &[u8], &Scorer) -> Vec<String> + Sync,
+    ) -> Option<String> {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return Some(text);
+        }
+        let photos = corpus_photos()?;
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let lines = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    let order = std::sync::atomic::Ordering::Relaxed;
+                    while let Some(photo) = photos.get(next.fetch_add(1, order)) {
+                        let input = std::fs::read(photo).expect("reads");
+                        let scorer =
+                            Scorer::from_jpeg(&input, &Budget::UNLIMITED).expect("reference");
+                        let name = photo.file_stem().unwrap_or_default().to_string_lossy();
+                        let measured = measure(&name, &input, &scorer);
+                        lines.lock().expect("lines").extend(measured);
+                    }
+                });
+            }
+        });
+        let text: String = lines.into_inner().expect("lines").concat();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).expect("makes the folder");
+        }
+        std::fs::write(path, &text).expect("writes the measurements");
+        Some(text)
+    }
+
     /// The corpus photos' [`Curve`]s: read from `path` when it is there (a TSV of
     /// photo, quality, bytes, score, scored pixels), else computed (about 10 minutes
     /// on 2 cores) and written there.
     fn corpus_curves(path: &std::path::Path) -> Option<Vec<Curve>> {
         let mut curves: BTreeMap<String, Curve> = BTreeMap::new();
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(_) => {
-                let photos = corpus_photos()?;
-                let budget = Budget::UNLIMITED;
-                let next = std::sync::atomic::AtomicUsize::new(0);
-                let lines = std::sync::Mutex::new(Vec::new());
-                std::thread::scope(|s| {
-                    for _ in 0..2 {
-                        s.spawn(|| {
-                            let order = std::sync::atomic::Ordering::Relaxed;
-                            while let Some(photo) = photos.get(next.fetch_add(1, order)) {
-                                let input = std::fs::read(photo).expect("reads");
-                                let header = super::super::jpeg::parse(&input).expect("a JPEG");
-                                let scorer = Scorer::from_jpeg(&input, &budget).expect("reference");
-                                let name = photo.file_stem().unwrap_or_default().to_string_lossy();
-                                for q in AUTO_RANGE {
-                                    let route = super::super::Route::Auto;
-                                    let (bytes, _) = super::super::direct_jpeg(
-                                        &input, &header, q, &budget, route,
-                                    )
-                                    .expect("transcodes")
-                                    .expect("the direct path applies");
-                                    let score = scorer.score(&bytes, &budget).expect("scores");
-                                    lines.lock().expect("lines").push(format!(
-                                        "{name}\t{q}\t{}\t{score:.4}\t{}\n",
-                                        bytes.len(),
-                                        scorer.scored_pixels()
-                                    ));
-                                }
-                            }
-                        });
-                    }
-                });
-                let text: String = lines.into_inner().expect("lines").concat();
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).expect("makes the curves' folder");
-                }
-                std::fs::write(path, &text).expect("writes the curves");
-                text
-            }
-        };
+        let text = cached_lines(path, |name, input, scorer| {
+            let header = super::super::jpeg::parse(input).expect("a JPEG");
+            let budget = Budget::UNLIMITED;
+            AUTO_RANGE
+                .map(|q| {
+                    let route = super::super::Route::Auto;
+                    let (bytes, _) = super::super::direct_jpeg(input, &header, q, &budget, route)
+                        .expect("transcodes")
+                        .expect("the direct path applies");
+                    let score = scorer.score(&bytes, &budget).expect("scores");
+                    format!(
+                        "{name}\t{q}\t{}\t{score:.4}\t{}\n",
+                        bytes.len(),
+                        scorer.scored_pixels()
+                    )
+                })
+                .collect()
+        })?;
         for line in text.lines() {
             let f: Vec<&str> = line.split('\t').collect();
             let curve = curves.entry(f[0].to_string()).or_insert_with(|| Curve {
@@ -1111,51 +1123,27 @@ mod tests {
     /// photo, quality, offset, bytes, score), else computed (about 10 minutes on 2
     /// cores) and written there.
     fn split_curves(path: &std::path::Path) -> Option<SplitCurves> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(_) => {
-                let photos = corpus_photos()?;
-                let budget = Budget::UNLIMITED;
-                let next = std::sync::atomic::AtomicUsize::new(0);
-                let lines = std::sync::Mutex::new(Vec::new());
-                std::thread::scope(|s| {
-                    for _ in 0..2 {
-                        s.spawn(|| {
-                            let order = std::sync::atomic::Ordering::Relaxed;
-                            while let Some(photo) = photos.get(next.fetch_add(1, order)) {
-                                let input = std::fs::read(photo).expect("reads");
-                                let scorer = Scorer::from_jpeg(&input, &budget).expect("reference");
-                                let name = photo.file_stem().unwrap_or_default().to_string_lossy();
-                                for q in (40u8..=76).step_by(3) {
-                                    for offset in CHROMA_OFFSETS {
-                                        let tuning = super::super::fastpath::Tuning {
-                                            chroma_offset: offset,
-                                            ..Default::default()
-                                        };
-                                        let bytes = super::super::fastpath::transcode(
-                                            &input, q, &budget, tuning,
-                                        )
-                                        .expect("transcodes")
-                                        .expect("the fast path applies");
-                                        let score = scorer.score(&bytes, &budget).expect("scores");
-                                        lines.lock().expect("lines").push(format!(
-                                            "{name}\t{q}\t{offset}\t{}\t{score:.4}\n",
-                                            bytes.len()
-                                        ));
-                                    }
-                                }
-                            }
-                        });
-                    }
-                });
-                let text: String = lines.into_inner().expect("lines").concat();
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).expect("makes the curves' folder");
+        let text = cached_lines(path, |name, input, scorer| {
+            let budget = Budget::UNLIMITED;
+            let mut lines = Vec::new();
+            for q in (40u8..=76).step_by(3) {
+                for offset in CHROMA_OFFSETS {
+                    let tuning = super::super::fastpath::Tuning {
+                        chroma_offset: offset,
+                        ..Default::default()
+                    };
+                    let bytes = super::super::fastpath::transcode(input, q, &budget, tuning)
+                        .expect("transcodes")
+                        .expect("the fast path applies");
+                    let score = scorer.score(&bytes, &budget).expect("scores");
+                    lines.push(format!(
+                        "{name}\t{q}\t{offset}\t{}\t{score:.4}\n",
+                        bytes.len()
+                    ));
                 }
-                std::fs::write(path, &text).expect("writes the curves");
-                text
             }
-        };
+            lines
+        })?;
         let mut curves = SplitCurves::new();
         for line in text.lines() {
             let f: Vec<&str> = line.split('\t').collect();

@@ -26,12 +26,18 @@ use poem::{
 };
 use serde_json::Value;
 
-/// A real photo from the fixtures.
-pub fn photo(name: &str) -> Vec<u8> {
+/// The file `name` of `tests/fixtures/{folder}`.
+pub fn fixture(folder: &str, name: &str) -> Vec<u8> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/photos")
+        .join("tests/fixtures")
+        .join(folder)
         .join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("fixture {}: {e}", p.display()))
+}
+
+/// A real photo from the fixtures.
+pub fn photo(name: &str) -> Vec<u8> {
+    fixture("photos", name)
 }
 
 /// The fixture photos, by name.

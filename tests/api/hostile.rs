@@ -4,14 +4,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{ImageServer, TestServer, files_under};
+use crate::helpers::{self, ImageServer, TestServer, files_under};
 
 /// An imaging fixture.
 fn fixture(name: &str) -> Vec<u8> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/imaging")
-        .join(name);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("fixture {}: {e}", p.display()))
+    helpers::fixture("imaging", name)
 }
 
 #[path = "../support/scans.rs"]
