@@ -1005,6 +1005,15 @@ mod tests {
         at: BTreeMap<u8, (usize, f64)>,
     }
 
+    /// Where a corpus measurement named `name` is kept between runs:
+    /// `target/{name}-v{OUTPUT_VERSION}.tsv`, so that a codec change starts afresh.
+    fn kept_in_target(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+            "target/{name}-v{}.tsv",
+            super::super::OUTPUT_VERSION
+        ))
+    }
+
     /// The text at `path` when it is there, else the lines `measure` gives for each
     /// corpus photo (its name, bytes and [`Scorer`]), measured on two threads, written
     /// there; `None`, said, when there is neither.
@@ -1083,18 +1092,15 @@ mod tests {
     /// The product's search replayed on the corpus photos' score curves, for targets
     /// 60–80: bytes and tries against the lowest meeting quality of each photo (what
     /// a search that tried everything would choose), and `auto:65`'s bytes against
-    /// the smallest fixed quality that gets every photo to 65 on this scorer. What
-    /// the search's rules ([`AIM`], [`CLOSE_ENOUGH`], the bracket rule) were chosen
-    /// on. A measurement: `cargo test --release --lib -- --ignored --nocapture
+    /// the smallest fixed quality that gets every photo to 65 on this scorer, then
+    /// where the first guess starts ([`first_guesses_on`]). What the search's rules
+    /// ([`TYPICAL`], [`AIM`], [`CLOSE_ENOUGH`], the bracket rule) were chosen on. A measurement: `cargo test --release --lib -- --ignored --nocapture
     /// search_replayed_on_score_curves` (reads `../shared/corpus`; keeps the curves in
-    /// `target/score-curves-v{OUTPUT_VERSION}.tsv`, delete it after a codec change).
+    /// `target/score-curves-v{OUTPUT_VERSION}.tsv`).
     #[test]
     #[ignore = "measurement on the benchmark corpus"]
     fn search_replayed_on_score_curves() {
-        let cache = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
-            "target/score-curves-v{}.tsv",
-            super::super::OUTPUT_VERSION
-        ));
+        let cache = kept_in_target("score-curves");
         let Some(curves) = corpus_curves(&cache) else {
             return;
         };
@@ -1292,10 +1298,7 @@ mod tests {
     #[test]
     #[ignore = "measurement on the benchmark corpus"]
     fn chroma_split_curves() {
-        let cache = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
-            "target/chroma-split-v{}.tsv",
-            super::super::OUTPUT_VERSION
-        ));
+        let cache = kept_in_target("chroma-split");
         let Some(curves) = split_curves(&cache) else {
             return;
         };
