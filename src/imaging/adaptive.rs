@@ -1094,7 +1094,8 @@ mod tests {
     /// a search that tried everything would choose), and `auto:65`'s bytes against
     /// the smallest fixed quality that gets every photo to 65 on this scorer, then
     /// where the first guess starts ([`first_guesses_on`]). What the search's rules
-    /// ([`TYPICAL`], [`AIM`], [`CLOSE_ENOUGH`], the bracket rule) were chosen on. A measurement: `cargo test --release --lib -- --ignored --nocapture
+    /// ([`TYPICAL`], [`AIM`], [`CLOSE_ENOUGH`], the bracket rule) were chosen on. A
+    /// measurement: `cargo test --release --lib -- --ignored --nocapture
     /// search_replayed_on_score_curves` (reads `../shared/corpus`; keeps the curves in
     /// `target/score-curves-v{OUTPUT_VERSION}.tsv`).
     #[test]
@@ -1147,11 +1148,6 @@ mod tests {
         first_guesses_on(&curves);
     }
 
-    /// How far the first guess lands from each photo's lowest meeting quality, for
-    /// targets 60–80 (mean absolute difference, in quality steps): the product's
-    /// typical curve; the median of the other 20 photos' (left-one-out); and a
-    /// per-photo guess from the one thing known before any score is taken, the
-    /// output's bits per pixel at q50 (a line fitted on the other 20). Part of [`search_replayed_on_score_curves`].
     /// The first guess's curve before [`TYPICAL`] (fitted on an earlier codec and scorer).
     const REPLACED: [(f64, f64); 7] = [
         (30.0, 52.0),
@@ -1188,6 +1184,17 @@ mod tests {
             "| target | TYPICAL | replaced | 40th percentile, left-one-out | median, left-one-out |"
         );
         println!("|---|---|---|---|---|");
+        // Each photo's four curves to start from, the same for every target.
+        let guides: Vec<[Vec<(f64, f64)>; 4]> = (0..curves.len())
+            .map(|i| {
+                [
+                    TYPICAL.to_vec(),
+                    REPLACED.to_vec(),
+                    percentile(i, 0.4),
+                    percentile(i, 0.5),
+                ]
+            })
+            .collect();
         let mut sums = [0.0; 4];
         for target in [60u8, 65, 70, 75, 80] {
             let goal = Goal {
@@ -1196,13 +1203,7 @@ mod tests {
                 max_bytes: None,
             };
             let mut row = [0.0; 4];
-            for (i, c) in curves.iter().enumerate() {
-                let guides = [
-                    TYPICAL.to_vec(),
-                    REPLACED.to_vec(),
-                    percentile(i, 0.4),
-                    percentile(i, 0.5),
-                ];
+            for (c, guides) in curves.iter().zip(&guides) {
                 for (k, typical) in guides.iter().enumerate() {
                     let Searched::Chosen(choice) =
                         search_on_from(typical, goal, |q| c.at[&q].0, |q| c.at[&q].1)
