@@ -353,6 +353,9 @@ fn check_row(
     if serial.is_empty() {
         problems.push(line, serial_column, "the serial number is empty".to_owned());
         ok = false;
+    } else if serial.contains('\0') {
+        problems.push(line, serial_column, nul_problem("serial number"));
+        ok = false;
     } else if let Some(first) = seen_serials.get(serial) {
         problems.push(
             line,
@@ -370,6 +373,13 @@ fn check_row(
             line,
             header.column(header.product_name),
             "the product name is empty".to_owned(),
+        );
+        ok = false;
+    } else if product_name.contains('\0') {
+        problems.push(
+            line,
+            header.column(header.product_name),
+            nul_problem("product name"),
         );
         ok = false;
     }
@@ -436,6 +446,13 @@ fn check_row(
 }
 
 /// Cuts a long cell for a message, on a character boundary.
+/// A NUL character cannot be stored in a PostgreSQL text column (SQLite would take
+/// it), so it is refused here, the same on both backends, rather than failing the
+/// insert.
+fn nul_problem(what: &str) -> String {
+    format!("the {what} contains a NUL character (U+0000), which cannot be stored")
+}
+
 fn shorten(s: &str) -> String {
     const MAX: usize = 80;
     match s.char_indices().nth(MAX) {
@@ -669,6 +686,38 @@ mod tests {
                 (2, "Product Name"),
                 (3, "Serial Number"),
                 (4, "Input Image Urls")
+            ]
+        );
+    }
+
+    #[test]
+    fn nul_in_serial_or_name_is_a_problem_of_its_cell() {
+        let found = problems(&format!(
+            "{HEADER}1\0,A,http://x.io/a\n2,B\0B,http://x.io/b\n3,C,http://x.io/c\n"
+        ));
+        let got: Vec<_> = found
+            .iter()
+            .map(|p| {
+                (
+                    p.line,
+                    p.column.as_deref().unwrap_or(""),
+                    p.message.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    2,
+                    "Serial Number",
+                    "the serial number contains a NUL character (U+0000), which cannot be stored"
+                ),
+                (
+                    3,
+                    "Product Name",
+                    "the product name contains a NUL character (U+0000), which cannot be stored"
+                )
             ]
         );
     }

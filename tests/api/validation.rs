@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{ImageServer, TestServer, files_under};
+use crate::helpers::{Backend, ImageServer, TestServer, files_under};
 
 fn problems(body: &serde_json::Value) -> Vec<(u64, String)> {
     body["errors"]
@@ -181,3 +181,23 @@ async fn dry_run_counts_without_storing() {
     assert_eq!(images.total_hits(), 0);
     assert!(files_under(&app.uploads()).is_empty());
 }
+
+/// A NUL character is valid UTF-8 but cannot be stored in a PostgreSQL text column: it
+/// is a 422 naming its cell on both backends, not a database error.
+async fn nul_characters_are_a_422_on_every_backend(backend: Backend) {
+    let Some(app) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
+    let csv = b"Serial Number,Product Name,Input Image Urls\n\
+                1\0,A,https://example.com/a.jpg\n\
+                2,B\0,https://example.com/b.jpg\n";
+    let (code, body) = app.upload(csv, &[]).await;
+    assert_eq!(code, 422, "{body}");
+    let p = problems(&body);
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p[0].0 == 2 && p[0].1.starts_with("Serial Number") && p[0].1.contains("NUL"));
+    assert!(p[1].0 == 3 && p[1].1.starts_with("Product Name") && p[1].1.contains("NUL"));
+    assert!(files_under(&app.uploads()).is_empty());
+}
+
+crate::on_both_backends!(nul_characters_are_a_422_on_every_backend);
