@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use apalis::prelude::Data;
+use apalis::prelude::{Attempt, Data};
 use tracing::Instrument;
 
 use super::{HandlerResult, JobContext, TryError, infra_error};
@@ -17,7 +17,11 @@ use crate::{
 };
 
 /// apalis entry point.
-pub(super) async fn handle(job: CompleteJob, ctx: Data<Arc<JobContext>>) -> HandlerResult {
+pub(super) async fn handle(
+    job: CompleteJob,
+    ctx: Data<Arc<JobContext>>,
+    attempt: Attempt,
+) -> HandlerResult {
     let span = tracing::info_span!("complete", request_id = %job.request_id, run = job.run);
     let timer = JobTimer::start(JobKind::Complete);
     match run(&job, &ctx).instrument(span).await {
@@ -31,7 +35,7 @@ pub(super) async fn handle(job: CompleteJob, ctx: Data<Arc<JobContext>>) -> Hand
         }
         Err(e) => {
             timer.finish("error");
-            Err(infra_error(e).await)
+            Err(infra_error(e, &attempt).await)
         }
     }
 }

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use apalis::prelude::Data;
+use apalis::prelude::{Attempt, Data};
 use chrono::Utc;
 use tracing::Instrument;
 
@@ -23,7 +23,11 @@ use crate::{
 pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// apalis entry point.
-pub(super) async fn handle(job: DeliverJob, ctx: Data<Arc<JobContext>>) -> HandlerResult {
+pub(super) async fn handle(
+    job: DeliverJob,
+    ctx: Data<Arc<JobContext>>,
+    attempt: Attempt,
+) -> HandlerResult {
     let span = tracing::info_span!("deliver", event_id = %job.event_id, attempt = job.attempt);
     let timer = JobTimer::start(JobKind::Deliver);
     match run(&job, &ctx).instrument(span).await {
@@ -33,7 +37,7 @@ pub(super) async fn handle(job: DeliverJob, ctx: Data<Arc<JobContext>>) -> Handl
         }
         Err(e) => {
             timer.finish("error");
-            Err(infra_error(e).await)
+            Err(infra_error(e, &attempt).await)
         }
     }
 }

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use apalis::prelude::Data;
+use apalis::prelude::{Attempt, Data};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
@@ -50,7 +50,11 @@ impl Handled {
 }
 
 /// apalis entry point.
-pub(super) async fn handle(job: ImageJob, ctx: Data<Arc<JobContext>>) -> HandlerResult {
+pub(super) async fn handle(
+    job: ImageJob,
+    ctx: Data<Arc<JobContext>>,
+    attempt: Attempt,
+) -> HandlerResult {
     let span = tracing::info_span!("image", request_id = %job.request_id, row = job.row, position = job.position, url = tracing::field::Empty);
     let timer = JobTimer::start(JobKind::Image);
     match run(&job, &ctx).instrument(span).await {
@@ -60,7 +64,7 @@ pub(super) async fn handle(job: ImageJob, ctx: Data<Arc<JobContext>>) -> Handler
         }
         Err(e) => {
             timer.finish("error");
-            Err(infra_error(e).await)
+            Err(infra_error(e, &attempt).await)
         }
     }
 }

@@ -6,7 +6,7 @@
 //! tables. A transient download failure is retried by pushing a *new* job with a
 //! `run_at` in the future, so the wait survives restarts and holds no worker slot.
 //! A handler returns `Err` only when the database itself failed; apalis then runs the
-//! job again (bounded by [`crate::lifecycle::INFRA_ATTEMPTS`]).
+//! job again, after [`INFRA_BACKOFF`], up to [`crate::lifecycle::INFRA_ATTEMPTS`] times.
 //!
 //! The handlers are adapters: each decodes its job, does the slow part (download and
 //! transform, write the output CSV, POST the webhook) and hands what happened to
@@ -68,11 +68,21 @@ impl JobContext {
 /// A handler's failure: only infrastructure errors reach apalis.
 type HandlerResult = Result<(), BoxDynError>;
 
-/// After an infrastructure error, wait a little before handing the job back, so a
-/// database outage is not met with a tight loop of immediate re-runs.
-async fn infra_error(e: StoreError) -> BoxDynError {
-    tracing::error!(error = %e, "job hit an infrastructure error; it will run again");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+/// How long a job waits after an infrastructure error before it is handed back to
+/// apalis, which runs it again at once: doubling from 1 s to 30 s (under the default
+/// `SHUTDOWN_TIMEOUT`), so a database outage is met neither with a tight loop of
+/// re-runs nor with a job given up after a few seconds of it.
+const INFRA_BACKOFF: Backoff = Backoff {
+    base: Duration::from_secs(1),
+    cap: Duration::from_secs(30),
+};
+
+/// Logs an infrastructure error and waits [`INFRA_BACKOFF`] for this run of the job.
+async fn infra_error(e: StoreError, attempt: &Attempt) -> BoxDynError {
+    let run = u32::try_from(attempt.current()).unwrap_or(u32::MAX).max(1);
+    let delay = INFRA_BACKOFF.next_delay(run, None);
+    tracing::error!(error = %e, run, ?delay, "job hit an infrastructure error; it will run again");
+    tokio::time::sleep(delay).await;
     Box::new(e)
 }
 

@@ -13,8 +13,12 @@ use crate::{
     store::{Db, NewJob, StoreError, Tx},
 };
 
-/// How often apalis runs a job whose handler failed on infrastructure (database) errors.
-pub const INFRA_ATTEMPTS: usize = 10;
+/// How often apalis runs a job whose handler failed on infrastructure (database)
+/// errors. A job that runs out is never fetched again, and its request would wait
+/// for it forever, so the bound is an outage nobody sits through: at the jobs'
+/// 30 s backoff this is three and a half days. A restart or a worker's lost
+/// heartbeat also counts a run.
+pub const INFRA_ATTEMPTS: usize = 10_000;
 
 /// A job type: its payload and the queue it lives in.
 pub trait Job: Serialize + for<'de> Deserialize<'de> + Send + Sync + 'static {

@@ -7,7 +7,8 @@ use std::{
 };
 
 use crate::helpers::{
-    Backend, ImageServer, PHOTOS, TestServer, WebhookReceiver, csv_rows, stored_jpgs,
+    Backend, ImageServer, PHOTOS, PgDatabase, TestServer, WebhookReceiver, csv_rows, postgres_url,
+    stored_jpgs,
 };
 
 fn csv_of(images: &ImageServer, prefix: &str, n: usize) -> String {
@@ -405,3 +406,58 @@ crate::on_both_backends!(
     cancel_stops_pending_images,
     group_commit_keeps_the_fan_in_exact,
 );
+
+/// A database that refuses every image outcome for 25 s: long enough that a fixed
+/// handful of quick infrastructure re-runs would have given the jobs up, leaving the
+/// request `Processing` forever. The jobs back off and wait it out, and once the
+/// database takes writes again the request completes with every image stored.
+#[tokio::test]
+async fn image_jobs_outlast_a_long_database_failure() {
+    let Some(admin) = postgres_url() else {
+        return;
+    };
+    let pg = PgDatabase::create(&admin).await;
+    let images = ImageServer::start().await;
+    let app = TestServer::start(&[("DATABASE_URL", pg.url.as_str())]).await;
+    let conn = sqlx::PgPool::connect(&pg.url)
+        .await
+        .expect("test's own pool");
+    for sql in [
+        "create function refuse_outcomes() returns trigger language plpgsql as \
+         $$ begin raise exception 'outcomes refused by the test'; end $$",
+        "create trigger refuse_outcomes before update on images \
+         for each row execute function refuse_outcomes()",
+    ] {
+        sqlx::query(sql)
+            .execute(&conn)
+            .await
+            .expect("install the failure");
+    }
+    let n = 4;
+    let (code, body) = app.upload(csv_of(&images, "img", n).as_bytes(), &[]).await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["request_id"].as_str().unwrap().to_owned();
+
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let runs: i32 = sqlx::query_scalar(
+        "select coalesce(max(attempts), 0) from apalis.jobs where job_type = 'pixbatch.images'",
+    )
+    .fetch_one(&conn)
+    .await
+    .expect("attempts");
+    assert!(
+        runs >= 3,
+        "the jobs were not re-run: {runs}\n{}",
+        app.logs()
+    );
+    assert_eq!(succeeded(&app, &id).await, 0, "nothing can be recorded yet");
+    sqlx::query("drop trigger refuse_outcomes on images")
+        .execute(&conn)
+        .await
+        .expect("end the failure");
+
+    let status = app.wait_final(&id, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "Completed", "{status}\n{}", app.logs());
+    assert_eq!(succeeded(&app, &id).await, n as i64);
+    assert_complete_once(&app, &id, n).await;
+}
