@@ -744,6 +744,7 @@ impl Db {
                 ImageOutcomeUpdate::Failed(_) => c.failed += finished,
             }
         }
+        Db::record_sources(tx, items, &recorded).await?;
         let mut last_of_run = Vec::new();
         for (id, c) in requests.iter().zip(&counts) {
             if c.finished == 0 {
@@ -818,30 +819,55 @@ impl Db {
             }
             finished += changed;
         }
-        if let ImageOutcomeUpdate::Succeeded {
-            input_bytes,
-            output_bytes,
-            width,
-            height,
-            report,
-            source: Some(facts),
-            ..
-        } = outcome
-            && let Some(&(row, position)) = item.targets.first()
-        {
-            let key = BlobKey::image(id, row, position);
-            let out = StoredOutput {
-                request_id: id,
-                output_key: key.as_str(),
-                input_bytes: *input_bytes,
-                output_bytes: *output_bytes,
-                width: *width,
-                height: *height,
-                report,
-            };
-            Db::record_source(tx, facts, out).await?;
-        }
         Ok(finished)
+    }
+
+    /// Records, for reuse, the source of every recorded success in `items` that
+    /// carries one. Rows of `sources` are shared between requests, so two batches
+    /// upserting the same URLs in arrival order could lock them in opposite orders
+    /// and deadlock on PostgreSQL: they are upserted in key order, each key once
+    /// (the last item of the batch wins, as it would have one by one).
+    async fn record_sources(
+        tx: &mut Tx,
+        items: &[ImageFinish],
+        recorded: &[bool],
+    ) -> Result<(), StoreError> {
+        let mut stored: Vec<(&SourceFacts, StoredOutput<'_>)> = Vec::new();
+        for (item, _) in items.iter().zip(recorded).filter(|&(_, &r)| r) {
+            if let ImageOutcomeUpdate::Succeeded {
+                input_bytes,
+                output_bytes,
+                width,
+                height,
+                report,
+                source: Some(facts),
+                ..
+            } = &item.outcome
+                && let Some(&(row, position)) = item.targets.first()
+            {
+                let out = StoredOutput {
+                    request_id: item.request_id,
+                    output_key: BlobKey::image(item.request_id, row, position),
+                    input_bytes: *input_bytes,
+                    output_bytes: *output_bytes,
+                    width: *width,
+                    height: *height,
+                    report,
+                };
+                stored.push((facts, out));
+            }
+        }
+        // A stable sort keeps arrival order within a key; the last of each key is kept.
+        stored.sort_by(|(a, _), (b, _)| (&a.url, &a.settings).cmp(&(&b.url, &b.settings)));
+        for (i, (facts, out)) in stored.iter().enumerate() {
+            let superseded = stored
+                .get(i + 1)
+                .is_some_and(|(next, _)| next.url == facts.url && next.settings == facts.settings);
+            if !superseded {
+                Db::record_source(tx, facts, out).await?;
+            }
+        }
+        Ok(())
     }
     /// Puts a finished request's failed images back to `pending` for a new run.
     /// Returns the new run and the images to push jobs for, or `None` when the request

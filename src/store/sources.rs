@@ -5,7 +5,7 @@
 use chrono::Utc;
 use sqlx::FromRow;
 
-use super::{Db, StoreError, Tx, requests::corrupt, with_pool, with_tx};
+use super::{BlobKey, Db, StoreError, Tx, requests::corrupt, with_pool, with_tx};
 use crate::domain::RequestId;
 
 /// What one URL gave under one settings fingerprint, and where its output is.
@@ -81,10 +81,10 @@ pub(super) const RECORD_SOURCE_SQL: &str = "insert into sources (url, settings, 
         request_id = excluded.request_id, updated_at = excluded.updated_at";
 
 /// The output an image was stored as, to record with its [`SourceFacts`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct StoredOutput<'a> {
     pub request_id: RequestId,
-    pub output_key: &'a str,
+    pub output_key: BlobKey,
     pub input_bytes: i64,
     pub output_bytes: i64,
     pub width: i64,
@@ -125,7 +125,7 @@ impl Db {
     pub(super) async fn record_source(
         tx: &mut Tx,
         facts: &SourceFacts,
-        out: StoredOutput<'_>,
+        out: &StoredOutput<'_>,
     ) -> Result<(), StoreError> {
         with_tx!(tx, c => {
             sqlx::query(RECORD_SOURCE_SQL)
@@ -135,7 +135,7 @@ impl Db {
                 .bind(&facts.last_modified)
                 .bind(&facts.content_hash)
                 .bind(out.input_bytes)
-                .bind(out.output_key)
+                .bind(out.output_key.as_str())
                 .bind(out.output_bytes)
                 .bind(out.width)
                 .bind(out.height)

@@ -7,7 +7,7 @@ use pixbatch::{
     imaging::Quality,
     store::{
         DEAD_ROWS, Db, FinishedBatch, ImageFinish, ImageOutcomeUpdate, ImageRecord, NewImage,
-        NewProduct, NewRequest, RequestRecord,
+        NewProduct, NewRequest, RequestRecord, SourceFacts,
     },
 };
 
@@ -691,7 +691,50 @@ async fn pages_start_at_their_offset(backend: Backend) {
     assert!(db.images(RequestId::new(), 0, 10).await.unwrap().is_empty());
 }
 
+/// A success from the URL `url`, as an image job that downloaded it records it.
+fn stored_from(url: &str, hash: &str) -> ImageOutcomeUpdate {
+    let mut outcome = stored(None);
+    if let ImageOutcomeUpdate::Succeeded { source, .. } = &mut outcome {
+        *source = Some(SourceFacts {
+            url: url.to_owned(),
+            settings: "q50".to_owned(),
+            etag: None,
+            last_modified: None,
+            content_hash: hash.to_owned(),
+        });
+    }
+    outcome
+}
+
+/// One batch records the sources of its successes once per URL, whatever order its
+/// items came in (they are written in key order, so batches cannot deadlock on the
+/// shared rows): the last item of a URL is the one kept.
+async fn a_batch_records_each_source_once(backend: Backend) {
+    let Some(test) = TestDb::open(backend).await else {
+        return;
+    };
+    let db = &test.db;
+    let first = insert(db, &[&["http://x/b", "http://x/a"]]).await;
+    let second = insert(db, &[&["http://x/a"]]).await;
+    finish(
+        db,
+        &[
+            item(first, &[(0, 0)], stored_from("http://x/b", "b1")),
+            item(first, &[(0, 1)], stored_from("http://x/a", "a1")),
+            item(second, &[(0, 0)], stored_from("http://x/a", "a2")),
+        ],
+    )
+    .await;
+    let a = db.source("http://x/a", "q50").await.unwrap().expect("a");
+    assert_eq!((a.request_id, a.content_hash.as_str()), (second, "a2"));
+    assert_eq!(a.output_key, format!("{second}/0-0.jpg"));
+    let b = db.source("http://x/b", "q50").await.unwrap().expect("b");
+    assert_eq!((b.request_id, b.content_hash.as_str()), (first, "b1"));
+    assert_eq!(b.output_key, format!("{first}/0-0.jpg"));
+}
+
 crate::on_both_backends!(
+    a_batch_records_each_source_once,
     pages_start_at_their_offset,
     finish_counts_each_image_once,
     one_batch_ends_several_runs,
