@@ -368,14 +368,15 @@ impl BlobStore {
         self.check_size(path, len).await
     }
 
-    /// Locally, that the file under `path` holds `len` bytes, else it is removed.
+    /// Locally, that the file under `path` holds `len` bytes, else the write fails.
     /// Belt and braces: the staged file's writes all returned `Ok`, but a file the
-    /// database will call stored must hold every byte.
+    /// database will call stored must hold every byte. The file is left in place: it
+    /// may be another writer's whole file of the same key (two completions of a
+    /// request rewriting its output CSV), and the failed write's retry replaces it.
     async fn check_size(&self, path: &Path, len: u64) -> Result<(), BlobError> {
         if self.local_root.is_some() {
             let meta = self.store.head(path).await.map_err(|e| self.fault(&e))?;
             if meta.size != len {
-                let _ = self.store.delete(path).await;
                 return Err(BlobError::io(format!(
                     "{path}: {} of {len} bytes on disk",
                     meta.size
