@@ -154,15 +154,15 @@ pub struct ServerConfig {
     pub max_image_scans: u32,
 
     /// CPU time every image may use for its transform, on top of `IMAGE_TIME_PER_MEGAPIXEL`.
-    #[arg(long, env = "IMAGE_TIME_BUDGET", default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "IMAGE_TIME_BUDGET", default_value = "2s", value_parser = parse_duration)]
     pub image_time_budget: Duration,
 
     /// Extra CPU time per million pixels of the image (2s + 40ms/MP: 6 s at 100 MP).
-    #[arg(long, env = "IMAGE_TIME_PER_MEGAPIXEL", default_value = "40ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "IMAGE_TIME_PER_MEGAPIXEL", default_value = "40ms", value_parser = parse_duration)]
     pub image_time_per_megapixel: Duration,
 
     /// Time limit for one download, body included (e.g. `30s`).
-    #[arg(long, env = "FETCH_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "FETCH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub fetch_timeout: Duration,
 
     /// Most downloads in parallel from one host name, per process: a courtesy to the
@@ -176,11 +176,11 @@ pub struct ServerConfig {
     pub fetch_attempts: u32,
 
     /// First delay between download tries; doubled each try, with jitter.
-    #[arg(long, env = "FETCH_BACKOFF_BASE", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "FETCH_BACKOFF_BASE", default_value = "1s", value_parser = parse_duration)]
     pub fetch_backoff_base: Duration,
 
     /// Cap on the delay between download tries (and on an honoured `Retry-After`).
-    #[arg(long, env = "FETCH_BACKOFF_CAP", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "FETCH_BACKOFF_CAP", default_value = "60s", value_parser = parse_duration)]
     pub fetch_backoff_cap: Duration,
 
     /// Comma list of CIDRs that downloads and webhooks may reach although private
@@ -210,15 +210,15 @@ pub struct ServerConfig {
 
     /// How often workers report they are alive; jobs of a worker silent for two
     /// intervals are taken up by another one.
-    #[arg(long, env = "JOB_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "JOB_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
     pub job_heartbeat: Duration,
 
     /// How often idle workers look for due jobs (delayed retries included).
-    #[arg(long, env = "JOB_POLL_INTERVAL", default_value = "200ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "JOB_POLL_INTERVAL", default_value = "200ms", value_parser = parse_poll_interval)]
     pub job_poll_interval: Duration,
 
     /// How long SIGTERM waits for in-flight jobs before exiting.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
     /// Log format.
@@ -600,13 +600,36 @@ impl ServerConfig {
 /// unset (see the flag's doc; the end-to-end benchmark sizes its memory bound with it).
 pub const IMAGE_JOBS_PER_CORE: usize = 8;
 
+/// The longest duration any option takes: a deadline is computed as now plus the
+/// duration, and a value like `1000000y` would overflow the clock.
+const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Parses a duration option (`30s`, `200ms`, `1h 30m`), at most [`MAX_DURATION`].
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim()).map_err(|e| e.to_string())?;
+    if d > MAX_DURATION {
+        return Err(format!("at most 30 days, got {s}"));
+    }
+    Ok(d)
+}
+
+/// Parses `JOB_POLL_INTERVAL`: at least 10 ms, since an idle worker polls the database
+/// at that pace (a zero interval would poll back to back).
+fn parse_poll_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(10) {
+        return Err(format!("at least 10ms, got {s}"));
+    }
+    Ok(d)
+}
+
 /// Parses `5s,5m,30m` into delays.
 pub fn parse_schedule(s: &str) -> Result<Vec<Duration>, String> {
     let delays = s
         .split(',')
         .map(str::trim)
         .filter(|p| !p.is_empty())
-        .map(|p| humantime::parse_duration(p).map_err(|e| format!("{p:?}: {e}")))
+        .map(|p| parse_duration(p).map_err(|e| format!("{p:?}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
     if delays.is_empty() {
         return Err("at least one delay is needed".into());
@@ -674,6 +697,20 @@ mod tests {
         );
         assert!(parse_schedule("").is_err());
         assert!(parse_schedule("5s,soon").is_err());
+        assert!(parse_schedule("5s,1000000y").is_err());
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        let serve = |flag: &str, v: &str| Cli::try_parse_from(["pixbatch", "serve", flag, v]);
+        assert!(serve("--fetch-timeout", "30d").is_ok());
+        let err = serve("--fetch-timeout", "1000000y")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at most 30 days"), "{err}");
+        assert!(serve("--job-poll-interval", "10ms").is_ok());
+        let err = serve("--job-poll-interval", "0s").unwrap_err().to_string();
+        assert!(err.contains("at least 10ms"), "{err}");
     }
 
     #[test]
