@@ -14,6 +14,7 @@ use super::{ApiError, ApiTags, AppState, ProblemResponse};
 use crate::{
     csv::{self, CsvLimits},
     domain::RequestStatus,
+    fetch,
     imaging::{MaxBytes, Quality},
     lifecycle::CheckedUpload,
 };
@@ -117,10 +118,16 @@ impl UploadApi {
         };
         let webhook_url = match form.webhook_url.as_deref().map(str::trim) {
             None | Some("") => None,
-            Some(u) => Some(
-                csv::ImageUrl::parse(u)
-                    .map_err(|e| ApiError::InvalidField(format!("webhook_url: {e}")))?,
-            ),
+            Some(u) => {
+                let url = csv::ImageUrl::parse(u)
+                    .map_err(|e| ApiError::InvalidField(format!("webhook_url: {e}")))?;
+                // A URL no delivery may ever reach (credentials, an IP literal in a
+                // refused range) is refused now rather than after a 202; a name is
+                // checked at each delivery, when it resolves.
+                fetch::check_url(url.as_str(), &s.fetch.allow_private)
+                    .map_err(|e| ApiError::InvalidField(format!("webhook_url: {e}")))?;
+                Some(url)
+            }
         };
         let bytes = form
             .file

@@ -78,7 +78,10 @@ async fn run(job: &DeliverJob, ctx: &JobContext) -> Result<&'static str, StoreEr
             FailureCode::HttpError,
             format!("HTTP {}", r.status),
         )),
-        Err(e) => Some(e.into()),
+        // SPEC §8: only a 410 stops the schedule. Unlike a download, a refused
+        // address is worth another try here: the receiver's name may resolve to a
+        // public address later, and the schedule bounds the tries.
+        Err(e) => Some(TryError::retry(e.code(), e.to_string())),
     };
     let tries_before = event.attempts;
     let next_delay = failed.as_ref().filter(|f| f.is_retry()).and_then(|_| {
