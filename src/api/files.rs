@@ -63,8 +63,10 @@ impl FilesApi {
         #[oai(name = "If-None-Match")] if_none_match: Header<Option<String>>,
     ) -> Result<FileResponse, ProblemResponse> {
         let not_found = || ApiError::NotFound("no such file".into());
-        let key =
-            BlobKey::parse(&format!("{}/{}", request_id.0, name.0)).map_err(|_| not_found())?;
+        let key = BlobKey::parse(&format!("{}/{}", request_id.0, name.0))
+            .ok()
+            .filter(BlobKey::is_output)
+            .ok_or_else(not_found)?;
         let blob = self
             .0
             .blobs

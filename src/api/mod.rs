@@ -207,11 +207,12 @@ pub fn health_routes(state: Arc<AppState>) -> impl Endpoint {
         .catch_all_error(|e| async move { error::problem_from_poem_error(e) })
 }
 
-/// Paths anyone may read, even when `API_TOKEN` is set.
+/// Paths anyone may read, even when `API_TOKEN` is set (SPEC §1: health, docs and
+/// `/files`). `/metrics` is not one: a scraper sends the token like any client. The
+/// worker's side listener has no token check and binds to loopback by default.
 fn is_public(path: &str) -> bool {
     path == "/healthz"
         || path == "/readyz"
-        || path == "/metrics"
         || path == "/openapi.json"
         || path == "/docs"
         || path.starts_with("/docs/")

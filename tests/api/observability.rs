@@ -28,14 +28,22 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 /// GETs `/metrics` until `ready` holds for its text (counters are bumped just after
 /// the database commit a test waits for), or panics after 10 s.
 async fn metrics_until(app: &TestServer, ready: impl Fn(&str) -> bool) -> String {
+    metrics_with_token(app, None, ready).await
+}
+
+/// [`metrics_until`] with a bearer token.
+async fn metrics_with_token(
+    app: &TestServer,
+    token: Option<&str>,
+    ready: impl Fn(&str) -> bool,
+) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let resp = app
-            .http
-            .get(format!("{}/metrics", app.base))
-            .send()
-            .await
-            .expect("metrics");
+        let mut req = app.http.get(format!("{}/metrics", app.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("metrics");
         assert_eq!(resp.status(), 200);
         let ct = resp.headers()["content-type"].to_str().unwrap().to_owned();
         assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
@@ -126,12 +134,14 @@ async fn metrics_count_jobs_bytes_webhooks_http_requests_and_queue_depth() {
 }
 
 #[tokio::test]
-async fn metrics_are_public_when_a_token_is_required() {
+async fn metrics_need_the_token_when_one_is_required() {
     let app = TestServer::start(&[("API_TOKEN", "s3cret")]).await;
     let id = uuid::Uuid::now_v7();
     let (code, _) = app.get_json(&format!("/status/{id}")).await;
     assert_eq!(code, 401);
-    let text = metrics_until(&app, |_| true).await;
+    let (code, _) = app.get_json("/metrics").await;
+    assert_eq!(code, 401);
+    let text = metrics_with_token(&app, Some("s3cret"), |_| true).await;
     let refused = [("route", "/status/{request_id}"), ("status", "401")];
     assert!(
         sample(&text, "pixbatch_http_requests_total", &refused) >= Some(1.0),

@@ -33,6 +33,8 @@ async fn files_cannot_escape_the_store() {
         &format!("/files/{id}/.%2e/secret.txt"),
         "/files/%2e%2e/%2e%2e/etc/passwd",
         "/files/.hidden/x",
+        // The uploaded CSV is kept in the store but is not an output.
+        &format!("/files/{id}/input.csv"),
     ] {
         let resp = app
             .http

@@ -87,6 +87,12 @@ impl BlobKey {
         Self(format!("{request}/output.csv"))
     }
 
+    /// Whether the key names an output (an image or the output CSV), the only blobs
+    /// `/files` serves: the uploaded CSV is kept for the jobs, not for download.
+    pub fn is_output(&self) -> bool {
+        !self.0.ends_with("/input.csv")
+    }
+
     /// The key as stored in the database and used in URLs.
     pub fn as_str(&self) -> &str {
         &self.0
