@@ -32,7 +32,8 @@ impl MetricsApi {
     ///
     /// Jobs started and finished by kind and outcome, job durations, bytes fetched and
     /// written, queue depth by queue and status (counted on every scrape), webhook
-    /// outcomes, and HTTP requests by route and status. Public, like `/healthz`.
+    /// outcomes, and HTTP requests by route and status. Needs the bearer token when
+    /// `API_TOKEN` is set, like every endpoint but health, docs and files.
     #[oai(path = "/metrics", method = "get")]
     async fn metrics(&self) -> MetricsResponse {
         refresh_queue_depth(&self.0).await;

@@ -26,6 +26,8 @@ pub struct UploadForm {
     /// name, any order, other columns passed through).
     file: Upload,
     /// Where to POST the completion event; the server's `WEBHOOK_URL` when absent.
+    /// An IP literal in a refused range (loopback, private, link-local, …) or
+    /// `user:pass@` is refused (422): no delivery could ever reach it.
     webhook_url: Option<String>,
     /// Output quality: `1`–`100`, `relative:N%` for N % of each input's own
     /// estimated quality, or `auto` / `auto:N` for the lowest quality (30–95) whose
