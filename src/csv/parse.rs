@@ -445,7 +445,6 @@ fn check_row(
     })
 }
 
-/// Cuts a long cell for a message, on a character boundary.
 /// A NUL character cannot be stored in a PostgreSQL text column (SQLite would take
 /// it), so it is refused here, the same on both backends, rather than failing the
 /// insert.
@@ -453,6 +452,7 @@ fn nul_problem(what: &str) -> String {
     format!("the {what} contains a NUL character (U+0000), which cannot be stored")
 }
 
+/// Cuts a long cell for a message, on a character boundary.
 fn shorten(s: &str) -> String {
     const MAX: usize = 80;
     match s.char_indices().nth(MAX) {
