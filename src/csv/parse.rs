@@ -394,10 +394,14 @@ fn check_row(
         .map(str::trim)
         .filter(|piece| !piece.is_empty());
     let mut count = 0;
+    let mut written = Vec::new();
     for (position, piece) in pieces.enumerate() {
         count += 1;
         match ImageUrl::parse(piece) {
-            Ok(url) => urls.push(url),
+            Ok(url) => {
+                urls.push(url);
+                written.push(piece);
+            }
             Err(reason) => {
                 problems.push(
                     line,
@@ -427,13 +431,12 @@ fn check_row(
         return None;
     }
 
+    // The URL cell is written back as the merchant wrote the URLs (trimmed, empty
+    // pieces dropped), not as the parser normalised them: one cell even when the
+    // list spilled over unquoted into further fields.
     let mut cells: Vec<String> = record.iter().take(columns).map(str::to_owned).collect();
     if let Some(cell) = cells.get_mut(header.urls) {
-        *cell = urls
-            .iter()
-            .map(ImageUrl::as_str)
-            .collect::<Vec<_>>()
-            .join(",");
+        *cell = written.join(",");
     }
     Some(ProductRow {
         row: 0,
@@ -688,6 +691,19 @@ mod tests {
                 (4, "Input Image Urls")
             ]
         );
+    }
+
+    #[test]
+    fn the_url_cell_keeps_the_urls_as_written() {
+        let parsed = parse_ok(&format!(
+            "{HEADER}1,A,\" HTTP://Example.COM/a b.jpg ,,https://x.io/%7e\"\n"
+        ));
+        let row = &parsed.rows[0];
+        assert_eq!(
+            urls(row),
+            ["http://example.com/a%20b.jpg", "https://x.io/%7e"]
+        );
+        assert_eq!(row.cells[2], "HTTP://Example.COM/a b.jpg,https://x.io/%7e");
     }
 
     #[test]
