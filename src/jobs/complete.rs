@@ -50,6 +50,10 @@ async fn run(job: &CompleteJob, ctx: &JobContext) -> Result<bool, StoreError> {
     let csv_len = match write_csv(ctx, job, &due.request.header, due.with_errors(), &key).await {
         Ok(len) => len,
         Err(CsvFailure::Store(e)) => return Err(e),
+        Err(CsvFailure::Superseded) => {
+            tracing::debug!("run completed or superseded while its CSV was written");
+            return Ok(false);
+        }
         Err(CsvFailure::Try(e)) => {
             // Not final until the CSV is stored: every storage failure is transient.
             let failure = e.failure();
@@ -84,12 +88,17 @@ enum CsvFailure {
     /// The blob store refused the CSV ([`TryError::storage`]): a later completion
     /// tries again.
     Try(TryError),
+    /// While the rows were read, another delivery of this completion finished the
+    /// run, or a retry started the next one: the file is not put in place.
+    Superseded,
 }
 
 /// Writes the output CSV under `key` a page of rows at a time (see
 /// [`CSV_PAGE_ROWS`]); returns its size once it is stored. The bytes are those of
 /// [`crate::csv::write_output`] over all rows, so a redelivered completion rewrites
-/// the same file.
+/// the same file. The run is checked again just before the file replaces the stored
+/// one: a duplicate of the completion that read its pages slowly, across a retry and
+/// the next run's completion, would otherwise put a mix of both runs in place.
 async fn write_csv(
     ctx: &JobContext,
     job: &CompleteJob,
@@ -99,7 +108,16 @@ async fn write_csv(
 ) -> Result<u64, CsvFailure> {
     let csv = OutputWriter::new(header, with_errors).map_err(corrupt_csv)?;
     let mut upload = ctx.blobs.put_parts(key).await.map_err(blob_failure)?;
-    match write_rows(ctx, job, csv, &mut upload).await {
+    let still_due = match write_rows(ctx, job, csv, &mut upload).await {
+        Ok(()) => ctx
+            .lifecycle
+            .run_to_complete(job)
+            .await
+            .map_err(CsvFailure::Store)
+            .and_then(|due| due.map(|_| ()).ok_or(CsvFailure::Superseded)),
+        Err(e) => Err(e),
+    };
+    match still_due {
         Ok(()) => upload.finish().await.map_err(blob_failure),
         Err(e) => {
             // Nothing half-written stays behind (on S3: no open multipart upload).
