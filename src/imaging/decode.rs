@@ -121,7 +121,9 @@ pub(crate) fn decode(
     // refuses goes on to `image`, for its error.
     if format == Format::Gif {
         let max_alloc = u64::from(header.0) * u64::from(header.1) * 4 + ALLOC_SLACK;
-        if let Some((rgb, transparent)) = gif_first_frame(input, max_alloc) {
+        if let Some(first) = gif_first_frame(input, max_alloc) {
+            let (rgb, transparent) =
+                first.map_err(|reason| ImagingError::Decode { format, reason })?;
             check_time(budget)?;
             return Ok(Decoded {
                 pixels: Pixels::Rgb(rgb),
@@ -133,6 +135,12 @@ pub(crate) fn decode(
                 bit_depth_reduced: false,
             });
         }
+    }
+    if format == Format::Tiff && tiff_compresses_with_jpeg(input) {
+        return Err(ImagingError::Decode {
+            format,
+            reason: "JPEG-compressed TIFF is not supported".to_owned(),
+        });
     }
     let mut decoder_limits = image::Limits::default();
     decoder_limits.max_image_width = Some(header.0);
@@ -183,6 +191,17 @@ pub(crate) fn decode(
     })
 }
 
+/// Whether the first page of a TIFF is JPEG-compressed (compression 6 or 7). Each of
+/// its strips or tiles is then a JPEG of its own that the `tiff` crate decodes whole,
+/// up to 16384×16384, whatever the strip's size and without the decoder limits: a
+/// 1×N TIFF whose N strips all point at one large JPEG costs N full decodes.
+fn tiff_compresses_with_jpeg(input: &[u8]) -> bool {
+    let Ok(mut decoder) = tiff::decoder::Decoder::new(Cursor::new(input)) else {
+        return false;
+    };
+    matches!(decoder.get_tag_u32(tiff::tags::Tag::Compression), Ok(6 | 7))
+}
+
 /// ICC conversion and orientation for a decode of ours or libjpeg's (the same steps as
 /// below).
 /// `cmyk`: the pixels were converted from CMYK or YCCK (whose ICC profile, a CMYK
@@ -219,8 +238,11 @@ fn finish_libjpeg(
 /// The first frame of a GIF on its logical screen, over white: each index's palette
 /// colour, white for the transparent index, for an index past the palette and outside
 /// the frame (what `image`'s RGBA decode flattened onto white gives; a test checks).
-/// Also whether any pixel was transparent. `None` when the `gif` crate refuses it.
-fn gif_first_frame(input: &[u8], max_alloc: u64) -> Option<(RgbImage, bool)> {
+/// Also whether any pixel was transparent. `None` when the `gif` crate refuses it;
+/// an error when the frame needs more memory than the screen's size allows (the
+/// crate's memory limit does not cover this way of reading a frame, and a frame
+/// descriptor may claim 65535×65535 on a 1×1 screen).
+fn gif_first_frame(input: &[u8], max_alloc: u64) -> Option<Result<(RgbImage, bool), String>> {
     let mut options = gif::DecodeOptions::new();
     options.set_color_output(gif::ColorOutput::Indexed);
     options.set_memory_limit(gif::MemoryLimit::Bytes(max_alloc.try_into().ok()?));
@@ -230,6 +252,11 @@ fn gif_first_frame(input: &[u8], max_alloc: u64) -> Option<(RgbImage, bool)> {
     let (left, top) = (usize::from(frame.left), usize::from(frame.top));
     let (fw, fh) = (usize::from(frame.width), usize::from(frame.height));
     let transparent = frame.transparent;
+    if reader.buffer_size() as u64 > max_alloc {
+        return Some(Err(format!(
+            "the first frame is {fw}x{fh}, more than a {w}x{h} image may allocate"
+        )));
+    }
     let mut indices = vec![0u8; reader.buffer_size()];
     reader.read_into_buffer(&mut indices).ok()?;
     let palette = reader.palette().ok()?;
@@ -253,10 +280,10 @@ fn gif_first_frame(input: &[u8], max_alloc: u64) -> Option<(RgbImage, bool)> {
             }
         }
     }
-    Some((
+    Some(Ok((
         RgbImage::from_raw(w as u32, h as u32, rgb)?,
         any_transparent,
-    ))
+    )))
 }
 
 /// A still WebP's pixels from libwebp; `None` for animations and for data libwebp
@@ -433,7 +460,9 @@ mod tests {
     #[test]
     fn gif_first_frame_is_images_own_over_white() {
         let input = super::super::fixtures::fixture("anim3.gif");
-        let (ours, transparent) = gif_first_frame(&input, u64::MAX).expect("decodes");
+        let (ours, transparent) = gif_first_frame(&input, u64::MAX)
+            .expect("decodes")
+            .expect("fits");
         let image = image::load_from_memory(&input).expect("decodes");
         let (theirs, translucent, _) = to_8bit_flattened(image);
         let Pixels::Rgb(theirs) = theirs else {

@@ -404,3 +404,94 @@ fn every_fixture_output_decodes_without_a_warning() {
     }
     assert!(checked > 60, "{checked}");
 }
+
+/// A GIF whose first frame claims far more pixels than its 1×1 screen: refused before
+/// its indices are allocated. The `gif` crate's memory limit does not cover the way
+/// the first frame is read; a 65535×65535 frame took 4.3 GB before the check.
+#[test]
+fn a_gif_frame_larger_than_its_screen_is_refused_before_allocating() {
+    let (w, h) = (8192u16, 8200u16);
+    let mut gif_bytes = Vec::new();
+    {
+        let mut encoder =
+            gif::Encoder::new(&mut gif_bytes, 1, 1, &[0, 0, 0, 255, 255, 255]).expect("encoder");
+        let frame = gif::Frame {
+            width: w,
+            height: h,
+            buffer: vec![0u8; usize::from(w) * usize::from(h)].into(),
+            ..gif::Frame::default()
+        };
+        encoder.write_frame(&frame).expect("frame");
+    }
+    let err = transform(&gif_bytes, &options(Limits::default())).expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("the first frame is 8192x8200, more than a 1x1 image may allocate"),
+        "{err}"
+    );
+}
+
+/// A little-endian TIFF of one `width` × `height` page whose strips all hold `strip`,
+/// compressed with `compression`.
+fn tiff_with_strips(width: u32, height: u32, compression: u16, strip: &[u8]) -> Vec<u8> {
+    let data_at = 8u32;
+    let ifd_at = data_at + strip.len() as u32;
+    let mut out = b"II*\0".to_vec();
+    out.extend_from_slice(&ifd_at.to_le_bytes());
+    out.extend_from_slice(strip);
+    // (tag, type, value): SHORT = 3, LONG = 4; one value each, in tag order.
+    let entries: [(u16, u16, u32); 9] = [
+        (256, 4, width),
+        (257, 4, height),
+        (258, 3, 8),
+        (259, 3, u32::from(compression)),
+        (262, 3, 1),
+        (273, 4, data_at),
+        (277, 3, 1),
+        (278, 4, height),
+        (279, 4, strip.len() as u32),
+    ];
+    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    for (tag, kind, value) in entries {
+        out.extend_from_slice(&tag.to_le_bytes());
+        out.extend_from_slice(&kind.to_le_bytes());
+        out.extend_from_slice(&1u32.to_le_bytes());
+        let mut field = [0u8; 4];
+        match kind {
+            3 => field[..2].copy_from_slice(&(value as u16).to_le_bytes()),
+            _ => field.copy_from_slice(&value.to_le_bytes()),
+        }
+        out.extend_from_slice(&field);
+    }
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out
+}
+
+/// A JPEG-compressed TIFF is refused before its strips are decoded: each strip is a
+/// whole JPEG the `tiff` crate decodes without pixbatch's limits, so a 1×N page whose
+/// strips all point at one large JPEG cost N full decodes. The same page uncompressed
+/// still converts.
+#[test]
+fn jpeg_compressed_tiff_is_refused_before_decoding() {
+    let gray = gradient(16, 16);
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+        .encode(&gray, 16, 16, image::ExtendedColorType::L8)
+        .expect("jpeg");
+    let err = transform(
+        &tiff_with_strips(16, 16, 7, &jpeg),
+        &options(Limits::default()),
+    )
+    .expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("JPEG-compressed TIFF is not supported"),
+        "{err}"
+    );
+    let plain = transform(
+        &tiff_with_strips(16, 16, 1, &gray),
+        &options(Limits::default()),
+    )
+    .expect("an uncompressed TIFF converts");
+    assert_eq!((plain.report.width, plain.report.height), (16, 16));
+}
