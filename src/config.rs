@@ -210,7 +210,7 @@ pub struct ServerConfig {
 
     /// How often workers report they are alive; jobs of a worker silent for two
     /// intervals are taken up by another one.
-    #[arg(long, env = "JOB_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "JOB_HEARTBEAT", default_value = "15s", value_parser = parse_heartbeat)]
     pub job_heartbeat: Duration,
 
     /// How often idle workers look for due jobs (delayed retries included).
@@ -623,6 +623,17 @@ fn parse_poll_interval(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Parses `JOB_HEARTBEAT`: at least 1 s. The queue counts a worker silent for two
+/// intervals in whole seconds, so under half a second every heartbeat would take
+/// every other worker's running jobs as orphans.
+fn parse_heartbeat(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("at least 1s, got {s}"));
+    }
+    Ok(d)
+}
+
 /// Parses `5s,5m,30m` into delays.
 pub fn parse_schedule(s: &str) -> Result<Vec<Duration>, String> {
     let delays = s
@@ -711,6 +722,9 @@ mod tests {
         assert!(serve("--job-poll-interval", "10ms").is_ok());
         let err = serve("--job-poll-interval", "0s").unwrap_err().to_string();
         assert!(err.contains("at least 10ms"), "{err}");
+        assert!(serve("--job-heartbeat", "1s").is_ok());
+        let err = serve("--job-heartbeat", "400ms").unwrap_err().to_string();
+        assert!(err.contains("at least 1s"), "{err}");
     }
 
     #[test]
