@@ -68,6 +68,7 @@ async fn serve(ep: impl Endpoint + 'static) -> SocketAddr {
 /// - `/flaky/<n>/<anything>/<photo>`: 500 for the first `n` requests of that path, then the photo;
 /// - `/missing/<anything>`: 404;
 /// - `/gate/<anything>/<photo>`: 404 until [`ImageServer::open_gate`], then the photo;
+/// - `/slow/<ms>/<anything>/<photo>`: the photo after `ms` milliseconds more;
 /// - `/blob/<name>`: the bytes given to [`ImageServer::put`] under that name;
 /// - `/etag/<anything>/<name>`: the bytes put under `name`, else the photo `name`,
 ///   with an `ETag` derived from the bytes; `304` to a matching `If-None-Match`;
@@ -167,6 +168,11 @@ async fn image_handler(req: &Request, state: Data<&Arc<ImageState>>) -> Response
             }
         }
         Some("gate") if *state.gate_open.lock().unwrap() => serve_photo(),
+        Some("slow") => {
+            let ms: u64 = segments.get(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            serve_photo()
+        }
         Some(kind @ ("etag" | "lastmod")) => {
             let put = state.blobs.lock().unwrap().get(file).cloned();
             let Some(bytes) = put.or_else(|| PHOTOS.contains(&file).then(|| photo(file))) else {

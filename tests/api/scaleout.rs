@@ -178,3 +178,37 @@ async fn postgres_restart_mid_run_completes() {
     assert_eq!(api.get_json("/readyz").await.0, 200);
     assert_eq!(w.get_json("/readyz").await.0, 200);
 }
+
+/// Jobs that wait in a worker for a free slot longer than two heartbeats are not taken
+/// as orphans by another worker while they wait or run: every image is downloaded
+/// once. Downloads of unequal lengths free the slots one at a time, so a worker that
+/// fetched more jobs than it had free slots holds some of them back for seconds.
+#[tokio::test]
+async fn jobs_waiting_for_a_slot_are_not_taken_by_another_worker() {
+    let images = ImageServer::start().await;
+    let Some(api) = TestServer::start_cmd("api", Backend::Postgres, &[]).await else {
+        return;
+    };
+    let workers = [("WORKER_CONCURRENCY", "3")];
+    let w1 = api.join("worker", &workers).await;
+    let w2 = api.join("worker", &workers).await;
+    let rows = 24;
+    let mut csv = String::from("Serial Number,Product Name,Input Image Urls\n");
+    for i in 0..rows {
+        let ms = [200, 3500, 1800][i % 3];
+        let url = images.url(&format!("/slow/{ms}/{i}/{}", PHOTOS[i % PHOTOS.len()]));
+        csv += &format!("{i},SKU{i},{url}\n");
+    }
+    let (code, body) = api.upload(csv.as_bytes(), &[]).await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    let status = api.wait_final(&id, Duration::from_secs(120)).await;
+    assert_eq!(status["status"], "Completed", "{status}");
+    assert_eq!(
+        images.total_hits(),
+        rows as u32,
+        "images downloaded more than once\n{}\n{}",
+        w1.logs(),
+        w2.logs()
+    );
+}
