@@ -113,7 +113,7 @@ pub struct ServerConfig {
     pub worker_concurrency: Option<usize>,
 
     /// Default output quality when a request gives none: 1–100, `relative:N%`,
-    /// `auto` or `auto:N` (SSIMULACRA2 target).
+    /// `auto` or `auto:N` (SSIMULACRA2 target, up to two decimals).
     #[arg(long, env = "JPEG_QUALITY", default_value = "50", value_parser = crate::imaging::Quality::parse)]
     pub jpeg_quality: crate::imaging::Quality,
 

@@ -100,8 +100,9 @@ pub struct ImageReport {
     bit_depth_reduced: bool,
     /// A JPEG input was requantised in the DCT domain, without decoding to pixels.
     fast_path: bool,
-    /// The SSIMULACRA2 target asked for (`quality=auto:N`; `auto` is 70).
-    target: Option<u8>,
+    /// The SSIMULACRA2 target asked for (`quality=auto:N`, up to two decimals; `auto`
+    /// is 70).
+    target: Option<f64>,
     /// SSIMULACRA2 score of the output against the decoded input, at full size, when
     /// a target was asked (90 ≈ visually lossless, 70 ≈ high, 50 ≈ medium). Absent for
     /// a downscaled output, which has no same-size source to be scored against.
@@ -141,7 +142,7 @@ impl Example for ImageReport {
             frames_dropped: 0,
             bit_depth_reduced: false,
             fast_path: true,
-            target: Some(70),
+            target: Some(70.0),
             score: Some(70.4),
             scored_pixels: Some(4_096_000),
             max_bytes: Some(150_000),
@@ -170,7 +171,7 @@ impl From<imaging::Report> for ImageReport {
             frames_dropped: r.frames_dropped,
             bit_depth_reduced: r.bit_depth_reduced,
             fast_path: r.fast_path,
-            target: r.target,
+            target: r.target.map(imaging::Target::score),
             score: r.score,
             scored_pixels: r.scored_pixels,
             max_bytes: r.max_bytes,

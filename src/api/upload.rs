@@ -31,7 +31,8 @@ pub struct UploadForm {
     webhook_url: Option<String>,
     /// Output quality: `1`–`100`, `relative:N%` for N % of each input's own
     /// estimated quality, or `auto` / `auto:N` for the lowest quality (30–95) whose
-    /// output reaches SSIMULACRA2 score N (70 for `auto`). The server default
+    /// output reaches SSIMULACRA2 score N (1–100, up to two decimals: `auto:65.5`;
+    /// 70 for `auto`). The server default
     /// (`JPEG_QUALITY`, 50) when absent.
     quality: Option<String>,
     /// `false` to fetch every image in full and reuse nothing; by default (`REUSE`, on)

@@ -20,7 +20,7 @@ use crate::imaging::{self, Limits, MaxBytes, Quality, Route, TimeBudget, Transfo
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
     /// Output quality: 1–100, `relative:N%`, or `auto` / `auto:N` (the lowest
-    /// quality whose output reaches SSIMULACRA2 N, 70 for `auto`).
+    /// quality whose output reaches SSIMULACRA2 N, up to two decimals; 70 for `auto`).
     #[arg(long, default_value = "50", value_parser = Quality::parse)]
     pub quality: Quality,
     /// Most bytes per output (`150000`, `150KB`, `2MB`; KB = 1000 bytes): the highest

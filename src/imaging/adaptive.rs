@@ -30,7 +30,7 @@ use image::imageops::FilterType;
 
 use super::decode::Pixels;
 use super::libjpeg::{self, Budget, DecodeSettings, DecodedPixels, PixelLayout, Region};
-use super::quality::AUTO_RANGE;
+use super::quality::{AUTO_RANGE, Target};
 use super::report::Binding;
 use super::{Format, ImagingError, encode, libjpeg_error};
 
@@ -266,7 +266,7 @@ pub(crate) struct Choice {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Goal {
     /// SSIMULACRA2 target (`auto:N`); `None` for a fixed quality.
-    pub target: Option<u8>,
+    pub target: Option<Target>,
     /// The fixed quality when there is no target.
     pub fixed: u8,
     /// Byte cap of the output.
@@ -399,10 +399,10 @@ fn search_from(
     // The highest quality the cap still has to be checked at, and why.
     let (upper, binding) = match goal.target {
         None => (goal.fixed, Binding::Quality),
-        Some(target) => match lowest_meeting(&mut tries, typical, f64::from(target))? {
+        Some(target) => match lowest_meeting(&mut tries, typical, target.score())? {
             None => return Ok(Searched::Declined),
             Some(q) => {
-                let binding = if tries.done[&q].1.is_some_and(|s| s >= f64::from(target)) {
+                let binding = if tries.done[&q].1.is_some_and(|s| s >= target.score()) {
                     Binding::Target
                 } else {
                     Binding::QualityRange
@@ -1114,7 +1114,7 @@ mod tests {
             let (mut bytes, mut lowest, mut tries, mut weighted) = (0, 0, 0, 0.0);
             for curve in &curves {
                 let goal = Goal {
-                    target: Some(target),
+                    target: Some(Target::whole(target)),
                     fixed: 50,
                     max_bytes: None,
                 };
@@ -1198,7 +1198,7 @@ mod tests {
         let mut sums = [0.0; 4];
         for target in [60u8, 65, 70, 75, 80] {
             let goal = Goal {
-                target: Some(target),
+                target: Some(Target::whole(target)),
                 fixed: 50,
                 max_bytes: None,
             };
@@ -1360,7 +1360,7 @@ mod tests {
     fn target_search_finds_the_lowest_meeting_quality_in_few_tries() {
         for target in [50u8, 55, 60, 62, 70, 75, 80, 86] {
             let c = chosen(run(Goal {
-                target: Some(target),
+                target: Some(Target::whole(target)),
                 fixed: 50,
                 max_bytes: None,
             }));
@@ -1381,7 +1381,7 @@ mod tests {
     #[test]
     fn target_above_the_range_uses_the_top_and_says_so() {
         let c = chosen(run(Goal {
-            target: Some(95),
+            target: Some(Target::whole(95)),
             fixed: 50,
             max_bytes: None,
         }));
@@ -1414,7 +1414,7 @@ mod tests {
     #[test]
     fn cap_wins_over_target_and_too_small_a_cap_asks_for_downscaling() {
         let c = chosen(run(Goal {
-            target: Some(80),
+            target: Some(Target::whole(80)),
             fixed: 50,
             max_bytes: Some(4000),
         }));

@@ -77,7 +77,7 @@ pub use error::ImagingError;
 pub use libjpeg::thread_cpu_time;
 pub use max_bytes::MaxBytes;
 pub use pool::{PoolError, TransformPool};
-pub use quality::{AUTO_RANGE, DEFAULT_AUTO_TARGET, Quality, estimate_jpeg_quality};
+pub use quality::{AUTO_RANGE, DEFAULT_AUTO_TARGET, Quality, Target, estimate_jpeg_quality};
 pub use report::{Binding, Format, Report, Transformed};
 pub use sniff::{dimensions, sniff};
 

@@ -17,14 +17,87 @@ pub enum Quality {
     Absolute(u8),
     /// A percentage (1..=100) of the input's own estimated JPEG quality.
     Relative(u8),
-    /// An SSIMULACRA2 score (1..=100) each output must reach against the decoded
-    /// input: the lowest JPEG quality of [`AUTO_RANGE`] that does is used.
-    Auto(u8),
+    /// An SSIMULACRA2 score each output must reach against the decoded input: the
+    /// lowest JPEG quality of [`AUTO_RANGE`] that does is used.
+    Auto(Target),
+}
+
+/// An SSIMULACRA2 target from 1 to 100 with at most two decimals (`80`, `65.56`).
+///
+/// Kept in hundredths, so it compares, prints and parses back exactly: a score is a
+/// real number, and a target such as the median of a fixed quality's scores is
+/// rarely a whole one. Serialised as a JSON number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Target(u16);
+
+impl Target {
+    /// A whole target, 1..=100 (not checked: for constants).
+    pub const fn whole(n: u8) -> Self {
+        Self(n as u16 * 100)
+    }
+
+    /// The target as a score.
+    pub fn score(self) -> f64 {
+        f64::from(self.0) / 100.0
+    }
+
+    /// Parses `80` or `65.56` (1 to 100, at most two decimals).
+    fn parse(s: &str) -> Option<Self> {
+        let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+        let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty() || whole.len() > 3 || !digits(whole) || frac.len() > 2 || !digits(frac)
+        {
+            return None;
+        }
+        if s.contains('.') && frac.is_empty() {
+            return None;
+        }
+        let whole: u16 = whole.parse().ok()?;
+        let frac: u16 = format!("{frac:0<2}").parse().ok()?;
+        let hundredths = whole * 100 + frac;
+        (100..=10_000)
+            .contains(&hundredths)
+            .then_some(Self(hundredths))
+    }
+
+    /// From a JSON number (what [`Serialize`] writes), rounded to hundredths.
+    fn from_score(score: f64) -> Option<Self> {
+        let hundredths = (score * 100.0).round();
+        (100.0..=10_000.0)
+            .contains(&hundredths)
+            .then_some(Self(hundredths as u16))
+    }
+}
+
+impl fmt::Display for Target {
+    /// `80`, `65.5` or `65.56`: the shortest form [`Target::parse`] reads back.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (whole, frac) = (self.0 / 100, self.0 % 100);
+        match frac {
+            0 => write!(f, "{whole}"),
+            _ if frac % 10 == 0 => write!(f, "{whole}.{}", frac / 10),
+            _ => write!(f, "{whole}.{frac:02}"),
+        }
+    }
+}
+
+impl Serialize for Target {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(self.score())
+    }
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let score = f64::deserialize(deserializer)?;
+        Self::from_score(score)
+            .ok_or_else(|| serde::de::Error::custom(format!("target {score} not in 1..=100")))
+    }
 }
 
 /// The SSIMULACRA2 target of a plain `auto`: 70 is "high" on the metric's scale
 /// (90 ≈ visually lossless, 50 ≈ medium).
-pub const DEFAULT_AUTO_TARGET: u8 = 70;
+pub const DEFAULT_AUTO_TARGET: Target = Target::whole(70);
 
 /// The JPEG qualities the adaptive searches (`auto`, `max_bytes`) choose from: below
 /// 30 the IJG tables block visibly whatever the metric says, above 95 bytes grow
@@ -33,10 +106,11 @@ pub const AUTO_RANGE: std::ops::RangeInclusive<u8> = 30..=95;
 
 const ALLOWED: &str = "expected a quality from 1 to 100 (e.g. \"50\"), \
                        \"relative:N%\" with N from 1 to 100 (e.g. \"relative:50%\"), \
-                       or \"auto\" / \"auto:N\" for an SSIMULACRA2 target N from 1 to 100 (e.g. \"auto:80\")";
+                       or \"auto\" / \"auto:N\" for an SSIMULACRA2 target N from 1 to 100, \
+                       at most two decimals (e.g. \"auto:80\", \"auto:65.5\")";
 
 impl Quality {
-    /// Parses `"50"`, `"relative:50%"`, `"auto"` or `"auto:80"` (case-insensitive,
+    /// Parses `"50"`, `"relative:50%"`, `"auto"`, `"auto:80"` or `"auto:65.56"` (case-insensitive,
     /// spaces trimmed).
     ///
     /// The error message says what is allowed, so it can be shown to the user as is.
@@ -49,14 +123,9 @@ impl Quality {
             return Ok(Quality::Auto(DEFAULT_AUTO_TARGET));
         }
         if let Some(rest) = lower.strip_prefix("auto:") {
-            let rest = rest.trim();
-            if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(invalid());
-            }
-            return match rest.parse::<u8>() {
-                Ok(v) if (1..=100).contains(&v) => Ok(Quality::Auto(v)),
-                _ => Err(invalid()),
-            };
+            return Target::parse(rest.trim())
+                .map(Quality::Auto)
+                .ok_or_else(invalid);
         }
         let (number, relative) = match lower.strip_prefix("relative:") {
             Some(rest) => {
@@ -206,9 +275,14 @@ mod tests {
             Quality::parse("auto"),
             Ok(Quality::Auto(DEFAULT_AUTO_TARGET))
         );
-        assert_eq!(Quality::parse(" AUTO:80 "), Ok(Quality::Auto(80)));
-        assert_eq!(Quality::parse("auto: 1"), Ok(Quality::Auto(1)));
-        assert_eq!(Quality::parse("auto:100"), Ok(Quality::Auto(100)));
+        let auto = |h| Ok(Quality::Auto(Target(h)));
+        assert_eq!(Quality::parse(" AUTO:80 "), auto(8000));
+        assert_eq!(Quality::parse("auto: 1"), auto(100));
+        assert_eq!(Quality::parse("auto:100"), auto(10_000));
+        assert_eq!(Quality::parse("auto:65.56"), auto(6556));
+        assert_eq!(Quality::parse("auto:65.5"), auto(6550));
+        assert_eq!(Quality::parse("auto:065.50"), auto(6550));
+        assert_eq!(Quality::parse("auto:100.00"), auto(10_000));
     }
 
     #[test]
@@ -235,6 +309,13 @@ mod tests {
             "auto:",
             "auto:101",
             "auto:-1",
+            "auto:0.99",
+            "auto:100.01",
+            "auto:65.556",
+            "auto:65.",
+            "auto:.5",
+            "auto:65,5",
+            "auto:1e2",
             "autox",
         ] {
             let err = Quality::parse(bad).expect_err(bad);
@@ -251,12 +332,32 @@ mod tests {
             Quality::Absolute(50),
             Quality::Relative(50),
             Quality::Absolute(1),
-            Quality::Auto(80),
+            Quality::Auto(Target(8000)),
+            Quality::Auto(Target(6556)),
+            Quality::Auto(Target(6550)),
+            Quality::Auto(Target(105)),
         ] {
             assert_eq!(Quality::parse(&q.to_string()), Ok(q));
         }
         assert_eq!(Quality::Absolute(50).to_string(), "50");
         assert_eq!(Quality::Relative(50).to_string(), "relative:50%");
+        assert_eq!(Quality::Auto(Target(8000)).to_string(), "auto:80");
+        assert_eq!(Quality::Auto(Target(6550)).to_string(), "auto:65.5");
+        assert_eq!(Quality::Auto(Target(6556)).to_string(), "auto:65.56");
+        assert_eq!(Quality::Auto(Target(105)).to_string(), "auto:1.05");
+    }
+
+    #[test]
+    fn targets_are_json_numbers_and_whole_ones_read_as_before() {
+        let q: Quality = serde_json::from_str(r#"{"Auto":70}"#).expect("a whole target");
+        assert_eq!(q, Quality::Auto(Target(7000)));
+        let json = serde_json::to_string(&Quality::Auto(Target(6556))).unwrap();
+        assert_eq!(json, r#"{"Auto":65.56}"#);
+        assert_eq!(
+            serde_json::from_str::<Quality>(&json).unwrap(),
+            Quality::Auto(Target(6556))
+        );
+        assert!(serde_json::from_str::<Quality>(r#"{"Auto":0.5}"#).is_err());
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::quality::Target;
+
 /// An input format recognised by its magic bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -89,9 +91,9 @@ pub struct Report {
     /// to pixels (absent in reports stored before it existed: `false`).
     #[serde(default)]
     pub fast_path: bool,
-    /// The SSIMULACRA2 target asked for (`quality=auto:N`).
+    /// The SSIMULACRA2 target asked for (`quality=auto:N`; a JSON number).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<u8>,
+    pub target: Option<Target>,
     /// SSIMULACRA2 score of the output against the decoded input (when a target
     /// was asked), at the scoring scale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,7 +131,7 @@ impl Report {
     /// top of the quality range).
     pub fn target_missed(&self) -> bool {
         match (self.target, self.score) {
-            (Some(t), Some(s)) => s < f64::from(t),
+            (Some(t), Some(s)) => s < t.score(),
             (Some(_), None) => !self.kept_original,
             _ => false,
         }

@@ -698,28 +698,36 @@ fn report_serializes_with_lowercase_format() {
 #[test]
 fn auto_target_reaches_the_score_and_reports_the_search() {
     let input = fixture("photo_q85.jpg");
-    for target in [60u8, 80] {
-        let out = transform(&input, &options(Quality::Auto(target))).expect("auto");
+    for asked in ["auto:60", "auto:72.35", "auto:80"] {
+        let quality = Quality::parse(asked).expect("a target");
+        let Quality::Auto(target) = quality else {
+            unreachable!()
+        };
+        let out = transform(&input, &options(quality)).expect("auto");
         let r = &out.report;
         check_output(&out);
         assert_eq!(r.target, Some(target));
         let score = r.score.expect("a score");
-        assert!(score >= f64::from(target), "{target}: {score}");
+        assert!(score >= target.score(), "{target}: {score}");
         assert!(AUTO_RANGE.contains(&r.quality));
         assert_eq!(r.binding, Binding::Target);
         assert!((1..=7).contains(&r.tries), "{}", r.tries);
         assert_eq!(r.output_bytes, out.bytes.len() as u64);
         assert!(!r.target_missed());
     }
-    let low = transform(&input, &options(Quality::Auto(60))).unwrap();
-    let high = transform(&input, &options(Quality::Auto(80))).unwrap();
+    let low = transform(&input, &options(Quality::Auto(Target::whole(60)))).unwrap();
+    let high = transform(&input, &options(Quality::Auto(Target::whole(80)))).unwrap();
     assert!(low.report.quality < high.report.quality);
     assert!(low.bytes.len() < high.bytes.len());
 }
 
 #[test]
 fn auto_target_works_on_decoded_pixels_too() {
-    let out = transform(&fixture("photo.webp"), &options(Quality::Auto(70))).expect("auto");
+    let out = transform(
+        &fixture("photo.webp"),
+        &options(Quality::Auto(Target::whole(70))),
+    )
+    .expect("auto");
     check_output(&out);
     assert!(out.report.score.is_some_and(|s| s >= 70.0));
     assert!(!out.report.fast_path);
@@ -745,7 +753,11 @@ fn max_bytes_is_honoured_and_wins_over_the_target() {
     assert_eq!(out.report.max_bytes, Some(cap));
     assert!(!out.report.downscaled);
 
-    let out = transform(&input, &capped(Quality::Auto(90), &cap.to_string())).unwrap();
+    let out = transform(
+        &input,
+        &capped(Quality::Auto(Target::whole(90)), &cap.to_string()),
+    )
+    .unwrap();
     assert!(out.bytes.len() as u64 <= cap);
     assert_eq!(out.report.binding, Binding::MaxBytes);
     assert!(out.report.target_missed());

@@ -27,11 +27,11 @@ async fn auto_target_and_byte_cap_show_in_the_images_api(backend: Backend) {
         images.url("/img/b/small_lamp_portrait.jpg"),
     );
 
-    // A target alone: every output reaches it.
-    for img in completed_images(&app, &csv, &[("quality", "auto:75")]).await {
+    // A target alone (two decimals at most): every output reaches it.
+    for img in completed_images(&app, &csv, &[("quality", "auto:74.25")]).await {
         let r = &img["report"];
-        assert_eq!(r["target"], 75, "{img}");
-        assert!(r["score"].as_f64().unwrap() >= 75.0, "{img}");
+        assert_eq!(r["target"].as_f64(), Some(74.25), "{img}");
+        assert!(r["score"].as_f64().unwrap() >= 74.25, "{img}");
         // Photos this small are scored whole.
         assert_eq!(r["scored_pixels"].as_u64(), Some(640 * 480), "{img}");
         assert!(r["tries"].as_u64().unwrap() >= 1, "{img}");
@@ -63,6 +63,7 @@ async fn auto_target_and_byte_cap_show_in_the_images_api(backend: Backend) {
     for (field, value) in [
         ("quality", "auto:0"),
         ("quality", "auto:abc"),
+        ("quality", "auto:74.255"),
         ("max_bytes", "-1"),
         ("max_bytes", "10"),
     ] {
