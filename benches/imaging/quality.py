@@ -137,7 +137,9 @@ def main():
             q50[s]["score"] = score
     scores = [r["score"] for r in q50.values()]
     median = statistics.median(scores)
-    target = round(median)
+    # The target itself, to the hundredth `auto:N` takes: no rounding up to a whole
+    # score, which would ask more of every photo than T.
+    target = f"{median:.2f}".rstrip("0").rstrip(".")
     floor = median - 1
     print(
         f"fixed q50: SSIMULACRA2 {min(scores):.1f} to {max(scores):.1f}, median T = {median:.2f};"
