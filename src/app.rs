@@ -10,6 +10,7 @@ use poem::{
     listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
 };
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     api::{self, AppState},
@@ -134,6 +135,7 @@ impl App {
             blobs,
             settings,
             lifecycle,
+            stopping: CancellationToken::new(),
         });
         Ok(Self {
             role,
@@ -160,9 +162,11 @@ impl App {
     /// `SHUTDOWN_TIMEOUT`) and returns.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
+        let stopping = self.state.stopping.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutdown requested: finishing in-flight work");
+            stopping.cancel();
             let _ = stop_tx.send(true);
         });
         let timeout = self.state.settings.jobs.shutdown_timeout;

@@ -75,7 +75,11 @@ impl EventsApi {
     #[oai(path = "/requests/:request_id/events", method = "get")]
     async fn events(&self, request_id: Path<String>) -> Result<EventsResponse, ProblemResponse> {
         let r = self.0.request(&request_id).await?;
-        let stream = progress(self.0.db.clone(), r.id);
+        // A stream ends with the process, without its closing `status` event: the
+        // client sees the connection end and may reconnect to another API process.
+        let stream = progress(self.0.db.clone(), r.id)
+            .take_until(self.0.stopping.clone().cancelled_owned())
+            .boxed();
         Ok(EventsResponse::Ok(
             EventStream::new(stream)
                 .keep_alive(KEEP_ALIVE)

@@ -25,6 +25,7 @@ use poem::{
 };
 use poem_openapi::{OpenApiService, Tags};
 use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
 
 pub use error::{ApiError, ProblemResponse};
 pub use events::ProgressEvent;
@@ -48,6 +49,9 @@ pub struct AppState {
     pub settings: Settings,
     /// Every change of a request's state (accept, retry, cancel, redeliver).
     pub lifecycle: Lifecycle,
+    /// Cancelled when the process is asked to stop: long-lived answers (the event
+    /// streams) end then, so the graceful shutdown does not wait them out.
+    pub stopping: CancellationToken,
 }
 
 impl AppState {
@@ -163,6 +167,7 @@ pub fn openapi_document() -> anyhow::Result<String> {
         blobs,
         settings,
         lifecycle,
+        stopping: CancellationToken::new(),
     });
     Ok(spec::tidy(&service(state, "http://127.0.0.1:8080").spec()))
 }

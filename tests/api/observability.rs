@@ -10,7 +10,7 @@ use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::helpers::{ImageServer, TestServer, WebhookReceiver};
+use crate::helpers::{Backend, ImageServer, TestServer, WebhookReceiver};
 
 /// The value of the first sample of `name` whose labels include every `labels` pair.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -401,4 +401,49 @@ async fn commands_stop_quietly_when_nobody_reads_their_output() {
     // The work was done before the output was written.
     let converted = std::fs::read_dir(dir.join("converted")).expect("convert wrote its output");
     assert_eq!(converted.count(), 1);
+}
+
+/// SIGTERM ends the live event streams: an API process with a client watching a
+/// request that is not going to finish (no workers here) exits long before its
+/// `SHUTDOWN_TIMEOUT`, and the client sees its stream end without a `status` event.
+#[tokio::test]
+async fn event_streams_end_when_the_process_stops() {
+    let images = ImageServer::start().await;
+    let Some(mut api) =
+        TestServer::start_cmd("api", Backend::Sqlite, &[("SHUTDOWN_TIMEOUT", "60s")]).await
+    else {
+        return;
+    };
+    let urls = [images.url("/img/a/small_picos.jpg")];
+    let (code, body) = api.upload(csv_of(&urls).as_bytes(), &[]).await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    let resp = api
+        .http
+        .get(format!("{}/requests/{id}/events", api.base))
+        .send()
+        .await
+        .expect("events");
+    let mut stream = resp.bytes_stream().eventsource();
+    let first = stream.next().await.expect("an event").expect("readable");
+    assert_eq!(first.event, "progress");
+
+    let reader = tokio::spawn(async move {
+        let mut kinds = Vec::new();
+        while let Some(Ok(event)) = stream.next().await {
+            kinds.push(event.event);
+        }
+        kinds
+    });
+    // Without the streams ending, the process waited about 30 s here.
+    let status = api.terminate(Duration::from_secs(15)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "still running 15 s after SIGTERM, or failed: {status:?}"
+    );
+    let kinds = tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .expect("the stream ended")
+        .expect("reader");
+    assert!(!kinds.iter().any(|k| k == "status"), "{kinds:?}");
 }
