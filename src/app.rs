@@ -9,7 +9,6 @@ use poem::{
     Server,
     listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
 };
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -161,21 +160,22 @@ impl App {
     /// Ctrl-C; then stops taking jobs, lets those in flight finish (up to
     /// `SHUTDOWN_TIMEOUT`) and returns.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
+        // One signal for every part: the listeners, the workers, the housekeeping and
+        // the event streams (through the handlers' state).
         let stopping = self.state.stopping.clone();
+        let signalled = stopping.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutdown requested: finishing in-flight work");
-            stopping.cancel();
-            let _ = stop_tx.send(true);
+            signalled.cancel();
         });
         let timeout = self.state.settings.jobs.shutdown_timeout;
         let role = self.role;
         tracing::info!(role = role.as_str(), addr = %self.addr, base = %self.state.settings.public_base_url, "listening");
         let tidy_db = self.state.db.clone();
-        let tidy_stop = stop_rx.clone();
+        let tidy_stop = stopping.clone();
         let server = Server::new_with_acceptor(self.acceptor);
-        let board_stop = wait_for(stop_rx.clone());
+        let board_stop = stopping.clone().cancelled_owned();
         let board_jobs = self.jobs.clone();
         let boarded = async move {
             match self.board {
@@ -187,7 +187,7 @@ impl App {
                 None => Ok(()),
             }
         };
-        let stop = wait_for(stop_rx.clone());
+        let stop = stopping.clone().cancelled_owned();
         let served = async move {
             match role {
                 Role::Serve | Role::Api => {
@@ -213,7 +213,7 @@ impl App {
             tokio::spawn(jobs::tidy::run(tidy_db, tidy_stop));
             jobs::monitor(self.jobs, role.as_str())
                 .run_with_signal(async move {
-                    wait_for(stop_rx).await;
+                    stopping.cancelled().await;
                     Ok(())
                 })
                 .await
@@ -229,10 +229,6 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
-}
-
-async fn wait_for(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

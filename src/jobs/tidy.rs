@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::store::{Backend, Db};
 
@@ -11,9 +11,9 @@ use crate::store::{Backend, Db};
 /// is reached in a few seconds.
 pub const EVERY: Duration = Duration::from_secs(3);
 
-/// Runs until `stop` turns true. A failure is logged and the next round tries again:
+/// Runs until `stop` is cancelled. A failure is logged and the next round tries again:
 /// housekeeping never stops the workers.
-pub async fn run(db: Db, mut stop: watch::Receiver<bool>) {
+pub async fn run(db: Db, stop: CancellationToken) {
     if db.backend() != Backend::Postgres {
         return;
     }
@@ -22,7 +22,7 @@ pub async fn run(db: Db, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = every.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.cancelled() => return,
         }
         let started = std::time::Instant::now();
         match db.tidy().await {
