@@ -613,25 +613,29 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// [`parse_duration`], at least `min`.
+fn parse_at_least(s: &str, min: Duration) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < min {
+        return Err(format!(
+            "at least {}, got {s}",
+            humantime::format_duration(min)
+        ));
+    }
+    Ok(d)
+}
+
 /// Parses `JOB_POLL_INTERVAL`: at least 10 ms, since an idle worker polls the database
 /// at that pace (a zero interval would poll back to back).
 fn parse_poll_interval(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d < Duration::from_millis(10) {
-        return Err(format!("at least 10ms, got {s}"));
-    }
-    Ok(d)
+    parse_at_least(s, Duration::from_millis(10))
 }
 
 /// Parses `JOB_HEARTBEAT`: at least 1 s. The queue counts a worker silent for two
 /// intervals in whole seconds, so under half a second every heartbeat would take
 /// every other worker's running jobs as orphans.
 fn parse_heartbeat(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d < Duration::from_secs(1) {
-        return Err(format!("at least 1s, got {s}"));
-    }
-    Ok(d)
+    parse_at_least(s, Duration::from_secs(1))
 }
 
 /// Parses `5s,5m,30m` into delays.
