@@ -455,9 +455,6 @@ async fn image_jobs_outlast_a_long_database_failure() {
         .execute(&conn)
         .await
         .expect("end the failure");
-
-    let status = app.wait_final(&id, Duration::from_secs(60)).await;
-    assert_eq!(status["status"], "Completed", "{status}\n{}", app.logs());
-    assert_eq!(succeeded(&app, &id).await, n as i64);
+    // Completed, every image succeeded and stored once.
     assert_complete_once(&app, &id, n).await;
 }
