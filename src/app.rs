@@ -93,15 +93,12 @@ impl App {
             Some(addr) if role != Role::Api => Some(BoardListener::bind(addr).await?),
             _ => None,
         };
-        match role {
-            Role::Serve | Role::Api if !settings.server.public_base_url_given => {
-                settings.public_base_url = format!("http://{addr}");
-            }
-            Role::Worker if !settings.server.public_base_url_given => tracing::warn!(
+        settings.settle_public_base((role != Role::Worker).then_some(addr))?;
+        if role == Role::Worker && !settings.server.public_base_url_given {
+            tracing::warn!(
                 base = %settings.public_base_url,
                 "PUBLIC_BASE_URL is not set: output URLs will point at BIND; set it to the API's address"
-            ),
-            _ => {}
+            );
         }
         if settings.webhook.keys.is_empty() {
             tracing::warn!("WEBHOOK_SECRET is not set: webhooks will be sent unsigned");

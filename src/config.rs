@@ -250,6 +250,34 @@ pub struct Settings {
     pub default_quality: Quality,
 }
 
+impl Settings {
+    /// Settles the base of the URLs this process hands out, once its API listener is
+    /// bound (`api_addr`; `None` for a worker, which serves no API). `PUBLIC_BASE_URL`
+    /// wins; without it the base is the API's own address, as bound (port 0 becomes the
+    /// port taken). A base on `0.0.0.0` or `[::]` is refused rather than used: the
+    /// output CSV keeps its URLs for ever, and a client cannot fetch from an
+    /// address that means "every interface".
+    pub fn settle_public_base(&mut self, api_addr: Option<SocketAddr>) -> Result<(), ConfigError> {
+        if self.server.public_base_url_given {
+            return Ok(());
+        }
+        let addr = api_addr.unwrap_or(self.server.bind);
+        if addr.ip().is_unspecified() {
+            return Err(ConfigError::new(
+                "PUBLIC_BASE_URL",
+                format!(
+                    "not set, and BIND={addr} listens on every address, so it cannot name the \
+                     one clients use in the URLs handed out: set PUBLIC_BASE_URL, e.g. \
+                     http://HOST:{}",
+                    addr.port()
+                ),
+            ));
+        }
+        self.public_base_url = format!("http://{addr}");
+        Ok(())
+    }
+}
+
 /// Where the process listens, and who may call it.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
@@ -752,6 +780,39 @@ mod tests {
             (limits.max_pixels, limits.max_input_bytes),
             (defaults.max_pixels, defaults.max_input_bytes)
         );
+    }
+
+    #[test]
+    fn the_public_base_never_names_every_address() {
+        let with = |bind: &str, base: Option<&str>| {
+            validate_with(|c| {
+                c.bind = bind.parse().unwrap();
+                c.public_base_url = base.map(str::to_owned);
+            })
+            .unwrap()
+        };
+        // Bound on port 0: the base takes the port the listener got.
+        let mut s = with("127.0.0.1:0", None);
+        s.settle_public_base(Some("127.0.0.1:41234".parse().unwrap()))
+            .unwrap();
+        assert_eq!(s.public_base_url, "http://127.0.0.1:41234");
+        // A worker serves no API: BIND names the API's address.
+        let mut s = with("[::1]:8080", None);
+        s.settle_public_base(None).unwrap();
+        assert_eq!(s.public_base_url, "http://[::1]:8080");
+        for bind in ["0.0.0.0:8080", "[::]:8080"] {
+            let mut s = with(bind, None);
+            let bound = s.server.bind;
+            for api_addr in [Some(bound), None] {
+                let err = s.settle_public_base(api_addr).unwrap_err().to_string();
+                assert!(err.contains("PUBLIC_BASE_URL: not set"), "{err}");
+                assert!(err.contains("http://HOST:8080"), "{err}");
+            }
+            // Given, it is used as given, whatever the listener.
+            let mut s = with(bind, Some("https://img.example.com/"));
+            s.settle_public_base(Some(bound)).unwrap();
+            assert_eq!(s.public_base_url, "https://img.example.com");
+        }
     }
 
     #[test]

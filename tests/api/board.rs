@@ -13,7 +13,7 @@ use std::{
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, ImageServer, TestServer, logged_addr};
+use crate::helpers::{Backend, ImageServer, TestServer, logged_addr, run_to_exit};
 
 const QUEUES: [&str; 3] = [
     "pixbatch.images",
@@ -244,20 +244,12 @@ async fn a_taken_board_port_stops_the_start_with_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let board = taken.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pixbatch"))
-        .arg("serve")
-        .current_dir(dir.path())
-        .env_clear()
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}/p.db", dir.path().display()),
-        )
-        .env("STORAGE_URL", format!("file://{}/up", dir.path().display()))
-        .env("BIND", "127.0.0.1:0")
-        .env("BOARD_BIND", &board)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run");
+    let out = run_to_exit(
+        dir.path(),
+        "serve",
+        &[("BIND", "127.0.0.1:0"), ("BOARD_BIND", &board)],
+    )
+    .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains(&format!("BOARD_BIND={board}")), "{stderr}");

@@ -569,6 +569,26 @@ pub struct TestServer {
     pub http: reqwest::Client,
 }
 
+/// Runs `pixbatch <command>` to its end in `dir`, with nothing of the test's
+/// environment but a SQLite database and a file store in `dir` and the `env` given,
+/// for 60 s at most: how a start that must fail is checked.
+pub async fn run_to_exit(dir: &Path, command: &str, env: &[(&str, &str)]) -> std::process::Output {
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_pixbatch"))
+        .arg(command)
+        .current_dir(dir)
+        .env_clear()
+        .env("DATABASE_URL", format!("sqlite://{}/p.db", dir.display()))
+        .env("STORAGE_URL", format!("file://{}/up", dir.display()))
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .unwrap_or_else(|_| panic!("pixbatch {command} {env:?} still running after 60 s"))
+        .expect("pixbatch ran")
+}
+
 /// The address a listener of ours logged at start (`BIND=127.0.0.1:0` and the like):
 /// the first line of `target` with `marker` and a `field=` (or JSON `"field":"`)
 /// holding an address, with or without `http://`.

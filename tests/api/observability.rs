@@ -10,7 +10,7 @@ use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::helpers::{Backend, ImageServer, TestServer, WebhookReceiver};
+use crate::helpers::{Backend, ImageServer, TestServer, WebhookReceiver, run_to_exit};
 
 /// The value of the first sample of `name` whose labels include every `labels` pair.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -446,4 +446,31 @@ async fn event_streams_end_when_the_process_stops() {
         .expect("the stream ended")
         .expect("reader");
     assert!(!kinds.iter().any(|k| k == "status"), "{kinds:?}");
+}
+
+/// A process whose URLs would name "every address" (`BIND=0.0.0.0`, no
+/// `PUBLIC_BASE_URL`) stops at start with a message saying what to set, instead of
+/// writing `http://0.0.0.0:…` into output CSVs that keep them for ever: the API
+/// (bound there) and a worker (whose URLs follow BIND) alike.
+#[tokio::test]
+async fn a_process_on_every_address_needs_its_public_base_url() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (command, bind) in [
+        ("serve", "0.0.0.0:0"),
+        ("api", "[::]:0"),
+        ("worker", "0.0.0.0:8080"),
+    ] {
+        let env = [
+            ("BIND", bind),
+            ("HEALTH_BIND", "127.0.0.1:0"),
+            ("BOARD_BIND", "off"),
+        ];
+        let out = run_to_exit(dir.path(), command, &env).await;
+        let text = text(&out);
+        assert!(!out.status.success(), "{command}: {text}");
+        assert!(
+            text.contains("PUBLIC_BASE_URL: not set"),
+            "{command}: {text}"
+        );
+    }
 }
