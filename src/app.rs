@@ -9,7 +9,6 @@ use poem::{
     Server,
     listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
 };
-use tokio_util::sync::CancellationToken;
 
 use crate::{
     api::{self, AppState},
@@ -18,7 +17,7 @@ use crate::{
     fetch::{FetchConfig, Fetcher},
     imaging::TransformPool,
     jobs::{self, JobContext},
-    lifecycle::{Lifecycle, Links, Outcomes},
+    lifecycle::Outcomes,
     store::{BlobStore, Db},
 };
 
@@ -116,22 +115,15 @@ impl App {
             "{codec}"
         );
         crate::telemetry::metrics::codec_info(&codec);
-        let lifecycle = Lifecycle::new(db.clone(), blobs.clone(), Links::of(&settings));
+        let state = AppState::new(db, blobs, settings);
         let jobs = Arc::new(JobContext {
-            db: db.clone(),
-            blobs: blobs.clone(),
-            fetcher: fetcher(&settings)?,
-            cpu: TransformPool::new(settings.jobs.cpu_threads)?,
-            settings: settings.clone(),
-            outcomes: Outcomes::start(db.clone()),
-            lifecycle: lifecycle.clone(),
-        });
-        let state = Arc::new(AppState {
-            db,
-            blobs,
-            settings,
-            lifecycle,
-            stopping: CancellationToken::new(),
+            db: state.db.clone(),
+            blobs: state.blobs.clone(),
+            fetcher: fetcher(&state.settings)?,
+            cpu: TransformPool::new(state.settings.jobs.cpu_threads)?,
+            settings: state.settings.clone(),
+            outcomes: Outcomes::start(state.db.clone()),
+            lifecycle: state.lifecycle.clone(),
         });
         Ok(Self {
             role,

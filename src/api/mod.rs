@@ -55,6 +55,19 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The handlers' state over an opened database and store, with the lifecycle
+    /// that owns every change of a request's state.
+    pub fn new(db: Db, blobs: BlobStore, settings: Settings) -> Arc<Self> {
+        let lifecycle = Lifecycle::new(db.clone(), blobs.clone(), Links::of(&settings));
+        Arc::new(Self {
+            db,
+            blobs,
+            settings,
+            lifecycle,
+            stopping: CancellationToken::new(),
+        })
+    }
+
     /// The request id in a path, or 404 for one that is not a UUID.
     pub fn request_id(id: &str) -> Result<RequestId, ApiError> {
         id.parse()
@@ -161,14 +174,7 @@ pub fn openapi_document() -> anyhow::Result<String> {
     let settings = cli.serve.validate()?;
     let db = Db::lazy(settings.storage.database_url.expose())?;
     let blobs = BlobStore::new(&settings.storage.blobs)?;
-    let lifecycle = Lifecycle::new(db.clone(), blobs.clone(), Links::of(&settings));
-    let state = Arc::new(AppState {
-        db,
-        blobs,
-        settings,
-        lifecycle,
-        stopping: CancellationToken::new(),
-    });
+    let state = AppState::new(db, blobs, settings);
     Ok(spec::tidy(&service(state, "http://127.0.0.1:8080").spec()))
 }
 
