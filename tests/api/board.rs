@@ -32,9 +32,7 @@ async fn app_with_a_finished_request(backend: Backend) -> Option<(TestServer, St
         images.url("/img/a/small_picos.jpg"),
         images.url("/img/b/small_aitzgorri.jpg")
     );
-    let (code, body) = app.upload(csv.as_bytes(), &[]).await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["request_id"].as_str().unwrap().to_owned();
+    let id = app.accepted(csv.as_bytes(), &[]).await;
     let status = app.wait_final(&id, Duration::from_secs(60)).await;
     assert_eq!(status["status"], "Completed", "{status}");
     // The request is final inside the completion job, and apalis marks a job done just

@@ -78,14 +78,12 @@ async fn kill_nine_at_a_quarter_half_and_three_quarters(backend: Backend) {
     let Some(mut app) = TestServer::start_on(backend, &[("WORKER_CONCURRENCY", "4")]).await else {
         return;
     };
-    let (code, body) = app
-        .upload(
+    let id = app
+        .accepted(
             csv_of(&images, "img", n).as_bytes(),
             &[("webhook_url", &hook.url)],
         )
         .await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["request_id"].as_str().unwrap().to_owned();
     kill_nine_at_quarters(&mut app, &id, n).await;
     hook.wait_for(1, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -109,8 +107,9 @@ async fn sigterm_mid_run_finishes_in_flight_images_and_a_restart_completes(backe
     let Some(mut app) = TestServer::start_on(backend, &[("WORKER_CONCURRENCY", "2")]).await else {
         return;
     };
-    let (_, body) = app.upload(csv_of(&images, "img", n).as_bytes(), &[]).await;
-    let id = body["request_id"].as_str().unwrap().to_owned();
+    let id = app
+        .accepted(csv_of(&images, "img", n).as_bytes(), &[])
+        .await;
     wait_until_succeeded(&app, &id, 3).await;
     let path_of = |img: &serde_json::Value| {
         reqwest::Url::parse(img["input_url"].as_str().unwrap())
@@ -179,10 +178,9 @@ async fn retry_reruns_only_the_failed_images(backend: Backend) {
         images.url("/gate/b/small_aitzgorri.jpg"),
         images.url("/gate/c/small_lamp_portrait.jpg"),
     );
-    let (_, body) = app
-        .upload(csv.as_bytes(), &[("webhook_url", &hook.url)])
+    let id = app
+        .accepted(csv.as_bytes(), &[("webhook_url", &hook.url)])
         .await;
-    let id = body["request_id"].as_str().unwrap().to_owned();
     let status = app.wait_final(&id, Duration::from_secs(60)).await;
     assert_eq!(status["status"], "CompletedWithErrors");
     assert_eq!(status["progress"]["failed"], 2);
@@ -233,13 +231,12 @@ async fn cancel_stops_pending_images(backend: Backend) {
     let Some(app) = TestServer::start_on(backend, &[("WORKER_CONCURRENCY", "1")]).await else {
         return;
     };
-    let (_, body) = app
-        .upload(
+    let id = app
+        .accepted(
             csv_of(&images, "img", n).as_bytes(),
             &[("webhook_url", &hook.url)],
         )
         .await;
-    let id = body["request_id"].as_str().unwrap().to_owned();
     wait_until_succeeded(&app, &id, 1).await;
     let (code, _) = app.post_json(&format!("/requests/{id}/cancel")).await;
     assert_eq!(code, 202);
@@ -308,11 +305,9 @@ async fn group_commit_keeps_the_fan_in_exact(backend: Backend) {
         };
         csv += &format!("{i},SKU{i},{url}\n");
     }
-    let (code, body) = app
-        .upload(csv.as_bytes(), &[("webhook_url", &hook.url)])
+    let id = app
+        .accepted(csv.as_bytes(), &[("webhook_url", &hook.url)])
         .await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["request_id"].as_str().unwrap().to_owned();
     let done = wait_until_succeeded(&app, &id, 60).await;
     assert!(
         done < (n - expect_failed) as i64,
@@ -372,11 +367,7 @@ async fn soak_twenty_uploads_of_five_hundred_rows() {
     let uploads = (0..20).map(|u| {
         let csv = csv_of(&images, &format!("img/u{u}"), 500);
         let app = &app;
-        async move {
-            let (code, body) = app.upload(csv.as_bytes(), &[]).await;
-            assert_eq!(code, 202, "{body}");
-            body["request_id"].as_str().unwrap().to_owned()
-        }
+        async move { app.accepted(csv.as_bytes(), &[]).await }
     });
     let ids = futures::future::join_all(uploads).await;
     let accepted = started.elapsed();
@@ -434,9 +425,9 @@ async fn image_jobs_outlast_a_long_database_failure() {
             .expect("install the failure");
     }
     let n = 4;
-    let (code, body) = app.upload(csv_of(&images, "img", n).as_bytes(), &[]).await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["request_id"].as_str().unwrap().to_owned();
+    let id = app
+        .accepted(csv_of(&images, "img", n).as_bytes(), &[])
+        .await;
 
     tokio::time::sleep(Duration::from_secs(25)).await;
     let runs: i32 = sqlx::query_scalar(

@@ -866,6 +866,16 @@ impl TestServer {
         self.upload_with(csv, fields, None).await
     }
 
+    /// Uploads a CSV that must be accepted (202); returns the new request's id.
+    pub async fn accepted(&self, csv: &[u8], fields: &[(&str, &str)]) -> String {
+        let (code, body) = self.upload(csv, fields).await;
+        assert_eq!(code, 202, "{body}");
+        body["request_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no request id in {body}"))
+            .to_owned()
+    }
+
     /// As [`Self::upload`], with an optional bearer token.
     pub async fn upload_with(
         &self,

@@ -37,9 +37,7 @@ async fn cpu_bomb_and_corrupt_data_fail_at_once_and_the_server_stays_healthy() {
         images.url("/img/a/small_picos.jpg"),
     );
     let started = Instant::now();
-    let (code, body) = app.upload(csv.as_bytes(), &[]).await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["request_id"].as_str().unwrap().to_owned();
+    let id = app.accepted(csv.as_bytes(), &[]).await;
     let status = app.wait_final(&id, Duration::from_secs(60)).await;
     assert_eq!(status["status"], "CompletedWithErrors", "{status}");
     assert_eq!(status["progress"]["failed"], 2, "{status}");

@@ -75,11 +75,9 @@ async fn metrics_count_jobs_bytes_webhooks_http_requests_and_queue_depth() {
     let urls: Vec<String> = (0..3)
         .map(|i| images.url(&format!("/img/{i}/small_picos.jpg")))
         .collect();
-    let (code, body) = app
-        .upload(csv_of(&urls).as_bytes(), &[("webhook_url", &hook.url)])
+    let id = app
+        .accepted(csv_of(&urls).as_bytes(), &[("webhook_url", &hook.url)])
         .await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["request_id"].as_str().unwrap().to_owned();
     let status = app.wait_final(&id, Duration::from_secs(60)).await;
     assert_eq!(status["status"], "Completed", "{status}");
     hook.wait_for(1, Duration::from_secs(20)).await;
@@ -159,9 +157,7 @@ async fn event_stream_sends_progress_then_the_final_status_and_ends() {
     let urls: Vec<String> = (0..n)
         .map(|i| images.url(&format!("/img/{i}/small_aitzgorri.jpg")))
         .collect();
-    let (code, body) = app.upload(csv_of(&urls).as_bytes(), &[]).await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["request_id"].as_str().unwrap().to_owned();
+    let id = app.accepted(csv_of(&urls).as_bytes(), &[]).await;
 
     let resp = app
         .http
@@ -220,11 +216,9 @@ async fn json_logs_carry_the_image_span_with_request_row_position_and_url() {
     let images = ImageServer::start().await;
     let app = TestServer::start(&[("LOG_FORMAT", "json")]).await;
     let url = images.url("/img/a/small_picos.jpg");
-    let (code, body) = app
-        .upload(csv_of(std::slice::from_ref(&url)).as_bytes(), &[])
+    let id = app
+        .accepted(csv_of(std::slice::from_ref(&url)).as_bytes(), &[])
         .await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["request_id"].as_str().unwrap().to_owned();
     app.wait_final(&id, Duration::from_secs(60)).await;
 
     let logs = app.logs();
@@ -415,9 +409,7 @@ async fn event_streams_end_when_the_process_stops() {
         return;
     };
     let urls = [images.url("/img/a/small_picos.jpg")];
-    let (code, body) = api.upload(csv_of(&urls).as_bytes(), &[]).await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["request_id"].as_str().unwrap().to_owned();
+    let id = api.accepted(csv_of(&urls).as_bytes(), &[]).await;
     let resp = api
         .http
         .get(format!("{}/requests/{id}/events", api.base))

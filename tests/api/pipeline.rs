@@ -165,9 +165,7 @@ async fn missing_image_gives_completed_with_errors_and_an_empty_slot(backend: Ba
         images.url("/img/c/small_aitzgorri.jpg"),
         images.url("/img/d/small_lamp_portrait.jpg"),
     );
-    let (code, body) = app.upload(csv.as_bytes(), &[]).await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["request_id"].as_str().unwrap().to_owned();
+    let id = app.accepted(csv.as_bytes(), &[]).await;
     let status = app.wait_final(&id, Duration::from_secs(60)).await;
     assert_eq!(status["status"], "CompletedWithErrors");
     assert_eq!(status["progress"]["failed"], 1);
@@ -215,9 +213,7 @@ async fn flaky_image_succeeds_on_the_third_try(backend: Backend) {
         "Serial Number,Product Name,Input Image Urls\n1,SKU1,{}\n",
         images.url(path)
     );
-    let (code, body) = app.upload(csv.as_bytes(), &[]).await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["request_id"].as_str().unwrap().to_owned();
+    let id = app.accepted(csv.as_bytes(), &[]).await;
     let status = app.wait_final(&id, Duration::from_secs(60)).await;
     assert_eq!(status["status"], "Completed", "{status}");
     assert_eq!(images.hits(path), 3);
@@ -236,8 +232,7 @@ async fn exhausted_retries_fail_the_image_and_the_request(backend: Backend) {
         "Serial Number,Product Name,Input Image Urls\n1,SKU1,{}\n",
         images.url(path)
     );
-    let (_, body) = app.upload(csv.as_bytes(), &[]).await;
-    let id = body["request_id"].as_str().unwrap().to_owned();
+    let id = app.accepted(csv.as_bytes(), &[]).await;
     let status = app.wait_final(&id, Duration::from_secs(60)).await;
     assert_eq!(status["status"], "Failed", "{status}");
     assert_eq!(images.hits(path), 3);
@@ -256,9 +251,7 @@ async fn formula_cells_come_back_prefixed(backend: Backend) {
         "Serial Number,Product Name,Input Image Urls\n1,=HYPERLINK(\"http://evil\"),{}\n",
         images.url("/img/a/small_picos.jpg")
     );
-    let (code, body) = app.upload(csv.as_bytes(), &[]).await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["request_id"].as_str().unwrap().to_owned();
+    let id = app.accepted(csv.as_bytes(), &[]).await;
     let status = app.wait_final(&id, Duration::from_secs(60)).await;
     let (_, _, out) = app.get_bytes(status["output_csv"].as_str().unwrap()).await;
     let rows = csv_rows(&out);
@@ -280,11 +273,9 @@ async fn killed_mid_request_completes_after_restart_with_one_event(backend: Back
             images.url(&format!("/img/{i}/small_lamp_portrait.jpg"))
         );
     }
-    let (code, body) = app
-        .upload(csv.as_bytes(), &[("webhook_url", &hook.url)])
+    let id = app
+        .accepted(csv.as_bytes(), &[("webhook_url", &hook.url)])
         .await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["request_id"].as_str().unwrap().to_owned();
     // Wait until some, not all, images are done, then kill -9.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -354,9 +345,7 @@ async fn big_output_csv_is_byte_correct(backend: Backend) {
     for i in 0..n {
         csv += &format!("{i},\"SKU {i}, \"\"big\"\"\",http://10.0.0.1/{i}.jpg\n");
     }
-    let (code, body) = app.upload(csv.as_bytes(), &[]).await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["request_id"].as_str().unwrap().to_owned();
+    let id = app.accepted(csv.as_bytes(), &[]).await;
     let status = app.wait_final(&id, Duration::from_secs(600)).await;
     assert_eq!(status["status"], "Failed", "{status}");
     assert_eq!(status["progress"]["failed"], n as i64);

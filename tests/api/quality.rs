@@ -8,9 +8,7 @@ use crate::helpers::{Backend, ImageServer, TestServer};
 
 /// Uploads `csv` with `fields`, waits for `Completed`, returns the images.
 async fn completed_images(app: &TestServer, csv: &str, fields: &[(&str, &str)]) -> Vec<Value> {
-    let (code, body) = app.upload(csv.as_bytes(), fields).await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["request_id"].as_str().unwrap().to_owned();
+    let id = app.accepted(csv.as_bytes(), fields).await;
     let status = app.wait_final(&id, Duration::from_secs(60)).await;
     assert_eq!(status["status"], "Completed", "{status}");
     app.images(&id).await

@@ -22,9 +22,7 @@ fn csv_of(n: usize, url: impl Fn(usize) -> String) -> String {
 
 /// Uploads `csv` with `fields`, waits for the final status; returns id and status.
 async fn run(app: &TestServer, csv: &str, fields: &[(&str, &str)]) -> (String, Value) {
-    let (code, body) = app.upload(csv.as_bytes(), fields).await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["request_id"].as_str().unwrap().to_owned();
+    let id = app.accepted(csv.as_bytes(), fields).await;
     let status = app.wait_final(&id, TIMEOUT).await;
     assert_eq!(status["status"], "Completed", "{status}\n{}", app.logs());
     (id, status)
@@ -295,9 +293,7 @@ async fn kill_nine_during_a_reuse_run(backend: Backend) {
     let first_out = outputs(&app, &app.images(&first).await).await;
 
     images.set_latency(Duration::from_millis(150));
-    let (code, body) = app.upload(csv.as_bytes(), &[]).await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["request_id"].as_str().unwrap().to_owned();
+    let id = app.accepted(csv.as_bytes(), &[]).await;
     kill_nine_at_quarters(&mut app, &id, n).await;
     let (_, status) = app.get_json(&format!("/status/{id}")).await;
     assert_eq!(status["progress"]["reused"], n as i64, "{status}");

@@ -161,9 +161,7 @@ async fn s3_storage_end_to_end() {
         images.url("/img/b/small_aitzgorri.jpg"),
         images.url("/img/c/small_lamp_portrait.jpg"),
     );
-    let (code, body) = app.upload(csv.as_bytes(), &[]).await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["request_id"].as_str().unwrap().to_owned();
+    let id = app.accepted(csv.as_bytes(), &[]).await;
     let status = app.wait_final(&id, Duration::from_secs(60)).await;
     assert_eq!(status["status"], "Completed", "{status}\n{}", app.logs());
 
@@ -349,9 +347,7 @@ async fn s3_outage_mid_run(backend: Backend) {
         ));
     }
     images.set_latency(Duration::from_millis(1500));
-    let (code, body) = app.upload(csv.as_bytes(), &[]).await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["request_id"].as_str().unwrap().to_owned();
+    let id = app.accepted(csv.as_bytes(), &[]).await;
     outage.down();
     images.set_latency(Duration::ZERO);
 
@@ -436,9 +432,7 @@ async fn s3_reuse_copies_in_the_bucket() {
     );
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let (code, body) = app.upload(csv.as_bytes(), &[]).await;
-        assert_eq!(code, 202, "{body}");
-        let id = body["request_id"].as_str().unwrap().to_owned();
+        let id = app.accepted(csv.as_bytes(), &[]).await;
         let status = app.wait_final(&id, Duration::from_secs(60)).await;
         assert_eq!(status["status"], "Completed", "{status}\n{}", app.logs());
         ids.push(id);

@@ -96,14 +96,12 @@ async fn one_api_two_workers_and_a_kill_nine_complete_every_image_once() {
     assert_eq!(code, 404);
 
     let (rows, per_row) = (100, 2);
-    let (code, body) = api
-        .upload(
+    let id = api
+        .accepted(
             csv_of(&images, rows, per_row).as_bytes(),
             &[("webhook_url", &hook.url)],
         )
         .await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["request_id"].as_str().unwrap().to_owned();
 
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -149,14 +147,12 @@ async fn postgres_restart_mid_run_completes() {
     };
     let w = api.join("worker", &[("WORKER_CONCURRENCY", "4")]).await;
     let (rows, per_row) = (60, 2);
-    let (code, body) = api
-        .upload(
+    let id = api
+        .accepted(
             csv_of(&images, rows, per_row).as_bytes(),
             &[("webhook_url", &hook.url)],
         )
         .await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["request_id"].as_str().unwrap().to_owned();
     let deadline = Instant::now() + Duration::from_secs(60);
     while succeeded(&api, &id).await < 20 {
         assert!(Instant::now() < deadline, "{}", w.logs());
@@ -199,9 +195,7 @@ async fn jobs_waiting_for_a_slot_are_not_taken_by_another_worker() {
         let url = images.url(&format!("/slow/{ms}/{i}/{}", PHOTOS[i % PHOTOS.len()]));
         csv += &format!("{i},SKU{i},{url}\n");
     }
-    let (code, body) = api.upload(csv.as_bytes(), &[]).await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["request_id"].as_str().unwrap().to_owned();
+    let id = api.accepted(csv.as_bytes(), &[]).await;
     let status = api.wait_final(&id, Duration::from_secs(120)).await;
     assert_eq!(status["status"], "Completed", "{status}");
     assert_eq!(

@@ -15,8 +15,7 @@ async fn files_cannot_escape_the_store() {
         "Serial Number,Product Name,Input Image Urls\n1,A,{}\n",
         images.url("/img/a/small_picos.jpg")
     );
-    let (_, body) = app.upload(csv.as_bytes(), &[]).await;
-    let id = body["request_id"].as_str().unwrap().to_owned();
+    let id = app.accepted(csv.as_bytes(), &[]).await;
     app.wait_final(&id, Duration::from_secs(60)).await;
     let (code, _, _) = app
         .get_bytes(&format!("{}/files/{id}/0-0.jpg", app.base))

@@ -71,9 +71,9 @@ async fn every_spelling_of_a_private_address_is_refused_and_the_canary_sees_noth
     );
     // A name is only known to be refused when it resolves, at each delivery.
     let hook = format!("http://localhost:{p}/hook");
-    let (code, body) = app.upload(csv.as_bytes(), &[("webhook_url", &hook)]).await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["request_id"].as_str().unwrap().to_owned();
+    let id = app
+        .accepted(csv.as_bytes(), &[("webhook_url", &hook)])
+        .await;
     let status = app.wait_final(&id, Duration::from_secs(60)).await;
     assert_eq!(status["status"], "Failed", "{status}");
     for img in app.images(&id).await {
@@ -140,9 +140,7 @@ async fn a_redirect_into_a_refused_network_is_refused() {
     let csv = format!(
         "Serial Number,Product Name,Input Image Urls\n1,A,http://127.0.0.2:{rport}/start.jpg\n"
     );
-    let (code, body) = app.upload(csv.as_bytes(), &[]).await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["request_id"].as_str().unwrap().to_owned();
+    let id = app.accepted(csv.as_bytes(), &[]).await;
     let status = app.wait_final(&id, Duration::from_secs(60)).await;
     assert_eq!(status["status"], "Failed");
     let img = &app.images(&id).await[0];
@@ -165,8 +163,7 @@ async fn the_same_url_twice_is_downloaded_once() {
     let csv = format!(
         "Serial Number,Product Name,Input Image Urls\n1,A,\"{u},{other}\"\n2,B,{u}\n3,C,{u}\n"
     );
-    let (_, body) = app.upload(csv.as_bytes(), &[]).await;
-    let id = body["request_id"].as_str().unwrap().to_owned();
+    let id = app.accepted(csv.as_bytes(), &[]).await;
     let status = app.wait_final(&id, Duration::from_secs(60)).await;
     assert_eq!(status["status"], "Completed", "{status}");
     assert_eq!(status["progress"]["succeeded"], 4);

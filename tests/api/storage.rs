@@ -236,9 +236,7 @@ async fn full_disk_store(backend: Backend) {
     // 2. Space for the CSV, then full again while the images download.
     fs.free();
     images.set_latency(Duration::from_millis(1500));
-    let (code, body) = app.upload(csv.as_bytes(), &[]).await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["request_id"].as_str().unwrap().to_owned();
+    let id = app.accepted(csv.as_bytes(), &[]).await;
     fs.fill();
     images.set_latency(Duration::ZERO);
     let imgs = images_until(&app, &id, Duration::from_secs(60), |imgs| {
@@ -307,9 +305,7 @@ async fn read_only_store(backend: Backend) {
         return;
     };
     images.set_latency(Duration::from_millis(1500));
-    let (code, body) = app.upload(catalogue(&images, 3).as_bytes(), &[]).await;
-    assert_eq!(code, 202, "{body}");
-    let id = body["request_id"].as_str().unwrap().to_owned();
+    let id = app.accepted(catalogue(&images, 3).as_bytes(), &[]).await;
     fs.remount("ro");
     images.set_latency(Duration::ZERO);
     let imgs = images_until(&app, &id, Duration::from_secs(60), |imgs| {
