@@ -52,9 +52,11 @@ impl Target {
         if s.contains('.') && frac.is_empty() {
             return None;
         }
-        let whole: u16 = whole.parse().ok()?;
-        let frac: u16 = format!("{frac:0<2}").parse().ok()?;
-        let hundredths = whole * 100 + frac;
+        // At most 999.99: in u32 the arithmetic cannot overflow (in u16 `auto:700`
+        // wrapped to 44.64 and passed the range check).
+        let whole: u32 = whole.parse().ok()?;
+        let frac: u32 = format!("{frac:0<2}").parse().ok()?;
+        let hundredths = u16::try_from(whole * 100 + frac).ok()?;
         (100..=10_000)
             .contains(&hundredths)
             .then_some(Self(hundredths))
@@ -311,6 +313,9 @@ mod tests {
             "auto:-1",
             "auto:0.99",
             "auto:100.01",
+            "auto:700",
+            "auto:655.36",
+            "auto:999.99",
             "auto:65.556",
             "auto:65.",
             "auto:.5",

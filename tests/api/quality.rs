@@ -62,6 +62,7 @@ async fn auto_target_and_byte_cap_show_in_the_images_api(backend: Backend) {
         ("quality", "auto:0"),
         ("quality", "auto:abc"),
         ("quality", "auto:74.255"),
+        ("quality", "auto:700"),
         ("max_bytes", "-1"),
         ("max_bytes", "10"),
     ] {
