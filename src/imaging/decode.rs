@@ -136,18 +136,15 @@ pub(crate) fn decode(
             });
         }
     }
-    if format == Format::Tiff && tiff_compresses_with_jpeg(input) {
-        return Err(ImagingError::Decode {
-            format,
-            reason: "JPEG-compressed TIFF is not supported".to_owned(),
-        });
+    // 8 bytes per pixel covers the widest output (RGBA, 16 bits per sample).
+    let max_alloc = (u64::from(header.0) * u64::from(header.1)).saturating_mul(8) + ALLOC_SLACK;
+    if format == Format::Tiff {
+        tiff_chunks_within_budget(input, max_alloc, budget)?;
     }
     let mut decoder_limits = image::Limits::default();
     decoder_limits.max_image_width = Some(header.0);
     decoder_limits.max_image_height = Some(header.1);
-    // 8 bytes per pixel covers the widest output (RGBA, 16 bits per sample).
-    decoder_limits.max_alloc =
-        Some((u64::from(header.0) * u64::from(header.1)).saturating_mul(8) + ALLOC_SLACK);
+    decoder_limits.max_alloc = Some(max_alloc);
     let mut reader = ImageReader::with_format(Cursor::new(input), format.image_format());
     reader.limits(decoder_limits);
     let mut decoder = reader.into_decoder().map_err(err)?;
@@ -191,15 +188,52 @@ pub(crate) fn decode(
     })
 }
 
-/// Whether the first page of a TIFF is JPEG-compressed (compression 6 or 7). Each of
-/// its strips or tiles is then a JPEG of its own that the `tiff` crate decodes whole,
-/// up to 16384×16384, whatever the strip's size and without the decoder limits: a
-/// 1×N TIFF whose N strips all point at one large JPEG costs N full decodes.
-fn tiff_compresses_with_jpeg(input: &[u8]) -> bool {
-    let Ok(mut decoder) = tiff::decoder::Decoder::new(Cursor::new(input)) else {
-        return false;
+/// Decodes each strip or tile of a TIFF's first page once, checking the time budget
+/// between them, before `image` decodes the page in one call that nothing can stop.
+///
+/// A chunk's cost is not bounded by the page's pixels: chunks may all point at the
+/// same bytes, a PackBits strip may hold millions of no-op runs before its one row,
+/// and a Deflate strip is read to the end of its stream, past its byte count. A
+/// 1×65535 page of PackBits strips sharing 29 MB would hold a thread for hours. Here
+/// the work stops within one chunk of the deadline; `image` then redoes at most what
+/// fitted in the budget (TIFF pages cost twice their decode, a price for a rare input).
+///
+/// A JPEG-compressed page (compression 6 or 7) is refused outright: each chunk is a
+/// JPEG of its own that the `tiff` crate decodes whole, up to 16384×16384, outside
+/// every limit. Anything this pass cannot read is left to `image`, for its own error.
+fn tiff_chunks_within_budget(
+    input: &[u8],
+    max_alloc: u64,
+    budget: &Budget,
+) -> Result<(), ImagingError> {
+    use tiff::decoder::{ChunkType, Decoder, Limits};
+    let Ok(decoder) = Decoder::new(Cursor::new(input)) else {
+        return Ok(());
     };
-    matches!(decoder.get_tag_u32(tiff::tags::Tag::Compression), Ok(6 | 7))
+    // The limits `image` gives the same decoder (its `set_limits`), at most.
+    let max_alloc = usize::try_from(max_alloc).unwrap_or(usize::MAX);
+    let mut limits = Limits::default();
+    limits.decoding_buffer_size = max_alloc;
+    limits.intermediate_buffer_size = max_alloc;
+    limits.ifd_value_size = max_alloc;
+    let mut decoder = decoder.with_limits(limits);
+    if matches!(decoder.get_tag_u32(tiff::tags::Tag::Compression), Ok(6 | 7)) {
+        return Err(ImagingError::Decode {
+            format: Format::Tiff,
+            reason: "JPEG-compressed TIFF is not supported".to_owned(),
+        });
+    }
+    let chunks = match decoder.get_chunk_type() {
+        ChunkType::Strip => decoder.strip_count(),
+        ChunkType::Tile => decoder.tile_count(),
+    };
+    for chunk in 0..chunks.unwrap_or(0) {
+        if decoder.read_chunk(chunk).is_err() {
+            return Ok(());
+        }
+        check_time(budget)?;
+    }
+    Ok(())
 }
 
 /// ICC conversion and orientation for a decode of ours or libjpeg's (the same steps as

@@ -495,3 +495,84 @@ fn jpeg_compressed_tiff_is_refused_before_decoding() {
     .expect("an uncompressed TIFF converts");
     assert_eq!((plain.report.width, plain.report.height), (16, 16));
 }
+
+/// A 1-pixel-wide gray TIFF of `rows` strips of one row each, every strip pointing at
+/// the same `strip` bytes.
+fn tiff_sharing_one_strip(rows: u32, compression: u16, strip: &[u8]) -> Vec<u8> {
+    let data_at = 8u32;
+    let offsets_at = data_at + strip.len() as u32;
+    let counts_at = offsets_at + 4 * rows;
+    let ifd_at = counts_at + 4 * rows;
+    let mut out = b"II*\0".to_vec();
+    out.extend_from_slice(&ifd_at.to_le_bytes());
+    out.extend_from_slice(strip);
+    for value in [data_at, strip.len() as u32] {
+        for _ in 0..rows {
+            out.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+    // (tag, type, count, value or offset): SHORT = 3, LONG = 4; in tag order.
+    let entries: [(u16, u16, u32, u32); 9] = [
+        (256, 4, 1, 1),
+        (257, 4, 1, rows),
+        (258, 3, 1, 8),
+        (259, 3, 1, u32::from(compression)),
+        (262, 3, 1, 1),
+        (273, 4, rows, offsets_at),
+        (277, 3, 1, 1),
+        (278, 4, 1, 1),
+        (279, 4, rows, counts_at),
+    ];
+    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    for (tag, kind, count, value) in entries {
+        out.extend_from_slice(&tag.to_le_bytes());
+        out.extend_from_slice(&kind.to_le_bytes());
+        out.extend_from_slice(&count.to_le_bytes());
+        let mut field = [0u8; 4];
+        match (kind, count) {
+            (3, 1) => field[..2].copy_from_slice(&(value as u16).to_le_bytes()),
+            _ => field.copy_from_slice(&value.to_le_bytes()),
+        }
+        out.extend_from_slice(&field);
+    }
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out
+}
+
+/// TIFF strips that all point at the same bytes cost one decode each, whatever the
+/// page's size: here 4096 strips of one pixel share 1 MB of PackBits no-op runs
+/// before their one literal byte, 4 G steps of the PackBits reader for a 1×4096 page
+/// (seconds to minutes). The strips are decoded one by one under the time budget, so
+/// the work stops at the deadline; with few strips the same page converts.
+#[test]
+fn tiff_strips_sharing_their_bytes_stop_at_the_time_budget() {
+    let mut strip = vec![0x80u8; 1 << 20];
+    strip.extend_from_slice(&[0x00, 0x7f]);
+    let few = transform(
+        &tiff_sharing_one_strip(8, 32773, &strip),
+        &options(Limits::default()),
+    )
+    .expect("a PackBits TIFF of 8 shared strips converts");
+    assert_eq!((few.report.width, few.report.height), (1, 8));
+
+    let limits = Limits {
+        time: TimeBudget {
+            base: Duration::from_millis(100),
+            per_megapixel: Duration::ZERO,
+        },
+        ..Limits::default()
+    };
+    let start = thread_cpu_time();
+    let err = transform(
+        &tiff_sharing_one_strip(4096, 32773, &strip),
+        &options(limits),
+    )
+    .map(|t| t.report);
+    let spent = thread_cpu_time() - start;
+    assert!(
+        matches!(err, Err(ImagingError::OverBudget { budget }) if budget == Duration::from_millis(100)),
+        "{err:?}"
+    );
+    // Checked after every strip: it stops within a strip of the deadline.
+    assert!(spent < Duration::from_millis(600), "{spent:?}");
+}
