@@ -21,6 +21,14 @@ fn srgb() -> &'static Profile {
     })
 }
 
+/// Largest profile looked at, qcms' own limit (it refuses larger ones): a profile's
+/// size is the input's to choose (a PNG's `iCCP` inflates up to the decoder's
+/// allocation limit), and a larger one is ignored, as an unreadable one is.
+const MAX_ICC_BYTES: usize = 4 << 20;
+
+/// Bytes of the description searched for "sRGB": descriptions are a few dozen.
+const MAX_DESCRIPTION_BYTES: usize = 1024;
+
 /// Converts `pixels` from the space described by `icc` to sRGB.
 ///
 /// Returns the pixels and whether a conversion happened. Skipped (pixels
@@ -28,6 +36,9 @@ fn srgb() -> &'static Profile {
 /// does not describe the pixels (e.g. the CMYK profile of a CMYK JPEG, whose
 /// pixels the decoder has already turned into RGB).
 pub(crate) fn to_srgb(pixels: Pixels, icc: &[u8]) -> (Pixels, bool) {
+    if icc.len() >= MAX_ICC_BYTES {
+        return (pixels, false);
+    }
     let space = icc.get(16..20);
     let rgb_profile = space == Some(b"RGB ");
     let gray_profile = space == Some(b"GRAY");
@@ -86,21 +97,27 @@ pub(crate) fn to_srgb(pixels: Pixels, icc: &[u8]) -> (Pixels, bool) {
 
 /// Cheap check on the profile description (v2 `desc` ASCII or v4 `mluc` UTF-16):
 /// profiles named sRGB (IEC61966-2.1, "sRGB built-in", ...) are not worth a transform.
+/// Only the first `desc` tag, and its first [`MAX_DESCRIPTION_BYTES`], are read: a
+/// hostile profile may list 256 of them, each spanning the whole profile. A profile
+/// over [`MAX_ICC_BYTES`] is never sRGB (it is ignored).
 pub(crate) fn says_srgb(icc: &[u8]) -> bool {
+    if icc.len() >= MAX_ICC_BYTES {
+        return false;
+    }
     let count = icc
         .get(128..132)
         .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-    (0..count.min(256) as usize)
+    let description = (0..count.min(256) as usize)
         .filter_map(|i| icc.get(132 + 12 * i..144 + 12 * i))
-        .filter(|entry| &entry[..4] == b"desc")
-        .filter_map(|entry| {
+        .find(|entry| &entry[..4] == b"desc")
+        .and_then(|entry| {
             let offset = u32::from_be_bytes([entry[4], entry[5], entry[6], entry[7]]) as usize;
             let size = u32::from_be_bytes([entry[8], entry[9], entry[10], entry[11]]) as usize;
-            icc.get(offset..offset.checked_add(size)?)
-        })
-        .any(|desc| {
-            desc.windows(4).any(|w| w == b"sRGB") || desc.windows(8).any(|w| w == b"\0s\0R\0G\0B")
-        })
+            icc.get(offset..offset.checked_add(size.min(MAX_DESCRIPTION_BYTES))?)
+        });
+    description.is_some_and(|desc| {
+        desc.windows(4).any(|w| w == b"sRGB") || desc.windows(8).any(|w| w == b"\0s\0R\0G\0B")
+    })
 }
 
 /// True when the transform changes no sample value by more than 1 (an sRGB
@@ -154,6 +171,36 @@ mod tests {
         let mut cmyk = vec![0u8; 132];
         cmyk[16..20].copy_from_slice(b"CMYK");
         assert!(!to_srgb(Pixels::Rgb(img.clone()), &cmyk).1);
+    }
+
+    /// A profile of `len` bytes listing 256 `desc` tags, each spanning everything
+    /// after the tag table, with `name` written `name_at` bytes into it.
+    fn many_descriptions(len: usize, name: &[u8], name_at: usize) -> Vec<u8> {
+        let start = 132 + 12 * 256;
+        let mut icc = vec![0u8; len];
+        icc[16..20].copy_from_slice(b"RGB ");
+        icc[128..132].copy_from_slice(&256u32.to_be_bytes());
+        for i in 0..256 {
+            let entry = &mut icc[132 + 12 * i..144 + 12 * i];
+            entry[..4].copy_from_slice(b"desc");
+            entry[4..8].copy_from_slice(&(start as u32).to_be_bytes());
+            entry[8..].copy_from_slice(&((len - start) as u32).to_be_bytes());
+        }
+        icc[start + name_at..start + name_at + name.len()].copy_from_slice(name);
+        icc
+    }
+
+    /// The description is read from the first `desc` tag, its first kilobyte only,
+    /// and a profile over qcms' 4 MiB is ignored before anything reads it: a hostile
+    /// one of 64 MB with 256 tags spanning it all was 256 × 2 scans of 64 MB.
+    #[test]
+    fn only_the_start_of_one_description_of_a_bounded_profile_is_read() {
+        assert!(says_srgb(&many_descriptions(200_000, b"sRGB", 12)));
+        assert!(!says_srgb(&many_descriptions(200_000, b"sRGB", 190_000)));
+        let huge = many_descriptions(MAX_ICC_BYTES, b"sRGB", 12);
+        assert!(!says_srgb(&huge));
+        let img = RgbImage::from_pixel(2, 2, image::Rgb([10, 200, 30]));
+        assert!(!to_srgb(Pixels::Rgb(img), &huge).1);
     }
 
     fn embedded_icc(name: &str) -> Vec<u8> {
