@@ -83,6 +83,14 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
         tracing::debug!(state = %work.state, status = %work.request_status, "nothing to do");
         return Ok(Handled::Skipped);
     }
+    if job.is_stale(work.run, work.attempts) {
+        tracing::debug!(
+            run = work.run,
+            tries = work.attempts,
+            "a later try or run has been scheduled; nothing to do"
+        );
+        return Ok(Handled::Skipped);
+    }
     if work.request_status == RequestStatus::Pending {
         ctx.lifecycle.image_started(job.image()).await?;
     }

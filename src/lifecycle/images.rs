@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{ImageJob, JobKey, Lifecycle, steps::push};
+use super::{ImageJob, Lifecycle, steps::push};
 use crate::{
     domain::{Failure, ImageRef},
     store::{Db, StoreError},
@@ -28,9 +28,12 @@ impl Lifecycle {
         delay: Duration,
     ) -> Result<(), StoreError> {
         let mut tx = self.db.begin_replayable().await?;
-        if Db::record_retry(&mut tx, image.request, image.row, image.position, failure).await? {
-            let key = JobKey::image(image, run, attempt);
-            push(&mut tx, &ImageJob::of(image), &key, delay).await?;
+        // Only over the count the failed try started from: a second delivery of the
+        // same try, racing the first, records nothing and pushes nothing.
+        let tries_before = attempt - 1;
+        if Db::record_retry(&mut tx, image, tries_before, failure).await? {
+            let (job, key) = ImageJob::try_of(image, run, attempt);
+            push(&mut tx, &job, &key, delay).await?;
         }
         tx.commit().await
     }

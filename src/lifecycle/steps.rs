@@ -27,7 +27,7 @@ pub trait Job: Serialize + for<'de> Deserialize<'de> + Send + Sync + 'static {
     const QUEUE: &'static str;
 }
 
-/// Process one image.
+/// Process one image: one try of it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImageJob {
     /// The request.
@@ -36,16 +36,28 @@ pub struct ImageJob {
     pub row: u32,
     /// 0-based position in the row.
     pub position: u32,
+    /// The run the try belongs to (`None` in jobs queued before it was carried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<i64>,
+    /// Tries recorded before this one (0 for the first; `None` as for `run`). A job
+    /// delivered again after its try was recorded as failed (a worker killed before
+    /// the queue marked the job done) finds a higher count and stands down, instead of
+    /// trying once more and starting a second chain of retries beside the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tries_before: Option<u32>,
 }
 
 impl ImageJob {
-    /// The job of one image.
-    pub fn of(image: ImageRef) -> Self {
-        Self {
+    /// Try `tries_before + 1` of one image in run `run`, and its key.
+    pub fn try_of(image: ImageRef, run: i64, tries_before: u32) -> (Self, JobKey) {
+        let job = Self {
             request_id: image.request,
             row: image.row,
             position: image.position,
-        }
+            run: Some(run),
+            tries_before: Some(tries_before),
+        };
+        (job, JobKey::image(image, run, tries_before))
     }
 
     /// The image it works on.
@@ -55,6 +67,13 @@ impl ImageJob {
             row: self.row,
             position: self.position,
         }
+    }
+
+    /// Whether the image has moved on since this job was pushed: another run, or
+    /// another try recorded. `false` for jobs that carry neither.
+    pub fn is_stale(&self, run: i64, tries: i64) -> bool {
+        self.run.is_some_and(|r| r != run)
+            || self.tries_before.is_some_and(|t| i64::from(t) != tries)
     }
 }
 
@@ -147,8 +166,38 @@ pub(super) async fn push_images(
                 row,
                 position,
             };
-            (ImageJob::of(image), JobKey::image(image, run, 0))
+            ImageJob::try_of(image, run, 0)
         })
         .collect();
     push_many(tx, jobs).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job queued before runs and try counts were carried still runs (it cannot
+    /// tell), and one that carries them stands down once the image moved on.
+    #[test]
+    fn image_jobs_know_their_try() {
+        let request = RequestId::new();
+        let old: ImageJob = serde_json::from_value(serde_json::json!({
+            "request_id": request, "row": 2, "position": 1
+        }))
+        .expect("a job of the earlier shape");
+        assert!(!old.is_stale(3, 7));
+        let image = ImageRef {
+            request,
+            row: 2,
+            position: 1,
+        };
+        let (job, key) = ImageJob::try_of(image, 1, 2);
+        assert_eq!(key, JobKey::image(image, 1, 2));
+        assert!(!job.is_stale(1, 2));
+        assert!(job.is_stale(1, 3), "a later try was scheduled");
+        assert!(job.is_stale(2, 0), "a later run");
+        let again: ImageJob =
+            serde_json::from_slice(&serde_json::to_vec(&job).unwrap()).expect("round trip");
+        assert!(again.is_stale(1, 3) && !again.is_stale(1, 2));
+    }
 }

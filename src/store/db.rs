@@ -236,7 +236,10 @@ impl Db {
     /// For what a job records about its own work (an image's outcome, its next try).
     /// Such a commit is lost only together with everything committed after it (the
     /// WAL is replayed in order), so the job's acknowledgement is lost with it and the
-    /// job runs again; its guarded updates make that safe. Anything whose loss someone
+    /// job runs again; its guarded updates make that safe. An acknowledgement lost
+    /// alone (it commits later) runs the job again too: an image already finished, or
+    /// one whose next try is already scheduled, makes it stand down (the image's state,
+    /// and the try count its job carries). Anything whose loss someone
     /// outside could see (an upload's 202, a retry or cancel answered, the event a
     /// webhook is about to carry) uses [`Db::begin_write`], whose commit is durable and
     /// also flushes every relaxed commit before it. SQLite already commits this way

@@ -11,7 +11,9 @@ use super::{
     with_pool, with_tx,
 };
 use crate::{
-    domain::{Failure, FailureCode, ImageId, ImageState, Progress, RequestId, RequestStatus},
+    domain::{
+        Failure, FailureCode, ImageId, ImageRef, ImageState, Progress, RequestId, RequestStatus,
+    },
     imaging::{MaxBytes, Quality},
 };
 
@@ -365,7 +367,8 @@ const DUPLICATES_SQL: &str = "select row, position from images
 
 const RECORD_RETRY_SQL: &str = "update images set attempts = attempts + 1, last_error = $1,
                                      error_code = $2, started_at = coalesce(started_at, $3)
-                    where request_id = $4 and row = $5 and position = $6 and state = 'pending'";
+                    where request_id = $4 and row = $5 and position = $6 and state = 'pending'
+                      and attempts = $7";
 
 /// One update of a request's counters for a whole batch of its images.
 const COUNT_SQL: &str = "update requests set succeeded = succeeded + $1, failed = failed + $2,
@@ -638,13 +641,13 @@ impl Db {
         Ok(())
     }
 
-    /// Counts a failed try that will be retried; `false` when the image already left
-    /// `pending` (a redelivered job), in which case nothing is to be scheduled.
+    /// Counts a failed try that will be retried, if the image is still `pending` with
+    /// `tries_before` tries counted; `false` otherwise (a redelivered job, or one racing
+    /// its twin), in which case nothing is to be scheduled.
     pub async fn record_retry(
         tx: &mut Tx,
-        id: RequestId,
-        row: u32,
-        position: u32,
+        image: ImageRef,
+        tries_before: u32,
         failure: &Failure,
     ) -> Result<bool, StoreError> {
         let changed = with_tx!(tx, c => {
@@ -652,9 +655,10 @@ impl Db {
                 .bind(&failure.message)
                 .bind(failure.code.as_str())
                 .bind(Utc::now())
-                .bind(id.to_string())
-                .bind(row as i64)
-                .bind(position as i64)
+                .bind(image.request.to_string())
+                .bind(image.row as i64)
+                .bind(image.position as i64)
+                .bind(i64::from(tries_before))
                 .execute(&mut *c)
                 .await?
                 .rows_affected()

@@ -449,3 +449,76 @@ async fn image_jobs_outlast_a_long_database_failure() {
     // Completed, every image succeeded and stored once.
     assert_complete_once(&app, &id, n).await;
 }
+
+/// A try delivered again after it recorded its failure (its worker killed before the
+/// queue marked the job done, or the acknowledgement lost with a database crash)
+/// stands down: the retry it scheduled is the image's one next try. Before, it tried
+/// again, counted a second failure and scheduled a second retry beside the first:
+/// two chains of tries, twice the downloads, `FETCH_ATTEMPTS` spent in half the time.
+#[tokio::test]
+async fn a_try_delivered_again_after_scheduling_its_retry_stands_down() {
+    let Some(admin) = postgres_url() else {
+        return;
+    };
+    let pg = PgDatabase::create(&admin).await;
+    let images = ImageServer::start().await;
+    // The retry is due 2 to 4 s after the first failure: time to deliver it again.
+    let app = TestServer::start(&[
+        ("DATABASE_URL", pg.url.as_str()),
+        ("FETCH_ATTEMPTS", "3"),
+        ("FETCH_BACKOFF_BASE", "4s"),
+        ("FETCH_BACKOFF_CAP", "4s"),
+    ])
+    .await;
+    let conn = sqlx::PgPool::connect(&pg.url)
+        .await
+        .expect("test's own pool");
+    // Fails twice, then serves the photo.
+    let path = "/flaky/2/redelivered/small_picos.jpg";
+    let csv = format!(
+        "Serial Number,Product Name,Input Image Urls\n1,A,{}\n",
+        images.url(path)
+    );
+    let id = app.accepted(csv.as_bytes(), &[]).await;
+    let tries = || async { app.images(&id).await[0]["attempts"].as_i64().unwrap_or(0) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tries().await < 1 {
+        assert!(Instant::now() < deadline, "no failed try\n{}", app.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let first_try = "select status from apalis.jobs where idempotency_key like 'image:%:try0'";
+    let reopened = sqlx::query(
+        "update apalis.jobs set status = 'Pending', lock_by = null, lock_at = null, \
+         done_at = null, run_at = now() where idempotency_key like 'image:%:try0'",
+    )
+    .execute(&conn)
+    .await
+    .expect("deliver the first try again")
+    .rows_affected();
+    assert_eq!(reopened, 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status: String = sqlx::query_scalar(first_try)
+            .fetch_one(&conn)
+            .await
+            .expect("status");
+        if status == "Done" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}\n{}", app.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        images.hits(path),
+        1,
+        "the first try ran twice\n{}",
+        app.logs()
+    );
+    assert_eq!(tries().await, 1);
+
+    let status = app.wait_final(&id, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "Completed", "{status}\n{}", app.logs());
+    assert_eq!(images.hits(path), 3);
+    assert_eq!(tries().await, 3);
+}

@@ -149,7 +149,7 @@ crate::on_both_backends!(hot_queries_use_indexes);
 async fn postgres_queue_of(jobs: u32) -> Option<TestDb> {
     use pixbatch::{
         domain::{ImageRef, RequestId},
-        lifecycle::{ImageJob, JobKey},
+        lifecycle::ImageJob,
     };
     let test_db = TestDb::open(Backend::Postgres).await?;
     let db = &test_db.db;
@@ -168,7 +168,7 @@ async fn postgres_queue_of(jobs: u32) -> Option<TestDb> {
             row,
             position: 0,
         };
-        (ImageJob::of(image), JobKey::image(image, 1, 0))
+        ImageJob::try_of(image, 1, 0)
     });
     let mut tx = db.begin_write().await.unwrap();
     pixbatch::lifecycle::push_many(&mut tx, pushed)

@@ -3,7 +3,7 @@
 //! the redeliveries and late finishes that the guarded updates exist for.
 
 use pixbatch::{
-    domain::{Failure, FailureCode, ImageState, RequestId, RequestStatus},
+    domain::{Failure, FailureCode, ImageRef, ImageState, RequestId, RequestStatus},
     imaging::Quality,
     store::{
         DEAD_ROWS, Db, FinishedBatch, ImageFinish, ImageOutcomeUpdate, ImageRecord, NewImage,
@@ -113,10 +113,23 @@ async fn states(db: &Db, id: RequestId) -> Vec<ImageState> {
     images(db, id).await.into_iter().map(|i| i.state).collect()
 }
 
-async fn record_retry(db: &Db, id: RequestId, row: u32, position: u32, error: &str) -> bool {
+/// Records a failed try of image (`row`, `position`) made with `tries_before` tries
+/// counted.
+async fn record_retry(
+    db: &Db,
+    id: RequestId,
+    (row, position): (u32, u32),
+    tries_before: u32,
+    error: &str,
+) -> bool {
     let mut tx = db.begin_write().await.unwrap();
     let failure = Failure::new(FailureCode::ConnectFailed, error);
-    let counted = Db::record_retry(&mut tx, id, row, position, &failure)
+    let image = ImageRef {
+        request: id,
+        row,
+        position,
+    };
+    let counted = Db::record_retry(&mut tx, image, tries_before, &failure)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -337,15 +350,17 @@ async fn duplicate_targets_finish_together(backend: Backend) {
 }
 
 /// A try to be repeated counts an attempt and keeps its error while the image is
-/// pending, and is refused once it is not.
+/// pending with the count the try started from, and is refused once it is not: a
+/// second delivery of a try already counted schedules nothing.
 async fn record_retry_counts_pending_tries(backend: Backend) {
     let Some(test) = TestDb::open(backend).await else {
         return;
     };
     let db = &test.db;
     let id = insert(db, &[&["http://x/a", "http://x/b"]]).await;
-    assert!(record_retry(db, id, 0, 0, "connection reset").await);
-    assert!(record_retry(db, id, 0, 0, "503 Service Unavailable").await);
+    assert!(record_retry(db, id, (0, 0), 0, "connection reset").await);
+    assert!(!record_retry(db, id, (0, 0), 0, "the same try again").await);
+    assert!(record_retry(db, id, (0, 0), 1, "503 Service Unavailable").await);
     let imgs = images(db, id).await;
     assert_eq!(
         (
@@ -362,7 +377,7 @@ async fn record_retry_counts_pending_tries(backend: Backend) {
 
     let done = finish(db, &[item(id, &[(0, 0)], failed("gave up after 3 tries"))]).await;
     assert_eq!(done.recorded, [true]);
-    assert!(!record_retry(db, id, 0, 0, "late").await);
+    assert!(!record_retry(db, id, (0, 0), 2, "late").await);
     let imgs = images(db, id).await;
     let first = &imgs[0];
     assert_eq!(
@@ -372,7 +387,7 @@ async fn record_retry_counts_pending_tries(backend: Backend) {
     assert_eq!(first.error_code, Some(FailureCode::Undecodable));
     assert_eq!(counters(db, id).await, (0, 1, 1));
     // No such image.
-    assert!(!record_retry(db, id, 5, 0, "nowhere").await);
+    assert!(!record_retry(db, id, (5, 0), 0, "nowhere").await);
 }
 
 /// Retry reopens exactly the failed images of a finished run, in a new run; the old
@@ -524,7 +539,7 @@ async fn cancel_stops_pending_images(backend: Backend) {
             last_of_run: vec![],
         }
     );
-    assert!(!record_retry(db, id, 1, 0, "late").await);
+    assert!(!record_retry(db, id, (1, 0), 0, "late").await);
     assert_eq!(counters(db, id).await, (1, 1, 0));
     assert_eq!(states(db, id).await[2], ImageState::Cancelled);
     assert!(finalize(db, id, 1).await.is_none(), "not a completion");
