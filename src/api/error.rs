@@ -242,8 +242,17 @@ pub fn problem_response(status: StatusCode, p: &Problem) -> Response {
         .body(serde_json::to_string(p).unwrap_or_default())
 }
 
-/// A problem response for middleware: the same mapping as the handlers use.
+/// A problem response for middleware: the same mapping as the handlers use. A 401
+/// also says which scheme it wants (`WWW-Authenticate: Bearer`, RFC 9110 §11.6.1).
 pub fn api_error_response(e: ApiError) -> Response {
     use poem::IntoResponse;
-    ProblemResponse::from(e).into_response()
+    let challenge = matches!(e, ApiError::Unauthorized);
+    let mut response = ProblemResponse::from(e).into_response();
+    if challenge {
+        response.headers_mut().insert(
+            poem::http::header::WWW_AUTHENTICATE,
+            poem::http::HeaderValue::from_static("Bearer"),
+        );
+    }
+    response
 }

@@ -182,8 +182,15 @@ pub fn openapi_document() -> anyhow::Result<String> {
 pub fn routes(state: Arc<AppState>) -> impl Endpoint {
     let api = service(state.clone(), &state.settings.public_base_url);
     let labels = metrics::RouteLabels::from_spec(&api.spec());
-    let ui = api.swagger_ui();
-    let document = spec::tidy(&api.spec());
+    let raw = api.spec();
+    let document = spec::tidy(&raw);
+    // The Swagger UI over the tidied document (its security scheme gives the UI an
+    // "Authorize" button): poem-openapi's page embeds the document it generated.
+    let ui_html = api.swagger_ui_html().replacen(&raw, &document, 1);
+    let ui = Route::new().at(
+        "/",
+        poem::endpoint::make_sync(move |_| poem::web::Html(ui_html.clone())),
+    );
     let spec = poem::endpoint::make_sync(move |_| {
         Response::builder()
             .content_type("application/json")
@@ -240,11 +247,14 @@ async fn guard<E: Endpoint>(
     if let Some(token) = token
         && !is_public(req.uri().path())
     {
+        // The scheme's name is case-insensitive (RFC 9110 §11.1): `bearer` is as good.
         let given = req
             .headers()
             .get(poem::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, credentials)| credentials.trim());
         // Compared without an early exit, so timing does not reveal a prefix.
         if !given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(token.as_bytes()))) {
             return Ok(error::api_error_response(ApiError::Unauthorized));

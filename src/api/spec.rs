@@ -31,7 +31,101 @@ pub fn tidy(spec: &str) -> String {
     };
     drop_redundant_all_of(&mut doc);
     merge_repeated_responses(&mut doc);
+    declare_bearer_security(&mut doc, super::is_public);
     serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_owned())
+}
+
+/// Says in the document what the token check (`api::guard`, a middleware no handler
+/// declares) enforces: a `bearer` scheme, which every operation outside `is_public`
+/// takes when the server sets `API_TOKEN` (`[{"bearer": []}, {}]`: the token, or
+/// nothing when none is set), and a 401 among each one's responses. The Swagger UI
+/// then offers its "Authorize" button, and generated clients a token setting.
+fn declare_bearer_security(doc: &mut Node, is_public: impl Fn(&str) -> bool) {
+    let parse = |json: &str| serde_json::from_str::<Node>(json).expect("a constant");
+    let Node::Object(top) = doc else {
+        return;
+    };
+    let Some(Node::Object(paths)) = field(top, "paths") else {
+        return;
+    };
+    let unauthorized = paths
+        .iter()
+        .flat_map(|(_, item)| operations(item))
+        .find_map(|op| match op {
+            Node::Object(fields) => match get(fields, "responses") {
+                Some(Node::Object(codes)) => get(codes, "401").cloned(),
+                _ => None,
+            },
+            _ => None,
+        });
+    for (path, item) in paths.iter_mut() {
+        if is_public(path) {
+            continue;
+        }
+        for op in operations_mut(item) {
+            let Node::Object(fields) = op else {
+                continue;
+            };
+            if let (Some(Node::Object(codes)), Some(response)) =
+                (field(fields, "responses"), &unauthorized)
+                && get(codes, "401").is_none()
+            {
+                codes.push(("401".to_owned(), response.clone()));
+            }
+            fields.push(("security".to_owned(), parse(r#"[{"bearer": []}, {}]"#)));
+        }
+    }
+    let scheme = parse(
+        r#"{"bearer": {"type": "http", "scheme": "bearer", "description": "The server's `API_TOKEN`, when it sets one: then every endpoint but health, docs and `/files` needs `Authorization: Bearer <token>`."}}"#,
+    );
+    match field(top, "components") {
+        Some(Node::Object(components)) => components.push(("securitySchemes".to_owned(), scheme)),
+        _ => top.push((
+            "components".to_owned(),
+            Node::Object(vec![("securitySchemes".to_owned(), scheme)]),
+        )),
+    }
+}
+
+/// The value of `key` in an object's entries.
+fn get<'a>(entries: &'a [(String, Node)], key: &str) -> Option<&'a Node> {
+    entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+/// [`get`], to change.
+fn field<'a>(entries: &'a mut [(String, Node)], key: &str) -> Option<&'a mut Node> {
+    entries.iter_mut().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+/// The operations of a path item (its HTTP methods' entries).
+fn operations(item: &Node) -> impl Iterator<Item = &Node> {
+    let entries = match item {
+        Node::Object(entries) => entries.as_slice(),
+        _ => &[],
+    };
+    entries
+        .iter()
+        .filter(|(method, _)| is_method(method))
+        .map(|(_, op)| op)
+}
+
+/// [`operations`], to change.
+fn operations_mut(item: &mut Node) -> impl Iterator<Item = &mut Node> {
+    let entries = match item {
+        Node::Object(entries) => entries.as_mut_slice(),
+        _ => &mut [],
+    };
+    entries
+        .iter_mut()
+        .filter(|(method, _)| is_method(method))
+        .map(|(_, op)| op)
+}
+
+fn is_method(key: &str) -> bool {
+    matches!(
+        key,
+        "get" | "put" | "post" | "delete" | "options" | "head" | "patch" | "trace"
+    )
 }
 
 /// A JSON value whose objects keep their key order and repeated keys.

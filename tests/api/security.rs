@@ -70,10 +70,51 @@ async fn api_token_guards_everything_but_health_docs_and_files() {
         .get_json("/status/01939a00-0000-7000-8000-000000000000")
         .await;
     assert_eq!(code, 401);
+    // A 401 names the scheme it wants; the scheme's name is case-insensitive.
+    let status = |scheme: &str| {
+        app.http
+            .get(format!(
+                "{}/status/01939a00-0000-7000-8000-000000000000",
+                app.base
+            ))
+            .header("Authorization", format!("{scheme} s3cret-token"))
+            .send()
+    };
+    let refused = status("Basic").await.expect("status");
+    assert_eq!(refused.status(), 401);
+    assert_eq!(refused.headers()["www-authenticate"], "Bearer");
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let answered = status(scheme).await.expect("status");
+        assert_eq!(
+            answered.status(),
+            404,
+            "{scheme}: no such request, but let in"
+        );
+    }
     for open in ["/healthz", "/readyz", "/openapi.json"] {
         let (code, _) = app.get_json(open).await;
         assert_eq!(code, 200, "{open}");
     }
-    let (code, _, _) = app.get_bytes(&format!("{}/docs", app.base)).await;
+    let (code, _, page) = app.get_bytes(&format!("{}/docs", app.base)).await;
     assert_eq!(code, 200);
+    // The document says so: the scheme (the Swagger UI's "Authorize" button), on
+    // every guarded operation with its 401, and on none of the public ones.
+    assert!(String::from_utf8_lossy(&page).contains("securitySchemes"));
+    let (_, doc) = app.get_json("/openapi.json").await;
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    for (path, method) in [
+        ("/status/{request_id}", "get"),
+        ("/upload", "post"),
+        ("/metrics", "get"),
+    ] {
+        let op = &doc["paths"][path][method];
+        assert_eq!(op["security"][0]["bearer"], serde_json::json!([]), "{path}");
+        assert!(op["responses"]["401"].is_object(), "{path}");
+    }
+    for path in ["/healthz", "/readyz", "/files/{request_id}/{name}"] {
+        assert!(doc["paths"][path]["get"]["security"].is_null(), "{path}");
+    }
 }
