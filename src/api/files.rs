@@ -75,7 +75,11 @@ impl FilesApi {
             .map_err(|e| ApiError::Store(e.into()))?
             .ok_or_else(not_found)?;
         let etag = blob.etag;
-        if if_none_match.0.as_deref() == Some(etag.as_str()) {
+        if if_none_match
+            .0
+            .as_deref()
+            .is_some_and(|h| none_match(h, &etag))
+        {
             return Ok(FileResponse::NotModified(etag));
         }
         let body = Binary(Body::from_bytes_stream(blob.body));
@@ -84,5 +88,39 @@ impl FilesApi {
         } else {
             FileResponse::Csv(body, blob.len, etag, CSV_CACHE.into())
         })
+    }
+}
+
+/// Whether an `If-None-Match` header names `etag`: `*`, or a list of tags compared
+/// weakly (RFC 9110 §13.1.2), so that `W/"…"` (a tag a compressing proxy weakened)
+/// and one tag of several match too.
+fn none_match(header: &str, etag: &str) -> bool {
+    let opaque = |tag: &str| {
+        let tag = tag.trim();
+        tag.strip_prefix("W/").unwrap_or(tag).to_owned()
+    };
+    let etag = opaque(etag);
+    header.trim() == "*" || header.split(',').any(|tag| opaque(tag) == etag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::none_match;
+
+    #[test]
+    fn if_none_match_compares_weakly_over_a_list() {
+        let etag = "\"5d41402abc4b2a76\"";
+        for header in [
+            "\"5d41402abc4b2a76\"",
+            "W/\"5d41402abc4b2a76\"",
+            "\"other\", \"5d41402abc4b2a76\"",
+            " \"other\",W/\"5d41402abc4b2a76\" ",
+            "*",
+        ] {
+            assert!(none_match(header, etag), "{header}");
+        }
+        for header in ["\"other\"", "5d41402abc4b2a76", "\"5d41402abc4b2a7\"", ""] {
+            assert!(!none_match(header, etag), "{header}");
+        }
     }
 }
