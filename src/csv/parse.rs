@@ -1,6 +1,6 @@
 //! Reading and checking an uploaded CSV (spec §3).
 
-use std::collections::HashMap;
+use std::{borrow::Cow, collections::HashMap};
 
 use ::csv::{ReaderBuilder, StringRecord};
 
@@ -46,11 +46,7 @@ impl Required {
     /// Which required column a header cell names, if any; comparison ignores
     /// case and all whitespace so `" input image urls "` still matches.
     fn classify(header: &str) -> Option<Required> {
-        let key: String = header
-            .chars()
-            .filter(|c| !c.is_whitespace() && *c != '\u{feff}')
-            .flat_map(char::to_lowercase)
-            .collect();
+        let key = column_key(header);
         if SERIAL_KEYS.contains(&key.as_str()) {
             Some(Required::Serial)
         } else if key == "productname" {
@@ -63,9 +59,27 @@ impl Required {
     }
 }
 
+/// A header cell as columns are matched: case and all whitespace (and a BOM) ignored.
+fn column_key(header: &str) -> String {
+    header
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '\u{feff}')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// The columns the output CSV adds, as [`column_key`] reads them. An input that has
+/// them already (an earlier output uploaded again) has them dropped: the output writes
+/// them afresh, once. Kept, they would come back twice, and a reader taking the first
+/// of two same-named columns would get the old URLs and errors.
+const OUTPUT_COLUMNS: [&str; 2] = ["outputimageurls", "errors"];
+
 /// The header row once its required columns are located.
 struct Header {
+    /// The names, without [`OUTPUT_COLUMNS`].
     names: Vec<String>,
+    /// Where the header had [`OUTPUT_COLUMNS`] (0-based): left out of every row too.
+    dropped: Vec<usize>,
     line: u64,
     serial: usize,
     product_name: usize,
@@ -76,6 +90,21 @@ impl Header {
     /// The column name used in problems: as written, trimmed.
     fn column(&self, index: usize) -> Option<&str> {
         self.names.get(index).map(|s| s.trim())
+    }
+
+    /// A row without the cells of the dropped output columns.
+    fn without_dropped<'a>(&self, record: &'a StringRecord) -> Cow<'a, StringRecord> {
+        if self.dropped.is_empty() {
+            return Cow::Borrowed(record);
+        }
+        Cow::Owned(
+            record
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !self.dropped.contains(i))
+                .map(|(_, cell)| cell)
+                .collect(),
+        )
     }
 }
 
@@ -153,7 +182,7 @@ pub fn parse(input: &[u8], limits: &CsvLimits) -> Result<ParsedCsv, Vec<CsvProbl
             first_excess_line = Some(line);
         }
         let checked = check_row(
-            &record,
+            &header.without_dropped(&record),
             line,
             &header,
             limits,
@@ -253,6 +282,12 @@ fn read_header(record: &StringRecord, line: u64, problems: &mut Problems) -> Opt
     while names.last().is_some_and(|n| n.trim().is_empty()) {
         names.pop();
     }
+    let dropped: Vec<usize> = (0..names.len())
+        .filter(|&i| OUTPUT_COLUMNS.contains(&column_key(&names[i]).as_str()))
+        .collect();
+    for &i in dropped.iter().rev() {
+        names.remove(i);
+    }
 
     let mut found: [Option<usize>; 3] = [None; 3];
     for (index, name) in names.iter().enumerate() {
@@ -299,6 +334,7 @@ fn read_header(record: &StringRecord, line: u64, problems: &mut Problems) -> Opt
     match found {
         [Some(serial), Some(product_name), Some(urls)] if problems.is_empty() => Some(Header {
             names,
+            dropped,
             line,
             serial,
             product_name,
@@ -613,6 +649,30 @@ mod tests {
             (found[0].line, found[0].column.as_deref()),
             (1, Some("S. No."))
         );
+    }
+
+    /// An earlier output uploaded again: the columns pixbatch adds are left out (the
+    /// output writes them afresh, once); a column that merely mentions them stays.
+    #[test]
+    fn output_columns_of_an_earlier_output_are_dropped() {
+        let parsed = parse_ok(
+            "Serial Number,Product Name,Input Image Urls, output image urls ,Notes,Errors\n\
+             1,A,\"http://x.io/a,http://x.io/b\",\"http://p/f/r/0-1.jpg,\",n1,2: HTTP 404\n",
+        );
+        assert_eq!(
+            parsed.header,
+            ["Serial Number", "Product Name", "Input Image Urls", "Notes"]
+        );
+        assert_eq!(parsed.urls_column, 2);
+        assert_eq!(
+            parsed.rows[0].cells,
+            ["1", "A", "http://x.io/a,http://x.io/b", "n1"]
+        );
+        assert_eq!(parsed.rows[0].urls.len(), 2);
+        let own = parse_ok(
+            "Serial Number,Product Name,Input Image Urls,Old Output Image Urls\n1,A,http://x.io/a,x\n",
+        );
+        assert_eq!(own.header.len(), 4);
     }
 
     #[test]
