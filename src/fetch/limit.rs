@@ -48,8 +48,12 @@ impl HostLimiter {
         }
     }
 
-    /// Waits for a free slot for `host`.
+    /// Waits for a free slot for `host` (as the `url` crate writes it: names in lower
+    /// case). `shop.example.` is `shop.example` (the trailing dot only says the name
+    /// is absolute), so one CSV cannot double its connections to a shop by
+    /// writing both.
     pub(crate) async fn acquire(self: &Arc<Self>, host: &str) -> HostPermit {
+        let host = host.strip_suffix('.').unwrap_or(host);
         let sem = {
             let mut map = self.lock();
             if map.len() >= SWEEP_AT && !map.contains_key(host) {
@@ -117,6 +121,17 @@ mod tests {
             .await
             .expect("slot freed");
         drop((b, c, other));
+        assert_eq!(limiter.tracked_hosts(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_trailing_dot_names_the_same_host() {
+        let limiter = Arc::new(HostLimiter::new(1));
+        let held = limiter.acquire("shop.test").await;
+        let absolute =
+            tokio::time::timeout(Duration::from_millis(50), limiter.acquire("shop.test.")).await;
+        assert!(absolute.is_err(), "a second slot for the same host");
+        drop(held);
         assert_eq!(limiter.tracked_hosts(), 0);
     }
 
