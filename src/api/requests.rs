@@ -213,6 +213,15 @@ impl RequestsApi {
         let r = self.0.request(&request_id).await?;
         let key = match (&r.output_key, r.status.is_final()) {
             (Some(k), true) => k.clone(),
+            // A cancel is final at once; its output CSV follows (moments later, or
+            // once storage takes writes again).
+            (None, true) => {
+                return Err(ApiError::Conflict(format!(
+                    "request {} is {}; its output CSV is still being written, try again shortly",
+                    r.id, r.status
+                ))
+                .into());
+            }
             _ => {
                 return Err(ApiError::Conflict(format!(
                     "request {} is {}; the output CSV exists once it has finished",

@@ -13,6 +13,10 @@ use crate::domain::{Progress, RequestStatus};
 /// Ordinary calls get this long; the upload and the event stream have their own limits.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a finished request's output CSV is waited for: a cancel's CSV is written
+/// moments after the status turns final, unless storage is refusing writes.
+const OUTPUT_CSV_WAIT: Duration = Duration::from_secs(60);
+
 /// A pixbatch server, as a client sees it.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -132,17 +136,30 @@ impl Client {
         }
     }
 
-    /// The output CSV's bytes.
+    /// The output CSV's bytes, of a request whose status is final. A cancelled
+    /// request is final at once and its CSV follows: a 409 is asked again, for up to
+    /// [`OUTPUT_CSV_WAIT`].
     pub async fn output_csv(&self, id: Uuid) -> anyhow::Result<Vec<u8>> {
         let path = format!("/requests/{id}/output.csv");
-        let resp = self
-            .request(reqwest::Method::GET, &path)
-            .timeout(CALL_TIMEOUT * 5)
-            .send()
-            .await
-            .with_context(|| format!("GET {path}"))?;
-        let resp = ok_or_problem(resp).await?;
-        Ok(resp.bytes().await?.to_vec())
+        let give_up = tokio::time::Instant::now() + OUTPUT_CSV_WAIT;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let resp = self
+                .request(reqwest::Method::GET, &path)
+                .timeout(CALL_TIMEOUT * 5)
+                .send()
+                .await
+                .with_context(|| format!("GET {path}"))?;
+            if resp.status() == reqwest::StatusCode::CONFLICT
+                && tokio::time::Instant::now() + pause < give_up
+            {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+                continue;
+            }
+            let resp = ok_or_problem(resp).await?;
+            return Ok(resp.bytes().await?.to_vec());
+        }
     }
 }
 
@@ -167,4 +184,55 @@ pub async fn problem_of(resp: reqwest::Response) -> Problem {
         detail: String::from_utf8_lossy(&body).chars().take(500).collect(),
         errors: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    };
+
+    use poem::{
+        EndpointExt, Response, Route, Server, handler,
+        http::StatusCode,
+        listener::{Acceptor, Listener, TcpListener},
+        web::Data,
+    };
+
+    use super::*;
+
+    /// Answers 409 to the first two calls (a cancelled request whose CSV is still
+    /// being written), then the CSV.
+    #[handler]
+    fn csv_after_two_conflicts(calls: Data<&Arc<AtomicU32>>) -> Response {
+        if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+            return Response::builder()
+                .status(StatusCode::CONFLICT)
+                .content_type("application/problem+json")
+                .body(r#"{"status":409,"title":"Conflict","detail":"still being written"}"#);
+        }
+        Response::builder().content_type("text/csv").body("a,b\n")
+    }
+
+    #[tokio::test]
+    async fn the_output_csv_of_a_finished_request_is_waited_for() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let acceptor = TcpListener::bind("127.0.0.1:0")
+            .into_acceptor()
+            .await
+            .expect("bind");
+        let addr = acceptor.local_addr()[0]
+            .as_socket_addr()
+            .copied()
+            .expect("a TCP address");
+        let app = Route::new()
+            .at("/requests/:id/output.csv", csv_after_two_conflicts)
+            .data(calls.clone());
+        tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
+        let client = Client::new(&format!("http://{addr}"), None).expect("client");
+        let csv = client.output_csv(Uuid::nil()).await.expect("the CSV");
+        assert_eq!(csv, b"a,b\n");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
 }
