@@ -186,6 +186,7 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::NothingToRetry { .. }
             | LifecycleError::AlreadyFinished { .. }
             | LifecycleError::NoEvent { .. }
+            | LifecycleError::NotFinished { .. }
             | LifecycleError::DeliveryScheduled(_) => Self::Conflict(e.to_string()),
             LifecycleError::Store(e) => Self::Store(e),
         }

@@ -55,8 +55,9 @@ impl Lifecycle {
             .map(|(row, position, url)| (*row, *position, url.as_str()))
             .collect();
         steps::push_images(&mut tx, id, run, &again).await?;
+        let superseded = Db::supersede_pending_events(&mut tx, id, run).await?;
         tx.commit().await?;
-        tracing::info!(request_id = %id, run, images = images.len(), "retrying failed images");
+        tracing::info!(request_id = %id, run, images = images.len(), superseded, "retrying failed images");
         Ok(Retried {
             run,
             images: images.len() as u64,
@@ -90,8 +91,16 @@ impl Lifecycle {
     }
 
     /// Queues the request's latest event for delivery again, with its own `webhook-id`.
+    /// Only of a finished request: while a retried run goes on, the latest event is the
+    /// previous run's, and its status no longer holds.
     pub async fn redeliver(&self, id: RequestId) -> Result<EventId, LifecycleError> {
         let r = self.request(id).await?;
+        if !r.status.is_final() {
+            return Err(LifecycleError::NotFinished {
+                id,
+                status: r.status,
+            });
+        }
         let Some(event) = self.db.events_of(id).await?.pop() else {
             return Err(LifecycleError::NoEvent {
                 id,

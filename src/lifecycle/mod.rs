@@ -120,6 +120,16 @@ pub enum LifecycleError {
         /// Its status.
         status: RequestStatus,
     },
+    /// Redelivery asked of a request whose run is not finished (a retried run).
+    #[error(
+        "request {id} is {status}; its event is sent when the run finishes, and can be delivered again after that"
+    )]
+    NotFinished {
+        /// The request.
+        id: RequestId,
+        /// Its status.
+        status: RequestStatus,
+    },
     /// Redelivery asked while a try is already scheduled.
     #[error("event {0} already has a try scheduled")]
     DeliveryScheduled(EventId),

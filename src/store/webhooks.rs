@@ -152,6 +152,47 @@ impl Db {
             .collect())
     }
 
+    /// Gives up the request's events whose delivery is being retried on schedule (a
+    /// try failed), when a retry starts a new run: the run's own event will say how it
+    /// ended, and an older one arriving after it (its schedule runs for days) would
+    /// tell the receiver a stale status. One not tried yet goes out now, ahead of the
+    /// new run's. Each gets a line in its delivery log saying why. Returns how many.
+    pub async fn supersede_pending_events(
+        tx: &mut Tx,
+        request: RequestId,
+        run: i64,
+    ) -> Result<u64, StoreError> {
+        let now = Utc::now();
+        let why = format!(
+            "superseded: the request was retried (run {run}); that run's event replaces this one"
+        );
+        let rid = request.to_string();
+        with_tx!(&mut *tx, c => {
+            sqlx::query(
+                "insert into webhook_attempts (event_id, attempted_at, http_status, error, duration_ms)
+                 select id, $1, null, $2, 0 from webhook_events
+                  where request_id = $3 and state = 'pending' and attempts > 0",
+            )
+            .bind(now)
+            .bind(&why)
+            .bind(&rid)
+            .execute(&mut *c)
+            .await?;
+        });
+        let changed = with_tx!(tx, c => {
+            sqlx::query(
+                "update webhook_events set state = 'failed', next_attempt_at = null, finished_at = $1
+                  where request_id = $2 and state = 'pending' and attempts > 0",
+            )
+            .bind(now)
+            .bind(&rid)
+            .execute(&mut *c)
+            .await?
+            .rows_affected()
+        });
+        Ok(changed)
+    }
+
     /// Makes a finished event due again for one more try; returns its try count, or
     /// `None` when it is still pending (a try is already scheduled).
     pub async fn redeliver(tx: &mut Tx, id: &EventId) -> Result<Option<i64>, StoreError> {

@@ -244,7 +244,102 @@ async fn unsigned_without_a_secret(backend: Backend) {
     assert!(app.logs().contains("WEBHOOK_SECRET is not set"));
 }
 
+/// A retry gives up the previous run's event while it is still being delivered: the
+/// new run's event says how the request ended, and the old one, arriving hours later
+/// on its schedule, would tell the receiver a stale status. Its log says why; a
+/// redelivery while the retried run goes on is refused for the same reason.
+async fn a_retry_supersedes_the_previous_runs_undelivered_event(backend: Backend) {
+    let images = ImageServer::start().await;
+    let hook = WebhookReceiver::start(vec![503]).await;
+    let Some(app) = TestServer::start_on(backend, &[("WEBHOOK_RETRY_SCHEDULE", "1h")]).await else {
+        return;
+    };
+    let csv = format!(
+        "Serial Number,Product Name,Input Image Urls\n1,A,{},{}\n",
+        images.url("/img/a/small_picos.jpg"),
+        images.url("/gate/b/small_aitzgorri.jpg"),
+    );
+    let id = app
+        .accepted(csv.as_bytes(), &[("webhook_url", &hook.url)])
+        .await;
+    let status = app.wait_final(&id, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "CompletedWithErrors", "{status}");
+    // The first event's first try got a 503; its next is an hour away.
+    hook.wait_for(1, Duration::from_secs(20)).await;
+    let log = loop {
+        let (_, log) = app.get_json(&format!("/requests/{id}/webhooks")).await;
+        if log["attempts"].as_array().is_some_and(|a| !a.is_empty()) {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(log["events"][0]["state"], "pending", "{log}");
+
+    images.open_gate();
+    let (code, _) = app.post_json(&format!("/requests/{id}/retry")).await;
+    assert_eq!(code, 202);
+    let (_, log) = app.get_json(&format!("/requests/{id}/webhooks")).await;
+    let first = &log["events"][0];
+    assert_eq!(first["state"], "failed", "{log}");
+    assert!(first["next_attempt_at"].is_null(), "{log}");
+    let superseded = log["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| {
+            a["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("superseded"))
+        })
+        .unwrap_or_else(|| panic!("no line saying why: {log}"));
+    assert_eq!(superseded["event_id"], first["id"]);
+    let status = app.wait_final(&id, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "Completed", "{status}");
+    let got = hook.wait_for(2, Duration::from_secs(20)).await;
+    let body: serde_json::Value = serde_json::from_slice(&got[1].body).unwrap();
+    assert_eq!(body["status"], "Completed");
+    // Nothing more of the first event: a second look finds no third call.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hook.received().len(), 2);
+}
+
+/// Redelivery is of a finished request's latest event: while a run goes on, the
+/// latest event (a retried request's previous run's) no longer says how it stands.
+async fn redelivery_waits_for_the_run_to_finish(backend: Backend) {
+    let images = ImageServer::start().await;
+    let hook = WebhookReceiver::start(vec![]).await;
+    let Some(app) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
+    let csv = format!(
+        "Serial Number,Product Name,Input Image Urls\n1,A,{}\n",
+        images.url("/slow/3000/a/small_picos.jpg"),
+    );
+    let id = app
+        .accepted(csv.as_bytes(), &[("webhook_url", &hook.url)])
+        .await;
+    let (code, body) = app
+        .post_json(&format!("/requests/{id}/webhooks/redeliver"))
+        .await;
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("when the run finishes"),
+        "{body}"
+    );
+    app.wait_final(&id, Duration::from_secs(60)).await;
+    hook.wait_for(1, Duration::from_secs(20)).await;
+    let (code, body) = app
+        .post_json(&format!("/requests/{id}/webhooks/redeliver"))
+        .await;
+    assert_eq!(code, 202, "{body}");
+}
+
 crate::on_both_backends!(
+    a_retry_supersedes_the_previous_runs_undelivered_event,
+    redelivery_waits_for_the_run_to_finish,
     retried_until_delivered_with_one_id_and_a_full_log,
     gone_stops_after_one_try,
     slow_receiver_times_out_after_ten_seconds_and_is_retried,
