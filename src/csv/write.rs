@@ -385,15 +385,18 @@ mod tests {
                     .collect()
             })
             .collect();
-        let rows = parsed
-            .rows
-            .iter()
-            .zip(&outputs)
-            .map(|(row, outputs)| OutputRow {
-                cells: &row.cells,
-                outputs,
-            });
-        let written = write_output(&parsed.header, rows, false).unwrap();
+        let write = |parsed: &ParsedCsv| {
+            let rows = parsed
+                .rows
+                .iter()
+                .zip(&outputs)
+                .map(|(row, outputs)| OutputRow {
+                    cells: &row.cells,
+                    outputs,
+                });
+            write_output(&parsed.header, rows, false).unwrap()
+        };
+        let written = write(&parsed);
 
         assert!(
             String::from_utf8_lossy(&written)
@@ -412,15 +415,7 @@ mod tests {
             assert_eq!(before.urls, after.urls);
             assert_eq!(before.serial, after.serial);
         }
-        let rows = again
-            .rows
-            .iter()
-            .zip(&outputs)
-            .map(|(row, outputs)| OutputRow {
-                cells: &row.cells,
-                outputs,
-            });
-        assert_eq!(write_output(&again.header, rows, false).unwrap(), written);
+        assert_eq!(write(&again), written);
         assert_eq!(again.rows[0].cells[0], "multi\nline, with comma");
         assert_eq!(again.rows[1].cells[0], "'=1+1");
         assert_eq!(again.rows[1].line, 4);

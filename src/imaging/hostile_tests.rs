@@ -439,32 +439,39 @@ fn tiff_with_strips(width: u32, height: u32, compression: u16, strip: &[u8]) -> 
     let mut out = b"II*\0".to_vec();
     out.extend_from_slice(&ifd_at.to_le_bytes());
     out.extend_from_slice(strip);
-    // (tag, type, value): SHORT = 3, LONG = 4; one value each, in tag order.
-    let entries: [(u16, u16, u32); 9] = [
-        (256, 4, width),
-        (257, 4, height),
-        (258, 3, 8),
-        (259, 3, u32::from(compression)),
-        (262, 3, 1),
-        (273, 4, data_at),
-        (277, 3, 1),
-        (278, 4, height),
-        (279, 4, strip.len() as u32),
-    ];
+    push_ifd(
+        &mut out,
+        &[
+            (256, 4, 1, width),
+            (257, 4, 1, height),
+            (258, 3, 1, 8),
+            (259, 3, 1, u32::from(compression)),
+            (262, 3, 1, 1),
+            (273, 4, 1, data_at),
+            (277, 3, 1, 1),
+            (278, 4, 1, height),
+            (279, 4, 1, strip.len() as u32),
+        ],
+    );
+    out
+}
+
+/// Appends a little-endian IFD of `(tag, type, count, value or offset)` entries (SHORT
+/// = 3, LONG = 4; in tag order) and the zero offset that ends the chain.
+fn push_ifd(out: &mut Vec<u8>, entries: &[(u16, u16, u32, u32)]) {
     out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
-    for (tag, kind, value) in entries {
+    for &(tag, kind, count, value) in entries {
         out.extend_from_slice(&tag.to_le_bytes());
         out.extend_from_slice(&kind.to_le_bytes());
-        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend_from_slice(&count.to_le_bytes());
         let mut field = [0u8; 4];
-        match kind {
-            3 => field[..2].copy_from_slice(&(value as u16).to_le_bytes()),
+        match (kind, count) {
+            (3, 1) => field[..2].copy_from_slice(&(value as u16).to_le_bytes()),
             _ => field.copy_from_slice(&value.to_le_bytes()),
         }
         out.extend_from_slice(&field);
     }
     out.extend_from_slice(&0u32.to_le_bytes());
-    out
 }
 
 /// A JPEG-compressed TIFF is refused before its strips are decoded: each strip is a
@@ -511,31 +518,20 @@ fn tiff_sharing_one_strip(rows: u32, compression: u16, strip: &[u8]) -> Vec<u8> 
             out.extend_from_slice(&value.to_le_bytes());
         }
     }
-    // (tag, type, count, value or offset): SHORT = 3, LONG = 4; in tag order.
-    let entries: [(u16, u16, u32, u32); 9] = [
-        (256, 4, 1, 1),
-        (257, 4, 1, rows),
-        (258, 3, 1, 8),
-        (259, 3, 1, u32::from(compression)),
-        (262, 3, 1, 1),
-        (273, 4, rows, offsets_at),
-        (277, 3, 1, 1),
-        (278, 4, 1, 1),
-        (279, 4, rows, counts_at),
-    ];
-    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
-    for (tag, kind, count, value) in entries {
-        out.extend_from_slice(&tag.to_le_bytes());
-        out.extend_from_slice(&kind.to_le_bytes());
-        out.extend_from_slice(&count.to_le_bytes());
-        let mut field = [0u8; 4];
-        match (kind, count) {
-            (3, 1) => field[..2].copy_from_slice(&(value as u16).to_le_bytes()),
-            _ => field.copy_from_slice(&value.to_le_bytes()),
-        }
-        out.extend_from_slice(&field);
-    }
-    out.extend_from_slice(&0u32.to_le_bytes());
+    push_ifd(
+        &mut out,
+        &[
+            (256, 4, 1, 1),
+            (257, 4, 1, rows),
+            (258, 3, 1, 8),
+            (259, 3, 1, u32::from(compression)),
+            (262, 3, 1, 1),
+            (273, 4, rows, offsets_at),
+            (277, 3, 1, 1),
+            (278, 4, 1, 1),
+            (279, 4, rows, counts_at),
+        ],
+    );
     out
 }
 
