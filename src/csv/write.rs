@@ -365,6 +365,23 @@ mod tests {
         ));
     }
 
+    /// The output CSV of a parsed input with one outcome per URL (`outputs`, by row).
+    fn write_parsed(
+        parsed: &ParsedCsv,
+        outputs: &[Vec<ImageOutcome>],
+        with_errors: bool,
+    ) -> Vec<u8> {
+        let rows = parsed
+            .rows
+            .iter()
+            .zip(outputs)
+            .map(|(row, outputs)| OutputRow {
+                cells: &row.cells,
+                outputs,
+            });
+        write_output(&parsed.header, rows, with_errors).unwrap()
+    }
+
     #[test]
     fn round_trip() {
         let input = "\u{feff}Notes,Serial Number,Product Name,Input Image Urls\r\n\
@@ -385,17 +402,7 @@ mod tests {
                     .collect()
             })
             .collect();
-        let write = |parsed: &ParsedCsv| {
-            let rows = parsed
-                .rows
-                .iter()
-                .zip(&outputs)
-                .map(|(row, outputs)| OutputRow {
-                    cells: &row.cells,
-                    outputs,
-                });
-            write_output(&parsed.header, rows, false).unwrap()
-        };
+        let write = |parsed: &ParsedCsv| write_parsed(parsed, &outputs, false);
         let written = write(&parsed);
 
         assert!(
@@ -507,15 +514,7 @@ mod tests {
                             .collect()
                     })
                     .collect();
-                let rows = parsed
-                    .rows
-                    .iter()
-                    .zip(&outputs)
-                    .map(|(row, outputs)| OutputRow {
-                        cells: &row.cells,
-                        outputs,
-                    });
-                let written = write_output(&parsed.header, rows, true).unwrap();
+                let written = write_parsed(&parsed, &outputs, true);
                 let again = parse(
                     &written,
                     &CsvLimits {

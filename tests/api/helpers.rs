@@ -918,6 +918,15 @@ impl TestServer {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// Opens the live event stream of a request (`/requests/{id}/events`).
+    pub async fn events(&self, id: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}/requests/{id}/events", self.base))
+            .send()
+            .await
+            .expect("events")
+    }
+
     /// POSTs to a path with no body and returns status and JSON.
     pub async fn post_json(&self, path: &str) -> (u16, Value) {
         let resp = self

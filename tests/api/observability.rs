@@ -159,12 +159,7 @@ async fn event_stream_sends_progress_then_the_final_status_and_ends() {
         .collect();
     let id = app.accepted(csv_of(&urls).as_bytes(), &[]).await;
 
-    let resp = app
-        .http
-        .get(format!("{}/requests/{id}/events", app.base))
-        .send()
-        .await
-        .expect("events");
+    let resp = app.events(&id).await;
     assert_eq!(resp.status(), 200);
     let ct = resp.headers()["content-type"].to_str().unwrap().to_owned();
     assert!(ct.starts_with("text/event-stream"), "{ct}");
@@ -410,12 +405,7 @@ async fn event_streams_end_when_the_process_stops() {
     };
     let urls = [images.url("/img/a/small_picos.jpg")];
     let id = api.accepted(csv_of(&urls).as_bytes(), &[]).await;
-    let resp = api
-        .http
-        .get(format!("{}/requests/{id}/events", api.base))
-        .send()
-        .await
-        .expect("events");
+    let resp = api.events(&id).await;
     let mut stream = resp.bytes_stream().eventsource();
     let first = stream.next().await.expect("an event").expect("readable");
     assert_eq!(first.event, "progress");
