@@ -145,7 +145,7 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
                     "image stored"
                 );
             }
-            finish(job, ctx, &targets, outcome).await?;
+            finish(job, ctx, work.run, &targets, outcome).await?;
             Ok(Handled::Stored)
         }
         Err(TryError::Retry { failure, after }) if attempt < ctx.settings.fetch.attempts => {
@@ -162,9 +162,9 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
                 message: format!("{failure} (gave up after {attempt} tries)"),
                 ..failure
             };
-            fail(job, ctx, &targets, attempt, failure).await
+            fail(job, ctx, work.run, &targets, attempt, failure).await
         }
-        Err(TryError::Abort(failure)) => fail(job, ctx, &targets, attempt, failure).await,
+        Err(TryError::Abort(failure)) => fail(job, ctx, work.run, &targets, attempt, failure).await,
     }
 }
 
@@ -324,27 +324,30 @@ async fn reuse(
 async fn fail(
     job: &ImageJob,
     ctx: &JobContext,
+    run: i64,
     targets: &[(u32, u32)],
     attempt: u32,
     failure: Failure,
 ) -> Result<Handled, StoreError> {
     tracing::warn!(attempt, code = %failure.code, error = %failure, "image failed");
     metrics::image_failure(failure.code, false);
-    finish(job, ctx, targets, ImageOutcomeUpdate::Failed(failure)).await?;
+    finish(job, ctx, run, targets, ImageOutcomeUpdate::Failed(failure)).await?;
     Ok(Handled::Failed)
 }
 
-/// Records the outcome through the process's group commit; the batch that records
-/// the last image of a run also pushes its completion. Returns once committed.
+/// Records the outcome in run `run` (the one the job read at its start) through the
+/// process's group commit; the batch that records the last image of a run also pushes
+/// its completion. Returns once committed.
 async fn finish(
     job: &ImageJob,
     ctx: &JobContext,
+    run: i64,
     targets: &[(u32, u32)],
     outcome: ImageOutcomeUpdate,
 ) -> Result<(), StoreError> {
     let recorded = ctx
         .outcomes
-        .record(job.request_id, targets, outcome)
+        .record(job.request_id, run, targets, outcome)
         .await?;
     if recorded == Recorded::AlreadyFinished {
         tracing::debug!("image already finished by an earlier delivery of this job");

@@ -28,10 +28,11 @@ impl Lifecycle {
         delay: Duration,
     ) -> Result<(), StoreError> {
         let mut tx = self.db.begin_replayable().await?;
-        // Only over the count the failed try started from: a second delivery of the
-        // same try, racing the first, records nothing and pushes nothing.
+        // Only over the count the failed try started from and in its run: a second
+        // delivery of the same try, racing the first, or a try of a run a retry has
+        // replaced, records nothing and pushes nothing.
         let tries_before = attempt - 1;
-        if Db::record_retry(&mut tx, image, tries_before, failure).await? {
+        if Db::record_retry(&mut tx, image, run, tries_before, failure).await? {
             let (job, key) = ImageJob::try_of(image, run, attempt);
             push(&mut tx, &job, &key, delay).await?;
         }

@@ -56,10 +56,13 @@ impl Outcomes {
     }
 
     /// Records the outcome of the job that worked on `targets` (its own image first,
-    /// then its same-URL duplicates) and returns once it is committed.
+    /// then its same-URL duplicates) in run `run`, and returns once it is committed:
+    /// [`Recorded::AlreadyFinished`] when the image has left `pending` or the request
+    /// has moved on to another run.
     pub async fn record(
         &self,
         request_id: RequestId,
+        run: i64,
         targets: &[(u32, u32)],
         outcome: ImageOutcomeUpdate,
     ) -> Result<Recorded, StoreError> {
@@ -68,6 +71,7 @@ impl Outcomes {
             finish: ImageFinish {
                 request_id,
                 targets: targets.to_vec(),
+                run,
                 outcome,
             },
             done,

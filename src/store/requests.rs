@@ -216,6 +216,9 @@ pub struct ImageFinish {
     /// The image the job worked on first, then the same-URL duplicates that share
     /// its outcome.
     pub targets: Vec<(u32, u32)>,
+    /// The run the job worked for: nothing is recorded once the request has moved on
+    /// to another (a try of a finished run, still going when a retry started the next).
+    pub run: i64,
     /// How they ended.
     pub outcome: ImageOutcomeUpdate,
 }
@@ -368,7 +371,8 @@ const DUPLICATES_SQL: &str = "select row, position from images
 const RECORD_RETRY_SQL: &str = "update images set attempts = attempts + 1, last_error = $1,
                                      error_code = $2, started_at = coalesce(started_at, $3)
                     where request_id = $4 and row = $5 and position = $6 and state = 'pending'
-                      and attempts = $7";
+                      and attempts = $7
+                      and exists (select 1 from requests r where r.id = $4 and r.run = $8)";
 
 /// One update of a request's counters for a whole batch of its images.
 const COUNT_SQL: &str = "update requests set succeeded = succeeded + $1, failed = failed + $2,
@@ -423,11 +427,13 @@ const SUCCEEDED_SQL: &str = "update images set state = 'succeeded', attempts = a
         last_error = null, error_code = null, output_key = $1, input_bytes = $2,
         output_bytes = $3, width = $4, height = $5, report = $6, reused_from = $7,
         started_at = coalesce(started_at, $8), finished_at = $9
-  where request_id = $10 and row = $11 and position = $12 and state = 'pending'";
+  where request_id = $10 and row = $11 and position = $12 and state = 'pending'
+    and exists (select 1 from requests r where r.id = $10 and r.run = $13)";
 
 const FAILED_SQL: &str = "update images set state = 'failed', attempts = attempts + 1,
         last_error = $1, error_code = $2, started_at = coalesce(started_at, $3), finished_at = $4
-  where request_id = $5 and row = $6 and position = $7 and state = 'pending'";
+  where request_id = $5 and row = $6 and position = $7 and state = 'pending'
+    and exists (select 1 from requests r where r.id = $5 and r.run = $8)";
 
 impl Db {
     /// Stores a request with all its rows and images, inside the caller's transaction
@@ -647,6 +653,7 @@ impl Db {
     pub async fn record_retry(
         tx: &mut Tx,
         image: ImageRef,
+        run: i64,
         tries_before: u32,
         failure: &Failure,
     ) -> Result<bool, StoreError> {
@@ -659,6 +666,7 @@ impl Db {
                 .bind(image.row as i64)
                 .bind(image.position as i64)
                 .bind(i64::from(tries_before))
+                .bind(run)
                 .execute(&mut *c)
                 .await?
                 .rows_affected()
@@ -814,6 +822,7 @@ impl Db {
                     .bind(&rid)
                     .bind(row as i64)
                     .bind(position as i64)
+                    .bind(item.run)
                     .execute(&mut *c)
                     .await?
                     .rows_affected() as i64

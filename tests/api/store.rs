@@ -79,10 +79,21 @@ fn failed(error: &str) -> ImageOutcomeUpdate {
     ImageOutcomeUpdate::Failed(Failure::new(FailureCode::Undecodable, error))
 }
 
+/// An outcome of a job of the request's first run.
 fn item(id: RequestId, targets: &[(u32, u32)], outcome: ImageOutcomeUpdate) -> ImageFinish {
+    item_in(1, id, targets, outcome)
+}
+
+fn item_in(
+    run: i64,
+    id: RequestId,
+    targets: &[(u32, u32)],
+    outcome: ImageOutcomeUpdate,
+) -> ImageFinish {
     ImageFinish {
         request_id: id,
         targets: targets.to_vec(),
+        run,
         outcome,
     }
 }
@@ -113,9 +124,20 @@ async fn states(db: &Db, id: RequestId) -> Vec<ImageState> {
     images(db, id).await.into_iter().map(|i| i.state).collect()
 }
 
-/// Records a failed try of image (`row`, `position`) made with `tries_before` tries
-/// counted.
+/// Records a failed try of image (`row`, `position`) of the first run made with
+/// `tries_before` tries counted.
 async fn record_retry(
+    db: &Db,
+    id: RequestId,
+    image: (u32, u32),
+    tries_before: u32,
+    error: &str,
+) -> bool {
+    record_retry_in(1, db, id, image, tries_before, error).await
+}
+
+async fn record_retry_in(
+    run: i64,
     db: &Db,
     id: RequestId,
     (row, position): (u32, u32),
@@ -129,7 +151,7 @@ async fn record_retry(
         row,
         position,
     };
-    let counted = Db::record_retry(&mut tx, image, tries_before, &failure)
+    let counted = Db::record_retry(&mut tx, image, run, tries_before, &failure)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -450,12 +472,25 @@ async fn retry_failed_starts_a_new_run(backend: Backend) {
     assert_eq!(counters(db, id).await, (1, 0, 2));
     assert!(finalize(db, id, 1).await.is_none());
     assert_eq!(request(db, id).await.status, RequestStatus::Processing);
+    // A try of the old run still going when the retry started, on an image the new
+    // run reopened: its failure is not counted as the new run's (which would make the
+    // new run's first job stand down as stale and strand the image), nor its outcome
+    // recorded as the new run's.
+    assert!(!record_retry_in(1, db, id, (0, 1), 0, "late timeout").await);
+    let done = finish(db, &[item_in(1, id, &[(0, 1)], stored(None))]).await;
+    assert_eq!(done.recorded, [false]);
+    assert_eq!(counters(db, id).await, (1, 0, 2));
+    let imgs = images(db, id).await;
+    assert_eq!((imgs[1].state, imgs[1].attempts), (ImageState::Pending, 0));
+    // The new run's own try counts.
+    assert!(record_retry_in(2, db, id, (0, 1), 0, "timeout").await);
+    assert_eq!(images(db, id).await[1].attempts, 1);
 
     let done = finish(
         db,
         &[
-            item(id, &[(0, 1)], stored(None)),
-            item(id, &[(1, 0)], failed("timeout again")),
+            item_in(2, id, &[(0, 1)], stored(None)),
+            item_in(2, id, &[(1, 0)], failed("timeout again")),
         ],
     )
     .await;
