@@ -40,9 +40,13 @@ pub enum FileResponse {
         #[oai(header = "ETag")] String,
         #[oai(header = "Cache-Control")] String,
     ),
-    /// The client's copy (`If-None-Match`) is current.
+    /// The client's copy (`If-None-Match`) is current. It carries the caching rule a
+    /// 200 would have (RFC 9110 §15.4.5), so a cache keeps applying it.
     #[oai(status = 304)]
-    NotModified(#[oai(header = "ETag")] String),
+    NotModified(
+        #[oai(header = "ETag")] String,
+        #[oai(header = "Cache-Control")] String,
+    ),
 }
 
 /// File endpoints.
@@ -63,10 +67,7 @@ impl FilesApi {
         #[oai(name = "If-None-Match")] if_none_match: Header<Option<String>>,
     ) -> Result<FileResponse, ProblemResponse> {
         let not_found = || ApiError::NotFound("no such file".into());
-        let key = BlobKey::parse(&format!("{}/{}", request_id.0, name.0))
-            .ok()
-            .filter(BlobKey::is_output)
-            .ok_or_else(not_found)?;
+        let key = BlobKey::output(&request_id.0, &name.0).ok_or_else(not_found)?;
         let blob = self
             .0
             .blobs
@@ -75,18 +76,20 @@ impl FilesApi {
             .map_err(|e| ApiError::Store(e.into()))?
             .ok_or_else(not_found)?;
         let etag = blob.etag;
+        let jpeg = key.content_type() == "image/jpeg";
+        let cache = if jpeg { IMAGE_CACHE } else { CSV_CACHE };
         if if_none_match
             .0
             .as_deref()
             .is_some_and(|h| none_match(h, &etag))
         {
-            return Ok(FileResponse::NotModified(etag));
+            return Ok(FileResponse::NotModified(etag, cache.into()));
         }
         let body = Binary(Body::from_bytes_stream(blob.body));
-        Ok(if key.content_type() == "image/jpeg" {
-            FileResponse::Jpeg(body, blob.len, etag, IMAGE_CACHE.into())
+        Ok(if jpeg {
+            FileResponse::Jpeg(body, blob.len, etag, cache.into())
         } else {
-            FileResponse::Csv(body, blob.len, etag, CSV_CACHE.into())
+            FileResponse::Csv(body, blob.len, etag, cache.into())
         })
     }
 }

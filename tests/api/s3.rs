@@ -242,6 +242,7 @@ async fn s3_storage_end_to_end() {
                 .await
                 .unwrap();
             assert_eq!(again.status(), 304);
+            assert_eq!(again.headers()["cache-control"], headers["cache-control"]);
             served += 1;
         }
     }

@@ -87,10 +87,23 @@ impl BlobKey {
         Self(format!("{request}/output.csv"))
     }
 
-    /// Whether the key names an output (an image or the output CSV), the only blobs
-    /// `/files` serves: the uploaded CSV is kept for the jobs, not for download.
-    pub fn is_output(&self) -> bool {
-        !self.0.ends_with("/input.csv")
+    /// The output `/files/{request}/{name}` names, if any: an image
+    /// (`{row}-{position}.jpg`) or the output CSV of a request, the only blobs served
+    /// (the uploaded CSV is kept for the jobs, not for download). Parsed from the two
+    /// URL segments as poem hands them over, percent-decoded: a `/` decoded from `%2F`
+    /// or any other name is no output, so it is a 404 rather than a path the store
+    /// would try to open.
+    pub fn output(request: &str, name: &str) -> Option<Self> {
+        let id: RequestId = request.parse().ok()?;
+        let key = if name == "output.csv" {
+            Self::output_csv(id)
+        } else {
+            let (row, position) = name.strip_suffix(".jpg")?.split_once('-')?;
+            Self::image(id, row.parse().ok()?, position.parse().ok()?)
+        };
+        // Only the spelling keys are written in (`01-0.jpg`, `+1-0.jpg` or an
+        // upper-case id name nothing stored).
+        (key.0 == format!("{request}/{name}")).then_some(key)
     }
 
     /// The key as stored in the database and used in URLs.
@@ -534,6 +547,34 @@ impl BlobStore {
 mod tests {
     use super::*;
 
+    #[test]
+    fn only_outputs_in_their_written_spelling_are_named_by_files_urls() {
+        let id = RequestId::new();
+        let r = id.to_string();
+        assert_eq!(
+            BlobKey::output(&r, "output.csv"),
+            Some(BlobKey::output_csv(id))
+        );
+        assert_eq!(
+            BlobKey::output(&r, "3-1.jpg"),
+            Some(BlobKey::image(id, 3, 1))
+        );
+        for (request, name) in [
+            (r.as_str(), "input.csv"),
+            (r.as_str(), "0-0.jpg/x"),
+            (r.as_str(), "01-0.jpg"),
+            (r.as_str(), "+1-0.jpg"),
+            (r.as_str(), "1-0.JPG"),
+            (r.as_str(), "1.jpg"),
+            (r.as_str(), "-1-0.jpg"),
+            (r.as_str(), "99999999999-0.jpg"),
+            (&r.to_uppercase(), "output.csv"),
+            (&r.replace('-', ""), "output.csv"),
+            ("..", "output.csv"),
+        ] {
+            assert_eq!(BlobKey::output(request, name), None, "{request}/{name}");
+        }
+    }
     #[test]
     fn keys_cannot_escape() {
         for bad in [
