@@ -208,6 +208,12 @@ pub struct ServerConfig {
     #[arg(long, env = "API_TOKEN", hide_env_values = true)]
     pub api_token: Option<Secret>,
 
+    /// Most live event streams (`/requests/{id}/events`) an API process holds open at
+    /// once; one more is a 503. Each looks at its request four times a second, on the
+    /// database the workers use.
+    #[arg(long, env = "MAX_EVENT_STREAMS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_event_streams: u32,
+
     /// How often workers report they are alive; jobs of a worker silent for two
     /// intervals are taken up by another one.
     #[arg(long, env = "JOB_HEARTBEAT", default_value = "15s", value_parser = parse_heartbeat)]
@@ -291,6 +297,8 @@ pub struct ServerSettings {
     pub public_base_url_given: bool,
     /// `API_TOKEN`: the bearer token every non-public endpoint needs.
     pub api_token: Option<Secret>,
+    /// `MAX_EVENT_STREAMS`.
+    pub max_event_streams: u32,
 }
 
 /// What a request gets when its upload does not say.
@@ -514,6 +522,11 @@ impl ServerConfig {
         };
         if let Some(url) = &self.webhook_url {
             crate::csv::ImageUrl::parse(url).map_err(|e| ConfigError::new("WEBHOOK_URL", e))?;
+            // As an upload's `webhook_url`: a URL no delivery may ever reach
+            // (credentials, an IP literal in a refused range) is refused at start
+            // rather than failing every event through the whole retry schedule.
+            crate::fetch::check_url(url, &allow_private)
+                .map_err(|e| ConfigError::new("WEBHOOK_URL", e.to_string()))?;
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let worker_concurrency = self
@@ -533,6 +546,7 @@ impl ServerConfig {
                 board_bind: self.board_bind,
                 public_base_url_given: self.public_base_url.is_some(),
                 api_token: self.api_token.clone(),
+                max_event_streams: self.max_event_streams,
             },
             public_base_url,
             defaults: RequestDefaults {
@@ -757,6 +771,35 @@ mod tests {
         assert!(serve("--job-heartbeat", "1s").is_ok());
         let err = serve("--job-heartbeat", "400ms").unwrap_err().to_string();
         assert!(err.contains("at least 1s"), "{err}");
+    }
+
+    #[test]
+    fn a_default_webhook_no_delivery_may_reach_is_refused_at_start() {
+        let validate = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["pixbatch", "serve"], args].concat()).unwrap();
+            let Some(Command::Serve(cfg)) = cli.command else {
+                panic!("serve expected")
+            };
+            cfg.validate()
+        };
+        for url in [
+            "http://10.0.0.5/hook",
+            "http://[::1]:9000/hook",
+            "https://user:pass@hooks.example.com/hook",
+            "ftp://hooks.example.com/hook",
+        ] {
+            let err = validate(&["--webhook-url", url]).unwrap_err().to_string();
+            assert!(err.contains("WEBHOOK_URL"), "{url}: {err}");
+        }
+        assert!(validate(&["--webhook-url", "https://hooks.example.com/hook"]).is_ok());
+        // Inside ALLOW_PRIVATE_NETWORKS, as for downloads.
+        let allowed = [
+            "--webhook-url",
+            "http://10.0.0.5/hook",
+            "--allow-private-networks",
+            "10.0.0.0/8",
+        ];
+        assert!(validate(&allowed).is_ok());
     }
 
     #[test]

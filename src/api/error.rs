@@ -63,12 +63,51 @@ pub enum ApiError {
     /// The CSV is invalid; every problem listed.
     #[error("the CSV has {} problem(s)", .0.len())]
     InvalidCsv(Vec<CsvProblem>),
-    /// A form field is invalid.
-    #[error("{0}")]
-    InvalidField(String),
+    /// Form fields are invalid, each named; the CSV's problems (if any) are listed
+    /// with them.
+    #[error("{}{}", .fields.join("; "), csv_too(.csv))]
+    InvalidFields {
+        /// `field: what is wrong`, one per invalid field.
+        fields: Vec<String>,
+        /// The CSV's problems, when it has any.
+        csv: Vec<CsvProblem>,
+    },
+    /// Every live event stream this process may hold is taken.
+    #[error(
+        "{limit} event streams are open on this server, the most it holds (MAX_EVENT_STREAMS); poll the status instead, or try again later"
+    )]
+    TooManyStreams {
+        /// `MAX_EVENT_STREAMS`.
+        limit: u32,
+    },
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The CSV's problems as a problem document lists them: the first
+/// [`MAX_LISTED_PROBLEMS`].
+fn listed(problems: Vec<CsvProblem>) -> Vec<ProblemItem> {
+    problems
+        .into_iter()
+        .take(MAX_LISTED_PROBLEMS)
+        .map(|c| ProblemItem {
+            line: c.line,
+            column: c.column,
+            message: c.message,
+        })
+        .collect()
+}
+
+/// What [`ApiError::InvalidFields`] says of the CSV's problems, when it has some.
+fn csv_too(csv: &[CsvProblem]) -> String {
+    match csv.len() {
+        0 => String::new(),
+        n if n > MAX_LISTED_PROBLEMS => {
+            format!("; the CSV has {n} problems, the first {MAX_LISTED_PROBLEMS} listed")
+        }
+        n => format!("; the CSV has {n} problem(s), listed"),
+    }
 }
 
 fn problem(status: StatusCode, code: &str, title: &str, detail: String) -> Problem {
@@ -126,23 +165,23 @@ impl From<ApiError> for ProblemResponse {
                         detail
                     },
                 );
-                p.errors = Some(
-                    problems
-                        .into_iter()
-                        .take(MAX_LISTED_PROBLEMS)
-                        .map(|c| ProblemItem {
-                            line: c.line,
-                            column: c.column,
-                            message: c.message,
-                        })
-                        .collect(),
-                );
+                p.errors = Some(listed(problems));
                 Self::Unprocessable(Json(p))
             }
-            ApiError::InvalidField(_) => Self::Unprocessable(Json(problem(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-field",
-                "Invalid field",
+            ApiError::InvalidFields { csv, .. } => {
+                let mut p = problem(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid-field",
+                    "Invalid field",
+                    detail,
+                );
+                p.errors = (!csv.is_empty()).then(|| listed(csv));
+                Self::Unprocessable(Json(p))
+            }
+            ApiError::TooManyStreams { .. } => Self::Unavailable(Json(problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "Too many event streams",
                 detail,
             ))),
             ApiError::Store(e) => {

@@ -15,7 +15,7 @@ use poem_openapi::{
 
 use serde::Deserialize;
 
-use super::{ApiTags, AppState, ProblemResponse};
+use super::{ApiError, ApiTags, AppState, ProblemResponse};
 use crate::{
     domain::{Progress, RequestId, RequestStatus},
     store::{Db, RequestRecord},
@@ -71,14 +71,27 @@ impl EventsApi {
     /// Server-Sent Events: a `progress` event (`{total, succeeded, failed, pending,
     /// cancelled, reused, status}`) at once and whenever an image finishes, then a
     /// `status` event with the final status, then the stream ends. 404 for an unknown
-    /// request.
+    /// request; 503 when the server holds `MAX_EVENT_STREAMS` streams already.
     #[oai(path = "/requests/:request_id/events", method = "get")]
     async fn events(&self, request_id: Path<String>) -> Result<EventsResponse, ProblemResponse> {
         let r = self.0.request(&request_id).await?;
+        // Held by the stream, given back when it ends or its client goes away.
+        let permit = self
+            .0
+            .event_streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::TooManyStreams {
+                limit: self.0.settings.server.max_event_streams,
+            })?;
         // A stream ends with the process, without its closing `status` event: the
         // client sees the connection end and may reconnect to another API process.
         let stream = progress(self.0.db.clone(), r.id)
             .take_until(self.0.stopping.clone().cancelled_owned())
+            .map(move |event| {
+                let _held = &permit;
+                event
+            })
             .boxed();
         Ok(EventsResponse::Ok(
             EventStream::new(stream)

@@ -52,6 +52,8 @@ pub struct AppState {
     /// Cancelled when the process is asked to stop: long-lived answers (the event
     /// streams) end then, so the graceful shutdown does not wait them out.
     pub stopping: CancellationToken,
+    /// One permit per live event stream (`MAX_EVENT_STREAMS`), held while it runs.
+    pub event_streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -59,12 +61,14 @@ impl AppState {
     /// that owns every change of a request's state.
     pub fn new(db: Db, blobs: BlobStore, settings: Settings) -> Arc<Self> {
         let lifecycle = Lifecycle::new(db.clone(), blobs.clone(), Links::of(&settings));
+        let streams = settings.server.max_event_streams as usize;
         Arc::new(Self {
             db,
             blobs,
             settings,
             lifecycle,
             stopping: CancellationToken::new(),
+            event_streams: Arc::new(tokio::sync::Semaphore::new(streams)),
         })
     }
 

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use poem::Body;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Path, Query},
@@ -120,9 +121,14 @@ pub enum ImagesResponse {
 /// Answers of the output CSV endpoint.
 #[derive(ApiResponse)]
 pub enum CsvResponse {
-    /// The output CSV.
+    /// The output CSV, streamed from the store (it can be far larger than the upload:
+    /// every image adds its output URL).
     #[oai(status = 200, content_type = "text/csv; charset=utf-8")]
-    Ok(Attachment<Vec<u8>>),
+    Ok(
+        Attachment<Body>,
+        #[oai(header = "Content-Length")] u64,
+        #[oai(header = "ETag")] String,
+    ),
 }
 
 /// Request endpoints.
@@ -231,15 +237,18 @@ impl RequestsApi {
             }
         };
         let key = BlobKey::parse(&key).map_err(crate::store::StoreError::Corrupt)?;
-        let bytes = self
+        let blob = self
             .0
             .blobs
-            .read(&key)
+            .get(&key)
             .await
             .map_err(|e| ApiError::Store(e.into()))?
             .ok_or_else(|| ApiError::NotFound("output CSV missing from the store".into()))?;
         Ok(CsvResponse::Ok(
-            Attachment::new(bytes).filename(format!("{}-output.csv", r.id)),
+            Attachment::new(Body::from_bytes_stream(blob.body))
+                .filename(format!("{}-output.csv", r.id)),
+            blob.len,
+            blob.etag,
         ))
     }
 

@@ -106,31 +106,35 @@ impl UploadApi {
         if form.file.size() as u64 > max {
             return Err(ApiError::TooLarge { limit: max }.into());
         }
+        // Every problem of the form is listed, the CSV's too: a bad field does not
+        // hide the file's problems from the same answer.
+        let mut fields = Vec::new();
+        let mut field = |name: &str, e: &dyn std::fmt::Display| fields.push(format!("{name}: {e}"));
         let quality = match form.quality.as_deref().map(str::trim) {
-            None | Some("") => s.default_quality,
-            Some(q) => {
-                Quality::parse(q).map_err(|e| ApiError::InvalidField(format!("quality: {e}")))?
-            }
+            None | Some("") => Some(s.default_quality),
+            Some(q) => Quality::parse(q).map_err(|e| field("quality", &e)).ok(),
         };
         let max_bytes = match form.max_bytes.as_deref().map(str::trim) {
-            None | Some("") => s.defaults.max_output_bytes,
-            Some(m) => Some(
-                MaxBytes::parse(m)
-                    .map_err(|e| ApiError::InvalidField(format!("max_bytes: {e}")))?,
-            ),
+            None | Some("") => Some(s.defaults.max_output_bytes),
+            Some(m) => MaxBytes::parse(m)
+                .map(Some)
+                .map_err(|e| field("max_bytes", &e))
+                .ok(),
         };
         let webhook_url = match form.webhook_url.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(u) => {
-                let url = csv::ImageUrl::parse(u)
-                    .map_err(|e| ApiError::InvalidField(format!("webhook_url: {e}")))?;
-                // A URL no delivery may ever reach (credentials, an IP literal in a
-                // refused range) is refused now rather than after a 202; a name is
-                // checked at each delivery, when it resolves.
-                fetch::check_url(url.as_str(), &s.fetch.allow_private)
-                    .map_err(|e| ApiError::InvalidField(format!("webhook_url: {e}")))?;
-                Some(url)
-            }
+            None | Some("") => Some(None),
+            // A URL no delivery may ever reach (credentials, an IP literal in a
+            // refused range) is refused now rather than after a 202; a name is
+            // checked at each delivery, when it resolves.
+            Some(u) => csv::ImageUrl::parse(u)
+                .map_err(|e| field("webhook_url", &e))
+                .ok()
+                .filter(|url| {
+                    fetch::check_url(url.as_str(), &s.fetch.allow_private)
+                        .map_err(|e| field("webhook_url", &e))
+                        .is_ok()
+                })
+                .map(Some),
         };
         let bytes = form
             .file
@@ -148,6 +152,14 @@ impl UploadApi {
         })
         .await
         .map_err(|e| ApiError::BadRequest(format!("could not parse the CSV: {e}")))?;
+        let (Some(quality), Some(max_bytes), Some(webhook_url)) = (quality, max_bytes, webhook_url)
+        else {
+            return Err(ApiError::InvalidFields {
+                fields,
+                csv: parsed.err().unwrap_or_default(),
+            }
+            .into());
+        };
         let parsed = parsed.map_err(ApiError::InvalidCsv)?;
         let products = parsed.rows.len() as u64;
         let images = parsed.image_count() as u64;

@@ -45,9 +45,14 @@ pub struct SubmitArgs {
     /// Webhook to call when the request finishes.
     #[arg(long)]
     pub webhook_url: Option<String>,
-    /// Output quality: 1–100, or `relative:N%`.
+    /// Output quality: 1–100, `relative:N%`, or `auto` / `auto:N` (an SSIMULACRA2
+    /// target); the server's default when absent.
     #[arg(long)]
     pub quality: Option<String>,
+    /// Cap on each output's size: `150000`, `150KB`, `2MB`; the server's default
+    /// (`MAX_OUTPUT_BYTES`) when absent.
+    #[arg(long)]
+    pub max_bytes: Option<String>,
     /// Follow the request to its end with a progress bar, then print a summary and
     /// download the output CSV.
     #[arg(long)]
@@ -124,6 +129,9 @@ async fn upload(client: &Client, args: &SubmitArgs) -> anyhow::Result<Result<Acc
     }
     if let Some(q) = &args.quality {
         form = form.text("quality", q.clone());
+    }
+    if let Some(m) = &args.max_bytes {
+        form = form.text("max_bytes", m.clone());
     }
     let resp = client
         .request(reqwest::Method::POST, "/upload")

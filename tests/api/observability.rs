@@ -278,7 +278,15 @@ async fn submit_waits_and_writes_the_output_csv() {
         images.url("/img/b/small_lamp_portrait.jpg"),
     ];
     std::fs::write(app.dir.path().join("in.csv"), csv_of(&urls)).unwrap();
-    let out = submit(&app, &["in.csv", "--wait", "--output", "out.csv"]).await;
+    let args = [
+        "in.csv",
+        "--wait",
+        "--output",
+        "out.csv",
+        "--max-bytes",
+        "10KB",
+    ];
+    let out = submit(&app, &args).await;
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -295,6 +303,12 @@ async fn submit_waits_and_writes_the_output_csv() {
         .await;
     assert_eq!(code, 200);
     assert_eq!(written, served);
+    // The cap went with the upload.
+    let (_, page) = app.get_json(&format!("/requests/{id}/images")).await;
+    for img in page["items"].as_array().unwrap() {
+        assert!(img["output_bytes"].as_u64().unwrap() <= 10_000, "{img}");
+        assert_eq!(img["report"]["binding"], "max_bytes", "{img}");
+    }
 }
 
 #[tokio::test]
@@ -390,6 +404,49 @@ async fn commands_stop_quietly_when_nobody_reads_their_output() {
     // The work was done before the output was written.
     let converted = std::fs::read_dir(dir.join("converted")).expect("convert wrote its output");
     assert_eq!(converted.count(), 1);
+}
+
+/// Live streams are capped per process (`MAX_EVENT_STREAMS`): one more is a 503
+/// problem, and a stream gives its place back when it ends.
+#[tokio::test]
+async fn event_streams_beyond_the_cap_are_refused_until_one_ends() {
+    let images = ImageServer::start().await;
+    images.set_latency(Duration::from_secs(2));
+    let app = TestServer::start(&[("MAX_EVENT_STREAMS", "1")]).await;
+    let urls = [images.url("/img/a/small_picos.jpg")];
+    let id = app.accepted(csv_of(&urls).as_bytes(), &[]).await;
+    let first = app.events(&id).await;
+    assert_eq!(first.status(), 200);
+    let mut stream = first.bytes_stream().eventsource();
+    stream.next().await.expect("an event").expect("readable");
+
+    let second = app.events(&id).await;
+    assert_eq!(second.status(), 503);
+    let problem: Value = second.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:pixbatch:problem:busy", "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("MAX_EVENT_STREAMS"),
+        "{problem}"
+    );
+
+    // The first stream ends with the request; its place is free again.
+    let ended = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream did not end:\n{}", app.logs());
+    // (The server drops the ended stream just after its last bytes leave.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while app.events(&id).await.status() != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the place stayed taken"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// SIGTERM ends the live event streams: an API process with a client watching a

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use crate::helpers::{Backend, ImageServer, TestServer, files_under};
 
 fn problems(body: &serde_json::Value) -> Vec<(u64, String)> {
@@ -91,6 +93,32 @@ async fn invalid_csvs_list_every_problem_and_store_nothing() {
     let good = b"Serial Number,Product Name,Input Image Urls\n1,A,https://example.com/a.jpg\n";
     let (code, body) = app.upload(good, &[("quality", "150")]).await;
     assert_eq!(code, 422, "{body}");
+    assert_eq!(body["type"], "urn:pixbatch:problem:invalid-field");
+    assert!(body["errors"].is_null(), "{body}");
+    // Every problem in one answer: each bad field named, the CSV's listed.
+    let (code, body) = app
+        .upload(
+            csv.as_bytes(),
+            &[
+                ("quality", "150"),
+                ("max_bytes", "10"),
+                ("webhook_url", "http://10.1.2.3/hook"),
+            ],
+        )
+        .await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["type"], "urn:pixbatch:problem:invalid-field");
+    let detail = body["detail"].as_str().unwrap();
+    for field in ["quality:", "max_bytes:", "webhook_url:", "the CSV has"] {
+        assert!(detail.contains(field), "{field} missing from {detail}");
+    }
+    let listed: Vec<u64> = problems(&body).iter().map(|(l, _)| *l).collect();
+    for line in [3, 4, 5, 6] {
+        assert!(
+            listed.contains(&line),
+            "line {line} missing from {listed:?}"
+        );
+    }
     let (code, _) = app
         .upload(good, &[("webhook_url", "javascript:alert(1)")])
         .await;
@@ -160,6 +188,29 @@ async fn oversized_upload_is_cut_off_while_streaming() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 413);
+
+    // Over the limit with the multipart envelope's allowance, then never ending: only
+    // a body counted while it streams in is answered (read to its end, it would wait
+    // forever). The declared length of a whole body is refused up front.
+    let over = vec![b'x'; 80 * 1024];
+    let endless = futures::stream::iter([Ok::<_, std::io::Error>(over.clone())])
+        .chain(futures::stream::pending());
+    for part in [
+        reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(endless)),
+        reqwest::multipart::Part::bytes(over),
+    ] {
+        let form = reqwest::multipart::Form::new().part("file", part.file_name("big.csv"));
+        let send = app
+            .http
+            .post(format!("{}/upload", app.base))
+            .multipart(form)
+            .send();
+        let resp = tokio::time::timeout(Duration::from_secs(30), send)
+            .await
+            .expect("no answer while the body was still coming")
+            .unwrap();
+        assert_eq!(resp.status(), 413);
+    }
     assert!(files_under(&app.uploads()).is_empty());
 }
 
