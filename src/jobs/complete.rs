@@ -25,12 +25,8 @@ pub(super) async fn handle(
     let span = tracing::info_span!("complete", request_id = %job.request_id, run = job.run);
     let timer = JobTimer::start(JobKind::Complete);
     match run(&job, &ctx).instrument(span).await {
-        Ok(true) => {
-            timer.finish("completed");
-            Ok(())
-        }
-        Ok(false) => {
-            timer.finish("skipped");
+        Ok(outcome) => {
+            timer.finish(outcome);
             Ok(())
         }
         Err(e) => {
@@ -40,11 +36,13 @@ pub(super) async fn handle(
     }
 }
 
-/// Runs the completion; `false` when there was nothing to do (stale or repeated).
-async fn run(job: &CompleteJob, ctx: &JobContext) -> Result<bool, StoreError> {
+/// Runs the completion; the outcome the metrics count: `completed`, `retry` (the
+/// output CSV could not be stored; the completion runs again later) or `skipped`
+/// (nothing to do: stale or repeated).
+async fn run(job: &CompleteJob, ctx: &JobContext) -> Result<&'static str, StoreError> {
     let Some(due) = ctx.lifecycle.run_to_complete(job).await? else {
         tracing::debug!("run already completed, superseded or unfinished");
-        return Ok(false);
+        return Ok("skipped");
     };
     let key = BlobKey::output_csv(job.request_id);
     let csv_len = match write_csv(ctx, job, &due.request.header, due.with_errors(), &key).await {
@@ -52,7 +50,7 @@ async fn run(job: &CompleteJob, ctx: &JobContext) -> Result<bool, StoreError> {
         Err(CsvFailure::Store(e)) => return Err(e),
         Err(CsvFailure::Superseded) => {
             tracing::debug!("run completed or superseded while its CSV was written");
-            return Ok(false);
+            return Ok("skipped");
         }
         Err(CsvFailure::Try(e)) => {
             // Not final until the CSV is stored: every storage failure is transient.
@@ -60,7 +58,7 @@ async fn run(job: &CompleteJob, ctx: &JobContext) -> Result<bool, StoreError> {
             let delay = ctx.backoff().next_delay(job.retry + 1, None);
             tracing::warn!(code = %failure.code, error = %failure, retry = job.retry + 1, ?delay, "could not store the output CSV; the request stays unfinished and the completion runs again");
             ctx.lifecycle.retry_completion_later(job, delay).await?;
-            return Ok(false);
+            return Ok("retry");
         }
     };
     // Every image of the run is final: any partial file left is from a crashed write.
@@ -71,10 +69,10 @@ async fn run(job: &CompleteJob, ctx: &JobContext) -> Result<bool, StoreError> {
     }
     metrics::bytes_written("csv", csv_len);
     let Some(finished) = ctx.lifecycle.finish_run(&due, &key).await? else {
-        return Ok(false);
+        return Ok("skipped");
     };
     tracing::info!(status = %finished.status, succeeded = finished.succeeded, failed = finished.failed, "request finished");
-    Ok(true)
+    Ok("completed")
 }
 
 /// Rows read per page while writing the output CSV: a page's rows and the CSV

@@ -112,7 +112,7 @@ fn describe() {
     describe_counter!(JOBS_STARTED, "Jobs picked up by a worker, by kind.");
     describe_counter!(
         JOBS_FINISHED,
-        "Jobs finished, by kind and outcome (image: stored, failed, retry, skipped, error)."
+        "Jobs finished, by kind and outcome (see the README's metrics table)."
     );
     describe_histogram!(JOB_DURATION, Unit::Seconds, "Job run time.");
     describe_counter!(BYTES_FETCHED, Unit::Bytes, "Image bytes downloaded.");

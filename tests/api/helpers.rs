@@ -304,6 +304,8 @@ pub struct Received {
     pub headers: HashMap<String, String>,
     /// The raw body.
     pub body: Vec<u8>,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -344,7 +346,11 @@ async fn receive(req: &Request, body: Vec<u8>, state: Data<&Arc<ReceiverState>>)
         .iter()
         .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
         .collect();
-    state.got.lock().unwrap().push(Received { headers, body });
+    state.got.lock().unwrap().push(Received {
+        headers,
+        body,
+        at: std::time::Instant::now(),
+    });
     let reply = {
         let mut script = state.script.lock().unwrap();
         if script.is_empty() {

@@ -159,7 +159,7 @@ async fn redirects_are_not_followed(backend: Backend) {
 async fn schedule_resumes_after_a_kill_between_tries(backend: Backend) {
     let images = ImageServer::start().await;
     let hook = WebhookReceiver::start(vec![503]).await;
-    let Some(mut app) = TestServer::start_on(backend, &[("WEBHOOK_RETRY_SCHEDULE", "4s")]).await
+    let Some(mut app) = TestServer::start_on(backend, &[("WEBHOOK_RETRY_SCHEDULE", "6s")]).await
     else {
         return;
     };
@@ -185,8 +185,12 @@ async fn schedule_resumes_after_a_kill_between_tries(backend: Backend) {
     let log = settled_log(&app, &id, Duration::from_secs(10)).await;
     assert_eq!(log["events"][0]["state"], "delivered");
     assert_eq!(log["events"][0]["attempts"], 2);
-    // The second try is the schedule's, not a fresh start: it came about 4 s after
-    // the first, and the schedule had no step left for a third.
+    // The second try is the schedule's, not a fresh start: it came 6 s after the
+    // first, less at most the second the queue rounds a due time down to (a restart
+    // that forgot the schedule would send at once), and the schedule had no step
+    // left for a third.
+    let gap = got[1].at - got[0].at;
+    assert!(gap >= Duration::from_millis(4900), "{gap:?}");
     assert!(killed_at.elapsed() < Duration::from_secs(20));
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(hook.received().len(), 2);
@@ -266,11 +270,13 @@ async fn a_retry_supersedes_the_previous_runs_undelivered_event(backend: Backend
     assert_eq!(status["status"], "CompletedWithErrors", "{status}");
     // The first event's first try got a 503; its next is an hour away.
     hook.wait_for(1, Duration::from_secs(20)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let log = loop {
         let (_, log) = app.get_json(&format!("/requests/{id}/webhooks")).await;
         if log["attempts"].as_array().is_some_and(|a| !a.is_empty()) {
             break log;
         }
+        assert!(std::time::Instant::now() < deadline, "no try logged: {log}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(log["events"][0]["state"], "pending", "{log}");
