@@ -18,7 +18,7 @@ use crate::{
     imaging::TransformPool,
     jobs::{self, JobContext},
     lifecycle::Outcomes,
-    store::{BlobStore, Db},
+    store::{Backend, BlobStore, Db, StorageConfig},
 };
 
 /// What a server process runs.
@@ -97,6 +97,19 @@ impl App {
             tracing::warn!(
                 base = %settings.public_base_url,
                 "PUBLIC_BASE_URL is not set: output URLs will point at BIND; set it to the API's address"
+            );
+        }
+        let storage = &settings.storage;
+        let shared_db = Backend::of_url(storage.database_url.expose()) == Some(Backend::Postgres);
+        if let (Role::Api | Role::Worker, true, StorageConfig::Local(dir)) =
+            (role, shared_db, &storage.blobs)
+        {
+            // Split roles on PostgreSQL are the scale-out set-up: a worker on another
+            // host would store where no API process can serve from (404s for
+            // finished requests).
+            tracing::warn!(
+                dir = %dir.display(),
+                "files are stored on this host's disk: every api and worker process must see the same folder (a shared mount), or set STORAGE_URL=s3://…"
             );
         }
         if settings.webhook.keys.is_empty() {

@@ -107,8 +107,27 @@ pub(crate) enum Queue<J> {
     Postgres(PostgresStorage<J>),
 }
 
+/// How many heartbeats a worker may miss before its jobs are taken up by another:
+/// two, plus as many as the longest stretch a live worker stays silent through. The
+/// queue beats only between jobs it hands out: not while a worker drains its jobs
+/// after SIGTERM (up to `SHUTDOWN_TIMEOUT`), nor while jobs it has fetched wait for a
+/// free slot (about a job's length, whose download alone may take `FETCH_TIMEOUT`).
+/// With two beats only (30 s by default), a draining or busy worker's jobs were run a
+/// second time by another worker while it still ran them: guarded, so done once in
+/// effect, but downloaded and written twice. The price is a later takeover after a
+/// crash: 60 s with the defaults.
+fn missed_heartbeats(heartbeat: Duration, shutdown: Duration, fetch: Duration) -> usize {
+    let silent = shutdown.max(fetch).as_secs_f64();
+    2 + (silent / heartbeat.as_secs_f64().max(1.0)).ceil() as usize
+}
+
 pub(crate) fn queue<J: Job>(db: &Db, settings: &Settings, batch: usize) -> Queue<J> {
     let heartbeat = settings.jobs.heartbeat;
+    let missed = missed_heartbeats(
+        heartbeat,
+        settings.jobs.shutdown_timeout,
+        settings.fetch.timeout,
+    );
     match db.queue_pool() {
         Pool::Sqlite(p) => Queue::Sqlite(
             SqliteStorage::new(p).with_config(
@@ -116,7 +135,7 @@ pub(crate) fn queue<J: Job>(db: &Db, settings: &Settings, batch: usize) -> Queue
                     .queue(J::QUEUE)
                     .batch_size(batch.max(1))
                     .heartbeat_interval(heartbeat)
-                    .missed_heartbeats(2),
+                    .missed_heartbeats(missed),
             ),
         ),
         Pool::Postgres(p) => Queue::Postgres(
@@ -125,7 +144,7 @@ pub(crate) fn queue<J: Job>(db: &Db, settings: &Settings, batch: usize) -> Queue
                     .queue(J::QUEUE)
                     .batch_size(batch.max(1))
                     .heartbeat_interval(heartbeat)
-                    .missed_heartbeats(2),
+                    .missed_heartbeats(missed),
             ),
         ),
     }
@@ -139,15 +158,31 @@ macro_rules! register {
         let (name, ctx, poll) = ($name, $ctx, $poll);
         match $queue {
             Queue::Sqlite(s) => $monitor.register(move |restarts| {
+                let pause = restart_pause(restarts);
                 WorkerBuilder::new(restarted(&name, restarts))
-                    .backend(s.clone().poll_with_strategy(poll::Tick::new(poll)))
+                    .backend(
+                        s.clone()
+                            .poll_with_strategy(poll::Tick::new(poll))
+                            .before_start(move |_| async move {
+                                tokio::time::sleep(pause).await;
+                                Ok(())
+                            }),
+                    )
                     .concurrency($concurrency)
                     .data(ctx.clone())
                     .build($handler)
             }),
             Queue::Postgres(s) => $monitor.register(move |restarts| {
+                let pause = restart_pause(restarts);
                 WorkerBuilder::new(restarted(&name, restarts))
-                    .backend(s.clone().poll_with_strategy(poll::Tick::new(poll)))
+                    .backend(
+                        s.clone()
+                            .poll_with_strategy(poll::Tick::new(poll))
+                            .before_start(move |_| async move {
+                                tokio::time::sleep(pause).await;
+                                Ok(())
+                            }),
+                    )
                     .concurrency($concurrency)
                     .data(ctx.clone())
                     .build($handler)
@@ -204,11 +239,49 @@ pub fn monitor(ctx: Arc<JobContext>, role: &str) -> Monitor {
         .shutdown_timeout(shutdown_timeout)
 }
 
+/// How long a worker restarted after a queue error waits before it polls again:
+/// none at first start, then [`INFRA_BACKOFF`] (1 s doubling to 30 s). An error that
+/// comes back at once (a database refusing writes after a failover, a full disk)
+/// would otherwise restart the worker in a tight loop, a new worker row each time.
+fn restart_pause(restarts: usize) -> Duration {
+    match u32::try_from(restarts) {
+        Ok(0) => Duration::ZERO,
+        Ok(n) => INFRA_BACKOFF.next_delay(n, None),
+        Err(_) => INFRA_BACKOFF.cap,
+    }
+}
+
 /// The name of a worker after `restarts` restarts.
 fn restarted(name: &str, restarts: usize) -> String {
     if restarts == 0 {
         name.to_owned()
     } else {
         format!("{name}-r{restarts}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_is_given_up_only_after_its_longest_silence() {
+        let s = Duration::from_secs;
+        // The defaults: 15 s beats, 30 s drain and download: 60 s before a takeover.
+        assert_eq!(missed_heartbeats(s(15), s(30), s(30)), 4);
+        assert_eq!(missed_heartbeats(s(15), s(31), s(30)), 5);
+        assert_eq!(missed_heartbeats(s(1), s(10), s(10)), 12);
+        assert_eq!(missed_heartbeats(s(60), s(30), s(30)), 3);
+    }
+
+    #[test]
+    fn restarts_back_off() {
+        assert_eq!(restart_pause(0), Duration::ZERO);
+        let first = restart_pause(1);
+        assert!(
+            first > Duration::ZERO && first <= Duration::from_secs(2),
+            "{first:?}"
+        );
+        assert!(restart_pause(100) <= INFRA_BACKOFF.cap);
     }
 }

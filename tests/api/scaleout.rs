@@ -130,6 +130,10 @@ async fn one_api_two_workers_and_a_kill_nine_complete_every_image_once() {
         !api.logs().contains("image stored"),
         "the API process ran jobs"
     );
+    // Split roles on one disk work here (one host); each process says what it needs.
+    for logs in [api.logs(), w2.logs()] {
+        assert!(logs.contains("every api and worker process must see the same folder"));
+    }
 }
 
 /// Restarts the PostgreSQL server mid-run (needs root, and it disturbs every other
