@@ -59,6 +59,9 @@ async fn metrics_with_token(
     }
 }
 
+/// The job states the queue-depth gauge reports, each queue every time.
+const QUEUE_STATUSES: [&str; 3] = ["Pending", "Queued", "Running"];
+
 fn csv_of(urls: &[String]) -> String {
     let mut csv = String::from("Serial Number,Product Name,Input Image Urls\n");
     for (i, url) in urls.iter().enumerate() {
@@ -71,13 +74,25 @@ fn csv_of(urls: &[String]) -> String {
 async fn metrics_count_jobs_bytes_webhooks_http_requests_and_queue_depth() {
     let images = ImageServer::start().await;
     let hook = WebhookReceiver::start(vec![]).await;
-    let app = TestServer::start(&[]).await;
+    // One job at a time, each download 300 ms: the queue holds jobs for a while.
+    images.set_latency(Duration::from_millis(300));
+    let app = TestServer::start(&[("WORKER_CONCURRENCY", "1")]).await;
     let urls: Vec<String> = (0..3)
         .map(|i| images.url(&format!("/img/{i}/small_picos.jpg")))
         .collect();
     let id = app
         .accepted(csv_of(&urls).as_bytes(), &[("webhook_url", &hook.url)])
         .await;
+    let waiting = |t: &str| -> f64 {
+        QUEUE_STATUSES
+            .iter()
+            .filter_map(|status| {
+                let depth = [("queue", "pixbatch.images"), ("status", *status)];
+                sample(t, "pixbatch_queue_depth", &depth)
+            })
+            .sum()
+    };
+    metrics_until(&app, |t| waiting(t) >= 1.0).await;
     let status = app.wait_final(&id, Duration::from_secs(60)).await;
     assert_eq!(status["status"], "Completed", "{status}");
     hook.wait_for(1, Duration::from_secs(20)).await;
@@ -105,11 +120,12 @@ async fn metrics_count_jobs_bytes_webhooks_http_requests_and_queue_depth() {
     assert!(sample(&text, "pixbatch_http_requests_total", &upload) >= Some(1.0));
     let polled = [("route", "/status/{request_id}"), ("status", "200")];
     assert!(sample(&text, "pixbatch_http_requests_total", &polled) >= Some(1.0));
-    let depth = [("queue", "pixbatch.images"), ("status", "Pending")];
-    assert!(
-        sample(&text, "pixbatch_queue_depth", &depth).is_some(),
-        "{text}"
-    );
+    // The image jobs counted while they waited or ran (above), none once done.
+    for status in QUEUE_STATUSES {
+        let depth = [("queue", "pixbatch.images"), ("status", status)];
+        let jobs = sample(&text, "pixbatch_queue_depth", &depth);
+        assert_eq!(jobs, Some(0.0), "{status}: {text}");
+    }
     // Which kernels the codec runs here, said once at start.
     let codec = text
         .lines()

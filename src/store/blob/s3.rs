@@ -1,5 +1,8 @@
 //! The S3 client, through `object_store`: one PUT per blob, which S3 makes visible
-//! whole or not at all, so there is no temporary name and nothing partial to clean up.
+//! whole or not at all, so there is no temporary name. The output CSV goes up as a
+//! multipart upload, equally invisible until complete and aborted on every failure;
+//! only a process killed mid-upload leaves its parts, for the bucket's
+//! `AbortIncompleteMultipartUpload` rule to remove (README, "Storage").
 
 use std::time::Duration;
 
