@@ -215,7 +215,8 @@ pub struct ServerConfig {
     pub max_event_streams: u32,
 
     /// How often workers report they are alive; jobs of a worker silent for two
-    /// intervals are taken up by another one.
+    /// intervals plus the longer of `SHUTDOWN_TIMEOUT` and `FETCH_TIMEOUT` (60 s by
+    /// default) are taken up by another one.
     #[arg(long, env = "JOB_HEARTBEAT", default_value = "15s", value_parser = parse_heartbeat)]
     pub job_heartbeat: Duration,
 
@@ -230,6 +231,20 @@ pub struct ServerConfig {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
+
+    /// Which logs are written: a level (`info`, `debug`) or `tracing` directives
+    /// (`info,sqlx=warn,pixbatch::jobs=debug`).
+    #[arg(long = "rust-log", env = "RUST_LOG", default_value = "info", value_parser = parse_log_filter)]
+    pub rust_log: String,
+}
+
+/// Parses `RUST_LOG`: directives `tracing` understands, or the process refuses to
+/// start (a typo would otherwise silence every log line).
+fn parse_log_filter(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// Options validated into their working types, in groups: each part of the service
@@ -673,9 +688,9 @@ fn parse_poll_interval(s: &str) -> Result<Duration, String> {
     parse_at_least(s, Duration::from_millis(10))
 }
 
-/// Parses `JOB_HEARTBEAT`: at least 1 s. The queue counts a worker silent for two
-/// intervals in whole seconds, so under half a second every heartbeat would take
-/// every other worker's running jobs as orphans.
+/// Parses `JOB_HEARTBEAT`: at least 1 s. The queue counts a worker's silence in whole
+/// seconds, so under half a second every heartbeat would take every other worker's
+/// running jobs as orphans.
 fn parse_heartbeat(s: &str) -> Result<Duration, String> {
     parse_at_least(s, Duration::from_secs(1))
 }
@@ -755,6 +770,22 @@ mod tests {
         assert!(parse_schedule("").is_err());
         assert!(parse_schedule("5s,soon").is_err());
         assert!(parse_schedule("5s,1000000y").is_err());
+    }
+
+    #[test]
+    fn the_log_filter_is_a_flag_and_checked() {
+        let serve = |args: &[&str]| Cli::try_parse_from([&["pixbatch", "serve"], args].concat());
+        let Some(Command::Serve(cfg)) = serve(&["--rust-log", "warn,pixbatch=debug"])
+            .unwrap()
+            .command
+        else {
+            panic!("serve expected")
+        };
+        assert_eq!(cfg.rust_log, "warn,pixbatch=debug");
+        let err = serve(&["--rust-log", "pixbatch=loud"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rust-log"), "{err}");
     }
 
     #[test]

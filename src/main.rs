@@ -42,7 +42,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Api(cfg)) => serve(cfg, Role::Api).await,
         Some(Command::Worker(cfg)) => serve(cfg, Role::Worker).await,
         Some(Command::Migrate(cfg)) => {
-            telemetry::init(cfg.log_format);
+            telemetry::init(cfg.log_format, &cfg.rust_log);
             let settings = cfg.validate()?;
             pixbatch::app::open_storage(&settings).await?;
             tracing::info!("migrations applied");
@@ -60,7 +60,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(cfg: ServerConfig, role: Role) -> anyhow::Result<()> {
-    telemetry::init(cfg.log_format);
+    telemetry::init(cfg.log_format, &cfg.rust_log);
     let app = App::build(cfg.validate()?, role).await?;
     app.run_until_stopped().await
 }

@@ -7,10 +7,10 @@ use tracing_subscriber::{EnvFilter, Layer, fmt, prelude::*};
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber; `RUST_LOG` filters (default `info`). Events also go
-/// to the dashboard's log stream ([`crate::board::log_layer`]).
-pub fn init(format: LogFormat) {
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Installs the global subscriber; `directives` (`RUST_LOG`, already checked) filter.
+/// Events also go to the dashboard's log stream ([`crate::board::log_layer`]).
+pub fn init(format: LogFormat, directives: &str) {
+    let filter = || EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info"));
     let stderr = fmt::layer().with_writer(std::io::stderr);
     let stderr = match format {
         LogFormat::Pretty => stderr.boxed(),

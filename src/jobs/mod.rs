@@ -114,8 +114,9 @@ pub(crate) enum Queue<J> {
 /// free slot (about a job's length, whose download alone may take `FETCH_TIMEOUT`).
 /// With two beats only (30 s by default), a draining or busy worker's jobs were run a
 /// second time by another worker while it still ran them: guarded, so done once in
-/// effect, but downloaded and written twice. The price is a later takeover after a
-/// crash: 60 s with the defaults.
+/// effect, but downloaded and written twice. A compromise, not a bound (the two
+/// silences can follow each other), paid for by a later takeover after a crash: 60 s
+/// with the defaults.
 fn missed_heartbeats(heartbeat: Duration, shutdown: Duration, fetch: Duration) -> usize {
     let silent = shutdown.max(fetch).as_secs_f64();
     2 + (silent / heartbeat.as_secs_f64().max(1.0)).ceil() as usize
@@ -240,9 +241,11 @@ pub fn monitor(ctx: Arc<JobContext>, role: &str) -> Monitor {
 }
 
 /// How long a worker restarted after a queue error waits before it polls again:
-/// none at first start, then [`INFRA_BACKOFF`] (1 s doubling to 30 s). An error that
-/// comes back at once (a database refusing writes after a failover, a full disk)
-/// would otherwise restart the worker in a tight loop, a new worker row each time.
+/// none at first start, then [`INFRA_BACKOFF`] (1 s doubling to 30 s) by the count of
+/// restarts, which apalis keeps for the life of the process (so after a few outages
+/// every later restart waits up to 30 s). An error that comes back at once (a
+/// database refusing writes after a failover, a full disk) would otherwise restart
+/// the worker in a tight loop, a new worker row each time.
 fn restart_pause(restarts: usize) -> Duration {
     match u32::try_from(restarts) {
         Ok(0) => Duration::ZERO,
