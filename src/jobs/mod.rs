@@ -20,7 +20,10 @@ mod outcome;
 mod poll;
 pub mod tidy;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use apalis::prelude::*;
 use apalis_postgres::PostgresStorage;
@@ -151,39 +154,39 @@ pub(crate) fn queue<J: Job>(db: &Db, settings: &Settings, batch: usize) -> Queue
     }
 }
 
+/// `backend`, waiting `pause` before it first polls (a restarted worker's backoff).
+macro_rules! paced {
+    ($backend:expr, $pause:expr) => {{
+        let pause = $pause;
+        $backend.before_start(move |_| async move {
+            tokio::time::sleep(pause).await;
+            Ok(())
+        })
+    }};
+}
+
 /// Registers one worker per process for queue `J` with `handler`, on either backend.
 /// Idle workers look for due jobs every `JOB_POLL_INTERVAL` (see [`poll::Tick`]); on
 /// PostgreSQL that also covers delayed retries coming due, which no notification announces.
 macro_rules! register {
     ($monitor:expr, $queue:expr, $name:expr, $concurrency:expr, $ctx:expr, $poll:expr, $handler:path) => {{
         let (name, ctx, poll) = ($name, $ctx, $poll);
+        let pacer = Pacer::default();
         match $queue {
             Queue::Sqlite(s) => $monitor.register(move |restarts| {
-                let pause = restart_pause(restarts);
+                let pause = pacer.pause(restarts, Instant::now());
+                let polled = s.clone().poll_with_strategy(poll::Tick::new(poll));
                 WorkerBuilder::new(restarted(&name, restarts))
-                    .backend(
-                        s.clone()
-                            .poll_with_strategy(poll::Tick::new(poll))
-                            .before_start(move |_| async move {
-                                tokio::time::sleep(pause).await;
-                                Ok(())
-                            }),
-                    )
+                    .backend(paced!(polled, pause))
                     .concurrency($concurrency)
                     .data(ctx.clone())
                     .build($handler)
             }),
             Queue::Postgres(s) => $monitor.register(move |restarts| {
-                let pause = restart_pause(restarts);
+                let pause = pacer.pause(restarts, Instant::now());
+                let polled = s.clone().poll_with_strategy(poll::Tick::new(poll));
                 WorkerBuilder::new(restarted(&name, restarts))
-                    .backend(
-                        s.clone()
-                            .poll_with_strategy(poll::Tick::new(poll))
-                            .before_start(move |_| async move {
-                                tokio::time::sleep(pause).await;
-                                Ok(())
-                            }),
-                    )
+                    .backend(paced!(polled, pause))
                     .concurrency($concurrency)
                     .data(ctx.clone())
                     .build($handler)
@@ -240,17 +243,41 @@ pub fn monitor(ctx: Arc<JobContext>, role: &str) -> Monitor {
         .shutdown_timeout(shutdown_timeout)
 }
 
-/// How long a worker restarted after a queue error waits before it polls again:
-/// none at first start, then [`INFRA_BACKOFF`] (1 s doubling to 30 s) by the count of
-/// restarts, which apalis keeps for the life of the process (so after a few outages
-/// every later restart waits up to 30 s). An error that comes back at once (a
-/// database refusing writes after a failover, a full disk) would otherwise restart
-/// the worker in a tight loop, a new worker row each time.
-fn restart_pause(restarts: usize) -> Duration {
-    match u32::try_from(restarts) {
-        Ok(0) => Duration::ZERO,
-        Ok(n) => INFRA_BACKOFF.next_delay(n, None),
-        Err(_) => INFRA_BACKOFF.cap,
+/// How long a streak of restarts is remembered: a restart this long after the last
+/// one starts a new streak, with the shortest pause.
+const CALM: Duration = Duration::from_secs(600);
+
+/// Paces the restarts of one worker after queue errors: none at first start, then
+/// [`INFRA_BACKOFF`] (1 s doubling to 30 s) over a streak of restarts, forgotten after
+/// [`CALM`] without one. An error that comes back at once (a database refusing writes
+/// after a failover, a full disk) would otherwise restart the worker in a tight loop,
+/// a new worker row each time; apalis' own count of restarts lasts the process' life,
+/// so pacing by it would make every restart after a few outages wait 30 s.
+#[derive(Debug, Clone, Default)]
+struct Pacer(Arc<std::sync::Mutex<Streak>>);
+
+#[derive(Debug, Default)]
+struct Streak {
+    restarts: u32,
+    last: Option<Instant>,
+}
+
+impl Pacer {
+    /// The pause before start number `restarts` (0: the first start), at `now`.
+    fn pause(&self, restarts: usize, now: Instant) -> Duration {
+        if restarts == 0 {
+            return Duration::ZERO;
+        }
+        let mut streak = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if streak
+            .last
+            .is_some_and(|last| now.duration_since(last) > CALM)
+        {
+            streak.restarts = 0;
+        }
+        streak.restarts = streak.restarts.saturating_add(1);
+        streak.last = Some(now);
+        INFRA_BACKOFF.next_delay(streak.restarts, None)
     }
 }
 
@@ -278,13 +305,18 @@ mod tests {
     }
 
     #[test]
-    fn restarts_back_off() {
-        assert_eq!(restart_pause(0), Duration::ZERO);
-        let first = restart_pause(1);
-        assert!(
-            first > Duration::ZERO && first <= Duration::from_secs(2),
-            "{first:?}"
-        );
-        assert!(restart_pause(100) <= INFRA_BACKOFF.cap);
+    fn restarts_back_off_over_a_streak_and_the_streak_is_forgotten() {
+        let pacer = Pacer::default();
+        let t0 = Instant::now();
+        assert_eq!(pacer.pause(0, t0), Duration::ZERO);
+        // Jittered between half and all of 1, 2, 4, … s, capped at 30 s.
+        for n in 1..=7usize {
+            let pause = pacer.pause(n, t0 + Duration::from_secs(n as u64));
+            let full = Duration::from_secs(1 << (n - 1)).min(INFRA_BACKOFF.cap);
+            assert!(pause >= full / 2 && pause <= full, "{n}: {pause:?}");
+        }
+        // Long after the last restart, the next one waits as little as the first.
+        let later = t0 + CALM + Duration::from_secs(60);
+        assert!(pacer.pause(8, later) <= Duration::from_secs(1));
     }
 }
