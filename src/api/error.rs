@@ -61,7 +61,7 @@ pub enum ApiError {
         limit: u64,
     },
     /// The CSV is invalid; every problem listed.
-    #[error("the CSV has {} problem(s)", .0.len())]
+    #[error("{}", csv_summary(.0))]
     InvalidCsv(Vec<CsvProblem>),
     /// Form fields are invalid, each named; the CSV's problems (if any) are listed
     /// with them.
@@ -99,14 +99,22 @@ fn listed(problems: Vec<CsvProblem>) -> Vec<ProblemItem> {
         .collect()
 }
 
+/// How many problems a CSV has, and how many of them a problem document lists.
+fn csv_summary(problems: &[CsvProblem]) -> String {
+    match problems.len() {
+        n if n > MAX_LISTED_PROBLEMS => {
+            format!("the CSV has {n} problem(s); the first {MAX_LISTED_PROBLEMS} are listed")
+        }
+        n => format!("the CSV has {n} problem(s)"),
+    }
+}
+
 /// What [`ApiError::InvalidFields`] says of the CSV's problems, when it has some.
 fn csv_too(csv: &[CsvProblem]) -> String {
-    match csv.len() {
-        0 => String::new(),
-        n if n > MAX_LISTED_PROBLEMS => {
-            format!("; the CSV has {n} problems, the first {MAX_LISTED_PROBLEMS} listed")
-        }
-        n => format!("; the CSV has {n} problem(s), listed"),
+    if csv.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", csv_summary(csv))
     }
 }
 
@@ -159,11 +167,7 @@ impl From<ApiError> for ProblemResponse {
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid-csv",
                     "Invalid CSV",
-                    if problems.len() > MAX_LISTED_PROBLEMS {
-                        format!("{detail}; the first {MAX_LISTED_PROBLEMS} are listed")
-                    } else {
-                        detail
-                    },
+                    detail,
                 );
                 p.errors = Some(listed(problems));
                 Self::Unprocessable(Json(p))

@@ -127,14 +127,14 @@ impl UploadApi {
             // refused range) is refused now rather than after a 202; a name is
             // checked at each delivery, when it resolves.
             Some(u) => csv::ImageUrl::parse(u)
-                .map_err(|e| field("webhook_url", &e))
-                .ok()
-                .filter(|url| {
+                .map_err(|e| e.to_string())
+                .and_then(|url| {
                     fetch::check_url(url.as_str(), &s.fetch.allow_private)
-                        .map_err(|e| field("webhook_url", &e))
-                        .is_ok()
+                        .map(|_| Some(url))
+                        .map_err(|e| e.to_string())
                 })
-                .map(Some),
+                .map_err(|e| field("webhook_url", &e))
+                .ok(),
         };
         let bytes = form
             .file

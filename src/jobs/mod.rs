@@ -253,8 +253,8 @@ const CALM: Duration = Duration::from_secs(600);
 /// after a failover, a full disk) would otherwise restart the worker in a tight loop,
 /// a new worker row each time; apalis' own count of restarts lasts the process' life,
 /// so pacing by it would make every restart after a few outages wait 30 s.
-#[derive(Debug, Clone, Default)]
-struct Pacer(Arc<std::sync::Mutex<Streak>>);
+#[derive(Debug, Default)]
+struct Pacer(std::sync::Mutex<Streak>);
 
 #[derive(Debug, Default)]
 struct Streak {

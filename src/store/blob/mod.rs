@@ -149,7 +149,8 @@ impl fmt::Debug for StoredBlob {
 }
 
 impl StoredBlob {
-    /// Collects the whole body.
+    /// Collects the whole body (tests).
+    #[cfg(test)]
     pub async fn into_bytes(self) -> std::io::Result<Vec<u8>> {
         self.body
             .try_fold(Vec::new(), |mut all, chunk| async move {
@@ -534,7 +535,9 @@ impl BlobStore {
         }))
     }
 
-    /// Reads a whole blob into memory; `Ok(None)` when absent.
+    /// Reads a whole blob into memory; `Ok(None)` when absent. Only tests hold a
+    /// blob whole: the service streams them.
+    #[cfg(test)]
     pub async fn read(&self, key: &BlobKey) -> Result<Option<Vec<u8>>, BlobError> {
         match self.get(key).await? {
             Some(blob) => Ok(Some(blob.into_bytes().await?)),
