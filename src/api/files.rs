@@ -16,8 +16,9 @@ use poem_openapi::{
 use super::{ApiError, ApiTags, AppState, ProblemResponse};
 use crate::store::BlobKey;
 
-/// Images never change once stored under their key; output CSVs can be rewritten by a
-/// retry, so they are revalidated with their ETag.
+/// Images never change once stored under their key. An output CSV's rows are those of
+/// its run, but a repeated completion of the run writes the file again (the same bytes
+/// under a new ETag on local storage), so CSVs are revalidated with their ETag.
 const IMAGE_CACHE: &str = "public, max-age=31536000, immutable";
 const CSV_CACHE: &str = "public, max-age=0, must-revalidate";
 

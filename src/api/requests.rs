@@ -25,7 +25,9 @@ pub struct StatusBody {
     request_id: Uuid,
     /// `Pending`, `Processing`, `Completed`, `CompletedWithErrors`, `Failed` or `Cancelled`.
     status: RequestStatus,
-    /// Absolute URL of the output CSV, once finished.
+    /// Absolute URL of the output CSV, once finished: the latest run's. Each run a
+    /// retry starts writes its CSV under a new URL, and a URL handed out keeps naming
+    /// the CSV of the run it reported.
     output_csv: Option<String>,
     /// Image counts.
     progress: Progress,
@@ -213,7 +215,8 @@ impl RequestsApi {
     /// Output CSV of a request
     ///
     /// The input rows and columns in their order plus `Output Image Urls` (and `Errors`
-    /// when any image failed). 409 until the request has finished.
+    /// when any image failed), of the latest run after a retry. 409 until the request
+    /// has finished.
     #[oai(path = "/requests/:request_id/output.csv", method = "get")]
     async fn output_csv(&self, request_id: Path<String>) -> Result<CsvResponse, ProblemResponse> {
         let r = self.0.request(&request_id).await?;

@@ -44,7 +44,7 @@ async fn run(job: &CompleteJob, ctx: &JobContext) -> Result<&'static str, StoreE
         tracing::debug!("run already completed, superseded or unfinished");
         return Ok("skipped");
     };
-    let key = BlobKey::output_csv(job.request_id);
+    let key = BlobKey::output_csv(job.request_id, job.run);
     let csv_len = match write_csv(ctx, job, &due.request.header, due.with_errors(), &key).await {
         Ok(len) => len,
         Err(CsvFailure::Store(e)) => return Err(e),
@@ -96,7 +96,9 @@ enum CsvFailure {
 /// [`crate::csv::write_output`] over all rows, so a redelivered completion rewrites
 /// the same file. The run is checked again just before the file replaces the stored
 /// one: a duplicate of the completion that read its pages slowly, across a retry and
-/// the next run's completion, would otherwise put a mix of both runs in place.
+/// the next run's completion, would otherwise put a mix of both runs in place. A
+/// duplicate that stalls between that check and its upload's end still lands, but
+/// on its own run's key ([`BlobKey::output_csv`]), with its own run's rows.
 async fn write_csv(
     ctx: &JobContext,
     job: &CompleteJob,

@@ -184,6 +184,10 @@ async fn retry_reruns_only_the_failed_images(backend: Backend) {
     let status = app.wait_final(&id, Duration::from_secs(60)).await;
     assert_eq!(status["status"], "CompletedWithErrors");
     assert_eq!(status["progress"]["failed"], 2);
+    let first_url = status["output_csv"].as_str().unwrap().to_owned();
+    assert!(first_url.ends_with(&format!("/files/{id}/output.csv")));
+    let (_, _, first_csv) = app.get_bytes(&first_url).await;
+    assert_eq!(csv_rows(&first_csv)[0].len(), 5, "Errors column");
 
     // Unknown ids are not found.
     let (code, _) = app.post_json("/requests/nope/retry").await;
@@ -210,13 +214,29 @@ async fn retry_reruns_only_the_failed_images(backend: Backend) {
         "no Errors column once all succeeded: {rows:?}"
     );
     assert!(rows[1][3].split(',').all(|u| u.ends_with(".jpg")));
+    // The second run's CSV has its own URL; the first run's URL still names the
+    // first run's CSV, so no completion of one run can replace the other's.
+    let second_url = status["output_csv"].as_str().unwrap();
+    assert!(
+        second_url.ends_with(&format!("/files/{id}/output-2.csv")),
+        "{second_url}"
+    );
+    let (code, _, again) = app.get_bytes(&first_url).await;
+    assert_eq!(code, 200);
+    assert_eq!(again, first_csv);
+    let (_, _, served) = app
+        .get_bytes(&format!("{}/requests/{id}/output.csv", app.base))
+        .await;
+    assert_eq!(served, out, "the request's output CSV is the latest run's");
 
-    // A new completion, a new event.
+    // A new completion, a new event, each naming its own run's CSV.
     let got = hook.wait_for(2, Duration::from_secs(20)).await;
     assert_eq!(got.len(), 2);
     assert_ne!(got[0].headers["webhook-id"], got[1].headers["webhook-id"]);
     assert_eq!(got[0].json()["status"], "CompletedWithErrors");
     assert_eq!(got[1].json()["status"], "Completed");
+    assert_eq!(got[0].json()["output_csv"], first_url.as_str());
+    assert_eq!(got[1].json()["output_csv"], second_url);
 
     // Nothing left to retry.
     let (code, _) = app.post_json(&format!("/requests/{id}/retry")).await;

@@ -82,13 +82,22 @@ impl BlobKey {
         Self(format!("{request}/input.csv"))
     }
 
-    /// The output CSV; its URL is stable once handed out.
-    pub fn output_csv(request: RequestId) -> Self {
-        Self(format!("{request}/output.csv"))
+    /// The output CSV of a request's `run`: `output.csv` for the first, `output-{run}.csv`
+    /// for each run a retry starts. A URL handed out (in a webhook event, a status)
+    /// keeps naming the CSV of the run it reported, and a completion of one run can
+    /// only ever replace its own run's file: a duplicate of run 1's completion that
+    /// stalls before its upload lands cannot put run 1's rows over run 2's.
+    pub fn output_csv(request: RequestId, run: i64) -> Self {
+        if run <= 1 {
+            Self(format!("{request}/output.csv"))
+        } else {
+            Self(format!("{request}/output-{run}.csv"))
+        }
     }
 
     /// The output `/files/{request}/{name}` names, if any: an image
-    /// (`{row}-{position}.jpg`) or the output CSV of a request, the only blobs served
+    /// (`{row}-{position}.jpg`) or an output CSV of a request (`output.csv`,
+    /// `output-{run}.csv`), the only blobs served
     /// (the uploaded CSV is kept for the jobs, not for download). Parsed from the two
     /// URL segments as poem hands them over, percent-decoded: a `/` decoded from `%2F`
     /// or any other name is no output, so it is a 404 rather than a path the store
@@ -96,7 +105,12 @@ impl BlobKey {
     pub fn output(request: &str, name: &str) -> Option<Self> {
         let id: RequestId = request.parse().ok()?;
         let key = if name == "output.csv" {
-            Self::output_csv(id)
+            Self::output_csv(id, 1)
+        } else if let Some(run) = name
+            .strip_prefix("output-")
+            .and_then(|n| n.strip_suffix(".csv"))
+        {
+            Self::output_csv(id, run.parse().ok()?)
         } else {
             let (row, position) = name.strip_suffix(".jpg")?.split_once('-')?;
             Self::image(id, row.parse().ok()?, position.parse().ok()?)
@@ -556,8 +570,13 @@ mod tests {
         let r = id.to_string();
         assert_eq!(
             BlobKey::output(&r, "output.csv"),
-            Some(BlobKey::output_csv(id))
+            Some(BlobKey::output_csv(id, 1))
         );
+        assert_eq!(
+            BlobKey::output(&r, "output-2.csv"),
+            Some(BlobKey::output_csv(id, 2))
+        );
+        assert_ne!(BlobKey::output_csv(id, 2), BlobKey::output_csv(id, 3));
         assert_eq!(
             BlobKey::output(&r, "3-1.jpg"),
             Some(BlobKey::image(id, 3, 1))
@@ -571,6 +590,13 @@ mod tests {
             (r.as_str(), "1.jpg"),
             (r.as_str(), "-1-0.jpg"),
             (r.as_str(), "99999999999-0.jpg"),
+            (r.as_str(), "output-1.csv"),
+            (r.as_str(), "output-0.csv"),
+            (r.as_str(), "output--2.csv"),
+            (r.as_str(), "output-02.csv"),
+            (r.as_str(), "output-+2.csv"),
+            (r.as_str(), "output-.csv"),
+            (r.as_str(), "output-2.csv/x"),
             (&r.to_uppercase(), "output.csv"),
             (&r.replace('-', ""), "output.csv"),
             ("..", "output.csv"),
@@ -654,7 +680,7 @@ mod tests {
         std::fs::write(rdir.join("0-0.jpg#1"), b"crashed").unwrap();
         // A second completion of the run writes the output CSV while the first one
         // cleans up: its staged file is a live writer's and stays.
-        let key = BlobKey::output_csv(request);
+        let key = BlobKey::output_csv(request, 1);
         let mut live = store.put_parts(&key).await.unwrap();
         live.write(b"a,b\n").await.unwrap();
         // So does a stale one of the same key, which the writer's would replace anyway.
@@ -677,7 +703,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = local(dir.path());
         let request = RequestId::new();
-        let key = BlobKey::output_csv(request);
+        let key = BlobKey::output_csv(request, 1);
         let mut upload = store.put_parts(&key).await.unwrap();
         upload.write(b"a,b\n").await.unwrap();
         // The staged file vanishes before the rename (removed from outside).
