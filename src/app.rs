@@ -176,6 +176,7 @@ impl App {
         tracing::info!(role = role.as_str(), addr = %self.addr, base = %self.state.settings.public_base_url, "listening");
         let tidy_db = self.state.db.clone();
         let tidy_stop = stopping.clone();
+        let tidy_retention = self.state.settings.jobs.retention;
         let server = Server::new_with_acceptor(self.acceptor);
         let board_stop = stopping.clone().cancelled_owned();
         let board_jobs = self.jobs.clone();
@@ -212,7 +213,7 @@ impl App {
             if role == Role::Api {
                 return Ok(());
             }
-            tokio::spawn(jobs::tidy::run(tidy_db, tidy_stop));
+            tokio::spawn(jobs::tidy::run(tidy_db, tidy_retention, tidy_stop));
             jobs::monitor(self.jobs, role.as_str())
                 .run_with_signal(async move {
                     stopping.cancelled().await;

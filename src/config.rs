@@ -228,6 +228,12 @@ pub struct ServerConfig {
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// How long the queue keeps a job that finished (its row and payload) before the
+    /// workers delete it; at least an hour, `0` keeps them. Requests, images and
+    /// webhook logs are not jobs: they are kept.
+    #[arg(long, env = "JOB_RETENTION", default_value = "7d", value_parser = parse_retention)]
+    pub job_retention: Duration,
+
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
@@ -388,6 +394,8 @@ pub struct JobSettings {
     pub poll_interval: Duration,
     /// `SHUTDOWN_TIMEOUT`.
     pub shutdown_timeout: Duration,
+    /// `JOB_RETENTION`; `None` keeps finished jobs.
+    pub retention: Option<Duration>,
 }
 
 /// The webhook signing keys (raw bytes); `Debug` shows only how many there are.
@@ -597,6 +605,7 @@ impl ServerConfig {
                 heartbeat: self.job_heartbeat,
                 poll_interval: self.job_poll_interval,
                 shutdown_timeout: self.shutdown_timeout,
+                retention: (!self.job_retention.is_zero()).then_some(self.job_retention),
             },
             default_quality: self.jpeg_quality,
         })
@@ -695,6 +704,17 @@ fn parse_heartbeat(s: &str) -> Result<Duration, String> {
     parse_at_least(s, Duration::from_secs(1))
 }
 
+/// Parses `JOB_RETENTION`: `0` (keep), or at least an hour. A finished job's row is
+/// what turns a late second push of its key into a no-op (see
+/// `store::maintenance`), so it must outlive any redelivery by far.
+fn parse_retention(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Ok(d);
+    }
+    parse_at_least(s, Duration::from_secs(3600))
+}
+
 /// Parses `5s,5m,30m` into delays.
 pub fn parse_schedule(s: &str) -> Result<Vec<Duration>, String> {
     let delays = s
@@ -770,6 +790,29 @@ mod tests {
         assert!(parse_schedule("").is_err());
         assert!(parse_schedule("5s,soon").is_err());
         assert!(parse_schedule("5s,1000000y").is_err());
+    }
+
+    #[test]
+    fn finished_jobs_are_kept_a_week_unless_told() {
+        let settings = |retention: Option<&str>| {
+            configured(|c| {
+                if let Some(r) = retention {
+                    c.job_retention = parse_retention(r).unwrap();
+                }
+            })
+            .validate()
+            .unwrap()
+            .jobs
+            .retention
+        };
+        let week = Duration::from_secs(7 * 24 * 3600);
+        assert_eq!(settings(None), Some(week));
+        assert_eq!(settings(Some("2h")), Some(Duration::from_secs(7200)));
+        assert_eq!(settings(Some("0")), None);
+        assert_eq!(settings(Some("0s")), None);
+        // Short enough to let a late redelivery push a finished job's key again.
+        assert!(parse_retention("10m").is_err());
+        assert!(parse_retention("forever").is_err());
     }
 
     #[test]

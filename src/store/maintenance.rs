@@ -11,8 +11,18 @@
 //! than [`DEAD_ROWS`] dead versions is vacuumed and analysed. `skip_locked` lets a
 //! worker pass over a table another worker is vacuuming already. SQLite has no such
 //! cost (its b-trees drop deleted entries at once).
+//!
+//! The queue keeps every job it ran, with its payload, as a `Done` row: a table that
+//! would otherwise grow by a row per image for the life of the service. The workers
+//! delete those finished longer than `JOB_RETENTION` ago ([`Db::purge_done_jobs`]).
+//! A finished job's row is also what makes a second push of its idempotency key a
+//! no-op, so the retention is far longer than any redelivery can come late (and
+//! every job checks the state it acts on anyway). Jobs that gave up (`Failed` with
+//! no attempt left, `Killed`) are kept: they are what an operator looks into.
 
-use super::{Db, Pool, StoreError};
+use std::time::Duration;
+
+use super::{Db, Pool, StoreError, Tx};
 
 /// Dead row versions in one table above which it is vacuumed: a few seconds of jobs at
 /// full speed, and a vacuum of the tables a 100,000-image request leaves takes well
@@ -22,6 +32,10 @@ pub const DEAD_ROWS: i64 = 10_000;
 /// The tables every image job rewrites, as PostgreSQL names them in a vacuum. The
 /// names are constants (never input): they are written into the statement.
 const HOT_TABLES: [&str; 3] = ["apalis.jobs", "images", "requests"];
+
+/// Finished jobs deleted per statement: each statement is one short write (on
+/// SQLite the write lock every job's outcome waits for).
+pub const PURGE_BATCH: i64 = 1_000;
 
 /// A table that was vacuumed, and how many dead row versions it had.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,5 +76,41 @@ impl Db {
             vacuumed.push(Vacuumed { table, dead_rows });
         }
         Ok(vacuumed)
+    }
+
+    /// Deletes up to [`PURGE_BATCH`] jobs that finished (`Done`) more than
+    /// `retention` ago; returns how many. Several workers may purge at once: on
+    /// PostgreSQL each passes over the rows another one is deleting.
+    pub async fn purge_done_jobs(&self, retention: Duration) -> Result<u64, StoreError> {
+        let secs = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
+        let mut tx = self.begin_write().await?;
+        let deleted = match &mut tx {
+            // apalis-sqlite stores `done_at` as Unix seconds.
+            Tx::Sqlite(t) => sqlx::query(
+                "delete from Jobs where id in (
+                    select id from Jobs
+                     where status = 'Done' and done_at < strftime('%s', 'now') - ?1
+                     limit ?2)",
+            )
+            .bind(secs)
+            .bind(PURGE_BATCH)
+            .execute(&mut **t)
+            .await?
+            .rows_affected(),
+            Tx::Postgres(t) => sqlx::query(
+                "delete from apalis.jobs where id in (
+                    select id from apalis.jobs
+                     where status = 'Done' and done_at < now() - make_interval(secs => $1)
+                     limit $2
+                     for update skip locked)",
+            )
+            .bind(secs as f64)
+            .bind(PURGE_BATCH)
+            .execute(&mut **t)
+            .await?
+            .rows_affected(),
+        };
+        tx.commit().await?;
+        Ok(deleted)
     }
 }

@@ -410,6 +410,49 @@ async fn soak_twenty_uploads_of_five_hundred_rows() {
     );
 }
 
+/// The running binary deletes the jobs that finished longer than `JOB_RETENTION` (a
+/// week by default) ago, and nothing else: the request, its images and its files stay.
+#[tokio::test]
+async fn finished_jobs_are_purged_after_the_retention() {
+    let images = ImageServer::start().await;
+    let mut app = TestServer::start(&[]).await;
+    let n = 3;
+    let id = app
+        .accepted(csv_of(&images, "img", n).as_bytes(), &[])
+        .await;
+    assert_complete_once(&app, &id, n).await;
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}/pixbatch.db",
+        app.dir.path().display()
+    ))
+    .await
+    .expect("the test's own pool");
+    let done = || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from Jobs where status = 'Done'")
+            .fetch_one(&db)
+            .await
+            .expect("count")
+    };
+    // One job per image, one completion.
+    assert_eq!(done().await, n as i64 + 1);
+    app.terminate(Duration::from_secs(30))
+        .await
+        .expect("stopped");
+    // A week and a day later, for the queue.
+    sqlx::query("update Jobs set done_at = done_at - 8 * 86400 where status = 'Done'")
+        .execute(&db)
+        .await
+        .expect("age the jobs");
+    app.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !app.logs().contains("purged finished jobs") {
+        assert!(Instant::now() < deadline, "{}", app.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(done().await, 0);
+    assert_complete_once(&app, &id, n).await;
+}
+
 crate::on_both_backends!(
     kill_nine_at_a_quarter_half_and_three_quarters,
     sigterm_mid_run_finishes_in_flight_images_and_a_restart_completes,

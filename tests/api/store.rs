@@ -690,6 +690,82 @@ async fn tidy_vacuums_tables_full_of_dead_rows(backend: Backend) {
     assert_eq!(request(db, id).await.status, RequestStatus::Cancelled);
 }
 
+/// Finished jobs older than the retention go, a batch per call; younger ones, jobs
+/// still to run and jobs that gave up stay.
+async fn purge_deletes_only_jobs_done_before_the_retention(backend: Backend) {
+    use pixbatch::store::{NewJob, PURGE_BATCH, Pool};
+    let Some(test) = TestDb::open(backend).await else {
+        return;
+    };
+    let db = &test.db;
+    let old = usize::try_from(PURGE_BATCH).unwrap() + 5;
+    let job = |key: String| NewJob {
+        args: b"{}".to_vec(),
+        idempotency_key: key,
+        run_at: std::time::SystemTime::now(),
+        max_attempts: 3,
+    };
+    let mut jobs: Vec<NewJob> = (0..old).map(|i| job(format!("old-{i}"))).collect();
+    jobs.extend(["recent", "pending", "gave-up"].map(|k| job(k.to_owned())));
+    let mut tx = db.begin_write().await.unwrap();
+    Db::push_jobs(&mut tx, "pixbatch.test", &jobs)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    // (status, seconds since it finished, keys)
+    let set = |status: &'static str, ago: i64, like: &'static str| async move {
+        match db.pool() {
+            Pool::Sqlite(p) => sqlx::query(
+                "update Jobs set status = ?1, attempts = max_attempts,
+                        done_at = strftime('%s', 'now') - ?2
+                  where idempotency_key like ?3",
+            )
+            .bind(status)
+            .bind(ago)
+            .bind(like)
+            .execute(p)
+            .await
+            .map(drop)
+            .unwrap(),
+            Pool::Postgres(p) => sqlx::query(
+                "update apalis.jobs set status = $1, attempts = max_attempts,
+                        done_at = now() - make_interval(secs => $2)
+                  where idempotency_key like $3",
+            )
+            .bind(status)
+            .bind(ago as f64)
+            .bind(like)
+            .execute(p)
+            .await
+            .map(drop)
+            .unwrap(),
+        };
+    };
+    set("Done", 2 * 3600, "old-%").await;
+    set("Done", 600, "recent").await;
+    set("Failed", 2 * 3600, "gave-up").await;
+    let hour = std::time::Duration::from_secs(3600);
+    assert_eq!(
+        db.purge_done_jobs(hour).await.unwrap(),
+        PURGE_BATCH as u64,
+        "one batch per call"
+    );
+    assert_eq!(db.purge_done_jobs(hour).await.unwrap(), 5);
+    assert_eq!(db.purge_done_jobs(hour).await.unwrap(), 0);
+    let mut left: Vec<String> = match db.pool() {
+        Pool::Sqlite(p) => sqlx::query_scalar("select idempotency_key from Jobs")
+            .fetch_all(p)
+            .await
+            .unwrap(),
+        Pool::Postgres(p) => sqlx::query_scalar("select idempotency_key from apalis.jobs")
+            .fetch_all(p)
+            .await
+            .unwrap(),
+    };
+    left.sort();
+    assert_eq!(left, ["gave-up", "pending", "recent"]);
+}
+
 /// A page of images starts at its offset, in output order, whatever row that falls
 /// in: rows of one, two and three images, read a page at a time from every offset.
 async fn pages_start_at_their_offset(backend: Backend) {
@@ -794,4 +870,5 @@ crate::on_both_backends!(
     cancel_stops_pending_images,
     finalize_request_once_per_run,
     tidy_vacuums_tables_full_of_dead_rows,
+    purge_deletes_only_jobs_done_before_the_retention,
 );
