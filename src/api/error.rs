@@ -102,6 +102,11 @@ fn listed(problems: Vec<CsvProblem>) -> Vec<ProblemItem> {
 /// How many problems a CSV has, and how many of them a problem document lists.
 fn csv_summary(problems: &[CsvProblem]) -> String {
     match problems.len() {
+        // Checking stopped: the count is a lower bound.
+        n if n > crate::csv::MAX_PROBLEMS => format!(
+            "the CSV has more than {} problems; the first {MAX_LISTED_PROBLEMS} are listed",
+            crate::csv::MAX_PROBLEMS
+        ),
         n if n > MAX_LISTED_PROBLEMS => {
             format!("the CSV has {n} problem(s); the first {MAX_LISTED_PROBLEMS} are listed")
         }

@@ -17,7 +17,7 @@ mod write;
 use std::fmt;
 
 pub use parse::parse;
-pub use problem::CsvProblem;
+pub use problem::{CsvProblem, MAX_PROBLEMS};
 pub use write::{CsvError, ImageOutcome, OutputRow, OutputWriter, sanitize_cell, write_output};
 
 /// Longest accepted image URL, in characters (and in bytes once normalised):

@@ -74,37 +74,97 @@ fn column_key(header: &str) -> String {
 /// of two same-named columns would get the old URLs and errors.
 const OUTPUT_COLUMNS: [&str; 2] = ["outputimageurls", "errors"];
 
+/// Most columns a header may have. Every row keeps a cell per column, so a header of
+/// millions of empty names would cost many times the upload's size in memory.
+pub(super) const MAX_COLUMNS: usize = 1000;
+
 /// The header row once its required columns are located.
 struct Header {
     /// The names, without [`OUTPUT_COLUMNS`].
     names: Vec<String>,
-    /// Where the header had [`OUTPUT_COLUMNS`] (0-based): left out of every row too.
-    dropped: Vec<usize>,
+    /// Per column as written, whether it is kept (`false`: one of [`OUTPUT_COLUMNS`],
+    /// left out of every row too); empty when every column is kept.
+    keep: Vec<bool>,
+    /// Columns as written, the dropped ones included.
+    written: usize,
+    /// Whether the URL column is the last one as written, so that a row's unquoted
+    /// URL list may spill over into further cells. Not when a dropped column follows
+    /// it: that column's cell would be taken for a URL, or a URL for its cell.
+    urls_is_last: bool,
     line: u64,
     serial: usize,
     product_name: usize,
     urls: usize,
+    /// The required columns' names as problems give them (trimmed, shortened).
+    labels: [String; 3],
 }
 
 impl Header {
-    /// The column name used in problems: as written, trimmed.
-    fn column(&self, index: usize) -> Option<&str> {
-        self.names.get(index).map(|s| s.trim())
+    /// The name problems give for a required column.
+    fn column(&self, required: Required) -> Option<&str> {
+        Some(self.labels[required as usize].as_str())
     }
 
     /// A row without the cells of the dropped output columns.
     fn without_dropped<'a>(&self, record: &'a StringRecord) -> Cow<'a, StringRecord> {
-        if self.dropped.is_empty() {
+        if self.keep.is_empty() {
             return Cow::Borrowed(record);
         }
         Cow::Owned(
             record
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| !self.dropped.contains(i))
+                .filter(|(i, _)| self.keep.get(*i).copied().unwrap_or(true))
                 .map(|(_, cell)| cell)
                 .collect(),
         )
+    }
+}
+
+/// Physical lines up to a byte offset, counted forward only (records come in order),
+/// so a whole file costs one pass. A line ends at `\n`, `\r\n` or a lone `\r` (the
+/// old Mac "CSV" export), as the CSV reader ends records; the reader's own line count
+/// knows only `\n`.
+struct Lines<'a> {
+    text: &'a [u8],
+    at: usize,
+    line: u64,
+}
+
+impl<'a> Lines<'a> {
+    fn new(text: &'a [u8]) -> Self {
+        Self {
+            text,
+            at: 0,
+            line: 1,
+        }
+    }
+
+    /// The line `offset` is on; `offset` must not go back.
+    fn at(&mut self, offset: usize) -> u64 {
+        let end = offset.min(self.text.len());
+        while self.at < end {
+            match self.text[self.at] {
+                b'\n' => self.line += 1,
+                b'\r' if self.text.get(self.at + 1) != Some(&b'\n') => self.line += 1,
+                _ => {}
+            }
+            self.at += 1;
+        }
+        self.line
+    }
+
+    /// The line a record starts on. The reader reports the position before any blank
+    /// lines it skipped, so those are stepped over here.
+    fn of(&mut self, record: &StringRecord) -> Option<u64> {
+        let start = usize::try_from(record.position()?.byte()).ok()?;
+        let blank = self
+            .text
+            .get(start..)?
+            .iter()
+            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .count();
+        Some(self.at(start + blank))
     }
 }
 
@@ -127,13 +187,14 @@ pub fn parse(input: &[u8], limits: &CsvLimits) -> Result<ParsedCsv, Vec<CsvProbl
         .from_reader(text.as_bytes());
     let mut problems = Problems::default();
     let mut record = StringRecord::new();
+    let mut lines = Lines::new(text.as_bytes());
 
     // The header is the first non-blank record.
     let header = loop {
         match reader.read_record(&mut record) {
             Ok(true) if is_blank(&record) => continue,
             Ok(true) => {
-                let line = record_line(&record, text.as_bytes()).unwrap_or(1);
+                let line = lines.of(&record).unwrap_or(1);
                 break read_header(&record, line, &mut problems);
             }
             Ok(false) => {
@@ -174,7 +235,7 @@ pub fn parse(input: &[u8], limits: &CsvLimits) -> Result<ParsedCsv, Vec<CsvProbl
         if is_blank(&record) {
             continue;
         }
-        let line = record_line(&record, text.as_bytes()).unwrap_or(last_line + 1);
+        let line = lines.of(&record).unwrap_or(last_line + 1);
         last_line = line;
         let index = data_rows;
         data_rows += 1;
@@ -183,6 +244,7 @@ pub fn parse(input: &[u8], limits: &CsvLimits) -> Result<ParsedCsv, Vec<CsvProbl
         }
         let checked = check_row(
             &header.without_dropped(&record),
+            record.len(),
             line,
             &header,
             limits,
@@ -232,8 +294,7 @@ pub fn parse(input: &[u8], limits: &CsvLimits) -> Result<ParsedCsv, Vec<CsvProbl
 
 /// The problem for a file that is not UTF-8, pointing at the first bad byte.
 fn not_utf8(input: &[u8], valid_up_to: usize) -> CsvProblem {
-    let before = input.get(..valid_up_to).unwrap_or(input);
-    let line = before.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+    let line = Lines::new(input).at(valid_up_to);
     CsvProblem {
         line,
         column: None,
@@ -254,20 +315,6 @@ fn push_read_error(e: &::csv::Error, fallback_line: u64, problems: &mut Problems
     );
 }
 
-/// Physical line where a record starts. The csv reader reports the position
-/// before any blank lines it skipped, so those are counted here.
-fn record_line(record: &StringRecord, text: &[u8]) -> Option<u64> {
-    let position = record.position()?;
-    let start = usize::try_from(position.byte()).ok()?;
-    let skipped = text
-        .get(start..)?
-        .iter()
-        .take_while(|&&b| b == b'\r' || b == b'\n')
-        .filter(|&&b| b == b'\n')
-        .count();
-    Some(position.line() + skipped as u64)
-}
-
 /// Blank lines are skipped, and so are rows whose cells are all empty
 /// (spreadsheets export trailing `,,,` rows).
 fn is_blank(record: &StringRecord) -> bool {
@@ -282,11 +329,28 @@ fn read_header(record: &StringRecord, line: u64, problems: &mut Problems) -> Opt
     while names.last().is_some_and(|n| n.trim().is_empty()) {
         names.pop();
     }
-    let dropped: Vec<usize> = (0..names.len())
-        .filter(|&i| OUTPUT_COLUMNS.contains(&column_key(&names[i]).as_str()))
+    if names.len() > MAX_COLUMNS {
+        problems.push(
+            line,
+            None,
+            format!(
+                "the header row has {} columns; at most {MAX_COLUMNS} are allowed",
+                names.len()
+            ),
+        );
+        return None;
+    }
+    let written = names.len();
+    let mut keep: Vec<bool> = names
+        .iter()
+        .map(|n| !OUTPUT_COLUMNS.contains(&column_key(n).as_str()))
         .collect();
-    for &i in dropped.iter().rev() {
-        names.remove(i);
+    let last_kept = keep.last().copied().unwrap_or(true);
+    if keep.iter().all(|&k| k) {
+        keep.clear();
+    } else {
+        let mut kept = keep.iter();
+        names.retain(|_| kept.next().copied().unwrap_or(true));
     }
 
     let mut found: [Option<usize>; 3] = [None; 3];
@@ -297,12 +361,12 @@ fn read_header(record: &StringRecord, line: u64, problems: &mut Problems) -> Opt
         match found[required as usize] {
             Some(first) => problems.push(
                 line,
-                Some(name.trim()),
+                Some(shorten(name.trim()).as_str()),
                 format!(
                     "column \"{}\" is a second \"{}\" column (the first is \"{}\"); keep only one",
-                    name.trim(),
+                    shorten(name.trim()),
                     required.name(),
-                    names.get(first).map_or("", |s| s.trim()),
+                    shorten(names.get(first).map_or("", |s| s.trim())),
                 ),
             ),
             None => found[required as usize] = Some(index),
@@ -332,22 +396,32 @@ fn read_header(record: &StringRecord, line: u64, problems: &mut Problems) -> Opt
         );
     }
     match found {
-        [Some(serial), Some(product_name), Some(urls)] if problems.is_empty() => Some(Header {
-            names,
-            dropped,
-            line,
-            serial,
-            product_name,
-            urls,
-        }),
+        [Some(serial), Some(product_name), Some(urls)] if problems.is_empty() => {
+            let labels = [serial, product_name, urls].map(|i| shorten(names[i].trim()));
+            Some(Header {
+                urls_is_last: urls + 1 == names.len() && last_kept,
+                names,
+                keep,
+                written,
+                line,
+                serial,
+                product_name,
+                urls,
+                labels,
+            })
+        }
         _ => None,
     }
 }
 
 /// Checks one data row, recording every problem in it. Returns the row
 /// (with `row` still to be filled in) when it has none.
+///
+/// `record` is the row without the cells of dropped columns; `written` is how many
+/// cells it had as written, which is what messages count (as does the header's).
 fn check_row(
     record: &StringRecord,
+    written: usize,
     line: u64,
     header: &Header,
     limits: &CsvLimits,
@@ -355,10 +429,10 @@ fn check_row(
     problems: &mut Problems,
 ) -> Option<ProductRow> {
     let columns = header.names.len();
-    let fields = record.len();
-    let urls_is_last = header.urls + 1 == columns;
+    let urls_is_last = header.urls_is_last;
     let extras: Vec<&str> = record.iter().skip(columns).collect();
-    if fields < columns {
+    let (fields, header_columns) = (written, header.written);
+    if record.len() < columns {
         let hint = if record.iter().any(|f| f.contains('\n')) {
             "; a cell spans several lines, check for an unmatched double quote"
         } else {
@@ -367,7 +441,9 @@ fn check_row(
         problems.push(
             line,
             None,
-            format!("this row has {fields} cells but the header has {columns} columns{hint}"),
+            format!(
+                "this row has {fields} cells but the header has {header_columns} columns{hint}"
+            ),
         );
         return None;
     }
@@ -376,7 +452,7 @@ fn check_row(
             line,
             None,
             format!(
-                "this row has {fields} cells but the header has {columns} columns; \
+                "this row has {fields} cells but the header has {header_columns} columns; \
                  put the image URLs of a row in one quoted cell, e.g. \"url1,url2\""
             ),
         );
@@ -385,7 +461,7 @@ fn check_row(
 
     let mut ok = true;
     let serial = record.get(header.serial).unwrap_or("").trim();
-    let serial_column = header.column(header.serial);
+    let serial_column = header.column(Required::Serial);
     if serial.is_empty() {
         problems.push(line, serial_column, "the serial number is empty".to_owned());
         ok = false;
@@ -407,20 +483,20 @@ fn check_row(
     if product_name.is_empty() {
         problems.push(
             line,
-            header.column(header.product_name),
+            header.column(Required::ProductName),
             "the product name is empty".to_owned(),
         );
         ok = false;
     } else if product_name.contains('\0') {
         problems.push(
             line,
-            header.column(header.product_name),
+            header.column(Required::ProductName),
             nul_problem("product name"),
         );
         ok = false;
     }
 
-    let urls_column = header.column(header.urls);
+    let urls_column = header.column(Required::Urls);
     let mut urls = Vec::new();
     let pieces = record
         .get(header.urls)
@@ -675,6 +751,136 @@ mod tests {
         assert_eq!(own.header.len(), 4);
     }
 
+    /// An output column after the URL column: an unquoted URL list cannot spill into
+    /// it (its cell would be taken for a URL, or a URL dropped with it), so such a row
+    /// is a problem, not a silently shorter list.
+    #[test]
+    fn an_output_column_after_the_urls_stops_their_spill() {
+        let header = "Serial Number,Product Name,Input Image Urls,Output Image Urls\n";
+        let found = problems(&format!(
+            "{header}1,SKU1,http://x.io/a,http://x.io/b,http://x.io/c\n"
+        ));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].message.starts_with(
+                "this row has 5 cells but the header has 4 columns; put the image URLs"
+            ),
+            "{}",
+            found[0].message
+        );
+        // Quoted, the list and the earlier output's cell are told apart.
+        let parsed = parse_ok(&format!(
+            "{header}1,SKU1,\"http://x.io/a,http://x.io/b\",http://p/f/r/0-0.jpg\n"
+        ));
+        assert_eq!(urls(&parsed.rows[0]), ["http://x.io/a", "http://x.io/b"]);
+        assert_eq!(
+            parsed.rows[0].cells,
+            ["1", "SKU1", "http://x.io/a,http://x.io/b"]
+        );
+        // Dropped before the URL column, it leaves the spill alone.
+        let parsed = parse_ok(
+            "Serial Number,Errors,Product Name,Input Image Urls\n\
+             1,old,SKU1,http://x.io/a,http://x.io/b\n",
+        );
+        assert_eq!(urls(&parsed.rows[0]), ["http://x.io/a", "http://x.io/b"]);
+    }
+
+    /// A column name is copied into each of its problems: a long one is shortened, so
+    /// a thousand problems cannot each carry megabytes.
+    #[test]
+    fn long_column_names_are_shortened_in_problems() {
+        let padded = format!("Input{}Image Urls", " ".repeat(100_000));
+        let mut input = format!("Serial Number,Product Name,{padded}\n");
+        for i in 0..5 {
+            input.push_str(&format!("{i},P{i},\n"));
+        }
+        input.push_str(&format!(
+            "9,P9,http://x.io/a\n9,Q,http://x.io/b\n,{padded},\n"
+        ));
+        let found = problems(&input);
+        assert_eq!(found.len(), 8, "{found:?}");
+        for p in &found {
+            assert!(
+                p.column.as_ref().is_none_or(|c| c.chars().count() <= 81),
+                "{p:?}"
+            );
+            assert!(p.message.len() < 300, "{p:?}");
+        }
+        let dup = problems(&format!(
+            "Serial Number,Product Name,{padded},{padded}\n1,A,B\n"
+        ));
+        assert_eq!(dup.len(), 1);
+        assert!(dup[0].message.len() < 300, "{:?}", dup[0]);
+    }
+
+    #[test]
+    fn a_header_of_too_many_columns_is_one_problem() {
+        let mut header = "Serial Number,Product Name,Input Image Urls".to_owned();
+        header.push_str(&",x".repeat(MAX_COLUMNS));
+        let found = problems(&format!("{header}\n1,A,http://x.io/a\n"));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            found[0].message,
+            format!(
+                "the header row has {} columns; at most {MAX_COLUMNS} are allowed",
+                MAX_COLUMNS + 3
+            )
+        );
+    }
+
+    /// Lines end at `\n`, `\r\n` or a lone `\r` (the old Mac export) alike.
+    #[test]
+    fn lines_are_counted_whatever_ends_them() {
+        for end in ["\n", "\r\n", "\r"] {
+            let input = [
+                "Serial Number,Product Name,Input Image Urls",
+                "1,,http://x.io/a",
+                "",
+                "2,B,\"http://x.io/b,",
+                "http://x.io/c\"",
+                "2,C,http://x.io/d",
+                "",
+            ]
+            .join(end);
+            let found = problems(&input);
+            let at: Vec<u64> = found.iter().map(|p| p.line).collect();
+            assert_eq!(at, [2, 6], "{end:?}: {found:?}");
+            assert!(found[1].message.contains("line 4"), "{end:?}: {found:?}");
+        }
+        let bad = [
+            b"Serial Number,Product Name,Input Image Urls\r1,A,".as_slice(),
+            &[0xff],
+        ]
+        .concat();
+        assert_eq!(problems_with(&bad, &CsvLimits::default())[0].line, 2);
+    }
+
+    /// A reply lists only the first problems: the ones about the whole file come first.
+    #[test]
+    fn problems_about_the_whole_file_come_first() {
+        let limits = CsvLimits {
+            max_rows: 2,
+            max_urls_per_row: 2,
+        };
+        let mut input = HEADER.to_owned();
+        for i in 1..=1500 {
+            input.push_str(&format!("{i},,http://x.io/{i}\n"));
+        }
+        let found = problems_with(input.as_bytes(), &limits);
+        assert!(
+            found[0].message.starts_with("too many product rows"),
+            "{:?}",
+            found[0]
+        );
+        assert!(
+            found[1].message.starts_with("more than 1000 problems"),
+            "{:?}",
+            found[1]
+        );
+        assert_eq!(found[2].line, 2);
+        assert!(found.windows(2).skip(2).all(|w| w[0].line <= w[1].line));
+    }
+
     #[test]
     fn duplicate_serial_names_both_lines() {
         let found = problems(&format!(
@@ -920,8 +1126,9 @@ mod tests {
         }
         let found = problems(&input);
         assert_eq!(found.len(), super::super::problem::MAX_PROBLEMS + 1);
-        let last = &found[found.len() - 1];
-        assert_eq!(last.line, 1002);
-        assert!(last.message.contains("stopped"));
+        // The note about the whole file first.
+        assert_eq!(found[0].line, 1002);
+        assert!(found[0].message.contains("stopped"));
+        assert_eq!(found[1].line, 2);
     }
 }

@@ -4,7 +4,7 @@ use std::fmt;
 
 /// Most problems kept for one file: a broken file (wrong delimiter, wrong
 /// encoding) can otherwise produce one per cell and use a lot of memory.
-pub(super) const MAX_PROBLEMS: usize = 1000;
+pub const MAX_PROBLEMS: usize = 1000;
 
 /// One problem found in an uploaded CSV, precise enough for the merchant to
 /// find and fix it.
@@ -38,6 +38,8 @@ impl fmt::Display for CsvProblem {
 #[derive(Debug, Default)]
 pub(super) struct Problems {
     list: Vec<CsvProblem>,
+    /// Problems about the whole file (too many rows), listed first.
+    summaries: Vec<CsvProblem>,
     /// Line of the first problem that did not fit.
     stopped_at: Option<u64>,
 }
@@ -59,7 +61,7 @@ impl Problems {
     /// Records a problem even when the list is full: for the few summary
     /// problems added once at the end.
     pub(super) fn push_always(&mut self, line: u64, column: Option<&str>, message: String) {
-        self.list.push(CsvProblem {
+        self.summaries.push(CsvProblem {
             line,
             column: column.map(str::to_owned),
             message,
@@ -73,14 +75,17 @@ impl Problems {
 
     /// True when nothing is wrong so far.
     pub(super) fn is_empty(&self) -> bool {
-        self.list.is_empty() && self.stopped_at.is_none()
+        self.list.is_empty() && self.summaries.is_empty() && self.stopped_at.is_none()
     }
 
-    /// The problems in line order, followed by a note if some were dropped.
+    /// The problems about the whole file (too many rows; checking stopped after
+    /// [`MAX_PROBLEMS`]) first, then the others in line order: a reply that lists only
+    /// the first problems still says what matters most.
     pub(super) fn finish(mut self) -> Vec<CsvProblem> {
         self.list.sort_by_key(|p| p.line);
+        let mut all = self.summaries;
         if let Some(line) = self.stopped_at {
-            self.list.push(CsvProblem {
+            all.push(CsvProblem {
                 line,
                 column: None,
                 message: format!(
@@ -89,6 +94,7 @@ impl Problems {
                 ),
             });
         }
-        self.list
+        all.append(&mut self.list);
+        all
     }
 }
