@@ -25,6 +25,12 @@ use super::resolver::GuardedResolver;
 /// Redirect hops a download may follow; the 6th is refused.
 pub const MAX_REDIRECTS: usize = 5;
 
+/// How long an idle connection is kept for reuse.
+const POOL_IDLE: Duration = Duration::from_secs(5);
+
+/// Idle connections kept per host: the per-host download limit's default.
+const POOL_IDLE_PER_HOST: usize = super::DEFAULT_PER_HOST_LIMIT;
+
 /// A downloaded body and where it finally came from.
 #[derive(Debug, Clone)]
 pub struct Downloaded {
@@ -39,13 +45,17 @@ pub struct Downloaded {
 }
 
 /// A response's cache validators, as the origin sent them: what a later conditional
-/// GET hands back (`If-None-Match`, else `If-Modified-Since`).
+/// GET hands back (`If-None-Match`, else `If-Modified-Since`) to the URL that sent them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Validators {
     /// `ETag`, verbatim (strong or weak).
     pub etag: Option<String>,
     /// `Last-Modified`, verbatim (an HTTP date).
     pub last_modified: Option<String>,
+    /// The URL (after redirects) whose response carried them; `None`: not sent at all.
+    /// They describe that resource only: sent to another hop of a redirect chain that
+    /// changed since, a 304 from it would pass a different image off as unchanged.
+    pub url: Option<String>,
 }
 
 impl Validators {
@@ -58,15 +68,22 @@ impl Validators {
                 .filter(|v| !v.is_empty())
                 .map(str::to_owned)
         };
+        let etag = header(ETAG);
+        let last_modified = header(LAST_MODIFIED);
         Self {
-            etag: header(ETAG),
-            last_modified: header(LAST_MODIFIED),
+            url: (etag.is_some() || last_modified.is_some()).then(|| resp.url().to_string()),
+            etag,
+            last_modified,
         }
     }
 
-    /// The one conditional header to send: `If-None-Match` when there is an ETag (it
-    /// takes precedence at the origin anyway), else `If-Modified-Since`.
-    fn header(&self) -> Option<(HeaderName, HeaderValue)> {
+    /// The one conditional header to send to `url`: none unless it is the URL that
+    /// sent the validators; then `If-None-Match` when there is an ETag (it takes
+    /// precedence at the origin anyway), else `If-Modified-Since`.
+    fn header_for(&self, url: &Url) -> Option<(HeaderName, HeaderValue)> {
+        if self.url.as_deref() != Some(url.as_str()) {
+            return None;
+        }
         if let Some(v) = self
             .etag
             .as_deref()
@@ -143,6 +160,12 @@ impl Fetcher {
             .no_proxy()
             .referer(false)
             .connect_timeout(config.connect_timeout)
+            // reqwest keeps every idle connection for 90 s, with no bound: a CSV of
+            // thousands of distinct hosts would hold a socket open for each, up to
+            // the process' file limit. Connections to a catalogue's few image hosts
+            // are reused within seconds; the rest go soon.
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
             .user_agent(config.user_agent.clone())
             .build()
             .map_err(|e| FetchError::Setup(e.to_string()))?;
@@ -184,7 +207,8 @@ impl Fetcher {
     }
 
     /// As [`Self::download`], sending `validators` (when there are any) as
-    /// `If-None-Match`, else `If-Modified-Since`, on every hop. Redirects, address
+    /// `If-None-Match`, else `If-Modified-Since`, to the hop whose URL sent them
+    /// ([`Validators::url`]), and to no other. Redirects, address
     /// checks, limits and timeouts are exactly those of a plain download. A `304` to a
     /// request that carried no validator is [`FetchError::UnexpectedNotModified`]
     /// (transient: a confused cache in front of the origin).
@@ -249,7 +273,7 @@ impl Fetcher {
     async fn get_once(&self, url: &Url, validators: &Validators) -> Result<Hop, FetchError> {
         let inner = &self.inner;
         let timeout = inner.config.timeout;
-        let conditional = validators.header();
+        let conditional = validators.header_for(url);
         let mut req = inner.client.get(url.clone());
         if let Some((name, value)) = &conditional {
             req = req.header(name, value);

@@ -297,13 +297,35 @@ async fn statuses_map_to_transient_or_permanent() {
     assert!(e.is_transient());
 }
 
+/// Validators go to the URL that sent them and to no other hop: a 304 from anywhere
+/// else (a redirect that now leads to another image, a redirector answering for its
+/// own resource) would pass a different image off as unchanged.
 #[tokio::test]
-async fn conditional_get_sends_one_validator_through_redirects() {
+async fn conditional_get_sends_one_validator_to_the_url_that_gave_it() {
     let server = serve("127.0.0.1", |s, head| async move {
         let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
         let lower = head.to_ascii_lowercase();
-        if path == "/moved" {
-            return reply(s, "301 Moved Permanently", "Location: /photo\r\n", b"").await;
+        let conditional = lower.contains("if-none-match") || lower.contains("if-modified-since");
+        match path.as_str() {
+            // A redirector that would answer 304 for its own resource.
+            "/moved" | "/moved-elsewhere" if conditional => {
+                return reply(s, "304 Not Modified", "", b"").await;
+            }
+            "/moved" => {
+                return reply(s, "301 Moved Permanently", "Location: /photo\r\n", b"").await;
+            }
+            "/moved-elsewhere" => {
+                return reply(s, "302 Found", "Location: /placeholder\r\n", b"").await;
+            }
+            // An old placeholder: any date after 2019 is "not modified" for it.
+            "/placeholder" if lower.contains("if-modified-since") => {
+                return reply(s, "304 Not Modified", "", b"").await;
+            }
+            "/placeholder" => {
+                let h = "Last-Modified: Tue, 01 Jan 2019 10:00:00 GMT\r\n";
+                return reply(s, "200 OK", h, b"placeholder").await;
+            }
+            _ => {}
         }
         if lower.contains("if-none-match: \"v1\"") && !lower.contains("if-modified-since") {
             return reply(s, "304 Not Modified", "ETag: \"v1\"\r\n", b"").await;
@@ -317,10 +339,12 @@ async fn conditional_get_sends_one_validator_through_redirects() {
     .await;
     let f = fetcher("127.0.0.0/8");
     let url = server.url("/moved");
+    let photo = Some(server.url("/photo"));
 
     let etag = Validators {
         etag: Some("\"v1\"".into()),
         last_modified: Some("Tue, 01 Dec 2026 10:00:00 GMT".into()),
+        url: photo.clone(),
     };
     match f.download_conditional(&url, &etag).await.expect("304") {
         Conditional::NotModified { final_url } => assert_eq!(final_url, server.url("/photo")),
@@ -329,6 +353,7 @@ async fn conditional_get_sends_one_validator_through_redirects() {
     let date = Validators {
         etag: None,
         last_modified: Some("Tue, 01 Dec 2026 10:00:00 GMT".into()),
+        url: photo.clone(),
     };
     assert!(matches!(
         f.download_conditional(&url, &date).await.expect("304"),
@@ -337,6 +362,7 @@ async fn conditional_get_sends_one_validator_through_redirects() {
     let stale = Validators {
         etag: Some("\"v0\"".into()),
         last_modified: None,
+        url: photo.clone(),
     };
     let Conditional::Modified(got) = f.download_conditional(&url, &stale).await.expect("200")
     else {
@@ -348,6 +374,26 @@ async fn conditional_get_sends_one_validator_through_redirects() {
         got.validators.last_modified.as_deref(),
         Some("Wed, 02 Dec 2026 10:00:00 GMT")
     );
+    assert_eq!(got.validators.url, photo, "the hop that sent them");
+
+    // The product's URL now redirects to a placeholder: the day-old date is not sent
+    // there, so the placeholder comes in full instead of a 304.
+    let elsewhere = server.url("/moved-elsewhere");
+    let Conditional::Modified(got) = f
+        .download_conditional(&elsewhere, &date)
+        .await
+        .expect("200")
+    else {
+        panic!("the placeholder passed off as the earlier photo");
+    };
+    assert_eq!(&got.bytes[..], b"placeholder");
+    assert_eq!(got.validators.url, Some(server.url("/placeholder")));
+    // Validators of no known URL (a record from before it was kept) are not sent.
+    let unplaced = Validators { url: None, ..date };
+    assert!(matches!(
+        f.download_conditional(&url, &unplaced).await.expect("200"),
+        Conditional::Modified(_)
+    ));
     // No validators: a plain GET.
     let plain = f.download(&url).await.expect("200");
     assert_eq!(&plain.bytes[..], b"new bytes");

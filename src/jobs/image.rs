@@ -196,6 +196,7 @@ async fn process(
         .map(|p| Validators {
             etag: p.etag.clone(),
             last_modified: p.last_modified.clone(),
+            url: p.validated_url.clone(),
         })
         .unwrap_or_default();
     let fetched = ctx
@@ -210,6 +211,7 @@ async fn process(
                 settings: image.settings.clone(),
                 etag: prior.etag.clone(),
                 last_modified: prior.last_modified.clone(),
+                validated_url: prior.validated_url.clone(),
                 content_hash: prior.content_hash.clone(),
             };
             if let Some(outcome) = reuse(job, ctx, prior, targets, facts).await? {
@@ -241,6 +243,7 @@ async fn process(
         settings: image.settings.clone(),
         etag: downloaded.validators.etag,
         last_modified: downloaded.validators.last_modified,
+        validated_url: downloaded.validators.url,
         content_hash,
     };
     if image.reuse

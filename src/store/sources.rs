@@ -15,6 +15,9 @@ pub struct Source {
     pub etag: Option<String>,
     /// The origin's `Last-Modified`, as sent.
     pub last_modified: Option<String>,
+    /// The URL after redirects that sent the validators: the only one they are sent
+    /// back to. `None` for records made before it was kept.
+    pub validated_url: Option<String>,
     /// SHA-256 (hex) of the bytes downloaded.
     pub content_hash: String,
     /// Bytes downloaded.
@@ -45,6 +48,8 @@ pub struct SourceFacts {
     pub etag: Option<String>,
     /// The origin's `Last-Modified`.
     pub last_modified: Option<String>,
+    /// The URL after redirects that sent the validators.
+    pub validated_url: Option<String>,
     /// SHA-256 (hex) of the bytes.
     pub content_hash: String,
 }
@@ -53,6 +58,7 @@ pub struct SourceFacts {
 struct SourceRow {
     etag: Option<String>,
     last_modified: Option<String>,
+    validated_url: Option<String>,
     content_hash: String,
     input_bytes: i64,
     output_key: String,
@@ -64,17 +70,19 @@ struct SourceRow {
 }
 
 /// The record an image job looks up first (served by the primary key).
-pub(super) const SOURCE_SQL: &str = "select etag, last_modified, content_hash, input_bytes,
+pub(super) const SOURCE_SQL: &str =
+    "select etag, last_modified, validated_url, content_hash, input_bytes,
         output_key, output_bytes, width, height, report, request_id
    from sources where url = $1 and settings = $2";
 
 /// Inserts or replaces the record of one URL and settings (served by the primary key).
 pub(super) const RECORD_SOURCE_SQL: &str = "insert into sources (url, settings, etag,
         last_modified, content_hash, input_bytes, output_key, output_bytes, width, height,
-        report, request_id, updated_at)
- values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+        report, request_id, updated_at, validated_url)
+ values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
  on conflict (url, settings) do update set etag = excluded.etag,
-        last_modified = excluded.last_modified, content_hash = excluded.content_hash,
+        last_modified = excluded.last_modified, validated_url = excluded.validated_url,
+        content_hash = excluded.content_hash,
         input_bytes = excluded.input_bytes, output_key = excluded.output_key,
         output_bytes = excluded.output_bytes, width = excluded.width,
         height = excluded.height, report = excluded.report,
@@ -106,6 +114,7 @@ impl Db {
             Ok(Source {
                 etag: r.etag,
                 last_modified: r.last_modified,
+                validated_url: r.validated_url,
                 content_hash: r.content_hash,
                 input_bytes: r.input_bytes,
                 output_key: r.output_key,
@@ -142,6 +151,7 @@ impl Db {
                 .bind(out.report.to_string())
                 .bind(out.request_id.to_string())
                 .bind(Utc::now())
+                .bind(&facts.validated_url)
                 .execute(&mut *c)
                 .await?;
         });

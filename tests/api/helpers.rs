@@ -75,7 +75,8 @@ async fn serve(ep: impl Endpoint + 'static) -> SocketAddr {
 /// - `/lastmod/<anything>/<name>`: the same with only a `Last-Modified` derived from
 ///   the bytes; `304` to a matching `If-Modified-Since`;
 /// - `/bare304/<n>/<anything>/<photo>`: `304` to the first `n` requests of that path,
-///   whatever they sent, then the photo with no validators.
+///   whatever they sent, then the photo with no validators;
+/// - `/redirect/<name>`: `302` to the path put under `name` with [`ImageServer::put`].
 ///
 /// Every request waits `latency` first. Requests carrying `If-None-Match` or
 /// `If-Modified-Since` are counted as conditional, the others as plain, and every
@@ -206,6 +207,13 @@ async fn image_handler(req: &Request, state: Data<&Arc<ImageState>>) -> Response
                 serve_photo()
             }
         }
+        Some("redirect") => match state.blobs.lock().unwrap().get(file) {
+            Some(to) => Response::builder()
+                .status(StatusCode::FOUND)
+                .header("location", String::from_utf8_lossy(to).into_owned())
+                .finish(),
+            None => StatusCode::NOT_FOUND.into_response(),
+        },
         Some("blob") => match state.blobs.lock().unwrap().get(file) {
             Some(bytes) => Response::builder()
                 .content_type("image/jpeg")

@@ -280,6 +280,41 @@ async fn a_304_to_a_plain_get_is_retried(backend: Backend) {
     assert_eq!(images.not_modified(), 2);
 }
 
+/// A product URL that redirects: its validators belong to the image it led to. Once it
+/// leads to another image (here one that answers 304 to any conditional GET, as an old
+/// placeholder does to a newer date), they are not sent there, and the new image is
+/// done in full instead of the earlier output being copied.
+async fn validators_stay_with_the_url_that_gave_them(backend: Backend) {
+    let images = ImageServer::start().await;
+    let Some(app) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
+    images.put("p1", b"/lastmod/a/small_picos.jpg".to_vec());
+    let csv = csv_of(1, |_| images.url("/redirect/p1"));
+    let (first, _) = run(&app, &csv, &[("reuse", "true")]).await;
+    let only = |out: HashMap<(u64, u64), Vec<u8>>| out.into_values().next().expect("an output");
+    let first_out = only(outputs(&app, &app.images(&first).await).await);
+
+    // Unchanged: a 304 from the image the validators came from, the output copied.
+    let (second, _) = run(&app, &csv, &[("reuse", "true")]).await;
+    let second_images = app.images(&second).await;
+    assert_eq!(reused(&second_images), 1, "{second_images:?}");
+    assert_eq!(images.not_modified(), 1);
+
+    let other = "/bare304/1/b/small_aitzgorri.jpg";
+    images.put("p1", other.as_bytes().to_vec());
+    let (third, _) = run(&app, &csv, &[("reuse", "true")]).await;
+    let third_images = app.images(&third).await;
+    assert_eq!(third_images[0]["reused"], false, "{}", third_images[0]);
+    // The first, plain, GET got the placeholder's 304 and was tried again.
+    assert_eq!(images.hits(other), 2);
+    assert_ne!(
+        only(outputs(&app, &third_images).await),
+        first_out,
+        "the earlier photo passed off as the new one"
+    );
+}
+
 async fn kill_nine_during_a_reuse_run(backend: Backend) {
     let n = 40usize;
     let images = ImageServer::start().await;
@@ -433,5 +468,6 @@ crate::on_both_backends!(
     reuse_false_fetches_everything_in_full,
     reuse_env_default_off,
     a_304_to_a_plain_get_is_retried,
+    validators_stay_with_the_url_that_gave_them,
     kill_nine_during_a_reuse_run,
 );

@@ -826,6 +826,7 @@ fn stored_from(url: &str, hash: &str) -> ImageOutcomeUpdate {
             settings: "q50".to_owned(),
             etag: None,
             last_modified: None,
+            validated_url: Some(url.to_owned()),
             content_hash: hash.to_owned(),
         });
     }
@@ -856,6 +857,7 @@ async fn a_batch_records_each_source_once(backend: Backend) {
     assert_eq!(a.output_key, format!("{second}/0-0.jpg"));
     let b = db.source("http://x/b", "q50").await.unwrap().expect("b");
     assert_eq!((b.request_id, b.content_hash.as_str()), (first, "b1"));
+    assert_eq!(b.validated_url.as_deref(), Some("http://x/b"));
     assert_eq!(b.output_key, format!("{first}/0-0.jpg"));
 }
 
