@@ -90,31 +90,28 @@ pub(crate) fn decode(
         });
     }
     // Gray, YCbCr and Adobe CMYK/YCCK JPEGs: libjpeg's entropy decoding and our
-    // kernels; other gray and YCbCr/RGB JPEGs: libjpeg. Other CMYK/YCCK, and anything
-    // libjpeg refuses, go on to the `image` decoder below; damaged data and spent
-    // limits do not (another decoder would only hide them).
+    // kernels; other gray and YCbCr/RGB JPEGs: libjpeg. Other CMYK/YCCK go on to the
+    // `image` decoder below once libjpeg has read every scan. A JPEG libjpeg refuses
+    // fails: the `image` crate decodes JPEGs leniently (rows it cannot decode come out
+    // gray, with no error), so it would turn a broken file (an unknown marker before
+    // cut-off data) into a stored success of made-up pixels.
     if let Some(header) = &jpeg_header {
         let cmyk = header.component_count == 4;
         match samples::decode(input, budget) {
             Ok(Some(decoded)) => return Ok(finish_libjpeg(input, header, decoded, cmyk)),
             Ok(None) => {}
+            // The general decoder below gives libjpeg's definitive answer.
             Err(e) if e.is_fatal() => {}
             Err(e) => return Err(libjpeg_error(format, e)),
         }
         if !cmyk {
-            match libjpeg::decode(input, budget, GENERAL_DECODE) {
-                Ok(decoded) => return Ok(finish_libjpeg(input, header, decoded, false)),
-                Err(e) if e.is_fatal() => {}
-                Err(e) => return Err(libjpeg_error(format, e)),
-            }
-        } else {
-            // CMYK/YCCK: libjpeg reads every scan first, for its warnings and limits.
-            match libjpeg::verify(input, budget, Depth::Coefficients) {
-                Ok(_) => {}
-                Err(e) if e.is_fatal() => {}
-                Err(e) => return Err(libjpeg_error(format, e)),
-            }
+            return libjpeg::decode(input, budget, GENERAL_DECODE)
+                .map(|decoded| finish_libjpeg(input, header, decoded, false))
+                .map_err(|e| libjpeg_error(format, e));
         }
+        // CMYK/YCCK: libjpeg reads every scan first, for its errors, warnings and limits.
+        libjpeg::verify(input, budget, Depth::Coefficients)
+            .map_err(|e| libjpeg_error(format, e))?;
     }
     // GIF: its first frame straight from the palette (the `image` decoder expands it
     // to RGBA first, a third of the time on a small GIF); anything the `gif` crate

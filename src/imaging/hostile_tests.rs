@@ -204,6 +204,44 @@ fn data_libjpeg_warns_about_fails_as_corrupt_on_every_route() {
     );
 }
 
+/// A JPEG libjpeg refuses (an unknown `JPG0` marker) over data cut in half, with an
+/// EOI glued on: the `image` crate's decoder skips the marker and fills the missing
+/// rows with gray without an error, so it must not get the file. It fails, on every
+/// route, instead of being stored as a success.
+#[test]
+fn a_jpeg_libjpeg_refuses_fails_rather_than_decoding_leniently() {
+    for name in ["photo_q85.jpg", "progressive_420.jpg", "gray.jpg"] {
+        let jpeg = fixture(name);
+        let mut marked = vec![0xFF, 0xD8, 0xFF, 0xF0, 0x00, 0x02];
+        marked.extend_from_slice(&jpeg[2..]);
+        let sos = marked
+            .windows(2)
+            .rposition(|w| w == [0xFF, 0xDA])
+            .expect("a scan");
+        let broken = cut_with_eoi(&marked, sos + (marked.len() - sos) / 2);
+        for route in [Route::Auto, Route::GeneralOnly] {
+            let result = transform_with(&broken, &options(Limits::default()), route);
+            let err = result.map(|t| t.report);
+            assert!(
+                matches!(
+                    &err,
+                    Err(ImagingError::Decode {
+                        format: Format::Jpeg,
+                        ..
+                    })
+                ),
+                "{name} {route:?}: {err:?}"
+            );
+        }
+        // The marker alone is what libjpeg refuses: the whole file fails the same way.
+        let whole = transform(&marked, &options(Limits::default())).map(|t| t.report);
+        assert!(
+            matches!(&whole, Err(ImagingError::Decode { .. })),
+            "{name}: {whole:?}"
+        );
+    }
+}
+
 /// `jpeg` with `junk` inserted before its second marker (after SOI's first segment).
 fn with_stray_bytes(jpeg: &[u8], junk: &[u8]) -> Vec<u8> {
     let app0_len = usize::from(u16::from_be_bytes([jpeg[4], jpeg[5]]));

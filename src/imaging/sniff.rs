@@ -67,7 +67,10 @@ pub fn dimensions(bytes: &[u8], format: Format) -> Result<(u32, u32), ImagingErr
             .map_err(str::to_owned),
         Format::Png => sized(imagesize::ImageType::Png),
         Format::Gif => sized(imagesize::ImageType::Gif),
-        Format::Webp => sized(imagesize::ImageType::Webp),
+        Format::Webp => sized(imagesize::ImageType::Webp).and_then(|canvas| {
+            webp_frames_within(bytes, canvas)?;
+            Ok(canvas)
+        }),
         Format::Tiff => sized(imagesize::ImageType::Tiff),
         Format::Bmp => BmpDecoder::new(Cursor::new(bytes))
             .map(|d| d.dimensions())
@@ -163,7 +166,11 @@ fn skip_sub_blocks(b: &[u8], mut pos: usize) -> usize {
 
 /// RIFF chunks after the 12-byte WebP header: (fourcc, payload).
 fn webp_chunks(b: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
-    let mut pos: usize = 12;
+    riff_chunks(b, 12)
+}
+
+/// RIFF chunks from `pos` on: (fourcc, payload).
+fn riff_chunks(b: &[u8], mut pos: usize) -> impl Iterator<Item = (&[u8], &[u8])> {
     std::iter::from_fn(move || {
         let kind = b.get(pos..pos.checked_add(4)?)?;
         let len = le_u32(b, pos.checked_add(4)?)? as usize;
@@ -172,6 +179,54 @@ fn webp_chunks(b: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
         pos = start.saturating_add(len).saturating_add(len & 1);
         Some((kind, data))
     })
+}
+
+/// Checks the size every VP8/VP8L bitstream of a WebP declares (at the top level and in
+/// each animation frame) against the canvas the pixel limit was checked on. The
+/// decoders allocate and decode a frame at its own size and compare it with the
+/// canvas only afterwards: a 1×1 canvas around a 16383×16383 frame would cost 268
+/// million pixels of work that no limit saw.
+fn webp_frames_within(b: &[u8], (width, height): (u32, u32)) -> Result<(), String> {
+    let mut sizes = Vec::new();
+    for (kind, data) in webp_chunks(b) {
+        if kind == b"ANMF" {
+            // 16 bytes of frame header (offsets, size, duration, flags), then chunks.
+            sizes.extend(riff_chunks(data, 16).filter_map(|(k, d)| webp_bitstream_size(k, d)));
+        } else {
+            sizes.extend(webp_bitstream_size(kind, data));
+        }
+    }
+    match sizes.into_iter().find(|&(w, h)| w > width || h > height) {
+        Some((w, h)) => Err(format!(
+            "a frame of {w}x{h} is larger than the {width}x{height} canvas"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The size a `VP8 ` (lossy) or `VP8L` (lossless) bitstream declares, when its header
+/// is there to read.
+fn webp_bitstream_size(kind: &[u8], data: &[u8]) -> Option<(u32, u32)> {
+    match kind {
+        b"VP8 " => {
+            // A 3-byte frame tag, the start code, then 14-bit width and height.
+            if data.get(3..6)? != [0x9d, 0x01, 0x2a] {
+                return None;
+            }
+            let w = u16::from_le_bytes(bytes_at(data, 6)?) & 0x3fff;
+            let h = u16::from_le_bytes(bytes_at(data, 8)?) & 0x3fff;
+            Some((w.into(), h.into()))
+        }
+        b"VP8L" => {
+            // The signature, then width-1 and height-1 in 14 bits each.
+            if *data.first()? != 0x2f {
+                return None;
+            }
+            let bits = u32::from_le_bytes(bytes_at(data, 1)?);
+            Some(((bits & 0x3fff) + 1, ((bits >> 14) & 0x3fff) + 1))
+        }
+        _ => None,
+    }
 }
 
 fn webp_frames(b: &[u8]) -> u32 {
@@ -232,6 +287,49 @@ mod tests {
         let mut webp = b"RIFF\0\0\0\0WEBPVP8L\x05\0\0\0\x2f".to_vec();
         webp.extend_from_slice(&bits.to_le_bytes());
         assert_eq!(dimensions(&webp, Format::Webp).ok(), Some((100, 50)));
+
+        // A 1×1 VP8X canvas around a lossy frame declaring 16383×16383, plain and
+        // as an animation frame: refused on the frame's size, before any decoder
+        // allocates for it.
+        let chunk = |kind: &[u8], body: &[u8]| {
+            let mut c = kind.to_vec();
+            c.extend_from_slice(&u32::try_from(body.len()).unwrap().to_le_bytes());
+            c.extend_from_slice(body);
+            if body.len() % 2 == 1 {
+                c.push(0);
+            }
+            c
+        };
+        let vp8x = chunk(b"VP8X", &[0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let big = chunk(
+            b"VP8 ",
+            &[0x50, 0x01, 0x00, 0x9d, 0x01, 0x2a, 0xff, 0x3f, 0xff, 0x3f],
+        );
+        let riff = |chunks: &[&[u8]]| {
+            let mut b = b"RIFF\0\0\0\0WEBP".to_vec();
+            for c in chunks {
+                b.extend_from_slice(c);
+            }
+            b
+        };
+        let mut anmf = vec![0u8; 16];
+        anmf.extend_from_slice(&big);
+        for file in [riff(&[&vp8x, &big]), riff(&[&vp8x, &chunk(b"ANMF", &anmf)])] {
+            let err = dimensions(&file, Format::Webp).unwrap_err().to_string();
+            assert!(
+                err.contains("a frame of 16383x16383 is larger than the 1x1 canvas"),
+                "{err}"
+            );
+        }
+        // A frame the canvas' size passes.
+        let fits = chunk(
+            b"VP8 ",
+            &[0x50, 0x01, 0x00, 0x9d, 0x01, 0x2a, 0x01, 0x00, 0x01, 0x00],
+        );
+        assert_eq!(
+            dimensions(&riff(&[&vp8x, &fits]), Format::Webp).ok(),
+            Some((1, 1))
+        );
 
         // A top-down BMP (negative height) and an OS/2 one (16-bit sizes).
         let mut bmp = bmp_header(40, 54);
