@@ -26,7 +26,6 @@
 use std::{borrow::Cow, collections::BTreeMap};
 
 use fast_ssim2::{PixelDescriptor, PixelSlice, Ssimulacra2Reference};
-use image::imageops::FilterType;
 
 use super::decode::Pixels;
 use super::libjpeg::{self, Budget, DecodeSettings, DecodedPixels, PixelLayout, Region};
@@ -569,13 +568,12 @@ pub(crate) fn downscale_to_fit(
         factor *= DOWNSCALE_STEP;
         let w = ((f64::from(width) * factor).round() as u32).max(1);
         let h = ((f64::from(height) * factor).round() as u32).max(1);
+        // Area averaging straight into the smaller image: a filtered resize first
+        // resamples one axis into a buffer of 16 bytes per pixel over the source's
+        // width (1.2 GB for the first step down from 10000×10000).
         let small = match pixels {
-            Pixels::Rgb(img) => {
-                Pixels::Rgb(image::imageops::resize(img, w, h, FilterType::Triangle))
-            }
-            Pixels::Gray(img) => {
-                Pixels::Gray(image::imageops::resize(img, w, h, FilterType::Triangle))
-            }
+            Pixels::Rgb(img) => Pixels::Rgb(image::imageops::thumbnail(img, w, h)),
+            Pixels::Gray(img) => Pixels::Gray(image::imageops::thumbnail(img, w, h)),
         };
         let bytes = encode::encode(&small, quality, budget)?;
         tries += 1;
