@@ -229,7 +229,7 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
 
     /// How long the queue keeps a job that finished (its row and payload) before the
-    /// workers delete it; at least an hour, `0` keeps them. Requests, images and
+    /// workers delete it; at least an hour and at most 30 days, `0` keeps them. Requests, images and
     /// webhook logs are not jobs: they are kept.
     #[arg(long, env = "JOB_RETENTION", default_value = "7d", value_parser = parse_retention)]
     pub job_retention: Duration,

@@ -433,7 +433,7 @@ fn check_row(
     let extras: Vec<&str> = record.iter().skip(columns).collect();
     let (fields, header_columns) = (written, header.written);
     if record.len() < columns {
-        let hint = if record.iter().any(|f| f.contains('\n')) {
+        let hint = if record.iter().any(|f| f.contains(['\n', '\r'])) {
             "; a cell spans several lines, check for an unmatched double quote"
         } else {
             ""

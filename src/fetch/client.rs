@@ -28,9 +28,6 @@ pub const MAX_REDIRECTS: usize = 5;
 /// How long an idle connection is kept for reuse.
 const POOL_IDLE: Duration = Duration::from_secs(5);
 
-/// Idle connections kept per host: the per-host download limit's default.
-const POOL_IDLE_PER_HOST: usize = super::DEFAULT_PER_HOST_LIMIT;
-
 /// A downloaded body and where it finally came from.
 #[derive(Debug, Clone)]
 pub struct Downloaded {
@@ -163,9 +160,10 @@ impl Fetcher {
             // reqwest keeps every idle connection for 90 s, with no bound: a CSV of
             // thousands of distinct hosts would hold a socket open for each, up to
             // the process' file limit. Connections to a catalogue's few image hosts
-            // are reused within seconds; the rest go soon.
+            // are reused within seconds (as many as may be open to one at once); the
+            // rest go soon.
             .pool_idle_timeout(POOL_IDLE)
-            .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
+            .pool_max_idle_per_host(config.per_host_limit)
             .user_agent(config.user_agent.clone())
             .build()
             .map_err(|e| FetchError::Setup(e.to_string()))?;

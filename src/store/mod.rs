@@ -17,7 +17,7 @@ pub use blob::{
 };
 pub use db::{Backend, Db, Pool, Tx};
 pub(crate) use db::{with_pool, with_tx};
-pub use maintenance::{DEAD_ROWS, PURGE_BATCH, Vacuumed};
+pub use maintenance::{DEAD_ROWS, PURGE_BATCH, PURGE_POSTGRES_SQL, PURGE_SQLITE_SQL, Vacuumed};
 pub use queue::{NewJob, QueueDepth};
 pub use requests::{
     BIG_REQUEST_IMAGES, FinishedBatch, HOT_QUERIES, ImageFinish, ImageOutcomeUpdate, ImageRecord,
