@@ -174,6 +174,8 @@ pub struct ParsedCsv {
     /// Index of the `Input Image Urls` column in `header` and in each row's
     /// `cells`.
     pub urls_column: usize,
+    /// Whether the upload began with a UTF-8 byte order mark: the output repeats it.
+    pub bom: bool,
     /// The product rows, in input order; never empty.
     pub rows: Vec<ProductRow>,
 }

@@ -179,6 +179,7 @@ pub fn parse(input: &[u8], limits: &CsvLimits) -> Result<ParsedCsv, Vec<CsvProbl
         Err(e) => return Err(vec![not_utf8(input, e.valid_up_to())]),
     };
     // Excel's "CSV UTF-8" starts with a BOM; it is not part of the header.
+    let bom = text.starts_with('\u{feff}');
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
 
     let mut reader = ReaderBuilder::new()
@@ -288,6 +289,7 @@ pub fn parse(input: &[u8], limits: &CsvLimits) -> Result<ParsedCsv, Vec<CsvProbl
     Ok(ParsedCsv {
         header: header.names,
         urls_column: header.urls,
+        bom,
         rows,
     })
 }

@@ -64,7 +64,7 @@ pub fn write_output<'a>(
     rows: impl IntoIterator<Item = OutputRow<'a>>,
     with_errors: bool,
 ) -> Result<Vec<u8>, CsvError> {
-    let mut writer = OutputWriter::new(header, with_errors)?;
+    let mut writer = OutputWriter::new(header, with_errors, false)?;
     for row in rows {
         writer.write_row(&row)?;
     }
@@ -93,9 +93,12 @@ impl std::fmt::Debug for OutputWriter {
 }
 
 impl OutputWriter {
-    /// Starts the CSV with its header line (see [`write_output`] for the columns).
-    pub fn new(header: &[String], with_errors: bool) -> Result<Self, CsvError> {
-        let mut writer = csv_writer();
+    /// Starts the CSV with its header line (see [`write_output`] for the columns),
+    /// after a UTF-8 byte order mark when `bom` (the upload had one: a spreadsheet
+    /// that wrote "CSV UTF-8" reads a file without one in its legacy code page).
+    pub fn new(header: &[String], with_errors: bool, bom: bool) -> Result<Self, CsvError> {
+        let start = if bom { "\u{feff}".as_bytes() } else { b"" };
+        let mut writer = csv_writer(start.to_vec());
         for name in header {
             writer.write_field(sanitize_cell(name).as_bytes())?;
         }
@@ -157,7 +160,7 @@ impl OutputWriter {
     pub fn take(&mut self) -> Result<Vec<u8>, CsvError> {
         // The csv writer lends no `&mut` to its buffer: hand it over and start a new
         // one (it keeps no state between records that shows in the bytes).
-        std::mem::replace(&mut self.writer, csv_writer())
+        std::mem::replace(&mut self.writer, csv_writer(Vec::new()))
             .into_inner()
             .map_err(|e| CsvError::Flush(e.into_error()))
     }
@@ -170,11 +173,12 @@ impl OutputWriter {
     }
 }
 
-/// The output's csv writer: `\n` line ends, quoting only where needed.
-fn csv_writer() -> ::csv::Writer<Vec<u8>> {
+/// The output's csv writer, appending to `start`: `\n` line ends, quoting only where
+/// needed.
+fn csv_writer(start: Vec<u8>) -> ::csv::Writer<Vec<u8>> {
     WriterBuilder::new()
         .terminator(Terminator::Any(b'\n'))
-        .from_writer(Vec::new())
+        .from_writer(start)
 }
 
 /// The spreadsheet-formula guard, exposed for reuse: a cell whose first
@@ -293,7 +297,7 @@ mod tests {
         };
         for with_errors in [false, true] {
             let whole = write_output(&head, as_rows(), with_errors).unwrap();
-            let mut writer = OutputWriter::new(&head, with_errors).unwrap();
+            let mut writer = OutputWriter::new(&head, with_errors, false).unwrap();
             let mut parts = Vec::new();
             for (i, row) in as_rows().enumerate() {
                 writer.write_row(&row).unwrap();
@@ -302,7 +306,16 @@ mod tests {
                 }
             }
             parts.extend(writer.finish().unwrap());
-            assert_eq!(text(parts), text(whole));
+            assert_eq!(text(parts), text(whole.clone()));
+            // With a byte order mark: the same bytes after it, however they are taken.
+            let mut writer = OutputWriter::new(&head, with_errors, true).unwrap();
+            let mut parts = writer.take().unwrap();
+            for row in as_rows() {
+                writer.write_row(&row).unwrap();
+            }
+            parts.extend(writer.finish().unwrap());
+            assert_eq!(parts[..3], [0xEF, 0xBB, 0xBF]);
+            assert_eq!(text(parts[3..].to_vec()), text(whole));
         }
     }
 

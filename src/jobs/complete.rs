@@ -11,7 +11,7 @@ use super::{HandlerResult, JobContext, TryError, infra_error};
 use crate::{
     csv::{CsvError, ImageOutcome, OutputRow, OutputWriter},
     domain::ImageState,
-    lifecycle::CompleteJob,
+    lifecycle::{CompleteJob, RunToComplete},
     store::{BlobError, BlobKey, BlobUpload, ImageSlot, StoreError},
     telemetry::metrics::{self, JobKind, JobTimer},
 };
@@ -45,7 +45,7 @@ async fn run(job: &CompleteJob, ctx: &JobContext) -> Result<&'static str, StoreE
         return Ok("skipped");
     };
     let key = BlobKey::output_csv(job.request_id, job.run);
-    let csv_len = match write_csv(ctx, job, &due.request.header, due.with_errors(), &key).await {
+    let csv_len = match write_csv(ctx, job, &due, &key).await {
         Ok(len) => len,
         Err(CsvFailure::Store(e)) => return Err(e),
         Err(CsvFailure::Superseded) => {
@@ -102,11 +102,12 @@ enum CsvFailure {
 async fn write_csv(
     ctx: &JobContext,
     job: &CompleteJob,
-    header: &[String],
-    with_errors: bool,
+    due: &RunToComplete,
     key: &BlobKey,
 ) -> Result<u64, CsvFailure> {
-    let csv = OutputWriter::new(header, with_errors).map_err(corrupt_csv)?;
+    let request = &due.request;
+    let csv =
+        OutputWriter::new(&request.header, due.with_errors(), request.bom).map_err(corrupt_csv)?;
     let mut upload = ctx.blobs.put_parts(key).await.map_err(blob_failure)?;
     let still_due = match write_rows(ctx, job, csv, &mut upload).await {
         Ok(()) => ctx

@@ -66,6 +66,7 @@ impl Lifecycle {
             urls_column: parsed.urls_column,
             input_key: input_key.as_str().to_owned(),
             reuse,
+            bom: parsed.bom,
         };
         let products: Vec<NewProduct<'_>> = parsed
             .rows

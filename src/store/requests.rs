@@ -43,6 +43,8 @@ pub struct NewRequest {
     pub input_key: String,
     /// Whether unchanged images of earlier requests may be reused (the upload's `reuse`).
     pub reuse: bool,
+    /// Whether the upload began with a byte order mark (the output CSV repeats it).
+    pub bom: bool,
 }
 
 /// One row about to be stored.
@@ -102,6 +104,8 @@ pub struct RequestRecord {
     pub reuse: bool,
     /// Images whose output was copied from an earlier request's.
     pub reused: i64,
+    /// Whether the upload began with a byte order mark (the output CSV repeats it).
+    pub bom: bool,
     /// When it was accepted.
     pub created_at: DateTime<Utc>,
     /// When its first image started.
@@ -278,6 +282,7 @@ struct RequestRow {
     run: i64,
     reuse: bool,
     reused: i64,
+    bom: bool,
     created_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
@@ -302,6 +307,7 @@ impl TryFrom<RequestRow> for RequestRecord {
             run: r.run,
             reuse: r.reuse,
             reused: r.reused,
+            bom: r.bom,
             created_at: r.created_at,
             started_at: r.started_at,
             finished_at: r.finished_at,
@@ -453,8 +459,9 @@ impl Db {
         with_tx!(tx, c => {
             sqlx::query(
                 "insert into requests (id, status, quality, webhook_url, header, urls_column,
-                                       input_key, total, remaining, created_at, reuse, max_bytes)
-                 values ($1, 'Pending', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                                       input_key, total, remaining, created_at, reuse, max_bytes,
+                                       bom)
+                 values ($1, 'Pending', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .bind(&id)
             .bind(req.quality.to_string())
@@ -468,6 +475,7 @@ impl Db {
             .bind(req.reuse)
             // At most 1 GB: the cast cannot truncate.
             .bind(req.max_bytes.map(|m| m.get() as i64))
+            .bind(req.bom)
             .execute(&mut *c)
             .await?;
             for chunk in products.chunks(INSERT_CHUNK) {

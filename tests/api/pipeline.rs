@@ -258,6 +258,33 @@ async fn formula_cells_come_back_prefixed(backend: Backend) {
     assert_eq!(rows[1][1], "'=HYPERLINK(\"http://evil\")");
 }
 
+/// An upload saved as Excel's "CSV UTF-8" (with a byte order mark) comes back with one,
+/// so Excel reads `Café` as it wrote it; one without comes back without.
+async fn a_byte_order_mark_comes_back_as_uploaded(backend: Backend) {
+    let images = ImageServer::start().await;
+    let Some(app) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
+    let body = format!(
+        "Serial Number,Product Name,Input Image Urls\n1,Café,{}\n",
+        images.url("/img/a/small_picos.jpg")
+    );
+    for bom in [true, false] {
+        let csv = if bom {
+            format!("\u{feff}{body}")
+        } else {
+            body.clone()
+        };
+        let id = app.accepted(csv.as_bytes(), &[]).await;
+        let status = app.wait_final(&id, Duration::from_secs(60)).await;
+        let (_, _, out) = app.get_bytes(status["output_csv"].as_str().unwrap()).await;
+        let text = String::from_utf8(out).expect("UTF-8");
+        assert_eq!(text.starts_with("\u{feff}Serial Number,"), bom, "{text}");
+        assert_eq!(text.starts_with("Serial Number,"), !bom, "{text}");
+        assert!(text.contains("\n1,Café,"), "{text}");
+    }
+}
+
 async fn killed_mid_request_completes_after_restart_with_one_event(backend: Backend) {
     let images = ImageServer::start().await;
     images.set_latency(Duration::from_millis(300));
@@ -393,6 +420,7 @@ crate::on_both_backends!(
     flaky_image_succeeds_on_the_third_try,
     exhausted_retries_fail_the_image_and_the_request,
     formula_cells_come_back_prefixed,
+    a_byte_order_mark_comes_back_as_uploaded,
     killed_mid_request_completes_after_restart_with_one_event,
     big_output_csv_is_byte_correct,
 );

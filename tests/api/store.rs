@@ -27,6 +27,7 @@ async fn insert(db: &Db, rows: &[&[&str]]) -> RequestId {
         urls_column: 2,
         input_key: format!("inputs/{id}.csv"),
         reuse: false,
+        bom: false,
     };
     let cells: Vec<Vec<String>> = rows
         .iter()
