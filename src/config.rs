@@ -1040,6 +1040,56 @@ mod tests {
         }
     }
 
+    /// SPEC §1's options, each the env var of a `serve` flag, with SPEC's default where
+    /// it gives one (`WORKER_CONCURRENCY`'s is a README decision, checked elsewhere).
+    #[test]
+    fn every_spec_option_is_an_env_var_with_its_default() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").expect("serve");
+        let default_of = |env: &str| {
+            let arg = serve
+                .get_arguments()
+                .find(|a| a.get_env().is_some_and(|e| e == env))
+                .unwrap_or_else(|| panic!("{env} is no env var of `serve`"));
+            assert!(arg.get_long().is_some(), "{env} has no flag");
+            arg.get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        for (env, default) in [
+            ("DATABASE_URL", "sqlite://pixbatch.db"),
+            ("BIND", "127.0.0.1:8080"),
+            ("BOARD_BIND", "127.0.0.1:8081"),
+            ("STORAGE_URL", "file://uploads"),
+            ("JPEG_QUALITY", "50"),
+            ("MAX_CSV_BYTES", "20971520"),
+            ("MAX_ROWS", "100000"),
+            ("MAX_URLS_PER_ROW", "50"),
+            ("MAX_IMAGE_BYTES", "31457280"),
+            ("MAX_IMAGE_PIXELS", "100000000"),
+            ("FETCH_TIMEOUT", "30s"),
+            ("FETCH_ATTEMPTS", "5"),
+            ("WEBHOOK_RETRY_SCHEDULE", "5s,5m,30m,2h,5h,10h,10h"),
+            ("LOG_FORMAT", "pretty"),
+            ("RUST_LOG", "info"),
+        ] {
+            assert_eq!(default_of(env), default, "{env}");
+        }
+        for env in [
+            "PUBLIC_BASE_URL",
+            "WORKER_CONCURRENCY",
+            "ALLOW_PRIVATE_NETWORKS",
+            "WEBHOOK_URL",
+            "WEBHOOK_SECRET",
+            "API_TOKEN",
+        ] {
+            default_of(env);
+        }
+    }
+
     #[test]
     fn flags_and_env_names_exist() {
         let cli = Cli::try_parse_from([

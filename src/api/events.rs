@@ -69,8 +69,9 @@ impl EventsApi {
     /// Live progress of a request
     ///
     /// Server-Sent Events: a `progress` event (`{total, succeeded, failed, pending,
-    /// cancelled, reused, status}`) at once and whenever an image finishes, then a
-    /// `status` event with the final status, then the stream ends. 404 for an unknown
+    /// cancelled, reused, status}`) at once and whenever images have finished (the
+    /// request is looked at every 250 ms: images that finish within one look share
+    /// an event), then a `status` event with the final status, then the stream ends. 404 for an unknown
     /// request; 503 when the server holds `MAX_EVENT_STREAMS` streams already.
     #[oai(path = "/requests/:request_id/events", method = "get")]
     async fn events(&self, request_id: Path<String>) -> Result<EventsResponse, ProblemResponse> {

@@ -28,7 +28,13 @@ pub(super) async fn handle(
     ctx: Data<Arc<JobContext>>,
     attempt: Attempt,
 ) -> HandlerResult {
-    let span = tracing::info_span!("deliver", event_id = %job.event_id, attempt = job.attempt);
+    // The request is known once the event is read (see `run`).
+    let span = tracing::info_span!(
+        "deliver",
+        event_id = %job.event_id,
+        attempt = job.attempt,
+        request_id = tracing::field::Empty
+    );
     let timer = JobTimer::start(JobKind::Deliver);
     match run(&job, &ctx).instrument(span).await {
         Ok(outcome) => {
@@ -48,6 +54,7 @@ async fn run(job: &DeliverJob, ctx: &JobContext) -> Result<&'static str, StoreEr
     let Some(event) = ctx.db.event(&job.event_id).await? else {
         return Ok("skipped");
     };
+    tracing::Span::current().record("request_id", tracing::field::display(&event.request_id));
     if event.state != EventState::Pending || event.attempts != job.attempt {
         tracing::debug!(state = %event.state, attempts = event.attempts, "stale delivery job");
         return Ok("skipped");

@@ -503,6 +503,39 @@ async fn event_streams_end_when_the_process_stops() {
     assert!(!kinds.iter().any(|k| k == "status"), "{kinds:?}");
 }
 
+/// `pixbatch migrate` applies every migration (ours and the queue's) and exits; a
+/// second run finds nothing to do.
+#[tokio::test]
+async fn migrate_applies_every_migration_and_exits() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ours = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+        .expect("migrations")
+        .count() as i64;
+    for _ in 0..2 {
+        let out = run_to_exit(dir.path(), "migrate", &[]).await;
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}/p.db", dir.path().display()))
+        .await
+        .expect("the database migrate made");
+    let applied: i64 =
+        sqlx::query_scalar("select count(*) from _pixbatch_migrations where success")
+            .fetch_one(&db)
+            .await
+            .expect("our migrations");
+    assert_eq!(applied, ours);
+    for table in [
+        "requests", "images", "products", "sources", "Jobs", "Workers",
+    ] {
+        let found: i64 = sqlx::query_scalar("select count(*) from sqlite_master where name = $1")
+            .bind(table)
+            .fetch_one(&db)
+            .await
+            .expect("schema");
+        assert_eq!(found, 1, "{table} missing");
+    }
+}
+
 /// A process whose URLs would name "every address" (`BIND=0.0.0.0`, no
 /// `PUBLIC_BASE_URL`) stops at start with a message saying what to set, instead of
 /// writing `http://0.0.0.0:…` into output CSVs that keep them for ever: the API

@@ -176,3 +176,37 @@ async fn the_same_url_twice_is_downloaded_once() {
     assert_eq!((code, ct.as_str()), (200, "image/jpeg"));
     assert!(!bytes.is_empty());
 }
+
+/// Proxy variables in the environment are not followed (SPEC §7): downloads and
+/// webhooks go straight to their address, where the guard checked it, never through
+/// a proxy that would reach whatever it is asked for. The proxy here is a canary.
+#[tokio::test]
+async fn proxy_variables_are_ignored() {
+    let (port, seen) = canary("127.0.0.1").await;
+    let proxy = format!("http://127.0.0.1:{port}");
+    let images = crate::helpers::ImageServer::start().await;
+    let hook = crate::helpers::WebhookReceiver::start(vec![]).await;
+    let app = TestServer::start(&[
+        ("HTTP_PROXY", proxy.as_str()),
+        ("http_proxy", proxy.as_str()),
+        ("HTTPS_PROXY", proxy.as_str()),
+        ("ALL_PROXY", proxy.as_str()),
+        ("all_proxy", proxy.as_str()),
+    ])
+    .await;
+    let csv = format!(
+        "Serial Number,Product Name,Input Image Urls\n1,A,{}\n",
+        images.url("/img/a/small_picos.jpg")
+    );
+    let id = app
+        .accepted(csv.as_bytes(), &[("webhook_url", &hook.url)])
+        .await;
+    let status = app.wait_final(&id, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "Completed", "{status}");
+    hook.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        0,
+        "a request went through the proxy"
+    );
+}

@@ -124,6 +124,32 @@ async fn invalid_csvs_list_every_problem_and_store_nothing() {
         .await;
     assert_eq!(code, 422);
 
+    // 1,500 bad rows and more rows than allowed: the first 100 problems are listed,
+    // the ones about the whole file first, and the count says checking stopped.
+    let mut many = String::from("Serial Number,Product Name,Input Image Urls\n");
+    for i in 0..1500 {
+        many.push_str(&format!("{i},,https://example.com/{i}.jpg\n"));
+    }
+    let capped = TestServer::start(&[("MAX_ROWS", "500")]).await;
+    let (code, body) = capped.upload(many.as_bytes(), &[]).await;
+    assert_eq!(code, 422, "{body}");
+    let listed = problems(&body);
+    assert_eq!(listed.len(), 100, "{body}");
+    assert!(
+        listed[0].1.starts_with("- too many product rows"),
+        "{listed:?}"
+    );
+    assert!(
+        listed[1].1.starts_with("- more than 1000 problems"),
+        "{listed:?}"
+    );
+    assert_eq!(listed[2].0, 2);
+    assert_eq!(
+        body["detail"],
+        "the CSV has more than 1000 problems; the first 100 are listed"
+    );
+    assert!(files_under(&capped.uploads()).is_empty());
+
     // Nothing was stored by any of them.
     assert!(files_under(&app.uploads()).is_empty());
 }

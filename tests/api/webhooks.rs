@@ -235,6 +235,42 @@ async fn rotation_signs_with_every_secret_and_redeliver_keeps_the_id(backend: Ba
     assert_eq!(log["attempts"].as_array().unwrap().len(), 2);
 }
 
+/// `WEBHOOK_URL` gets the event of a request that names no webhook, signed as any
+/// other; a request that names its own is reported there instead, and only there.
+async fn webhook_url_is_the_default_target(backend: Backend) {
+    let images = ImageServer::start().await;
+    let default = WebhookReceiver::start(vec![]).await;
+    let own = WebhookReceiver::start(vec![]).await;
+    let Some(app) = TestServer::start_on(backend, &[("WEBHOOK_URL", default.url.as_str())]).await
+    else {
+        return;
+    };
+    let csv = format!(
+        "Serial Number,Product Name,Input Image Urls\n1,SKU1,{}\n",
+        images.url("/img/a/small_lamp_portrait.jpg")
+    );
+    let id = app.accepted(csv.as_bytes(), &[]).await;
+    app.wait_final(&id, Duration::from_secs(60)).await;
+    let got = default.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].json()["request_id"], id.as_str());
+    assert_eq!(got[0].json()["status"], "Completed");
+    assert!(verify(
+        crate::helpers::SECRET,
+        &got[0].headers,
+        &got[0].body
+    ));
+
+    let mine = run_one(&app, &images, &own.url).await;
+    let got = own.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].json()["request_id"], mine.as_str());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        default.received().len(),
+        1,
+        "the default got another's event"
+    );
+}
+
 async fn unsigned_without_a_secret(backend: Backend) {
     let images = ImageServer::start().await;
     let hook = WebhookReceiver::start(vec![]).await;
@@ -344,6 +380,7 @@ async fn redelivery_waits_for_the_run_to_finish(backend: Backend) {
 }
 
 crate::on_both_backends!(
+    webhook_url_is_the_default_target,
     a_retry_supersedes_the_previous_runs_undelivered_event,
     redelivery_waits_for_the_run_to_finish,
     retried_until_delivered_with_one_id_and_a_full_log,
