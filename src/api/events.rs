@@ -55,8 +55,9 @@ impl ProgressEvent {
 /// Answers of the events endpoint.
 #[derive(ApiResponse)]
 pub enum EventsResponse {
-    /// `event: progress` with the counts after each image; `event: status` once the
-    /// request is final, after which the stream ends. `:` comment lines keep it alive.
+    /// `event: progress` with the counts whenever images have finished (those within
+    /// one 250 ms look share an event); `event: status` once the request is final,
+    /// after which the stream ends. `:` comment lines keep it alive.
     #[oai(status = 200)]
     Ok(EventStream<BoxStream<'static, ProgressEvent>>),
 }

@@ -241,8 +241,11 @@ async fn webhook_url_is_the_default_target(backend: Backend) {
     let images = ImageServer::start().await;
     let default = WebhookReceiver::start(vec![]).await;
     let own = WebhookReceiver::start(vec![]).await;
-    let Some(app) = TestServer::start_on(backend, &[("WEBHOOK_URL", default.url.as_str())]).await
-    else {
+    let env = [
+        ("WEBHOOK_URL", default.url.as_str()),
+        ("LOG_FORMAT", "json"),
+    ];
+    let Some(app) = TestServer::start_on(backend, &env).await else {
         return;
     };
     let csv = format!(
@@ -259,6 +262,17 @@ async fn webhook_url_is_the_default_target(backend: Backend) {
         &got[0].headers,
         &got[0].body
     ));
+    // The delivery's log line names the request it reports (its span's field).
+    let delivered_for = |logs: String| {
+        logs.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|l| l["message"] == "webhook delivered" && l["span"]["request_id"] == id.as_str())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !delivered_for(app.logs()) {
+        assert!(std::time::Instant::now() < deadline, "{}", app.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let mine = run_one(&app, &images, &own.url).await;
     let got = own.wait_for(1, Duration::from_secs(20)).await;
