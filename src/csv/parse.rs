@@ -85,12 +85,6 @@ struct Header {
     /// Per column as written, whether it is kept (`false`: one of [`OUTPUT_COLUMNS`],
     /// left out of every row too); empty when every column is kept.
     keep: Vec<bool>,
-    /// Columns as written, the dropped ones included.
-    written: usize,
-    /// Whether the URL column is the last one as written, so that a row's unquoted
-    /// URL list may spill over into further cells. Not when a dropped column follows
-    /// it: that column's cell would be taken for a URL, or a URL for its cell.
-    urls_is_last: bool,
     line: u64,
     serial: usize,
     product_name: usize,
@@ -100,6 +94,22 @@ struct Header {
 }
 
 impl Header {
+    /// Columns as written, the dropped ones included.
+    fn written(&self) -> usize {
+        if self.keep.is_empty() {
+            self.names.len()
+        } else {
+            self.keep.len()
+        }
+    }
+
+    /// Whether the URL column is the last one as written, so that a row's unquoted URL
+    /// list may spill over into further cells. Not when a dropped column follows it:
+    /// that column's cell would be taken for a URL, or a URL for its cell.
+    fn urls_is_last(&self) -> bool {
+        self.urls + 1 == self.names.len() && self.keep.last() != Some(&false)
+    }
+
     /// The name problems give for a required column.
     fn column(&self, required: Required) -> Option<&str> {
         Some(self.labels[required as usize].as_str())
@@ -342,12 +352,10 @@ fn read_header(record: &StringRecord, line: u64, problems: &mut Problems) -> Opt
         );
         return None;
     }
-    let written = names.len();
     let mut keep: Vec<bool> = names
         .iter()
         .map(|n| !OUTPUT_COLUMNS.contains(&column_key(n).as_str()))
         .collect();
-    let last_kept = keep.last().copied().unwrap_or(true);
     if keep.iter().all(|&k| k) {
         keep.clear();
     } else {
@@ -401,10 +409,8 @@ fn read_header(record: &StringRecord, line: u64, problems: &mut Problems) -> Opt
         [Some(serial), Some(product_name), Some(urls)] if problems.is_empty() => {
             let labels = [serial, product_name, urls].map(|i| shorten(names[i].trim()));
             Some(Header {
-                urls_is_last: urls + 1 == names.len() && last_kept,
                 names,
                 keep,
-                written,
                 line,
                 serial,
                 product_name,
@@ -431,9 +437,9 @@ fn check_row(
     problems: &mut Problems,
 ) -> Option<ProductRow> {
     let columns = header.names.len();
-    let urls_is_last = header.urls_is_last;
+    let urls_is_last = header.urls_is_last();
     let extras: Vec<&str> = record.iter().skip(columns).collect();
-    let (fields, header_columns) = (written, header.written);
+    let (fields, header_columns) = (written, header.written());
     if record.len() < columns {
         let hint = if record.iter().any(|f| f.contains(['\n', '\r'])) {
             "; a cell spans several lines, check for an unmatched double quote"
