@@ -21,6 +21,7 @@
 //! - [`domain`]: typed identifiers, states and a request's image counts (`Progress`),
 //!   shared by the modules above.
 //! - [`telemetry`]: logs and Prometheus metrics.
+//! - [`tls`]: the crypto provider every HTTP client's TLS uses.
 //! - [`app`]: wires everything together and runs it.
 //!
 //! `unsafe` code is denied everywhere but in `imaging::libjpeg`, the safe wrapper
@@ -41,4 +42,5 @@ pub mod jobs;
 pub mod lifecycle;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod webhook;

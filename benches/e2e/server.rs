@@ -135,6 +135,7 @@ impl Pixbatch {
             env.retain(|(ek, _)| ek != k);
             env.push(((*k).to_owned(), (*v).to_owned()));
         }
+        pixbatch::tls::use_ring();
         let mut server = Self {
             base: base.clone(),
             http: reqwest::Client::builder()

@@ -75,6 +75,7 @@ impl Client {
     pub fn new(server: &str, token: Option<String>) -> anyhow::Result<Self> {
         let server = server.trim_end_matches('/').to_owned();
         url::Url::parse(&server).with_context(|| format!("invalid server URL {server:?}"))?;
+        crate::tls::use_ring();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .user_agent(format!("pixbatch-submit/{}", env!("CARGO_PKG_VERSION")))

@@ -151,6 +151,7 @@ impl Fetcher {
     /// the environment, connect timeout and User-Agent from `config`.
     pub fn new(config: FetchConfig) -> Result<Fetcher, FetchError> {
         let allow: Arc<[IpNet]> = Arc::from(config.allow.clone());
+        crate::tls::use_ring();
         let client = reqwest::Client::builder()
             .dns_resolver(GuardedResolver::new(Arc::clone(&allow)))
             .redirect(reqwest::redirect::Policy::none())

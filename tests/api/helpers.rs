@@ -730,6 +730,7 @@ impl TestServer {
                 v.push_str(",pixbatch::app=info,pixbatch::board=info");
             }
         }
+        pixbatch::tls::use_ring();
         let mut server = Self {
             base: String::new(),
             dir,

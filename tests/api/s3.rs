@@ -41,6 +41,7 @@ impl Moto {
             child,
             log,
         };
+        pixbatch::tls::use_ring();
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -79,6 +80,7 @@ impl Moto {
             return None;
         };
         let moto = Self::start(&bin).await;
+        pixbatch::tls::use_ring();
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         moto.create_bucket(&http).await;
         Some((moto, http))
@@ -121,6 +123,7 @@ async fn list_keys(http: &reqwest::Client, endpoint: &str, prefix: &str) -> BTre
 
 /// A client of the test's own for the bucket.
 fn bucket(endpoint: &str) -> object_store::aws::AmazonS3 {
+    pixbatch::tls::use_ring();
     AmazonS3Builder::new()
         .with_bucket_name(BUCKET)
         .with_endpoint(endpoint)

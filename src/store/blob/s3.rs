@@ -17,6 +17,7 @@ use super::S3Config;
 /// retried a few times within 30 s here; past that the caller's own retry (the image
 /// job's backoff) takes over, so a long outage holds no worker slot.
 pub(super) fn client(config: &S3Config) -> Result<AmazonS3, object_store::Error> {
+    crate::tls::use_ring();
     // The standard AWS variables first (session token, web identity, container
     // credentials...), then our settings over them.
     let mut builder = AmazonS3Builder::from_env()
