@@ -13,9 +13,12 @@ use crate::domain::{Progress, RequestStatus};
 /// Ordinary calls get this long; the upload and the event stream have their own limits.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How long a finished request's output CSV is waited for: a cancel's CSV is written
-/// moments after the status turns final, unless storage is refusing writes.
-const OUTPUT_CSV_WAIT: Duration = Duration::from_secs(60);
+/// How long a call is tried again while the server is passing through trouble: no
+/// connection (a restart), a timeout, 429, 502, 503 (its database or storage away) or
+/// 504; and how long a finished request's output CSV is waited for (a cancel's CSV is
+/// written moments after the status turns final, unless storage is refusing writes).
+/// A request followed for hours is not given up on one bad answer at its end.
+const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A pixbatch server, as a client sees it.
 #[derive(Debug, Clone)]
@@ -96,15 +99,48 @@ impl Client {
         }
     }
 
-    /// GETs `path` and decodes the JSON answer; a non-2xx becomes an error with the
-    /// problem's detail.
+    /// GETs `path`, asking again for up to [`PATIENCE`] while the answer is a passing
+    /// failure (see there) or `also_wait_on`; returns the first other answer.
+    async fn get_patiently(
+        &self,
+        path: &str,
+        timeout: Duration,
+        also_wait_on: Option<reqwest::StatusCode>,
+    ) -> anyhow::Result<reqwest::Response> {
+        use reqwest::StatusCode;
+        let give_up = tokio::time::Instant::now() + PATIENCE;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let sent = self
+                .request(reqwest::Method::GET, path)
+                .timeout(timeout)
+                .send()
+                .await;
+            let passing = match &sent {
+                Ok(resp) => {
+                    let s = resp.status();
+                    matches!(
+                        s,
+                        StatusCode::TOO_MANY_REQUESTS
+                            | StatusCode::BAD_GATEWAY
+                            | StatusCode::SERVICE_UNAVAILABLE
+                            | StatusCode::GATEWAY_TIMEOUT
+                    ) || Some(s) == also_wait_on
+                }
+                Err(e) => e.is_connect() || e.is_timeout(),
+            };
+            if !passing || tokio::time::Instant::now() + pause >= give_up {
+                return sent.with_context(|| format!("GET {path}"));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// GETs `path` (patiently) and decodes the JSON answer; a non-2xx becomes an error
+    /// with the problem's detail.
     async fn get_json<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        let resp = self
-            .request(reqwest::Method::GET, path)
-            .timeout(CALL_TIMEOUT)
-            .send()
-            .await
-            .with_context(|| format!("GET {path}"))?;
+        let resp = self.get_patiently(path, CALL_TIMEOUT, None).await?;
         let resp = ok_or_problem(resp).await?;
         resp.json()
             .await
@@ -139,28 +175,14 @@ impl Client {
 
     /// The output CSV's bytes, of a request whose status is final. A cancelled
     /// request is final at once and its CSV follows: a 409 is asked again, for up to
-    /// [`OUTPUT_CSV_WAIT`].
+    /// [`PATIENCE`].
     pub async fn output_csv(&self, id: Uuid) -> anyhow::Result<Vec<u8>> {
         let path = format!("/requests/{id}/output.csv");
-        let give_up = tokio::time::Instant::now() + OUTPUT_CSV_WAIT;
-        let mut pause = Duration::from_millis(100);
-        loop {
-            let resp = self
-                .request(reqwest::Method::GET, &path)
-                .timeout(CALL_TIMEOUT * 5)
-                .send()
-                .await
-                .with_context(|| format!("GET {path}"))?;
-            if resp.status() == reqwest::StatusCode::CONFLICT
-                && tokio::time::Instant::now() + pause < give_up
-            {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
-                continue;
-            }
-            let resp = ok_or_problem(resp).await?;
-            return Ok(resp.bytes().await?.to_vec());
-        }
+        let resp = self
+            .get_patiently(&path, CALL_TIMEOUT * 5, Some(reqwest::StatusCode::CONFLICT))
+            .await?;
+        let resp = ok_or_problem(resp).await?;
+        Ok(resp.bytes().await?.to_vec())
     }
 }
 
@@ -173,18 +195,23 @@ pub async fn ok_or_problem(resp: reqwest::Response) -> anyhow::Result<reqwest::R
     anyhow::bail!("HTTP {} {}: {}", p.status, p.title, p.detail)
 }
 
-/// Reads a problem body; anything else becomes a problem with the status alone.
+/// Reads a problem body; anything else (another JSON object from a proxy, say) becomes
+/// a problem with the response's status and the body as its detail.
 pub async fn problem_of(resp: reqwest::Response) -> Problem {
     let status = resp.status();
     let body = resp.bytes().await.unwrap_or_default();
-    serde_json::from_slice(&body).unwrap_or_else(|_| Problem {
-        // RFC 9457's type for a problem described by its status alone.
-        kind: "about:blank".to_owned(),
-        title: status.canonical_reason().unwrap_or("error").to_owned(),
-        status: status.as_u16(),
-        detail: String::from_utf8_lossy(&body).chars().take(500).collect(),
-        errors: None,
-    })
+    // Every member of a problem is optional: only a body naming a status is taken as one.
+    serde_json::from_slice::<Problem>(&body)
+        .ok()
+        .filter(|p| p.status != 0)
+        .unwrap_or_else(|| Problem {
+            // RFC 9457's type for a problem described by its status alone.
+            kind: "about:blank".to_owned(),
+            title: status.canonical_reason().unwrap_or("error").to_owned(),
+            status: status.as_u16(),
+            detail: String::from_utf8_lossy(&body).chars().take(500).collect(),
+            errors: None,
+        })
 }
 
 #[cfg(test)]
@@ -216,9 +243,32 @@ mod tests {
         Response::builder().content_type("text/csv").body("a,b\n")
     }
 
-    #[tokio::test]
-    async fn the_output_csv_of_a_finished_request_is_waited_for() {
-        let calls = Arc::new(AtomicU32::new(0));
+    /// Answers 503 (the server's database away) to the first two calls, then a page.
+    #[handler]
+    fn images_after_two_outages(calls: Data<&Arc<AtomicU32>>) -> Response {
+        if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+            return Response::builder()
+                .status(StatusCode::SERVICE_UNAVAILABLE)
+                .content_type("application/problem+json")
+                .body(r#"{"status":503,"title":"Service Unavailable","detail":"the database is unavailable"}"#);
+        }
+        Response::builder()
+            .content_type("application/json")
+            .body(r#"{"items":[],"next_offset":null}"#)
+    }
+
+    /// A proxy's answer: JSON, but not a problem document.
+    #[handler]
+    fn proxy_refusal(calls: Data<&Arc<AtomicU32>>) -> Response {
+        calls.fetch_add(1, Ordering::SeqCst);
+        Response::builder()
+            .status(StatusCode::FORBIDDEN)
+            .content_type("application/json")
+            .body(r#"{"message":"blocked by policy"}"#)
+    }
+
+    /// A client of a server with `app`'s routes, on a port of its own.
+    async fn client_of(app: impl poem::Endpoint + 'static) -> Client {
         let acceptor = TcpListener::bind("127.0.0.1:0")
             .into_acceptor()
             .await
@@ -227,13 +277,47 @@ mod tests {
             .as_socket_addr()
             .copied()
             .expect("a TCP address");
-        let app = Route::new()
-            .at("/requests/:id/output.csv", csv_after_two_conflicts)
-            .data(calls.clone());
         tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
-        let client = Client::new(&format!("http://{addr}"), None).expect("client");
+        Client::new(&format!("http://{addr}"), None).expect("client")
+    }
+
+    #[tokio::test]
+    async fn the_output_csv_of_a_finished_request_is_waited_for() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let client = client_of(
+            Route::new()
+                .at("/requests/:id/output.csv", csv_after_two_conflicts)
+                .data(calls.clone()),
+        )
+        .await;
         let csv = client.output_csv(Uuid::nil()).await.expect("the CSV");
         assert_eq!(csv, b"a,b\n");
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    /// A 503 is the server passing through trouble: asked again. A refusal is final, and
+    /// one that is not a problem document still says its status and what it said.
+    #[tokio::test]
+    async fn passing_failures_are_asked_again_and_refusals_are_not() {
+        let pages = Arc::new(AtomicU32::new(0));
+        let refusals = Arc::new(AtomicU32::new(0));
+        let client = client_of(
+            Route::new()
+                .at(
+                    "/requests/:id/images",
+                    images_after_two_outages.data(pages.clone()),
+                )
+                .at("/status/:id", proxy_refusal.data(refusals.clone())),
+        )
+        .await;
+        let images = client.images(Uuid::nil()).await.expect("the images");
+        assert!(images.is_empty());
+        assert_eq!(pages.load(Ordering::SeqCst), 3);
+
+        let err = client.status(Uuid::nil()).await.expect_err("refused");
+        assert_eq!(refusals.load(Ordering::SeqCst), 1);
+        let err = format!("{err:#}");
+        assert!(err.contains("HTTP 403 Forbidden"), "{err}");
+        assert!(err.contains("blocked by policy"), "{err}");
     }
 }

@@ -3,8 +3,9 @@
 //! from outside the service.
 
 use std::{
+    collections::HashMap,
     io::Write,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{
         Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -30,7 +31,9 @@ pub struct ConvertArgs {
     /// Worker threads; the number of cores when unset.
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Directory for the outputs (`NAME.jpg` each).
+    /// Directory for the outputs (`NAME.jpg` each, `NAME` the input's file name without
+    /// its extension). Refused before any work when two inputs would write the same
+    /// output or an output would replace an input.
     #[arg(long)]
     pub out: PathBuf,
     /// Largest image accepted, in pixels.
@@ -69,6 +72,7 @@ struct Line {
 /// Converts every file; exits non-zero when any failed.
 pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)?;
+    let targets = targets(&args.files, &args.out)?;
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -102,8 +106,10 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(path) = args.files.get(i) else { break };
-                    let line = convert_one(i, path, &args.out, &options, route);
+                    let (Some(path), Some(target)) = (args.files.get(i), targets.get(i)) else {
+                        break;
+                    };
+                    let line = convert_one(i, path, target, &options, route);
                     eprintln!("{}", line.text);
                     if let Ok(mut l) = lines.lock() {
                         l.push(line);
@@ -142,10 +148,68 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Each input's output, `OUT/NAME.jpg`; an error naming the files when two inputs
+/// would write one output (the second would silently replace the first) or an output
+/// is an input (a photo replaced by its quality-50 copy).
+fn targets(files: &[PathBuf], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let out_dir = out.canonicalize().unwrap_or_else(|_| out.to_path_buf());
+    let inputs: HashMap<PathBuf, &PathBuf> = files
+        .iter()
+        .filter_map(|f| Some((f.canonicalize().ok()?, f)))
+        .collect();
+    let mut taken: HashMap<PathBuf, &PathBuf> = HashMap::new();
+    let mut problems = Vec::new();
+    let mut targets = Vec::with_capacity(files.len());
+    for (index, file) in files.iter().enumerate() {
+        let stem = file
+            .file_stem()
+            .map_or_else(|| format!("{index}"), |s| s.to_string_lossy().into_owned());
+        let target = out.join(format!("{stem}.jpg"));
+        let resolved = out_dir.join(format!("{stem}.jpg"));
+        if let Some(input) = inputs.get(&resolved) {
+            problems.push(format!(
+                "{}: its output {} would replace the input {}",
+                file.display(),
+                target.display(),
+                input.display()
+            ));
+        } else if let Some(first) = taken.get(&resolved) {
+            problems.push(format!(
+                "{}: its output {} is also {}'s",
+                file.display(),
+                target.display(),
+                first.display()
+            ));
+        } else {
+            taken.insert(resolved, file);
+        }
+        targets.push(target);
+    }
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "nothing converted: {} (choose another --out, or convert such files separately)",
+            problems.join("; ")
+        );
+    }
+    Ok(targets)
+}
+
+/// Writes `bytes` to `target` through a temporary file beside it: a failed write leaves
+/// no partial output, and an output of an earlier run is replaced only by a whole one.
+fn write_whole(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    let staged = target.with_file_name(format!(".{name}.{}.partial", std::process::id()));
+    let written = std::fs::write(&staged, bytes).and_then(|()| std::fs::rename(&staged, target));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&staged);
+    }
+    written
+}
+
 fn convert_one(
     index: usize,
-    path: &PathBuf,
-    out: &std::path::Path,
+    path: &Path,
+    target: &Path,
     options: &TransformOptions,
     route: Route,
 ) -> Line {
@@ -172,11 +236,7 @@ fn convert_one(
     let cpu_ms = imaging::thread_cpu_time().saturating_sub(cpu).as_secs_f64() * 1000.0;
     match result {
         Ok(done) => {
-            let stem = path
-                .file_stem()
-                .map_or_else(|| format!("{index}"), |s| s.to_string_lossy().into_owned());
-            let target = out.join(format!("{stem}.jpg"));
-            if let Err(e) = std::fs::write(&target, &done.bytes) {
+            if let Err(e) = write_whole(target, &done.bytes) {
                 return fail(format!("{name}\terror\twriting {}: {e}", target.display()));
             }
             let r = &done.report;
@@ -226,5 +286,61 @@ fn binding_name(b: imaging::Binding) -> &'static str {
         imaging::Binding::Target => "target",
         imaging::Binding::MaxBytes => "max_bytes",
         imaging::Binding::QualityRange => "quality_range",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two inputs with one name, or an output over its input, stop the run before any
+    /// work; distinct names map to `OUT/NAME.jpg`.
+    #[test]
+    fn outputs_never_collide_nor_replace_an_input() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (a, b, out) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("out"),
+        );
+        for d in [&a, &b, &out] {
+            std::fs::create_dir_all(d).expect("dir");
+        }
+        let photo = |d: &Path, name: &str| {
+            let p = d.join(name);
+            std::fs::write(&p, b"not read here").expect("file");
+            p
+        };
+        let (a1, b1, a2) = (photo(&a, "1.jpg"), photo(&b, "1.png"), photo(&a, "2.jpg"));
+
+        let ok = targets(&[a1.clone(), a2.clone()], &out).expect("distinct names");
+        assert_eq!(ok, vec![out.join("1.jpg"), out.join("2.jpg")]);
+
+        let same_name = targets(&[a1.clone(), b1.clone()], &out).expect_err("one name");
+        assert!(same_name.to_string().contains("is also"), "{same_name}");
+
+        let over_input = targets(std::slice::from_ref(&a1), &a).expect_err("its own folder");
+        assert!(
+            over_input.to_string().contains("would replace the input"),
+            "{over_input}"
+        );
+        // Also when the folder is named another way.
+        let other_way = a.join("..").join("a");
+        assert!(targets(std::slice::from_ref(&a1), &other_way).is_err());
+    }
+
+    #[test]
+    fn an_output_is_written_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let target = dir.path().join("x.jpg");
+        std::fs::write(&target, b"earlier run").expect("earlier");
+        write_whole(&target, b"new").expect("write");
+        assert_eq!(std::fs::read(&target).expect("read"), b"new");
+        // Nothing staged is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1);
+        // Into a folder that is gone: an error, no file.
+        let gone = dir.path().join("gone").join("y.jpg");
+        assert!(write_whole(&gone, b"new").is_err());
+        assert!(!gone.exists());
     }
 }

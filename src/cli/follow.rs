@@ -18,8 +18,6 @@ use super::client::{Client, ProgressEvent, ok_or_problem};
 const STREAM_SILENCE: Duration = Duration::from_secs(60);
 /// How often the fallback polls.
 const POLL: Duration = Duration::from_secs(1);
-/// Consecutive failed polls before giving up.
-const POLL_ERRORS: u32 = 30;
 
 /// Waits until the request is final, showing its progress on `bar`; returns the final
 /// counts and status.
@@ -93,24 +91,18 @@ fn until_silent(
     })
 }
 
-/// Polls `/status/{id}` every second until the request is final.
+/// Polls `/status/{id}` every second until the request is final. Each poll is patient
+/// with a server passing through trouble (see `client`): an error here is one it did
+/// not get over.
 async fn poll(client: &Client, id: Uuid, bar: &ProgressBar) -> anyhow::Result<ProgressEvent> {
-    let mut errors = 0;
     loop {
-        match client.status(id).await {
-            Ok(p) => {
-                errors = 0;
-                show(bar, &p);
-                if p.status.is_final() {
-                    return Ok(p);
-                }
-            }
-            Err(e) => {
-                errors += 1;
-                if errors >= POLL_ERRORS {
-                    return Err(e.context("the server stopped answering"));
-                }
-            }
+        let p = client
+            .status(id)
+            .await
+            .context("the server stopped answering")?;
+        show(bar, &p);
+        if p.status.is_final() {
+            return Ok(p);
         }
         tokio::time::sleep(POLL).await;
     }

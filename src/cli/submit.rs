@@ -92,14 +92,17 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let last = follow::follow(&client, id, &bar).await;
     bar.finish();
     let last = last?;
-    let images = client.images(id).await?;
-    print_summary(out, &last, &images)?;
 
+    // The output CSV first: it is the result; the summary only describes it.
     let output = args.output.unwrap_or_else(|| default_output(&args.file));
     let csv = client.output_csv(id).await?;
     tokio::fs::write(&output, &csv)
         .await
         .with_context(|| format!("writing {}", output.display()))?;
+    match client.images(id).await {
+        Ok(images) => print_summary(out, &last, &images)?,
+        Err(e) => eprintln!("no per-image summary: {e:#}"),
+    }
     writeln!(out, "Output CSV: {}", output.display())?;
 
     let all_stored = last.status == RequestStatus::Completed && last.progress.failed == 0;
