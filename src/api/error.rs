@@ -233,6 +233,8 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::NotFound(_) => Self::NotFound(e.to_string()),
             LifecycleError::NothingToRetry { .. }
             | LifecycleError::AlreadyFinished { .. }
+            | LifecycleError::Completing(_)
+            | LifecycleError::EventComing { .. }
             | LifecycleError::NoEvent { .. }
             | LifecycleError::NotFinished { .. }
             | LifecycleError::DeliveryScheduled(_) => Self::Conflict(e.to_string()),

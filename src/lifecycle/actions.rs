@@ -70,9 +70,13 @@ impl Lifecycle {
         let r = self.request(id).await?;
         let mut tx = self.db.begin_write().await?;
         let Some(run) = Db::cancel(&mut tx, id).await? else {
-            return Err(LifecycleError::AlreadyFinished {
-                id,
-                status: r.status,
+            return Err(if r.status.is_final() {
+                LifecycleError::AlreadyFinished {
+                    id,
+                    status: r.status,
+                }
+            } else {
+                LifecycleError::Completing(id)
             });
         };
         let complete = CompleteJob {
@@ -107,8 +111,22 @@ impl Lifecycle {
                 status: r.status,
             });
         };
+        // A cancel is final at once; its run's event follows with its output CSV.
+        if event.run.is_some_and(|run| run != r.run) {
+            return Err(LifecycleError::EventComing {
+                id,
+                status: r.status,
+            });
+        }
         let mut tx = self.db.begin_write().await?;
         let Some(attempts) = Db::redeliver(&mut tx, &event.id).await? else {
+            let now = self.request(id).await?;
+            if now.run != r.run || !now.status.is_final() {
+                return Err(LifecycleError::NotFinished {
+                    id,
+                    status: now.status,
+                });
+            }
             return Err(LifecycleError::DeliveryScheduled(event.id));
         };
         let key = JobKey::deliver(&event.id, attempts);

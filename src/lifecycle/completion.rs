@@ -92,7 +92,7 @@ impl Lifecycle {
         if let Some(url) = webhook_url {
             let event_id = EventId::new();
             let payload = serde_json::to_string(&self.event_payload(&finished))?;
-            Db::insert_event(&mut tx, &event_id, id, &url, &payload).await?;
+            Db::insert_event(&mut tx, &event_id, id, round, &url, &payload).await?;
             let key = JobKey::deliver(&event_id, 0);
             let deliver = DeliverJob {
                 event_id,

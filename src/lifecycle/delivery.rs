@@ -7,7 +7,7 @@ use chrono::Utc;
 use super::{DeliverJob, JobKey, Lifecycle, steps::push};
 use crate::{
     domain::{EventId, EventState},
-    store::{Db, StoreError},
+    store::{self, Db, StoreError},
 };
 
 /// What one POST of an event gave.
@@ -31,8 +31,11 @@ impl DeliveryTry {
 impl Lifecycle {
     /// Logs try number `tries_before + 1` of `event`; the event is then delivered (a
     /// 2xx), pending with its next try queued due after `next` (when given), or failed
-    /// for good. A stale try (the event moved on meanwhile) changes nothing and queues
-    /// nothing. Returns the state the try left the event in.
+    /// for good. A failed try of an event whose request was retried since is its last
+    /// (superseded, as a retry gives up the events already being retried): its next try
+    /// would bring the receiver a status that no longer holds, after the new run's.
+    /// A stale try (the event moved on meanwhile) changes nothing and queues nothing.
+    /// Returns the state the try left the event in.
     pub async fn record_delivery(
         &self,
         event: &EventId,
@@ -40,20 +43,28 @@ impl Lifecycle {
         attempt: &DeliveryTry,
         next: Option<Duration>,
     ) -> Result<EventState, StoreError> {
-        let next = next.filter(|_| !attempt.delivered());
+        let mut tx = self.db.begin_write().await?;
+        let mut next = next.filter(|_| !attempt.delivered());
+        let mut error = attempt.error.clone();
+        if next.is_some()
+            && let Some(run) = Db::newer_run(&mut tx, event).await?
+        {
+            next = None;
+            let why = store::superseded_by(run);
+            error = Some(error.map_or_else(|| why.clone(), |e| format!("{e}; {why}")));
+        }
         let state = match next {
             _ if attempt.delivered() => EventState::Delivered,
             Some(_) => EventState::Pending,
             None => EventState::Failed,
         };
         let next_at = next.and_then(|d| chrono::Duration::from_std(d).ok().map(|d| Utc::now() + d));
-        let mut tx = self.db.begin_write().await?;
         let recorded = Db::record_delivery(
             &mut tx,
             event,
             tries_before,
             attempt.http_status,
-            attempt.error.as_deref(),
+            error.as_deref(),
             attempt.duration_ms,
             state,
             next_at,

@@ -92,9 +92,11 @@ pub enum LifecycleError {
     /// No such request.
     #[error("no request \"{0}\"")]
     NotFound(RequestId),
-    /// Retry asked of a request that is not finished with failed images.
+    /// Retry asked of a request that is not finished with failed images. A cancelled
+    /// request is not retried, failed images or not: the cancel was the user's last word
+    /// on it, and a retry would start work they stopped.
     #[error(
-        "request {id} is {status} with {failed} failed image(s); only a finished request with failed images can be retried"
+        "request {id} is {status} with {failed} failed image(s); only a request that finished CompletedWithErrors or Failed can be retried (a cancelled request stays cancelled)"
     )]
     NothingToRetry {
         /// The request.
@@ -110,6 +112,23 @@ pub enum LifecycleError {
         /// The request.
         id: RequestId,
         /// Its final status.
+        status: RequestStatus,
+    },
+    /// Cancel asked of a request whose every image has finished: its completion is
+    /// queued, and nothing is left to stop.
+    #[error(
+        "request {0} has finished its images and is writing its output CSV; nothing is left to cancel"
+    )]
+    Completing(RequestId),
+    /// Redelivery asked of a final request whose run's event is not written yet (a
+    /// cancel is final at once; the event follows with the output CSV).
+    #[error(
+        "request {id} is {status}; its event is written with the output CSV, moments from now: try again shortly"
+    )]
+    EventComing {
+        /// The request.
+        id: RequestId,
+        /// Its status.
         status: RequestStatus,
     },
     /// Redelivery asked of a request without an event.

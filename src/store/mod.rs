@@ -24,7 +24,7 @@ pub use requests::{
     ImageSlot, ImageWork, NewImage, NewProduct, NewRequest, OutputSourceRow, RequestRecord,
 };
 pub use sources::{Source, SourceFacts};
-pub use webhooks::{AttemptRecord, EventRecord};
+pub use webhooks::{AttemptRecord, EventRecord, superseded_by};
 
 /// Why a storage operation failed. None of these are the caller's fault: the API maps
 /// them to a generic 5xx (503 where a retry may help) and logs the cause.

@@ -92,12 +92,29 @@ async fn push_sqlite(
 
 /// apalis-postgres has the unique index but no `on conflict do nothing`: a duplicate
 /// key fails the insert, which would abort the whole transaction, so the push runs
-/// under a savepoint and a duplicate rolls back to it (the whole push: every chunk).
+/// under a savepoint. A duplicate rolls back to it, taking the other jobs of the push
+/// with it; they are then pushed one per savepoint, so that, as on SQLite, only the
+/// duplicates are skipped.
 async fn push_postgres(
     tx: &mut sqlx::PgConnection,
     queue: &str,
     jobs: &[NewJob],
 ) -> Result<(), StoreError> {
+    if try_push_postgres(tx, queue, jobs).await? || jobs.len() == 1 {
+        return Ok(());
+    }
+    for job in jobs {
+        try_push_postgres(tx, queue, std::slice::from_ref(job)).await?;
+    }
+    Ok(())
+}
+
+/// Pushes `jobs` under a savepoint: `false` when a duplicate key rolled them all back.
+async fn try_push_postgres(
+    tx: &mut sqlx::PgConnection,
+    queue: &str,
+    jobs: &[NewJob],
+) -> Result<bool, StoreError> {
     sqlx::query("savepoint pixbatch_push")
         .execute(&mut *tx)
         .await?;
@@ -114,6 +131,7 @@ async fn push_postgres(
             sqlx::query("release savepoint pixbatch_push")
                 .execute(&mut *tx)
                 .await?;
+            Ok(true)
         }
         Err(apalis_postgres::Error::Database(sqlx::Error::Database(e)))
             if e.is_unique_violation() =>
@@ -122,10 +140,10 @@ async fn push_postgres(
             sqlx::query("rollback to savepoint pixbatch_push")
                 .execute(&mut *tx)
                 .await?;
+            Ok(false)
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => Err(e.into()),
     }
-    Ok(())
 }
 
 /// Jobs of one queue in one status.

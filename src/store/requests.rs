@@ -931,14 +931,16 @@ impl Db {
     }
 
     /// Cancels an unfinished request: its pending images become `cancelled` and the
-    /// request `Cancelled`. Returns the run, or `None` when it had already finished.
+    /// request `Cancelled`. Returns the run, or `None` when it had already finished or
+    /// has no image left to finish (its completion is queued: a cancel then would turn
+    /// a run that did all its work `Cancelled`, and race that completion's CSV).
     pub async fn cancel(tx: &mut Tx, id: RequestId) -> Result<Option<i64>, StoreError> {
         let now = Utc::now();
         let rid = id.to_string();
         let run: Option<i64> = with_tx!(&mut *tx, c => {
             sqlx::query_scalar(
                 "update requests set status = 'Cancelled', remaining = 0, finished_at = $1
-                  where id = $2 and status in ('Pending', 'Processing')
+                  where id = $2 and status in ('Pending', 'Processing') and remaining > 0
                  returning run",
             )
             .bind(now)

@@ -27,6 +27,8 @@ pub struct EventRecord {
     pub created_at: DateTime<Utc>,
     /// When it was delivered or given up.
     pub finished_at: Option<DateTime<Utc>>,
+    /// The run whose completion wrote it (`None`: written before runs were recorded).
+    pub run: Option<i64>,
 }
 
 /// One delivery try.
@@ -56,6 +58,7 @@ struct EventRow {
     next_attempt_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     finished_at: Option<DateTime<Utc>>,
+    run: Option<i64>,
 }
 
 impl TryFrom<EventRow> for EventRecord {
@@ -75,6 +78,7 @@ impl TryFrom<EventRow> for EventRecord {
             next_attempt_at: r.next_attempt_at,
             created_at: r.created_at,
             finished_at: r.finished_at,
+            run: r.run,
         })
     }
 }
@@ -90,17 +94,19 @@ struct AttemptRow {
 }
 
 impl Db {
-    /// Writes an event into the outbox, in the transaction that finalised its request.
+    /// Writes an event into the outbox, in the transaction that finalised its request's
+    /// `run`.
     pub async fn insert_event(
         tx: &mut Tx,
         id: &EventId,
         request_id: RequestId,
+        run: i64,
         url: &str,
         payload: &str,
     ) -> Result<(), StoreError> {
-        let sql =
-            "insert into webhook_events (id, request_id, url, payload, created_at, next_attempt_at)
-                   values ($1, $2, $3, $4, $5, $6)";
+        let sql = "insert into webhook_events
+                          (id, request_id, url, payload, created_at, next_attempt_at, run)
+                   values ($1, $2, $3, $4, $5, $6, $7)";
         let now = Utc::now();
         with_tx!(tx, c => {
             sqlx::query(sql)
@@ -110,10 +116,24 @@ impl Db {
                 .bind(payload)
                 .bind(now)
                 .bind(now)
+                .bind(run)
                 .execute(&mut *c)
                 .await?;
         });
         Ok(())
+    }
+
+    /// The run of the event's request, when it is newer than the run that wrote the
+    /// event: the request was retried since, and the event's status no longer holds.
+    pub async fn newer_run(tx: &mut Tx, event: &EventId) -> Result<Option<i64>, StoreError> {
+        let sql = "select r.run from webhook_events e join requests r on r.id = e.request_id
+                    where e.id = $1 and e.run < r.run";
+        Ok(with_tx!(tx, c => {
+            sqlx::query_scalar(sql)
+                .bind(event.as_str())
+                .fetch_optional(&mut *c)
+                .await?
+        }))
     }
 
     /// One event, or `None`.
@@ -163,9 +183,7 @@ impl Db {
         run: i64,
     ) -> Result<u64, StoreError> {
         let now = Utc::now();
-        let why = format!(
-            "superseded: the request was retried (run {run}); that run's event replaces this one"
-        );
+        let why = superseded_by(run);
         let rid = request.to_string();
         with_tx!(&mut *tx, c => {
             sqlx::query(
@@ -194,11 +212,18 @@ impl Db {
     }
 
     /// Makes a finished event due again for one more try; returns its try count, or
-    /// `None` when it is still pending (a try is already scheduled).
+    /// `None` when it is still pending (a try is already scheduled), or when its request
+    /// is no longer final at the run that wrote it (a retry committed meanwhile).
     pub async fn redeliver(tx: &mut Tx, id: &EventId) -> Result<Option<i64>, StoreError> {
         let sql =
             "update webhook_events set state = 'pending', next_attempt_at = $1, finished_at = null
                     where id = $2 and state <> 'pending'
+                      and exists (select 1 from requests r
+                                   where r.id = webhook_events.request_id
+                                     and r.status in ('Completed', 'CompletedWithErrors',
+                                                      'Failed', 'Cancelled')
+                                     and (webhook_events.run is null
+                                          or r.run = webhook_events.run))
                    returning attempts";
         Ok(with_tx!(tx, c => {
             sqlx::query_scalar(sql)
@@ -258,4 +283,9 @@ impl Db {
         });
         Ok(true)
     }
+}
+
+/// The delivery log's line for an event given up because its request was retried.
+pub fn superseded_by(run: i64) -> String {
+    format!("superseded: the request was retried (run {run}); that run's event replaces this one")
 }

@@ -343,6 +343,8 @@ pub enum Reply {
     Status(u16),
     /// 200, after this long.
     Sleep(Duration),
+    /// This status, after this long.
+    Late(Duration, u16),
     /// 302 to this URL.
     Redirect(String),
 }
@@ -374,6 +376,12 @@ async fn receive(req: &Request, body: Vec<u8>, state: Data<&Arc<ReceiverState>>)
         Reply::Sleep(d) => {
             tokio::time::sleep(d).await;
             StatusCode::OK.into_response()
+        }
+        Reply::Late(d, code) => {
+            tokio::time::sleep(d).await;
+            StatusCode::from_u16(code)
+                .unwrap_or(StatusCode::OK)
+                .into_response()
         }
         Reply::Redirect(to) => Response::builder()
             .status(StatusCode::FOUND)

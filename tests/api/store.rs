@@ -534,6 +534,100 @@ async fn retry_failed_starts_a_new_run(backend: Backend) {
 
 /// Cancel stops what is pending and only that; late finishes of cancelled images
 /// record nothing, and the cancelled run's output is recorded once.
+/// An event belongs to the run that wrote it: once the request is retried, it is not
+/// redelivered, and its failing tries learn of the newer run.
+async fn an_event_is_of_its_run(backend: Backend) {
+    use pixbatch::domain::{EventId, EventState};
+    let Some(test) = TestDb::open(backend).await else {
+        return;
+    };
+    let db = &test.db;
+    let id = insert(db, &[&["http://x/a", "http://x/b"]]).await;
+    finish(
+        db,
+        &[
+            item(id, &[(0, 0)], stored(None)),
+            item(id, &[(0, 1)], failed("404")),
+        ],
+    )
+    .await;
+    let event = EventId::new();
+    let mut tx = db.begin_write().await.unwrap();
+    assert!(
+        Db::finalize_request(&mut tx, id, 1, "k")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    Db::insert_event(&mut tx, &event, id, 1, "http://hook", "{}")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let event = &event;
+    let redeliver = || async {
+        let mut tx = db.begin_write().await.unwrap();
+        let again = Db::redeliver(&mut tx, event).await.unwrap();
+        tx.commit().await.unwrap();
+        again
+    };
+    let deliver = |tries: i64| async move {
+        let mut tx = db.begin_write().await.unwrap();
+        let newer = Db::newer_run(&mut tx, event).await.unwrap();
+        let logged = Db::record_delivery(
+            &mut tx,
+            event,
+            tries,
+            Some(200),
+            None,
+            1,
+            EventState::Delivered,
+            None,
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        assert!(logged);
+        newer
+    };
+    assert_eq!(redeliver().await, None, "pending: its first try is queued");
+    assert_eq!(deliver(0).await, None);
+    assert_eq!(redeliver().await, Some(1));
+    assert_eq!(deliver(1).await, None);
+
+    assert_eq!(retry_failed(db, id).await.map(|(run, _)| run), Some(2));
+    assert_eq!(redeliver().await, None, "the request moved on");
+    let mut tx = db.begin_write().await.unwrap();
+    assert_eq!(Db::newer_run(&mut tx, event).await.unwrap(), Some(2));
+    tx.commit().await.unwrap();
+}
+
+/// A run whose every image has finished has its completion queued: a cancel then has
+/// nothing to stop, and would turn a run that did all its work `Cancelled`.
+async fn cancel_finds_nothing_to_stop_once_every_image_finished(backend: Backend) {
+    let Some(test) = TestDb::open(backend).await else {
+        return;
+    };
+    let db = &test.db;
+    let id = insert(db, &[&["http://x/a", "http://x/b"]]).await;
+    let done = finish(
+        db,
+        &[
+            item(id, &[(0, 0)], stored(None)),
+            item(id, &[(0, 1)], failed("404")),
+        ],
+    )
+    .await;
+    assert_eq!(done.last_of_run.len(), 1, "{done:?}");
+    let before = request(db, id).await;
+    assert!(
+        !before.status.is_final() && before.remaining == 0,
+        "{before:?}"
+    );
+    assert_eq!(cancel(db, id).await, None);
+    let r = request(db, id).await;
+    assert_eq!((r.status, r.succeeded, r.failed), (before.status, 1, 1));
+}
+
 async fn cancel_stops_pending_images(backend: Backend) {
     let Some(test) = TestDb::open(backend).await else {
         return;
@@ -767,6 +861,42 @@ async fn purge_deletes_only_jobs_done_before_the_retention(backend: Backend) {
     assert_eq!(left, ["gave-up", "pending", "recent"]);
 }
 
+/// A push whose keys were partly pushed before adds the others (on PostgreSQL a
+/// duplicate key fails the whole insert: the rest must not go with it).
+async fn a_push_skips_only_the_keys_pushed_before(backend: Backend) {
+    use pixbatch::store::{NewJob, Pool};
+    let Some(test) = TestDb::open(backend).await else {
+        return;
+    };
+    let db = &test.db;
+    let job = |key: &str| NewJob {
+        args: b"{}".to_vec(),
+        idempotency_key: key.to_owned(),
+        run_at: std::time::SystemTime::now(),
+        max_attempts: 3,
+    };
+    for keys in [&["a", "b"][..], &["b", "c", "d"], &["d"]] {
+        let jobs: Vec<NewJob> = keys.iter().map(|k| job(k)).collect();
+        let mut tx = db.begin_write().await.unwrap();
+        Db::push_jobs(&mut tx, "pixbatch.test", &jobs)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let mut keys: Vec<String> = match db.pool() {
+        Pool::Sqlite(p) => sqlx::query_scalar("select idempotency_key from Jobs")
+            .fetch_all(p)
+            .await
+            .unwrap(),
+        Pool::Postgres(p) => sqlx::query_scalar("select idempotency_key from apalis.jobs")
+            .fetch_all(p)
+            .await
+            .unwrap(),
+    };
+    keys.sort();
+    assert_eq!(keys, ["a", "b", "c", "d"]);
+}
+
 /// A page of images starts at its offset, in output order, whatever row that falls
 /// in: rows of one, two and three images, read a page at a time from every offset.
 async fn pages_start_at_their_offset(backend: Backend) {
@@ -874,4 +1004,7 @@ crate::on_both_backends!(
     finalize_request_once_per_run,
     tidy_vacuums_tables_full_of_dead_rows,
     purge_deletes_only_jobs_done_before_the_retention,
+    a_push_skips_only_the_keys_pushed_before,
+    cancel_finds_nothing_to_stop_once_every_image_finished,
+    an_event_is_of_its_run,
 );

@@ -359,6 +359,65 @@ async fn a_retry_supersedes_the_previous_runs_undelivered_event(backend: Backend
     assert_eq!(hook.received().len(), 2);
 }
 
+/// The previous run's event whose first try is in flight when the retry comes (and so
+/// is not given up by it): when that try fails, it is the event's last, superseded,
+/// rather than the start of a schedule that would bring the receiver the old status
+/// after the new run's.
+async fn a_try_failing_after_a_retry_is_the_old_events_last(backend: Backend) {
+    let images = ImageServer::start().await;
+    let hook = WebhookReceiver::start_with(vec![Reply::Late(Duration::from_secs(2), 503)]).await;
+    let Some(app) = TestServer::start_on(backend, &[("WEBHOOK_RETRY_SCHEDULE", "1s")]).await else {
+        return;
+    };
+    let csv = format!(
+        "Serial Number,Product Name,Input Image Urls\n1,A,{},{}\n",
+        images.url("/img/a/small_picos.jpg"),
+        images.url("/gate/b/small_aitzgorri.jpg"),
+    );
+    let id = app
+        .accepted(csv.as_bytes(), &[("webhook_url", &hook.url)])
+        .await;
+    let status = app.wait_final(&id, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "CompletedWithErrors", "{status}");
+    // The first try is at the receiver, which answers 503 in 2 s.
+    hook.wait_for(1, Duration::from_secs(20)).await;
+    images.open_gate();
+    let (code, body) = app.post_json(&format!("/requests/{id}/retry")).await;
+    assert_eq!(code, 202, "{body}");
+    let status = app.wait_final(&id, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "Completed", "{status}");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        let (_, log) = app.get_json(&format!("/requests/{id}/webhooks")).await;
+        if log["events"][0]["state"] == "failed" && log["events"][1]["state"] == "delivered" {
+            break log;
+        }
+        assert!(std::time::Instant::now() < deadline, "{log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let first = &log["events"][0];
+    let tries: Vec<&serde_json::Value> = log["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["event_id"] == first["id"])
+        .collect();
+    assert_eq!(tries.len(), 1, "{log}");
+    assert_eq!(tries[0]["http_status"], 503, "{log}");
+    assert!(
+        tries[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("superseded")),
+        "{log}"
+    );
+    // With tries 1 s apart, a second look finds no further call of the first event.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = hook.received();
+    assert_eq!(got.len(), 2, "{} calls", got.len());
+    assert_eq!(got[1].json()["status"], "Completed");
+}
+
 /// Redelivery is of a finished request's latest event: while a run goes on, the
 /// latest event (a retried request's previous run's) no longer says how it stands.
 async fn redelivery_waits_for_the_run_to_finish(backend: Backend) {
@@ -396,6 +455,7 @@ async fn redelivery_waits_for_the_run_to_finish(backend: Backend) {
 crate::on_both_backends!(
     webhook_url_is_the_default_target,
     a_retry_supersedes_the_previous_runs_undelivered_event,
+    a_try_failing_after_a_retry_is_the_old_events_last,
     redelivery_waits_for_the_run_to_finish,
     retried_until_delivered_with_one_id_and_a_full_log,
     gone_stops_after_one_try,
