@@ -10,6 +10,14 @@ use crate::{csv::CsvProblem, lifecycle::LifecycleError, store::StoreError};
 /// At most this many CSV problems are listed in one answer.
 pub const MAX_LISTED_PROBLEMS: usize = 100;
 
+/// `Retry-After` (seconds) of a 503 when every event stream is taken: streams last
+/// as long as their requests, so not at once.
+const RETRY_AFTER_BUSY: u32 = 30;
+/// ... when the database did not answer: a failover or a restart takes seconds.
+const RETRY_AFTER_DATABASE: u32 = 5;
+/// ... when storage refused a write (full, read-only): an operator's fix, not a moment's.
+const RETRY_AFTER_STORAGE: u32 = 60;
+
 /// Error answers, each as `application/problem+json`.
 #[derive(Debug, ApiResponse)]
 pub enum ProblemResponse {
@@ -34,9 +42,10 @@ pub enum ProblemResponse {
     /// Something failed on our side.
     #[oai(status = 500, content_type = "application/problem+json")]
     Internal(Json<Problem>),
-    /// A dependency (the database) is unavailable; try again.
+    /// A dependency (the database, storage) is unavailable, or the server is busy; try
+    /// again after `Retry-After` seconds.
     #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>),
+    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u32),
 }
 
 /// What went wrong while answering a request.
@@ -187,31 +196,40 @@ impl From<ApiError> for ProblemResponse {
                 p.errors = (!csv.is_empty()).then(|| listed(csv));
                 Self::Unprocessable(Json(p))
             }
-            ApiError::TooManyStreams { .. } => Self::Unavailable(Json(problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
-                "Too many event streams",
-                detail,
-            ))),
+            ApiError::TooManyStreams { .. } => Self::Unavailable(
+                Json(problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "Too many event streams",
+                    detail,
+                )),
+                RETRY_AFTER_BUSY,
+            ),
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "storage error while answering a request");
                 let database = matches!(e, StoreError::Database(_) | StoreError::Queue(_));
                 if database {
-                    Self::Unavailable(Json(problem(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "unavailable",
-                        "Service unavailable",
-                        "the database is unavailable; try again shortly".into(),
-                    )))
+                    Self::Unavailable(
+                        Json(problem(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "unavailable",
+                            "Service unavailable",
+                            "the database is unavailable; try again shortly".into(),
+                        )),
+                        RETRY_AFTER_DATABASE,
+                    )
                 } else if let StoreError::Blob(blob) = e {
                     // The operator's problem, named (`storage: no space left on
                     // device`), so the caller knows a retry later can work.
-                    Self::Unavailable(Json(problem(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "storage-unavailable",
-                        "Storage unavailable",
-                        format!("{blob}; nothing was stored, try again later"),
-                    )))
+                    Self::Unavailable(
+                        Json(problem(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "storage-unavailable",
+                            "Storage unavailable",
+                            format!("{blob}; nothing was stored, try again later"),
+                        )),
+                        RETRY_AFTER_STORAGE,
+                    )
                 } else {
                     Self::Internal(Json(problem(
                         StatusCode::INTERNAL_SERVER_ERROR,

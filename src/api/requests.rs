@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{ApiError, ApiTags, AppState, ProblemResponse, report::ImageReport};
 use crate::{
-    domain::{FailureCode, ImageState, Progress, RequestStatus},
+    domain::{FailureCode, ImageState, Progress, RequestId, RequestStatus},
     store::BlobKey,
 };
 
@@ -259,33 +259,47 @@ impl RequestsApi {
     ///
     /// Re-runs only the images that failed; the request goes back to `Processing`, and
     /// a new completion (output CSV, status, webhook event with a new `webhook-id`)
-    /// follows. Images that succeeded are not fetched again. 409 unless the request
-    /// finished with failed images.
+    /// follows. Images that succeeded are not fetched again. 409 unless the request is
+    /// `CompletedWithErrors` or `Failed` (a cancelled request stays cancelled).
     #[oai(path = "/requests/:request_id/retry", method = "post")]
     async fn retry(&self, request_id: Path<String>) -> Result<ActionResponse, ProblemResponse> {
         let id = AppState::request_id(&request_id)?;
         let retried = self.0.lifecycle.retry_failed(id).await?;
-        Ok(ActionResponse::Accepted(Json(ActionBody {
-            request_id: id.as_uuid(),
-            status: RequestStatus::Processing,
-            images: retried.images as i64,
-        })))
+        Ok(ActionResponse::Accepted(
+            Json(ActionBody {
+                request_id: id.as_uuid(),
+                status: RequestStatus::Processing,
+                images: retried.images as i64,
+            }),
+            self.status_url(id),
+        ))
     }
 
     /// Cancel a request
     ///
     /// Pending images never start; images already running finish but are not counted.
     /// The request becomes `Cancelled`, its output CSV lists what was done, and a
-    /// webhook event reports it. 409 when it has already finished.
+    /// webhook event reports it. 409 when it has already finished, or when every image
+    /// has finished and its output is being written (nothing is left to stop).
     #[oai(path = "/requests/:request_id/cancel", method = "post")]
     async fn cancel(&self, request_id: Path<String>) -> Result<ActionResponse, ProblemResponse> {
         let id = AppState::request_id(&request_id)?;
         let cancelled = self.0.lifecycle.cancel(id).await?;
-        Ok(ActionResponse::Accepted(Json(ActionBody {
-            request_id: id.as_uuid(),
-            status: RequestStatus::Cancelled,
-            images: cancelled.images,
-        })))
+        Ok(ActionResponse::Accepted(
+            Json(ActionBody {
+                request_id: id.as_uuid(),
+                status: RequestStatus::Cancelled,
+                images: cancelled.images,
+            }),
+            self.status_url(id),
+        ))
+    }
+}
+
+impl RequestsApi {
+    /// The request's status URL, where an accepted action's outcome shows.
+    fn status_url(&self, id: RequestId) -> String {
+        format!("{}/status/{id}", self.0.settings.public_base_url)
     }
 }
 
@@ -303,9 +317,9 @@ pub struct ActionBody {
 /// Answers of retry and cancel.
 #[derive(Debug, ApiResponse)]
 pub enum ActionResponse {
-    /// Done; follow the status for the outcome.
+    /// Done; follow the status (`Location`) for the outcome.
     #[oai(status = 202)]
-    Accepted(Json<ActionBody>),
+    Accepted(Json<ActionBody>, #[oai(header = "Location")] String),
 }
 
 fn default_limit() -> u32 {

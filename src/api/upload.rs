@@ -81,9 +81,9 @@ impl Example for UploadAccepted {
 /// Answers of `POST /upload`.
 #[derive(Debug, ApiResponse)]
 pub enum UploadResponse {
-    /// Accepted: the work is queued.
+    /// Accepted: the work is queued; `Location` is the status URL.
     #[oai(status = 202)]
-    Accepted(Json<UploadAccepted>),
+    Accepted(Json<UploadAccepted>, #[oai(header = "Location")] String),
     /// Dry run: the CSV is valid; nothing was stored.
     #[oai(status = 200)]
     Checked(Json<UploadAccepted>),
@@ -187,12 +187,16 @@ impl UploadApi {
             })
             .await?;
         let id = accepted.id;
-        Ok(UploadResponse::Accepted(Json(UploadAccepted {
-            request_id: Some(id.as_uuid()),
-            status: Some(RequestStatus::Pending),
-            status_url: Some(format!("{}/status/{id}", s.public_base_url)),
-            products,
-            images,
-        })))
+        let status_url = format!("{}/status/{id}", s.public_base_url);
+        Ok(UploadResponse::Accepted(
+            Json(UploadAccepted {
+                request_id: Some(id.as_uuid()),
+                status: Some(RequestStatus::Pending),
+                status_url: Some(status_url.clone()),
+                products,
+                images,
+            }),
+            status_url,
+        ))
     }
 }

@@ -73,9 +73,9 @@ pub struct Redelivery {
 /// Answers of redeliver.
 #[derive(Debug, ApiResponse)]
 pub enum RedeliverResponse {
-    /// Queued; the log shows the try.
+    /// Queued; the log (`Location`) shows the try.
     #[oai(status = 202)]
-    Accepted(Json<Redelivery>),
+    Accepted(Json<Redelivery>, #[oai(header = "Location")] String),
 }
 
 /// Webhook endpoints.
@@ -128,7 +128,8 @@ impl WebhooksApi {
     ///
     /// Sends the request's latest event again, with the same `webhook-id` (receivers
     /// dedupe on it). A failed redelivery is retried on the remaining steps of
-    /// `WEBHOOK_RETRY_SCHEDULE`. 409 when there is no event yet or a try is already
+    /// `WEBHOOK_RETRY_SCHEDULE`. 409 when there is no event yet, while a retried run
+    /// goes on, after a cancel until its event is written, or when a try is already
     /// scheduled.
     #[oai(path = "/requests/:request_id/webhooks/redeliver", method = "post")]
     async fn redeliver(
@@ -137,8 +138,11 @@ impl WebhooksApi {
     ) -> Result<RedeliverResponse, ProblemResponse> {
         let id = AppState::request_id(&request_id)?;
         let event = self.0.lifecycle.redeliver(id).await?;
-        Ok(RedeliverResponse::Accepted(Json(Redelivery {
-            event_id: event.to_string(),
-        })))
+        Ok(RedeliverResponse::Accepted(
+            Json(Redelivery {
+                event_id: event.to_string(),
+            }),
+            format!("{}/requests/{id}/webhooks", self.0.settings.public_base_url),
+        ))
     }
 }

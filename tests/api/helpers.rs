@@ -458,6 +458,28 @@ macro_rules! on_both_backends {
     )*};
 }
 
+/// A header of a response, when present and text.
+pub fn header_of(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Every 503 of the API says when to try again, in seconds.
+pub fn check_retry_after(resp: &reqwest::Response) {
+    if resp.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE && resp.url().path() != "/readyz" {
+        let after = header_of(resp, "retry-after");
+        assert!(
+            after
+                .as_deref()
+                .is_some_and(|s| s.parse::<u32>().is_ok_and(|n| n > 0)),
+            "a 503 of {} without Retry-After: {after:?}",
+            resp.url()
+        );
+    }
+}
+
 /// Says loudly that a test is skipped because `reason`; under `CI=true` a skip is a
 /// failure instead, so CI cannot pass with a service or tool missing.
 pub fn skip(reason: &str) {
@@ -925,7 +947,13 @@ impl TestServer {
         }
         let resp = req.send().await.expect("upload");
         let status = resp.status().as_u16();
-        let body = resp.json().await.unwrap_or(Value::Null);
+        let location = header_of(&resp, "location");
+        check_retry_after(&resp);
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if status == 202 {
+            // Location is the status URL the body gives.
+            assert_eq!(location.as_deref(), body["status_url"].as_str(), "{body}");
+        }
         (status, body)
     }
 
@@ -938,6 +966,7 @@ impl TestServer {
         };
         let resp = self.http.get(url).send().await.expect("get");
         let status = resp.status().as_u16();
+        check_retry_after(&resp);
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
@@ -959,6 +988,19 @@ impl TestServer {
             .await
             .expect("post");
         let status = resp.status().as_u16();
+        check_retry_after(&resp);
+        if status == 202 {
+            // An accepted action says where its outcome shows: the request's status, or
+            // (a redelivery) its delivery log.
+            let location = header_of(&resp, "location").unwrap_or_default();
+            let id = path.split('/').nth(2).unwrap_or_default();
+            let expected = if path.ends_with("/redeliver") {
+                format!("{}/requests/{id}/webhooks", self.base)
+            } else {
+                format!("{}/status/{id}", self.base)
+            };
+            assert_eq!(location, expected, "POST {path}");
+        }
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 

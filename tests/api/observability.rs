@@ -438,6 +438,10 @@ async fn event_streams_beyond_the_cap_are_refused_until_one_ends() {
 
     let second = app.events(&id).await;
     assert_eq!(second.status(), 503);
+    assert_eq!(
+        crate::helpers::header_of(&second, "retry-after").as_deref(),
+        Some("30")
+    );
     let problem: Value = second.json().await.unwrap();
     assert_eq!(problem["type"], "urn:pixbatch:problem:busy", "{problem}");
     assert!(
