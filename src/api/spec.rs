@@ -13,6 +13,10 @@
 //! JPEG or a CSV) had the key twice, and a JSON reader keeps only one of them, so
 //! clients saw only the CSV. Repeated status codes are merged into one response with
 //! both media types. Key order is kept, so the document changes only there.
+//!
+//! And every operation answers its errors with the one `ProblemResponse`, so each was
+//! documented with every error status: 413 and 422 on a status read, 401 on public
+//! files. Each keeps only those it can answer (see [`can_answer`]).
 
 use std::fmt;
 
@@ -31,6 +35,7 @@ pub fn tidy(spec: &str) -> String {
     };
     drop_redundant_all_of(&mut doc);
     merge_repeated_responses(&mut doc);
+    keep_possible_responses(&mut doc, super::is_public);
     declare_bearer_security(&mut doc, super::is_public);
     serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_owned())
 }
@@ -84,6 +89,42 @@ fn declare_bearer_security(doc: &mut Node, is_public: impl Fn(&str) -> bool) {
             "components".to_owned(),
             Node::Object(vec![("securitySchemes".to_owned(), scheme)]),
         )),
+    }
+}
+
+/// Drops from each operation the error statuses it cannot answer.
+fn keep_possible_responses(doc: &mut Node, is_public: impl Fn(&str) -> bool) {
+    let Node::Object(top) = doc else {
+        return;
+    };
+    let Some(Node::Object(paths)) = field(top, "paths") else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        for op in operations_mut(item) {
+            if let Node::Object(fields) = op
+                && let Some(Node::Object(codes)) = field(fields, "responses")
+            {
+                codes.retain(|(code, _)| can_answer(path, code, &is_public));
+            }
+        }
+    }
+}
+
+/// Whether `path` can answer `code`: the upload alone reads a body (413, 422); only
+/// what names a request can miss it (404) or be malformed in its path (400); 409 is
+/// a state conflict of actions and of a request's output; public paths take no token.
+fn can_answer(path: &str, code: &str, is_public: impl Fn(&str) -> bool) -> bool {
+    let names_a_request = path.contains('{');
+    match code {
+        "413" | "422" => path == "/upload",
+        "400" => names_a_request || path == "/upload",
+        "404" => names_a_request,
+        "409" => ["/retry", "/cancel", "/redeliver", "/output.csv"]
+            .iter()
+            .any(|end| path.ends_with(end)),
+        "401" => !is_public(path),
+        _ => true,
     }
 }
 
@@ -326,7 +367,7 @@ impl<'de> Visitor<'de> for NodeVisitor {
 
 #[cfg(test)]
 mod tests {
-    use super::tidy;
+    use super::{can_answer, tidy};
 
     #[test]
     fn drops_the_repeated_member_and_keeps_key_order() {
@@ -363,6 +404,31 @@ mod tests {
         assert_eq!(tidy(spec).matches("other").count(), 1);
         let unchanged = r#"{"allOf":[{"type":"object"}]}"#;
         assert!(tidy(unchanged).contains("object"));
+    }
+
+    /// Each operation keeps the error statuses it can answer, and only those.
+    #[test]
+    fn operations_keep_the_statuses_they_can_answer() {
+        let public = |p: &str| p.starts_with("/files/");
+        let codes = |path: &str| -> Vec<&str> {
+            ["400", "401", "404", "409", "413", "422", "500", "503"]
+                .into_iter()
+                .filter(|c| can_answer(path, c, public))
+                .collect()
+        };
+        assert_eq!(codes("/upload"), ["400", "401", "413", "422", "500", "503"]);
+        assert_eq!(
+            codes("/status/{request_id}"),
+            ["400", "401", "404", "500", "503"]
+        );
+        assert_eq!(
+            codes("/requests/{request_id}/cancel"),
+            ["400", "401", "404", "409", "500", "503"]
+        );
+        assert_eq!(
+            codes("/files/{request_id}/{name}"),
+            ["400", "404", "500", "503"]
+        );
     }
 
     #[test]

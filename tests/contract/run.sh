@@ -154,11 +154,13 @@ cat >"$TMP/schemathesis.toml" <<'EOF'
 # No state kept between runs (it would go to .schemathesis/ in the repo).
 cache.enabled = false
 
-# The checks: no 5xx, and every response matches the document's schema. (Set here
-# rather than with --checks, which would override the per-operation setting below.)
+# The checks: no 5xx, every status is one the document gives its operation, and every
+# response matches the document's schema. (Set here rather than with --checks, which
+# would override the per-operation setting below.)
 [checks]
 enabled = false
 not_a_server_error.enabled = true
+status_code_conformance.enabled = true
 response_schema_conformance.enabled = true
 
 [dictionaries.request_ids]
@@ -193,7 +195,7 @@ st_rc=0
 timeout --kill-after=15 "$ST_TIMEOUT" "$VENV/st" --config-file "$TMP/schemathesis.toml" \
     run "$BASE/openapi.json" "${st_args[@]}" || st_rc=$?
 case $st_rc in
-0) results+=("schemathesis (no 5xx, responses match the schema): ok ($((SECONDS - t))s)") ;;
+0) results+=("schemathesis (no 5xx, documented statuses, responses match the schema): ok ($((SECONDS - t))s)") ;;
 124 | 137) results+=("schemathesis: TIMED OUT after ${ST_TIMEOUT}s") ;;
 *) results+=("schemathesis: FAILED (exit $st_rc)") ;;
 esac
