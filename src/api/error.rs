@@ -4,7 +4,7 @@
 use poem::{Response, http::StatusCode};
 use poem_openapi::{ApiResponse, payload::Json};
 
-use super::problem::{Problem, ProblemItem};
+use super::problem::{InvalidParam, Problem, ProblemItem};
 use crate::{csv::CsvProblem, lifecycle::LifecycleError, store::StoreError};
 
 /// At most this many CSV problems are listed in one answer.
@@ -74,10 +74,10 @@ pub enum ApiError {
     InvalidCsv(Vec<CsvProblem>),
     /// Form fields are invalid, each named; the CSV's problems (if any) are listed
     /// with them.
-    #[error("{}{}", .fields.join("; "), csv_too(.csv))]
+    #[error("{}{}", fields_text(.fields), csv_too(.csv))]
     InvalidFields {
-        /// `field: what is wrong`, one per invalid field.
-        fields: Vec<String>,
+        /// Each invalid field, named, with what is wrong.
+        fields: Vec<InvalidParam>,
         /// The CSV's problems, when it has any.
         csv: Vec<CsvProblem>,
     },
@@ -123,6 +123,15 @@ fn csv_summary(problems: &[CsvProblem]) -> String {
     }
 }
 
+/// `field: what is wrong; …`, for the detail.
+fn fields_text(fields: &[InvalidParam]) -> String {
+    fields
+        .iter()
+        .map(|f| format!("{}: {}", f.name, f.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// What [`ApiError::InvalidFields`] says of the CSV's problems, when it has some.
 fn csv_too(csv: &[CsvProblem]) -> String {
     if csv.is_empty() {
@@ -139,6 +148,7 @@ fn problem(status: StatusCode, code: &str, title: &str, detail: String) -> Probl
         status: status.as_u16(),
         detail,
         errors: None,
+        invalid_params: None,
     }
 }
 
@@ -186,7 +196,7 @@ impl From<ApiError> for ProblemResponse {
                 p.errors = Some(listed(problems));
                 Self::Unprocessable(Json(p))
             }
-            ApiError::InvalidFields { csv, .. } => {
+            ApiError::InvalidFields { fields, csv } => {
                 let mut p = problem(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid-field",
@@ -194,6 +204,7 @@ impl From<ApiError> for ProblemResponse {
                     detail,
                 );
                 p.errors = (!csv.is_empty()).then(|| listed(csv));
+                p.invalid_params = Some(fields);
                 Self::Unprocessable(Json(p))
             }
             ApiError::TooManyStreams { .. } => Self::Unavailable(

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::{ApiError, ProblemResponse};
 pub use events::ProgressEvent;
-pub use problem::{Problem, ProblemItem};
+pub use problem::{InvalidParam, Problem, ProblemItem};
 
 use crate::{
     config::{Secret, Settings},

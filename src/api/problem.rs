@@ -1,8 +1,8 @@
 //! The RFC 9457 problem document: what the API answers on every error, and what the
 //! `submit` client reads back. One type for both sides, so the CLI cannot drift from
 //! the server: serde for the client (and for responses built outside poem-openapi),
-//! poem-openapi for the handlers and the document. Every field but `errors` is always
-//! written; reading, each may be missing (a proxy's answer, a server of another
+//! poem-openapi for the handlers and the document. Every field but `errors` and
+//! `invalid_params` is always written; reading, each may be missing (a proxy's answer, a server of another
 //! version) and is then empty.
 
 use poem_openapi::Object;
@@ -19,6 +19,16 @@ pub struct ProblemItem {
     pub column: Option<String>,
     /// What is wrong.
     pub message: String,
+}
+
+/// One invalid form field of an upload (RFC 9457's `invalid-params` example, in this
+/// API's snake case).
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize, Deserialize)]
+pub struct InvalidParam {
+    /// The field (`quality`, `max_bytes`, `webhook_url`).
+    pub name: String,
+    /// What is wrong with its value.
+    pub reason: String,
 }
 
 /// An RFC 9457 problem document.
@@ -41,6 +51,10 @@ pub struct Problem {
     #[oai(skip_serializing_if_is_none)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<ProblemItem>>,
+    /// For invalid form fields: each one, named, with what is wrong.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid_params: Option<Vec<InvalidParam>>,
 }
 
 #[cfg(test)]
@@ -68,6 +82,10 @@ mod tests {
                     message: "too few cells".into(),
                 },
             ]),
+            invalid_params: Some(vec![InvalidParam {
+                name: "quality".into(),
+                reason: "must be 1–100".into(),
+            }]),
         }
     }
 
@@ -82,13 +100,19 @@ mod tests {
                 {"line": 3, "column": "Input Image Urls", "message": "not a URL"},
                 {"line": 7, "message": "too few cells"},
             ],
+            "invalid_params": [{"name": "quality", "reason": "must be 1–100"}],
         });
         let p = invalid_csv();
         assert_eq!(serde_json::to_value(&p).unwrap(), expected);
         assert_eq!(p.to_json(), Some(expected));
-        let bare = Problem { errors: None, ..p };
+        let bare = Problem {
+            errors: None,
+            invalid_params: None,
+            ..p
+        };
         let written = serde_json::to_value(&bare).unwrap();
         assert_eq!(written.get("errors"), None);
+        assert_eq!(written.get("invalid_params"), None);
         assert_eq!(Some(written), bare.to_json());
     }
 

@@ -10,7 +10,7 @@ use poem_openapi::{
 };
 use uuid::Uuid;
 
-use super::{ApiError, ApiTags, AppState, ProblemResponse};
+use super::{ApiError, ApiTags, AppState, InvalidParam, ProblemResponse};
 use crate::{
     csv::{self, CsvLimits},
     domain::RequestStatus,
@@ -109,7 +109,12 @@ impl UploadApi {
         // Every problem of the form is listed, the CSV's too: a bad field does not
         // hide the file's problems from the same answer.
         let mut fields = Vec::new();
-        let mut field = |name: &str, e: &dyn std::fmt::Display| fields.push(format!("{name}: {e}"));
+        let mut field = |name: &str, e: &dyn std::fmt::Display| {
+            fields.push(InvalidParam {
+                name: name.to_owned(),
+                reason: e.to_string(),
+            })
+        };
         let quality = match form.quality.as_deref().map(str::trim) {
             None | Some("") => Some(s.default_quality),
             Some(q) => Quality::parse(q).map_err(|e| field("quality", &e)).ok(),

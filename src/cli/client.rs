@@ -211,6 +211,7 @@ pub async fn problem_of(resp: reqwest::Response) -> Problem {
             status: status.as_u16(),
             detail: String::from_utf8_lossy(&body).chars().take(500).collect(),
             errors: None,
+            invalid_params: None,
         })
 }
 

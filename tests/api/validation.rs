@@ -95,6 +95,8 @@ async fn invalid_csvs_list_every_problem_and_store_nothing() {
     assert_eq!(code, 422, "{body}");
     assert_eq!(body["type"], "urn:pixbatch:problem:invalid-field");
     assert!(body["errors"].is_null(), "{body}");
+    assert_eq!(body["invalid_params"][0]["name"], "quality", "{body}");
+    assert!(body["invalid_params"][0]["reason"].is_string(), "{body}");
     // Every problem in one answer: each bad field named, the CSV's listed.
     let (code, body) = app
         .upload(
@@ -112,6 +114,13 @@ async fn invalid_csvs_list_every_problem_and_store_nothing() {
     for field in ["quality:", "max_bytes:", "webhook_url:", "the CSV has"] {
         assert!(detail.contains(field), "{field} missing from {detail}");
     }
+    let named: Vec<&str> = body["invalid_params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(named, ["quality", "max_bytes", "webhook_url"], "{body}");
     let listed: Vec<u64> = problems(&body).iter().map(|(l, _)| *l).collect();
     for line in [3, 4, 5, 6] {
         assert!(
