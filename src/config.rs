@@ -681,7 +681,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// [`parse_duration`], at least `min`.
 fn parse_at_least(s: &str, min: Duration) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
+    at_least(parse_duration(s)?, s, min)
+}
+
+/// `d` (read from `s`) when it is `min` or more.
+fn at_least(d: Duration, s: &str, min: Duration) -> Result<Duration, String> {
     if d < min {
         return Err(format!(
             "at least {}, got {s}",
@@ -708,11 +712,10 @@ fn parse_heartbeat(s: &str) -> Result<Duration, String> {
 /// what turns a late second push of its key into a no-op (see
 /// `store::maintenance`), so it must outlive any redelivery by far.
 fn parse_retention(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d.is_zero() {
-        return Ok(d);
+    match parse_duration(s)? {
+        Duration::ZERO => Ok(Duration::ZERO),
+        d => at_least(d, s, Duration::from_secs(3600)),
     }
-    parse_at_least(s, Duration::from_secs(3600))
 }
 
 /// Parses `5s,5m,30m` into delays.

@@ -168,31 +168,32 @@ macro_rules! paced {
 /// Registers one worker per process for queue `J` with `handler`, on either backend.
 /// Idle workers look for due jobs every `JOB_POLL_INTERVAL` (see [`poll::Tick`]); on
 /// PostgreSQL that also covers delayed retries coming due, which no notification announces.
+/// (A macro rather than a function: each backend's storage is its own type, and the
+/// worker built on it another; the `@on` arm is the one body both arms expand.)
 macro_rules! register {
     ($monitor:expr, $queue:expr, $name:expr, $concurrency:expr, $ctx:expr, $poll:expr, $handler:path) => {{
         let (name, ctx, poll) = ($name, $ctx, $poll);
         let pacer = Pacer::default();
         match $queue {
-            Queue::Sqlite(s) => $monitor.register(move |restarts| {
-                let pause = pacer.pause(restarts, Instant::now());
-                let polled = s.clone().poll_with_strategy(poll::Tick::new(poll));
-                WorkerBuilder::new(restarted(&name, restarts))
-                    .backend(paced!(polled, pause))
-                    .concurrency($concurrency)
-                    .data(ctx.clone())
-                    .build($handler)
-            }),
-            Queue::Postgres(s) => $monitor.register(move |restarts| {
-                let pause = pacer.pause(restarts, Instant::now());
-                let polled = s.clone().poll_with_strategy(poll::Tick::new(poll));
-                WorkerBuilder::new(restarted(&name, restarts))
-                    .backend(paced!(polled, pause))
-                    .concurrency($concurrency)
-                    .data(ctx.clone())
-                    .build($handler)
-            }),
+            Queue::Sqlite(s) => {
+                register!(@on $monitor, s, name, $concurrency, ctx, poll, pacer, $handler)
+            }
+            Queue::Postgres(s) => {
+                register!(@on $monitor, s, name, $concurrency, ctx, poll, pacer, $handler)
+            }
         }
     }};
+    (@on $monitor:expr, $storage:ident, $name:ident, $concurrency:expr, $ctx:ident, $poll:ident, $pacer:ident, $handler:path) => {
+        $monitor.register(move |restarts| {
+            let pause = $pacer.pause(restarts, Instant::now());
+            let polled = $storage.clone().poll_with_strategy(poll::Tick::new($poll));
+            WorkerBuilder::new(restarted(&$name, restarts))
+                .backend(paced!(polled, pause))
+                .concurrency($concurrency)
+                .data($ctx.clone())
+                .build($handler)
+        })
+    };
 }
 
 /// Builds the monitor running the three workers of this process.
