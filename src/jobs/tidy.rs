@@ -1,7 +1,8 @@
 //! The workers' housekeeping, while the process runs: vacuum the queue's hot tables on
 //! PostgreSQL every [`EVERY`] (see [`Db::tidy`] for why), and delete the jobs that
 //! finished longer than `JOB_RETENTION` ago every [`PURGE_EVERY`] (see
-//! [`Db::purge_done_jobs`]).
+//! [`Db::purge_done_jobs`]), and the workers not seen for as long that hold no job
+//! ([`Db::purge_stale_workers`]).
 
 use std::time::{Duration, Instant};
 
@@ -81,5 +82,12 @@ async fn purge(db: &Db, retention: Duration, stop: &CancellationToken) {
     }
     if deleted > 0 {
         tracing::info!(deleted, took = ?started.elapsed(), "purged finished jobs older than JOB_RETENTION");
+    }
+    match db.purge_stale_workers(retention).await {
+        Ok(0) => {}
+        Ok(workers) => {
+            tracing::info!(workers, "purged workers not seen for JOB_RETENTION")
+        }
+        Err(e) => tracing::warn!(error = %e, "could not purge stale workers"),
     }
 }

@@ -55,6 +55,22 @@ pub const PURGE_POSTGRES_SQL: &str = "delete from apalis.jobs where id in (
      limit $2
      for update skip locked)";
 
+/// The workers not seen for longer than `$1` seconds that hold no job. apalis adds a
+/// row per worker start (names are unique per process start, and per restart) and
+/// never deletes one; a worker still holding `Running` or `Queued` jobs is kept, since
+/// apalis hands those jobs back by joining them to their worker's row.
+const PURGE_WORKERS_SQLITE_SQL: &str = "delete from Workers
+     where last_seen < strftime('%s', 'now') - $1
+       and not exists (select 1 from Jobs
+                        where Jobs.lock_by = Workers.id
+                          and Jobs.status in ('Running', 'Queued'))";
+
+/// [`PURGE_WORKERS_SQLITE_SQL`] on PostgreSQL.
+const PURGE_WORKERS_POSTGRES_SQL: &str = "delete from apalis.workers w
+     where w.last_seen < now() - make_interval(secs => $1)
+       and not exists (select 1 from apalis.jobs j
+                        where j.lock_by = w.id and j.status in ('Running', 'Queued'))";
+
 /// A table that was vacuumed, and how many dead row versions it had.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vacuumed {
@@ -112,6 +128,28 @@ impl Db {
             Tx::Postgres(t) => sqlx::query(PURGE_POSTGRES_SQL)
                 .bind(secs as f64)
                 .bind(PURGE_BATCH)
+                .execute(&mut **t)
+                .await?
+                .rows_affected(),
+        };
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    /// Deletes the workers not seen for `retention` that hold no job (see
+    /// [`PURGE_WORKERS_SQLITE_SQL`]); returns how many. The dashboard lists fewer
+    /// long-gone workers, and the workers' table stops growing with every start.
+    pub async fn purge_stale_workers(&self, retention: Duration) -> Result<u64, StoreError> {
+        let secs = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
+        let mut tx = self.begin_write().await?;
+        let deleted = match &mut tx {
+            Tx::Sqlite(t) => sqlx::query(PURGE_WORKERS_SQLITE_SQL)
+                .bind(secs)
+                .execute(&mut **t)
+                .await?
+                .rows_affected(),
+            Tx::Postgres(t) => sqlx::query(PURGE_WORKERS_POSTGRES_SQL)
+                .bind(secs as f64)
                 .execute(&mut **t)
                 .await?
                 .rows_affected(),

@@ -861,6 +861,78 @@ async fn purge_deletes_only_jobs_done_before_the_retention(backend: Backend) {
     assert_eq!(left, ["gave-up", "pending", "recent"]);
 }
 
+/// Workers not seen for the retention go, unless they still hold a job (apalis hands
+/// such jobs back through the worker's row); recent ones stay.
+async fn stale_workers_go_unless_they_hold_a_job(backend: Backend) {
+    use pixbatch::store::{NewJob, Pool};
+    let Some(test) = TestDb::open(backend).await else {
+        return;
+    };
+    let db = &test.db;
+    let mut tx = db.begin_write().await.unwrap();
+    let job = NewJob {
+        args: b"{}".to_vec(),
+        idempotency_key: "held".to_owned(),
+        run_at: std::time::SystemTime::now(),
+        max_attempts: 3,
+    };
+    Db::push_jobs(&mut tx, "pixbatch.test", &[job])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let workers = [("old-idle", 7200), ("old-busy", 7200), ("recent", 600)];
+    match db.pool() {
+        Pool::Sqlite(p) => {
+            for (id, ago) in workers {
+                sqlx::query(
+                    "insert into Workers (id, worker_type, storage_name, layers, last_seen)
+                     values (?1, 'pixbatch.test', 'test', '', strftime('%s', 'now') - ?2)",
+                )
+                .bind(id)
+                .bind(ago)
+                .execute(p)
+                .await
+                .unwrap();
+            }
+            sqlx::query("update Jobs set status = 'Running', lock_by = 'old-busy'")
+                .execute(p)
+                .await
+                .unwrap();
+        }
+        Pool::Postgres(p) => {
+            for (id, ago) in workers {
+                sqlx::query(
+                    "insert into apalis.workers (id, worker_type, storage_name, layers, last_seen)
+                     values ($1, 'pixbatch.test', 'test', '', now() - make_interval(secs => $2))",
+                )
+                .bind(id)
+                .bind(f64::from(ago))
+                .execute(p)
+                .await
+                .unwrap();
+            }
+            sqlx::query("update apalis.jobs set status = 'Running', lock_by = 'old-busy'")
+                .execute(p)
+                .await
+                .unwrap();
+        }
+    }
+    let hour = std::time::Duration::from_secs(3600);
+    assert_eq!(db.purge_stale_workers(hour).await.unwrap(), 1);
+    let mut left: Vec<String> = match db.pool() {
+        Pool::Sqlite(p) => sqlx::query_scalar("select id from Workers")
+            .fetch_all(p)
+            .await
+            .unwrap(),
+        Pool::Postgres(p) => sqlx::query_scalar("select id from apalis.workers")
+            .fetch_all(p)
+            .await
+            .unwrap(),
+    };
+    left.sort();
+    assert_eq!(left, ["old-busy", "recent"]);
+}
+
 /// A push whose keys were partly pushed before adds the others (on PostgreSQL a
 /// duplicate key fails the whole insert: the rest must not go with it).
 async fn a_push_skips_only_the_keys_pushed_before(backend: Backend) {
@@ -1005,6 +1077,7 @@ crate::on_both_backends!(
     tidy_vacuums_tables_full_of_dead_rows,
     purge_deletes_only_jobs_done_before_the_retention,
     a_push_skips_only_the_keys_pushed_before,
+    stale_workers_go_unless_they_hold_a_job,
     cancel_finds_nothing_to_stop_once_every_image_finished,
     an_event_is_of_its_run,
 );
