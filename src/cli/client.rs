@@ -127,7 +127,8 @@ impl Client {
                             | StatusCode::GATEWAY_TIMEOUT
                     ) || Some(s) == also_wait_on
                 }
-                Err(e) => e.is_connect() || e.is_timeout(),
+                // No connection, a timeout, or one dropped mid-request (a restart).
+                Err(e) => e.is_connect() || e.is_timeout() || e.is_request(),
             };
             if !passing || tokio::time::Instant::now() + pause >= give_up {
                 return sent.with_context(|| format!("GET {path}"));

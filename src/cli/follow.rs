@@ -18,6 +18,11 @@ use super::client::{Client, ProgressEvent, ok_or_problem};
 const STREAM_SILENCE: Duration = Duration::from_secs(60);
 /// How often the fallback polls.
 const POLL: Duration = Duration::from_secs(1);
+/// How long polls may fail one after another before the follow gives up. Each poll is
+/// already patient with a server passing through trouble (see `client`); this bounds
+/// the other failures too (a 500, an answer cut off by a restart), which a follow of
+/// hours does not end on at once, and a server that is gone.
+const POLL_GIVE_UP: Duration = Duration::from_secs(120);
 
 /// Waits until the request is final, showing its progress on `bar`; returns the final
 /// counts and status.
@@ -91,18 +96,23 @@ fn until_silent(
     })
 }
 
-/// Polls `/status/{id}` every second until the request is final. Each poll is patient
-/// with a server passing through trouble (see `client`): an error here is one it did
-/// not get over.
+/// Polls `/status/{id}` every second until the request is final, giving up when no
+/// poll has succeeded for [`POLL_GIVE_UP`].
 async fn poll(client: &Client, id: Uuid, bar: &ProgressBar) -> anyhow::Result<ProgressEvent> {
+    let mut answered = tokio::time::Instant::now();
     loop {
-        let p = client
-            .status(id)
-            .await
-            .context("the server stopped answering")?;
-        show(bar, &p);
-        if p.status.is_final() {
-            return Ok(p);
+        match client.status(id).await {
+            Ok(p) => {
+                answered = tokio::time::Instant::now();
+                show(bar, &p);
+                if p.status.is_final() {
+                    return Ok(p);
+                }
+            }
+            Err(e) if answered.elapsed() >= POLL_GIVE_UP => {
+                return Err(e.context("the server stopped answering"));
+            }
+            Err(_) => {}
         }
         tokio::time::sleep(POLL).await;
     }

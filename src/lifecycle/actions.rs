@@ -111,11 +111,19 @@ impl Lifecycle {
                 status: r.status,
             });
         };
-        // A cancel is final at once; its run's event follows with its output CSV.
         if event.run.is_some_and(|run| run != r.run) {
-            return Err(LifecycleError::EventComing {
-                id,
-                status: r.status,
+            // A cancel is final at once; its run's event follows with its output CSV.
+            // With the CSV recorded, the run wrote no event (no webhook URL by then).
+            return Err(if r.output_key.is_none() {
+                LifecycleError::EventComing {
+                    id,
+                    status: r.status,
+                }
+            } else {
+                LifecycleError::NoEvent {
+                    id,
+                    status: r.status,
+                }
             });
         }
         let mut tx = self.db.begin_write().await?;

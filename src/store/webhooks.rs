@@ -123,9 +123,28 @@ impl Db {
         Ok(())
     }
 
+    /// On PostgreSQL, `for share` of the event's request row. A retry updates that row
+    /// before it supersedes the request's events, so it now waits for this transaction
+    /// (and then sees what it wrote), or this one waits for the retry (and then sees
+    /// the new run): a check of the request's run cannot read the old run while a retry
+    /// commits beside it. (Read committed reads no lock; SQLite's writers take turns.)
+    async fn share_request_of(tx: &mut Tx, event: &EventId) -> Result<(), StoreError> {
+        if let Tx::Postgres(t) = tx {
+            sqlx::query(
+                "select 1 from requests r join webhook_events e on r.id = e.request_id
+                  where e.id = $1 for share of r",
+            )
+            .bind(event.as_str())
+            .execute(&mut **t)
+            .await?;
+        }
+        Ok(())
+    }
+
     /// The run of the event's request, when it is newer than the run that wrote the
     /// event: the request was retried since, and the event's status no longer holds.
     pub async fn newer_run(tx: &mut Tx, event: &EventId) -> Result<Option<i64>, StoreError> {
+        Self::share_request_of(tx, event).await?;
         let sql = "select r.run from webhook_events e join requests r on r.id = e.request_id
                     where e.id = $1 and e.run < r.run";
         Ok(with_tx!(tx, c => {
@@ -215,6 +234,7 @@ impl Db {
     /// `None` when it is still pending (a try is already scheduled), or when its request
     /// is no longer final at the run that wrote it (a retry committed meanwhile).
     pub async fn redeliver(tx: &mut Tx, id: &EventId) -> Result<Option<i64>, StoreError> {
+        Self::share_request_of(tx, id).await?;
         let sql =
             "update webhook_events set state = 'pending', next_attempt_at = $1, finished_at = null
                     where id = $2 and state <> 'pending'

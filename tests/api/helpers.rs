@@ -343,8 +343,8 @@ pub enum Reply {
     Status(u16),
     /// 200, after this long.
     Sleep(Duration),
-    /// This status, after this long.
-    Late(Duration, u16),
+    /// This status, once the test lets it go (`notify_one`).
+    Held(Arc<tokio::sync::Notify>, u16),
     /// 302 to this URL.
     Redirect(String),
 }
@@ -377,8 +377,8 @@ async fn receive(req: &Request, body: Vec<u8>, state: Data<&Arc<ReceiverState>>)
             tokio::time::sleep(d).await;
             StatusCode::OK.into_response()
         }
-        Reply::Late(d, code) => {
-            tokio::time::sleep(d).await;
+        Reply::Held(gate, code) => {
+            gate.notified().await;
             StatusCode::from_u16(code)
                 .unwrap_or(StatusCode::OK)
                 .into_response()
@@ -951,8 +951,11 @@ impl TestServer {
         check_retry_after(&resp);
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if status == 202 {
-            // Location is the status URL the body gives.
-            assert_eq!(location.as_deref(), body["status_url"].as_str(), "{body}");
+            // Location is the new request's status URL, as the body gives it.
+            let id = body["request_id"].as_str().unwrap_or_default();
+            let expected = format!("{}/status/{id}", self.base);
+            assert_eq!(location.as_deref(), Some(expected.as_str()), "{body}");
+            assert_eq!(body["status_url"].as_str(), Some(expected.as_str()));
         }
         (status, body)
     }

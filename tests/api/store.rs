@@ -532,8 +532,6 @@ async fn retry_failed_starts_a_new_run(backend: Backend) {
     assert_eq!(request(db, cancelled).await.run, 1);
 }
 
-/// Cancel stops what is pending and only that; late finishes of cancelled images
-/// record nothing, and the cancelled run's output is recorded once.
 /// An event belongs to the run that wrote it: once the request is retried, it is not
 /// redelivered, and its failing tries learn of the newer run.
 async fn an_event_is_of_its_run(backend: Backend) {
@@ -628,6 +626,8 @@ async fn cancel_finds_nothing_to_stop_once_every_image_finished(backend: Backend
     assert_eq!((r.status, r.succeeded, r.failed), (before.status, 1, 1));
 }
 
+/// Cancel stops what is pending and only that; late finishes of cancelled images
+/// record nothing, and the cancelled run's output is recorded once.
 async fn cancel_stops_pending_images(backend: Backend) {
     let Some(test) = TestDb::open(backend).await else {
         return;

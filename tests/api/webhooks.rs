@@ -365,7 +365,8 @@ async fn a_retry_supersedes_the_previous_runs_undelivered_event(backend: Backend
 /// after the new run's.
 async fn a_try_failing_after_a_retry_is_the_old_events_last(backend: Backend) {
     let images = ImageServer::start().await;
-    let hook = WebhookReceiver::start_with(vec![Reply::Late(Duration::from_secs(2), 503)]).await;
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let hook = WebhookReceiver::start_with(vec![Reply::Held(gate.clone(), 503)]).await;
     let Some(app) = TestServer::start_on(backend, &[("WEBHOOK_RETRY_SCHEDULE", "1s")]).await else {
         return;
     };
@@ -379,11 +380,12 @@ async fn a_try_failing_after_a_retry_is_the_old_events_last(backend: Backend) {
         .await;
     let status = app.wait_final(&id, Duration::from_secs(60)).await;
     assert_eq!(status["status"], "CompletedWithErrors", "{status}");
-    // The first try is at the receiver, which answers 503 in 2 s.
+    // The first try is at the receiver, which answers 503 once the retry is in.
     hook.wait_for(1, Duration::from_secs(20)).await;
     images.open_gate();
     let (code, body) = app.post_json(&format!("/requests/{id}/retry")).await;
     assert_eq!(code, 202, "{body}");
+    gate.notify_one();
     let status = app.wait_final(&id, Duration::from_secs(60)).await;
     assert_eq!(status["status"], "Completed", "{status}");
 
