@@ -70,10 +70,13 @@ impl Lifecycle {
         let r = self.request(id).await?;
         let mut tx = self.db.begin_write().await?;
         let Some(run) = Db::cancel(&mut tx, id).await? else {
-            return Err(if r.status.is_final() {
+            drop(tx);
+            // As it stands now: it may have finished since it was read above.
+            let now = self.request(id).await?;
+            return Err(if now.status.is_final() {
                 LifecycleError::AlreadyFinished {
                     id,
-                    status: r.status,
+                    status: now.status,
                 }
             } else {
                 LifecycleError::Completing(id)
