@@ -785,6 +785,28 @@ async fn tidy_vacuums_tables_full_of_dead_rows(backend: Backend) {
     assert_eq!(request(db, id).await.status, RequestStatus::Cancelled);
 }
 
+/// A job of a test queue with this idempotency key, due now.
+fn test_job(key: &str) -> pixbatch::store::NewJob {
+    pixbatch::store::NewJob {
+        args: b"{}".to_vec(),
+        idempotency_key: key.to_owned(),
+        run_at: std::time::SystemTime::now(),
+        max_attempts: 3,
+    }
+}
+
+/// The first column of every row `sqlite` or `postgres` selects, whichever the
+/// backend, sorted.
+async fn sorted_strings(db: &Db, sqlite: &'static str, postgres: &'static str) -> Vec<String> {
+    use pixbatch::store::Pool;
+    let mut all: Vec<String> = match db.pool() {
+        Pool::Sqlite(p) => sqlx::query_scalar(sqlite).fetch_all(p).await.unwrap(),
+        Pool::Postgres(p) => sqlx::query_scalar(postgres).fetch_all(p).await.unwrap(),
+    };
+    all.sort();
+    all
+}
+
 /// Finished jobs older than the retention go, a batch per call; younger ones, jobs
 /// still to run and jobs that gave up stay.
 async fn purge_deletes_only_jobs_done_before_the_retention(backend: Backend) {
@@ -794,14 +816,8 @@ async fn purge_deletes_only_jobs_done_before_the_retention(backend: Backend) {
     };
     let db = &test.db;
     let old = usize::try_from(PURGE_BATCH).unwrap() + 5;
-    let job = |key: String| NewJob {
-        args: b"{}".to_vec(),
-        idempotency_key: key,
-        run_at: std::time::SystemTime::now(),
-        max_attempts: 3,
-    };
-    let mut jobs: Vec<NewJob> = (0..old).map(|i| job(format!("old-{i}"))).collect();
-    jobs.extend(["recent", "pending", "gave-up"].map(|k| job(k.to_owned())));
+    let mut jobs: Vec<NewJob> = (0..old).map(|i| test_job(&format!("old-{i}"))).collect();
+    jobs.extend(["recent", "pending", "gave-up"].map(test_job));
     let mut tx = db.begin_write().await.unwrap();
     Db::push_jobs(&mut tx, "pixbatch.test", &jobs)
         .await
@@ -847,36 +863,25 @@ async fn purge_deletes_only_jobs_done_before_the_retention(backend: Backend) {
     );
     assert_eq!(db.purge_done_jobs(hour).await.unwrap(), 5);
     assert_eq!(db.purge_done_jobs(hour).await.unwrap(), 0);
-    let mut left: Vec<String> = match db.pool() {
-        Pool::Sqlite(p) => sqlx::query_scalar("select idempotency_key from Jobs")
-            .fetch_all(p)
-            .await
-            .unwrap(),
-        Pool::Postgres(p) => sqlx::query_scalar("select idempotency_key from apalis.jobs")
-            .fetch_all(p)
-            .await
-            .unwrap(),
-    };
-    left.sort();
+    let left = sorted_strings(
+        db,
+        "select idempotency_key from Jobs",
+        "select idempotency_key from apalis.jobs",
+    )
+    .await;
     assert_eq!(left, ["gave-up", "pending", "recent"]);
 }
 
 /// Workers not seen for the retention go, unless they still hold a job (apalis hands
 /// such jobs back through the worker's row); recent ones stay.
 async fn stale_workers_go_unless_they_hold_a_job(backend: Backend) {
-    use pixbatch::store::{NewJob, Pool};
+    use pixbatch::store::Pool;
     let Some(test) = TestDb::open(backend).await else {
         return;
     };
     let db = &test.db;
     let mut tx = db.begin_write().await.unwrap();
-    let job = NewJob {
-        args: b"{}".to_vec(),
-        idempotency_key: "held".to_owned(),
-        run_at: std::time::SystemTime::now(),
-        max_attempts: 3,
-    };
-    Db::push_jobs(&mut tx, "pixbatch.test", &[job])
+    Db::push_jobs(&mut tx, "pixbatch.test", &[test_job("held")])
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -919,53 +924,37 @@ async fn stale_workers_go_unless_they_hold_a_job(backend: Backend) {
     }
     let hour = std::time::Duration::from_secs(3600);
     assert_eq!(db.purge_stale_workers(hour).await.unwrap(), 1);
-    let mut left: Vec<String> = match db.pool() {
-        Pool::Sqlite(p) => sqlx::query_scalar("select id from Workers")
-            .fetch_all(p)
-            .await
-            .unwrap(),
-        Pool::Postgres(p) => sqlx::query_scalar("select id from apalis.workers")
-            .fetch_all(p)
-            .await
-            .unwrap(),
-    };
-    left.sort();
+    let left = sorted_strings(
+        db,
+        "select id from Workers",
+        "select id from apalis.workers",
+    )
+    .await;
     assert_eq!(left, ["old-busy", "recent"]);
 }
 
 /// A push whose keys were partly pushed before adds the others (on PostgreSQL a
 /// duplicate key fails the whole insert: the rest must not go with it).
 async fn a_push_skips_only_the_keys_pushed_before(backend: Backend) {
-    use pixbatch::store::{NewJob, Pool};
+    use pixbatch::store::NewJob;
     let Some(test) = TestDb::open(backend).await else {
         return;
     };
     let db = &test.db;
-    let job = |key: &str| NewJob {
-        args: b"{}".to_vec(),
-        idempotency_key: key.to_owned(),
-        run_at: std::time::SystemTime::now(),
-        max_attempts: 3,
-    };
     for keys in [&["a", "b"][..], &["b", "c", "d"], &["d"]] {
-        let jobs: Vec<NewJob> = keys.iter().map(|k| job(k)).collect();
+        let jobs: Vec<NewJob> = keys.iter().map(|k| test_job(k)).collect();
         let mut tx = db.begin_write().await.unwrap();
         Db::push_jobs(&mut tx, "pixbatch.test", &jobs)
             .await
             .unwrap();
         tx.commit().await.unwrap();
     }
-    let mut keys: Vec<String> = match db.pool() {
-        Pool::Sqlite(p) => sqlx::query_scalar("select idempotency_key from Jobs")
-            .fetch_all(p)
-            .await
-            .unwrap(),
-        Pool::Postgres(p) => sqlx::query_scalar("select idempotency_key from apalis.jobs")
-            .fetch_all(p)
-            .await
-            .unwrap(),
-    };
-    keys.sort();
+    let keys = sorted_strings(
+        db,
+        "select idempotency_key from Jobs",
+        "select idempotency_key from apalis.jobs",
+    )
+    .await;
     assert_eq!(keys, ["a", "b", "c", "d"]);
 }
 

@@ -298,16 +298,14 @@ async fn unsigned_without_a_secret(backend: Backend) {
     assert!(app.logs().contains("WEBHOOK_SECRET is not set"));
 }
 
-/// A retry gives up the previous run's event while it is still being delivered: the
-/// new run's event says how the request ended, and the old one, arriving hours later
-/// on its schedule, would tell the receiver a stale status. Its log says why; a
-/// redelivery while the retried run goes on is refused for the same reason.
-async fn a_retry_supersedes_the_previous_runs_undelivered_event(backend: Backend) {
-    let images = ImageServer::start().await;
-    let hook = WebhookReceiver::start(vec![503]).await;
-    let Some(app) = TestServer::start_on(backend, &[("WEBHOOK_RETRY_SCHEDULE", "1h")]).await else {
-        return;
-    };
+/// A request of two images, one behind the image server's closed gate, finished
+/// `CompletedWithErrors` with `hook` as its webhook: a retry has one image to do once
+/// the gate opens.
+async fn finished_with_a_failed_image(
+    app: &TestServer,
+    images: &ImageServer,
+    hook: &WebhookReceiver,
+) -> String {
     let csv = format!(
         "Serial Number,Product Name,Input Image Urls\n1,A,{},{}\n",
         images.url("/img/a/small_picos.jpg"),
@@ -318,6 +316,20 @@ async fn a_retry_supersedes_the_previous_runs_undelivered_event(backend: Backend
         .await;
     let status = app.wait_final(&id, Duration::from_secs(60)).await;
     assert_eq!(status["status"], "CompletedWithErrors", "{status}");
+    id
+}
+
+/// A retry gives up the previous run's event while it is still being delivered: the
+/// new run's event says how the request ended, and the old one, arriving hours later
+/// on its schedule, would tell the receiver a stale status. Its log says why; a
+/// redelivery while the retried run goes on is refused for the same reason.
+async fn a_retry_supersedes_the_previous_runs_undelivered_event(backend: Backend) {
+    let images = ImageServer::start().await;
+    let hook = WebhookReceiver::start(vec![503]).await;
+    let Some(app) = TestServer::start_on(backend, &[("WEBHOOK_RETRY_SCHEDULE", "1h")]).await else {
+        return;
+    };
+    let id = finished_with_a_failed_image(&app, &images, &hook).await;
     // The first event's first try got a 503; its next is an hour away.
     hook.wait_for(1, Duration::from_secs(20)).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -370,16 +382,7 @@ async fn a_try_failing_after_a_retry_is_the_old_events_last(backend: Backend) {
     let Some(app) = TestServer::start_on(backend, &[("WEBHOOK_RETRY_SCHEDULE", "1s")]).await else {
         return;
     };
-    let csv = format!(
-        "Serial Number,Product Name,Input Image Urls\n1,A,{},{}\n",
-        images.url("/img/a/small_picos.jpg"),
-        images.url("/gate/b/small_aitzgorri.jpg"),
-    );
-    let id = app
-        .accepted(csv.as_bytes(), &[("webhook_url", &hook.url)])
-        .await;
-    let status = app.wait_final(&id, Duration::from_secs(60)).await;
-    assert_eq!(status["status"], "CompletedWithErrors", "{status}");
+    let id = finished_with_a_failed_image(&app, &images, &hook).await;
     // The first try is at the receiver, which answers 503 once the retry is in.
     hook.wait_for(1, Duration::from_secs(20)).await;
     images.open_gate();
