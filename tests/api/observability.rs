@@ -570,3 +570,60 @@ async fn a_process_on_every_address_needs_its_public_base_url() {
         );
     }
 }
+
+/// `/readyz` says what is wrong: 503 "migrations not applied" when the database lacks
+/// one of this binary's migrations, 503 "database unavailable" while the database
+/// refuses connections, and 200 again once it is back.
+#[tokio::test]
+async fn readiness_names_a_missing_migration_and_an_unreachable_database() {
+    use crate::helpers::{PgDatabase, postgres_url};
+    let Some(admin) = postgres_url() else {
+        return;
+    };
+    let pg = PgDatabase::create(&admin).await;
+    let app = TestServer::start(&[("DATABASE_URL", pg.url.as_str())]).await;
+    readyz_until(&app, (200, "ok")).await;
+
+    let db = sqlx::PgPool::connect(&pg.url)
+        .await
+        .expect("the test's pool");
+    let newest = "update _pixbatch_migrations set success = $1
+                   where version = (select max(version) from _pixbatch_migrations)";
+    sqlx::query(newest).bind(false).execute(&db).await.unwrap();
+    readyz_until(&app, (503, "migrations not applied")).await;
+    sqlx::query(newest).bind(true).execute(&db).await.unwrap();
+    readyz_until(&app, (200, "ok")).await;
+    db.close().await;
+
+    let name = url::Url::parse(&pg.url).unwrap().path()[1..].to_owned();
+    let server = sqlx::PgPool::connect(&admin).await.expect("admin pool");
+    let allow =
+        |yes: bool| sqlx::AssertSqlSafe(format!("alter database {name} allow_connections {yes}"));
+    sqlx::query(allow(false)).execute(&server).await.unwrap();
+    sqlx::query("select pg_terminate_backend(pid) from pg_stat_activity where datname = $1")
+        .bind(&name)
+        .execute(&server)
+        .await
+        .unwrap();
+    readyz_until(&app, (503, "database unavailable")).await;
+    sqlx::query(allow(true)).execute(&server).await.unwrap();
+    readyz_until(&app, (200, "ok")).await;
+}
+
+/// Waits (a minute at most) until `/readyz` answers `want`: status and reason.
+async fn readyz_until(app: &TestServer, want: (u16, &str)) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, body) = app.get_json("/readyz").await;
+        let reason = body["status"].as_str().unwrap_or_default();
+        if (code, reason) == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{code} {reason:?}, not {want:?}\n{}",
+            app.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
