@@ -72,6 +72,12 @@ impl AppState {
         })
     }
 
+    /// The request's status URL: where an accepted upload, retry or cancel shows its
+    /// outcome (the body's `status_url`, the 202's `Location`).
+    pub fn status_url(&self, id: RequestId) -> String {
+        format!("{}/status/{id}", self.settings.public_base_url)
+    }
+
     /// The request id in a path, or 404 for one that is not a UUID.
     pub fn request_id(id: &str) -> Result<RequestId, ApiError> {
         id.parse()

@@ -2,8 +2,8 @@
 //! `submit` client reads back. One type for both sides, so the CLI cannot drift from
 //! the server: serde for the client (and for responses built outside poem-openapi),
 //! poem-openapi for the handlers and the document. Every field but `errors` and
-//! `invalid_params` is always written; reading, each may be missing (a proxy's answer, a server of another
-//! version) and is then empty.
+//! `invalid_params` is always written; reading, each may be missing (a proxy's answer,
+//! a server of another version) and is then empty.
 
 use poem_openapi::Object;
 use serde::{Deserialize, Serialize};

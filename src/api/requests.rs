@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{ApiError, ApiTags, AppState, ProblemResponse, report::ImageReport};
 use crate::{
-    domain::{FailureCode, ImageState, Progress, RequestId, RequestStatus},
+    domain::{FailureCode, ImageState, Progress, RequestStatus},
     store::BlobKey,
 };
 
@@ -271,7 +271,7 @@ impl RequestsApi {
                 status: RequestStatus::Processing,
                 images: retried.images as i64,
             }),
-            self.status_url(id),
+            self.0.status_url(id),
         ))
     }
 
@@ -291,15 +291,8 @@ impl RequestsApi {
                 status: RequestStatus::Cancelled,
                 images: cancelled.images,
             }),
-            self.status_url(id),
+            self.0.status_url(id),
         ))
-    }
-}
-
-impl RequestsApi {
-    /// The request's status URL, where an accepted action's outcome shows.
-    fn status_url(&self, id: RequestId) -> String {
-        format!("{}/status/{id}", self.0.settings.public_base_url)
     }
 }
 

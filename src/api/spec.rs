@@ -112,8 +112,9 @@ fn keep_possible_responses(doc: &mut Node, is_public: impl Fn(&str) -> bool) {
 }
 
 /// Whether `path` can answer `code`: the upload alone reads a body (413, 422); only
-/// what names a request can miss it (404) or be malformed in its path (400); 409 is
-/// a state conflict of actions and of a request's output; public paths take no token.
+/// what names a request can miss it (404); a 400 (a malformed form or parameter) is
+/// left to those and the upload; 409 is a state conflict of actions and of a request's
+/// output; public paths take no token.
 fn can_answer(path: &str, code: &str, is_public: impl Fn(&str) -> bool) -> bool {
     let names_a_request = path.contains('{');
     match code {

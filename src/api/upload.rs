@@ -192,7 +192,7 @@ impl UploadApi {
             })
             .await?;
         let id = accepted.id;
-        let status_url = format!("{}/status/{id}", s.public_base_url);
+        let status_url = self.0.status_url(id);
         Ok(UploadResponse::Accepted(
             Json(UploadAccepted {
                 request_id: Some(id.as_uuid()),

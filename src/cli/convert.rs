@@ -164,8 +164,9 @@ fn targets(files: &[PathBuf], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
         let stem = file
             .file_stem()
             .map_or_else(|| format!("{index}"), |s| s.to_string_lossy().into_owned());
-        let target = out.join(format!("{stem}.jpg"));
-        let resolved = out_dir.join(format!("{stem}.jpg"));
+        let name = format!("{stem}.jpg");
+        let target = out.join(&name);
+        let resolved = out_dir.join(&name);
         if let Some(input) = inputs.get(&resolved) {
             problems.push(format!(
                 "{}: its output {} would replace the input {}",

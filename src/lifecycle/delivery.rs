@@ -51,7 +51,10 @@ impl Lifecycle {
         {
             next = None;
             let why = store::superseded_by(run);
-            error = Some(error.map_or_else(|| why.clone(), |e| format!("{e}; {why}")));
+            error = Some(match error {
+                Some(e) => format!("{e}; {why}"),
+                None => why,
+            });
         }
         let state = match next {
             _ if attempt.delivered() => EventState::Delivered,

@@ -1007,16 +1007,17 @@ impl TestServer {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// `/readyz`'s status and its reason (`ok`, or what is wrong).
+    pub async fn readyz(&self) -> (u16, String) {
+        let (code, body) = self.get_json("/readyz").await;
+        (code, body["status"].as_str().unwrap_or_default().to_owned())
+    }
+
     /// GETs a URL and returns status, content type and bytes.
     pub async fn get_bytes(&self, url: &str) -> (u16, String, Vec<u8>) {
         let resp = self.http.get(url).send().await.expect("get");
         let status = resp.status().as_u16();
-        let ct = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let ct = header_of(&resp, "content-type").unwrap_or_default();
         (status, ct, resp.bytes().await.expect("body").to_vec())
     }
 

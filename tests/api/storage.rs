@@ -138,11 +138,6 @@ async fn images_until(
     }
 }
 
-async fn readyz(app: &TestServer) -> (u16, String) {
-    let (code, body) = app.get_json("/readyz").await;
-    (code, body["status"].as_str().unwrap_or_default().to_owned())
-}
-
 /// Every succeeded image has its JPEG under `{store}/{id}/{row}-{position}.jpg`,
 /// whole (the size the API reports, ends with EOI) and decodable; no staged file is
 /// left; the output CSV lists them. Returns how many succeeded.
@@ -208,7 +203,7 @@ async fn full_disk_store(backend: Backend) {
     let Some((fs, images, store, app)) = store_on_tmpfs(backend, "50").await else {
         return;
     };
-    assert_eq!(readyz(&app).await.0, 200);
+    assert_eq!(app.readyz().await.0, 200);
 
     // 1. Full before the upload: 503, nothing stored.
     fs.fill();
@@ -229,7 +224,7 @@ async fn full_disk_store(backend: Backend) {
         .filter(|e| e.path().is_dir())
         .collect();
     assert!(dirs.is_empty(), "a failed upload left {dirs:?}");
-    let (code, why) = readyz(&app).await;
+    let (code, why) = app.readyz().await;
     assert_eq!(code, 503);
     assert!(why.contains("no space left on device"), "{why}");
 
@@ -252,7 +247,7 @@ async fn full_disk_store(backend: Backend) {
     );
     let (_, status) = app.get_json(&format!("/status/{id}")).await;
     assert_eq!(status["status"], "Processing", "{status}");
-    let (code, why) = readyz(&app).await;
+    let (code, why) = app.readyz().await;
     assert_eq!(code, 503);
     assert_eq!(
         why,
@@ -293,7 +288,7 @@ async fn full_disk_store(backend: Backend) {
     assert_eq!(rows.len(), 5);
     assert!(rows[1..].iter().all(|r| r[3].ends_with(".jpg")), "{rows:?}");
     assert_eq!(app.logs().matches("blob store writable again").count(), 2);
-    assert_eq!(readyz(&app).await.0, 200);
+    assert_eq!(app.readyz().await.0, 200);
 }
 
 /// A read-only store: image tries fail with `storage: read-only file system` and give
@@ -329,7 +324,7 @@ async fn read_only_store(backend: Backend) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (_, status) = app.get_json(&format!("/status/{id}")).await;
     assert_eq!(status["status"], "Processing", "{status}");
-    let (code, why) = readyz(&app).await;
+    let (code, why) = app.readyz().await;
     assert_eq!(code, 503);
     assert!(why.ends_with("storage: read-only file system"), "{why}");
 
@@ -353,7 +348,7 @@ async fn read_only_store(backend: Backend) {
     assert_eq!(status["progress"]["succeeded"], 3, "{status}");
     let imgs = app.images(&id).await;
     assert_eq!(assert_outputs_valid(&store, &id, &imgs), 3);
-    assert_eq!(readyz(&app).await.0, 200);
+    assert_eq!(app.readyz().await.0, 200);
 }
 
 crate::on_both_backends!(full_disk_store, read_only_store);
