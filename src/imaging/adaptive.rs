@@ -8,7 +8,8 @@
 //! - the reference side of the metric is computed once per image
 //!   (`fast_ssim2::Ssimulacra2Reference`);
 //! - a JPEG source's candidates come from the coefficient path (requantised, no
-//!   pixel decode or DCT of the source);
+//!   pixel decode or DCT of the source), with a dead zone that the metric vouches for
+//!   ([`super::fastpath::TARGET_ROUND_UP_ABOVE`]: the same score for fewer bytes);
 //! - the first guess comes from the score-vs-quality curve of typical photos, and
 //!   each next one from interpolating the tries so far (regula falsi), so most
 //!   images need two to four tries.
@@ -291,7 +292,10 @@ pub(crate) enum Searched {
 /// with each photo left out of the points it is guessed from, it took 10 % fewer
 /// tries × megapixels over the targets 60–80 than the curve it replaced, and none
 /// more at any one target; the median took 8 % fewer but 10 % more at 65
-/// (`search_replayed_on_score_curves`).
+/// (`search_replayed_on_score_curves`). Fitted before the tries took the dead zone
+/// ([`super::fastpath::TARGET_ROUND_UP_ABOVE`]); replayed on the dead zone's curves it
+/// still takes fewer tries × megapixels (1,544) than curves refitted on them with
+/// each photo left out (1,599 at the 40th percentile, 1,579 at the median).
 const TYPICAL: [(f64, f64); 7] = [
     (30.0, 46.6),
     (40.0, 56.5),
@@ -1059,9 +1063,11 @@ mod tests {
             AUTO_RANGE
                 .map(|q| {
                     let route = super::super::Route::Auto;
-                    let (bytes, _) = super::super::direct_jpeg(input, &header, q, &budget, route)
-                        .expect("transcodes")
-                        .expect("the direct path applies");
+                    let tuning = super::super::fastpath::Tuning::for_target();
+                    let (bytes, _) =
+                        super::super::direct_jpeg(input, &header, q, &budget, route, tuning)
+                            .expect("transcodes")
+                            .expect("the direct path applies");
                     let score = scorer.score(&bytes, &budget).expect("scores");
                     format!(
                         "{name}\t{q}\t{}\t{score:.4}\t{}\n",
@@ -1178,6 +1184,13 @@ mod tests {
                 })
                 .collect()
         };
+        // What TYPICAL is made from: the curve of every photo (none left out).
+        let all = percentile(usize::MAX, 0.4);
+        let points: Vec<String> = all
+            .iter()
+            .map(|(q, s)| format!("({q:.1}, {s:.1})"))
+            .collect();
+        println!("40th percentile of all photos: [{}]", points.join(", "));
         println!(
             "| target | TYPICAL | replaced | 40th percentile, left-one-out | median, left-one-out |"
         );
@@ -1221,50 +1234,111 @@ mod tests {
             "| all | {:.0} | {:.0} | {:.0} | {:.0} |",
             sums[0], sums[1], sums[2], sums[3]
         );
+        // Every whole target of 60–80, each curve fitted on all the photos.
+        let fitted: Vec<(String, Vec<(f64, f64)>)> = [0.3, 0.4, 0.5]
+            .into_iter()
+            .map(|p| {
+                (
+                    format!("{}th percentile", p * 100.0),
+                    percentile(usize::MAX, p),
+                )
+            })
+            .chain([("TYPICAL".to_string(), TYPICAL.to_vec())])
+            .collect();
+        for (name, typical) in &fitted {
+            let (mut weighted, mut tries) = (0.0, 0);
+            for target in 60u8..=80 {
+                let goal = Goal {
+                    target: Some(Target::whole(target)),
+                    fixed: 50,
+                    max_bytes: None,
+                };
+                for c in curves {
+                    let Searched::Chosen(choice) =
+                        search_on_from(typical, goal, |q| c.at[&q].0, |q| c.at[&q].1)
+                    else {
+                        panic!("{}: no choice", c.name);
+                    };
+                    tries += choice.tries;
+                    weighted += f64::from(choice.tries) * c.scored_pixels as f64 / 1e6;
+                }
+            }
+            println!(
+                "targets 60–80, each whole one: {name}: {tries} tries, {weighted:.0} tries × MP"
+            );
+        }
     }
 
     /// Chroma offsets measured by [`chroma_split_curves`].
     const CHROMA_OFFSETS: [i8; 6] = [-16, -8, 0, 8, 16, 30];
 
-    /// Each corpus photo's (bytes, score) by luma quality (40–76, every third), for
-    /// each chroma table offset of [`CHROMA_OFFSETS`] from the luma's.
-    type SplitCurves = BTreeMap<(String, i8), BTreeMap<u8, (usize, f64)>>;
+    /// A tuning of the fast path measured by [`tuned_curves`], and its name there.
+    type Variant = (String, super::super::fastpath::Tuning);
 
-    /// The corpus photos' [`SplitCurves`]: read from `path` when it is there (a TSV of
-    /// photo, quality, offset, bytes, score), else computed (about 10 minutes on 2
-    /// cores) and written there.
-    fn split_curves(path: &std::path::Path) -> Option<SplitCurves> {
+    /// Each corpus photo's (bytes, score) by luma quality (40–76, every third), for
+    /// each [`Variant`] measured: by (photo, variant's name).
+    type TunedCurves = BTreeMap<(String, String), BTreeMap<u8, (usize, f64)>>;
+
+    /// The corpus photos' [`TunedCurves`] for `variants`: read from `path` when it is
+    /// there (a TSV of photo, quality, variant, bytes, score), else computed (about 8
+    /// seconds per variant and photo on 2 cores) and written there.
+    fn tuned_curves(path: &std::path::Path, variants: &[Variant]) -> Option<TunedCurves> {
         let text = cached_lines(path, |name, input, scorer| {
             let budget = Budget::UNLIMITED;
             let mut lines = Vec::new();
             for q in (40u8..=76).step_by(3) {
-                for offset in CHROMA_OFFSETS {
-                    let tuning = super::super::fastpath::Tuning {
-                        chroma_offset: offset,
-                        ..Default::default()
-                    };
-                    let bytes = super::super::fastpath::transcode(input, q, &budget, tuning)
+                for (variant, tuning) in variants {
+                    let bytes = super::super::fastpath::transcode(input, q, &budget, *tuning)
                         .expect("transcodes")
                         .expect("the fast path applies");
                     let score = scorer.score(&bytes, &budget).expect("scores");
                     lines.push(format!(
-                        "{name}\t{q}\t{offset}\t{}\t{score:.4}\n",
+                        "{name}\t{q}\t{variant}\t{}\t{score:.4}\n",
                         bytes.len()
                     ));
                 }
             }
             lines
         })?;
-        let mut curves = SplitCurves::new();
+        let mut curves = TunedCurves::new();
         for line in text.lines() {
             let f: Vec<&str> = line.split('\t').collect();
-            let key = (f[0].to_string(), f[2].parse().expect("offset"));
+            let key = (f[0].to_string(), f[2].to_string());
             curves.entry(key).or_default().insert(
                 f[1].parse().expect("quality"),
                 (f[3].parse().expect("bytes"), f[4].parse().expect("score")),
             );
         }
         Some(curves)
+    }
+
+    /// For each target, the bytes of every photo's lowest meeting output with each
+    /// set of `variants` (each photo at its best of the set) against `base` alone.
+    fn best_of_sets(curves: &TunedCurves, base: &str, sets: &[&[&str]], targets: &[f64]) {
+        let photos: std::collections::BTreeSet<&String> = curves.keys().map(|(p, _)| p).collect();
+        for &target in targets {
+            let total = |set: &[&str]| -> f64 {
+                photos
+                    .iter()
+                    .map(|&p| {
+                        set.iter()
+                            .filter_map(|&v| {
+                                lowest_whole(&curves[&(p.clone(), v.to_string())], target)
+                            })
+                            .fold(f64::INFINITY, f64::min)
+                    })
+                    .sum()
+            };
+            let reference = total(&[base]);
+            let ratios: Vec<String> = sets
+                .iter()
+                .map(|set| format!("{set:?} {:.3}×", total(set) / reference))
+                .collect();
+            println!(
+                "target {target}: {base} {reference:.0} bytes; {}",
+                ratios.join(", ")
+            );
+        }
     }
 
     /// The bytes of the lowest whole quality whose score reaches `target` on a curve
@@ -1298,33 +1372,66 @@ mod tests {
     #[ignore = "measurement on the benchmark corpus"]
     fn chroma_split_curves() {
         let cache = kept_in_target("chroma-split");
-        let Some(curves) = split_curves(&cache) else {
+        let variants: Vec<Variant> = CHROMA_OFFSETS
+            .iter()
+            .map(|&offset| {
+                let tuning = super::super::fastpath::Tuning {
+                    chroma_offset: offset,
+                    ..Default::default()
+                };
+                (offset.to_string(), tuning)
+            })
+            .collect();
+        let Some(curves) = tuned_curves(&cache, &variants) else {
             return;
         };
-        let photos: std::collections::BTreeSet<&String> = curves.keys().map(|(p, _)| p).collect();
-        println!("{} photos, curves in {}", photos.len(), cache.display());
-        let sets: [&[i8]; 5] = [&CHROMA_OFFSETS, &[0, 8], &[0, 16], &[0, 16, 30], &[16]];
-        for target in [65.56, 66.0, 70.0] {
-            let total = |set: &[i8]| -> f64 {
-                photos
-                    .iter()
-                    .map(|&p| {
-                        set.iter()
-                            .filter_map(|&o| lowest_whole(&curves[&(p.clone(), o)], target))
-                            .fold(f64::INFINITY, f64::min)
-                    })
-                    .sum()
-            };
-            let base = total(&[0]);
-            let ratios: Vec<String> = sets
-                .iter()
-                .map(|set| format!("{set:?} {:.3}×", total(set) / base))
-                .collect();
-            println!(
-                "target {target}: offset 0 {base:.0} bytes; {}",
-                ratios.join(", ")
-            );
-        }
+        println!("curves in {}", cache.display());
+        let sets: [&[&str]; 5] = [
+            &["-16", "-8", "0", "8", "16", "30"],
+            &["0", "8"],
+            &["0", "16"],
+            &["0", "16", "30"],
+            &["16"],
+        ];
+        best_of_sets(&curves, "0", &sets, &[65.56, 66.0, 70.0]);
+    }
+
+    /// Dead zones measured by [`dead_zone_curves`]: the fraction over which a
+    /// requantised magnitude rounds up ([`super::super::fastpath::ROUND_UP_ABOVE`]).
+    const DEAD_ZONES: [f32; 5] = [0.5, 0.55, 0.6, 0.65, 0.7];
+
+    /// What a wider dead zone in requantisation saves at the same score: the lowest
+    /// meeting outputs with each rounding threshold of [`DEAD_ZONES`] against 0.5's
+    /// (each alone, and every photo at its best of a few). A measurement: `cargo test
+    /// --release --lib -- --ignored --nocapture dead_zone_curves` (reads
+    /// `../shared/corpus`; keeps the curves in `target/dead-zone-v{OUTPUT_VERSION}.tsv`).
+    #[test]
+    #[ignore = "measurement on the benchmark corpus"]
+    fn dead_zone_curves() {
+        let cache = kept_in_target("dead-zone");
+        let variants: Vec<Variant> = DEAD_ZONES
+            .iter()
+            .map(|&theta| {
+                let tuning = super::super::fastpath::Tuning {
+                    round_up_above: theta,
+                    ..Default::default()
+                };
+                (theta.to_string(), tuning)
+            })
+            .collect();
+        let Some(curves) = tuned_curves(&cache, &variants) else {
+            return;
+        };
+        println!("curves in {}", cache.display());
+        let sets: [&[&str]; 6] = [
+            &["0.55"],
+            &["0.6"],
+            &["0.65"],
+            &["0.7"],
+            &["0.5", "0.6", "0.7"],
+            &["0.5", "0.55", "0.6", "0.65", "0.7"],
+        ];
+        best_of_sets(&curves, "0.5", &sets, &[64.56, 65.56, 70.0]);
     }
 
     #[test]

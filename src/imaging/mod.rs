@@ -250,7 +250,8 @@ enum Direct {
 /// 2: the encoder's accurate FDCT and Huffman tables made per image.
 /// 3: half-step target searches (taken out again).
 /// 4: the target search's aim above the target and its bracket rule.
-pub const OUTPUT_VERSION: u32 = 4;
+/// 5: the target search's dead zone ([`fastpath::TARGET_ROUND_UP_ABOVE`]).
+pub const OUTPUT_VERSION: u32 = 5;
 
 impl TransformOptions {
     /// Everything that shapes the output bytes for a given input, as one string: the
@@ -512,10 +513,13 @@ fn direct_outcome(
     route: Route,
 ) -> Result<Direct, ImagingError> {
     if goal.target.is_none() && goal.max_bytes.is_none() {
-        return Ok(match direct_jpeg(input, header, quality, budget, route)? {
-            Some((bytes, fast)) => Direct::Done(Outcome::fixed(quality, bytes, fast)),
-            None => Direct::General { too_big: None },
-        });
+        let tuning = fastpath::Tuning::default();
+        return Ok(
+            match direct_jpeg(input, header, quality, budget, route, tuning)? {
+                Some((bytes, fast)) => Direct::Done(Outcome::fixed(quality, bytes, fast)),
+                None => Direct::General { too_big: None },
+            },
+        );
     }
     if !direct_eligible(input, header) {
         return Ok(Direct::General { too_big: None });
@@ -528,8 +532,14 @@ fn direct_outcome(
         Some(s) => s.score(b, budget),
         None => Ok(f64::NAN),
     };
+    // A target's tries take the dead zone the metric vouches for; a cap alone keeps
+    // the fixed qualities' rounding (nothing checks what a wider one would cost).
+    let tuning = match goal.target {
+        Some(_) => fastpath::Tuning::for_target(),
+        None => fastpath::Tuning::default(),
+    };
     let mut encode = |q: u8| {
-        direct_jpeg(input, header, q, budget, route)
+        direct_jpeg(input, header, q, budget, route, tuning)
             .map(|r| r.map(|(bytes, fast_path)| adaptive::Encoded { bytes, fast_path }))
     };
     Ok(match adaptive::search(goal, &mut encode, Some(&score))? {
@@ -588,7 +598,7 @@ pub(crate) fn libjpeg_error(format: Format, e: LibjpegError) -> ImagingError {
 
 /// JPEG → JPEG without RGB pixels, when `input` qualifies: a complete gray or
 /// YCbCr JPEG, EXIF orientation 1, no ICC profile other than sRGB (its pixels need
-/// no change). First the coefficient-domain fast path (unless `route` says
+/// no change). First the coefficient-domain fast path with `tuning` (unless `route` says
 /// otherwise), else the plane route: the samples of each component, transformed back
 /// without colour conversion ([`samples::reencode`]). Returns the bytes and whether the fast
 /// path made them; `Ok(None)` sends the image down the RGB pipeline (which also gives
@@ -600,13 +610,13 @@ fn direct_jpeg(
     quality: u8,
     budget: &Budget,
     route: Route,
+    tuning: fastpath::Tuning,
 ) -> Result<Option<(Vec<u8>, bool)>, ImagingError> {
     if !direct_eligible(input, header) {
         return Ok(None);
     }
     let definitive = |e: LibjpegError| (!e.is_fatal()).then(|| libjpeg_error(Format::Jpeg, e));
     if route == Route::Auto {
-        let tuning = fastpath::Tuning::default();
         match fastpath::transcode(input, quality, budget, tuning) {
             Ok(Some(bytes)) => return Ok(Some((bytes, true))),
             Ok(None) => {}
