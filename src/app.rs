@@ -112,6 +112,13 @@ impl App {
                 "files are stored on this host's disk: every api and worker process must see the same folder (a shared mount), or set STORAGE_URL=s3://…"
             );
         }
+        if role != Role::Worker && settings.server.api_token.is_none() && !addr.ip().is_loopback() {
+            // An empty API_TOKEN counts as unset: say so where it matters, on an open port.
+            tracing::warn!(
+                %addr,
+                "API_TOKEN is not set: anyone who can reach this address can upload and read requests"
+            );
+        }
         if settings.webhook.keys.is_empty() {
             tracing::warn!("WEBHOOK_SECRET is not set: webhooks will be sent unsigned");
         }

@@ -61,7 +61,12 @@ pub struct ServerConfig {
     /// Database URL: `sqlite://FILE` (embedded, default) or `postgres://USER@HOST/DB`
     /// (shared by any number of `api` and `worker` processes). Picks the job queue's
     /// backend and our tables.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://pixbatch.db")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://pixbatch.db",
+        hide_env_values = true
+    )]
     pub database_url: DatabaseUrl,
 
     /// Address the HTTP API listens on.
@@ -154,7 +159,7 @@ pub struct ServerConfig {
     pub max_image_scans: u32,
 
     /// CPU time every image may use for its transform, on top of `IMAGE_TIME_PER_MEGAPIXEL`.
-    #[arg(long, env = "IMAGE_TIME_BUDGET", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "IMAGE_TIME_BUDGET", default_value = "2s", value_parser = parse_time_limit)]
     pub image_time_budget: Duration,
 
     /// Extra CPU time per million pixels of the image (2s + 40ms/MP: 6 s at 100 MP).
@@ -162,7 +167,7 @@ pub struct ServerConfig {
     pub image_time_per_megapixel: Duration,
 
     /// Time limit for one download, body included (e.g. `30s`).
-    #[arg(long, env = "FETCH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "FETCH_TIMEOUT", default_value = "30s", value_parser = parse_time_limit)]
     pub fetch_timeout: Duration,
 
     /// Most downloads in parallel from one host name, per process: a courtesy to the
@@ -189,7 +194,7 @@ pub struct ServerConfig {
     pub allow_private_networks: String,
 
     /// Webhook used when a request gives none.
-    #[arg(long, env = "WEBHOOK_URL")]
+    #[arg(long, env = "WEBHOOK_URL", hide_env_values = true)]
     pub webhook_url: Option<String>,
 
     /// Signing secret(s), `whsec_<base64>`, space-separated for rotation. Unset: unsigned.
@@ -499,6 +504,25 @@ impl ConfigError {
     }
 }
 
+/// `PUBLIC_BASE_URL` must be a base that paths can follow: an `http(s)` URL without
+/// credentials, query or fragment (`…/files/{key}` appended to `https://h/?x` or
+/// `ftp://h` would be no link a client can follow).
+fn check_public_base(base: &str) -> Result<(), ConfigError> {
+    let refuse = |why: &str| Err(ConfigError::new("PUBLIC_BASE_URL", why.to_owned()));
+    let url =
+        url::Url::parse(base).map_err(|e| ConfigError::new("PUBLIC_BASE_URL", e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return refuse("not an http(s) URL");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return refuse("has a query or fragment, which the paths appended to it would follow");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return refuse("names credentials, which every output URL would carry");
+    }
+    Ok(())
+}
+
 impl ServerConfig {
     /// Checks every option once and derives the working values.
     pub fn validate(mut self) -> Result<Settings, ConfigError> {
@@ -529,8 +553,7 @@ impl ServerConfig {
             .unwrap_or_else(|| format!("http://{}", self.bind))
             .trim_end_matches('/')
             .to_owned();
-        url::Url::parse(&public_base_url)
-            .map_err(|e| ConfigError::new("PUBLIC_BASE_URL", e.to_string()))?;
+        check_public_base(&public_base_url)?;
         let storage = self.storage()?;
         let allow_private = crate::fetch::parse_allow_list(&self.allow_private_networks)
             .map_err(|e| ConfigError::new("ALLOW_PRIVATE_NETWORKS", e))?;
@@ -704,6 +727,12 @@ fn parse_poll_interval(s: &str) -> Result<Duration, String> {
 /// Parses `JOB_HEARTBEAT`: at least 1 s. The queue counts a worker's silence in whole
 /// seconds, so under half a second every heartbeat would take every other worker's
 /// running jobs as orphans.
+/// Parses a limit every try must fit in (`FETCH_TIMEOUT`, `IMAGE_TIME_BUDGET`): at least
+/// 100 ms. `0s` would fail every download or every image, each after its retries.
+fn parse_time_limit(s: &str) -> Result<Duration, String> {
+    parse_at_least(s, Duration::from_millis(100))
+}
+
 fn parse_heartbeat(s: &str) -> Result<Duration, String> {
     parse_at_least(s, Duration::from_secs(1))
 }
@@ -848,6 +877,11 @@ mod tests {
         assert!(serve("--job-heartbeat", "1s").is_ok());
         let err = serve("--job-heartbeat", "400ms").unwrap_err().to_string();
         assert!(err.contains("at least 1s"), "{err}");
+        for flag in ["--fetch-timeout", "--image-time-budget"] {
+            assert!(serve(flag, "100ms").is_ok());
+            let err = serve(flag, "0s").unwrap_err().to_string();
+            assert!(err.contains("at least 100ms"), "{flag}: {err}");
+        }
     }
 
     #[test]
@@ -932,6 +966,62 @@ mod tests {
             let mut s = with(bind, Some("https://img.example.com/"));
             s.settle_public_base(Some(bound)).unwrap();
             assert_eq!(s.public_base_url, "https://img.example.com");
+        }
+    }
+
+    #[test]
+    fn the_public_base_is_an_http_base_paths_can_follow() {
+        let check = |base: &str| {
+            validate_with(|c| c.public_base_url = Some(base.to_owned()))
+                .map(|s| s.public_base_url)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            check("https://img.example.com/px/").unwrap(),
+            "https://img.example.com/px"
+        );
+        assert_eq!(
+            check("http://10.0.0.5:8080").unwrap(),
+            "http://10.0.0.5:8080"
+        );
+        for (base, why) in [
+            ("ftp://img.example.com", "not an http(s) URL"),
+            ("https://img.example.com/?v=1", "query or fragment"),
+            ("https://img.example.com/#top", "query or fragment"),
+            ("https://u:p@img.example.com", "credentials"),
+            ("img.example.com", "PUBLIC_BASE_URL"),
+        ] {
+            let err = check(base).unwrap_err();
+            assert!(
+                err.contains("PUBLIC_BASE_URL") && err.contains(why),
+                "{base}: {err}"
+            );
+        }
+    }
+
+    /// `--help` prints an option's env value unless told not to: never for one that
+    /// holds or may hold a secret (a password in a database URL, a token in a
+    /// webhook URL's query).
+    #[test]
+    fn help_never_prints_a_value_that_may_hold_a_secret() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        for role in ["serve", "api", "worker", "migrate"] {
+            let command = cli.find_subcommand(role).expect("role");
+            for env in [
+                "DATABASE_URL",
+                "WEBHOOK_URL",
+                "WEBHOOK_SECRET",
+                "API_TOKEN",
+                "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY",
+            ] {
+                let arg = command
+                    .get_arguments()
+                    .find(|a| a.get_env().is_some_and(|e| e == env))
+                    .unwrap_or_else(|| panic!("{env} is no env var of `{role}`"));
+                assert!(arg.is_hide_env_values_set(), "{role} --help prints {env}");
+            }
         }
     }
 
