@@ -17,7 +17,7 @@ mod upload;
 use std::{
     collections::HashMap,
     fmt,
-    path::PathBuf,
+    path::{Component, PathBuf},
     sync::{Arc, Mutex},
 };
 
@@ -278,12 +278,29 @@ pub struct BlobStore {
     writing: Arc<Mutex<HashMap<String, usize>>>,
 }
 
+/// `dir` made absolute, its `.` and `..` resolved by name (`file://../data`): a store
+/// path has no such segments, and the folder may not exist yet to be canonicalised.
+/// A `..` after a symlink goes up from the link's name, as the shell's `cd` does.
+fn absolute_by_name(dir: &std::path::Path) -> std::io::Result<PathBuf> {
+    let mut out = PathBuf::new();
+    for part in std::path::absolute(dir)?.components() {
+        match part {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            part => out.push(part),
+        }
+    }
+    Ok(out)
+}
+
 impl BlobStore {
     /// The store `config` names, without touching the disk or the network.
     pub fn new(config: &StorageConfig) -> std::io::Result<Self> {
         let (store, prefix, local_root): (Arc<dyn ObjectStore>, Path, _) = match config {
             StorageConfig::Local(dir) => {
-                let root = std::path::absolute(dir)?;
+                let root = absolute_by_name(dir)?;
                 let prefix = Path::from_absolute_path(&root).map_err(|e| {
                     std::io::Error::other(format!("blob store {}: {e}", root.display()))
                 })?;
@@ -635,6 +652,25 @@ mod tests {
         BlobStore::open(&StorageConfig::Local(dir.to_owned()))
             .await
             .unwrap()
+    }
+
+    /// `STORAGE_URL=file://../data` names the folder beside the working directory.
+    #[tokio::test]
+    async fn a_relative_folder_with_dot_dot_is_the_folder_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = dir.path().join("work");
+        std::fs::create_dir(&inner).unwrap();
+        let store = opened(&inner.join("./../data/.")).await;
+        assert_eq!(
+            store.local_root.as_deref(),
+            Some(dir.path().join("data").as_path())
+        );
+        let key = BlobKey::parse("r/0-0.jpg").unwrap();
+        store.put(&key, Bytes::from_static(b"one")).await.unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("data/r/0-0.jpg")).unwrap(),
+            b"one"
+        );
     }
 
     #[tokio::test]
