@@ -230,14 +230,15 @@ impl From<ApiError> for ProblemResponse {
                         RETRY_AFTER_DATABASE,
                     )
                 } else if let StoreError::Blob(blob) = e {
-                    // The operator's problem, named (`storage: no space left on
-                    // device`), so the caller knows a retry later can work.
+                    // The operator's problem, named by its kind (`storage: no space
+                    // left on device`), so the caller knows a retry later can work;
+                    // its whole text (an S3 URL, a path) only in the log above.
                     Self::Unavailable(
                         Json(problem(
                             StatusCode::SERVICE_UNAVAILABLE,
                             "storage-unavailable",
                             "Storage unavailable",
-                            format!("{blob}; nothing was stored, try again later"),
+                            format!("storage: {}; try again later", blob.public_reason()),
                         )),
                         RETRY_AFTER_STORAGE,
                     )
@@ -335,4 +336,35 @@ pub fn api_error_response(e: ApiError) -> Response {
         );
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::BlobError;
+
+    /// `/files` is public: a storage failure answers its kind, never the store's own
+    /// words (an S3 URL with its bucket, a local path), which only the log gets.
+    #[test]
+    fn a_storage_failure_names_its_kind_and_not_the_store() {
+        for (io, detail) in [
+            (
+                std::io::Error::other("/srv/pixbatch/uploads/7f/0-0.jpg: disk on fire"),
+                "storage: I/O error; try again later",
+            ),
+            (
+                std::io::Error::from_raw_os_error(28),
+                "storage: no space left on device; try again later",
+            ),
+        ] {
+            let answer =
+                ProblemResponse::from(ApiError::Store(StoreError::Blob(BlobError::from(io))));
+            let ProblemResponse::Unavailable(Json(problem), retry_after) = answer else {
+                panic!("not a 503: {answer:?}");
+            };
+            assert_eq!(problem.detail, detail);
+            assert_eq!(problem.status, 503);
+            assert_eq!(retry_after, RETRY_AFTER_STORAGE);
+        }
+    }
 }

@@ -57,6 +57,20 @@ impl BlobError {
         self.kind
     }
 
+    /// The reason in words fit for anyone who can reach the API (`/files` is public):
+    /// the kind only. An S3 error's text names the endpoint, bucket and key, a local
+    /// one may name the store's path; those stay in the log.
+    pub fn public_reason(&self) -> &'static str {
+        match self.kind {
+            FaultKind::NoSpace => "no space left on device",
+            FaultKind::ReadOnly => "read-only file system",
+            FaultKind::TooLarge => "file too large",
+            FaultKind::Permission => "permission denied",
+            FaultKind::Remote => "the S3 endpoint failed",
+            FaultKind::Io => "I/O error",
+        }
+    }
+
     /// An error of our own making (a short write, a bad probe).
     pub(super) fn io(reason: impl Into<String>) -> Self {
         Self {
@@ -138,6 +152,7 @@ mod tests {
         let e = BlobError::from(io::Error::other("disk on fire"));
         assert_eq!(e.kind(), FaultKind::Io);
         assert_eq!(e.to_string(), "storage: disk on fire");
+        assert_eq!(e.public_reason(), "I/O error");
     }
 
     #[test]
@@ -157,5 +172,6 @@ mod tests {
         assert_eq!(b.kind(), FaultKind::Remote);
         assert!(!b.to_string().contains('\n'), "{b}");
         assert!(b.to_string().starts_with("storage: S3: "), "{b}");
+        assert_eq!(b.public_reason(), "the S3 endpoint failed");
     }
 }
