@@ -17,11 +17,11 @@ use tracing::Instrument;
 
 use super::{HandlerResult, JobContext, TryError, infra_error};
 use crate::{
-    domain::{Failure, ImageState, RequestStatus},
+    domain::{Failure, FailureCode, ImageState, RequestStatus},
     fetch::{Conditional, FetchError, Validators},
     imaging::{self, Quality, TransformOptions},
     lifecycle::{ImageJob, Recorded},
-    store::{BlobKey, ImageOutcomeUpdate, Source, SourceFacts, StoreError},
+    store::{BlobKey, ImageOutcomeUpdate, ImageWork, Source, SourceFacts, StoreError},
     telemetry::metrics::{self, JobKind, JobTimer, ReusedVia},
 };
 
@@ -148,8 +148,15 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
             finish(job, ctx, work.run, &targets, outcome).await?;
             Ok(Handled::Stored)
         }
-        Err(TryError::Retry { failure, after }) if attempt < ctx.settings.fetch.attempts => {
-            let delay = ctx.backoff().next_delay(attempt, after);
+        Err(TryError::Retry { failure, after }) if may_try_again(&work, attempt, &failure, ctx) => {
+            // The store's refusals back off over all the tries (to the cap, however long
+            // it is down); a download's over its budget's.
+            let tries = if failure.code == FailureCode::StorageUnavailable {
+                attempt
+            } else {
+                budgeted_tries(&work, attempt)
+            };
+            let delay = ctx.backoff().next_delay(tries, after);
             tracing::info!(attempt, code = %failure.code, error = %failure, ?delay, "transient failure; retrying later");
             metrics::image_failure(failure.code, true);
             ctx.lifecycle
@@ -166,6 +173,21 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
         }
         Err(TryError::Abort(failure)) => fail(job, ctx, work.run, &targets, attempt, failure).await,
     }
+}
+
+/// Tries of an image counted against `FETCH_ATTEMPTS`, this one (`attempt`) included:
+/// all but those the blob store refused before.
+fn budgeted_tries(work: &ImageWork, attempt: u32) -> u32 {
+    attempt.saturating_sub(u32::try_from(work.storage_tries).unwrap_or(0))
+}
+
+/// Whether a transient failure of try `attempt` is tried again. The blob store's
+/// refusals always are: it is the service's own (an operator frees the disk, S3 comes
+/// back), the image waits for it as the output CSV does, with the backoff capped at
+/// `FETCH_BACKOFF_CAP`. Anything else while the image's budget lasts.
+fn may_try_again(work: &ImageWork, attempt: u32, failure: &Failure, ctx: &JobContext) -> bool {
+    failure.code == FailureCode::StorageUnavailable
+        || budgeted_tries(work, attempt) < ctx.settings.fetch.attempts
 }
 
 /// What one try works on: the URL, how to transform it, and what an earlier image

@@ -175,6 +175,8 @@ pub struct ImageWork {
     pub state: ImageState,
     /// Tries so far.
     pub attempts: i64,
+    /// Of those, the ones the blob store refused (not counted against `FETCH_ATTEMPTS`).
+    pub storage_tries: i64,
     /// The request's status.
     pub request_status: RequestStatus,
     /// The request's quality choice.
@@ -343,6 +345,7 @@ struct WorkRow {
     input_url: String,
     state: String,
     attempts: i64,
+    storage_tries: i64,
     status: String,
     quality: String,
     max_bytes: Option<i64>,
@@ -364,7 +367,7 @@ fn request_record(row: Option<RequestRow>) -> Result<Option<RequestRecord>, Stor
 
 /// What an image job reads first: the image and its request.
 const IMAGE_WORK_SQL: &str =
-    "select i.input_url, i.state, i.attempts, r.status, r.quality, r.max_bytes, r.run, r.reuse
+    "select i.input_url, i.state, i.attempts, i.storage_tries, r.status, r.quality, r.max_bytes, r.run, r.reuse
                      from images i join requests r on r.id = i.request_id
                     where i.request_id = $1 and i.row = $2 and i.position = $3";
 
@@ -374,7 +377,8 @@ const DUPLICATES_SQL: &str = "select row, position from images
                       and not (row = $3 and position = $4)
                     order by row, position";
 
-const RECORD_RETRY_SQL: &str = "update images set attempts = attempts + 1, last_error = $1,
+const RECORD_RETRY_SQL: &str = "update images set attempts = attempts + 1,
+                                     storage_tries = storage_tries + $9, last_error = $1,
                                      error_code = $2, started_at = coalesce(started_at, $3)
                     where request_id = $4 and row = $5 and position = $6 and state = 'pending'
                       and attempts = $7
@@ -616,6 +620,7 @@ impl Db {
             input_url: r.input_url,
             state: r.state.parse().map_err(corrupt)?,
             attempts: r.attempts,
+            storage_tries: r.storage_tries,
             request_status: r.status.parse().map_err(corrupt)?,
             quality: Quality::parse(&r.quality).map_err(corrupt)?,
             max_bytes: r
@@ -655,8 +660,8 @@ impl Db {
         Ok(())
     }
 
-    /// Counts a failed try that will be retried, if the image is still `pending` with
-    /// `tries_before` tries counted; `false` otherwise (a redelivered job, or one racing
+    /// Counts a failed try that will be retried (one the blob store refused also in
+    /// `storage_tries`), if the image is still `pending` with `tries_before` tries counted; `false` otherwise (a redelivered job, or one racing
     /// its twin), in which case nothing is to be scheduled.
     pub async fn record_retry(
         tx: &mut Tx,
@@ -675,6 +680,7 @@ impl Db {
                 .bind(image.position as i64)
                 .bind(i64::from(tries_before))
                 .bind(run)
+                .bind(i64::from(failure.code == FailureCode::StorageUnavailable))
                 .execute(&mut *c)
                 .await?
                 .rows_affected()
@@ -914,7 +920,8 @@ impl Db {
         // Tries are counted per run: a retried image gets FETCH_ATTEMPTS tries again.
         let images: Vec<(i64, i64, String)> = with_tx!(tx, c => {
             sqlx::query_as(
-                "update images set state = 'pending', attempts = 0, finished_at = null
+                "update images set state = 'pending', attempts = 0, storage_tries = 0,
+                        finished_at = null
                   where request_id = $1 and state = 'failed'
                  returning row, position, input_url",
             )

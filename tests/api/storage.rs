@@ -200,7 +200,7 @@ async fn store_on_tmpfs(
 /// `/readyz` says why, the metric counts it, the log says it once; once space is
 /// freed the pending retries finish the request with every output whole.
 async fn full_disk_store(backend: Backend) {
-    let Some((fs, images, store, app)) = store_on_tmpfs(backend, "50").await else {
+    let Some((fs, images, store, app)) = store_on_tmpfs(backend, "2").await else {
         return;
     };
     assert_eq!(app.readyz().await.0, 200);
@@ -234,11 +234,13 @@ async fn full_disk_store(backend: Backend) {
     let id = app.accepted(csv.as_bytes(), &[]).await;
     fs.fill();
     images.set_latency(Duration::ZERO);
+    // Refused past the budget of 2 tries (`FETCH_ATTEMPTS`): still pending.
     let imgs = images_until(&app, &id, Duration::from_secs(60), |imgs| {
         imgs.iter()
             .filter(|i| i["error"] == "storage: no space left on device")
             .count()
             >= 2
+            && imgs.iter().any(|i| i["attempts"].as_i64().unwrap() >= 3)
     })
     .await;
     assert!(
@@ -291,63 +293,62 @@ async fn full_disk_store(backend: Backend) {
     assert_eq!(app.readyz().await.0, 200);
 }
 
-/// A read-only store: image tries fail with `storage: read-only file system` and give
-/// up after the last try; the completion cannot store the output CSV, so the request
-/// stays unfinished and retries it; once writable, it finishes (`Failed`, every image having given up), and
-/// `POST /requests/{id}/retry` brings it to `Completed` with every output whole.
+/// A read-only store: image tries fail with `storage: read-only file system` and are
+/// retried past `FETCH_ATTEMPTS` (the store is the service's, not the image's fault),
+/// staying `pending`; a request whose images all failed for their own reason cannot
+/// store its output CSV, so it stays unfinished and its completion is retried. Once
+/// writable, both finish on their own: the first `Completed` with every output whole,
+/// the second `Failed` with its CSV.
 async fn read_only_store(backend: Backend) {
     let Some((fs, images, store, app)) = store_on_tmpfs(backend, "2").await else {
         return;
     };
     images.set_latency(Duration::from_millis(1500));
     let id = app.accepted(catalogue(&images, 3).as_bytes(), &[]).await;
+    let broken = format!(
+        "Serial Number,Product Name,Input Image Urls\n1,SKU1,{}\n",
+        images.url("/missing/1.jpg")
+    );
+    let failing = app.accepted(broken.as_bytes(), &[]).await;
     fs.remount("ro");
     images.set_latency(Duration::ZERO);
+    // Past the budget of 2 tries, still pending, still retried.
     let imgs = images_until(&app, &id, Duration::from_secs(60), |imgs| {
-        imgs.iter().all(|i| i["state"] == "failed")
+        imgs.iter()
+            .all(|i| i["attempts"].as_i64().unwrap() >= 3 || i["state"] != "pending")
     })
     .await;
     for img in &imgs {
-        assert_eq!(
-            img["error"], "storage: read-only file system (gave up after 2 tries)",
-            "{img}"
-        );
+        assert_eq!(img["state"], "pending", "{img}");
+        assert_eq!(img["error"], "storage: read-only file system", "{img}");
         assert_eq!(img["error_code"], "storage_unavailable", "{img}");
-        assert_eq!(img["attempts"], 2, "{img}");
     }
-    // The completion cannot store the output CSV: not final, retried.
+    let (_, status) = app.get_json(&format!("/status/{id}")).await;
+    assert_eq!(status["status"], "Processing", "{status}");
+    // The completion of the request that failed cannot store its output CSV: not
+    // final, retried.
     let deadline = Instant::now() + Duration::from_secs(30);
     while !app.logs().contains("could not store the output CSV") {
         assert!(Instant::now() < deadline, "{}", app.logs());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (_, status) = app.get_json(&format!("/status/{id}")).await;
+    let (_, status) = app.get_json(&format!("/status/{failing}")).await;
     assert_eq!(status["status"], "Processing", "{status}");
+    assert_eq!(status["progress"]["failed"], 1, "{status}");
     let (code, why) = app.readyz().await;
     assert_eq!(code, 503);
     assert!(why.ends_with("storage: read-only file system"), "{why}");
 
     fs.remount("rw");
-    let status = app.wait_final(&id, Duration::from_secs(60)).await;
-    // Every image failed: the request failed, and says so in its output CSV.
-    assert_eq!(status["status"], "Failed", "{status}");
-    assert!(store.join(&id).join("output.csv").exists());
-
-    let (code, body) = app.post_json(&format!("/requests/{id}/retry")).await;
-    assert_eq!(code, 202, "{body}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        let (_, s) = app.get_json(&format!("/status/{id}")).await;
-        if s["status"] == "Completed" {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "{s}\n{}", app.logs());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = app.wait_final(&id, Duration::from_secs(90)).await;
+    assert_eq!(status["status"], "Completed", "{status}\n{}", app.logs());
     assert_eq!(status["progress"]["succeeded"], 3, "{status}");
     let imgs = app.images(&id).await;
     assert_eq!(assert_outputs_valid(&store, &id, &imgs), 3);
+    let status = app.wait_final(&failing, Duration::from_secs(90)).await;
+    assert_eq!(status["status"], "Failed", "{status}");
+    assert!(store.join(&failing).join("output.csv").exists());
     assert_eq!(app.readyz().await.0, 200);
 }
 

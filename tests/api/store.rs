@@ -141,18 +141,29 @@ async fn record_retry_in(
     run: i64,
     db: &Db,
     id: RequestId,
-    (row, position): (u32, u32),
+    image: (u32, u32),
     tries_before: u32,
     error: &str,
 ) -> bool {
-    let mut tx = db.begin_write().await.unwrap();
     let failure = Failure::new(FailureCode::ConnectFailed, error);
+    record_failure_in(run, db, id, image, tries_before, &failure).await
+}
+
+async fn record_failure_in(
+    run: i64,
+    db: &Db,
+    id: RequestId,
+    (row, position): (u32, u32),
+    tries_before: u32,
+    failure: &Failure,
+) -> bool {
+    let mut tx = db.begin_write().await.unwrap();
     let image = ImageRef {
         request: id,
         row,
         position,
     };
-    let counted = Db::record_retry(&mut tx, image, run, tries_before, &failure)
+    let counted = Db::record_retry(&mut tx, image, run, tries_before, failure)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -1053,7 +1064,34 @@ async fn a_batch_records_each_source_once(backend: Backend) {
     assert_eq!(b.output_key, format!("{first}/0-0.jpg"));
 }
 
+/// Tries the blob store refused are counted apart (they do not spend the image's
+/// `FETCH_ATTEMPTS`), and a retry starts both counts afresh.
+async fn storage_refusals_are_counted_apart(backend: Backend) {
+    let Some(test) = TestDb::open(backend).await else {
+        return;
+    };
+    let db = &test.db;
+    let id = insert(db, &[&["http://x/a"]]).await;
+    let full = Failure::new(
+        FailureCode::StorageUnavailable,
+        "storage: no space left on device",
+    );
+    assert!(record_failure_in(1, db, id, (0, 0), 0, &full).await);
+    assert!(record_failure_in(1, db, id, (0, 0), 1, &full).await);
+    assert!(record_retry(db, id, (0, 0), 2, "connection reset").await);
+    let work = db.image_work(id, 0, 0).await.unwrap().expect("image");
+    assert_eq!((work.attempts, work.storage_tries), (3, 2));
+
+    let done = finish(db, &[item(id, &[(0, 0)], failed("gave up"))]).await;
+    assert_eq!(done.recorded, [true]);
+    assert!(finalize(db, id, 1).await.is_some());
+    assert!(retry_failed(db, id).await.is_some());
+    let work = db.image_work(id, 0, 0).await.unwrap().expect("image");
+    assert_eq!((work.attempts, work.storage_tries), (0, 0));
+}
+
 crate::on_both_backends!(
+    storage_refusals_are_counted_apart,
     a_batch_records_each_source_once,
     pages_start_at_their_offset,
     finish_counts_each_image_once,
