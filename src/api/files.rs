@@ -14,7 +14,10 @@ use poem_openapi::{
 };
 
 use super::{ApiError, ApiTags, AppState, ProblemResponse};
-use crate::store::BlobKey;
+use crate::{
+    domain::RequestId,
+    store::{BlobKey, StoreError},
+};
 
 /// Images never change once stored under their key. An output CSV's rows are those of
 /// its run, but a repeated completion of the run writes the file again (the same bytes
@@ -69,6 +72,7 @@ impl FilesApi {
     ) -> Result<FileResponse, ProblemResponse> {
         let not_found = || ApiError::NotFound("no such file".into());
         let key = BlobKey::output(&request_id.0, &name.0).ok_or_else(not_found)?;
+        let key = self.latest(key, &request_id.0, &name.0).await?;
         let blob = self
             .0
             .blobs
@@ -92,6 +96,26 @@ impl FilesApi {
         } else {
             FileResponse::Csv(body, blob.len, etag, cache.into())
         })
+    }
+}
+
+impl FilesApi {
+    /// The blob a name serves: itself, except `output.csv`, the output CSV's stable
+    /// name (SPEC §4), which serves the latest finished run's CSV. A retry's run
+    /// writes its CSV under a key of its own (`output-{run}.csv`, so that no completion
+    /// of one run can replace another's file); until a run has finished (the first, or
+    /// a retried one) `output.csv` is the first run's file, as written.
+    async fn latest(&self, key: BlobKey, request: &str, name: &str) -> Result<BlobKey, ApiError> {
+        let (true, Ok(id)) = (name == "output.csv", request.parse::<RequestId>()) else {
+            return Ok(key);
+        };
+        let Some(request) = self.0.db.request(id).await? else {
+            return Ok(key);
+        };
+        match request.output_key {
+            Some(latest) => BlobKey::parse(&latest).map_err(|e| StoreError::Corrupt(e).into()),
+            None => Ok(key),
+        }
     }
 }
 

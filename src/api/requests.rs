@@ -25,9 +25,8 @@ pub struct StatusBody {
     request_id: Uuid,
     /// `Pending`, `Processing`, `Completed`, `CompletedWithErrors`, `Failed` or `Cancelled`.
     status: RequestStatus,
-    /// Absolute URL of the output CSV, once finished: the latest run's. Each run a
-    /// retry starts writes its CSV under a new URL, and a URL handed out keeps naming
-    /// the CSV of the run it reported.
+    /// Absolute URL of the output CSV, once finished. The same for every run: after a
+    /// retry it serves the latest finished run's CSV.
     output_csv: Option<String>,
     /// Image counts.
     progress: Progress,
@@ -149,9 +148,9 @@ impl RequestsApi {
             status: r.status,
             output_csv: r
                 .output_key
-                .as_deref()
+                .as_ref()
                 .filter(|_| r.status.is_final())
-                .map(|k| self.0.file_url(k)),
+                .map(|_| self.0.lifecycle.links().output_csv_url(r.id)),
             progress: r.progress(),
             created_at: r.created_at,
             started_at: r.started_at,

@@ -110,7 +110,10 @@ impl Lifecycle {
             kind: CompletionEvent::TYPE.to_owned(),
             request_id: r.id.as_uuid(),
             status: r.status,
-            output_csv: r.output_key.as_deref().map(|k| self.links.file_url(k)),
+            output_csv: r
+                .output_key
+                .as_ref()
+                .map(|_| self.links.output_csv_url(r.id)),
             images: r.progress(),
             finished_at: r.finished_at.unwrap_or_else(chrono::Utc::now),
         }

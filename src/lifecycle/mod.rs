@@ -38,7 +38,7 @@ pub use upload::{Accepted, CheckedUpload};
 use crate::{
     config::Settings,
     domain::{EventId, RequestId, RequestStatus},
-    store::{BlobStore, Db, StoreError},
+    store::{BlobKey, BlobStore, Db, StoreError},
 };
 
 /// The use cases, over the database and the blob store.
@@ -70,6 +70,13 @@ impl Links {
     /// The absolute URL under which a blob is served.
     pub fn file_url(&self, key: &str) -> String {
         format!("{}/files/{key}", self.public_base_url)
+    }
+
+    /// The output CSV's URL, the same for every run (SPEC §4: its URL is stable):
+    /// `/files/{id}/output.csv` serves the latest finished run's CSV, whichever key
+    /// that run wrote it under ([`BlobKey::output_csv`]).
+    pub fn output_csv_url(&self, request: RequestId) -> String {
+        self.file_url(BlobKey::output_csv(request, 1).as_str())
     }
 }
 

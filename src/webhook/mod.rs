@@ -23,7 +23,8 @@ pub struct CompletionEvent {
     pub request_id: uuid::Uuid,
     /// Its final status.
     pub status: RequestStatus,
-    /// Absolute URL of the output CSV.
+    /// Absolute URL of the output CSV: the same for every run, serving the latest
+    /// finished run's CSV.
     #[oai(skip_serializing_if_is_none)]
     pub output_csv: Option<String>,
     /// Image counts.

@@ -214,29 +214,29 @@ async fn retry_reruns_only_the_failed_images(backend: Backend) {
         "no Errors column once all succeeded: {rows:?}"
     );
     assert!(rows[1][3].split(',').all(|u| u.ends_with(".jpg")));
-    // The second run's CSV has its own URL; the first run's URL still names the
-    // first run's CSV, so no completion of one run can replace the other's.
-    let second_url = status["output_csv"].as_str().unwrap();
-    assert!(
-        second_url.ends_with(&format!("/files/{id}/output-2.csv")),
-        "{second_url}"
-    );
-    let (code, _, again) = app.get_bytes(&first_url).await;
+    // The output CSV's URL is stable (SPEC §4): the same after the retry, now
+    // serving the second run's CSV, which that run wrote under a key of its own (no
+    // completion of one run can replace the other's file).
+    assert_eq!(status["output_csv"].as_str().unwrap(), first_url);
+    assert_ne!(out, first_csv);
+    let (code, _, own) = app
+        .get_bytes(&format!("{}/files/{id}/output-2.csv", app.base))
+        .await;
     assert_eq!(code, 200);
-    assert_eq!(again, first_csv);
+    assert_eq!(own, out, "output.csv serves the latest run's CSV");
     let (_, _, served) = app
         .get_bytes(&format!("{}/requests/{id}/output.csv", app.base))
         .await;
     assert_eq!(served, out, "the request's output CSV is the latest run's");
 
-    // A new completion, a new event, each naming its own run's CSV.
+    // A new completion, a new event, both naming the stable URL.
     let got = hook.wait_for(2, Duration::from_secs(20)).await;
     assert_eq!(got.len(), 2);
     assert_ne!(got[0].headers["webhook-id"], got[1].headers["webhook-id"]);
     assert_eq!(got[0].json()["status"], "CompletedWithErrors");
     assert_eq!(got[1].json()["status"], "Completed");
     assert_eq!(got[0].json()["output_csv"], first_url.as_str());
-    assert_eq!(got[1].json()["output_csv"], second_url);
+    assert_eq!(got[1].json()["output_csv"], first_url.as_str());
 
     // Nothing left to retry.
     let (code, _) = app.post_json(&format!("/requests/{id}/retry")).await;

@@ -83,10 +83,11 @@ impl BlobKey {
     }
 
     /// The output CSV of a request's `run`: `output.csv` for the first, `output-{run}.csv`
-    /// for each run a retry starts. A URL handed out (in a webhook event, a status)
-    /// keeps naming the CSV of the run it reported, and a completion of one run can
-    /// only ever replace its own run's file: a duplicate of run 1's completion that
-    /// stalls before its upload lands cannot put run 1's rows over run 2's.
+    /// for each run a retry starts. A completion of one run can only ever replace its
+    /// own run's file: a duplicate of run 1's completion that stalls before its upload
+    /// lands cannot put run 1's rows over run 2's. The URL handed out is always
+    /// `/files/{id}/output.csv`, which serves the latest finished run's file
+    /// (`api::files`).
     pub fn output_csv(request: RequestId, run: i64) -> Self {
         if run <= 1 {
             Self(format!("{request}/output.csv"))
