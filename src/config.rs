@@ -724,15 +724,15 @@ fn parse_poll_interval(s: &str) -> Result<Duration, String> {
     parse_at_least(s, Duration::from_millis(10))
 }
 
-/// Parses `JOB_HEARTBEAT`: at least 1 s. The queue counts a worker's silence in whole
-/// seconds, so under half a second every heartbeat would take every other worker's
-/// running jobs as orphans.
 /// Parses a limit every try must fit in (`FETCH_TIMEOUT`, `IMAGE_TIME_BUDGET`): at least
 /// 100 ms. `0s` would fail every download or every image, each after its retries.
 fn parse_time_limit(s: &str) -> Result<Duration, String> {
     parse_at_least(s, Duration::from_millis(100))
 }
 
+/// Parses `JOB_HEARTBEAT`: at least 1 s. The queue counts a worker's silence in whole
+/// seconds, so under half a second every heartbeat would take every other worker's
+/// running jobs as orphans.
 fn parse_heartbeat(s: &str) -> Result<Duration, String> {
     parse_at_least(s, Duration::from_secs(1))
 }

@@ -103,8 +103,9 @@ impl FilesApi {
     /// The blob a name serves: itself, except `output.csv`, the output CSV's stable
     /// name (SPEC §4), which serves the latest finished run's CSV. A retry's run
     /// writes its CSV under a key of its own (`output-{run}.csv`, so that no completion
-    /// of one run can replace another's file); until a run has finished (the first, or
-    /// a retried one) `output.csv` is the first run's file, as written.
+    /// of one run can replace another's file). While a retried run goes on (its key not
+    /// written yet) that is the run before's: a run is retried only once finished, CSV
+    /// written. Before the first run finishes, nothing is under `output.csv`.
     async fn latest(&self, key: BlobKey, request: &str, name: &str) -> Result<BlobKey, ApiError> {
         let (true, Ok(id)) = (name == "output.csv", request.parse::<RequestId>()) else {
             return Ok(key);
@@ -114,7 +115,7 @@ impl FilesApi {
         };
         match request.output_key {
             Some(latest) => BlobKey::parse(&latest).map_err(|e| StoreError::Corrupt(e).into()),
-            None => Ok(key),
+            None => Ok(BlobKey::output_csv(id, (request.run - 1).max(1))),
         }
     }
 }

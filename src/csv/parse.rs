@@ -352,6 +352,24 @@ fn read_header(record: &StringRecord, line: u64, problems: &mut Problems) -> Opt
         );
         return None;
     }
+    // `Errors` alone is a column of the user's own, not an earlier output's (which has
+    // `Output Image Urls` too): dropped, its values would be lost without a word, and
+    // kept, the output's own `Errors` would make two of that name.
+    let has = |key: &str| names.iter().any(|n| column_key(n) == key);
+    if has(OUTPUT_COLUMNS[1]) && !has(OUTPUT_COLUMNS[0]) {
+        let name = names
+            .iter()
+            .find(|n| column_key(n) == OUTPUT_COLUMNS[1])
+            .map_or("", |n| n.trim());
+        problems.push(
+            line,
+            Some(shorten(name).as_str()),
+            format!(
+                "column \"{}\" is the one the output adds to say which images failed; rename it to keep its values (an earlier output, which has \"Output Image Urls\" too, may keep it)",
+                shorten(name)
+            ),
+        );
+    }
     let mut keep: Vec<bool> = names
         .iter()
         .map(|n| !OUTPUT_COLUMNS.contains(&column_key(n).as_str()))
@@ -785,12 +803,33 @@ mod tests {
             parsed.rows[0].cells,
             ["1", "SKU1", "http://x.io/a,http://x.io/b"]
         );
-        // Dropped before the URL column, it leaves the spill alone.
+        // Dropped before the URL column, they leave the spill alone.
         let parsed = parse_ok(
-            "Serial Number,Errors,Product Name,Input Image Urls\n\
-             1,old,SKU1,http://x.io/a,http://x.io/b\n",
+            "Serial Number,Output Image Urls,Errors,Product Name,Input Image Urls\n\
+             1,,old,SKU1,http://x.io/a,http://x.io/b\n",
         );
         assert_eq!(urls(&parsed.rows[0]), ["http://x.io/a", "http://x.io/b"]);
+    }
+
+    /// An `Errors` column without `Output Image Urls` is the user's own: refused
+    /// with a problem naming it, not dropped with its values.
+    #[test]
+    fn an_errors_column_of_the_users_own_is_refused_not_dropped() {
+        let found = problems(
+            "Serial Number,Product Name, errors ,Input Image Urls\n1,A,none yet,http://x.io/a\n",
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            (found[0].line, found[0].column.as_deref()),
+            (1, Some("errors"))
+        );
+        assert!(
+            found[0]
+                .message
+                .starts_with("column \"errors\" is the one the output adds"),
+            "{}",
+            found[0].message
+        );
     }
 
     /// A column name is copied into each of its problems: a long one is shortened, so

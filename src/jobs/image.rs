@@ -21,7 +21,7 @@ use crate::{
     fetch::{Conditional, FetchError, Validators},
     imaging::{self, Quality, TransformOptions},
     lifecycle::{ImageJob, Recorded},
-    store::{BlobKey, ImageOutcomeUpdate, ImageWork, Source, SourceFacts, StoreError},
+    store::{BlobKey, ImageOutcomeUpdate, ImageWork, Source, SourceFacts, StoreError, Writable},
     telemetry::metrics::{self, JobKind, JobTimer, ReusedVia},
 };
 
@@ -95,6 +95,9 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
         ctx.lifecycle.image_started(job.image()).await?;
     }
     let attempt = work.attempts as u32 + 1;
+    if wait_for_store(job, ctx, &work, attempt).await? {
+        return Ok(Handled::Retry);
+    }
 
     // Images of this request with the same URL share this job's outcome: one download.
     let duplicates = ctx
@@ -148,25 +151,24 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
             finish(job, ctx, work.run, &targets, outcome).await?;
             Ok(Handled::Stored)
         }
-        Err(TryError::Retry { failure, after }) if may_try_again(&work, attempt, &failure, ctx) => {
-            // The store's refusals back off over all the tries (to the cap, however long
-            // it is down); a download's over its budget's.
-            let tries = if failure.code == FailureCode::StorageUnavailable {
-                attempt
-            } else {
-                budgeted_tries(&work, attempt)
-            };
-            let delay = ctx.backoff().next_delay(tries, after);
+        Err(TryError::Retry { failure, after })
+            if budgeted_tries(&work, attempt) < ctx.settings.fetch.attempts =>
+        {
+            let delay = ctx
+                .backoff()
+                .next_delay(budgeted_tries(&work, attempt), after);
             tracing::info!(attempt, code = %failure.code, error = %failure, ?delay, "transient failure; retrying later");
             metrics::image_failure(failure.code, true);
             ctx.lifecycle
-                .retry_image_later(job.image(), work.run, attempt, &failure, delay)
+                .retry_image_later(job.image(), work.run, attempt, &failure, delay, false)
                 .await?;
             Ok(Handled::Retry)
         }
         Err(TryError::Retry { failure, .. }) => {
+            // The budget's tries: those that waited for the store are not among them.
+            let tries = budgeted_tries(&work, attempt);
             let failure = Failure {
-                message: format!("{failure} (gave up after {attempt} tries)"),
+                message: format!("{failure} (gave up after {tries} tries)"),
                 ..failure
             };
             fail(job, ctx, work.run, &targets, attempt, failure).await
@@ -176,18 +178,35 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
 }
 
 /// Tries of an image counted against `FETCH_ATTEMPTS`, this one (`attempt`) included:
-/// all but those the blob store refused before.
+/// all but those that waited for the blob store ([`wait_for_store`]).
 fn budgeted_tries(work: &ImageWork, attempt: u32) -> u32 {
     attempt.saturating_sub(u32::try_from(work.storage_tries).unwrap_or(0))
 }
 
-/// Whether a transient failure of try `attempt` is tried again. The blob store's
-/// refusals always are: it is the service's own (an operator frees the disk, S3 comes
-/// back), the image waits for it as the output CSV does, with the backoff capped at
-/// `FETCH_BACKOFF_CAP`. Anything else while the image's budget lasts.
-fn may_try_again(work: &ImageWork, attempt: u32, failure: &Failure, ctx: &JobContext) -> bool {
-    failure.code == FailureCode::StorageUnavailable
-        || budgeted_tries(work, attempt) < ctx.settings.fetch.attempts
+/// While the blob store refuses writes (a full disk, a read-only mount, S3 down: what
+/// `/readyz` reports, from the last write or a probe), a try does no work (a download
+/// and a transform would only be thrown away) and is queued again, counted apart from
+/// the image's `FETCH_ATTEMPTS`: the store is the service's own, and the image waits
+/// for it as the output CSV does, the backoff growing to `FETCH_BACKOFF_CAP`. A write
+/// that fails while the store takes others (one file too large) spends the budget.
+/// `true` when the try waited.
+async fn wait_for_store(
+    job: &ImageJob,
+    ctx: &JobContext,
+    work: &ImageWork,
+    attempt: u32,
+) -> Result<bool, StoreError> {
+    let Writable::No(reason) = ctx.blobs.writable().await else {
+        return Ok(false);
+    };
+    let failure = Failure::new(FailureCode::StorageUnavailable, reason);
+    let delay = ctx.backoff().next_delay(attempt, None);
+    tracing::info!(attempt, error = %failure, ?delay, "the blob store refuses writes; waiting for it");
+    metrics::image_failure(failure.code, true);
+    ctx.lifecycle
+        .retry_image_later(job.image(), work.run, attempt, &failure, delay, true)
+        .await?;
+    Ok(true)
 }
 
 /// What one try works on: the URL, how to transform it, and what an earlier image

@@ -5,12 +5,13 @@
 //! This is a business outcome, recorded in our tables: the handler still returns `Ok`
 //! to apalis. Only infrastructure errors (the database) reach apalis as `Err`.
 
-use std::{fmt, time::Duration};
+use std::time::Duration;
 
 use crate::{
     domain::{Failure, FailureCode},
     fetch::FetchError,
     imaging::{ImagingError, PoolError},
+    store::BlobError,
 };
 
 /// Why a try failed, and whether another may succeed.
@@ -43,9 +44,11 @@ impl TryError {
 
     /// The blob store refused a write (a full disk, a read-only mount, S3 down): a
     /// transient failure, retried with backoff; nothing is recorded as stored until
-    /// every file is durable. Its message (`storage: …`) is what the images API shows.
-    pub fn storage(e: impl fmt::Display) -> Self {
-        Self::retry(FailureCode::StorageUnavailable, e.to_string())
+    /// every file is durable. Its message (`storage: no space left on device`, the
+    /// kind only: an S3 error's text names the bucket) is what the images API shows;
+    /// the whole error is in the log.
+    pub fn storage(e: BlobError) -> Self {
+        Self::retry(FailureCode::StorageUnavailable, e.public())
     }
 
     /// What failed.

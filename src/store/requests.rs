@@ -175,7 +175,8 @@ pub struct ImageWork {
     pub state: ImageState,
     /// Tries so far.
     pub attempts: i64,
-    /// Of those, the ones the blob store refused (not counted against `FETCH_ATTEMPTS`).
+    /// Of those, the ones that waited for the blob store, which refused writes when
+    /// they started (not counted against `FETCH_ATTEMPTS`).
     pub storage_tries: i64,
     /// The request's status.
     pub request_status: RequestStatus,
@@ -660,8 +661,8 @@ impl Db {
         Ok(())
     }
 
-    /// Counts a failed try that will be retried (one the blob store refused also in
-    /// `storage_tries`), if the image is still `pending` with `tries_before` tries counted; `false` otherwise (a redelivered job, or one racing
+    /// Counts a failed try that will be retried (one that waited for the blob store
+    /// also in `storage_tries`), if the image is still `pending` with `tries_before` tries counted; `false` otherwise (a redelivered job, or one racing
     /// its twin), in which case nothing is to be scheduled.
     pub async fn record_retry(
         tx: &mut Tx,
@@ -669,6 +670,7 @@ impl Db {
         run: i64,
         tries_before: u32,
         failure: &Failure,
+        waited_for_store: bool,
     ) -> Result<bool, StoreError> {
         let changed = with_tx!(tx, c => {
             sqlx::query(RECORD_RETRY_SQL)
@@ -680,7 +682,7 @@ impl Db {
                 .bind(image.position as i64)
                 .bind(i64::from(tries_before))
                 .bind(run)
-                .bind(i64::from(failure.code == FailureCode::StorageUnavailable))
+                .bind(i64::from(waited_for_store))
                 .execute(&mut *c)
                 .await?
                 .rows_affected()

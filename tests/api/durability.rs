@@ -459,7 +459,61 @@ async fn finished_jobs_are_purged_after_the_retention() {
     assert_complete_once(&app, &id, n).await;
 }
 
+/// The output CSV's stable URL serves the latest finished run's CSV, also while a
+/// later retry's run goes on: run 1 fails two images, run 2 (the gate open) fixes
+/// one, and during run 3 (the other, slow to fail again) the URL is still run 2's
+/// CSV, not run 1's.
+async fn the_stable_url_serves_the_latest_finished_run(backend: Backend) {
+    let images = ImageServer::start().await;
+    let Some(app) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
+    let csv = format!(
+        "Serial Number,Product Name,Input Image Urls\n\
+         1,A,{},{}\n",
+        images.url("/gate/a/small_picos.jpg"),
+        images.url("/missing/b.jpg"),
+    );
+    let id = app.accepted(csv.as_bytes(), &[]).await;
+    let status = app.wait_final(&id, Duration::from_secs(60)).await;
+    assert_eq!(status["progress"]["failed"], 2, "{status}");
+    let url = status["output_csv"].as_str().unwrap().to_owned();
+    let (_, _, run1) = app.get_bytes(&url).await;
+
+    images.open_gate();
+    let (code, _) = app.post_json(&format!("/requests/{id}/retry")).await;
+    assert_eq!(code, 202);
+    let status = app.wait_final(&id, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "CompletedWithErrors", "{status}");
+    assert_eq!(status["output_csv"], url.as_str());
+    let (_, _, run2) = app.get_bytes(&url).await;
+    assert_ne!(run2, run1, "run 2 stored the gated image");
+
+    images.set_latency(Duration::from_secs(3));
+    let (code, _) = app.post_json(&format!("/requests/{id}/retry")).await;
+    assert_eq!(code, 202);
+    let (_, status) = app.get_json(&format!("/status/{id}")).await;
+    assert!(
+        !status["status"].as_str().unwrap().starts_with("Completed"),
+        "{status}"
+    );
+    let (code, _, during) = app.get_bytes(&url).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        during, run2,
+        "while run 3 goes on, the latest finished run's CSV"
+    );
+    images.set_latency(Duration::ZERO);
+    let status = app.wait_final(&id, Duration::from_secs(60)).await;
+    assert_eq!(status["output_csv"], url.as_str());
+    let (_, _, own) = app
+        .get_bytes(&format!("{}/files/{id}/output-3.csv", app.base))
+        .await;
+    assert_eq!(app.get_bytes(&url).await.2, own);
+}
+
 crate::on_both_backends!(
+    the_stable_url_serves_the_latest_finished_run,
     kill_nine_at_a_quarter_half_and_three_quarters,
     sigterm_mid_run_finishes_in_flight_images_and_a_restart_completes,
     retry_reruns_only_the_failed_images,

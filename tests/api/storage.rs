@@ -247,6 +247,21 @@ async fn full_disk_store(backend: Backend) {
         imgs.iter().all(|i| i["state"] == "pending"),
         "nothing may count as stored: {imgs:#?}"
     );
+    // A try while the store refuses writes does no work: no download to throw away.
+    for img in imgs.iter().filter(|i| i["attempts"].as_i64().unwrap() >= 3) {
+        let path = img["input_url"]
+            .as_str()
+            .unwrap()
+            .split_once("/img/")
+            .unwrap()
+            .1;
+        let hits = images.hits(&format!("/img/{path}"));
+        assert!(
+            hits <= 2,
+            "{hits} downloads in {} tries: {img}",
+            img["attempts"]
+        );
+    }
     let (_, status) = app.get_json(&format!("/status/{id}")).await;
     assert_eq!(status["status"], "Processing", "{status}");
     let (code, why) = app.readyz().await;
@@ -310,6 +325,15 @@ async fn read_only_store(backend: Backend) {
         images.url("/missing/1.jpg")
     );
     let failing = app.accepted(broken.as_bytes(), &[]).await;
+    // Every first try under way (the store took the two CSVs just now) before the
+    // remount: each download lands after it. A try that starts once the store is
+    // known to refuse writes waits for it without downloading, so the 404 must be
+    // under way for its request to finish while the store is read-only.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while images.hits("/missing/1.jpg") == 0 || images.total_hits() < 4 {
+        assert!(Instant::now() < deadline, "{}", app.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     fs.remount("ro");
     images.set_latency(Duration::ZERO);
     // Past the budget of 2 tries, still pending, still retried.

@@ -146,7 +146,7 @@ async fn record_retry_in(
     error: &str,
 ) -> bool {
     let failure = Failure::new(FailureCode::ConnectFailed, error);
-    record_failure_in(run, db, id, image, tries_before, &failure).await
+    record_failure_in(run, db, id, image, tries_before, &failure, false).await
 }
 
 async fn record_failure_in(
@@ -156,6 +156,7 @@ async fn record_failure_in(
     (row, position): (u32, u32),
     tries_before: u32,
     failure: &Failure,
+    waited_for_store: bool,
 ) -> bool {
     let mut tx = db.begin_write().await.unwrap();
     let image = ImageRef {
@@ -163,7 +164,7 @@ async fn record_failure_in(
         row,
         position,
     };
-    let counted = Db::record_retry(&mut tx, image, run, tries_before, failure)
+    let counted = Db::record_retry(&mut tx, image, run, tries_before, failure, waited_for_store)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -1064,8 +1065,9 @@ async fn a_batch_records_each_source_once(backend: Backend) {
     assert_eq!(b.output_key, format!("{first}/0-0.jpg"));
 }
 
-/// Tries the blob store refused are counted apart (they do not spend the image's
-/// `FETCH_ATTEMPTS`), and a retry starts both counts afresh.
+/// Tries that waited for the blob store are counted apart (they do not spend the
+/// image's `FETCH_ATTEMPTS`), a write the store refused while it took others is not,
+/// and a retry starts both counts afresh.
 async fn storage_refusals_are_counted_apart(backend: Backend) {
     let Some(test) = TestDb::open(backend).await else {
         return;
@@ -1076,11 +1078,12 @@ async fn storage_refusals_are_counted_apart(backend: Backend) {
         FailureCode::StorageUnavailable,
         "storage: no space left on device",
     );
-    assert!(record_failure_in(1, db, id, (0, 0), 0, &full).await);
-    assert!(record_failure_in(1, db, id, (0, 0), 1, &full).await);
-    assert!(record_retry(db, id, (0, 0), 2, "connection reset").await);
+    assert!(record_failure_in(1, db, id, (0, 0), 0, &full, true).await);
+    assert!(record_failure_in(1, db, id, (0, 0), 1, &full, true).await);
+    assert!(record_failure_in(1, db, id, (0, 0), 2, &full, false).await);
+    assert!(record_retry(db, id, (0, 0), 3, "connection reset").await);
     let work = db.image_work(id, 0, 0).await.unwrap().expect("image");
-    assert_eq!((work.attempts, work.storage_tries), (3, 2));
+    assert_eq!((work.attempts, work.storage_tries), (4, 2));
 
     let done = finish(db, &[item(id, &[(0, 0)], failed("gave up"))]).await;
     assert_eq!(done.recorded, [true]);

@@ -71,6 +71,12 @@ impl BlobError {
         }
     }
 
+    /// `storage: <public reason>`: what the images API and `/readyz` show (both can be
+    /// public), where the log has the whole text.
+    pub fn public(&self) -> String {
+        format!("storage: {}", self.public_reason())
+    }
+
     /// An error of our own making (a short write, a bad probe).
     pub(super) fn io(reason: impl Into<String>) -> Self {
         Self {

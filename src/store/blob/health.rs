@@ -19,8 +19,9 @@ pub(super) struct Health(Mutex<State>);
 
 #[derive(Debug)]
 struct State {
-    /// The last failure's text and how many writes failed since the last success.
-    failing: Option<(String, u64)>,
+    /// The last failure's text (whole, for the log; public, for `/readyz`) and how
+    /// many writes failed since the last success.
+    failing: Option<(String, String, u64)>,
     /// When the last write (or probe) finished; `None` before the first.
     last: Option<Instant>,
 }
@@ -30,7 +31,7 @@ struct State {
 pub enum Writable {
     /// The last write worked.
     Yes,
-    /// The last write failed, with this error.
+    /// The last write failed, with this error (its kind only: `/readyz` is public).
     No(String),
 }
 
@@ -52,20 +53,21 @@ impl Health {
         s.last = Some(Instant::now());
         match outcome {
             Ok(()) => {
-                if let Some((error, failed_writes)) = s.failing.take() {
+                if let Some((error, _, failed_writes)) = s.failing.take() {
                     tracing::info!(failed_writes, last_error = %error, "blob store writable again");
                 }
             }
             Err(e) => {
                 metrics::storage_error(op, e.kind().as_str());
                 match &mut s.failing {
-                    Some((error, n)) => {
+                    Some((error, public, n)) => {
                         *n += 1;
                         *error = e.to_string();
+                        *public = e.public();
                     }
                     None => {
                         tracing::error!(error = %e, op, "blob store writes are failing; not logged again until one succeeds");
-                        s.failing = Some((e.to_string(), 1));
+                        s.failing = Some((e.to_string(), e.public(), 1));
                     }
                 }
             }
@@ -78,7 +80,7 @@ impl Health {
         let recent = s.last.is_some_and(|t| t.elapsed() < FRESH);
         recent.then(|| match &s.failing {
             None => Writable::Yes,
-            Some((e, _)) => Writable::No(e.clone()),
+            Some((_, public, _)) => Writable::No(public.clone()),
         })
     }
 }

@@ -450,7 +450,7 @@ impl BlobStore {
         self.health.record("probe", result.as_ref().map(|_| ()));
         match result {
             Ok(()) => Writable::Yes,
-            Err(e) => Writable::No(e.to_string()),
+            Err(e) => Writable::No(e.public()),
         }
     }
 
