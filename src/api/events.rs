@@ -18,7 +18,7 @@ use serde::Deserialize;
 use super::{ApiError, ApiTags, AppState, ProblemResponse};
 use crate::{
     domain::{Progress, RequestId, RequestStatus},
-    store::{Db, RequestRecord},
+    store::Db,
 };
 
 /// How often the stream looks at the request.
@@ -39,17 +39,6 @@ pub struct ProgressEvent {
     #[oai(skip)]
     #[serde(skip)]
     pub last: bool,
-}
-
-impl ProgressEvent {
-    /// The event of a request as stored.
-    pub fn of(r: &RequestRecord) -> Self {
-        Self {
-            progress: r.progress(),
-            status: r.status,
-            last: false,
-        }
-    }
 }
 
 /// Answers of the events endpoint.
@@ -132,7 +121,7 @@ fn progress(db: Db, id: RequestId) -> BoxStream<'static, ProgressEvent> {
                 tokio::time::sleep(POLL).await;
             }
             p.wait = true;
-            let r = match p.db.request(p.id).await {
+            let (status, progress) = match p.db.progress(p.id).await {
                 Ok(Some(r)) => r,
                 Ok(None) => return None,
                 Err(e) => {
@@ -140,14 +129,18 @@ fn progress(db: Db, id: RequestId) -> BoxStream<'static, ProgressEvent> {
                     return None;
                 }
             };
-            let now = ProgressEvent::of(&r);
+            let now = ProgressEvent {
+                progress,
+                status,
+                last: false,
+            };
             if p.last.as_ref() != Some(&now) {
                 // Final: the closing event follows at once.
-                p.wait = !r.status.is_final();
+                p.wait = !status.is_final();
                 p.last = Some(now.clone());
                 return Some((now, p));
             }
-            if r.status.is_final() {
+            if status.is_final() {
                 p.done = true;
                 return Some((ProgressEvent { last: true, ..now }, p));
             }

@@ -385,6 +385,10 @@ const RECORD_RETRY_SQL: &str = "update images set attempts = attempts + 1,
                       and attempts = $7
                       and exists (select 1 from requests r where r.id = $4 and r.run = $8)";
 
+/// A request's status and counts (the event stream's poll; by the primary key).
+const PROGRESS_SQL: &str = "select status, total, succeeded, failed, remaining, reused
+                     from requests where id = $1";
+
 /// One update of a request's counters for a whole batch of its images.
 const COUNT_SQL: &str = "update requests set succeeded = succeeded + $1, failed = failed + $2,
                          reused = reused + $3, remaining = remaining - $4
@@ -432,6 +436,7 @@ pub const HOT_QUERIES: &[(&str, &str)] = &[
     ("output_images", OUTPUT_IMAGES_SQL),
     ("images_page_start", IMAGES_PAGE_START_SQL),
     ("images_page", IMAGES_PAGE_SQL),
+    ("progress", PROGRESS_SQL),
 ];
 
 const SUCCEEDED_SQL: &str = "update images set state = 'succeeded', attempts = attempts + 1,
@@ -521,6 +526,25 @@ impl Db {
         let sql = "select * from requests where id = $1";
         let row = with_pool!(self, p => sqlx::query_as(sql).bind(id.to_string()).fetch_optional(p).await?);
         request_record(row)
+    }
+
+    /// A request's status and counts alone: what the event stream polls four times a
+    /// second, without the whole row (its header, as long as the upload's first line).
+    pub async fn progress(
+        &self,
+        id: RequestId,
+    ) -> Result<Option<(RequestStatus, Progress)>, StoreError> {
+        let row: Option<(String, i64, i64, i64, i64, i64)> = with_pool!(self, p => {
+            sqlx::query_as(PROGRESS_SQL)
+                .bind(id.to_string())
+                .fetch_optional(p)
+                .await?
+        });
+        row.map(|(status, total, succeeded, failed, remaining, reused)| {
+            let progress = Progress::of_counters(total, succeeded, failed, remaining, reused);
+            Ok((status.parse().map_err(corrupt)?, progress))
+        })
+        .transpose()
     }
 
     /// A page of a request's images in output order, with their products.
