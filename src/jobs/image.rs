@@ -196,7 +196,7 @@ async fn wait_for_store(
     work: &ImageWork,
     attempt: u32,
 ) -> Result<bool, StoreError> {
-    let Writable::No(reason) = ctx.blobs.writable().await else {
+    let Writable::No(reason) = ctx.blobs.refusing().await else {
         return Ok(false);
     };
     let failure = Failure::new(FailureCode::StorageUnavailable, reason);

@@ -367,8 +367,8 @@ fn request_record(row: Option<RequestRow>) -> Result<Option<RequestRecord>, Stor
 }
 
 /// What an image job reads first: the image and its request.
-const IMAGE_WORK_SQL: &str =
-    "select i.input_url, i.state, i.attempts, i.storage_tries, r.status, r.quality, r.max_bytes, r.run, r.reuse
+const IMAGE_WORK_SQL: &str = "select i.input_url, i.state, i.attempts, i.storage_tries,
+                          r.status, r.quality, r.max_bytes, r.run, r.reuse
                      from images i join requests r on r.id = i.request_id
                     where i.request_id = $1 and i.row = $2 and i.position = $3";
 
@@ -686,8 +686,9 @@ impl Db {
     }
 
     /// Counts a failed try that will be retried (one that waited for the blob store
-    /// also in `storage_tries`), if the image is still `pending` with `tries_before` tries counted; `false` otherwise (a redelivered job, or one racing
-    /// its twin), in which case nothing is to be scheduled.
+    /// also in `storage_tries`), if the image is still `pending` with `tries_before`
+    /// tries counted; `false` otherwise (a redelivered job, or one racing its twin), in
+    /// which case nothing is to be scheduled.
     pub async fn record_retry(
         tx: &mut Tx,
         image: ImageRef,

@@ -83,4 +83,9 @@ impl Health {
             Some((_, public, _)) => Writable::No(public.clone()),
         })
     }
+
+    /// Whether the last write or probe, however old, failed.
+    pub(super) fn failing(&self) -> bool {
+        self.state().failing.is_some()
+    }
 }

@@ -438,6 +438,17 @@ impl BlobStore {
         Ok(())
     }
 
+    /// Whether the store is known to refuse writes: [`Self::writable`] once the last
+    /// write or probe failed, else `Yes` without a probe (an image job asks before
+    /// every try; while writes succeed that costs no extra write, on S3 no request).
+    pub async fn refusing(&self) -> Writable {
+        if self.health.failing() {
+            self.writable().await
+        } else {
+            Writable::Yes
+        }
+    }
+
     /// Whether the store takes writes: the outcome of the last write when it is
     /// recent, else that of a tiny probe write made now. For `/readyz`.
     pub async fn writable(&self) -> Writable {
@@ -806,6 +817,26 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    /// What an image job asks before each try: no probe write while writes succeed;
+    /// after a failure, the store's answer (the kind only) until one works again.
+    #[tokio::test]
+    async fn refusing_probes_only_after_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = local(dir.path());
+        assert_eq!(store.refusing().await, Writable::Yes);
+        assert!(!dir.path().join(PROBE).exists(), "probed a healthy store");
+        std::fs::write(dir.path().join("r"), b"in the way").unwrap();
+        let key = BlobKey::parse("r/0-0.jpg").unwrap();
+        let err = store
+            .put(&key, Bytes::from_static(b"jpeg"))
+            .await
+            .unwrap_err();
+        assert_eq!(store.refusing().await, Writable::No(err.public()));
+        std::fs::remove_file(dir.path().join("r")).unwrap();
+        store.put(&key, Bytes::from_static(b"jpeg")).await.unwrap();
+        assert_eq!(store.refusing().await, Writable::Yes);
     }
 
     #[tokio::test]
