@@ -55,21 +55,21 @@ pub const PURGE_POSTGRES_SQL: &str = "delete from apalis.jobs where id in (
      limit $2
      for update skip locked)";
 
-/// The workers not seen for longer than `$1` seconds that hold no job. apalis adds a
+/// The workers not seen for longer than `$1` seconds that no job names. apalis adds a
 /// row per worker start (names are unique per process start, and per restart) and
-/// never deletes one; a worker still holding `Running` or `Queued` jobs is kept, since
-/// apalis hands those jobs back by joining them to their worker's row.
+/// never deletes one. A worker any job row names in `lock_by` is kept: apalis hands
+/// `Running` and `Queued` jobs back by joining them to their worker's row, and the jobs
+/// table's foreign key refuses to lose the worker of a finished one (deleting it would
+/// fail the whole statement). Such a worker goes once the done-job purge has removed
+/// its jobs; those of kept failed and killed jobs stay with them.
 const PURGE_WORKERS_SQLITE_SQL: &str = "delete from Workers
      where last_seen < strftime('%s', 'now') - $1
-       and not exists (select 1 from Jobs
-                        where Jobs.lock_by = Workers.id
-                          and Jobs.status in ('Running', 'Queued'))";
+       and not exists (select 1 from Jobs where Jobs.lock_by = Workers.id)";
 
 /// [`PURGE_WORKERS_SQLITE_SQL`] on PostgreSQL.
 const PURGE_WORKERS_POSTGRES_SQL: &str = "delete from apalis.workers w
      where w.last_seen < now() - make_interval(secs => $1)
-       and not exists (select 1 from apalis.jobs j
-                        where j.lock_by = w.id and j.status in ('Running', 'Queued'))";
+       and not exists (select 1 from apalis.jobs j where j.lock_by = w.id)";
 
 /// A table that was vacuumed, and how many dead row versions it had.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,7 +136,7 @@ impl Db {
         Ok(deleted)
     }
 
-    /// Deletes the workers not seen for `retention` that hold no job (see
+    /// Deletes the workers not seen for `retention` that no job names (see
     /// [`PURGE_WORKERS_SQLITE_SQL`]); returns how many. The dashboard lists fewer
     /// long-gone workers, and the workers' table stops growing with every start.
     pub async fn purge_stale_workers(&self, retention: Duration) -> Result<u64, StoreError> {

@@ -884,8 +884,9 @@ async fn purge_deletes_only_jobs_done_before_the_retention(backend: Backend) {
     assert_eq!(left, ["gave-up", "pending", "recent"]);
 }
 
-/// Workers not seen for the retention go, unless they still hold a job (apalis hands
-/// such jobs back through the worker's row); recent ones stay.
+/// Workers not seen for the retention go, unless a job names them: one they hold
+/// (apalis hands it back through the worker's row) or a finished one (the jobs
+/// table's foreign key would refuse the delete, failing every purge); recent ones stay.
 async fn stale_workers_go_unless_they_hold_a_job(backend: Backend) {
     use pixbatch::store::Pool;
     let Some(test) = TestDb::open(backend).await else {
@@ -893,11 +894,20 @@ async fn stale_workers_go_unless_they_hold_a_job(backend: Backend) {
     };
     let db = &test.db;
     let mut tx = db.begin_write().await.unwrap();
-    Db::push_jobs(&mut tx, "pixbatch.test", &[test_job("held")])
-        .await
-        .unwrap();
+    Db::push_jobs(
+        &mut tx,
+        "pixbatch.test",
+        &[test_job("held"), test_job("done")],
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
-    let workers = [("old-idle", 7200), ("old-busy", 7200), ("recent", 600)];
+    let workers = [
+        ("old-idle", 7200),
+        ("old-busy", 7200),
+        ("old-done", 7200),
+        ("recent", 600),
+    ];
     match db.pool() {
         Pool::Sqlite(p) => {
             for (id, ago) in workers {
@@ -911,10 +921,13 @@ async fn stale_workers_go_unless_they_hold_a_job(backend: Backend) {
                 .await
                 .unwrap();
             }
-            sqlx::query("update Jobs set status = 'Running', lock_by = 'old-busy'")
-                .execute(p)
-                .await
-                .unwrap();
+            for sql in [
+                "update Jobs set status = 'Done', lock_by = 'old-done'",
+                "update Jobs set status = 'Running', lock_by = 'old-busy'
+                  where id = (select min(id) from Jobs)",
+            ] {
+                sqlx::query(sql).execute(p).await.unwrap();
+            }
         }
         Pool::Postgres(p) => {
             for (id, ago) in workers {
@@ -928,10 +941,13 @@ async fn stale_workers_go_unless_they_hold_a_job(backend: Backend) {
                 .await
                 .unwrap();
             }
-            sqlx::query("update apalis.jobs set status = 'Running', lock_by = 'old-busy'")
-                .execute(p)
-                .await
-                .unwrap();
+            for sql in [
+                "update apalis.jobs set status = 'Done', lock_by = 'old-done'",
+                "update apalis.jobs set status = 'Running', lock_by = 'old-busy'
+                  where id = (select min(id) from apalis.jobs)",
+            ] {
+                sqlx::query(sql).execute(p).await.unwrap();
+            }
         }
     }
     let hour = std::time::Duration::from_secs(3600);
@@ -942,7 +958,8 @@ async fn stale_workers_go_unless_they_hold_a_job(backend: Backend) {
         "select id from apalis.workers",
     )
     .await;
-    assert_eq!(left, ["old-busy", "recent"]);
+    // A finished job's worker stays too (the foreign key would refuse its delete).
+    assert_eq!(left, ["old-busy", "old-done", "recent"]);
 }
 
 /// A push whose keys were partly pushed before adds the others (on PostgreSQL a
