@@ -119,6 +119,16 @@ impl App {
                 "API_TOKEN is not set: anyone who can reach this address can upload and read requests"
             );
         }
+        if let Some(board) = board.as_ref().map(BoardListener::addr)
+            && !board.ip().is_loopback()
+        {
+            // BOARD_BIND has no token: whoever reaches it sees the jobs' request ids
+            // and input URLs, and `/files` serves outputs by request id.
+            tracing::warn!(
+                %board,
+                "the dashboard has no authentication: keep BOARD_BIND on loopback (or behind one) unless everyone who can reach it may see every request"
+            );
+        }
         if settings.webhook.keys.is_empty() {
             tracing::warn!("WEBHOOK_SECRET is not set: webhooks will be sent unsigned");
         }

@@ -42,7 +42,7 @@ use tower::ServiceExt;
 use tracing_subscriber::{Layer, registry::LookupSpan};
 
 use crate::{
-    jobs::{JobContext, Queue, queue},
+    jobs::{JobContext, Queue, queue_on},
     lifecycle::{CompleteJob, DeliverJob, ImageJob, Job},
 };
 
@@ -80,7 +80,9 @@ pub fn for_jobs(ctx: &JobContext) -> Board {
 }
 
 fn add<J: Job + Unpin>(builder: BoardBuilder, ctx: &JobContext) -> BoardBuilder {
-    match queue::<J>(&ctx.db, &ctx.settings, 1) {
+    // The read pool: on SQLite the queue's own pool is the one write connection,
+    // which the overview's aggregates over the whole jobs table would hold.
+    match queue_on::<J>(ctx.db.pool(), &ctx.settings, 1) {
         Queue::Sqlite(storage) => builder.queue(J::QUEUE, storage),
         Queue::Postgres(storage) => builder.queue(J::QUEUE, storage),
     }
@@ -144,6 +146,34 @@ pub struct Board(Router);
 /// The poem endpoint handing requests to the axum router.
 struct Forward(Router);
 
+/// Most tasks one dashboard page lists: apalis takes `page_size` as given, and on
+/// SQLite `4294967295` wraps to `LIMIT -1`, every job with its payload in one query.
+const MAX_PAGE_SIZE: u32 = 100;
+
+/// `uri` with a `page_size` over [`MAX_PAGE_SIZE`] (or not a number) brought to it.
+fn capped(uri: &poem::http::Uri) -> poem::http::Uri {
+    let Some(query) = uri.query().filter(|q| q.contains("page_size")) else {
+        return uri.clone();
+    };
+    let pairs = url::form_urlencoded::parse(query.as_bytes()).map(|(k, v)| {
+        let v = if k == "page_size" {
+            let n = v
+                .parse::<u32>()
+                .map_or(MAX_PAGE_SIZE, |n| n.min(MAX_PAGE_SIZE));
+            n.to_string().into()
+        } else {
+            v
+        };
+        (k, v)
+    });
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+    format!("{}?{query}", uri.path())
+        .parse()
+        .unwrap_or_else(|_| uri.clone())
+}
+
 impl Endpoint for Forward {
     type Output = Response;
 
@@ -156,7 +186,7 @@ impl Endpoint for Forward {
         let (parts, _) = req.into_parts();
         let mut inner = axum::http::Request::new(axum::body::Body::empty());
         *inner.method_mut() = parts.method;
-        *inner.uri_mut() = parts.uri;
+        *inner.uri_mut() = capped(&parts.uri);
         *inner.version_mut() = parts.version;
         *inner.headers_mut() = parts.headers;
         // A Router's error type is `Infallible`.
@@ -229,5 +259,25 @@ mod tests {
         );
         assert!(BoardBind::from_str("localhost").is_err());
         assert!(BoardBind::from_str("").is_err());
+    }
+
+    #[test]
+    fn page_sizes_are_capped() {
+        let cap = |s: &str| capped(&s.parse().unwrap()).to_string();
+        assert_eq!(
+            cap("/api/v1/tasks?status=Done&page_size=4294967295"),
+            "/api/v1/tasks?status=Done&page_size=100"
+        );
+        assert_eq!(
+            cap("/api/v1/tasks?page_size=x&page=2"),
+            "/api/v1/tasks?page_size=100&page=2"
+        );
+        for kept in [
+            "/api/v1/tasks?page_size=50&status=Done",
+            "/api/v1/overview",
+            "/q?a=1",
+        ] {
+            assert_eq!(cap(kept), kept);
+        }
     }
 }

@@ -126,13 +126,19 @@ fn missed_heartbeats(heartbeat: Duration, shutdown: Duration, fetch: Duration) -
 }
 
 pub(crate) fn queue<J: Job>(db: &Db, settings: &Settings, batch: usize) -> Queue<J> {
+    queue_on(db.queue_pool(), settings, batch)
+}
+
+/// [`queue`] on `pool`: the dashboard reads through the read pool (on SQLite the queue
+/// pool is the one write connection, which its whole-table aggregates would hold).
+pub(crate) fn queue_on<J: Job>(pool: &Pool, settings: &Settings, batch: usize) -> Queue<J> {
     let heartbeat = settings.jobs.heartbeat;
     let missed = missed_heartbeats(
         heartbeat,
         settings.jobs.shutdown_timeout,
         settings.fetch.timeout,
     );
-    match db.queue_pool() {
+    match pool {
         Pool::Sqlite(p) => Queue::Sqlite(
             SqliteStorage::new(p).with_config(
                 apalis_sqlite::Config::default()

@@ -187,6 +187,13 @@ async fn dashboard_lists_every_queue_the_workers_and_the_jobs(backend: Backend) 
         .collect();
     assert_eq!(ours.len(), 2, "{tasks}");
     assert!(ours.iter().all(|t| t["args"]["row"] == 0), "{tasks}");
+    // Pages are as asked, up to 100 tasks (a huge page size is brought down to it).
+    for (size, most) in [("1", 1), ("4294967295", 100)] {
+        let path = format!("/queues/pixbatch.images/tasks?status=Done&page_size={size}");
+        let page = board_json(&app, &board, &path).await;
+        let n = page.as_array().expect("task list").len();
+        assert!((1..=most).contains(&n), "{size}: {n} tasks");
+    }
     // Every queue's tasks: the completion of our request is among them.
     let done = board_json(&app, &board, "/tasks?status=Done&page_size=50").await;
     assert!(
