@@ -1312,6 +1312,22 @@ mod tests {
         Some(curves)
     }
 
+    /// The curves of `variants` (kept in `target/{name}-v…tsv`), then [`best_of_sets`].
+    fn measure_variants(
+        name: &str,
+        variants: &[Variant],
+        base: &str,
+        sets: &[&[&str]],
+        targets: &[f64],
+    ) {
+        let cache = kept_in_target(name);
+        let Some(curves) = tuned_curves(&cache, variants) else {
+            return;
+        };
+        println!("curves in {}", cache.display());
+        best_of_sets(&curves, base, sets, targets);
+    }
+
     /// For each target, the bytes of every photo's lowest meeting output with each
     /// set of `variants` (each photo at its best of the set) against `base` alone.
     fn best_of_sets(curves: &TunedCurves, base: &str, sets: &[&[&str]], targets: &[f64]) {
@@ -1371,7 +1387,6 @@ mod tests {
     #[test]
     #[ignore = "measurement on the benchmark corpus"]
     fn chroma_split_curves() {
-        let cache = kept_in_target("chroma-split");
         let variants: Vec<Variant> = CHROMA_OFFSETS
             .iter()
             .map(|&offset| {
@@ -1382,10 +1397,6 @@ mod tests {
                 (offset.to_string(), tuning)
             })
             .collect();
-        let Some(curves) = tuned_curves(&cache, &variants) else {
-            return;
-        };
-        println!("curves in {}", cache.display());
         let sets: [&[&str]; 5] = [
             &["-16", "-8", "0", "8", "16", "30"],
             &["0", "8"],
@@ -1393,7 +1404,7 @@ mod tests {
             &["0", "16", "30"],
             &["16"],
         ];
-        best_of_sets(&curves, "0", &sets, &[65.56, 66.0, 70.0]);
+        measure_variants("chroma-split", &variants, "0", &sets, &[65.56, 66.0, 70.0]);
     }
 
     /// Dead zones measured by [`dead_zone_curves`]: the fraction over which a
@@ -1408,7 +1419,6 @@ mod tests {
     #[test]
     #[ignore = "measurement on the benchmark corpus"]
     fn dead_zone_curves() {
-        let cache = kept_in_target("dead-zone");
         let variants: Vec<Variant> = DEAD_ZONES
             .iter()
             .map(|&theta| {
@@ -1419,10 +1429,6 @@ mod tests {
                 (theta.to_string(), tuning)
             })
             .collect();
-        let Some(curves) = tuned_curves(&cache, &variants) else {
-            return;
-        };
-        println!("curves in {}", cache.display());
         let sets: [&[&str]; 6] = [
             &["0.55"],
             &["0.6"],
@@ -1431,7 +1437,7 @@ mod tests {
             &["0.5", "0.6", "0.7"],
             &["0.5", "0.55", "0.6", "0.65", "0.7"],
         ];
-        best_of_sets(&curves, "0.5", &sets, &[64.56, 65.56, 70.0]);
+        measure_variants("dead-zone", &variants, "0.5", &sets, &[64.56, 65.56, 70.0]);
     }
 
     #[test]

@@ -819,30 +819,15 @@ mod tests {
         );
     }
 
-    /// What an image job asks before each try: no probe write while writes succeed;
-    /// after a failure, the store's answer (the kind only) until one works again.
-    #[tokio::test]
-    async fn refusing_probes_only_after_a_failure() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = local(dir.path());
-        assert_eq!(store.refusing().await, Writable::Yes);
-        assert!(!dir.path().join(PROBE).exists(), "probed a healthy store");
-        std::fs::write(dir.path().join("r"), b"in the way").unwrap();
-        let key = BlobKey::parse("r/0-0.jpg").unwrap();
-        let err = store
-            .put(&key, Bytes::from_static(b"jpeg"))
-            .await
-            .unwrap_err();
-        assert_eq!(store.refusing().await, Writable::No(err.public()));
-        std::fs::remove_file(dir.path().join("r")).unwrap();
-        store.put(&key, Bytes::from_static(b"jpeg")).await.unwrap();
-        assert_eq!(store.refusing().await, Writable::Yes);
-    }
-
+    /// A failed write is an error, and the store says so (the kind only, as `/readyz`
+    /// does) until one works again; what an image job asks before each try
+    /// ([`BlobStore::refusing`]) probes only after a failure.
     #[tokio::test]
     async fn a_failed_write_is_an_error_and_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = local(dir.path());
+        assert_eq!(store.refusing().await, Writable::Yes);
+        assert!(!dir.path().join(PROBE).exists(), "probed a healthy store");
         assert_eq!(store.writable().await, Writable::Yes);
         assert!(dir.path().join(PROBE).exists());
         // A file where the request's directory should be: the write cannot happen.
@@ -853,11 +838,12 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().starts_with("storage: "), "{err}");
-        // `/readyz` says the kind only.
-        assert!(matches!(store.writable().await, Writable::No(e) if e == err.public()));
+        assert_eq!(store.writable().await, Writable::No(err.public()));
+        assert_eq!(store.refusing().await, Writable::No(err.public()));
         std::fs::remove_file(dir.path().join("r")).unwrap();
         store.put(&key, Bytes::from_static(b"jpeg")).await.unwrap();
         assert_eq!(store.writable().await, Writable::Yes);
+        assert_eq!(store.refusing().await, Writable::Yes);
     }
 
     #[test]
