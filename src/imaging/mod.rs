@@ -512,8 +512,13 @@ fn direct_outcome(
     budget: &Budget,
     route: Route,
 ) -> Result<Direct, ImagingError> {
+    // A target's tries take the dead zone the metric vouches for; a fixed quality and a
+    // cap alone keep the usual rounding (nothing checks what a wider one would cost).
+    let tuning = match goal.target {
+        Some(_) => fastpath::Tuning::for_target(),
+        None => fastpath::Tuning::default(),
+    };
     if goal.target.is_none() && goal.max_bytes.is_none() {
-        let tuning = fastpath::Tuning::default();
         return Ok(
             match direct_jpeg(input, header, quality, budget, route, tuning)? {
                 Some((bytes, fast)) => Direct::Done(Outcome::fixed(quality, bytes, fast)),
@@ -531,12 +536,6 @@ fn direct_outcome(
     let score = |b: &[u8]| match &scorer {
         Some(s) => s.score(b, budget),
         None => Ok(f64::NAN),
-    };
-    // A target's tries take the dead zone the metric vouches for; a cap alone keeps
-    // the fixed qualities' rounding (nothing checks what a wider one would cost).
-    let tuning = match goal.target {
-        Some(_) => fastpath::Tuning::for_target(),
-        None => fastpath::Tuning::default(),
     };
     let mut encode = |q: u8| {
         direct_jpeg(input, header, q, budget, route, tuning)

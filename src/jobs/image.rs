@@ -95,6 +95,8 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
         ctx.lifecycle.image_started(job.image()).await?;
     }
     let attempt = work.attempts as u32 + 1;
+    // Of the tries, this one included, those counted against `FETCH_ATTEMPTS`.
+    let budgeted = budgeted_tries(&work, attempt);
     if wait_for_store(job, ctx, &work, attempt).await? {
         return Ok(Handled::Retry);
     }
@@ -151,12 +153,8 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
             finish(job, ctx, work.run, &targets, outcome).await?;
             Ok(Handled::Stored)
         }
-        Err(TryError::Retry { failure, after })
-            if budgeted_tries(&work, attempt) < ctx.settings.fetch.attempts =>
-        {
-            let delay = ctx
-                .backoff()
-                .next_delay(budgeted_tries(&work, attempt), after);
+        Err(TryError::Retry { failure, after }) if budgeted < ctx.settings.fetch.attempts => {
+            let delay = ctx.backoff().next_delay(budgeted, after);
             tracing::info!(attempt, code = %failure.code, error = %failure, ?delay, "transient failure; retrying later");
             metrics::image_failure(failure.code, true);
             ctx.lifecycle
@@ -166,9 +164,8 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
         }
         Err(TryError::Retry { failure, .. }) => {
             // The budget's tries: those that waited for the store are not among them.
-            let tries = budgeted_tries(&work, attempt);
             let failure = Failure {
-                message: format!("{failure} (gave up after {tries} tries)"),
+                message: format!("{failure} (gave up after {budgeted} tries)"),
                 ..failure
             };
             fail(job, ctx, work.run, &targets, attempt, failure).await

@@ -116,43 +116,48 @@ impl Db {
     /// `retention` ago; returns how many. Several workers may purge at once: on
     /// PostgreSQL each passes over the rows another one is deleting.
     pub async fn purge_done_jobs(&self, retention: Duration) -> Result<u64, StoreError> {
-        let secs = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
-        let mut tx = self.begin_write().await?;
-        let deleted = match &mut tx {
-            Tx::Sqlite(t) => sqlx::query(PURGE_SQLITE_SQL)
-                .bind(secs)
-                .bind(PURGE_BATCH)
-                .execute(&mut **t)
-                .await?
-                .rows_affected(),
-            Tx::Postgres(t) => sqlx::query(PURGE_POSTGRES_SQL)
-                .bind(secs as f64)
-                .bind(PURGE_BATCH)
-                .execute(&mut **t)
-                .await?
-                .rows_affected(),
-        };
-        tx.commit().await?;
-        Ok(deleted)
+        let sql = [PURGE_SQLITE_SQL, PURGE_POSTGRES_SQL];
+        self.delete_older_than(sql, retention, Some(PURGE_BATCH))
+            .await
     }
 
     /// Deletes the workers not seen for `retention` that no job names (see
     /// [`PURGE_WORKERS_SQLITE_SQL`]); returns how many. The dashboard lists fewer
     /// long-gone workers, and the workers' table stops growing with every start.
     pub async fn purge_stale_workers(&self, retention: Duration) -> Result<u64, StoreError> {
-        let secs = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
+        let sql = [PURGE_WORKERS_SQLITE_SQL, PURGE_WORKERS_POSTGRES_SQL];
+        self.delete_older_than(sql, retention, None).await
+    }
+
+    /// One delete of rows older than `age`, in a write transaction: the SQLite or the
+    /// PostgreSQL statement of `sql`, `$1` the age in seconds (a float on PostgreSQL,
+    /// as `make_interval` takes it) and `$2` the most rows when `limit` is given;
+    /// returns how many went.
+    async fn delete_older_than(
+        &self,
+        [sqlite, postgres]: [&'static str; 2],
+        age: Duration,
+        limit: Option<i64>,
+    ) -> Result<u64, StoreError> {
+        let secs = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
         let mut tx = self.begin_write().await?;
         let deleted = match &mut tx {
-            Tx::Sqlite(t) => sqlx::query(PURGE_WORKERS_SQLITE_SQL)
-                .bind(secs)
-                .execute(&mut **t)
-                .await?
-                .rows_affected(),
-            Tx::Postgres(t) => sqlx::query(PURGE_WORKERS_POSTGRES_SQL)
-                .bind(secs as f64)
-                .execute(&mut **t)
-                .await?
-                .rows_affected(),
+            Tx::Sqlite(t) => {
+                let query = sqlx::query(sqlite).bind(secs);
+                let query = match limit {
+                    Some(n) => query.bind(n),
+                    None => query,
+                };
+                query.execute(&mut **t).await?.rows_affected()
+            }
+            Tx::Postgres(t) => {
+                let query = sqlx::query(postgres).bind(secs as f64);
+                let query = match limit {
+                    Some(n) => query.bind(n),
+                    None => query,
+                };
+                query.execute(&mut **t).await?.rows_affected()
+            }
         };
         tx.commit().await?;
         Ok(deleted)
