@@ -238,7 +238,7 @@ impl From<ApiError> for ProblemResponse {
                             StatusCode::SERVICE_UNAVAILABLE,
                             "storage-unavailable",
                             "Storage unavailable",
-                            format!("storage: {}; try again later", blob.public_reason()),
+                            format!("{}; try again later", blob.public()),
                         )),
                         RETRY_AFTER_STORAGE,
                     )

@@ -22,6 +22,21 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
+    /// `storage: <the kind in words>`: what the images API, `/readyz` and a 503 show
+    /// (all can be public), where the log has the whole error. An S3 error's text
+    /// names the endpoint, bucket and key, a local one may name the store's path.
+    pub fn public(self) -> String {
+        let reason = match self {
+            Self::NoSpace => "no space left on device",
+            Self::ReadOnly => "read-only file system",
+            Self::TooLarge => "file too large",
+            Self::Permission => "permission denied",
+            Self::Remote => "the S3 endpoint failed",
+            Self::Io => "I/O error",
+        };
+        format!("storage: {reason}")
+    }
+
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -57,24 +72,9 @@ impl BlobError {
         self.kind
     }
 
-    /// The reason in words fit for anyone who can reach the API (`/files` is public):
-    /// the kind only. An S3 error's text names the endpoint, bucket and key, a local
-    /// one may name the store's path; those stay in the log.
-    pub fn public_reason(&self) -> &'static str {
-        match self.kind {
-            FaultKind::NoSpace => "no space left on device",
-            FaultKind::ReadOnly => "read-only file system",
-            FaultKind::TooLarge => "file too large",
-            FaultKind::Permission => "permission denied",
-            FaultKind::Remote => "the S3 endpoint failed",
-            FaultKind::Io => "I/O error",
-        }
-    }
-
-    /// `storage: <public reason>`: what the images API and `/readyz` show (both can be
-    /// public), where the log has the whole text.
+    /// Its kind in words fit for anyone who can reach the API ([`FaultKind::public`]).
     pub fn public(&self) -> String {
-        format!("storage: {}", self.public_reason())
+        self.kind.public()
     }
 
     /// An error of our own making (a short write, a bad probe).
@@ -158,7 +158,7 @@ mod tests {
         let e = BlobError::from(io::Error::other("disk on fire"));
         assert_eq!(e.kind(), FaultKind::Io);
         assert_eq!(e.to_string(), "storage: disk on fire");
-        assert_eq!(e.public_reason(), "I/O error");
+        assert_eq!(e.public(), "storage: I/O error");
     }
 
     #[test]
@@ -178,6 +178,6 @@ mod tests {
         assert_eq!(b.kind(), FaultKind::Remote);
         assert!(!b.to_string().contains('\n'), "{b}");
         assert!(b.to_string().starts_with("storage: S3: "), "{b}");
-        assert_eq!(b.public_reason(), "the S3 endpoint failed");
+        assert_eq!(b.public(), "storage: the S3 endpoint failed");
     }
 }

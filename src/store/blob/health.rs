@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::fault::BlobError;
+use super::fault::{BlobError, FaultKind};
 use crate::telemetry::metrics;
 
 /// How long a write's outcome answers `/readyz` before a probe write is made.
@@ -19,9 +19,9 @@ pub(super) struct Health(Mutex<State>);
 
 #[derive(Debug)]
 struct State {
-    /// The last failure's text (whole, for the log; public, for `/readyz`) and how
-    /// many writes failed since the last success.
-    failing: Option<(String, String, u64)>,
+    /// The last failure's text (for the log) and kind (whose words `/readyz` shows),
+    /// and how many writes failed since the last success.
+    failing: Option<(String, FaultKind, u64)>,
     /// When the last write (or probe) finished; `None` before the first.
     last: Option<Instant>,
 }
@@ -60,14 +60,14 @@ impl Health {
             Err(e) => {
                 metrics::storage_error(op, e.kind().as_str());
                 match &mut s.failing {
-                    Some((error, public, n)) => {
+                    Some((error, kind, n)) => {
                         *n += 1;
                         *error = e.to_string();
-                        *public = e.public();
+                        *kind = e.kind();
                     }
                     None => {
                         tracing::error!(error = %e, op, "blob store writes are failing; not logged again until one succeeds");
-                        s.failing = Some((e.to_string(), e.public(), 1));
+                        s.failing = Some((e.to_string(), e.kind(), 1));
                     }
                 }
             }
@@ -80,7 +80,7 @@ impl Health {
         let recent = s.last.is_some_and(|t| t.elapsed() < FRESH);
         recent.then(|| match &s.failing {
             None => Writable::Yes,
-            Some((_, public, _)) => Writable::No(public.clone()),
+            Some((_, kind, _)) => Writable::No(kind.public()),
         })
     }
 
