@@ -37,10 +37,44 @@ pub struct Accepted {
     pub images: u64,
 }
 
+/// Where an upload's transaction failed.
+#[derive(Debug, Clone, Copy)]
+enum Failed {
+    /// Before its commit: nothing of it was stored.
+    BeforeCommit,
+    /// At its commit: the database may have committed it before the answer was lost.
+    AtCommit,
+}
+
+/// What a failed upload transaction comes to.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// The commit's answer was lost, not the commit: the request runs, so it is
+    /// accepted, lest the client send it again and have every image done twice.
+    Accepted,
+    /// The upload failed; its CSV goes only if its request is known to be absent (a
+    /// CSV kept for nothing costs its bytes, a removed one a running request's input).
+    Refused {
+        /// Whether the CSV blob is removed.
+        remove_csv: bool,
+    },
+}
+
+/// The verdict on a failed upload, given whether its request `exists` afterwards.
+fn verdict<E>(exists: &Result<bool, E>) -> Verdict {
+    match exists {
+        Ok(true) => Verdict::Accepted,
+        Ok(false) => Verdict::Refused { remove_csv: true },
+        Err(_) => Verdict::Refused { remove_csv: false },
+    }
+}
+
 impl Lifecycle {
     /// Stores the upload and queues its first run. The CSV blob is written before the
     /// transaction that points at it and removed again when that transaction fails,
-    /// so a failed upload leaves neither rows without their CSV nor a CSV without rows.
+    /// so a failed upload leaves no rows without their CSV, and no CSV without rows
+    /// unless the commit's outcome could not be learnt. A commit answered with an
+    /// error is looked up: if it happened after all, the upload is accepted.
     pub async fn accept(&self, upload: CheckedUpload) -> Result<Accepted, LifecycleError> {
         let CheckedUpload {
             csv,
@@ -91,20 +125,39 @@ impl Lifecycle {
             })
             .collect();
 
-        let stored = async {
+        let written = async {
             let mut tx = self.db.begin_write().await?;
             Db::insert_request(&mut tx, &new, &products, &images).await?;
             let first_run: Vec<(u32, u32, &str)> =
                 images.iter().map(|i| (i.row, i.position, i.url)).collect();
             steps::push_images(&mut tx, id, 1, &first_run).await?;
-            tx.commit().await
+            Ok::<_, crate::store::StoreError>(tx)
         }
         .await;
-        if let Err(e) = stored {
-            if let Err(cleanup) = self.blobs.delete(&input_key).await {
-                tracing::warn!(request_id = %id, error = %cleanup, "could not remove the CSV of a failed upload");
+        let stored = match written {
+            Ok(tx) => tx.commit().await.map_err(|e| (e, Failed::AtCommit)),
+            Err(e) => Err((e, Failed::BeforeCommit)),
+        };
+        if let Err((e, failed)) = stored {
+            let exists = match failed {
+                Failed::BeforeCommit => Ok(false),
+                Failed::AtCommit => self.db.request(id).await.map(|r| r.is_some()),
+            };
+            match verdict(&exists) {
+                Verdict::Accepted => {
+                    tracing::warn!(request_id = %id, error = %e, "the upload's commit was answered with an error but happened");
+                }
+                Verdict::Refused { remove_csv: true } => {
+                    if let Err(cleanup) = self.blobs.delete(&input_key).await {
+                        tracing::warn!(request_id = %id, error = %cleanup, "could not remove the CSV of a failed upload");
+                    }
+                    return Err(e.into());
+                }
+                Verdict::Refused { remove_csv: false } => {
+                    tracing::warn!(request_id = %id, error = %e, "the upload's commit failed and may have happened; its CSV is kept");
+                    return Err(e.into());
+                }
             }
-            return Err(e.into());
         }
         let accepted = Accepted {
             id,
@@ -123,5 +176,23 @@ impl Lifecycle {
             });
         }
         Ok(accepted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Verdict, verdict};
+
+    #[test]
+    fn a_failed_upload_is_judged_by_whether_its_request_exists() {
+        assert_eq!(verdict::<()>(&Ok(true)), Verdict::Accepted);
+        assert_eq!(
+            verdict::<()>(&Ok(false)),
+            Verdict::Refused { remove_csv: true }
+        );
+        assert_eq!(
+            verdict(&Err("the database is unreachable")),
+            Verdict::Refused { remove_csv: false }
+        );
     }
 }
