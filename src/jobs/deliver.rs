@@ -49,7 +49,8 @@ pub(super) async fn handle(
 }
 
 /// One try; returns its outcome for the metrics: `delivered`, `retry`, `failed`, or
-/// `skipped` for a stale job.
+/// `skipped` for a stale job (also one whose event moved on while its try was out:
+/// the try is logged, the event left as it is).
 async fn run(job: &DeliverJob, ctx: &JobContext) -> Result<&'static str, StoreError> {
     let Some(event) = ctx.db.event(&job.event_id).await? else {
         return Ok("skipped");
@@ -110,11 +111,19 @@ async fn run(job: &DeliverJob, ctx: &JobContext) -> Result<&'static str, StoreEr
         .await?;
     let (status, error) = (attempt.http_status, attempt.error);
     let outcome = match state {
-        EventState::Delivered => {
+        None => {
+            tracing::info!(
+                ?status,
+                ?error,
+                "webhook try logged; its event had moved on meanwhile"
+            );
+            return Ok("skipped");
+        }
+        Some(EventState::Delivered) => {
             tracing::info!(?status, duration_ms, "webhook delivered");
             "delivered"
         }
-        EventState::Pending => {
+        Some(EventState::Pending) => {
             tracing::warn!(
                 ?status,
                 ?error,
@@ -123,7 +132,7 @@ async fn run(job: &DeliverJob, ctx: &JobContext) -> Result<&'static str, StoreEr
             );
             "retry"
         }
-        EventState::Failed => {
+        Some(EventState::Failed) => {
             tracing::warn!(?status, ?error, "webhook given up");
             "failed"
         }

@@ -202,6 +202,13 @@ macro_rules! register {
     };
 }
 
+/// Webhook tries in flight per process. A try mostly waits on the merchant's server
+/// (up to [`deliver::WEBHOOK_TIMEOUT`]) and holds a socket and a few kilobytes, so
+/// the limit is set by how many stalling receivers may not delay everyone else's
+/// events: with 4, four receivers that never answer held every slot, and the other
+/// merchants' webhooks went out only at 24 a minute.
+const DELIVERY_CONCURRENCY: usize = 32;
+
 /// Builds the monitor running the three workers of this process.
 pub fn monitor(ctx: Arc<JobContext>, role: &str) -> Monitor {
     let settings = &ctx.settings;
@@ -209,7 +216,7 @@ pub fn monitor(ctx: Arc<JobContext>, role: &str) -> Monitor {
     let concurrency = settings.jobs.worker_concurrency;
     let images = queue::<ImageJob>(&ctx.db, settings, concurrency);
     let completions = queue::<CompleteJob>(&ctx.db, settings, 2);
-    let deliveries = queue::<DeliverJob>(&ctx.db, settings, 4);
+    let deliveries = queue::<DeliverJob>(&ctx.db, settings, DELIVERY_CONCURRENCY);
     let shutdown_timeout = settings.jobs.shutdown_timeout;
     let monitor = Monitor::new();
     let monitor = register!(
@@ -234,7 +241,7 @@ pub fn monitor(ctx: Arc<JobContext>, role: &str) -> Monitor {
         monitor,
         deliveries,
         worker_name(role, "deliveries"),
-        4,
+        DELIVERY_CONCURRENCY,
         ctx.clone(),
         poll,
         deliver::handle

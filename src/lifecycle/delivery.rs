@@ -34,15 +34,15 @@ impl Lifecycle {
     /// for good. A failed try of an event whose request was retried since is its last
     /// (superseded, as a retry gives up the events already being retried): its next try
     /// would bring the receiver a status that no longer holds, after the new run's.
-    /// A stale try (the event moved on meanwhile) changes nothing and queues nothing.
-    /// Returns the state the try left the event in.
+    /// A stale try (the event moved on meanwhile) is logged, changes nothing and
+    /// queues nothing. Returns the state the try left the event in, `None` for a stale one.
     pub async fn record_delivery(
         &self,
         event: &EventId,
         tries_before: i64,
         attempt: &DeliveryTry,
         next: Option<Duration>,
-    ) -> Result<EventState, StoreError> {
+    ) -> Result<Option<EventState>, StoreError> {
         let mut tx = self.db.begin_write().await?;
         let mut next = next.filter(|_| !attempt.delivered());
         let mut error = attempt.error.clone();
@@ -87,6 +87,6 @@ impl Lifecycle {
             .await?;
         }
         tx.commit().await?;
-        Ok(state)
+        Ok(recorded.then_some(state))
     }
 }

@@ -255,7 +255,10 @@ impl Db {
     }
 
     /// Logs one try and moves the event on: delivered, failed, or due again at `next`.
-    /// Guarded on `pending` and on the try count, so a redelivered job cannot log twice.
+    /// The move is guarded on `pending` and on the try count, so a try whose event has
+    /// moved on meanwhile (given up by a retry while the try was at the receiver, or
+    /// tried by a second copy of its job) changes nothing; it is logged all the same,
+    /// since it reached the receiver. Returns whether the event moved.
     #[allow(clippy::too_many_arguments)]
     pub async fn record_delivery(
         tx: &mut Tx,
@@ -285,9 +288,6 @@ impl Db {
             .await?
             .rows_affected()
         });
-        if changed == 0 {
-            return Ok(false);
-        }
         with_tx!(tx, c => {
             sqlx::query(
                 "insert into webhook_attempts (event_id, attempted_at, http_status, error, duration_ms)
@@ -301,7 +301,7 @@ impl Db {
             .execute(&mut *c)
             .await?;
         });
-        Ok(true)
+        Ok(changed > 0)
     }
 }
 

@@ -140,6 +140,41 @@ async fn slow_receiver_times_out_after_ten_seconds_and_is_retried(backend: Backe
     assert_eq!(log["attempts"][1]["http_status"], 200);
 }
 
+/// Receivers that never answer hold a delivery slot each until the try times out
+/// (10 s). More of them than a handful must not hold every slot: the first tries of
+/// eight such events are all in flight at once, where with four slots the fifth
+/// started only when the first had timed out.
+async fn stalling_receivers_do_not_hold_every_delivery_slot(backend: Backend) {
+    const STALLING: usize = 8;
+    let images = ImageServer::start().await;
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let stalling =
+        WebhookReceiver::start_with(vec![Reply::Held(gate.clone(), 200); STALLING]).await;
+    let Some(app) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
+    let csv = format!(
+        "Serial Number,Product Name,Input Image Urls\n1,SKU1,{}\n",
+        images.url("/img/a/small_lamp_portrait.jpg")
+    );
+    for _ in 0..STALLING {
+        app.accepted(csv.as_bytes(), &[("webhook_url", &stalling.url)])
+            .await;
+    }
+    let held = stalling.wait_for(STALLING, Duration::from_secs(90)).await;
+    assert_eq!(held.len(), STALLING, "{}", app.logs());
+    let spread = held[STALLING - 1].at - held[0].at;
+    assert!(
+        spread < WEBHOOK_TIMEOUT,
+        "the last stalled try started {spread:?} after the first: it waited for a slot\n{}",
+        app.logs()
+    );
+    gate.notify_waiters();
+}
+
+/// How long the server waits for a webhook receiver's answer (README, Webhook).
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn redirects_are_not_followed(backend: Backend) {
     let images = ImageServer::start().await;
     let elsewhere = WebhookReceiver::start(vec![]).await;
@@ -423,6 +458,52 @@ async fn a_try_failing_after_a_retry_is_the_old_events_last(backend: Backend) {
     assert_eq!(got[1].json()["status"], "Completed");
 }
 
+/// A try at the receiver when a retry gives its event up is still logged: the
+/// receiver got the event, and the log says so, after the line saying it was given up.
+async fn a_try_out_when_its_event_is_given_up_is_logged(backend: Backend) {
+    let images = ImageServer::start().await;
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let hook =
+        WebhookReceiver::start_with(vec![Reply::Status(503), Reply::Held(gate.clone(), 200)]).await;
+    let Some(app) = TestServer::start_on(backend, &[("WEBHOOK_RETRY_SCHEDULE", "1s")]).await else {
+        return;
+    };
+    let id = finished_with_a_failed_image(&app, &images, &hook).await;
+    // The second try is at the receiver, which answers 200 once the retry is in.
+    assert_eq!(hook.wait_for(2, Duration::from_secs(20)).await.len(), 2);
+    images.open_gate();
+    let (code, body) = app.post_json(&format!("/requests/{id}/retry")).await;
+    assert_eq!(code, 202, "{body}");
+    gate.notify_one();
+    app.wait_final(&id, Duration::from_secs(60)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (log, tries) = loop {
+        let (_, log) = app.get_json(&format!("/requests/{id}/webhooks")).await;
+        let first = log["events"][0]["id"].clone();
+        let tries: Vec<serde_json::Value> = log["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["event_id"] == first)
+            .cloned()
+            .collect();
+        if tries.len() == 3 && log["events"][1]["state"] == "delivered" {
+            break (log, tries);
+        }
+        assert!(std::time::Instant::now() < deadline, "{log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(log["events"][0]["state"], "failed", "{log}");
+    assert_eq!(tries[0]["http_status"], 503, "{log}");
+    assert!(
+        tries[1]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("superseded")),
+        "{log}"
+    );
+    assert_eq!(tries[2]["http_status"], 200, "{log}");
+}
+
 /// Redelivery is of a finished request's latest event: while a run goes on, the
 /// latest event (a retried request's previous run's) no longer says how it stands.
 async fn redelivery_waits_for_the_run_to_finish(backend: Backend) {
@@ -461,11 +542,13 @@ crate::on_both_backends!(
     webhook_url_is_the_default_target,
     a_retry_supersedes_the_previous_runs_undelivered_event,
     a_try_failing_after_a_retry_is_the_old_events_last,
+    a_try_out_when_its_event_is_given_up_is_logged,
     redelivery_waits_for_the_run_to_finish,
     retried_until_delivered_with_one_id_and_a_full_log,
     gone_stops_after_one_try,
     slow_receiver_times_out_after_ten_seconds_and_is_retried,
     redirects_are_not_followed,
+    stalling_receivers_do_not_hold_every_delivery_slot,
     schedule_resumes_after_a_kill_between_tries,
     rotation_signs_with_every_secret_and_redeliver_keeps_the_id,
     unsigned_without_a_secret,
