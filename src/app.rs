@@ -3,7 +3,7 @@
 //! the real port before anything runs. One process plays one [`Role`]: both halves
 //! (`serve`), the API alone (`api`) or the workers alone (`worker`).
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use poem::{
     Server,
@@ -66,7 +66,9 @@ pub async fn open_storage(settings: &Settings) -> anyhow::Result<(Db, BlobStore)
 pub fn fetcher(settings: &Settings) -> anyhow::Result<Fetcher> {
     Ok(Fetcher::new(FetchConfig {
         allow: settings.fetch.allow_private.clone(),
-        connect_timeout: Duration::from_secs(5).min(settings.fetch.timeout),
+        // Not lowered with FETCH_TIMEOUT: the same client sends webhooks, which have
+        // their own 10 s; a download's own deadline already bounds its connect.
+        connect_timeout: crate::fetch::DEFAULT_CONNECT_TIMEOUT,
         timeout: settings.fetch.timeout,
         max_bytes: settings.limits.image.max_input_bytes,
         per_host_limit: settings.fetch.per_host_limit,

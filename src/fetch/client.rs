@@ -294,7 +294,9 @@ impl Fetcher {
             let next = resp
                 .headers()
                 .get(LOCATION)
-                .and_then(|v| v.to_str().ok())
+                // Raw UTF-8 as some servers send it (`/img/café.jpg`): `join`
+                // percent-encodes it, as browsers do; `to_str` takes ASCII only.
+                .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
                 .filter(|_| is_follow_status(status))
                 .ok_or(FetchError::BadRedirect(status.as_u16()))?;
             let next = url

@@ -24,13 +24,18 @@ pub enum FetchError {
     InvalidUrl(String),
     /// The destination address is in the deny table (loopback, private, metadata, …).
     /// `reason` names the matching rule, e.g. `"loopback"`; it is kept out of the
-    /// message so the message stays exactly `refused address <ip>`.
-    #[error("refused address {ip}")]
+    /// message so the message stays exactly `refused address <ip>`. For a host name
+    /// the message names the name, not the address it resolved to: the person who
+    /// wrote the CSV (or the webhook URL) must not learn the addresses of names inside
+    /// a private network by asking for them. The log line ([`Reason`]) has both.
+    #[error("refused address {}", RefusedTarget(ip, name.as_deref()))]
     RefusedAddress {
         /// The refused address (the embedded IPv4 is not substituted: this is what was asked for).
         ip: IpAddr,
         /// Short name of the deny rule that matched.
         reason: String,
+        /// The host name that resolved to `ip`; `None` for an IP literal.
+        name: Option<String>,
     },
     /// DNS failure, TCP connect failure or TLS handshake failure.
     #[error("connection failed: {0}")]
@@ -201,15 +206,28 @@ pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
     Some(d.min(MAX_RETRY_AFTER))
 }
 
+/// What a refusal names to the user: the IP literal as written, or the host name.
+struct RefusedTarget<'a>(&'a IpAddr, Option<&'a str>);
+
+impl fmt::Display for RefusedTarget<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.1 {
+            Some(name) => write!(f, "of {name} (a private or reserved network)"),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
 /// Display helper used in tracing fields.
 pub(crate) struct Reason<'a>(pub &'a FetchError);
 
 impl fmt::Display for Reason<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
-            FetchError::RefusedAddress { ip, reason } => {
-                write!(f, "refused address {ip} ({reason})")
-            }
+            FetchError::RefusedAddress { ip, reason, name } => match name {
+                Some(name) => write!(f, "refused address {ip} of {name} ({reason})"),
+                None => write!(f, "refused address {ip} ({reason})"),
+            },
             other => write!(f, "{other}"),
         }
     }
@@ -256,11 +274,25 @@ mod tests {
         let refused = FetchError::RefusedAddress {
             ip: "169.254.169.254".parse().expect("ip"),
             reason: "cloud metadata".into(),
+            name: None,
         };
         assert_eq!(refused.to_string(), "refused address 169.254.169.254");
         assert_eq!(
             Reason(&refused).to_string(),
             "refused address 169.254.169.254 (cloud metadata)"
+        );
+        let by_name = FetchError::RefusedAddress {
+            ip: "10.20.30.40".parse().expect("ip"),
+            reason: "private".into(),
+            name: Some("db.corp.internal".into()),
+        };
+        assert_eq!(
+            by_name.to_string(),
+            "refused address of db.corp.internal (a private or reserved network)"
+        );
+        assert_eq!(
+            Reason(&by_name).to_string(),
+            "refused address 10.20.30.40 of db.corp.internal (private)"
         );
         assert_eq!(
             FetchError::Http {

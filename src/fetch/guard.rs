@@ -134,7 +134,11 @@ fn allowed(ip: IpAddr, allow: &[IpNet]) -> bool {
 pub fn check_ip(ip: IpAddr, allow: &[IpNet]) -> Result<(), FetchError> {
     match deny_reason(ip) {
         Some(_) if allowed(ip, allow) => Ok(()),
-        Some(reason) => Err(FetchError::RefusedAddress { ip, reason }),
+        Some(reason) => Err(FetchError::RefusedAddress {
+            ip,
+            reason,
+            name: None,
+        }),
         None => Ok(()),
     }
 }

@@ -38,7 +38,7 @@ pub use client::{Conditional, Downloaded, Fetcher, MAX_REDIRECTS, Validators, We
 pub use error::{FetchError, fmt_bytes, fmt_duration};
 pub use guard::{MAX_URL_LEN, check_ip, check_url, parse_allow_list};
 
-/// Default connect timeout.
+/// Longest wait for a TCP (and TLS) connection, downloads and webhooks alike.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default total timeout of one download (`FETCH_TIMEOUT`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);

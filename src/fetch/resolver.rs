@@ -54,7 +54,14 @@ fn filter(
             }
             Err(e) => {
                 tracing::debug!(host, addr = %addr.ip(), "dropping refused DNS answer");
-                first_refusal.get_or_insert(e);
+                first_refusal.get_or_insert(match e {
+                    FetchError::RefusedAddress { ip, reason, .. } => FetchError::RefusedAddress {
+                        ip,
+                        reason,
+                        name: Some(host.to_owned()),
+                    },
+                    other => other,
+                });
             }
         }
     }
@@ -109,7 +116,14 @@ mod tests {
             "meta.test",
         )
         .expect_err("refused");
-        assert_eq!(err.to_string(), "refused address 169.254.169.254");
+        assert_eq!(
+            err.to_string(),
+            "refused address of meta.test (a private or reserved network)"
+        );
+        assert!(
+            matches!(&err, FetchError::RefusedAddress { ip, .. } if ip.to_string() == "169.254.169.254"),
+            "the log's line keeps the address: {err:?}"
+        );
         let err = filter([], &[], "empty.test").expect_err("none");
         assert!(matches!(err, FetchError::Connect(_)), "{err:?}");
     }

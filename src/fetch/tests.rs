@@ -102,9 +102,15 @@ async fn localhost_name_is_resolved_and_checked() {
     let url = format!("http://localhost:{}/", canary.addr.port());
     let err = fetcher("").download(&url).await.expect_err("refused");
     match &err {
-        FetchError::RefusedAddress { ip, reason } => {
+        FetchError::RefusedAddress { ip, reason, name } => {
             assert!(ip.is_loopback(), "{ip}");
             assert_eq!(reason, "loopback");
+            assert_eq!(name.as_deref(), Some("localhost"));
+            assert_eq!(
+                err.to_string(),
+                "refused address of localhost (a private or reserved network)",
+                "the address a name resolves to is not told"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -422,6 +428,27 @@ async fn redirect_chain_is_limited_to_five() {
     let err = f.download(&server.url("/r/6")).await.expect_err("six hops");
     assert_eq!(err, FetchError::TooManyRedirects);
     assert!(!err.is_transient());
+}
+
+/// Some servers send a `Location` in raw UTF-8: followed, percent-encoded, as browsers do.
+#[tokio::test]
+async fn a_redirect_to_a_raw_utf8_location_is_followed() {
+    let server = serve("127.0.0.1", |s, head| async move {
+        match head.split(' ').nth(1).unwrap_or("/") {
+            "/start" => reply(s, "302 Found", "Location: /img/café.jpg\r\n", b"").await,
+            "/img/caf%C3%A9.jpg" => {
+                reply(s, "200 OK", "Content-Type: image/jpeg\r\n", b"final").await
+            }
+            _ => reply(s, "404 Not Found", "", b"").await,
+        }
+    })
+    .await;
+    let got = fetcher("127.0.0.0/8")
+        .download(&server.url("/start"))
+        .await
+        .expect("followed");
+    assert_eq!(&got.bytes[..], b"final");
+    assert_eq!(got.final_url, server.url("/img/caf%C3%A9.jpg"));
 }
 
 #[tokio::test]
