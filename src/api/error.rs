@@ -92,6 +92,10 @@ pub enum ApiError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A fault of the server's own (a panic in a blocking task): a 500, the cause
+    /// in the log only.
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// The CSV's problems as a problem document lists them: the first
@@ -216,6 +220,10 @@ impl From<ApiError> for ProblemResponse {
                 )),
                 RETRY_AFTER_BUSY,
             ),
+            ApiError::Internal(cause) => {
+                tracing::error!(error = %cause, "internal error while answering a request");
+                Self::Internal(Json(internal_problem()))
+            }
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "storage error while answering a request");
                 let database = matches!(e, StoreError::Database(_) | StoreError::Queue(_));
@@ -243,16 +251,21 @@ impl From<ApiError> for ProblemResponse {
                         RETRY_AFTER_STORAGE,
                     )
                 } else {
-                    Self::Internal(Json(problem(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal",
-                        "Internal error",
-                        "an internal error occurred; it has been logged".into(),
-                    )))
+                    Self::Internal(Json(internal_problem()))
                 }
             }
         }
     }
+}
+
+/// The body of every 500: generic, the cause is in the log.
+fn internal_problem() -> Problem {
+    problem(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "Internal error",
+        "an internal error occurred; it has been logged".into(),
+    )
 }
 
 /// A use case that did not happen: the caller's part (404, 409) named, the rest a

@@ -156,7 +156,7 @@ impl UploadApi {
             (bytes, parsed)
         })
         .await
-        .map_err(|e| ApiError::BadRequest(format!("could not parse the CSV: {e}")))?;
+        .map_err(|e| ApiError::Internal(format!("the CSV parse did not finish: {e}")))?;
         let (Some(quality), Some(max_bytes), Some(webhook_url)) = (quality, max_bytes, webhook_url)
         else {
             return Err(ApiError::InvalidFields {

@@ -333,7 +333,8 @@ fn is_blank(record: &StringRecord) -> bool {
     record.iter().all(|field| field.trim().is_empty())
 }
 
-/// Locates the required columns, or records why the header is unusable.
+/// Locates the required columns, recording the header's problems; `None` when the
+/// rows cannot be checked (a required column missing, too many columns).
 fn read_header(record: &StringRecord, line: u64, problems: &mut Problems) -> Option<Header> {
     let mut names: Vec<String> = record.iter().map(str::to_owned).collect();
     // Trailing unnamed columns (a trailing comma on the header) are not
@@ -423,8 +424,11 @@ fn read_header(record: &StringRecord, line: u64, problems: &mut Problems) -> Opt
             format!("missing required column \"{}\"{also}", required.name()),
         );
     }
+    // With every required column found, the rows are checked even when the header has
+    // a problem (a second "Product Name", a stray "Errors"): the answer lists every
+    // problem of the file, not the header's alone, and the file is refused all the same.
     match found {
-        [Some(serial), Some(product_name), Some(urls)] if problems.is_empty() => {
+        [Some(serial), Some(product_name), Some(urls)] => {
             let labels = [serial, product_name, urls].map(|i| shorten(names[i].trim()));
             Some(Header {
                 names,
@@ -460,7 +464,7 @@ fn check_row(
     let (fields, header_columns) = (written, header.written());
     if record.len() < columns {
         let hint = if record.iter().any(|f| f.contains(['\n', '\r'])) {
-            "; a cell spans several lines, check for an unmatched double quote"
+            UNMATCHED_QUOTE_HINT
         } else {
             ""
         };
@@ -498,7 +502,10 @@ fn check_row(
         problems.push(
             line,
             serial_column,
-            format!("serial number \"{serial}\" is already used on line {first}"),
+            format!(
+                "serial number \"{}\" is already used on line {first}",
+                shorten(serial)
+            ),
         );
         ok = false;
     } else {
@@ -541,10 +548,19 @@ fn check_row(
                 written.push(piece);
             }
             Err(reason) => {
+                let hint = if piece.contains(['\n', '\r']) {
+                    UNMATCHED_QUOTE_HINT
+                } else {
+                    ""
+                };
                 problems.push(
                     line,
                     urls_column,
-                    format!("image URL {} \"{}\" {reason}", position + 1, shorten(piece)),
+                    format!(
+                        "image URL {} \"{}\" {reason}{hint}",
+                        position + 1,
+                        shorten(piece)
+                    ),
                 );
                 ok = false;
             }
@@ -592,6 +608,10 @@ fn check_row(
 fn nul_problem(what: &str) -> String {
     format!("the {what} contains a NUL character (U+0000), which cannot be stored")
 }
+/// Said of a problem in a cell that spans lines: a quote left open swallows the
+/// next lines into it, and the problems shown are then not the real one.
+const UNMATCHED_QUOTE_HINT: &str =
+    "; a cell spans several lines, check for an unmatched double quote";
 
 /// Cuts a long cell for a message, on a character boundary.
 fn shorten(s: &str) -> String {
@@ -626,6 +646,46 @@ mod tests {
 
     fn urls(row: &ProductRow) -> Vec<&str> {
         row.urls.iter().map(ImageUrl::as_str).collect()
+    }
+
+    #[test]
+    fn a_header_problem_does_not_hide_the_rows_problems() {
+        let found = problems(
+            "Serial Number,Product Name,Input Image Urls,Errors\n1,,ftp://x.example/a.jpg\n",
+        );
+        let lines: Vec<(u64, Option<&str>)> = found
+            .iter()
+            .map(|p| (p.line, p.column.as_deref()))
+            .collect();
+        assert!(lines.contains(&(1, Some("Errors"))), "{found:#?}");
+        assert!(lines.contains(&(2, Some("Product Name"))), "{found:#?}");
+        assert!(lines.contains(&(2, Some("Input Image Urls"))), "{found:#?}");
+    }
+
+    #[test]
+    fn an_open_quote_in_the_url_cell_is_hinted_at() {
+        let found = problems(&format!(
+            "{HEADER}1,SKU1,\"https://a.example/x.jpg\n2,,ftp://b.example/y\n"
+        ));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.line == 2 && p.message.ends_with(UNMATCHED_QUOTE_HINT)),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn a_repeated_long_serial_is_quoted_shortened() {
+        let serial = "S".repeat(10_000);
+        let found = problems(&format!(
+            "{HEADER}{serial},A,http://a.example/1.jpg\n{serial},B,http://a.example/2.jpg\n"
+        ));
+        let repeated = found
+            .iter()
+            .find(|p| p.message.contains("already used on line 2"))
+            .expect("the repeated serial is a problem");
+        assert!(repeated.message.len() < 200, "{}", repeated.message);
     }
 
     #[test]
@@ -856,8 +916,12 @@ mod tests {
         let dup = problems(&format!(
             "Serial Number,Product Name,{padded},{padded}\n1,A,B\n"
         ));
-        assert_eq!(dup.len(), 1);
-        assert!(dup[0].message.len() < 300, "{:?}", dup[0]);
+        // The second column's problem, then the row's (checked all the same).
+        assert!(dup[0].message.contains("is a second"), "{:?}", dup[0]);
+        assert!(dup.len() > 1, "{dup:?}");
+        for p in &dup {
+            assert!(p.message.len() < 300, "{p:?}");
+        }
     }
 
     #[test]
