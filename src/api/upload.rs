@@ -1,12 +1,13 @@
 //! `POST /upload`: parse and check the whole form and CSV first (every problem
 //! listed), then hand the checked upload to [`crate::lifecycle::Lifecycle::accept`].
 
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
 use poem_openapi::{
     ApiResponse, Multipart, Object, OpenApi,
     payload::Json,
-    types::{Example, multipart::Upload},
+    registry::{MetaSchema, MetaSchemaRef},
+    types::{Example, ParseError, ParseFromMultipartField, ParseResult, Type, multipart::Upload},
 };
 use uuid::Uuid;
 
@@ -38,14 +39,66 @@ pub struct UploadForm {
     /// `false` to fetch every image in full and reuse nothing; by default (`REUSE`, on)
     /// an image whose URL an earlier request fetched with the same settings is fetched
     /// conditionally and, when unchanged, its earlier output is copied.
-    reuse: Option<bool>,
+    reuse: Option<FormFlag>,
     /// Most bytes per output: `150000`, `150KB` or `2MB` (KB = 1000 bytes), 2000 to
     /// 1000000000. The highest quality that fits is used (it wins over an `auto`
     /// target), the image downscaled when even quality 30 does not fit. The
     /// server's `MAX_OUTPUT_BYTES` when absent, no cap when that is unset.
     max_bytes: Option<String>,
     /// `true` to check the CSV and count its images without storing anything.
-    dry_run: Option<bool>,
+    dry_run: Option<FormFlag>,
+}
+
+/// A true/false form field (`true`/`false` in any case, `1`/`0`, `yes`/`no`, `on`/`off`:
+/// what HTML forms and HTTP libraries send). Another value does not fail the form with
+/// a 400 the way a plain `bool` field would: it is an invalid field, answered 422 with
+/// the form's other problems and the CSV's, like `quality=150`.
+#[derive(Debug)]
+pub struct FormFlag(Result<bool, String>);
+
+impl FormFlag {
+    fn parse(text: &str) -> Self {
+        let value = text.trim();
+        Self(match value.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => {
+                let shown: String = value.chars().take(32).collect();
+                Err(format!("must be true or false, not \"{shown}\""))
+            }
+        })
+    }
+}
+
+impl Type for FormFlag {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "boolean".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema::new("boolean")))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl ParseFromMultipartField for FormFlag {
+    async fn parse_from_multipart(field: Option<poem::web::Field>) -> ParseResult<Self> {
+        match field {
+            Some(field) => Ok(Self::parse(&field.text().await?)),
+            None => Err(ParseError::expected_input()),
+        }
+    }
 }
 
 /// An accepted (or dry-run) upload.
@@ -126,6 +179,16 @@ impl UploadApi {
                 .map_err(|e| field("max_bytes", &e))
                 .ok(),
         };
+        let mut flag = |name: &str, given: Option<FormFlag>, default: bool| match given {
+            None => Some(default),
+            Some(FormFlag(Ok(value))) => Some(value),
+            Some(FormFlag(Err(e))) => {
+                field(name, &e);
+                None
+            }
+        };
+        let reuse = flag("reuse", form.reuse, s.defaults.reuse);
+        let dry_run = flag("dry_run", form.dry_run, false);
         let webhook_url = match form.webhook_url.as_deref().map(str::trim) {
             None | Some("") => Some(None),
             // A URL no delivery may ever reach (credentials, an IP literal in a
@@ -157,7 +220,8 @@ impl UploadApi {
         })
         .await
         .map_err(|e| ApiError::Internal(format!("the CSV parse did not finish: {e}")))?;
-        let (Some(quality), Some(max_bytes), Some(webhook_url)) = (quality, max_bytes, webhook_url)
+        let (Some(quality), Some(max_bytes), Some(webhook_url), Some(reuse), Some(dry_run)) =
+            (quality, max_bytes, webhook_url, reuse, dry_run)
         else {
             return Err(ApiError::InvalidFields {
                 fields,
@@ -169,7 +233,7 @@ impl UploadApi {
         let products = parsed.rows.len() as u64;
         let images = parsed.image_count() as u64;
 
-        if form.dry_run.unwrap_or(false) {
+        if dry_run {
             return Ok(UploadResponse::Checked(Json(UploadAccepted {
                 request_id: None,
                 status: None,
@@ -188,7 +252,7 @@ impl UploadApi {
                 quality,
                 max_bytes,
                 webhook_url,
-                reuse: form.reuse.unwrap_or(s.defaults.reuse),
+                reuse,
             })
             .await?;
         let id = accepted.id;

@@ -104,6 +104,8 @@ async fn invalid_csvs_list_every_problem_and_store_nothing() {
             &[
                 ("quality", "150"),
                 ("max_bytes", "10"),
+                ("reuse", "sometimes"),
+                ("dry_run", "maybe"),
                 ("webhook_url", "http://10.1.2.3/hook"),
             ],
         )
@@ -111,7 +113,14 @@ async fn invalid_csvs_list_every_problem_and_store_nothing() {
     assert_eq!(code, 422, "{body}");
     assert_eq!(body["type"], "urn:pixbatch:problem:invalid-field");
     let detail = body["detail"].as_str().unwrap();
-    for field in ["quality:", "max_bytes:", "webhook_url:", "the CSV has"] {
+    for field in [
+        "quality:",
+        "max_bytes:",
+        "reuse: must be true or false, not \"sometimes\"",
+        "dry_run:",
+        "webhook_url:",
+        "the CSV has",
+    ] {
         assert!(detail.contains(field), "{field} missing from {detail}");
     }
     let named: Vec<&str> = body["invalid_params"]
@@ -120,7 +129,11 @@ async fn invalid_csvs_list_every_problem_and_store_nothing() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(named, ["quality", "max_bytes", "webhook_url"], "{body}");
+    assert_eq!(
+        named,
+        ["quality", "max_bytes", "reuse", "dry_run", "webhook_url"],
+        "{body}"
+    );
     let listed: Vec<u64> = problems(&body).iter().map(|(l, _)| *l).collect();
     for line in [3, 4, 5, 6] {
         assert!(
@@ -258,7 +271,8 @@ async fn dry_run_counts_without_storing() {
         images.url("/img/a/small_picos.jpg"),
         images.url("/img/b/small_picos.jpg")
     );
-    let (code, body) = app.upload(csv.as_bytes(), &[("dry_run", "true")]).await;
+    // As Python's `requests` sends `True`.
+    let (code, body) = app.upload(csv.as_bytes(), &[("dry_run", "True")]).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["products"], 1);
     assert_eq!(body["images"], 2);
