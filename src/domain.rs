@@ -90,9 +90,13 @@ impl fmt::Display for ImageRef {
 pub struct EventId(String);
 
 impl EventId {
-    /// A fresh, time-ordered event id (`msg_…`, as Standard Webhooks suggests).
-    pub fn new() -> Self {
-        Self(format!("msg_{}", Uuid::now_v7().simple()))
+    /// The id of the event of `run` of `request` (`msg_…`, as Standard Webhooks
+    /// suggests). A run has one event, and the id follows from the run, not from
+    /// chance: should the run's completion be written twice (its first commit lost to
+    /// a power cut after the delivery went out, or to a failover to a replica that
+    /// had not got it), receivers that deduplicate on `webhook-id` see one event.
+    pub fn of_run(request: RequestId, run: i64) -> Self {
+        Self(format!("msg_{}_{run}", request.as_uuid().simple()))
     }
 
     /// The id as sent on the wire.
@@ -103,12 +107,6 @@ impl EventId {
     /// Wraps an id read back from the database.
     pub fn from_stored(s: String) -> Self {
         Self(s)
-    }
-}
-
-impl Default for EventId {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -314,6 +312,10 @@ mod tests {
         let b = RequestId::new();
         assert_ne!(a, b);
         assert_eq!(a.to_string().parse::<RequestId>().unwrap(), a);
-        assert!(EventId::new().as_str().starts_with("msg_"));
+        let event = EventId::of_run(a, 2);
+        assert!(event.as_str().starts_with("msg_"), "{event}");
+        assert_eq!(event, EventId::of_run(a, 2));
+        assert_ne!(event, EventId::of_run(a, 3));
+        assert_ne!(event, EventId::of_run(b, 2));
     }
 }

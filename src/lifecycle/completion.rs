@@ -90,7 +90,7 @@ impl Lifecycle {
             .clone()
             .or_else(|| self.links.default_webhook.clone());
         if let Some(url) = webhook_url {
-            let event_id = EventId::new();
+            let event_id = EventId::of_run(id, round);
             let payload = serde_json::to_string(&self.event_payload(&finished))?;
             Db::insert_event(&mut tx, &event_id, id, round, &url, &payload).await?;
             let key = JobKey::deliver(&event_id, 0);

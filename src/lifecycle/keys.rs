@@ -59,7 +59,7 @@ mod tests {
     #[test]
     fn every_step_has_its_own_key() {
         let r = RequestId::new();
-        let e = EventId::new();
+        let e = EventId::of_run(r, 1);
         let image = |row, position| ImageRef {
             request: r,
             row,

@@ -561,7 +561,7 @@ async fn an_event_is_of_its_run(backend: Backend) {
         ],
     )
     .await;
-    let event = EventId::new();
+    let event = EventId::of_run(id, 1);
     let mut tx = db.begin_write().await.unwrap();
     assert!(
         Db::finalize_request(&mut tx, id, 1, "k")

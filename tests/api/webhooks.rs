@@ -99,6 +99,11 @@ async fn retried_until_delivered_with_one_id_and_a_full_log(backend: Backend) {
         log["events"][0]["id"].as_str().unwrap(),
         got[0].headers["webhook-id"]
     );
+    // The run's id, not a random one: a completion written again has the same.
+    assert_eq!(
+        got[0].headers["webhook-id"],
+        format!("msg_{}_1", id.replace('-', ""))
+    );
     for r in &got {
         assert!(verify(crate::helpers::SECRET, &r.headers, &r.body));
     }
