@@ -78,6 +78,11 @@ const OUTPUT_COLUMNS: [&str; 2] = ["outputimageurls", "errors"];
 /// millions of empty names would cost many times the upload's size in memory.
 pub(super) const MAX_COLUMNS: usize = 1000;
 
+/// Longest column name, in characters. The header is stored with the request and read
+/// back whenever it is looked at (every status poll): a name the size of the upload
+/// would make each of those reads cost megabytes.
+const MAX_COLUMN_NAME: usize = 1000;
+
 /// The header row once its required columns are located.
 struct Header {
     /// The names, without [`OUTPUT_COLUMNS`].
@@ -352,6 +357,19 @@ fn read_header(record: &StringRecord, line: u64, problems: &mut Problems) -> Opt
             ),
         );
         return None;
+    }
+    for name in &names {
+        let len = name.trim().chars().count();
+        if len > MAX_COLUMN_NAME {
+            problems.push(
+                line,
+                Some(shorten(name.trim()).as_str()),
+                format!(
+                    "column name \"{}\" is {len} characters long; at most {MAX_COLUMN_NAME} are allowed",
+                    shorten(name.trim())
+                ),
+            );
+        }
     }
     // `Errors` alone is a column of the user's own, not an earlier output's (which has
     // `Output Image Urls` too): dropped, its values would be lost without a word, and
@@ -905,7 +923,13 @@ mod tests {
             "9,P9,http://x.io/a\n9,Q,http://x.io/b\n,{padded},\n"
         ));
         let found = problems(&input);
-        assert_eq!(found.len(), 8, "{found:?}");
+        // The name's own length, then the rows' problems (checked all the same).
+        assert_eq!(found.len(), 9, "{found:?}");
+        assert!(
+            found[0].message.ends_with("at most 1000 are allowed"),
+            "{:?}",
+            found[0]
+        );
         for p in &found {
             assert!(
                 p.column.as_ref().is_none_or(|c| c.chars().count() <= 81),
@@ -916,12 +940,33 @@ mod tests {
         let dup = problems(&format!(
             "Serial Number,Product Name,{padded},{padded}\n1,A,B\n"
         ));
-        // The second column's problem, then the row's (checked all the same).
-        assert!(dup[0].message.contains("is a second"), "{:?}", dup[0]);
-        assert!(dup.len() > 1, "{dup:?}");
+        // The second column's problem among the names' and the row's.
+        assert!(
+            dup.iter().any(|p| p.message.contains("is a second")),
+            "{dup:?}"
+        );
         for p in &dup {
             assert!(p.message.len() < 300, "{p:?}");
         }
+    }
+
+    #[test]
+    fn a_column_name_over_a_thousand_characters_is_a_problem() {
+        let name = "n".repeat(MAX_COLUMN_NAME);
+        parse_ok(&format!(
+            "Serial Number,Product Name,Input Image Urls,{name}\n1,A,http://x.io/a,v\n"
+        ));
+        let found = problems(&format!(
+            "Serial Number,Product Name,Input Image Urls,{name}n\n1,A,http://x.io/a,v\n"
+        ));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0]
+                .message
+                .ends_with("is 1001 characters long; at most 1000 are allowed"),
+            "{:?}",
+            found[0]
+        );
     }
 
     #[test]
