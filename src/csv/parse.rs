@@ -83,6 +83,10 @@ pub(super) const MAX_COLUMNS: usize = 1000;
 /// would make each of those reads cost megabytes.
 const MAX_COLUMN_NAME: usize = 1000;
 
+/// Longest the column names may be in all, in characters: a wide spreadsheet export
+/// (a thousand columns of 60-character names) fits.
+const MAX_HEADER_CHARS: usize = 100_000;
+
 /// The header row once its required columns are located.
 struct Header {
     /// The names, without [`OUTPUT_COLUMNS`].
@@ -358,19 +362,6 @@ fn read_header(record: &StringRecord, line: u64, problems: &mut Problems) -> Opt
         );
         return None;
     }
-    for name in &names {
-        let len = name.trim().chars().count();
-        if len > MAX_COLUMN_NAME {
-            problems.push(
-                line,
-                Some(shorten(name.trim()).as_str()),
-                format!(
-                    "column name \"{}\" is {len} characters long; at most {MAX_COLUMN_NAME} are allowed",
-                    shorten(name.trim())
-                ),
-            );
-        }
-    }
     // `Errors` alone is a column of the user's own, not an earlier output's (which has
     // `Output Image Urls` too): dropped, its values would be lost without a word, and
     // kept, the output's own `Errors` would make two of that name.
@@ -398,6 +389,31 @@ fn read_header(record: &StringRecord, line: u64, problems: &mut Problems) -> Opt
     } else {
         let mut kept = keep.iter();
         names.retain(|_| kept.next().copied().unwrap_or(true));
+    }
+    // The names are stored as written, spaces and all: measured so too.
+    let mut total = 0;
+    for name in &names {
+        let len = name.chars().count();
+        total += len;
+        if len > MAX_COLUMN_NAME {
+            problems.push(
+                line,
+                Some(shorten(name.trim()).as_str()),
+                format!(
+                    "column name \"{}\" is {len} characters long; at most {MAX_COLUMN_NAME} are allowed",
+                    shorten(name.trim())
+                ),
+            );
+        }
+    }
+    if total > MAX_HEADER_CHARS {
+        problems.push(
+            line,
+            None,
+            format!(
+                "the column names are {total} characters long in all; at most {MAX_HEADER_CHARS} are allowed"
+            ),
+        );
     }
 
     let mut found: [Option<usize>; 3] = [None; 3];
@@ -923,8 +939,9 @@ mod tests {
             "9,P9,http://x.io/a\n9,Q,http://x.io/b\n,{padded},\n"
         ));
         let found = problems(&input);
-        // The name's own length, then the rows' problems (checked all the same).
-        assert_eq!(found.len(), 9, "{found:?}");
+        // The name's own length and the header's, then the rows' problems (checked all
+        // the same).
+        assert_eq!(found.len(), 10, "{found:?}");
         assert!(
             found[0].message.ends_with("at most 1000 are allowed"),
             "{:?}",
@@ -966,6 +983,31 @@ mod tests {
                 .ends_with("is 1001 characters long; at most 1000 are allowed"),
             "{:?}",
             found[0]
+        );
+    }
+
+    #[test]
+    fn column_names_are_measured_as_stored_and_in_all() {
+        let spaces = " ".repeat(MAX_COLUMN_NAME);
+        let found = problems(&format!(
+            "Serial Number,Product Name,Input Image Urls,x{spaces}\n1,A,http://x.io/a,v\n"
+        ));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].message.contains("is 1001 characters long"),
+            "{found:?}"
+        );
+        let wide: String = (0..101)
+            .map(|i| format!(",c{i}{}", "n".repeat(995)))
+            .collect();
+        let found = problems(&format!(
+            "Serial Number,Product Name,Input Image Urls{wide}\n1,A,http://x.io/a\n"
+        ));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.message.ends_with("at most 100000 are allowed")),
+            "{found:?}"
         );
     }
 
