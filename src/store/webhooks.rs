@@ -142,11 +142,13 @@ impl Db {
     }
 
     /// The run of the event's request, when it is newer than the run that wrote the
-    /// event: the request was retried since, and the event's status no longer holds.
+    /// event and the event is still pending: the request was retried since, and the
+    /// event's status no longer holds. An event the retry already gave up has its line
+    /// saying so; a try that was out meanwhile does not repeat it.
     pub async fn newer_run(tx: &mut Tx, event: &EventId) -> Result<Option<i64>, StoreError> {
         Self::share_request_of(tx, event).await?;
         let sql = "select r.run from webhook_events e join requests r on r.id = e.request_id
-                    where e.id = $1 and e.run < r.run";
+                    where e.id = $1 and e.run < r.run and e.state = 'pending'";
         Ok(with_tx!(tx, c => {
             sqlx::query_scalar(sql)
                 .bind(event.as_str())

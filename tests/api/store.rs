@@ -606,8 +606,10 @@ async fn an_event_is_of_its_run(backend: Backend) {
 
     assert_eq!(retry_failed(db, id).await.map(|(run, _)| run), Some(2));
     assert_eq!(redeliver().await, None, "the request moved on");
+    // Delivered already: nothing for the newer run to give up (a pending one's last try
+    // says it was superseded: `webhooks::a_try_failing_after_a_retry_is_the_old_events_last`).
     let mut tx = db.begin_write().await.unwrap();
-    assert_eq!(Db::newer_run(&mut tx, event).await.unwrap(), Some(2));
+    assert_eq!(Db::newer_run(&mut tx, event).await.unwrap(), None);
     tx.commit().await.unwrap();
 }
 
