@@ -50,18 +50,20 @@ pub struct UploadForm {
 }
 
 /// A true/false form field (`true`/`false` in any case, `1`/`0`, `yes`/`no`, `on`/`off`:
-/// what HTML forms and HTTP libraries send). Another value does not fail the form with
+/// what HTML forms and HTTP libraries send; empty counts as absent, as for the other
+/// fields). Another value does not fail the form with
 /// a 400 the way a plain `bool` field would: it is an invalid field, answered 422 with
 /// the form's other problems and the CSV's, like `quality=150`.
 #[derive(Debug)]
-pub struct FormFlag(Result<bool, String>);
+pub struct FormFlag(Result<Option<bool>, String>);
 
 impl FormFlag {
     fn parse(text: &str) -> Self {
         let value = text.trim();
         Self(match value.to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" | "on" => Ok(true),
-            "false" | "0" | "no" | "off" => Ok(false),
+            "" => Ok(None),
+            "true" | "1" | "yes" | "on" => Ok(Some(true)),
+            "false" | "0" | "no" | "off" => Ok(Some(false)),
             _ => {
                 let shown: String = value.chars().take(32).collect();
                 Err(format!("must be true or false, not \"{shown}\""))
@@ -180,8 +182,8 @@ impl UploadApi {
                 .ok(),
         };
         let mut flag = |name: &str, given: Option<FormFlag>, default: bool| match given {
-            None => Some(default),
-            Some(FormFlag(Ok(value))) => Some(value),
+            None | Some(FormFlag(Ok(None))) => Some(default),
+            Some(FormFlag(Ok(Some(value)))) => Some(value),
             Some(FormFlag(Err(e))) => {
                 field(name, &e);
                 None

@@ -271,8 +271,10 @@ async fn dry_run_counts_without_storing() {
         images.url("/img/a/small_picos.jpg"),
         images.url("/img/b/small_picos.jpg")
     );
-    // As Python's `requests` sends `True`.
-    let (code, body) = app.upload(csv.as_bytes(), &[("dry_run", "True")]).await;
+    // As Python's `requests` sends `True`; an empty field is an absent one.
+    let (code, body) = app
+        .upload(csv.as_bytes(), &[("dry_run", "True"), ("reuse", "")])
+        .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["products"], 1);
     assert_eq!(body["images"], 2);
