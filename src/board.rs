@@ -150,22 +150,31 @@ struct Forward(Router);
 /// SQLite `4294967295` wraps to `LIMIT -1`, every job with its payload in one query.
 const MAX_PAGE_SIZE: u32 = 100;
 
-/// `uri` with a `page_size` over [`MAX_PAGE_SIZE`] (or not a number) brought to it.
+/// `uri` with a `page_size` over [`MAX_PAGE_SIZE`] (or not a number) brought to it,
+/// and a `page` below 1 (or not a number) brought to 1: apalis computes
+/// `(page - 1) * page_size` in `u32`. Keys are compared decoded, as the dashboard's
+/// own query parser reads them (`page%5Fsize` is `page_size`).
 fn capped(uri: &poem::http::Uri) -> poem::http::Uri {
-    let Some(query) = uri.query().filter(|q| q.contains("page_size")) else {
+    let Some(query) = uri.query() else {
         return uri.clone();
     };
-    let pairs = url::form_urlencoded::parse(query.as_bytes()).map(|(k, v)| {
-        let v = if k == "page_size" {
-            let n = v
-                .parse::<u32>()
-                .map_or(MAX_PAGE_SIZE, |n| n.min(MAX_PAGE_SIZE));
-            n.to_string().into()
-        } else {
-            v
-        };
-        (k, v)
-    });
+    let mut paging = false;
+    let pairs: Vec<_> = url::form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| {
+            let v = match k.as_ref() {
+                "page_size" => v
+                    .parse::<u32>()
+                    .map_or(MAX_PAGE_SIZE, |n| n.min(MAX_PAGE_SIZE)),
+                "page" => v.parse::<u32>().map_or(1, |n| n.max(1)),
+                _ => return (k, v),
+            };
+            paging = true;
+            (k, v.to_string().into())
+        })
+        .collect();
+    if !paging {
+        return uri.clone();
+    }
     let query = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs)
         .finish();
@@ -271,6 +280,14 @@ mod tests {
         assert_eq!(
             cap("/api/v1/tasks?page_size=x&page=2"),
             "/api/v1/tasks?page_size=100&page=2"
+        );
+        assert_eq!(
+            cap("/api/v1/tasks?page%5Fsize=4294967295"),
+            "/api/v1/tasks?page_size=100"
+        );
+        assert_eq!(
+            cap("/api/v1/tasks?page=0&page_size=10"),
+            "/api/v1/tasks?page=1&page_size=10"
         );
         for kept in [
             "/api/v1/tasks?page_size=50&status=Done",

@@ -27,6 +27,45 @@ pub struct Cli {
     pub serve: ServerConfig,
 }
 
+impl Cli {
+    /// Parses the process' command line and environment. The environment fills the
+    /// server options of bare `pixbatch` (= `serve`) only when no subcommand is given:
+    /// clap would otherwise read and check every server variable for `convert` or
+    /// `submit` too, and a `BIND` or `LOG_FORMAT` meant for a server in the same shell
+    /// would stop a client command that has no use for it.
+    pub fn from_env() -> Self {
+        Self::parse_from_env(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    fn parse_from_env<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::FromArgMatches;
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let matches = Self::without_env().try_get_matches_from(&args)?;
+        if matches.subcommand().is_some() {
+            return Self::from_arg_matches(&matches);
+        }
+        Self::try_parse_from(args)
+    }
+
+    /// The command with the root's server options blind to the environment.
+    fn without_env() -> clap::Command {
+        use clap::CommandFactory;
+        Self::command().mut_args(|a| a.env(None::<&'static str>))
+    }
+
+    /// The server options at their defaults, whatever the environment says: what the
+    /// OpenAPI document is built with, so that it is the same on every machine.
+    pub fn defaults() -> Result<ServerConfig, clap::Error> {
+        use clap::FromArgMatches;
+        let matches = Self::without_env().try_get_matches_from(["pixbatch"])?;
+        Ok(Self::from_arg_matches(&matches)?.serve)
+    }
+}
+
 /// The binary's roles and tools.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -422,7 +461,9 @@ impl fmt::Debug for WebhookKeys {
 }
 
 /// A secret option (a token, a signing secret, a key), shown as `<redacted>` by
-/// `Debug`, so that logging a configuration cannot leak it.
+/// `Debug`, so that logging a configuration cannot leak it. Surrounding whitespace is
+/// not part of it: a secret mounted from a file often ends in a newline, and an
+/// `API_TOKEN` kept with it would match no client's token.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -437,13 +478,13 @@ impl FromStr for Secret {
     type Err = Infallible;
 
     fn from_str(s: &str) -> Result<Self, Infallible> {
-        Ok(Self(s.to_owned()))
+        Ok(Self(s.trim().to_owned()))
     }
 }
 
 impl From<&str> for Secret {
     fn from(s: &str) -> Self {
-        Self(s.to_owned())
+        Self(s.trim().to_owned())
     }
 }
 
@@ -764,6 +805,18 @@ pub fn parse_schedule(s: &str) -> Result<Vec<Duration>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_from_a_file_loses_its_newline() {
+        let cli =
+            Cli::try_parse_from(["pixbatch", "serve", "--api-token", " tok-3f9a1c\n"]).unwrap();
+        let Some(Command::Serve(cfg)) = cli.command else {
+            panic!("serve")
+        };
+        let settings = cfg.validate().unwrap();
+        let token = settings.server.api_token.expect("a token");
+        assert_eq!(token.expose(), "tok-3f9a1c");
+    }
 
     #[tokio::test]
     async fn debug_output_redacts_every_secret() {

@@ -4,7 +4,6 @@
 
 use std::{io::Write, process::ExitCode};
 
-use clap::Parser;
 use pixbatch::{
     api,
     app::{App, Role},
@@ -19,7 +18,7 @@ const EXIT_BROKEN_PIPE: u8 = 141;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
-    match run(Cli::parse()).await {
+    match run(Cli::from_env()).await {
         // `pixbatch submit … | head`: Rust ignores SIGPIPE, so the write fails instead;
         // stop quietly, as a program that gets the signal would.
         Err(e) if is_broken_pipe(&e) => Ok(ExitCode::from(EXIT_BROKEN_PIPE)),

@@ -179,9 +179,7 @@ fn service(state: Arc<AppState>, server_url: &str) -> OpenApiService<Apis, &'sta
 /// `pixbatch openapi` and the drift test). The handlers' state is built on a lazy
 /// pool that is never used (it needs a Tokio runtime to exist, not to connect).
 pub fn openapi_document() -> anyhow::Result<String> {
-    use clap::Parser;
-    let cli = crate::config::Cli::try_parse_from(["pixbatch"])?;
-    let settings = cli.serve.validate()?;
+    let settings = crate::config::Cli::defaults()?.validate()?;
     let db = Db::lazy(settings.storage.database_url.expose())?;
     let blobs = BlobStore::new(&settings.storage.blobs)?;
     let state = AppState::new(db, blobs, settings);

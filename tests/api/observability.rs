@@ -422,6 +422,54 @@ async fn commands_stop_quietly_when_nobody_reads_their_output() {
     assert_eq!(converted.count(), 1);
 }
 
+/// The server's variables are the server's: `convert` and `openapi` run in a shell
+/// whose `BIND`, `LOG_FORMAT` and `WEBHOOK_URL` would not let a server start, and the
+/// document they print is the same as without them; bare `pixbatch` (= `serve`)
+/// still reads and checks them.
+#[tokio::test]
+async fn client_commands_ignore_the_servers_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/photos/small_picos.jpg"
+    );
+    let hostile = [
+        ("BIND", ":8080"),
+        ("LOG_FORMAT", "text"),
+        ("WEBHOOK_URL", "http://10.0.0.1/hook"),
+    ];
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pixbatch"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_clear()
+            .envs(env.iter().copied())
+            .output()
+            .expect("pixbatch ran")
+    };
+    let converted = run(&["convert", "--out", "out", photo], &hostile);
+    assert!(
+        converted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&converted.stderr)
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("out")).unwrap().count(),
+        1
+    );
+    let document = run(&["openapi"], &hostile);
+    assert!(
+        document.status.success(),
+        "{}",
+        String::from_utf8_lossy(&document.stderr)
+    );
+    assert_eq!(document.stdout, run(&["openapi"], &[]).stdout);
+    let serve = run(&[], &[("BIND", ":8080")]);
+    assert_eq!(serve.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&serve.stderr);
+    assert!(said.contains("invalid value ':8080'"), "{said}");
+}
+
 /// Live streams are capped per process (`MAX_EVENT_STREAMS`): one more is a 503
 /// problem, and a stream gives its place back when it ends.
 #[tokio::test]
