@@ -359,12 +359,15 @@ pub fn transform_with(
     // The "never larger" rule may keep the input only when it fits the cap.
     let may_keep = goal.max_bytes.is_none_or(|cap| input_bytes <= cap);
     let finish = |outcome: Outcome, kept_original: bool, fixes: Option<&decode::Decoded>| {
-        let bytes = if kept_original {
-            input.to_vec()
+        // A kept original is reported as stored: its own size, none of the decode's
+        // fixes (rotation, colour conversion) and no downscale, whatever the encode that
+        // lost to it went through.
+        let (bytes, downscaled, fixes) = if kept_original {
+            (input.to_vec(), None, None)
         } else {
-            outcome.bytes
+            (outcome.bytes, outcome.downscaled, fixes)
         };
-        let (out_width, out_height) = match (outcome.downscaled, fixes) {
+        let (out_width, out_height) = match (downscaled, fixes) {
             (Some(size), _) => size,
             (None, Some(d)) => d.pixels.dimensions(),
             (None, None) => (width, height),
@@ -397,7 +400,7 @@ pub fn transform_with(
             max_bytes: goal.max_bytes,
             tries: outcome.tries,
             binding: outcome.binding,
-            downscaled: outcome.downscaled.is_some(),
+            downscaled: downscaled.is_some(),
         }
         .with_bytes(bytes)
     };

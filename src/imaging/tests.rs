@@ -797,3 +797,43 @@ fn never_larger_keeps_no_original_above_the_cap() {
     assert!(!out.report.kept_original);
     assert!(out.bytes.len() as u64 <= cap);
 }
+
+/// A kept original is reported as what is stored: the source's own size, not the
+/// downscaled try that lost to it. A q8 source decoded and re-encoded even at q30 grows
+/// past a cap it fits itself; a downscale then fits the cap but may still be larger
+/// than the source, which is kept.
+#[test]
+fn a_kept_original_is_reported_at_its_own_size() {
+    let low = transform(&fixture("photo_q85.jpg"), &options(Quality::Absolute(8)))
+        .unwrap()
+        .bytes;
+    let size = dimensions(&low, Format::Jpeg).unwrap();
+    let mut kept_over_a_downscale = false;
+    for step in 0..12 {
+        let cap = low.len() as u64 * (105 + 10 * step) / 100;
+        let out = transform_with(
+            &low,
+            &capped(Quality::Absolute(50), &cap.to_string()),
+            Route::GeneralOnly,
+        )
+        .unwrap();
+        assert_eq!(
+            dimensions(&out.bytes, Format::Jpeg).unwrap(),
+            (out.report.width, out.report.height),
+            "cap {cap}: {:?}",
+            out.report
+        );
+        if !out.report.kept_original {
+            check_output(&out);
+        } else {
+            assert_eq!(out.bytes, low);
+            assert_eq!((out.report.width, out.report.height), size);
+            assert!(!out.report.downscaled, "{:?}", out.report);
+            kept_over_a_downscale |= out.report.binding == Binding::MaxBytes;
+        }
+    }
+    assert!(
+        kept_over_a_downscale,
+        "no cap made the search downscale, then keep the source"
+    );
+}
