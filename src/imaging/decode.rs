@@ -118,7 +118,7 @@ pub(crate) fn decode(
     // refuses goes on to `image`, for its error.
     if format == Format::Gif {
         let max_alloc = u64::from(header.0) * u64::from(header.1) * 4 + ALLOC_SLACK;
-        if let Some(first) = gif_first_frame(input, max_alloc) {
+        if let Some(first) = gif_first_frame(input, max_alloc, limits.max_pixels) {
             let (rgb, transparent) =
                 first.map_err(|reason| ImagingError::Decode { format, reason })?;
             check_time(budget)?;
@@ -273,7 +273,11 @@ fn finish_libjpeg(
 /// an error when the frame needs more memory than the screen's size allows (the
 /// crate's memory limit does not cover this way of reading a frame, and a frame
 /// descriptor may claim 65535×65535 on a 1×1 screen).
-fn gif_first_frame(input: &[u8], max_alloc: u64) -> Option<Result<(RgbImage, bool), String>> {
+fn gif_first_frame(
+    input: &[u8],
+    max_alloc: u64,
+    max_pixels: u64,
+) -> Option<Result<(RgbImage, bool), String>> {
     let mut options = gif::DecodeOptions::new();
     options.set_color_output(gif::ColorOutput::Indexed);
     options.set_memory_limit(gif::MemoryLimit::Bytes(max_alloc.try_into().ok()?));
@@ -286,6 +290,12 @@ fn gif_first_frame(input: &[u8], max_alloc: u64) -> Option<Result<(RgbImage, boo
     if reader.buffer_size() as u64 > max_alloc {
         return Some(Err(format!(
             "the first frame is {fw}x{fh}, more than a {w}x{h} image may allocate"
+        )));
+    }
+    // Its pixels are decoded before the screen clips them: held to the pixel limit too.
+    if (fw * fh) as u64 > max_pixels {
+        return Some(Err(format!(
+            "the first frame is {fw}x{fh}, more than {max_pixels} pixels"
         )));
     }
     let mut indices = vec![0u8; reader.buffer_size()];
@@ -491,7 +501,7 @@ mod tests {
     #[test]
     fn gif_first_frame_is_images_own_over_white() {
         let input = super::super::fixtures::fixture("anim3.gif");
-        let (ours, transparent) = gif_first_frame(&input, u64::MAX)
+        let (ours, transparent) = gif_first_frame(&input, u64::MAX, u64::MAX)
             .expect("decodes")
             .expect("fits");
         let image = image::load_from_memory(&input).expect("decodes");

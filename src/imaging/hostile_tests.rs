@@ -469,6 +469,35 @@ fn a_gif_frame_larger_than_its_screen_is_refused_before_allocating() {
     );
 }
 
+/// A GIF's first frame within what its screen may allocate but over the pixel limit
+/// (its screen at the limit): refused, as its pixels are decoded before the screen
+/// clips them.
+#[test]
+fn a_gif_frame_over_the_pixel_limit_is_refused() {
+    let mut gif_bytes = Vec::new();
+    {
+        let mut encoder = gif::Encoder::new(&mut gif_bytes, 100, 100, &[0, 0, 0, 255, 255, 255])
+            .expect("encoder");
+        let frame = gif::Frame {
+            width: 100,
+            height: 150,
+            buffer: vec![0u8; 100 * 150].into(),
+            ..gif::Frame::default()
+        };
+        encoder.write_frame(&frame).expect("frame");
+    }
+    let limits = Limits {
+        max_pixels: 10_000,
+        ..Limits::default()
+    };
+    let err = transform(&gif_bytes, &options(limits)).expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("the first frame is 100x150, more than 10000 pixels"),
+        "{err}"
+    );
+}
+
 /// A little-endian TIFF of one `width` × `height` page whose strips all hold `strip`,
 /// compressed with `compression`.
 fn tiff_with_strips(width: u32, height: u32, compression: u16, strip: &[u8]) -> Vec<u8> {
