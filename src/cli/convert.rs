@@ -15,6 +15,7 @@ use std::{
 
 use clap::Args;
 
+use super::write_whole;
 use crate::imaging::{self, Limits, MaxBytes, Quality, Route, TimeBudget, TransformOptions};
 
 /// Options of `pixbatch convert`.
@@ -39,6 +40,10 @@ pub struct ConvertArgs {
     /// Largest image accepted, in pixels.
     #[arg(long, default_value_t = 100_000_000)]
     pub max_pixels: u64,
+    /// Largest file accepted, in bytes (as the service's `MAX_IMAGE_BYTES`); a larger
+    /// one (or a device that never ends) is refused without being read whole.
+    #[arg(long, default_value_t = imaging::Limits::default().max_input_bytes)]
+    pub max_input_bytes: u64,
     /// Most scans a JPEG may have (as the service's `MAX_IMAGE_SCANS`).
     #[arg(long, default_value_t = imaging::DEFAULT_MAX_SCANS, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_scans: u32,
@@ -82,7 +87,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
         default_quality: 50,
         limits: Limits {
             max_pixels: args.max_pixels,
-            max_input_bytes: u64::MAX,
+            max_input_bytes: args.max_input_bytes,
             max_scans: args.max_scans,
             time: TimeBudget {
                 base: args.time_budget,
@@ -195,16 +200,19 @@ fn targets(files: &[PathBuf], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(targets)
 }
 
-/// Writes `bytes` to `target` through a temporary file beside it: a failed write leaves
-/// no partial output, and an output of an earlier run is replaced only by a whole one.
-fn write_whole(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = target.file_name().unwrap_or_default().to_string_lossy();
-    let staged = target.with_file_name(format!(".{name}.{}.partial", std::process::id()));
-    let written = std::fs::write(&staged, bytes).and_then(|()| std::fs::rename(&staged, target));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&staged);
+/// The file's bytes, refused once past `limit` without reading further.
+fn read_at_most(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::other(format!(
+            "larger than {limit} bytes (--max-input-bytes)"
+        )));
     }
-    written
+    Ok(bytes)
 }
 
 fn convert_one(
@@ -226,13 +234,20 @@ fn convert_one(
         target_missed: false,
         downscaled: false,
     };
-    let input = match std::fs::read(path) {
+    let input = match read_at_most(path, options.limits.max_input_bytes) {
         Ok(b) => b,
         Err(e) => return fail(format!("{name}\terror\t{e}")),
     };
     let t = Instant::now();
     let cpu = imaging::thread_cpu_time();
-    let result = imaging::transform_with(&input, options, route);
+    // A panic would be a bug of ours: this file fails, the others go on, and the run
+    // ends with its summary (as the service's pool reports `transform_crashed`).
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        imaging::transform_with(&input, options, route)
+    }));
+    let Ok(result) = result else {
+        return fail(format!("{name}\terror\tthe transform crashed"));
+    };
     let ms = t.elapsed().as_secs_f64() * 1000.0;
     let cpu_ms = imaging::thread_cpu_time().saturating_sub(cpu).as_secs_f64() * 1000.0;
     match result {
@@ -293,6 +308,19 @@ fn binding_name(b: imaging::Binding) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_over_the_limit_is_refused_without_being_read_whole() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("eleven");
+        std::fs::write(&file, b"eleven byte").expect("write");
+        assert_eq!(read_at_most(&file, 11).expect("fits"), b"eleven byte");
+        let err = read_at_most(&file, 10).expect_err("over");
+        assert!(err.to_string().contains("larger than 10 bytes"), "{err}");
+        // A device that never ends is cut off at the limit.
+        let err = read_at_most(Path::new("/dev/zero"), 1 << 20).expect_err("endless");
+        assert!(err.to_string().contains("larger than"), "{err}");
+    }
 
     /// Two inputs with one name, or an output over its input, stop the run before any
     /// work; distinct names map to `OUT/NAME.jpg`.

@@ -3,7 +3,8 @@
 //!
 //! Exit codes, for scripts: 0 when every image was stored (or, without `--wait`, when
 //! the upload was accepted); 1 when the upload was refused (every CSV problem is
-//! printed with its line and column) or the server could not be reached; 2 when the
+//! printed with its line and column), the server could not be reached or the output
+//! CSV could not be written where asked (checked before the upload); 2 when the
 //! request finished with failed or cancelled images; 141 when nobody reads the output
 //! any more (see `main.rs`).
 
@@ -63,8 +64,56 @@ pub struct SubmitArgs {
     pub output: Option<PathBuf>,
 }
 
+/// Where the output CSV goes, checked before anything is uploaded: a request must not
+/// run for hours to find that its result cannot be written, or that writing it would
+/// replace the CSV it came from (the output differs: formula cells are quoted, trailing
+/// unnamed columns dropped).
+fn output_path(args: &SubmitArgs) -> anyhow::Result<PathBuf> {
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| default_output(&args.file));
+    let parent = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let dir = parent
+        .canonicalize()
+        .with_context(|| format!("the output's folder {}", parent.display()))?;
+    anyhow::ensure!(
+        dir.is_dir(),
+        "the output's folder {} is not a folder",
+        parent.display()
+    );
+    anyhow::ensure!(
+        !output.is_dir(),
+        "the output {} is a folder; name a file",
+        output.display()
+    );
+    let name = output.file_name().context("the output names no file")?;
+    let input = args
+        .file
+        .canonicalize()
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    anyhow::ensure!(
+        dir.join(name) != input,
+        "the output {} would replace the input {}; choose another --output",
+        output.display(),
+        args.file.display()
+    );
+    Ok(output)
+}
+
 /// Runs the command; the exit code says how it went (see the module docs).
 pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let output = match (args.wait || args.output.is_some()).then(|| output_path(&args)) {
+        Some(Err(e)) => {
+            eprintln!("nothing uploaded: {e:#}");
+            return Ok(ExitCode::from(EXIT_ERROR));
+        }
+        Some(Ok(output)) => output,
+        None => PathBuf::new(),
+    };
     let client = Client::new(
         &args.server,
         args.token.as_ref().map(|t| t.expose().to_owned()),
@@ -94,11 +143,9 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let last = last?;
 
     // The output CSV first: it is the result; the summary only describes it.
-    let output = args.output.unwrap_or_else(|| default_output(&args.file));
     let csv = client.output_csv(id).await?;
-    tokio::fs::write(&output, &csv)
-        .await
-        .with_context(|| format!("writing {}", output.display()))?;
+    // Whole or not at all: an earlier output is replaced only by a complete one.
+    super::write_whole(&output, &csv).with_context(|| format!("writing {}", output.display()))?;
     match client.images(id).await {
         Ok(images) => print_summary(out, &last, &images)?,
         Err(e) => eprintln!("no per-image summary: {e:#}"),

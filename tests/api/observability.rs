@@ -364,6 +364,40 @@ async fn submit_exits_non_zero_on_csv_problems_and_on_failed_images() {
     );
 }
 
+/// An output CSV that could not be written, or would replace the input, is refused
+/// before anything is uploaded: no request runs for a result that has nowhere to go.
+#[tokio::test]
+async fn submit_refuses_an_unusable_output_before_uploading() {
+    let images = ImageServer::start().await;
+    let app = TestServer::start(&[]).await;
+    let input = csv_of(&[images.url("/img/a/small_picos.jpg")]);
+    std::fs::write(app.dir.path().join("in.csv"), &input).unwrap();
+    std::fs::create_dir(app.dir.path().join("folder")).unwrap();
+    for (output, says) in [
+        ("in.csv", "would replace the input"),
+        ("./in.csv", "would replace the input"),
+        ("missing/out.csv", "the output's folder missing"),
+        ("folder", "is a folder"),
+    ] {
+        let out = submit(&app, &["in.csv", "--output", output]).await;
+        assert_eq!(out.status.code(), Some(1), "{output}: {}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("nothing uploaded") && stderr.contains(says),
+            "{output}: {}",
+            text(&out)
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(app.dir.path().join("in.csv")).unwrap(),
+        input
+    );
+    assert!(
+        crate::helpers::files_under(&app.uploads()).is_empty(),
+        "a CSV was uploaded"
+    );
+}
+
 /// Runs `pixbatch ARGS` with a standard output nobody reads (the read end of its pipe
 /// closed before the start, as after `| head` has exited) and returns its exit code
 /// and standard error.
