@@ -55,11 +55,15 @@ async fn stream(
     id: Uuid,
     bar: &ProgressBar,
 ) -> anyhow::Result<Option<ProgressEvent>> {
-    let resp = client
+    // The answer's head, too, within the silence allowed: a server (or a proxy) that
+    // takes the connection and never answers would otherwise hold `--wait` for ever.
+    let sent = client
         .request(reqwest::Method::GET, &format!("/requests/{id}/events"))
         .header(reqwest::header::ACCEPT, "text/event-stream")
-        .send()
+        .send();
+    let resp = tokio::time::timeout(STREAM_SILENCE, sent)
         .await
+        .map_err(|_| anyhow::anyhow!("no answer for {}s", STREAM_SILENCE.as_secs()))?
         .context("connect")?;
     let body = ok_or_problem(resp).await?.bytes_stream();
     let mut events = std::pin::pin!(until_silent(body).eventsource());
