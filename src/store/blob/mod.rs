@@ -469,8 +469,9 @@ impl BlobStore {
     /// passing through this process: a hard link staged under a temporary name and
     /// renamed into place locally (the directory is fsynced; the source was already
     /// durable), a server-side copy on S3. Either way `to` is its own name: removing
-    /// `from` later leaves it intact. `Ok(false)` when there is nothing under `from`
-    /// (its request was deleted or expired).
+    /// `from` later leaves it intact. Where that copy fails, the bytes go through this
+    /// process instead (see [`Self::copy_bytes`]). `Ok(false)` when there is nothing
+    /// under `from` to copy (its request was deleted or expired).
     pub async fn copy(&self, from: &BlobKey, to: &BlobKey) -> Result<bool, BlobError> {
         let _writing = self.writing(to);
         if self.same_local_file(from, to).await {
@@ -486,11 +487,30 @@ impl BlobStore {
             }
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => {
-                let e = self.fault(&e);
-                self.health.record("copy", Err(&e));
-                Err(e)
+                tracing::warn!(from = from.as_str(), to = to.as_str(), error = %e, "could not copy in place; copying the bytes");
+                self.copy_bytes(from, to).await
             }
         }
+    }
+
+    /// The copy of [`Self::copy`] with the bytes read and written again: a link or a
+    /// server-side copy fails where a write of the same bytes does not. ext4 takes
+    /// 65,000 links to one file, and one placeholder image in every row of a catalogue
+    /// reused night after night gets there; S3 answers a copy of an object that is
+    /// gone with 403 to a key that may not list the bucket. A source that cannot be
+    /// read is `Ok(false)`, an image to transform again, not a store failure: the
+    /// write that follows says whether the store takes writes.
+    async fn copy_bytes(&self, from: &BlobKey, to: &BlobKey) -> Result<bool, BlobError> {
+        let bytes = match self.store.get(&self.path(from)).await {
+            Ok(found) => found.bytes().await,
+            Err(e) => Err(e),
+        };
+        let Ok(bytes) = bytes else {
+            return Ok(false);
+        };
+        let result = self.put_path(&self.path(to), bytes).await;
+        self.health.record("copy", result.as_ref().map(|_| ()));
+        result.map(|()| true)
     }
 
     /// Whether two keys of a local store name the same file (hard links of one inode).
@@ -683,6 +703,47 @@ mod tests {
             std::fs::read(dir.path().join("data/r/0-0.jpg")).unwrap(),
             b"one"
         );
+    }
+
+    /// A file at the filesystem's link limit (ext4: 65,000) is copied byte for byte;
+    /// a source that cannot be read at all is nothing to copy, not a store failure.
+    #[tokio::test]
+    async fn a_copy_past_the_link_limit_copies_the_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = opened(dir.path()).await;
+        let from = BlobKey::parse("r/0-0.jpg").unwrap();
+        store.put(&from, Bytes::from_static(b"logo")).await.unwrap();
+        let source = dir.path().join("r/0-0.jpg");
+        let links = dir.path().join("links");
+        std::fs::create_dir(&links).unwrap();
+        let mut limited = false;
+        for i in 0..70_000 {
+            match std::fs::hard_link(&source, links.join(i.to_string())) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EMLINK) => {
+                    limited = true;
+                    break;
+                }
+                Err(e) => panic!("link {i}: {e}"),
+            }
+        }
+        if !limited {
+            eprintln!("SKIPPED: this filesystem took 70,000 links to one file without a limit");
+            return;
+        }
+        let to = BlobKey::parse("s/0-0.jpg").unwrap();
+        assert!(store.copy(&from, &to).await.expect("copied"));
+        assert_eq!(store.read(&to).await.unwrap().unwrap(), b"logo");
+        assert!(
+            !store.same_local_file(&from, &to).await,
+            "a copy, not a link"
+        );
+        assert_eq!(store.writable().await, Writable::Yes);
+        // A directory where the source should be: nothing to copy.
+        std::fs::create_dir_all(dir.path().join("t/0-0.jpg")).unwrap();
+        let odd = BlobKey::parse("t/0-0.jpg").unwrap();
+        let next = BlobKey::parse("u/0-0.jpg").unwrap();
+        assert!(!store.copy(&odd, &next).await.expect("no failure"));
     }
 
     #[tokio::test]
