@@ -359,13 +359,13 @@ pub fn transform_with(
     // The "never larger" rule may keep the input only when it fits the cap.
     let may_keep = goal.max_bytes.is_none_or(|cap| input_bytes <= cap);
     let finish = |outcome: Outcome, kept_original: bool, fixes: Option<&decode::Decoded>| {
-        // A kept original is reported as stored: its own size, none of the decode's
-        // fixes (rotation, colour conversion) and no downscale, whatever the encode that
-        // lost to it went through.
-        let (bytes, downscaled, fixes) = if kept_original {
-            (input.to_vec(), None, None)
+        // A kept original is reported at its own size (its EXIF orientation applied, as
+        // a viewer shows it), not downscaled, whatever the encode that lost to it went
+        // through.
+        let (bytes, downscaled) = if kept_original {
+            (input.to_vec(), None)
         } else {
-            (outcome.bytes, outcome.downscaled, fixes)
+            (outcome.bytes, outcome.downscaled)
         };
         let (out_width, out_height) = match (downscaled, fixes) {
             (Some(size), _) => size,

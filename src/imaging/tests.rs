@@ -837,3 +837,29 @@ fn a_kept_original_is_reported_at_its_own_size() {
         "no cap made the search downscale, then keep the source"
     );
 }
+
+/// A kept original of a rotated JPEG is reported as a viewer shows it: the EXIF
+/// orientation applied to its size. The source: a q8 JPEG given an EXIF orientation
+/// of 6, which a q100 encode cannot beat.
+#[test]
+fn a_kept_rotated_original_is_reported_upright() {
+    let low = transform(&fixture("photo_q85.jpg"), &options(Quality::Absolute(8)))
+        .unwrap()
+        .bytes;
+    // APP1: "Exif", a big-endian TIFF header and one IFD entry, orientation (0x0112) = 6.
+    let mut exif = vec![0xFF, 0xE1, 0x00, 0x22];
+    exif.extend_from_slice(b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01");
+    exif.extend_from_slice(&[0x01, 0x12, 0x00, 0x03, 0, 0, 0, 1, 0x00, 0x06, 0, 0]);
+    exif.extend_from_slice(&[0, 0, 0, 0]);
+    let input = [&low[..2], &exif, &low[2..]].concat();
+    let out = transform_with(&input, &options(Quality::Absolute(100)), Route::GeneralOnly).unwrap();
+    assert!(out.report.kept_original, "{:?}", out.report);
+    assert_eq!(out.bytes, input);
+    let (w, h) = dimensions(&input, Format::Jpeg).unwrap();
+    assert_eq!((out.report.width, out.report.height), (h, w));
+    assert!(
+        out.report.rotated && !out.report.downscaled,
+        "{:?}",
+        out.report
+    );
+}
