@@ -497,16 +497,25 @@ impl BlobStore {
     /// server-side copy fails where a write of the same bytes does not. ext4 takes
     /// 65,000 links to one file, and one placeholder image in every row of a catalogue
     /// reused night after night gets there; S3 answers a copy of an object that is
-    /// gone with 403 to a key that may not list the bucket. A source that cannot be
-    /// read is `Ok(false)`, an image to transform again, not a store failure: the
-    /// write that follows says whether the store takes writes.
+    /// gone with 403 to a key that may not list the bucket. A source that is not
+    /// there to read (gone, forbidden, a local file that cannot be read) is `Ok(false)`,
+    /// an image to transform again; a store that does not answer is a store failure.
     async fn copy_bytes(&self, from: &BlobKey, to: &BlobKey) -> Result<bool, BlobError> {
         let bytes = match self.store.get(&self.path(from)).await {
             Ok(found) => found.bytes().await,
             Err(e) => Err(e),
         };
-        let Ok(bytes) = bytes else {
-            return Ok(false);
+        let bytes = match bytes {
+            Ok(bytes) => bytes,
+            Err(
+                object_store::Error::NotFound { .. } | object_store::Error::PermissionDenied { .. },
+            ) => return Ok(false),
+            Err(_) if self.local_root.is_some() => return Ok(false),
+            Err(e) => {
+                let e = self.fault(&e);
+                self.health.record("copy", Err(&e));
+                return Err(e);
+            }
         };
         let result = self.put_path(&self.path(to), bytes).await;
         self.health.record("copy", result.as_ref().map(|_| ()));
