@@ -151,8 +151,8 @@ struct Forward(Router);
 const MAX_PAGE_SIZE: u32 = 100;
 
 /// `uri` with a `page_size` over [`MAX_PAGE_SIZE`] (or not a number) brought to it,
-/// and a `page` below 1 (or not a number) brought to 1: apalis computes
-/// `(page - 1) * page_size` in `u32`. Keys are compared decoded, as the dashboard's
+/// and a `page` (or not a number) brought within 1 and `u32::MAX / MAX_PAGE_SIZE`:
+/// apalis computes `(page - 1) * page_size` in `u32`. Keys are compared decoded, as the dashboard's
 /// own query parser reads them (`page%5Fsize` is `page_size`).
 fn capped(uri: &poem::http::Uri) -> poem::http::Uri {
     let Some(query) = uri.query() else {
@@ -165,7 +165,9 @@ fn capped(uri: &poem::http::Uri) -> poem::http::Uri {
                 "page_size" => v
                     .parse::<u32>()
                     .map_or(MAX_PAGE_SIZE, |n| n.min(MAX_PAGE_SIZE)),
-                "page" => v.parse::<u32>().map_or(1, |n| n.max(1)),
+                "page" => v
+                    .parse::<u32>()
+                    .map_or(1, |n| n.clamp(1, u32::MAX / MAX_PAGE_SIZE)),
                 _ => return (k, v),
             };
             paging = true;
@@ -288,6 +290,10 @@ mod tests {
         assert_eq!(
             cap("/api/v1/tasks?page=0&page_size=10"),
             "/api/v1/tasks?page=1&page_size=10"
+        );
+        assert_eq!(
+            cap("/api/v1/tasks?page=50000000&page_size=100"),
+            "/api/v1/tasks?page=42949672&page_size=100"
         );
         for kept in [
             "/api/v1/tasks?page_size=50&status=Done",

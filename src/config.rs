@@ -44,7 +44,14 @@ impl Cli {
     {
         use clap::FromArgMatches;
         let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
-        let matches = Self::without_env().try_get_matches_from(&args)?;
+        let matches = match Self::without_env().try_get_matches_from(&args) {
+            Ok(matches) => matches,
+            // The help as written, with each option's variable.
+            Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
+                return Self::try_parse_from(args);
+            }
+            Err(e) => return Err(e),
+        };
         if matches.subcommand().is_some() {
             return Self::from_arg_matches(&matches);
         }

@@ -101,6 +101,11 @@ fn output_path(args: &SubmitArgs) -> anyhow::Result<PathBuf> {
         output.display(),
         args.file.display()
     );
+    // The folder takes a file: the output is staged there and renamed into place.
+    let probe = dir.join(format!(".pixbatch-submit.{}.check", std::process::id()));
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("the output's folder {} takes no file", parent.display()))?;
+    let _ = std::fs::remove_file(&probe);
     Ok(output)
 }
 
