@@ -2,7 +2,7 @@
 //! one of our transactions (so a request's rows and its jobs commit together), and a
 //! read-only look at its depth for the gauge.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use apalis::prelude::TaskBuilder;
 
@@ -29,12 +29,39 @@ const SQLITE_PUSH_CHUNK: usize = 1000;
 /// holds a few MB of them at once rather than every one several times over.
 const POSTGRES_PUSH_CHUNK: usize = 5000;
 
-fn task_of(j: &NewJob) -> apalis_sqlite::SqliteTask {
+/// The task apalis stores for `j`, its due time moved by `skew` whole seconds (see
+/// [`clock_skew`]).
+fn task_of(j: &NewJob, skew: i64) -> apalis_sqlite::SqliteTask {
     TaskBuilder::new(j.args.clone())
         .max_attempts(j.max_attempts)
         .idempotency_key(j.idempotency_key.as_str())
-        .run_at_time(j.run_at)
+        .run_at_time(shifted(j.run_at, skew))
         .build()
+}
+
+/// `at` moved by `skew` seconds (either way).
+fn shifted(at: SystemTime, skew: i64) -> SystemTime {
+    let by = Duration::from_secs(skew.unsigned_abs());
+    if skew >= 0 {
+        at + by
+    } else {
+        at.checked_sub(by).unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+}
+
+/// The database's clock minus this process', in whole seconds. A due time is reckoned
+/// on this machine's clock, and PostgreSQL's queue compares it with its own `now()`:
+/// a worker whose clock is 3 s behind the database's would have a 5 s backoff due in
+/// 2, one 3 s ahead would hold every job due now for 3 s. Whole seconds keep the due
+/// times' rounding up (`lifecycle::steps`).
+async fn clock_skew(tx: &mut sqlx::PgConnection) -> Result<i64, StoreError> {
+    let database: f64 = sqlx::query_scalar("select extract(epoch from clock_timestamp())::float8")
+        .fetch_one(&mut *tx)
+        .await?;
+    let ours = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    Ok((database - ours).round() as i64)
 }
 
 impl Db {
@@ -63,7 +90,7 @@ async fn push_sqlite(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     for chunk in jobs.chunks(SQLITE_PUSH_CHUNK) {
-        let chunk: Vec<_> = chunk.iter().map(task_of).collect();
+        let chunk: Vec<_> = chunk.iter().map(|j| task_of(j, 0)).collect();
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "insert into Jobs (job, id, job_type, status, attempts, max_attempts, run_at, \
              priority, metadata, idempotency_key) ",
@@ -100,11 +127,18 @@ async fn push_postgres(
     queue: &str,
     jobs: &[NewJob],
 ) -> Result<(), StoreError> {
-    if try_push_postgres(tx, queue, jobs).await? || jobs.len() == 1 {
+    let skew = clock_skew(tx).await?;
+    if skew != 0 {
+        tracing::debug!(
+            skew,
+            "the database's clock differs from ours by this many seconds"
+        );
+    }
+    if try_push_postgres(tx, queue, jobs, skew).await? || jobs.len() == 1 {
         return Ok(());
     }
     for job in jobs {
-        try_push_postgres(tx, queue, std::slice::from_ref(job)).await?;
+        try_push_postgres(tx, queue, std::slice::from_ref(job), skew).await?;
     }
     Ok(())
 }
@@ -114,13 +148,14 @@ async fn try_push_postgres(
     tx: &mut sqlx::PgConnection,
     queue: &str,
     jobs: &[NewJob],
+    skew: i64,
 ) -> Result<bool, StoreError> {
     sqlx::query("savepoint pixbatch_push")
         .execute(&mut *tx)
         .await?;
     let mut pushed = Ok(());
     for chunk in jobs.chunks(POSTGRES_PUSH_CHUNK) {
-        let tasks = chunk.iter().map(task_of).collect();
+        let tasks = chunk.iter().map(|j| task_of(j, skew)).collect();
         pushed = apalis_postgres::queries::push_tasks(&mut *tx, queue, tasks).await;
         if pushed.is_err() {
             break;
@@ -190,5 +225,24 @@ impl Db {
                 jobs,
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_due_time_moves_by_the_clock_skew() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        assert_eq!(
+            shifted(at, 3),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_003)
+        );
+        assert_eq!(
+            shifted(at, -3),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(997)
+        );
+        assert_eq!(shifted(at, 0), at);
     }
 }
