@@ -439,7 +439,12 @@ async fn finished_jobs_are_purged_after_the_retention() {
             .await
             .expect("count")
     };
-    // One job per image, one completion.
+    // One job per image, one completion: the completion's own acknowledgement follows
+    // the status it wrote, so it may take a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while done().await < n as i64 + 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(done().await, n as i64 + 1);
     app.terminate(Duration::from_secs(30))
         .await
