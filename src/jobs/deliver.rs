@@ -109,6 +109,7 @@ async fn run(job: &DeliverJob, ctx: &JobContext) -> Result<&'static str, StoreEr
         .lifecycle
         .record_delivery(&event.id, tries_before, &attempt, next_delay)
         .await?;
+    let delivered = attempt.delivered();
     let (status, error) = (attempt.http_status, attempt.error);
     let outcome = match state {
         None => {
@@ -117,6 +118,9 @@ async fn run(job: &DeliverJob, ctx: &JobContext) -> Result<&'static str, StoreEr
                 ?error,
                 "webhook try logged; its event had moved on meanwhile"
             );
+            // The try reached the receiver (or failed to) all the same; no next try
+            // follows from it.
+            metrics::webhook_outcome(if delivered { "delivered" } else { "failed" });
             return Ok("skipped");
         }
         Some(EventState::Delivered) => {

@@ -507,6 +507,26 @@ async fn a_try_out_when_its_event_is_given_up_is_logged(backend: Backend) {
         "{log}"
     );
     assert_eq!(tries[2]["http_status"], 200, "{log}");
+    // Counted as delivered too: the new run's event and this one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = app.metrics_text().await;
+        let delivered = text
+            .lines()
+            .find(|l| {
+                l.starts_with("pixbatch_webhook_deliveries_total{")
+                    && l.contains("outcome=\"delivered\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+        if delivered == Some(2.0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{delivered:?}\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Redelivery is of a finished request's latest event: while a run goes on, the
