@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::helpers::{Backend, ImageServer, TestServer, WebhookReceiver, run_to_exit};
 
 /// The value of the first sample of `name` whose labels include every `labels` pair.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines()
         .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
         .find(|l| {
@@ -27,7 +27,7 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 
 /// GETs `/metrics` until `ready` holds for its text (counters are bumped just after
 /// the database commit a test waits for), or panics after 10 s.
-async fn metrics_until(app: &TestServer, ready: impl Fn(&str) -> bool) -> String {
+pub async fn metrics_until(app: &TestServer, ready: impl Fn(&str) -> bool) -> String {
     metrics_with_token(app, None, ready).await
 }
 

@@ -6,7 +6,10 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::helpers::{Backend, ImageServer, Reply, TestServer, WebhookReceiver};
+use crate::{
+    helpers::{Backend, ImageServer, Reply, TestServer, WebhookReceiver},
+    observability::{metrics_until, sample},
+};
 
 /// Standard Webhooks verification written from the specification, independent of
 /// the server's signing code: every `v1,` entry is checked against every secret.
@@ -42,6 +45,18 @@ async fn run_one(app: &TestServer, images: &ImageServer, hook_url: &str) -> Stri
         .await;
     app.wait_final(&id, Duration::from_secs(60)).await;
     id
+}
+
+/// The tries of the delivery log's event number `event`, oldest first.
+fn tries_of(log: &serde_json::Value, event: usize) -> Vec<serde_json::Value> {
+    let id = &log["events"][event]["id"];
+    log["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| &a["event_id"] == id)
+        .cloned()
+        .collect()
 }
 
 /// Polls the delivery log until the event is no longer pending.
@@ -441,13 +456,7 @@ async fn a_try_failing_after_a_retry_is_the_old_events_last(backend: Backend) {
         assert!(std::time::Instant::now() < deadline, "{log}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let first = &log["events"][0];
-    let tries: Vec<&serde_json::Value> = log["attempts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|a| a["event_id"] == first["id"])
-        .collect();
+    let tries = tries_of(&log, 0);
     assert_eq!(tries.len(), 1, "{log}");
     assert_eq!(tries[0]["http_status"], 503, "{log}");
     assert!(
@@ -484,14 +493,7 @@ async fn a_try_out_when_its_event_is_given_up_is_logged(backend: Backend) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let (log, tries) = loop {
         let (_, log) = app.get_json(&format!("/requests/{id}/webhooks")).await;
-        let first = log["events"][0]["id"].clone();
-        let tries: Vec<serde_json::Value> = log["attempts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|a| a["event_id"] == first)
-            .cloned()
-            .collect();
+        let tries = tries_of(&log, 0);
         if tries.len() == 3 && log["events"][1]["state"] == "delivered" {
             break (log, tries);
         }
@@ -508,25 +510,11 @@ async fn a_try_out_when_its_event_is_given_up_is_logged(backend: Backend) {
     );
     assert_eq!(tries[2]["http_status"], 200, "{log}");
     // Counted as delivered too: the new run's event and this one.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = app.metrics_text().await;
-        let delivered = text
-            .lines()
-            .find(|l| {
-                l.starts_with("pixbatch_webhook_deliveries_total{")
-                    && l.contains("outcome=\"delivered\"")
-            })
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
-        if delivered == Some(2.0) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{delivered:?}\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let delivered = [("outcome", "delivered")];
+    metrics_until(&app, |t| {
+        sample(t, "pixbatch_webhook_deliveries_total", &delivered) == Some(2.0)
+    })
+    .await;
 }
 
 /// Redelivery is of a finished request's latest event: while a run goes on, the
