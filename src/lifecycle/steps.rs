@@ -121,26 +121,10 @@ pub(super) async fn push<J: Job>(
     let job = NewJob {
         args: serde_json::to_vec(job)?,
         idempotency_key: key.as_str().to_owned(),
-        run_at: due_at(SystemTime::now(), run_after),
+        run_at: SystemTime::now() + run_after,
         max_attempts: INFRA_ATTEMPTS,
     };
     Db::push_jobs(tx, J::QUEUE, &[job]).await
-}
-
-/// When a job pushed at `now` is due, `run_after` later. The queue keeps whole seconds
-/// and drops the fraction, so a delay is rounded up to the next whole second: a
-/// `Retry-After: 7` waits at least 7 s, not 6 and a bit, and a 0.6 s backoff is not
-/// due at once. A job due now stays due now.
-fn due_at(now: SystemTime, run_after: Duration) -> SystemTime {
-    let at = now + run_after;
-    let fraction = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    if run_after.is_zero() || fraction == 0 {
-        at
-    } else {
-        at + Duration::from_nanos(u64::from(1_000_000_000 - fraction))
-    }
 }
 
 /// Pushes many jobs of one type, due now, inside the caller's transaction (public for
@@ -191,20 +175,6 @@ pub(super) async fn push_images(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_delay_is_rounded_up_to_the_queues_whole_seconds() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(1_000_300);
-        let at = |ms| {
-            due_at(now, Duration::from_millis(ms))
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap()
-        };
-        assert_eq!(at(0), Duration::from_millis(1_000_300), "due now stays now");
-        assert_eq!(at(600), Duration::from_secs(1001));
-        assert_eq!(at(700), Duration::from_secs(1001));
-        assert_eq!(at(7_000), Duration::from_secs(1008));
-    }
 
     /// A job queued before runs and try counts were carried still runs (it cannot
     /// tell), and one that carries them stands down once the image moved on.

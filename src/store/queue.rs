@@ -29,14 +29,29 @@ const SQLITE_PUSH_CHUNK: usize = 1000;
 /// holds a few MB of them at once rather than every one several times over.
 const POSTGRES_PUSH_CHUNK: usize = 5000;
 
-/// The task apalis stores for `j`, its due time moved by `skew` whole seconds (see
-/// [`clock_skew`]).
-fn task_of(j: &NewJob, skew: i64) -> apalis_sqlite::SqliteTask {
+/// The task apalis stores for `j`, its due time rounded up (see [`rounded_up`]) and
+/// moved by `skew` whole seconds (see [`clock_skew`]).
+fn task_of(j: &NewJob, skew: i64, now: SystemTime) -> apalis_sqlite::SqliteTask {
     TaskBuilder::new(j.args.clone())
         .max_attempts(j.max_attempts)
         .idempotency_key(j.idempotency_key.as_str())
-        .run_at_time(shifted(j.run_at, skew))
+        .run_at_time(shifted(rounded_up(j.run_at, now), skew))
         .build()
+}
+
+/// `at` as the queue keeps it. The queue keeps whole seconds and drops the fraction,
+/// so a time after `now` is rounded up to the next whole second: a `Retry-After: 7`
+/// waits at least 7 s, not 6 and a bit, and a 0.6 s backoff is not due at once. A job
+/// due now (or already) stays due now.
+fn rounded_up(at: SystemTime, now: SystemTime) -> SystemTime {
+    let fraction = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    if at <= now || fraction == 0 {
+        at
+    } else {
+        at + Duration::from_nanos(u64::from(1_000_000_000 - fraction))
+    }
 }
 
 /// `at` moved by `skew` seconds (either way).
@@ -53,7 +68,7 @@ fn shifted(at: SystemTime, skew: i64) -> SystemTime {
 /// on this machine's clock, and PostgreSQL's queue compares it with its own `now()`:
 /// a worker whose clock is 3 s behind the database's would have a 5 s backoff due in
 /// 2, one 3 s ahead would hold every job due now for 3 s. Whole seconds keep the due
-/// times' rounding up (`lifecycle::steps`).
+/// times' rounding up ([`rounded_up`]).
 async fn clock_skew(tx: &mut sqlx::PgConnection) -> Result<i64, StoreError> {
     let database: f64 = sqlx::query_scalar("select extract(epoch from clock_timestamp())::float8")
         .fetch_one(&mut *tx)
@@ -90,7 +105,8 @@ async fn push_sqlite(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     for chunk in jobs.chunks(SQLITE_PUSH_CHUNK) {
-        let chunk: Vec<_> = chunk.iter().map(|j| task_of(j, 0)).collect();
+        let at = SystemTime::now();
+        let chunk: Vec<_> = chunk.iter().map(|j| task_of(j, 0, at)).collect();
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "insert into Jobs (job, id, job_type, status, attempts, max_attempts, run_at, \
              priority, metadata, idempotency_key) ",
@@ -155,7 +171,8 @@ async fn try_push_postgres(
         .await?;
     let mut pushed = Ok(());
     for chunk in jobs.chunks(POSTGRES_PUSH_CHUNK) {
-        let tasks = chunk.iter().map(|j| task_of(j, skew)).collect();
+        let at = SystemTime::now();
+        let tasks = chunk.iter().map(|j| task_of(j, skew, at)).collect();
         pushed = apalis_postgres::queries::push_tasks(&mut *tx, queue, tasks).await;
         if pushed.is_err() {
             break;
@@ -231,6 +248,20 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delay_is_rounded_up_to_the_queues_whole_seconds() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(1_000_300);
+        let at = |ms| {
+            rounded_up(now + Duration::from_millis(ms), now)
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+        };
+        assert_eq!(at(0), Duration::from_millis(1_000_300), "due now stays now");
+        assert_eq!(at(600), Duration::from_secs(1001));
+        assert_eq!(at(700), Duration::from_secs(1001));
+        assert_eq!(at(7_000), Duration::from_secs(1008));
+    }
 
     #[test]
     fn a_due_time_moves_by_the_clock_skew() {
