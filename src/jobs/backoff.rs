@@ -52,13 +52,20 @@ mod tests {
     #[test]
     fn jitter_stays_in_the_upper_half() {
         assert_eq!(B.delay(3, None, 0.0), Duration::from_secs(2));
-        for _ in 0..1000 {
-            let d = B.next_delay(3, None);
+        let draws: Vec<Duration> = (0..1000).map(|_| B.next_delay(3, None)).collect();
+        for d in &draws {
             assert!(
-                d >= Duration::from_secs(2) && d <= Duration::from_secs(4),
+                *d >= Duration::from_secs(2) && *d <= Duration::from_secs(4),
                 "{d:?}"
             );
         }
+        // Spread over the half, so that retries of many images do not land in step
+        // (a 1 in 2^1000 chance of a false failure per bound).
+        let (min, max) = (draws.iter().min().unwrap(), draws.iter().max().unwrap());
+        assert!(*min < Duration::from_millis(2500), "lowest {min:?}");
+        assert!(*max > Duration::from_millis(3500), "highest {max:?}");
+        let distinct: std::collections::BTreeSet<_> = draws.iter().collect();
+        assert!(distinct.len() > 100, "{} distinct delays", distinct.len());
     }
 
     #[test]

@@ -315,11 +315,43 @@ async fn killed_mid_request_completes_after_restart_with_one_event(backend: Back
         assert!(std::time::Instant::now() < deadline, "{}", app.logs());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // What had succeeded before the kill: its download and its file, which no later
+    // run may repeat or rewrite.
+    let inode =
+        |p: &std::path::Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let done_before: Vec<(String, std::path::PathBuf, u64)> = app
+        .images(&id)
+        .await
+        .iter()
+        .filter(|img| img["state"] == "succeeded")
+        .map(|img| {
+            let url = img["input_url"].as_str().unwrap();
+            let path = url[url.find("/img/").unwrap()..].to_owned();
+            let name = img["output_url"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap();
+            let file = app.uploads().join(&id).join(name);
+            let ino = inode(&file);
+            (path, file, ino)
+        })
+        .collect();
+    assert!(!done_before.is_empty());
     app.kill();
     app.restart().await;
     let status = app.wait_final(&id, Duration::from_secs(90)).await;
     assert_eq!(status["status"], "Completed", "{status}");
     assert_eq!(status["progress"]["succeeded"], n);
+    for (path, file, ino) in &done_before {
+        assert_eq!(
+            images.hits(path),
+            1,
+            "{path} downloaded again after the restart"
+        );
+        assert_eq!(inode(file), *ino, "{} written again", file.display());
+    }
 
     // Each output written once: one file per image, no temporaries left.
     let request_dir = app.uploads().join(&id);

@@ -44,18 +44,33 @@ async fn auto_target_and_byte_cap_show_in_the_images_api(backend: Backend) {
 
     // A cap that forces a lower quality and, for one image, a downscale.
     let capped = [("quality", "auto:90"), ("max_bytes", "12KB")];
+    let mut downscaled = 0;
     for img in completed_images(&app, &csv, &capped).await {
         let r = &img["report"];
         assert_eq!(r["max_bytes"], 12000, "{img}");
         assert_eq!(r["binding"], "max_bytes", "{img}");
         // The score, and the pixels it was taken on, go together.
         assert_eq!(r["score"].is_null(), r["scored_pixels"].is_null(), "{img}");
+        if r["downscaled"] == true {
+            downscaled += 1;
+            let (w, h) = (
+                img["width"].as_u64().unwrap(),
+                img["height"].as_u64().unwrap(),
+            );
+            assert!(w < 640 && h < 480, "{img}");
+        } else {
+            // The cap won: the score reached is reported, below the target.
+            let score = r["score"].as_f64().expect("a score");
+            assert!(score < 90.0, "{img}");
+            assert_eq!(r["scored_pixels"].as_u64(), Some(640 * 480), "{img}");
+        }
         let (code, _, jpeg) = app.get_bytes(img["output_url"].as_str().unwrap()).await;
         assert_eq!(code, 200);
         assert!(jpeg.len() <= 12_000, "{} bytes", jpeg.len());
         assert_eq!(img["output_bytes"].as_u64(), Some(jpeg.len() as u64));
         pixbatch::imaging::verify_jpeg(&jpeg).expect("decodes");
     }
+    assert!(downscaled >= 1, "no image needed a downscale to fit 12 KB");
 
     // Bad values name the field.
     for (field, value) in [

@@ -210,7 +210,12 @@ async fn proxy_variables_are_ignored() {
         .await;
     let status = app.wait_final(&id, Duration::from_secs(60)).await;
     assert_eq!(status["status"], "Completed", "{status}");
-    hook.wait_for(1, Duration::from_secs(20)).await;
+    let delivered = hook.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(
+        delivered.len(),
+        1,
+        "the webhook went straight to its receiver"
+    );
     assert_eq!(
         seen.load(Ordering::SeqCst),
         0,
