@@ -63,9 +63,8 @@ const DOWNSCALE_STEP: f64 = 0.75;
 /// of the size (1 in the product; reduced only to measure what it would change).
 fn score_decode(scale_denom: u32) -> DecodeSettings {
     DecodeSettings {
-        fast_idct: false,
-        fancy_upsampling: true,
         scale_denom,
+        ..super::decode::VIEWER_DECODE
     }
 }
 
@@ -273,6 +272,19 @@ pub(crate) struct Goal {
     pub max_bytes: Option<u64>,
 }
 
+impl Goal {
+    /// The lowest quality a cap may take an output to before it is downscaled: the
+    /// bottom of [`AUTO_RANGE`], or the fixed quality asked for when that is lower
+    /// (never a higher quality, and so more bytes, than was asked).
+    pub(crate) fn floor(&self) -> u8 {
+        let bottom = *AUTO_RANGE.start();
+        match self.target {
+            Some(_) => bottom,
+            None => bottom.min(self.fixed),
+        }
+    }
+}
+
 /// The outcome of [`search`].
 pub(crate) enum Searched {
     /// A quality in range meets the goal's cap (if any).
@@ -398,7 +410,6 @@ fn search_from(
         score: if goal.target.is_some() { score } else { None },
         done: BTreeMap::new(),
     };
-    let bottom = *AUTO_RANGE.start();
     // The highest quality the cap still has to be checked at, and why.
     let (upper, binding) = match goal.target {
         None => (goal.fixed, Binding::Quality),
@@ -427,8 +438,7 @@ fn search_from(
         return Ok(Searched::Chosen(tries.choose(upper, binding)));
     }
     // Over the cap: the highest quality below `upper` that fits.
-    let floor = bottom.min(upper);
-    match highest_fitting(&mut tries, floor, upper, cap)? {
+    match highest_fitting(&mut tries, goal.floor().min(upper), upper, cap)? {
         None => Ok(Searched::TooBig {
             tries: tries.count(),
         }),
@@ -507,37 +517,30 @@ fn lowest_meeting(
 }
 
 /// The highest quality in `floor..upper` whose output is at most `cap` bytes (the
-/// output at `upper` is over it); `None` when even `floor`'s is over.
+/// output at `upper` is over it); `None` when even `floor`'s is over. Starts from
+/// what the tries made so far (a target search's) already say, and never answers
+/// `None` without having tried `floor` itself.
 fn highest_fitting(
     tries: &mut Tries<'_>,
     floor: u8,
     upper: u8,
     cap: u64,
 ) -> Result<Option<u8>, ImagingError> {
-    let mut over = (upper, tries.at(upper)?.map_or(u64::MAX, |(l, _)| l));
-    let mut fits: Option<(u8, u64)> = None;
-    let ln = |b: u64| (b.max(1) as f64).ln();
-    let mut q = {
-        let at = f64::from(over.0) - (ln(over.1) - ln(cap)) / LN_BYTES_PER_STEP;
-        (at.floor().max(f64::from(floor)) as u8).min(over.0.saturating_sub(1).max(floor))
-    };
-    if over.0 <= floor {
+    if upper <= floor {
         return Ok(None);
     }
+    let ln = |b: u64| (b.max(1) as f64).ln();
+    let len_at = |tries: &Tries<'_>, q: u8| tries.done.get(&q).map(|(e, _)| e.bytes.len() as u64);
+    // The highest tried quality that fits, and the lowest tried above it that is over.
+    let mut fits: Option<(u8, u64)> = (floor..upper)
+        .rev()
+        .find_map(|q| len_at(tries, q).filter(|&l| l <= cap).map(|l| (q, l)));
+    let mut over = (fits.map_or(floor, |(q, _)| q + 1)..=upper)
+        .find_map(|q| len_at(tries, q).filter(|&l| l > cap).map(|l| (q, l)))
+        .unwrap_or((upper, u64::MAX));
+    let mut first = true;
     loop {
-        let len = tries.at(q)?.map_or(u64::MAX, |(l, _)| l);
-        if len <= cap {
-            fits = Some((q, len));
-        } else {
-            over = (q, len);
-        }
         let next = match fits {
-            None if q == floor => return Ok(None),
-            None => {
-                // Still over: twice the estimated distance down, at least 4 steps.
-                let guess = f64::from(q) - 2.0 * ((ln(len) - ln(cap)) / LN_BYTES_PER_STEP).max(4.0);
-                guess.max(f64::from(floor)) as u8
-            }
             Some((lo, _)) if over.0 - lo <= 1 => break,
             Some((lo, lo_len)) => {
                 // Interpolate on log(bytes) inside the bracket.
@@ -546,25 +549,51 @@ fn highest_fitting(
                 let at = f64::from(lo) + t * f64::from(hi - lo);
                 (at.floor() as u8).clamp(lo + 1, hi - 1)
             }
+            None if over.0 == floor => return Ok(None),
+            None if first => {
+                // The first step down: where ~2 % a step says the cap is reached.
+                let at = f64::from(over.0) - (ln(over.1) - ln(cap)) / LN_BYTES_PER_STEP;
+                (at.floor().max(f64::from(floor)) as u8).min(over.0 - 1)
+            }
+            None => {
+                // Still over: twice the estimated distance down, at least 4 steps.
+                let guess =
+                    f64::from(over.0) - 2.0 * ((ln(over.1) - ln(cap)) / LN_BYTES_PER_STEP).max(4.0);
+                (guess.max(f64::from(floor)) as u8).min(over.0 - 1)
+            }
         };
-        if tries.count() >= MAX_TRIES + 4 || tries.done.contains_key(&next) {
+        if tries.count() >= MAX_TRIES + 4 {
             break;
         }
-        q = next;
+        first = false;
+        let len = tries.at(next)?.map_or(u64::MAX, |(l, _)| l);
+        if len <= cap {
+            fits = Some((next, len));
+        } else {
+            over = (next, len);
+        }
+    }
+    if fits.is_none() && !tries.done.contains_key(&floor) {
+        // Out of tries before the floor: try it, rather than downscale an image whose
+        // full size may fit.
+        let len = tries.at(floor)?.map_or(u64::MAX, |(l, _)| l);
+        if len <= cap {
+            fits = Some((floor, len));
+        }
     }
     Ok(fits.map(|(q, _)| q))
 }
 
-/// Downscales `pixels` in steps of [`DOWNSCALE_STEP`] until their encode at the
-/// bottom of the range fits `cap`. Returns the bytes, their size in pixels and the
+/// Downscales `pixels` in steps of [`DOWNSCALE_STEP`] until their encode at
+/// `quality` (the goal's [`Goal::floor`]) fits `cap`. Returns the bytes, their size in pixels and the
 /// encodes made. An image already 16×16 or smaller that does not fit is an error
 /// (caps below [`super::MaxBytes::MIN`] are refused before this).
 pub(crate) fn downscale_to_fit(
     pixels: &Pixels,
+    quality: u8,
     cap: u64,
     budget: &Budget,
 ) -> Result<Downscaled, ImagingError> {
-    let quality = *AUTO_RANGE.start();
     let (width, height) = pixels.dimensions();
     let mut factor = 1.0;
     let mut tries = 0;
@@ -1520,6 +1549,72 @@ mod tests {
             }
             assert!(c.tries <= MAX_TRIES + 4);
         }
+    }
+
+    /// Sizes that grow slower than the cap search's 2 % a step (a low-quality source
+    /// on the coefficient path), after a target search: the cap search's guesses land
+    /// on qualities already tried, and before it looked at them it gave up and asked
+    /// for a downscale, though quality 31 fits at full size.
+    #[test]
+    fn cap_search_after_a_target_uses_what_the_tries_say_and_never_gives_up_above_the_floor() {
+        let len = |q: u8| (100_000.0 * (0.006 * (f64::from(q) - 30.0)).exp()) as usize;
+        let score = |q: u8| f64::from(q) - 20.0;
+        for cap in [100_700u64, 100_100, 104_000, 110_000, 130_000] {
+            let c = chosen(search_on(
+                Goal {
+                    target: Some(Target::whole(60)),
+                    fixed: 95,
+                    max_bytes: Some(cap),
+                },
+                len,
+                score,
+            ));
+            assert_eq!(c.binding, Binding::MaxBytes, "{cap}");
+            assert!(len(c.quality) as u64 <= cap, "{cap}: q{}", c.quality);
+            assert!(
+                len(c.quality + 1) as u64 > cap,
+                "{cap}: q{} is not the highest",
+                c.quality
+            );
+        }
+        // Under the floor's size: a downscale, once the floor itself was tried.
+        let mut tried = Vec::new();
+        let mut encode = |q: u8| {
+            tried.push(q);
+            Ok(Some(Encoded {
+                bytes: vec![q; len(q)],
+                fast_path: false,
+            }))
+        };
+        let goal = Goal {
+            target: None,
+            fixed: 95,
+            max_bytes: Some(99_000),
+        };
+        assert!(matches!(
+            search(goal, &mut encode, None).unwrap(),
+            Searched::TooBig { .. }
+        ));
+        assert!(tried.contains(&30), "{tried:?}");
+    }
+
+    /// A fixed quality under the range's bottom with a cap: the cap search never goes
+    /// above it, and the downscale encodes at it.
+    #[test]
+    fn a_fixed_quality_below_the_range_is_the_floor() {
+        let goal = Goal {
+            target: None,
+            fixed: 20,
+            max_bytes: Some(1000),
+        };
+        assert_eq!(goal.floor(), 20);
+        assert!(matches!(run(goal), Searched::TooBig { .. }));
+        let goal = Goal {
+            target: Some(Target::whole(70)),
+            fixed: 20,
+            max_bytes: Some(1000),
+        };
+        assert_eq!(goal.floor(), *AUTO_RANGE.start());
     }
 
     #[test]

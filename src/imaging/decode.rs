@@ -24,6 +24,31 @@ pub(crate) const GENERAL_DECODE: DecodeSettings = DecodeSettings {
     scale_denom: 1,
 };
 
+/// libjpeg decode settings of a viewer (a browser's libjpeg-turbo): the accurate IDCT
+/// and interpolated chroma. What the SSIMULACRA2 metric compares an output with, and
+/// how it decodes the output: the source as people see it, not as the encoder takes it.
+pub(crate) const VIEWER_DECODE: DecodeSettings = DecodeSettings {
+    fast_idct: false,
+    fancy_upsampling: true,
+    scale_denom: 1,
+};
+
+/// A JPEG's pixels as a viewer shows them ([`VIEWER_DECODE`], EXIF orientation and
+/// ICC profile applied), for the metric's reference on the general path, so that a
+/// rotated or tagged photo is scored as an untagged one is on the direct path; `None`
+/// for other formats and CMYK (whose decode has no chroma to interpolate here).
+pub(crate) fn as_viewed(input: &[u8], budget: &Budget) -> Result<Option<Pixels>, ImagingError> {
+    let Ok(header) = jpeg::parse(input) else {
+        return Ok(None);
+    };
+    if header.component_count == 4 {
+        return Ok(None);
+    }
+    let decoded = libjpeg::decode(input, budget, VIEWER_DECODE)
+        .map_err(|e| libjpeg_error(Format::Jpeg, e))?;
+    Ok(Some(finish_libjpeg(input, &header, decoded, false).pixels))
+}
+
 /// Decoded pixels ready for the encoder: gray stays one channel (it is
 /// encoded as YCbCr with neutral chroma), everything else is RGB.
 pub(crate) enum Pixels {

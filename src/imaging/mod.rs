@@ -390,16 +390,25 @@ pub fn transform_with(
             bit_depth_reduced: fix(|d| d.bit_depth_reduced),
             fast_path: outcome.fast_path,
             target: goal.target,
-            // An input kept as it is is its own perfect copy.
+            // An input kept as it is is its own perfect copy, whole: it meets any
+            // target, whatever the encode that lost to it missed.
             score: if kept_original && goal.target.is_some() {
                 Some(100.0)
             } else {
                 outcome.score
             },
-            scored_pixels: outcome.scored_pixels,
+            scored_pixels: if kept_original && goal.target.is_some() {
+                Some(u64::from(out_width) * u64::from(out_height))
+            } else {
+                outcome.scored_pixels
+            },
             max_bytes: goal.max_bytes,
             tries: outcome.tries,
-            binding: outcome.binding,
+            binding: if kept_original && goal.target.is_some() {
+                Binding::Target
+            } else {
+                outcome.binding
+            },
             downscaled: downscaled.is_some(),
         }
         .with_bytes(bytes)
@@ -426,7 +435,13 @@ pub fn transform_with(
         let decoded = decode::decode(input, format, (width, height), &opts.limits, &budget)?;
         check_time(&budget)?;
         let outcome = if searching {
-            general_search(&decoded.pixels, goal, too_big, &budget)?
+            // A JPEG's reference is the source as a viewer sees it, as on the direct
+            // path (the encoder's pixels have their chroma replicated, not interpolated).
+            let viewed = match (goal.target, too_big, format) {
+                (Some(_), None, Format::Jpeg) => decode::as_viewed(input, &budget)?,
+                _ => None,
+            };
+            general_search(&decoded.pixels, viewed.as_ref(), goal, too_big, &budget)?
         } else {
             Outcome::fixed(
                 quality,
@@ -451,15 +466,25 @@ pub fn transform_with(
         }
     };
 
-    let kept_original =
-        format == Format::Jpeg && may_keep && keep_original(input, outcome.bytes.len(), &budget)?;
+    // An input within the cap is kept rather than downscaled: the cap is met at the
+    // input's full size (a heavily compressed JPEG that no quality of the range
+    // re-encodes as small).
+    let kept_original = format == Format::Jpeg
+        && may_keep
+        && match outcome.downscaled {
+            Some(_) => clean_jpeg(input, &budget)?,
+            None => keep_original(input, outcome.bytes.len(), &budget)?,
+        };
     Ok(finish(outcome, kept_original, Some(&decoded)))
 }
 
 /// The adaptive search on decoded pixels, then the downscale when even the lowest
 /// quality is over the cap (`too_big`: the direct path's search already found so).
+/// Tries are scored against `reference` when given (the source as a viewer sees it),
+/// else against `pixels`.
 fn general_search(
     pixels: &decode::Pixels,
+    reference: Option<&decode::Pixels>,
     goal: adaptive::Goal,
     too_big: Option<u32>,
     budget: &Budget,
@@ -467,7 +492,7 @@ fn general_search(
     let mut tries = too_big.unwrap_or(0);
     if too_big.is_none() {
         let scorer = match goal.target {
-            Some(_) => Some(adaptive::Scorer::from_pixels(pixels)?),
+            Some(_) => Some(adaptive::Scorer::from_pixels(reference.unwrap_or(pixels))?),
             None => None,
         };
         let score = |b: &[u8]| match &scorer {
@@ -491,9 +516,10 @@ fn general_search(
         }
     }
     let cap = goal.max_bytes.unwrap_or(u64::MAX);
-    let (bytes, size, more) = adaptive::downscale_to_fit(pixels, cap, budget)?;
+    let quality = goal.floor();
+    let (bytes, size, more) = adaptive::downscale_to_fit(pixels, quality, cap, budget)?;
     Ok(Outcome {
-        quality: *AUTO_RANGE.start(),
+        quality,
         bytes,
         fast_path: false,
         score: None,
@@ -573,6 +599,11 @@ fn keep_original(input: &[u8], encoded_len: usize, budget: &Budget) -> Result<bo
     if (encoded_len as u64) < input.len() as u64 {
         return Ok(false);
     }
+    clean_jpeg(input, budget)
+}
+
+/// Whether the JPEG `input` reads without a warning, so that it may be stored as it is.
+fn clean_jpeg(input: &[u8], budget: &Budget) -> Result<bool, ImagingError> {
     match libjpeg::verify(input, budget, Depth::Coefficients) {
         Ok(clean) => Ok(clean),
         Err(e) if e.is_fatal() => Ok(false),

@@ -823,6 +823,9 @@ fn a_kept_original_is_reported_at_its_own_size() {
             "cap {cap}: {:?}",
             out.report
         );
+        // The input fits every cap here: it is never shrunk, kept when no quality
+        // of the range re-encodes it as small.
+        assert!(!out.report.downscaled, "cap {cap}: {:?}", out.report);
         if !out.report.kept_original {
             check_output(&out);
         } else {
@@ -835,6 +838,40 @@ fn a_kept_original_is_reported_at_its_own_size() {
     assert!(
         kept_over_a_downscale,
         "no cap made the search downscale, then keep the source"
+    );
+}
+
+/// A JPEG on the general path (here forced; in the product a rotated or ICC-tagged
+/// one) is scored against the source as a viewer sees it, interpolated chroma and
+/// all, as on the direct path: the score reported is the one the direct path's
+/// reference gives the stored output, and a rotated twin gets the same quality.
+#[test]
+fn the_general_path_scores_a_jpeg_against_the_source_as_viewed() {
+    let input = fixture("photo_q85.jpg");
+    let opts = options(Quality::Auto(Target::whole(70)));
+    let out = transform_with(&input, &opts, Route::GeneralOnly).unwrap();
+    assert!(!out.report.fast_path);
+    let budget = Budget::UNLIMITED;
+    let viewed = adaptive::Scorer::from_jpeg(&input, &budget).unwrap();
+    let again = viewed.score(&out.bytes, &budget).unwrap();
+    let reported = out.report.score.expect("a score");
+    assert!(
+        (reported - again).abs() < 1e-6,
+        "reported {reported}, as viewed {again}"
+    );
+    // Turned upside down by its tag: the same pixels to encode and to compare with.
+    let rotated = transform(&with_exif_orientation(&input, 3), &opts).unwrap();
+    assert!(rotated.report.rotated);
+    assert!(
+        rotated.report.quality.abs_diff(out.report.quality) <= 1,
+        "{:?}",
+        rotated.report
+    );
+    // Not to the bit: the DCT's integer rounding is not symmetric in sign.
+    let turned = rotated.report.score.expect("a score");
+    assert!(
+        (turned - reported).abs() < 0.3,
+        "{turned} against {reported}"
     );
 }
 
