@@ -133,7 +133,9 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
     };
 
     match process(job, ctx, &image, &targets).await {
-        Ok(outcome) => {
+        Ok(Processed::MovedOn) => Ok(Handled::Skipped),
+        Ok(Processed::Done(outcome)) => {
+            let outcome = *outcome;
             if let ImageOutcomeUpdate::Succeeded {
                 input_bytes,
                 output_bytes,
@@ -227,7 +229,7 @@ async fn process(
     ctx: &JobContext,
     image: &Image<'_>,
     targets: &[(u32, u32)],
-) -> Result<ImageOutcomeUpdate, TryError> {
+) -> Result<Processed, TryError> {
     let validators = image
         .prior
         .as_ref()
@@ -252,13 +254,16 @@ async fn process(
                 validated_url: prior.validated_url.clone(),
                 content_hash: prior.content_hash.clone(),
             };
+            if !may_write(job, ctx).await {
+                return Ok(Processed::MovedOn);
+            }
             if let Some(outcome) = reuse(job, ctx, prior, targets, facts).await? {
                 metrics::images_reused(
                     ReusedVia::NotModified,
                     targets.len() as u64,
                     prior.input_bytes.max(0) as u64,
                 );
-                return Ok(outcome);
+                return Ok(Processed::Done(Box::new(outcome)));
             }
             tracing::info!(from = %prior.request_id, "earlier output is gone; fetching in full");
             ctx.fetcher.download(image.url).await?
@@ -288,9 +293,12 @@ async fn process(
         && let Some(prior) = &image.prior
         && prior.content_hash == facts.content_hash
     {
+        if !may_write(job, ctx).await {
+            return Ok(Processed::MovedOn);
+        }
         if let Some(outcome) = reuse(job, ctx, prior, targets, facts.clone()).await? {
             metrics::images_reused(ReusedVia::SameBytes, targets.len() as u64, 0);
-            return Ok(outcome);
+            return Ok(Processed::Done(Box::new(outcome)));
         }
         tracing::info!(from = %prior.request_id, "earlier output is gone; transforming");
     }
@@ -302,6 +310,9 @@ async fn process(
         .await??;
 
     let output = bytes::Bytes::from(transformed.bytes);
+    if !may_write(job, ctx).await {
+        return Ok(Processed::MovedOn);
+    }
     for &(row, position) in targets {
         let key = BlobKey::image(job.request_id, row, position);
         ctx.blobs
@@ -311,7 +322,7 @@ async fn process(
         metrics::bytes_written("image", output.len() as u64);
     }
     let report = &transformed.report;
-    Ok(ImageOutcomeUpdate::Succeeded {
+    Ok(Processed::Done(Box::new(ImageOutcomeUpdate::Succeeded {
         input_bytes,
         output_bytes: output.len() as i64,
         width: i64::from(report.width),
@@ -319,7 +330,50 @@ async fn process(
         report: serde_json::to_value(report).unwrap_or_default(),
         reused_from: None,
         source: Some(facts),
-    })
+    })))
+}
+
+/// What a try's work came to.
+enum Processed {
+    /// Every output written: the outcome to record.
+    Done(Box<ImageOutcomeUpdate>),
+    /// A takeover or a retry moved the image on while this try worked: nothing written.
+    MovedOn,
+}
+
+/// Whether the try may still write its outputs: its image is pending at the job's run
+/// and try. Every run writes the same key (SPEC §5.8), so a try that ran on after its
+/// job was taken over and finished, or after a retry started a new run, would put its
+/// bytes over the file the newer try recorded (its own record is refused, its file
+/// would not be). Asked just before the writes, after the download and the transform
+/// that take a try's time; a database that does not answer leaves the writes to go
+/// ahead, with the record's guard as ever.
+async fn may_write(job: &ImageJob, ctx: &JobContext) -> bool {
+    match ctx
+        .db
+        .image_work(job.request_id, job.row, job.position)
+        .await
+    {
+        Ok(Some(w)) => {
+            let current = w.state == ImageState::Pending
+                && !w.request_status.is_final()
+                && !job.is_stale(w.run, w.attempts);
+            if !current {
+                tracing::info!(
+                    state = %w.state,
+                    run = w.run,
+                    tries = w.attempts,
+                    "the image moved on while this try worked; nothing written"
+                );
+            }
+            current
+        }
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not check the image before writing; writing");
+            true
+        }
+    }
 }
 
 /// Copies the earlier output to every target's key (no decode, no encode); `None`

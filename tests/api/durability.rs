@@ -270,6 +270,22 @@ async fn cancel_stops_pending_images(backend: Backend) {
     let imgs = app.images(&id).await;
     let cancelled = imgs.iter().filter(|i| i["state"] == "cancelled").count();
     assert!(cancelled >= n - 4, "{cancelled} cancelled");
+    // The try in flight at the cancel finished its download but wrote nothing: a
+    // file for each image that succeeded, none for a cancelled one.
+    let succeeded: std::collections::HashSet<String> = imgs
+        .iter()
+        .filter(|i| i["state"] == "succeeded")
+        .map(|i| {
+            let url = i["output_url"].as_str().unwrap();
+            url.rsplit('/').next().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        crate::helpers::stored_jpgs(&app.uploads().join(&id)),
+        succeeded,
+        "{}",
+        app.logs()
+    );
 
     // The output CSV (written by the completion job just after) and the event report it.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -508,6 +524,25 @@ async fn the_stable_url_serves_the_latest_finished_run(backend: Backend) {
         during, run2,
         "while run 3 goes on, the latest finished run's CSV"
     );
+    // The API's own endpoint serves the same file meanwhile, and revalidates it.
+    let api_url = format!("{}/requests/{id}/output.csv", app.base);
+    let resp = app.http.get(&api_url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let etag = resp.headers()["etag"].clone();
+    assert_eq!(
+        resp.headers()["cache-control"],
+        "private, max-age=0, must-revalidate"
+    );
+    assert_eq!(resp.bytes().await.unwrap(), run2);
+    let again = app
+        .http
+        .get(&api_url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    assert_eq!(again.headers()["etag"], etag);
     images.set_latency(Duration::ZERO);
     let status = app.wait_final(&id, Duration::from_secs(60)).await;
     assert_eq!(status["output_csv"], url.as_str());
@@ -590,12 +625,13 @@ async fn a_try_delivered_again_after_scheduling_its_retry_stands_down() {
     };
     let pg = PgDatabase::create(&admin).await;
     let images = ImageServer::start().await;
-    // The retry is due 2 to 4 s after the first failure: time to deliver it again.
+    // The retry is due 10 to 20 s after the first failure: time to deliver the first
+    // try again and see it stand down before the retry runs, on a busy machine too.
     let app = TestServer::start(&[
         ("DATABASE_URL", pg.url.as_str()),
         ("FETCH_ATTEMPTS", "3"),
-        ("FETCH_BACKOFF_BASE", "4s"),
-        ("FETCH_BACKOFF_CAP", "4s"),
+        ("FETCH_BACKOFF_BASE", "20s"),
+        ("FETCH_BACKOFF_CAP", "20s"),
     ])
     .await;
     let conn = sqlx::PgPool::connect(&pg.url)
@@ -645,7 +681,7 @@ async fn a_try_delivered_again_after_scheduling_its_retry_stands_down() {
     );
     assert_eq!(tries().await, 1);
 
-    let status = app.wait_final(&id, Duration::from_secs(60)).await;
+    let status = app.wait_final(&id, Duration::from_secs(90)).await;
     assert_eq!(status["status"], "Completed", "{status}\n{}", app.logs());
     assert_eq!(images.hits(path), 3);
     assert_eq!(tries().await, 3);
