@@ -7,7 +7,6 @@ use std::{
 };
 
 use apalis::prelude::{Attempt, Data};
-use chrono::Utc;
 use tracing::Instrument;
 
 use super::{HandlerResult, JobContext, TryError, infra_error};
@@ -60,8 +59,17 @@ async fn run(job: &DeliverJob, ctx: &JobContext) -> Result<&'static str, StoreEr
         tracing::debug!(state = %event.state, attempts = event.attempts, "stale delivery job");
         return Ok("skipped");
     }
+    if ctx
+        .lifecycle
+        .give_up_if_outrun(&event.id, event.attempts)
+        .await?
+    {
+        tracing::info!("webhook given up before its try: a newer run's event replaces it");
+        metrics::webhook_outcome("failed");
+        return Ok("failed");
+    }
     let body = event.payload.into_bytes();
-    let timestamp = Utc::now().timestamp();
+    let timestamp = ctx.db.signing_time().await?.timestamp();
     let headers = webhook::headers(
         &ctx.settings.webhook.keys,
         event.id.as_str(),

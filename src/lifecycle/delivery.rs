@@ -29,6 +29,25 @@ impl DeliveryTry {
 }
 
 impl Lifecycle {
+    /// Gives up `event` before its try `tries_before + 1` when a newer run of its
+    /// request has an event of its own (a retry's run finished while this one waited
+    /// for its try): sent after that one, it would tell the receiver a status that no
+    /// longer holds. Its log says so. Whether it was given up.
+    pub async fn give_up_if_outrun(
+        &self,
+        event: &EventId,
+        tries_before: i64,
+    ) -> Result<bool, StoreError> {
+        let Some(run) = self.db.newer_event_run(event).await? else {
+            return Ok(false);
+        };
+        let mut tx = self.db.begin_write().await?;
+        let given_up =
+            Db::give_up_event(&mut tx, event, tries_before, &store::superseded_by(run)).await?;
+        tx.commit().await?;
+        Ok(given_up)
+    }
+
     /// Logs try number `tries_before + 1` of `event`; the event is then delivered (a
     /// 2xx), pending with its next try queued due after `next` (when given), or failed
     /// for good. A failed try of an event whose request was retried since is its last

@@ -157,6 +157,74 @@ impl Db {
         }))
     }
 
+    /// The newest run of the event's request that has an event of its own, when it is
+    /// newer than the event's run: that event tells the receiver how the request
+    /// stands, and this one, sent after it, would tell a status that no longer holds.
+    pub async fn newer_event_run(&self, event: &EventId) -> Result<Option<i64>, StoreError> {
+        let sql = "select max(o.run) from webhook_events e
+                     join webhook_events o on o.request_id = e.request_id and o.run > e.run
+                    where e.id = $1";
+        Ok(with_pool!(self, p => {
+            sqlx::query_scalar::<_, Option<i64>>(sql)
+                .bind(event.as_str())
+                .fetch_one(p)
+                .await?
+        }))
+    }
+
+    /// Gives up a pending event before its try `expected_attempts + 1` is made, with a
+    /// line in its delivery log saying `why` (no try is counted: none was made).
+    /// `false` when the event moved on meanwhile.
+    pub async fn give_up_event(
+        tx: &mut Tx,
+        id: &EventId,
+        expected_attempts: i64,
+        why: &str,
+    ) -> Result<bool, StoreError> {
+        let now = Utc::now();
+        let changed = with_tx!(&mut *tx, c => {
+            sqlx::query(
+                "update webhook_events set state = 'failed', next_attempt_at = null, finished_at = $1
+                  where id = $2 and state = 'pending' and attempts = $3",
+            )
+            .bind(now)
+            .bind(id.as_str())
+            .bind(expected_attempts)
+            .execute(&mut *c)
+            .await?
+            .rows_affected()
+        });
+        if changed == 1 {
+            with_tx!(tx, c => {
+                sqlx::query(
+                    "insert into webhook_attempts (event_id, attempted_at, http_status, error, duration_ms)
+                     values ($1, $2, null, $3, 0)",
+                )
+                .bind(id.as_str())
+                .bind(now)
+                .bind(why)
+                .execute(&mut *c)
+                .await?;
+            });
+        }
+        Ok(changed == 1)
+    }
+
+    /// The time a delivery try is signed with: the database's clock, shared by every
+    /// worker (on PostgreSQL; SQLite's is this machine's own). Receivers refuse a
+    /// `webhook-timestamp` a few minutes off theirs, and one worker whose clock drifted
+    /// would otherwise have every try it makes refused.
+    pub async fn signing_time(&self) -> Result<DateTime<Utc>, StoreError> {
+        Ok(match self.pool() {
+            crate::store::Pool::Postgres(p) => {
+                sqlx::query_scalar("select clock_timestamp()")
+                    .fetch_one(p)
+                    .await?
+            }
+            crate::store::Pool::Sqlite(_) => Utc::now(),
+        })
+    }
+
     /// One event, or `None`.
     pub async fn event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
         let sql = "select * from webhook_events where id = $1";
@@ -165,9 +233,11 @@ impl Db {
         row.map(EventRecord::try_from).transpose()
     }
 
-    /// Every event of a request, oldest first.
+    /// Every event of a request, oldest first: by run (the last is the latest run's),
+    /// then by when it was written (a worker's clock, which may be off).
     pub async fn events_of(&self, request: RequestId) -> Result<Vec<EventRecord>, StoreError> {
-        let sql = "select * from webhook_events where request_id = $1 order by created_at, id";
+        let sql = "select * from webhook_events where request_id = $1
+                   order by coalesce(run, 0), created_at, id";
         let rows: Vec<EventRow> = with_pool!(self, p => {
             sqlx::query_as(sql).bind(request.to_string()).fetch_all(p).await?
         });

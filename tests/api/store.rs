@@ -613,6 +613,94 @@ async fn an_event_is_of_its_run(backend: Backend) {
     tx.commit().await.unwrap();
 }
 
+/// An event whose first try waited while a retry's run finished with an event of its
+/// own is given up before it is sent (its log says why), and the latest event is the
+/// latest run's however the workers' clocks stamped them.
+async fn an_event_outrun_by_a_newer_runs_event_is_given_up(backend: Backend) {
+    use pixbatch::domain::{EventId, EventState};
+    let Some(test) = TestDb::open(backend).await else {
+        return;
+    };
+    let db = &test.db;
+    let id = insert(db, &[&["http://x/a", "http://x/b"]]).await;
+    finish(
+        db,
+        &[
+            item(id, &[(0, 0)], stored(None)),
+            item(id, &[(0, 1)], failed("404")),
+        ],
+    )
+    .await;
+    let write_event = |run: i64| async move {
+        let event = EventId::of_run(id, run);
+        let mut tx = db.begin_write().await.unwrap();
+        let key = format!("outputs/{id}/{run}.csv");
+        assert!(
+            Db::finalize_request(&mut tx, id, run, &key)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        Db::insert_event(&mut tx, &event, id, run, "http://hook", "{}")
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        event
+    };
+    let first = write_event(1).await;
+    assert_eq!(db.newer_event_run(&first).await.unwrap(), None);
+    assert_eq!(retry_failed(db, id).await.map(|(run, _)| run), Some(2));
+    // Not yet: the new run has no event, and the old one goes out ahead of it.
+    assert_eq!(db.newer_event_run(&first).await.unwrap(), None);
+    finish(db, &[item_in(2, id, &[(0, 1)], stored(None))]).await;
+    let second = write_event(2).await;
+    // The first event's worker had a clock five minutes fast.
+    let later = chrono::Utc::now() + chrono::Duration::minutes(5);
+    let sql = "update webhook_events set created_at = $1 where id = $2";
+    match db.pool() {
+        pixbatch::store::Pool::Sqlite(p) => {
+            let q = sqlx::query(sql).bind(later).bind(first.as_str());
+            q.execute(p).await.map(|_| ())
+        }
+        pixbatch::store::Pool::Postgres(p) => {
+            let q = sqlx::query(sql).bind(later).bind(first.as_str());
+            q.execute(p).await.map(|_| ())
+        }
+    }
+    .unwrap();
+    let events = db.events_of(id).await.unwrap();
+    assert_eq!(
+        events.last().unwrap().id,
+        second,
+        "the latest run's is the latest"
+    );
+
+    assert_eq!(db.newer_event_run(&first).await.unwrap(), Some(2));
+    assert_eq!(db.newer_event_run(&second).await.unwrap(), None);
+    let give_up = |tries: i64| {
+        let first = first.clone();
+        async move {
+            let mut tx = db.begin_write().await.unwrap();
+            let done = Db::give_up_event(&mut tx, &first, tries, "superseded")
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            done
+        }
+    };
+    assert!(!give_up(1).await, "a try the event has not reached");
+    assert!(give_up(0).await);
+    assert!(!give_up(0).await, "given up once");
+    let events = db.events_of(id).await.unwrap();
+    let old = events.iter().find(|e| e.id == first).unwrap();
+    assert_eq!((old.state, old.attempts), (EventState::Failed, 0));
+    let log = db.attempts_of(id).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].event_id, first);
+    assert_eq!(log[0].error.as_deref(), Some("superseded"));
+    assert_eq!(log[0].http_status, None);
+}
+
 /// A run whose every image has finished has its completion queued: a cancel then has
 /// nothing to stop, and would turn a run that did all its work `Cancelled`.
 async fn cancel_finds_nothing_to_stop_once_every_image_finished(backend: Backend) {
@@ -1129,4 +1217,5 @@ crate::on_both_backends!(
     stale_workers_go_unless_they_hold_a_job,
     cancel_finds_nothing_to_stop_once_every_image_finished,
     an_event_is_of_its_run,
+    an_event_outrun_by_a_newer_runs_event_is_given_up,
 );
