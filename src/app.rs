@@ -21,6 +21,9 @@ use crate::{
     store::{Backend, BlobStore, Db, StorageConfig},
 };
 
+/// Most requests one HTTP/2 connection carries at once.
+const MAX_HTTP2_STREAMS: u32 = 100;
+
 /// What a server process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -196,7 +199,13 @@ impl App {
         let tidy_db = self.state.db.clone();
         let tidy_stop = stopping.clone();
         let tidy_retention = self.state.settings.jobs.retention;
-        let server = Server::new_with_acceptor(self.acceptor);
+        // Silent connections are closed (a client that sends half a request, or stops
+        // reading an event stream, holds nothing for long), and an HTTP/2 connection
+        // carries at most 100 requests at once (hyper's default is no limit).
+        let acceptor =
+            api::idle::IdleTimeout::new(self.acceptor, self.state.settings.server.idle_timeout);
+        let server =
+            Server::new_with_acceptor(acceptor).http2_max_concurrent_streams(MAX_HTTP2_STREAMS);
         let board_stop = stopping.clone().cancelled_owned();
         let board_jobs = self.jobs.clone();
         let boarded = async move {

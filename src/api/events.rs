@@ -23,7 +23,8 @@ use crate::{
 
 /// How often the stream looks at the request.
 const POLL: Duration = Duration::from_millis(250);
-/// A comment line this often keeps proxies from closing an idle stream.
+/// A comment line this often (or at half `HTTP_IDLE_TIMEOUT`, when that is sooner)
+/// keeps proxies, and our own idle timeout, from closing a stream whose client reads.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// The body of a `progress` or `status` event: the image counts and the status.
@@ -86,7 +87,7 @@ impl EventsApi {
             .boxed();
         Ok(EventsResponse::Ok(
             EventStream::new(stream)
-                .keep_alive(KEEP_ALIVE)
+                .keep_alive(KEEP_ALIVE.min(self.0.settings.server.idle_timeout / 2))
                 .to_event(|e| {
                     let kind = if e.last { "status" } else { "progress" };
                     Event::message(e.to_json_string()).event_type(kind)

@@ -5,6 +5,7 @@ mod error;
 mod events;
 mod files;
 mod health;
+pub mod idle;
 mod metrics;
 mod problem;
 mod report;

@@ -81,6 +81,9 @@ impl Client {
         crate::tls::use_ring();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            // Well inside any server's idle timeout (`HTTP_IDLE_TIMEOUT` is at least
+            // 2 s): a pooled connection the server is closing is not reused.
+            .pool_idle_timeout(Duration::from_secs(1))
             .user_agent(format!("pixbatch-submit/{}", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self {

@@ -9,8 +9,14 @@ use crate::helpers::{ImageServer, TestServer};
 async fn files_cannot_escape_the_store() {
     let images = ImageServer::start().await;
     let app = TestServer::start(&[]).await;
-    // Something worth stealing next to the store, and the database itself.
+    // Something worth stealing next to the store, in it but outside any request's
+    // folder, one folder up, and the database itself: each escape below lands on one.
     std::fs::write(app.dir.path().join("secret.txt"), "top secret").unwrap();
+    std::fs::create_dir_all(app.uploads()).unwrap();
+    std::fs::write(app.uploads().join("secret.txt"), "top secret").unwrap();
+    std::fs::create_dir_all(app.dir.path().join("secret.d")).unwrap();
+    std::fs::write(app.dir.path().join("secret.d/x"), "top secret").unwrap();
+    let root = "%2e%2e/".repeat(16);
     let csv = format!(
         "Serial Number,Product Name,Input Image Urls\n1,A,{}\n",
         images.url("/img/a/small_picos.jpg")
@@ -38,9 +44,13 @@ async fn files_cannot_escape_the_store() {
         "/files/%2E%2E/pixbatch.db",
         &format!("/files/{id}/..%2f..%2fsecret.txt"),
         &format!("/files/{id}/%2e%2e%2f%2e%2e%2fsecret.txt"),
-        "/files/..%2f..%2fsecret.txt/x",
+        "/files/..%2fsecret.d/x",
+        "/files/%2e%2e/secret.d/x",
+        &format!("/files/{id}/..%2f..%2fsecret.d/x"),
         &format!("/files/{id}/.%2e/secret.txt"),
-        "/files/%2e%2e/%2e%2e/etc/passwd",
+        "/files/secret.txt",
+        &format!("/files/{root}etc/passwd"),
+        &format!("/files/{id}/{root}etc/passwd"),
         "/files/.hidden/x",
         // The uploaded CSV is kept in the store but is not an output.
         &format!("/files/{id}/input.csv"),
@@ -55,7 +65,7 @@ async fn files_cannot_escape_the_store() {
         let (status, body) = get_as_written(&app.base, path).await;
         assert_eq!(status, 404, "{path}: {body}");
         assert!(
-            !body.contains("top secret") && !body.contains("SQLite"),
+            !body.contains("top secret") && !body.contains("SQLite") && !body.contains("root:"),
             "{path}"
         );
     }
@@ -151,4 +161,56 @@ async fn api_token_guards_everything_but_health_docs_and_files() {
     for path in ["/healthz", "/readyz", "/files/{request_id}/{name}"] {
         assert!(doc["paths"][path]["get"]["security"].is_null(), "{path}");
     }
+}
+
+/// A connection that goes silent is closed after `HTTP_IDLE_TIMEOUT`: half a request
+/// holds nothing for long. An event stream whose client reads is kept alive by its
+/// keep-alive comments, at half the timeout, however long the request takes.
+#[tokio::test]
+async fn silent_connections_are_closed_and_reading_streams_kept() {
+    use futures::StreamExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let images = ImageServer::start().await;
+    images.set_latency(Duration::from_secs(7));
+    let app = TestServer::start(&[("HTTP_IDLE_TIMEOUT", "2s")]).await;
+
+    // 7 s of download, more than three idle timeouts: the stream lasts to its end.
+    let csv = format!(
+        "Serial Number,Product Name,Input Image Urls\n1,A,{}\n",
+        images.url("/img/a/small_picos.jpg")
+    );
+    let id = app.accepted(csv.as_bytes(), &[]).await;
+    let resp = app.events(&id).await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut text = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(chunk) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.expect("stream kept open")));
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the stream did not end:\n{}", app.logs());
+    assert!(text.contains("event: status"), "{text}");
+
+    // Half a request, then silence. (After the stream: the client's pooled
+    // connections have been closed meanwhile, as idle ones.)
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(20), conn.read(&mut buf)).await;
+    match read {
+        Ok(Ok(0)) | Ok(Err(_)) => {}
+        Ok(Ok(n)) => panic!("an answer to half a request: {:?}", &buf[..n]),
+        Err(_) => panic!("still open after 20 s"),
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "closed after {waited:?}"
+    );
 }
