@@ -123,7 +123,7 @@ impl FilesApi {
 /// Whether an `If-None-Match` header names `etag`: `*`, or a list of tags compared
 /// weakly (RFC 9110 §13.1.2), so that `W/"…"` (a tag a compressing proxy weakened)
 /// and one tag of several match too.
-fn none_match(header: &str, etag: &str) -> bool {
+pub(super) fn none_match(header: &str, etag: &str) -> bool {
     let opaque = |tag: &str| {
         let tag = tag.trim();
         tag.strip_prefix("W/").unwrap_or(tag).to_owned()

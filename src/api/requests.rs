@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use poem::Body;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
-    param::{Path, Query},
+    param::{Header, Path, Query},
     payload::{Attachment, Json},
 };
 use uuid::Uuid;
@@ -129,8 +129,19 @@ pub enum CsvResponse {
         Attachment<Body>,
         #[oai(header = "Content-Length")] u64,
         #[oai(header = "ETag")] String,
+        #[oai(header = "Cache-Control")] String,
+    ),
+    /// `If-None-Match` named the current CSV's ETag.
+    #[oai(status = 304)]
+    NotModified(
+        #[oai(header = "ETag")] String,
+        #[oai(header = "Cache-Control")] String,
     ),
 }
+
+/// The output CSV changes with a retry, and may sit behind `API_TOKEN`: revalidated
+/// every time, kept by the client only.
+const OUTPUT_CSV_CACHE: &str = "private, max-age=0, must-revalidate";
 
 /// Request endpoints.
 pub struct RequestsApi(pub Arc<AppState>);
@@ -214,13 +225,20 @@ impl RequestsApi {
     /// Output CSV of a request
     ///
     /// The input rows and columns in their order plus `Output Image Urls` (and `Errors`
-    /// when any image failed), of the latest run after a retry. 409 until the request
-    /// has finished.
+    /// when any image failed), of the latest finished run: while a retry runs, the run
+    /// before's, as `/files/{id}/output.csv` serves it. 409 until the request has
+    /// finished once. 304 when `If-None-Match` names the current ETag.
     #[oai(path = "/requests/:request_id/output.csv", method = "get")]
-    async fn output_csv(&self, request_id: Path<String>) -> Result<CsvResponse, ProblemResponse> {
+    async fn output_csv(
+        &self,
+        request_id: Path<String>,
+        #[oai(name = "If-None-Match")] if_none_match: Header<Option<String>>,
+    ) -> Result<CsvResponse, ProblemResponse> {
         let r = self.0.request(&request_id).await?;
         let key = match (&r.output_key, r.status.is_final()) {
             (Some(k), true) => k.clone(),
+            // A retried run goes on: the run before finished, its CSV written.
+            (_, false) if r.run > 1 => BlobKey::output_csv(r.id, r.run - 1).as_str().to_owned(),
             // A cancel is final at once; its output CSV follows (moments later, or
             // once storage takes writes again).
             (None, true) => {
@@ -246,11 +264,19 @@ impl RequestsApi {
             .await
             .map_err(|e| ApiError::Store(e.into()))?
             .ok_or_else(|| ApiError::NotFound("output CSV missing from the store".into()))?;
+        if if_none_match
+            .0
+            .as_deref()
+            .is_some_and(|h| super::files::none_match(h, &blob.etag))
+        {
+            return Ok(CsvResponse::NotModified(blob.etag, OUTPUT_CSV_CACHE.into()));
+        }
         Ok(CsvResponse::Ok(
             Attachment::new(Body::from_bytes_stream(blob.body))
                 .filename(format!("{}-output.csv", r.id)),
             blob.len,
             blob.etag,
+            OUTPUT_CSV_CACHE.into(),
         ))
     }
 
