@@ -180,23 +180,23 @@ pub struct ServerConfig {
     pub reuse: bool,
 
     /// Largest accepted CSV upload, in bytes (checked while streaming).
-    #[arg(long, env = "MAX_CSV_BYTES", default_value_t = 20 * 1024 * 1024)]
+    #[arg(long, env = "MAX_CSV_BYTES", default_value_t = 20 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_csv_bytes: u64,
 
     /// Most data rows in one CSV.
-    #[arg(long, env = "MAX_ROWS", default_value_t = 100_000)]
+    #[arg(long, env = "MAX_ROWS", default_value_t = 100_000, value_parser = parse_count)]
     pub max_rows: usize,
 
     /// Most image URLs in one row.
-    #[arg(long, env = "MAX_URLS_PER_ROW", default_value_t = 50)]
+    #[arg(long, env = "MAX_URLS_PER_ROW", default_value_t = 50, value_parser = parse_count)]
     pub max_urls_per_row: usize,
 
     /// Largest image download, in bytes (checked against Content-Length and while streaming).
-    #[arg(long, env = "MAX_IMAGE_BYTES", default_value_t = 30 * 1024 * 1024)]
+    #[arg(long, env = "MAX_IMAGE_BYTES", default_value_t = 30 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_image_bytes: u64,
 
     /// Largest image, in pixels, read from the header before decoding.
-    #[arg(long, env = "MAX_IMAGE_PIXELS", default_value_t = 100_000_000)]
+    #[arg(long, env = "MAX_IMAGE_PIXELS", default_value_t = 100_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_image_pixels: u64,
 
     /// Most scans a JPEG may have (a progressive one has several; each makes the
@@ -264,6 +264,16 @@ pub struct ServerConfig {
     /// database the workers use.
     #[arg(long, env = "MAX_EVENT_STREAMS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_event_streams: u32,
+
+    /// How long a connection to the API (or a worker's health listener) may go
+    /// without a byte either way before it is closed: a client that sends half a
+    /// request and stops, or stops reading an event stream, gives its connection (and
+    /// its stream's place) back. From 2 s to 1 h; event streams send a keep-alive
+    /// comment at half of it (at most every 15 s), so a reading client stays. Above
+    /// the 90 s a reqwest client keeps an idle connection in its pool by default, so
+    /// that such a client does not send a request down a connection being closed.
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_idle_timeout)]
+    pub http_idle_timeout: Duration,
 
     /// How often workers report they are alive; jobs of a worker silent for two
     /// intervals plus the longer of `SHUTDOWN_TIMEOUT` and `FETCH_TIMEOUT` (60 s by
@@ -371,6 +381,8 @@ pub struct ServerSettings {
     pub api_token: Option<Secret>,
     /// `MAX_EVENT_STREAMS`.
     pub max_event_streams: u32,
+    /// `HTTP_IDLE_TIMEOUT`.
+    pub idle_timeout: Duration,
 }
 
 /// What a request gets when its upload does not say.
@@ -641,6 +653,7 @@ impl ServerConfig {
                 public_base_url_given: self.public_base_url.is_some(),
                 api_token: self.api_token.clone(),
                 max_event_streams: self.max_event_streams,
+                idle_timeout: self.http_idle_timeout,
             },
             public_base_url,
             defaults: RequestDefaults {
@@ -781,6 +794,25 @@ fn parse_time_limit(s: &str) -> Result<Duration, String> {
 /// Parses `JOB_HEARTBEAT`: at least 1 s. The queue counts a worker's silence in whole
 /// seconds, so under half a second every heartbeat would take every other worker's
 /// running jobs as orphans.
+/// Parses a count limit (`MAX_ROWS`, `MAX_URLS_PER_ROW`): a whole number, at least 1
+/// (0 would refuse every upload).
+fn parse_count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("a whole number: {e}")),
+    }
+}
+
+/// Parses `HTTP_IDLE_TIMEOUT`: 2 s to an hour.
+fn parse_idle_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_at_least(s, Duration::from_secs(2))?;
+    if d > Duration::from_secs(3600) {
+        return Err(format!("at most an hour, got {s}"));
+    }
+    Ok(d)
+}
+
 fn parse_heartbeat(s: &str) -> Result<Duration, String> {
     parse_at_least(s, Duration::from_secs(1))
 }
@@ -921,6 +953,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("rust-log"), "{err}");
+    }
+
+    /// A limit of 0 would refuse every upload or fail every image: refused at start.
+    #[test]
+    fn size_limits_are_at_least_one() {
+        let serve = |flag: &str, v: &str| Cli::try_parse_from(["pixbatch", "serve", flag, v]);
+        for flag in [
+            "--max-csv-bytes",
+            "--max-rows",
+            "--max-urls-per-row",
+            "--max-image-bytes",
+            "--max-image-pixels",
+        ] {
+            assert!(serve(flag, "0").is_err(), "{flag}=0");
+            assert!(serve(flag, "-3").is_err(), "{flag}=-3");
+            assert!(serve(flag, "7").is_ok(), "{flag}=7");
+        }
+        assert!(serve("--http-idle-timeout", "1s").is_err());
+        assert!(serve("--http-idle-timeout", "2h").is_err());
+        assert!(serve("--http-idle-timeout", "90s").is_ok());
     }
 
     #[test]
