@@ -304,6 +304,8 @@ impl From<StoreError> for ProblemResponse {
 pub fn problem_from_poem_error(err: poem::Error) -> Response {
     let status = err.status();
     let detail = err.to_string();
+    let err_is_path =
+        err.is::<poem::error::ParsePathError>() || err.is::<poem_openapi::error::ParsePathError>();
     let resp = err.into_response();
     let is_problem = resp
         .headers()
@@ -314,7 +316,11 @@ pub fn problem_from_poem_error(err: poem::Error) -> Response {
         return resp;
     }
     // A body that is not multipart is a malformed upload, not a media-type negotiation.
-    let (status, detail) = if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+    let (status, detail) = if err_is_path {
+        // A path segment whose percent-encoding is not UTF-8 (`/status/%FF`) names
+        // nothing, as any other id that is not one does.
+        (StatusCode::NOT_FOUND, "no such resource".to_owned())
+    } else if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
         (
             StatusCode::BAD_REQUEST,
             format!("{detail}; expected multipart/form-data with a `file` field"),

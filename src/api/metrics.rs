@@ -74,34 +74,63 @@ async fn refresh_queue_depth(state: &AppState) {
 /// (`:param0`), and because answers the guard gives (401, 413) never reach a route.
 #[derive(Debug, Clone, Default)]
 pub struct RouteLabels {
-    templates: Arc<Vec<Vec<String>>>,
+    /// Each path template's segments, and the methods it takes (`GET, HEAD`, `POST`).
+    templates: Arc<Vec<(Vec<String>, String)>>,
 }
 
 impl RouteLabels {
-    /// The paths of an OpenAPI document (JSON), plus the document and UI routes.
+    /// The paths of an OpenAPI document (JSON) and their methods, plus the document's
+    /// own route.
     pub fn from_spec(spec_json: &str) -> Self {
-        let mut paths: Vec<String> = serde_json::from_str::<serde_json::Value>(spec_json)
-            .ok()
-            .and_then(|doc| {
-                doc.get("paths")
-                    .and_then(|p| p.as_object())
-                    .map(|p| p.keys().cloned().collect())
-            })
-            .unwrap_or_default();
-        paths.push("/openapi.json".into());
+        let mut paths: Vec<(String, Vec<String>)> =
+            serde_json::from_str::<serde_json::Value>(spec_json)
+                .ok()
+                .and_then(|doc| {
+                    doc.get("paths").and_then(|p| p.as_object()).map(|p| {
+                        p.iter()
+                            .map(|(path, ops)| {
+                                let methods = ops
+                                    .as_object()
+                                    .map(|o| o.keys().map(|m| m.to_ascii_uppercase()).collect())
+                                    .unwrap_or_default();
+                                (path.clone(), methods)
+                            })
+                            .collect()
+                    })
+                })
+                .unwrap_or_default();
+        paths.push(("/openapi.json".into(), vec!["GET".into()]));
         Self::new(paths)
     }
 
-    fn new(paths: impl IntoIterator<Item = String>) -> Self {
-        let mut templates: Vec<Vec<String>> = paths
+    fn new(paths: impl IntoIterator<Item = (String, Vec<String>)>) -> Self {
+        let mut templates: Vec<(Vec<String>, String)> = paths
             .into_iter()
-            .map(|p| segments(&p).map(str::to_owned).collect())
+            .map(|(p, mut methods)| {
+                // poem answers HEAD wherever it answers GET.
+                if methods.iter().any(|m| m == "GET") {
+                    methods.push("HEAD".into());
+                }
+                (
+                    segments(&p).map(str::to_owned).collect(),
+                    methods.join(", "),
+                )
+            })
             .collect();
         // Most literal segments first, so `/a/b` wins over `/a/{x}`.
-        templates.sort_by_key(|t| std::cmp::Reverse(t.iter().filter(|s| !is_param(s)).count()));
+        templates
+            .sort_by_key(|(t, _)| std::cmp::Reverse(t.iter().filter(|s| !is_param(s)).count()));
         Self {
             templates: Arc::new(templates),
         }
+    }
+
+    /// The template `path` matches, with its methods.
+    fn matching(&self, path: &str) -> Option<&(Vec<String>, String)> {
+        let parts: Vec<&str> = segments(path).collect();
+        self.templates.iter().find(|(t, _)| {
+            t.len() == parts.len() && t.iter().zip(&parts).all(|(t, p)| is_param(t) || t == p)
+        })
     }
 
     /// The template `path` matches, `/docs` for the UI, or `unmatched`: never the raw
@@ -110,14 +139,14 @@ impl RouteLabels {
         if path == "/docs" || path.starts_with("/docs/") {
             return "/docs".into();
         }
-        let parts: Vec<&str> = segments(path).collect();
-        self.templates
-            .iter()
-            .find(|t| {
-                t.len() == parts.len() && t.iter().zip(&parts).all(|(t, p)| is_param(t) || t == p)
-            })
-            .map(|t| format!("/{}", t.join("/")))
+        self.matching(path)
+            .map(|(t, _)| format!("/{}", t.join("/")))
             .unwrap_or_else(|| "unmatched".into())
+    }
+
+    /// The methods `path` takes, as a 405's `Allow` lists them (RFC 9110 §10.2.1).
+    pub fn allowed(&self, path: &str) -> Option<&str> {
+        self.matching(path).map(|(_, methods)| methods.as_str())
     }
 }
 
@@ -163,7 +192,7 @@ mod tests {
                 "/requests/{request_id}/webhooks/redeliver",
                 "/files/{request_id}/{name}",
             ]
-            .map(String::from),
+            .map(|p| (String::from(p), vec!["GET".to_owned()])),
         );
         let id = "0193a7c2-1b2c-7d3e-8f40-123456789abc";
         assert_eq!(labels.label("/upload"), "/upload");

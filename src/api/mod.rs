@@ -215,9 +215,32 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
             let token = token.clone();
             async move { guard(ep, req, token.as_deref().map(Secret::expose), max_csv).await }
         })
-        .around(move |ep, req| metrics::track(ep, req, labels.clone()))
+        .around({
+            let labels = labels.clone();
+            move |ep, req| metrics::track(ep, req, labels.clone())
+        })
         .with(Tracing)
         .catch_all_error(|e| async move { error::problem_from_poem_error(e) })
+        .around(move |ep, req| with_allow(ep, req, labels.clone()))
+}
+
+/// A 405 says which methods its path takes (`Allow`, which RFC 9110 §15.5.6 requires;
+/// poem's router leaves it out), from the OpenAPI document's paths.
+async fn with_allow<E: Endpoint>(
+    ep: Arc<E>,
+    req: Request,
+    labels: metrics::RouteLabels,
+) -> poem::Result<Response> {
+    let path = req.uri().path().to_owned();
+    let mut resp = ep.call(req).await?.into_response();
+    if resp.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED
+        && let Some(allow) = labels
+            .allowed(&path)
+            .and_then(|m| poem::http::HeaderValue::from_str(m).ok())
+    {
+        resp.headers_mut().insert(poem::http::header::ALLOW, allow);
+    }
+    Ok(resp)
 }
 
 /// The side listener of `pixbatch worker`: `/healthz`, `/readyz` and `/metrics` only

@@ -156,118 +156,132 @@ impl UploadApi {
     /// The upload is capped at `MAX_CSV_BYTES` while it streams (413).
     #[oai(path = "/upload", method = "post")]
     async fn upload(&self, form: UploadForm) -> Result<UploadResponse, ProblemResponse> {
-        let s = &self.0.settings;
-        let max = s.limits.max_csv_bytes;
-        if form.file.size() as u64 > max {
-            return Err(ApiError::TooLarge { limit: max }.into());
-        }
-        // Every problem of the form is listed, the CSV's too: a bad field does not
-        // hide the file's problems from the same answer.
-        let mut fields = Vec::new();
-        let mut field = |name: &str, e: &dyn std::fmt::Display| {
-            fields.push(InvalidParam {
-                name: name.to_owned(),
-                reason: e.to_string(),
-            })
-        };
-        let quality = match form.quality.as_deref().map(str::trim) {
-            None | Some("") => Some(s.default_quality),
-            Some(q) => Quality::parse(q).map_err(|e| field("quality", &e)).ok(),
-        };
-        let max_bytes = match form.max_bytes.as_deref().map(str::trim) {
-            None | Some("") => Some(s.defaults.max_output_bytes),
-            Some(m) => MaxBytes::parse(m)
-                .map(Some)
-                .map_err(|e| field("max_bytes", &e))
-                .ok(),
-        };
-        let mut flag = |name: &str, given: Option<FormFlag>, default: bool| match given {
-            None | Some(FormFlag(Ok(None))) => Some(default),
-            Some(FormFlag(Ok(Some(value)))) => Some(value),
-            Some(FormFlag(Err(e))) => {
-                field(name, &e);
-                None
-            }
-        };
-        let reuse = flag("reuse", form.reuse, s.defaults.reuse);
-        let dry_run = flag("dry_run", form.dry_run, false);
-        let webhook_url = match form.webhook_url.as_deref().map(str::trim) {
-            None | Some("") => Some(None),
-            // A URL no delivery may ever reach (credentials, an IP literal in a
-            // refused range) is refused now rather than after a 202; a name is
-            // checked at each delivery, when it resolves.
-            Some(u) => csv::ImageUrl::parse(u)
-                .map_err(|e| e.to_string())
-                .and_then(|url| {
-                    fetch::check_url(url.as_str(), &s.fetch.allow_private)
-                        .map(|_| Some(url))
-                        .map_err(|e| e.to_string())
-                })
-                .map_err(|e| field("webhook_url", &e))
-                .ok(),
-        };
-        let bytes = form
-            .file
-            .into_vec()
+        // Carried to its end in a task of its own, even when the client goes away
+        // meanwhile (hyper drops a handler whose request was reset or whose connection
+        // closed): dropped half way, a whole upload would be lost after its body was
+        // read, or its stored CSV left with no request to own it.
+        tokio::spawn(receive(self.0.clone(), form))
             .await
-            .map_err(|e| ApiError::BadRequest(format!("could not read the file: {e}")))?;
-        let limits = CsvLimits {
-            max_rows: s.limits.max_rows,
-            max_urls_per_row: s.limits.max_urls_per_row,
-        };
-        // Parsing 100k rows is CPU work: keep it off the async threads.
-        let (bytes, parsed) = tokio::task::spawn_blocking(move || {
-            let parsed = csv::parse(&bytes, &limits);
-            (bytes, parsed)
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("the CSV parse did not finish: {e}")))?;
-        let (Some(quality), Some(max_bytes), Some(webhook_url), Some(reuse), Some(dry_run)) =
-            (quality, max_bytes, webhook_url, reuse, dry_run)
-        else {
-            return Err(ApiError::InvalidFields {
-                fields,
-                csv: parsed.err().unwrap_or_default(),
-            }
-            .into());
-        };
-        let parsed = parsed.map_err(ApiError::InvalidCsv)?;
-        let products = parsed.rows.len() as u64;
-        let images = parsed.image_count() as u64;
-
-        if dry_run {
-            return Ok(UploadResponse::Checked(Json(UploadAccepted {
-                request_id: None,
-                status: None,
-                status_url: None,
-                products,
-                images,
-            })));
-        }
-
-        let accepted = self
-            .0
-            .lifecycle
-            .accept(CheckedUpload {
-                csv: bytes,
-                parsed,
-                quality,
-                max_bytes,
-                webhook_url,
-                reuse,
-            })
-            .await?;
-        let id = accepted.id;
-        let status_url = self.0.status_url(id);
-        Ok(UploadResponse::Accepted(
-            Json(UploadAccepted {
-                request_id: Some(id.as_uuid()),
-                status: Some(RequestStatus::Pending),
-                status_url: Some(status_url.clone()),
-                products,
-                images,
-            }),
-            status_url,
-        ))
+            .map_err(|e| ApiError::Internal(format!("the upload did not finish: {e}")))?
     }
+}
+
+/// The upload's whole handling: the form read and checked, the CSV parsed, the
+/// request accepted.
+async fn receive(
+    state: Arc<AppState>,
+    form: UploadForm,
+) -> Result<UploadResponse, ProblemResponse> {
+    let s = &state.settings;
+    let max = s.limits.max_csv_bytes;
+    if form.file.size() as u64 > max {
+        return Err(ApiError::TooLarge { limit: max }.into());
+    }
+    // Every problem of the form is listed, the CSV's too: a bad field does not
+    // hide the file's problems from the same answer.
+    let mut fields = Vec::new();
+    let mut field = |name: &str, e: &dyn std::fmt::Display| {
+        fields.push(InvalidParam {
+            name: name.to_owned(),
+            reason: e.to_string(),
+        })
+    };
+    let quality = match form.quality.as_deref().map(str::trim) {
+        None | Some("") => Some(s.default_quality),
+        Some(q) => Quality::parse(q).map_err(|e| field("quality", &e)).ok(),
+    };
+    let max_bytes = match form.max_bytes.as_deref().map(str::trim) {
+        None | Some("") => Some(s.defaults.max_output_bytes),
+        Some(m) => MaxBytes::parse(m)
+            .map(Some)
+            .map_err(|e| field("max_bytes", &e))
+            .ok(),
+    };
+    let mut flag = |name: &str, given: Option<FormFlag>, default: bool| match given {
+        None | Some(FormFlag(Ok(None))) => Some(default),
+        Some(FormFlag(Ok(Some(value)))) => Some(value),
+        Some(FormFlag(Err(e))) => {
+            field(name, &e);
+            None
+        }
+    };
+    let reuse = flag("reuse", form.reuse, s.defaults.reuse);
+    let dry_run = flag("dry_run", form.dry_run, false);
+    let webhook_url = match form.webhook_url.as_deref().map(str::trim) {
+        None | Some("") => Some(None),
+        // A URL no delivery may ever reach (credentials, an IP literal in a
+        // refused range) is refused now rather than after a 202; a name is
+        // checked at each delivery, when it resolves.
+        Some(u) => csv::ImageUrl::parse(u)
+            .map_err(|e| e.to_string())
+            .and_then(|url| {
+                fetch::check_url(url.as_str(), &s.fetch.allow_private)
+                    .map(|_| Some(url))
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| field("webhook_url", &e))
+            .ok(),
+    };
+    let bytes = form
+        .file
+        .into_vec()
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("could not read the file: {e}")))?;
+    let limits = CsvLimits {
+        max_rows: s.limits.max_rows,
+        max_urls_per_row: s.limits.max_urls_per_row,
+    };
+    // Parsing 100k rows is CPU work: keep it off the async threads.
+    let (bytes, parsed) = tokio::task::spawn_blocking(move || {
+        let parsed = csv::parse(&bytes, &limits);
+        (bytes, parsed)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("the CSV parse did not finish: {e}")))?;
+    let (Some(quality), Some(max_bytes), Some(webhook_url), Some(reuse), Some(dry_run)) =
+        (quality, max_bytes, webhook_url, reuse, dry_run)
+    else {
+        return Err(ApiError::InvalidFields {
+            fields,
+            csv: parsed.err().unwrap_or_default(),
+        }
+        .into());
+    };
+    let parsed = parsed.map_err(ApiError::InvalidCsv)?;
+    let products = parsed.rows.len() as u64;
+    let images = parsed.image_count() as u64;
+
+    if dry_run {
+        return Ok(UploadResponse::Checked(Json(UploadAccepted {
+            request_id: None,
+            status: None,
+            status_url: None,
+            products,
+            images,
+        })));
+    }
+
+    let accepted = state
+        .lifecycle
+        .accept(CheckedUpload {
+            csv: bytes,
+            parsed,
+            quality,
+            max_bytes,
+            webhook_url,
+            reuse,
+        })
+        .await?;
+    let id = accepted.id;
+    let status_url = state.status_url(id);
+    Ok(UploadResponse::Accepted(
+        Json(UploadAccepted {
+            request_id: Some(id.as_uuid()),
+            status: Some(RequestStatus::Pending),
+            status_url: Some(status_url.clone()),
+            products,
+            images,
+        }),
+        status_url,
+    ))
 }

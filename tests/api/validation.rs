@@ -204,6 +204,51 @@ async fn not_multipart_or_no_file_is_a_400_problem() {
     let (code, body) = app.get_json("/status/not-a-uuid").await;
     assert_eq!(code, 404);
     assert_eq!(body["status"], 404);
+    // A method the path does not take: 405, saying which it does.
+    let id = "01939a00-0000-7000-8000-000000000000";
+    for (method, path, allow) in [
+        (reqwest::Method::DELETE, "/upload".to_owned(), "POST"),
+        (reqwest::Method::POST, format!("/status/{id}"), "GET, HEAD"),
+        (
+            reqwest::Method::GET,
+            format!("/requests/{id}/retry"),
+            "POST",
+        ),
+    ] {
+        let resp = app
+            .http
+            .request(method.clone(), format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 405, "{method} {path}");
+        assert_eq!(resp.headers()["allow"], allow, "{method} {path}");
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/problem+json",
+            "{method} {path}"
+        );
+    }
+    // Nor is a segment whose escapes are not UTF-8: no id, so nothing there.
+    for path in [
+        "/status/%FF",
+        "/requests/%C0/images",
+        "/files/%FF/0-0.jpg",
+        "/files/01939a00-0000-7000-8000-000000000000/%C0.jpg",
+    ] {
+        let resp = app
+            .http
+            .get(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404, "{path}");
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+    }
     let (code, _) = app
         .get_json("/status/01939a00-0000-7000-8000-000000000000")
         .await;
@@ -282,6 +327,79 @@ async fn dry_run_counts_without_storing() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(images.total_hits(), 0);
     assert!(files_under(&app.uploads()).is_empty());
+}
+
+/// A client that sends a whole upload and gives up at once does not leave its CSV
+/// stored without a request: the acceptance, which the server drops with the request
+/// (HTTP/2 resets the stream; the handler's future goes with it), runs to its end and
+/// the request is accepted all the same.
+#[tokio::test]
+async fn an_upload_whose_client_hangs_up_is_accepted_whole() {
+    // The API alone: nothing downloads the images, the acceptance is all there is.
+    let app = TestServer::start_cmd("api", Backend::Sqlite, &[])
+        .await
+        .expect("SQLite");
+    let mut csv = String::from("Serial Number,Product Name,Input Image Urls\n");
+    for i in 0..20_000 {
+        csv += &format!("{i},SKU{i},https://images.example.com/{i}.jpg\n");
+    }
+    let boundary = "pixbatch-test-boundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p.csv\"\r\n\
+         Content-Type: text/csv\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(csv.as_bytes());
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    // The body's last chunk taken says so; the request is then dropped (a reset).
+    let (sent, all_sent) = tokio::sync::oneshot::channel::<()>();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let signal = futures::stream::once(async move {
+        let _ = sent.send(());
+        Ok::<_, std::io::Error>(Vec::new())
+    });
+    let stream = futures::stream::iter(chunks).chain(signal);
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let request = h2
+        .post(format!("{}/upload", app.base))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(reqwest::Body::wrap_stream(stream))
+        .send();
+    let upload = tokio::spawn(request);
+    all_sent.await.expect("the whole body was taken");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    upload.abort();
+    drop(h2);
+
+    // The one CSV stored belongs to a request, once its acceptance is through.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let stored: Vec<String> = files_under(&app.uploads())
+            .iter()
+            .filter(|p| p.file_name().is_some_and(|n| n == "input.csv"))
+            .filter_map(|p| Some(p.parent()?.file_name()?.to_string_lossy().into_owned()))
+            .collect();
+        if let [id] = stored.as_slice() {
+            let (code, status) = app.get_json(&format!("/status/{id}")).await;
+            if code == 200 {
+                assert_eq!(status["progress"]["total"], 20_000, "{status}");
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stored: {stored:?}\n{}",
+            app.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// A NUL character is valid UTF-8 but cannot be stored in a PostgreSQL text column: it
