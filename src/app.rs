@@ -202,8 +202,11 @@ impl App {
         // Silent connections are closed (a client that sends half a request, or stops
         // reading an event stream, holds nothing for long), and an HTTP/2 connection
         // carries at most 100 requests at once (hyper's default is no limit).
-        let acceptor =
-            api::idle::IdleTimeout::new(self.acceptor, self.state.settings.server.idle_timeout);
+        let acceptor = api::idle::IdleTimeout::new(
+            self.acceptor,
+            self.state.settings.server.idle_timeout,
+            self.state.busy.clone(),
+        );
         let server =
             Server::new_with_acceptor(acceptor).http2_max_concurrent_streams(MAX_HTTP2_STREAMS);
         let board_stop = stopping.clone().cancelled_owned();
@@ -219,6 +222,7 @@ impl App {
             }
         };
         let stop = stopping.clone().cancelled_owned();
+        let uploads = self.state.uploads.clone();
         let served = async move {
             match role {
                 Role::Serve | Role::Api => {
@@ -250,6 +254,15 @@ impl App {
                 .await
         };
         let (served, worked, boarded) = tokio::join!(served, worked, boarded);
+        // An upload whose client went away is still being received: it finishes (or
+        // its CSV would be stored with no request), up to the shutdown timeout.
+        uploads.close();
+        if tokio::time::timeout(timeout, uploads.wait()).await.is_err() {
+            tracing::warn!(
+                left = uploads.len(),
+                "uploads still being received at shutdown"
+            );
+        }
         served?;
         if let Err(e) = boarded {
             tracing::warn!(error = %e, "dashboard stopped with an error");

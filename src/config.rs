@@ -266,9 +266,9 @@ pub struct ServerConfig {
     pub max_event_streams: u32,
 
     /// How long a connection to the API (or a worker's health listener) may go
-    /// without a byte either way before it is closed: a client that sends half a
-    /// request and stops, or stops reading an event stream, gives its connection (and
-    /// its stream's place) back. From 2 s to 1 h; event streams send a keep-alive
+    /// without a byte either way, while no request of it is being handled, before it
+    /// is closed: a client that sends half a request and stops gives its connection
+    /// back. From 2 s to 1 h; event streams send a keep-alive
     /// comment at half of it (at most every 15 s), so a reading client stays. Above
     /// the 90 s a reqwest client keeps an idle connection in its pool by default, so
     /// that such a client does not send a request down a connection being closed.
@@ -791,9 +791,6 @@ fn parse_time_limit(s: &str) -> Result<Duration, String> {
     parse_at_least(s, Duration::from_millis(100))
 }
 
-/// Parses `JOB_HEARTBEAT`: at least 1 s. The queue counts a worker's silence in whole
-/// seconds, so under half a second every heartbeat would take every other worker's
-/// running jobs as orphans.
 /// Parses a count limit (`MAX_ROWS`, `MAX_URLS_PER_ROW`): a whole number, at least 1
 /// (0 would refuse every upload).
 fn parse_count(s: &str) -> Result<usize, String> {
@@ -813,6 +810,9 @@ fn parse_idle_timeout(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Parses `JOB_HEARTBEAT`: at least 1 s. The queue counts a worker's silence in whole
+/// seconds, so under half a second every heartbeat would take every other worker's
+/// running jobs as orphans.
 fn parse_heartbeat(s: &str) -> Result<Duration, String> {
     parse_at_least(s, Duration::from_secs(1))
 }

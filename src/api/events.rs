@@ -21,6 +21,11 @@ use crate::{
     store::Db,
 };
 
+/// The longest a stream lasts; it then ends without its `status` event, as at a
+/// shutdown, and its client reconnects. A client that stopped reading but keeps its
+/// connection open is otherwise noticed only when the socket's buffers fill, which the
+/// keep-alive comments take days to do: this bounds how long it holds its place.
+const MAX_LIFETIME: Duration = Duration::from_secs(3600);
 /// How often the stream looks at the request.
 const POLL: Duration = Duration::from_millis(250);
 /// A comment line this often (or at half `HTTP_IDLE_TIMEOUT`, when that is sooner)
@@ -80,6 +85,7 @@ impl EventsApi {
         // client sees the connection end and may reconnect to another API process.
         let stream = progress(self.0.db.clone(), r.id)
             .take_until(self.0.stopping.clone().cancelled_owned())
+            .take_until(tokio::time::sleep(MAX_LIFETIME))
             .map(move |event| {
                 let _held = &permit;
                 event

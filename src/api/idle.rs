@@ -3,17 +3,25 @@
 //! client that sends half a request and stops keeps its connection, and its socket,
 //! for good. Here a connection with no byte read or written for `HTTP_IDLE_TIMEOUT`
 //! fails its IO instead, so hyper drops it: half a request, a keep-alive connection
-//! left idle, an event stream whose client stopped reading. Either direction counts
-//! (unlike a read timeout, which would end an event stream its client only reads).
+//! left idle, a response its client stopped reading once the socket's buffers are
+//! full. Either direction counts (unlike a read timeout, which would end an event
+//! stream its client only reads), and a connection whose request a handler is still
+//! working on is not silent, however long the handler takes ([`Busy`]).
 
 use std::{
+    collections::HashMap,
     io,
     pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
 
 use poem::{
+    Endpoint, IntoResponse, Request, Response,
     http::uri::Scheme,
     listener::Acceptor,
     web::{LocalAddr, RemoteAddr},
@@ -21,16 +29,54 @@ use poem::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// An acceptor whose connections end when no byte moves either way for `timeout`.
+/// Requests being handled, per open connection (by the peer's address, which is the
+/// connection's own while it is open): the acceptor registers each connection, the
+/// [`serving`] middleware counts its requests in and out.
+#[derive(Clone, Debug, Default)]
+pub struct Busy(Arc<Mutex<HashMap<String, Arc<AtomicUsize>>>>);
+
+impl Busy {
+    fn counter(&self, peer: &RemoteAddr) -> Option<Arc<AtomicUsize>> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&peer.to_string()).cloned()
+    }
+}
+
+/// Counts a request in for its connection while a handler works on it (its response's
+/// body, once handed over, moves bytes of its own).
+pub async fn serving<E: Endpoint>(ep: Arc<E>, req: Request, busy: Busy) -> poem::Result<Response> {
+    struct Out(Option<Arc<AtomicUsize>>);
+    impl Drop for Out {
+        fn drop(&mut self) {
+            if let Some(n) = &self.0 {
+                n.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+    let counter = busy.counter(req.remote_addr());
+    if let Some(n) = &counter {
+        n.fetch_add(1, Ordering::SeqCst);
+    }
+    let _out = Out(counter);
+    ep.call(req).await.map(IntoResponse::into_response)
+}
+
+/// An acceptor whose connections end when no byte moves either way for `timeout`
+/// while no request of theirs is being handled.
 pub struct IdleTimeout<A> {
     inner: A,
     timeout: Duration,
+    busy: Busy,
 }
 
 impl<A> IdleTimeout<A> {
-    /// Wraps `inner`.
-    pub fn new(inner: A, timeout: Duration) -> Self {
-        Self { inner, timeout }
+    /// Wraps `inner`; `busy` is the one the routes count requests in.
+    pub fn new(inner: A, timeout: Duration, busy: Busy) -> Self {
+        Self {
+            inner,
+            timeout,
+            busy,
+        }
     }
 }
 
@@ -43,10 +89,20 @@ impl<A: Acceptor> Acceptor for IdleTimeout<A> {
 
     async fn accept(&mut self) -> io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
         let (io, local, remote, scheme) = self.inner.accept().await?;
+        let key = remote.to_string();
+        let handling = Arc::new(AtomicUsize::new(0));
+        self.busy
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), handling.clone());
         let idle = Idle {
             inner: io,
             timeout: self.timeout,
             deadline: Box::pin(tokio::time::sleep(self.timeout)),
+            handling,
+            busy: self.busy.clone(),
+            key,
         };
         Ok((idle, local, remote, scheme))
     }
@@ -57,6 +113,22 @@ pub struct Idle<T> {
     inner: T,
     timeout: Duration,
     deadline: Pin<Box<Sleep>>,
+    /// Its requests a handler is working on.
+    handling: Arc<AtomicUsize>,
+    busy: Busy,
+    key: String,
+}
+
+impl<T> Drop for Idle<T> {
+    fn drop(&mut self) {
+        let mut map = self.busy.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map
+            .get(&self.key)
+            .is_some_and(|c| Arc::ptr_eq(c, &self.handling))
+        {
+            map.remove(&self.key);
+        }
+    }
 }
 
 impl<T> Idle<T> {
@@ -66,14 +138,20 @@ impl<T> Idle<T> {
         self.deadline.as_mut().reset(next);
     }
 
-    /// The inner IO is waiting: an error once the deadline has passed.
+    /// The inner IO is waiting: an error once the deadline has passed with no
+    /// request being handled (one that is renews it).
     fn waiting<R>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
-        match self.deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "no byte either way within HTTP_IDLE_TIMEOUT",
-            ))),
-            Poll::Pending => Poll::Pending,
+        loop {
+            match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) if self.handling.load(Ordering::SeqCst) > 0 => self.moved(),
+                Poll::Ready(()) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no byte either way within HTTP_IDLE_TIMEOUT",
+                    )));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 }

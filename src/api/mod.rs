@@ -26,7 +26,7 @@ use poem::{
 };
 use poem_openapi::{OpenApiService, Tags};
 use subtle::ConstantTimeEq;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use error::{ApiError, ProblemResponse};
 pub use events::ProgressEvent;
@@ -53,6 +53,11 @@ pub struct AppState {
     /// Cancelled when the process is asked to stop: long-lived answers (the event
     /// streams) end then, so the graceful shutdown does not wait them out.
     pub stopping: CancellationToken,
+    /// Uploads being received, each in a task of its own (so that a client going away
+    /// does not drop one half way); the server waits for them when it stops.
+    pub uploads: TaskTracker,
+    /// Requests being handled per connection, which the idle timeout waits for.
+    pub busy: idle::Busy,
     /// One permit per live event stream (`MAX_EVENT_STREAMS`), held while it runs.
     pub event_streams: Arc<tokio::sync::Semaphore>,
 }
@@ -69,6 +74,8 @@ impl AppState {
             settings,
             lifecycle,
             stopping: CancellationToken::new(),
+            uploads: TaskTracker::new(),
+            busy: idle::Busy::default(),
             event_streams: Arc::new(tokio::sync::Semaphore::new(streams)),
         })
     }
@@ -207,6 +214,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
     });
     let token = state.settings.server.api_token.clone().map(Arc::new);
     let max_csv = state.settings.limits.max_csv_bytes;
+    let busy = state.busy.clone();
     Route::new()
         .nest("/docs", ui)
         .at("/openapi.json", spec)
@@ -222,6 +230,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         .with(Tracing)
         .catch_all_error(|e| async move { error::problem_from_poem_error(e) })
         .around(move |ep, req| with_allow(ep, req, labels.clone()))
+        .around(move |ep, req| idle::serving(ep, req, busy.clone()))
 }
 
 /// A 405 says which methods its path takes (`Allow`, which RFC 9110 §15.5.6 requires;
@@ -246,6 +255,7 @@ async fn with_allow<E: Endpoint>(
 /// The side listener of `pixbatch worker`: `/healthz`, `/readyz` and `/metrics` only
 /// (the worker's own job metrics, and the shared queue depth).
 pub fn health_routes(state: Arc<AppState>) -> impl Endpoint {
+    let busy = state.busy.clone();
     let api = OpenApiService::new(
         (health::HealthApi(state.clone()), metrics::MetricsApi(state)),
         "pixbatch worker",
@@ -255,6 +265,7 @@ pub fn health_routes(state: Arc<AppState>) -> impl Endpoint {
         .nest("/", api)
         .with(Tracing)
         .catch_all_error(|e| async move { error::problem_from_poem_error(e) })
+        .around(move |ep, req| idle::serving(ep, req, busy.clone()))
 }
 
 /// Paths anyone may read, even when `API_TOKEN` is set (SPEC §1: health, docs and

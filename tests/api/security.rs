@@ -214,3 +214,31 @@ async fn silent_connections_are_closed_and_reading_streams_kept() {
         "closed after {waited:?}"
     );
 }
+
+/// A handler that takes longer than `HTTP_IDLE_TIMEOUT`, sending nothing meanwhile (the
+/// acceptance of a large upload), keeps its connection: it is busy, not silent, and
+/// its answer comes.
+#[tokio::test]
+async fn a_handler_slower_than_the_idle_timeout_still_answers() {
+    // The API alone: nothing downloads the images.
+    let app = TestServer::start_cmd(
+        "api",
+        crate::helpers::Backend::Sqlite,
+        &[("HTTP_IDLE_TIMEOUT", "2s")],
+    )
+    .await
+    .expect("SQLite");
+    let mut csv = String::from("Serial Number,Product Name,Input Image Urls\n");
+    for i in 0..100_000 {
+        csv += &format!("{i},SKU{i},https://images.example.com/{i}.jpg\n");
+    }
+    let started = std::time::Instant::now();
+    let (code, body) = app.upload(csv.as_bytes(), &[]).await;
+    assert_eq!(code, 202, "{body}\n{}", app.logs());
+    // Only a run where the acceptance outlasted the timeout tells (it does in a
+    // debug build on 2 cores): say how long it took.
+    eprintln!(
+        "accepting 100,000 rows took {:?} against an idle timeout of 2 s",
+        started.elapsed()
+    );
+}
