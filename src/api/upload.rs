@@ -160,7 +160,9 @@ impl UploadApi {
         // meanwhile (hyper drops a handler whose request was reset or whose connection
         // closed): dropped half way, a whole upload would be lost after its body was
         // read, or its stored CSV left with no request to own it.
-        tokio::spawn(receive(self.0.clone(), form))
+        self.0
+            .uploads
+            .spawn(receive(self.0.clone(), form))
             .await
             .map_err(|e| ApiError::Internal(format!("the upload did not finish: {e}")))?
     }
