@@ -562,7 +562,13 @@ fn highest_fitting(
                 (guess.max(f64::from(floor)) as u8).min(over.0 - 1)
             }
         };
-        if tries.count() >= MAX_TRIES + 4 {
+        // One try kept for the floor while it is untried (below).
+        let budget = if tries.done.contains_key(&floor) {
+            MAX_TRIES + 4
+        } else {
+            MAX_TRIES + 3
+        };
+        if tries.count() >= budget {
             break;
         }
         first = false;
@@ -1576,6 +1582,7 @@ mod tests {
                 "{cap}: q{} is not the highest",
                 c.quality
             );
+            assert!(c.tries <= MAX_TRIES + 4, "{cap}: {} tries", c.tries);
         }
         // Under the floor's size: a downscale, once the floor itself was tried.
         let mut tried = Vec::new();
@@ -1596,6 +1603,7 @@ mod tests {
             Searched::TooBig { .. }
         ));
         assert!(tried.contains(&30), "{tried:?}");
+        assert!(tried.len() as u32 <= MAX_TRIES + 4, "{tried:?}");
     }
 
     /// A fixed quality under the range's bottom with a cap: the cap search never goes

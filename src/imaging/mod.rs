@@ -435,13 +435,22 @@ pub fn transform_with(
         let decoded = decode::decode(input, format, (width, height), &opts.limits, &budget)?;
         check_time(&budget)?;
         let outcome = if searching {
-            // A JPEG's reference is the source as a viewer sees it, as on the direct
-            // path (the encoder's pixels have their chroma replicated, not interpolated).
-            let viewed = match (goal.target, too_big, format) {
-                (Some(_), None, Format::Jpeg) => decode::as_viewed(input, &budget)?,
+            // The metric's reference, when a target is searched for: for a JPEG, the
+            // source as a viewer sees it, as on the direct path (the encoder's pixels
+            // have their chroma replicated, not interpolated). That second decode is
+            // dropped once the reference (of at most the scored window) is taken.
+            let scorer = match (goal.target, too_big) {
+                (Some(_), None) => {
+                    let viewed = match format {
+                        Format::Jpeg => decode::as_viewed(input, &budget)?,
+                        _ => None,
+                    };
+                    let reference = viewed.as_ref().unwrap_or(&decoded.pixels);
+                    Some(adaptive::Scorer::from_pixels(reference)?)
+                }
                 _ => None,
             };
-            general_search(&decoded.pixels, viewed.as_ref(), goal, too_big, &budget)?
+            general_search(&decoded.pixels, scorer, goal, too_big, &budget)?
         } else {
             Outcome::fixed(
                 quality,
@@ -480,21 +489,16 @@ pub fn transform_with(
 
 /// The adaptive search on decoded pixels, then the downscale when even the lowest
 /// quality is over the cap (`too_big`: the direct path's search already found so).
-/// Tries are scored against `reference` when given (the source as a viewer sees it),
-/// else against `pixels`.
+/// Tries are scored with `scorer` (given when a target is searched for).
 fn general_search(
     pixels: &decode::Pixels,
-    reference: Option<&decode::Pixels>,
+    scorer: Option<adaptive::Scorer>,
     goal: adaptive::Goal,
     too_big: Option<u32>,
     budget: &Budget,
 ) -> Result<Outcome, ImagingError> {
     let mut tries = too_big.unwrap_or(0);
     if too_big.is_none() {
-        let scorer = match goal.target {
-            Some(_) => Some(adaptive::Scorer::from_pixels(reference.unwrap_or(pixels))?),
-            None => None,
-        };
         let score = |b: &[u8]| match &scorer {
             Some(s) => s.score(b, budget),
             None => Ok(f64::NAN),
