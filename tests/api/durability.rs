@@ -258,6 +258,18 @@ async fn cancel_stops_pending_images(backend: Backend) {
         )
         .await;
     wait_until_succeeded(&app, &id, 1).await;
+    // Cancelled as the next try's download starts: it is in flight for 400 ms, far
+    // from the moment it writes.
+    let hits = images.total_hits();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while images.total_hits() == hits {
+        assert!(
+            Instant::now() < deadline,
+            "no next download\n{}",
+            app.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let (code, _) = app.post_json(&format!("/requests/{id}/cancel")).await;
     assert_eq!(code, 202);
     let status = app.wait_final(&id, Duration::from_secs(10)).await;

@@ -329,10 +329,10 @@ async fn dry_run_counts_without_storing() {
     assert!(files_under(&app.uploads()).is_empty());
 }
 
-/// A client that sends a whole upload and gives up at once does not leave its CSV
-/// stored without a request: the acceptance, which the server drops with the request
-/// (HTTP/2 resets the stream; the handler's future goes with it), runs to its end and
-/// the request is accepted all the same.
+/// A client that sends a whole upload and gives up while it is being accepted does not
+/// leave its CSV stored without a request: the acceptance, which the server would drop
+/// with the request (HTTP/2 resets the stream; the handler's future goes with it),
+/// runs to its end and the request is accepted all the same.
 #[tokio::test]
 async fn an_upload_whose_client_hangs_up_is_accepted_whole() {
     // The API alone: nothing downloads the images, the acceptance is all there is.
@@ -374,7 +374,21 @@ async fn an_upload_whose_client_hangs_up_is_accepted_whole() {
         .send();
     let upload = tokio::spawn(request);
     all_sent.await.expect("the whole body was taken");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Reset once the acceptance is under way: its CSV is stored first, its rows then.
+    let csv_stored = || {
+        files_under(&app.uploads())
+            .iter()
+            .any(|p| p.file_name().is_some_and(|n| n == "input.csv"))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !csv_stored() {
+        assert!(std::time::Instant::now() < deadline, "{}", app.logs());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        !upload.is_finished(),
+        "answered before the reset: nothing to tell"
+    );
     upload.abort();
     drop(h2);
 
