@@ -339,8 +339,34 @@ async fn an_upload_whose_client_hangs_up_is_accepted_whole() {
     let app = TestServer::start_cmd("api", Backend::Sqlite, &[])
         .await
         .expect("SQLite");
+    send_then_reset(&app, 20_000).await;
+    assert_the_csv_has_its_request(&app, 20_000).await;
+}
+
+/// The same upload, its client gone, then the process asked to stop: it waits for the
+/// upload to be accepted (up to `SHUTDOWN_TIMEOUT`) rather than drop it half way, its
+/// CSV stored and its rows not.
+#[tokio::test]
+async fn a_stop_waits_for_an_upload_whose_client_hung_up() {
+    let mut app = TestServer::start_cmd("api", Backend::Sqlite, &[])
+        .await
+        .expect("SQLite");
+    send_then_reset(&app, 100_000).await;
+    let exit = app.terminate(Duration::from_secs(60)).await;
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "{exit:?}\n{}",
+        app.logs()
+    );
+    app.restart().await;
+    assert_the_csv_has_its_request(&app, 100_000).await;
+}
+
+/// Sends an upload of `rows` rows over HTTP/2 and resets it once the server is
+/// accepting it (its CSV is stored first, its rows then), before the answer.
+async fn send_then_reset(app: &TestServer, rows: usize) {
     let mut csv = String::from("Serial Number,Product Name,Input Image Urls\n");
-    for i in 0..20_000 {
+    for i in 0..rows {
         csv += &format!("{i},SKU{i},https://images.example.com/{i}.jpg\n");
     }
     let boundary = "pixbatch-test-boundary";
@@ -351,15 +377,8 @@ async fn an_upload_whose_client_hangs_up_is_accepted_whole() {
     .into_bytes();
     body.extend_from_slice(csv.as_bytes());
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    // The body's last chunk taken says so; the request is then dropped (a reset).
-    let (sent, all_sent) = tokio::sync::oneshot::channel::<()>();
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         body.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
-    let signal = futures::stream::once(async move {
-        let _ = sent.send(());
-        Ok::<_, std::io::Error>(Vec::new())
-    });
-    let stream = futures::stream::iter(chunks).chain(signal);
     let h2 = reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()
@@ -370,11 +389,9 @@ async fn an_upload_whose_client_hangs_up_is_accepted_whole() {
             "content-type",
             format!("multipart/form-data; boundary={boundary}"),
         )
-        .body(reqwest::Body::wrap_stream(stream))
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
         .send();
     let upload = tokio::spawn(request);
-    all_sent.await.expect("the whole body was taken");
-    // Reset once the acceptance is under way: its CSV is stored first, its rows then.
     let csv_stored = || {
         files_under(&app.uploads())
             .iter()
@@ -391,8 +408,11 @@ async fn an_upload_whose_client_hangs_up_is_accepted_whole() {
     );
     upload.abort();
     drop(h2);
+}
 
-    // The one CSV stored belongs to a request, once its acceptance is through.
+/// The one CSV stored belongs to a request of `rows` images, once its acceptance is
+/// through.
+async fn assert_the_csv_has_its_request(app: &TestServer, rows: usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let stored: Vec<String> = files_under(&app.uploads())
@@ -403,7 +423,7 @@ async fn an_upload_whose_client_hangs_up_is_accepted_whole() {
         if let [id] = stored.as_slice() {
             let (code, status) = app.get_json(&format!("/status/{id}")).await;
             if code == 200 {
-                assert_eq!(status["progress"]["total"], 20_000, "{status}");
+                assert_eq!(status["progress"]["total"], rows, "{status}");
                 break;
             }
         }
