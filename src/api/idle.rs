@@ -36,9 +36,28 @@ use tokio::time::{Instant, Sleep};
 pub struct Busy(Arc<Mutex<HashMap<String, Arc<AtomicUsize>>>>);
 
 impl Busy {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<AtomicUsize>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The count of the connection from `peer`, if it is open.
     fn counter(&self, peer: &RemoteAddr) -> Option<Arc<AtomicUsize>> {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&peer.to_string()).cloned()
+        self.map().get(&peer.to_string()).cloned()
+    }
+
+    /// A new connection from `key`: its count, from zero.
+    fn register(&self, key: &str) -> Arc<AtomicUsize> {
+        let handling = Arc::new(AtomicUsize::new(0));
+        self.map().insert(key.to_owned(), handling.clone());
+        handling
+    }
+
+    /// The connection from `key` closed (unless another took its place meanwhile).
+    fn release(&self, key: &str, handling: &Arc<AtomicUsize>) {
+        let mut map = self.map();
+        if map.get(key).is_some_and(|c| Arc::ptr_eq(c, handling)) {
+            map.remove(key);
+        }
     }
 }
 
@@ -90,12 +109,7 @@ impl<A: Acceptor> Acceptor for IdleTimeout<A> {
     async fn accept(&mut self) -> io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
         let (io, local, remote, scheme) = self.inner.accept().await?;
         let key = remote.to_string();
-        let handling = Arc::new(AtomicUsize::new(0));
-        self.busy
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone(), handling.clone());
+        let handling = self.busy.register(&key);
         let idle = Idle {
             inner: io,
             timeout: self.timeout,
@@ -121,13 +135,7 @@ pub struct Idle<T> {
 
 impl<T> Drop for Idle<T> {
     fn drop(&mut self) {
-        let mut map = self.busy.0.lock().unwrap_or_else(|e| e.into_inner());
-        if map
-            .get(&self.key)
-            .is_some_and(|c| Arc::ptr_eq(c, &self.handling))
-        {
-            map.remove(&self.key);
-        }
+        self.busy.release(&self.key, &self.handling);
     }
 }
 
@@ -136,6 +144,25 @@ impl<T> Idle<T> {
     fn moved(&mut self) {
         let next = Instant::now() + self.timeout;
         self.deadline.as_mut().reset(next);
+    }
+
+    /// What a write of the inner IO came to: bytes written renew the deadline, a
+    /// write waiting is held to it.
+    fn wrote(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match written {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.moved();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => self.waiting(cx),
+        }
     }
 
     /// The inner IO is waiting: an error once the deadline has passed with no
@@ -182,16 +209,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Idle<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    self.moved();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => self.waiting(cx),
-        }
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(cx, written)
     }
 
     fn poll_write_vectored(
@@ -199,16 +218,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Idle<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    self.moved();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => self.waiting(cx),
-        }
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -368,6 +368,17 @@ impl Tries<'_> {
         Ok(Some((len, score)))
     }
 
+    /// The size of the encode at `q`, `u64::MAX` when the encoder declines (never
+    /// under a cap).
+    fn size(&mut self, q: u8) -> Result<u64, ImagingError> {
+        Ok(self.at(q)?.map_or(u64::MAX, |(len, _)| len))
+    }
+
+    /// The size of the encode at `q`, if it was made.
+    fn made_size(&self, q: u8) -> Option<u64> {
+        self.done.get(&q).map(|(e, _)| e.bytes.len() as u64)
+    }
+
     fn count(&self) -> u32 {
         self.done.len() as u32
     }
@@ -530,13 +541,12 @@ fn highest_fitting(
         return Ok(None);
     }
     let ln = |b: u64| (b.max(1) as f64).ln();
-    let len_at = |tries: &Tries<'_>, q: u8| tries.done.get(&q).map(|(e, _)| e.bytes.len() as u64);
     // The highest tried quality that fits, and the lowest tried above it that is over.
     let mut fits: Option<(u8, u64)> = (floor..upper)
         .rev()
-        .find_map(|q| len_at(tries, q).filter(|&l| l <= cap).map(|l| (q, l)));
+        .find_map(|q| tries.made_size(q).filter(|&l| l <= cap).map(|l| (q, l)));
     let mut over = (fits.map_or(floor, |(q, _)| q + 1)..=upper)
-        .find_map(|q| len_at(tries, q).filter(|&l| l > cap).map(|l| (q, l)))
+        .find_map(|q| tries.made_size(q).filter(|&l| l > cap).map(|l| (q, l)))
         .unwrap_or((upper, u64::MAX));
     let mut first = true;
     loop {
@@ -572,7 +582,7 @@ fn highest_fitting(
             break;
         }
         first = false;
-        let len = tries.at(next)?.map_or(u64::MAX, |(l, _)| l);
+        let len = tries.size(next)?;
         if len <= cap {
             fits = Some((next, len));
         } else {
@@ -582,7 +592,7 @@ fn highest_fitting(
     if fits.is_none() && !tries.done.contains_key(&floor) {
         // Out of tries before the floor: try it, rather than downscale an image whose
         // full size may fit.
-        let len = tries.at(floor)?.map_or(u64::MAX, |(l, _)| l);
+        let len = tries.size(floor)?;
         if len <= cap {
             fits = Some((floor, len));
         }

@@ -195,19 +195,34 @@ impl Db {
             .rows_affected()
         });
         if changed == 1 {
-            with_tx!(tx, c => {
-                sqlx::query(
-                    "insert into webhook_attempts (event_id, attempted_at, http_status, error, duration_ms)
-                     values ($1, $2, null, $3, 0)",
-                )
-                .bind(id.as_str())
-                .bind(now)
-                .bind(why)
-                .execute(&mut *c)
-                .await?;
-            });
+            Self::log_attempt(tx, id, now, None, Some(why), 0).await?;
         }
         Ok(changed == 1)
+    }
+
+    /// One line of an event's delivery log.
+    async fn log_attempt(
+        tx: &mut Tx,
+        id: &EventId,
+        at: DateTime<Utc>,
+        http_status: Option<u16>,
+        error: Option<&str>,
+        duration_ms: i64,
+    ) -> Result<(), StoreError> {
+        with_tx!(tx, c => {
+            sqlx::query(
+                "insert into webhook_attempts (event_id, attempted_at, http_status, error, duration_ms)
+                 values ($1, $2, $3, $4, $5)",
+            )
+            .bind(id.as_str())
+            .bind(at)
+            .bind(http_status.map(i64::from))
+            .bind(error)
+            .bind(duration_ms)
+            .execute(&mut *c)
+            .await?;
+        });
+        Ok(())
     }
 
     /// The time a delivery try is signed with: the database's clock, shared by every
@@ -360,19 +375,7 @@ impl Db {
             .await?
             .rows_affected()
         });
-        with_tx!(tx, c => {
-            sqlx::query(
-                "insert into webhook_attempts (event_id, attempted_at, http_status, error, duration_ms)
-                 values ($1, $2, $3, $4, $5)",
-            )
-            .bind(id.as_str())
-            .bind(now)
-            .bind(http_status.map(i64::from))
-            .bind(error)
-            .bind(duration_ms)
-            .execute(&mut *c)
-            .await?;
-        });
+        Self::log_attempt(tx, id, now, http_status, error, duration_ms).await?;
         Ok(changed > 0)
     }
 }

@@ -3,7 +3,9 @@
 //! the redeliveries and late finishes that the guarded updates exist for.
 
 use pixbatch::{
-    domain::{Failure, FailureCode, ImageRef, ImageState, RequestId, RequestStatus},
+    domain::{
+        EventId, EventState, Failure, FailureCode, ImageRef, ImageState, RequestId, RequestStatus,
+    },
     imaging::Quality,
     store::{
         DEAD_ROWS, Db, FinishedBatch, ImageFinish, ImageOutcomeUpdate, ImageRecord, NewImage,
@@ -544,14 +546,8 @@ async fn retry_failed_starts_a_new_run(backend: Backend) {
     assert_eq!(request(db, cancelled).await.run, 1);
 }
 
-/// An event belongs to the run that wrote it: once the request is retried, it is not
-/// redelivered, and its failing tries learn of the newer run.
-async fn an_event_is_of_its_run(backend: Backend) {
-    use pixbatch::domain::{EventId, EventState};
-    let Some(test) = TestDb::open(backend).await else {
-        return;
-    };
-    let db = &test.db;
+/// A request of two images, one stored and one failed (so that a retry has work).
+async fn one_stored_one_failed(db: &Db) -> RequestId {
     let id = insert(db, &[&["http://x/a", "http://x/b"]]).await;
     finish(
         db,
@@ -561,19 +557,36 @@ async fn an_event_is_of_its_run(backend: Backend) {
         ],
     )
     .await;
-    let event = EventId::of_run(id, 1);
+    id
+}
+
+/// Finalises `run` of the request and writes its webhook event, as a completion does.
+async fn finalize_with_event(db: &Db, id: RequestId, run: i64) -> EventId {
+    let event = EventId::of_run(id, run);
     let mut tx = db.begin_write().await.unwrap();
+    let key = format!("outputs/{id}/{run}.csv");
     assert!(
-        Db::finalize_request(&mut tx, id, 1, "k")
+        Db::finalize_request(&mut tx, id, run, &key)
             .await
             .unwrap()
             .is_some()
     );
-    Db::insert_event(&mut tx, &event, id, 1, "http://hook", "{}")
+    Db::insert_event(&mut tx, &event, id, run, "http://hook", "{}")
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    let event = &event;
+    event
+}
+
+/// An event belongs to the run that wrote it: once the request is retried, it is not
+/// redelivered, and its failing tries learn of the newer run.
+async fn an_event_is_of_its_run(backend: Backend) {
+    let Some(test) = TestDb::open(backend).await else {
+        return;
+    };
+    let db = &test.db;
+    let id = one_stored_one_failed(db).await;
+    let event = &finalize_with_event(db, id, 1).await;
     let redeliver = || async {
         let mut tx = db.begin_write().await.unwrap();
         let again = Db::redeliver(&mut tx, event).await.unwrap();
@@ -617,43 +630,18 @@ async fn an_event_is_of_its_run(backend: Backend) {
 /// own is given up before it is sent (its log says why), and the latest event is the
 /// latest run's however the workers' clocks stamped them.
 async fn an_event_outrun_by_a_newer_runs_event_is_given_up(backend: Backend) {
-    use pixbatch::domain::{EventId, EventState};
     let Some(test) = TestDb::open(backend).await else {
         return;
     };
     let db = &test.db;
-    let id = insert(db, &[&["http://x/a", "http://x/b"]]).await;
-    finish(
-        db,
-        &[
-            item(id, &[(0, 0)], stored(None)),
-            item(id, &[(0, 1)], failed("404")),
-        ],
-    )
-    .await;
-    let write_event = |run: i64| async move {
-        let event = EventId::of_run(id, run);
-        let mut tx = db.begin_write().await.unwrap();
-        let key = format!("outputs/{id}/{run}.csv");
-        assert!(
-            Db::finalize_request(&mut tx, id, run, &key)
-                .await
-                .unwrap()
-                .is_some()
-        );
-        Db::insert_event(&mut tx, &event, id, run, "http://hook", "{}")
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-        event
-    };
-    let first = write_event(1).await;
+    let id = one_stored_one_failed(db).await;
+    let first = finalize_with_event(db, id, 1).await;
     assert_eq!(db.newer_event_run(&first).await.unwrap(), None);
     assert_eq!(retry_failed(db, id).await.map(|(run, _)| run), Some(2));
     // Not yet: the new run has no event, and the old one goes out ahead of it.
     assert_eq!(db.newer_event_run(&first).await.unwrap(), None);
     finish(db, &[item_in(2, id, &[(0, 1)], stored(None))]).await;
-    let second = write_event(2).await;
+    let second = finalize_with_event(db, id, 2).await;
     // The first event's worker had a clock five minutes fast.
     let later = chrono::Utc::now() + chrono::Duration::minutes(5);
     let sql = "update webhook_events set created_at = $1 where id = $2";
