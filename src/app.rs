@@ -246,7 +246,7 @@ impl App {
                 return Ok(());
             }
             tokio::spawn(jobs::tidy::run(tidy_db, tidy_retention, tidy_stop));
-            jobs::monitor(self.jobs, role.as_str())
+            jobs::monitor(self.jobs, role.as_str(), &stopping)
                 .run_with_signal(async move {
                     stopping.cancelled().await;
                     Ok(())

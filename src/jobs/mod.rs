@@ -15,6 +15,7 @@
 mod backoff;
 mod complete;
 mod deliver;
+mod drain;
 mod image;
 mod outcome;
 mod poll;
@@ -28,8 +29,10 @@ use std::{
 use apalis::prelude::*;
 use apalis_postgres::PostgresStorage;
 use apalis_sqlite::SqliteStorage;
+use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
+use drain::Drained;
 pub use outcome::TryError;
 
 use crate::{
@@ -177,24 +180,24 @@ macro_rules! paced {
 /// (A macro rather than a function: each backend's storage is its own type, and the
 /// worker built on it another; the `@on` arm is the one body both arms expand.)
 macro_rules! register {
-    ($monitor:expr, $queue:expr, $name:expr, $concurrency:expr, $ctx:expr, $poll:expr, $handler:path) => {{
-        let (name, ctx, poll) = ($name, $ctx, $poll);
+    ($monitor:expr, $queue:expr, $name:expr, $concurrency:expr, $ctx:expr, $poll:expr, $stopping:expr, $handler:path) => {{
+        let (name, ctx, poll, stopping) = ($name, $ctx, $poll, $stopping.clone());
         let pacer = Pacer::default();
         match $queue {
             Queue::Sqlite(s) => {
-                register!(@on $monitor, s, name, $concurrency, ctx, poll, pacer, $handler)
+                register!(@on $monitor, s, name, $concurrency, ctx, poll, stopping, pacer, $handler)
             }
             Queue::Postgres(s) => {
-                register!(@on $monitor, s, name, $concurrency, ctx, poll, pacer, $handler)
+                register!(@on $monitor, s, name, $concurrency, ctx, poll, stopping, pacer, $handler)
             }
         }
     }};
-    (@on $monitor:expr, $storage:ident, $name:ident, $concurrency:expr, $ctx:ident, $poll:ident, $pacer:ident, $handler:path) => {
+    (@on $monitor:expr, $storage:ident, $name:ident, $concurrency:expr, $ctx:ident, $poll:ident, $stopping:ident, $pacer:ident, $handler:path) => {
         $monitor.register(move |restarts| {
             let pause = $pacer.pause(restarts, Instant::now());
             let polled = $storage.clone().poll_with_strategy(poll::Tick::new($poll));
             WorkerBuilder::new(restarted(&$name, restarts))
-                .backend(paced!(polled, pause))
+                .backend(Drained::new(paced!(polled, pause), $stopping.clone()))
                 .concurrency($concurrency)
                 .data($ctx.clone())
                 .build($handler)
@@ -209,8 +212,9 @@ macro_rules! register {
 /// merchants' webhooks went out only at 24 a minute.
 const DELIVERY_CONCURRENCY: usize = 32;
 
-/// Builds the monitor running the three workers of this process.
-pub fn monitor(ctx: Arc<JobContext>, role: &str) -> Monitor {
+/// Builds the monitor running the three workers of this process; their queues wind
+/// down as soon as `stopping` is cancelled (see [`drain`]).
+pub fn monitor(ctx: Arc<JobContext>, role: &str, stopping: &CancellationToken) -> Monitor {
     let settings = &ctx.settings;
     let poll = settings.jobs.poll_interval;
     let concurrency = settings.jobs.worker_concurrency;
@@ -226,6 +230,7 @@ pub fn monitor(ctx: Arc<JobContext>, role: &str) -> Monitor {
         concurrency,
         ctx.clone(),
         poll,
+        stopping,
         image::handle
     );
     let monitor = register!(
@@ -235,6 +240,7 @@ pub fn monitor(ctx: Arc<JobContext>, role: &str) -> Monitor {
         2,
         ctx.clone(),
         poll,
+        stopping,
         complete::handle
     );
     let monitor = register!(
@@ -244,6 +250,7 @@ pub fn monitor(ctx: Arc<JobContext>, role: &str) -> Monitor {
         DELIVERY_CONCURRENCY,
         ctx.clone(),
         poll,
+        stopping,
         deliver::handle
     );
     // A worker stops when the queue fails it (a database error while fetching, e.g.

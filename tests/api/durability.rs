@@ -147,7 +147,12 @@ async fn sigterm_mid_run_finishes_in_flight_images_and_a_restart_completes(backe
     let after = api.images(&id).await;
     for img in &after {
         if started.contains(&path_of(img)) {
-            assert_eq!(img["state"], "succeeded", "in flight at SIGTERM: {img}");
+            assert_eq!(
+                img["state"],
+                "succeeded",
+                "in flight at SIGTERM: {img}\n{}",
+                app.logs()
+            );
         } else {
             assert!(
                 img["state"] == "succeeded" || img["state"] == "pending",
@@ -162,6 +167,70 @@ async fn sigterm_mid_run_finishes_in_flight_images_and_a_restart_completes(backe
     drop(api);
     app.restart().await;
     assert_complete_once(&app, &id, n).await;
+}
+
+/// A SIGTERM that finds the queue's own database work in flight (here a fetch for
+/// the free slot, held up by a write lock the test takes) still lets the image in
+/// flight record its outcome. apalis polls no backend while its worker drains, so
+/// such a fetch kept SQLite's one write connection, inside its transaction, and the
+/// image waited for it until the shutdown timeout cut it off: downloaded, encoded and
+/// stored, but never recorded.
+#[tokio::test]
+async fn a_drain_is_not_held_up_by_the_queues_own_work_in_flight() {
+    use sqlx::Connection;
+    let images = ImageServer::start().await;
+    let mut app = TestServer::start(&[("WORKER_CONCURRENCY", "2")]).await;
+    let path = "/slow/1500/a/small_picos.jpg";
+    let csv = format!(
+        "Serial Number,Product Name,Input Image Urls\n1,A,{}\n",
+        images.url(path)
+    );
+    let id = app.accepted(csv.as_bytes(), &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while images.hits(path) == 0 {
+        assert!(Instant::now() < deadline, "never fetched\n{}", app.logs());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut lock = sqlx::SqliteConnection::connect(&format!(
+        "sqlite://{}/pixbatch.db",
+        app.dir.path().display()
+    ))
+    .await
+    .expect("the test's own connection");
+    sqlx::query("begin immediate")
+        .execute(&mut lock)
+        .await
+        .expect("write lock");
+    // The worker looks for a job for its free slot every 50 ms: its fetch now waits
+    // on the lock, and is in flight when the signal comes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = app.pid().expect("running").to_string();
+    let asked = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sqlx::query("rollback")
+        .execute(&mut lock)
+        .await
+        .expect("release");
+    drop(lock);
+    let status = app
+        .terminate(Duration::from_secs(20))
+        .await
+        .expect("exited");
+    assert!(status.success(), "{status}\n{}", app.logs());
+    let took = asked.elapsed();
+    let api = app.join("api", &[]).await;
+    let after = api.images(&id).await;
+    assert_eq!(after[0]["state"], "succeeded", "{after:?}\n{}", app.logs());
+    // Well before SHUTDOWN_TIMEOUT (10 s), which cut the image off.
+    assert!(
+        took < Duration::from_secs(8),
+        "took {took:?}\n{}",
+        app.logs()
+    );
 }
 
 async fn retry_reruns_only_the_failed_images(backend: Backend) {
