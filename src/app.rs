@@ -222,6 +222,7 @@ impl App {
             }
         };
         let stop = stopping.clone().cancelled_owned();
+        let uploads_stop = stopping.clone().cancelled_owned();
         let uploads = self.state.uploads.clone();
         let served = async move {
             match role {
@@ -253,16 +254,20 @@ impl App {
                 })
                 .await
         };
-        let (served, worked, boarded) = tokio::join!(served, worked, boarded);
         // An upload whose client went away is still being received: it finishes (or
-        // its CSV would be stored with no request), up to the shutdown timeout.
-        uploads.close();
-        if tokio::time::timeout(timeout, uploads.wait()).await.is_err() {
-            tracing::warn!(
-                left = uploads.len(),
-                "uploads still being received at shutdown"
-            );
-        }
+        // its CSV would be stored with no request), up to the shutdown timeout counted,
+        // like the others, from the signal (after the rest, it could double the stop).
+        let received = async move {
+            uploads_stop.await;
+            uploads.close();
+            if tokio::time::timeout(timeout, uploads.wait()).await.is_err() {
+                tracing::warn!(
+                    left = uploads.len(),
+                    "uploads still being received at shutdown"
+                );
+            }
+        };
+        let (served, worked, boarded, ()) = tokio::join!(served, worked, boarded, received);
         served?;
         if let Err(e) = boarded {
             tracing::warn!(error = %e, "dashboard stopped with an error");

@@ -362,6 +362,78 @@ async fn a_stop_waits_for_an_upload_whose_client_hung_up() {
     assert_the_csv_has_its_request(&app, 100_000).await;
 }
 
+/// A stop takes `SHUTDOWN_TIMEOUT` from the signal once, also with an upload that
+/// outlasts it (here waiting for a write lock the test holds): the wait for uploads
+/// counts from the signal like the server's own, instead of starting after it and
+/// doubling the stop.
+#[tokio::test]
+async fn a_stop_with_an_upload_stuck_takes_the_shutdown_timeout_once() {
+    use sqlx::Connection;
+    let mut app = TestServer::start_cmd("api", Backend::Sqlite, &[("SHUTDOWN_TIMEOUT", "4s")])
+        .await
+        .expect("SQLite");
+    let mut lock = sqlx::SqliteConnection::connect(&format!(
+        "sqlite://{}/pixbatch.db",
+        app.dir.path().display()
+    ))
+    .await
+    .expect("the test's own connection");
+    sqlx::query("begin immediate")
+        .execute(&mut lock)
+        .await
+        .expect("write lock");
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(
+            b"Serial Number,Product Name,Input Image Urls\n1,A,https://images.example.com/a.jpg\n"
+                .to_vec(),
+        )
+        .file_name("p.csv"),
+    );
+    let request = reqwest::Client::new()
+        .post(format!("{}/upload", app.base))
+        .multipart(form)
+        .send();
+    let upload = tokio::spawn(request);
+    let csv_stored = || {
+        files_under(&app.uploads())
+            .iter()
+            .any(|p| p.file_name().is_some_and(|n| n == "input.csv"))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !csv_stored() {
+        assert!(std::time::Instant::now() < deadline, "{}", app.logs());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Its transaction now waits for the lock.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let asked = std::time::Instant::now();
+    let exit = app.terminate(Duration::from_secs(30)).await;
+    let took = asked.elapsed();
+    sqlx::query("rollback")
+        .execute(&mut lock)
+        .await
+        .expect("release");
+    upload.abort();
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "{exit:?}\n{}",
+        app.logs()
+    );
+    assert!(
+        app.logs()
+            .contains("uploads still being received at shutdown"),
+        "{}",
+        app.logs()
+    );
+    // 4 s, not 4 + 4.
+    assert!(
+        took < Duration::from_millis(6500),
+        "took {took:?}\n{}",
+        app.logs()
+    );
+}
+
 /// Sends an upload of `rows` rows over HTTP/2 and resets it once the server is
 /// accepting it (its CSV is stored first, its rows then), before the answer.
 async fn send_then_reset(app: &TestServer, rows: usize) {
