@@ -14,13 +14,14 @@
 //! acknowledgement runs to its end, jobs fetched but not started go back to the queue,
 //! and acknowledgements of jobs that finish during the drain are written as they come.
 //! When apalis closes the backend itself, after the drain, the task stops.
+//!
+//! It also holds back a queue error until the worker's jobs in flight are done (see
+//! [`Drained::hold`]).
 
 use std::{
-    sync::{
-        Arc, Mutex, MutexGuard,
-        atomic::{AtomicBool, Ordering},
-    },
-    task::{Context, Poll, Waker},
+    future::poll_fn,
+    sync::{Arc, Mutex, MutexGuard},
+    task::{Context, Poll},
     time::Duration,
 };
 
@@ -28,21 +29,33 @@ use apalis::prelude::{Backend, WorkerContext};
 use apalis_core::backend::{BackendConfig, WireFormatBackend};
 use tokio_util::sync::CancellationToken;
 
-/// How often the wind-down is driven during a drain. It is polled, not woken: apalis
-/// itself polls the backend again at the end, with its own waker, which would take
-/// the place of one we registered.
+/// How long the driving task waits before it looks for acknowledgements again once
+/// nothing is in flight, and at most for a step in flight (apalis' own last poll takes
+/// the place of the task's waker).
 const DRIVE_EVERY: Duration = Duration::from_millis(20);
 
 /// A backend whose wind-down starts when its worker starts draining, not after.
-pub(crate) struct Drained<B: BackendConfig + WireFormatBackend> {
-    inner: Arc<Mutex<B>>,
+pub(crate) struct Drained<B: Backend + BackendConfig + WireFormatBackend> {
+    shared: Arc<Mutex<Shared<B>>>,
     /// The inner backend's, copied: apalis borrows them, which a lock cannot lend.
     config: B::Config,
     codec: B::Codec,
     stopping: CancellationToken,
-    /// Set once apalis closes the backend itself: the driving task has no more to do.
-    closed: Arc<AtomicBool>,
     driving: bool,
+    /// A queue error (a fetch, a heartbeat or an acknowledgement the database refused),
+    /// held until the jobs in flight are done; see [`Drained::hold`].
+    failure: Option<B::Error>,
+}
+
+/// The backend and who winds it down, behind one lock so that the driving task and
+/// apalis never poll it at once, and the task never after apalis has begun.
+struct Shared<B> {
+    backend: B,
+    /// apalis has begun closing the backend itself: the driving task stops.
+    closed: bool,
+    /// A step of the wind-down failed (logged): the backend is not polled again, since
+    /// it still holds that step's finished future, and polling that again panics.
+    failed: bool,
 }
 
 impl<B> Drained<B>
@@ -57,15 +70,26 @@ where
         Self {
             config: inner.config().clone(),
             codec: inner.codec().clone(),
-            inner: Arc::new(Mutex::new(inner)),
+            shared: Arc::new(Mutex::new(Shared {
+                backend: inner,
+                closed: false,
+                failed: false,
+            })),
             stopping,
-            closed: Arc::new(AtomicBool::new(false)),
             driving: false,
+            failure: None,
         }
     }
 
-    fn inner(&self) -> MutexGuard<'_, B> {
-        lock(&self.inner)
+    /// Holds a queue error instead of handing it to apalis at once: apalis ends a
+    /// worker on its first error and starts a new one, dropping the jobs in flight
+    /// (their downloads thrown away, their rows left locked by the old worker until a
+    /// takeover, 60 s by default, runs them again). Held, the error ends the fetching
+    /// only: the worker drains as if stopping, its jobs finish and are recorded, and
+    /// apalis gets the error when it closes the backend, then restarts the worker.
+    fn hold(&mut self, e: B::Error, worker: &WorkerContext) {
+        tracing::warn!(worker = worker.name(), error = %e, "the queue failed; the jobs in flight finish, then the worker restarts");
+        self.failure.get_or_insert(e);
     }
 
     /// Starts the task that drives the wind-down, once, with the worker's context.
@@ -74,11 +98,10 @@ where
             return;
         }
         self.driving = true;
-        let (inner, worker, stopping, closed) = (
-            Arc::downgrade(&self.inner),
+        let (shared, worker, stopping) = (
+            Arc::downgrade(&self.shared),
             worker.clone(),
             self.stopping.clone(),
-            self.closed.clone(),
         );
         tokio::spawn(async move {
             // A worker restarted after a queue error drops its backend: then there is
@@ -87,39 +110,57 @@ where
                 tokio::select! {
                     () = stopping.cancelled() => break,
                     () = tokio::time::sleep(Duration::from_secs(1)) => {
-                        if inner.strong_count() == 0 {
+                        if shared.strong_count() == 0 {
                             return;
                         }
                     }
                 }
             }
             loop {
-                let Some(inner) = inner.upgrade() else {
+                let Some(shared) = shared.upgrade() else {
                     return;
                 };
-                // (The worker counts as stopped from the moment it is asked to stop.)
-                if closed.load(Ordering::Acquire) {
-                    return;
-                }
                 // Only once apalis itself no longer polls the backend: before, a
-                // wind-down would race its fetches.
-                if worker.is_shutting_down()
-                    && let Poll::Ready(Err(e)) =
-                        lock(&inner).poll_close(&mut Context::from_waker(Waker::noop()), &worker)
-                {
-                    tracing::warn!(worker = worker.name(), error = %e, "the queue's wind-down failed during the drain");
-                    return;
+                // wind-down would race its fetches. (The worker counts as stopped
+                // from the moment it is asked to stop.)
+                if !worker.is_shutting_down() {
+                    drop(shared);
+                    tokio::time::sleep(DRIVE_EVERY).await;
+                    continue;
                 }
-                drop(inner);
-                tokio::time::sleep(DRIVE_EVERY).await;
+                let step = poll_fn(|cx| {
+                    let mut s = lock(&shared);
+                    if s.closed || s.failed {
+                        return Poll::Ready(false);
+                    }
+                    match s.backend.poll_close(cx, &worker) {
+                        Poll::Pending => Poll::Pending,
+                        Poll::Ready(Ok(())) => Poll::Ready(true),
+                        Poll::Ready(Err(e)) => {
+                            tracing::warn!(worker = worker.name(), error = %e, "the queue's wind-down failed during the drain; jobs finished from now on are not acknowledged and run again, as no-ops, after a restart");
+                            s.failed = true;
+                            Poll::Ready(false)
+                        }
+                    }
+                });
+                match tokio::time::timeout(DRIVE_EVERY, step).await {
+                    Ok(false) => return,
+                    // Nothing in flight: look again for acknowledgements to write.
+                    Ok(true) => {
+                        drop(shared);
+                        tokio::time::sleep(DRIVE_EVERY).await;
+                    }
+                    // A step still in flight, or apalis took the waker: poll again.
+                    Err(_) => {}
+                }
             }
         });
     }
 }
 
 /// The lock, also after a panic elsewhere (the backend holds no invariant of ours).
-fn lock<B>(inner: &Mutex<B>) -> MutexGuard<'_, B> {
-    inner.lock().unwrap_or_else(|e| e.into_inner())
+fn lock<B>(shared: &Mutex<Shared<B>>) -> MutexGuard<'_, Shared<B>> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl<B> Backend for Drained<B>
@@ -137,7 +178,15 @@ where
         worker: &WorkerContext,
     ) -> Poll<Result<(), Self::Error>> {
         self.start_driving(worker);
-        self.inner().poll_ready(cx, worker)
+        let ready = lock(&self.shared).backend.poll_ready(cx, worker);
+        match ready {
+            // `poll_next` then ends the fetching.
+            Poll::Ready(Err(e)) => {
+                self.hold(e, worker);
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
     }
 
     fn poll_next(
@@ -145,7 +194,17 @@ where
         cx: &mut Context<'_>,
         worker: &WorkerContext,
     ) -> Poll<Option<Result<Self::Task, Self::Error>>> {
-        self.inner().poll_next(cx, worker)
+        if self.failure.is_some() {
+            return Poll::Ready(None);
+        }
+        let next = lock(&self.shared).backend.poll_next(cx, worker);
+        match next {
+            Poll::Ready(Some(Err(e))) => {
+                self.hold(e, worker);
+                Poll::Ready(None)
+            }
+            other => other,
+        }
     }
 
     fn poll_close(
@@ -153,14 +212,28 @@ where
         cx: &mut Context<'_>,
         worker: &WorkerContext,
     ) -> Poll<Result<(), Self::Error>> {
-        self.closed.store(true, Ordering::Release);
-        self.inner().poll_close(cx, worker)
+        let closed = {
+            let mut s = lock(&self.shared);
+            s.closed = true;
+            if s.failed {
+                Poll::Ready(Ok(()))
+            } else {
+                s.backend.poll_close(cx, worker)
+            }
+        };
+        match closed {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(result) => match self.failure.take() {
+                Some(e) => Poll::Ready(Err(e)),
+                None => Poll::Ready(result),
+            },
+        }
     }
 }
 
 impl<B> BackendConfig for Drained<B>
 where
-    B: BackendConfig + WireFormatBackend,
+    B: Backend + BackendConfig + WireFormatBackend,
 {
     type Args = B::Args;
     type Id = B::Id;
@@ -173,13 +246,13 @@ where
     }
 
     fn middleware(&mut self, worker: &mut WorkerContext) -> Self::Layer {
-        lock(&self.inner).middleware(worker)
+        lock(&self.shared).backend.middleware(worker)
     }
 }
 
 impl<B> WireFormatBackend for Drained<B>
 where
-    B: BackendConfig + WireFormatBackend,
+    B: Backend + BackendConfig + WireFormatBackend,
 {
     type Codec = B::Codec;
     type Compact = B::Compact;

@@ -134,6 +134,7 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
 
     match process(job, ctx, &image, &targets).await {
         Ok(Processed::MovedOn) => Ok(Handled::Skipped),
+        Ok(Processed::Unchecked(e)) => Err(e),
         Ok(Processed::Done(outcome)) => {
             let outcome = *outcome;
             if let ImageOutcomeUpdate::Succeeded {
@@ -254,8 +255,8 @@ async fn process(
                 validated_url: prior.validated_url.clone(),
                 content_hash: prior.content_hash.clone(),
             };
-            if !may_write(job, ctx).await {
-                return Ok(Processed::MovedOn);
+            if let Some(stop) = write_check(job, ctx).await {
+                return Ok(stop);
             }
             if let Some(outcome) = reuse(job, ctx, prior, targets, facts).await? {
                 metrics::images_reused(
@@ -293,8 +294,8 @@ async fn process(
         && let Some(prior) = &image.prior
         && prior.content_hash == facts.content_hash
     {
-        if !may_write(job, ctx).await {
-            return Ok(Processed::MovedOn);
+        if let Some(stop) = write_check(job, ctx).await {
+            return Ok(stop);
         }
         if let Some(outcome) = reuse(job, ctx, prior, targets, facts.clone()).await? {
             metrics::images_reused(ReusedVia::SameBytes, targets.len() as u64, 0);
@@ -310,8 +311,8 @@ async fn process(
         .await??;
 
     let output = bytes::Bytes::from(transformed.bytes);
-    if !may_write(job, ctx).await {
-        return Ok(Processed::MovedOn);
+    if let Some(stop) = write_check(job, ctx).await {
+        return Ok(stop);
     }
     for &(row, position) in targets {
         let key = BlobKey::image(job.request_id, row, position);
@@ -339,16 +340,20 @@ enum Processed {
     Done(Box<ImageOutcomeUpdate>),
     /// A takeover or a retry moved the image on while this try worked: nothing written.
     MovedOn,
+    /// The image could not be looked at before the writes: nothing written, and the
+    /// job runs again.
+    Unchecked(StoreError),
 }
 
-/// Whether the try may still write its outputs: its image is pending at the job's run
-/// and try. Every run writes the same key (SPEC §5.8), so a try that ran on after its
-/// job was taken over and finished, or after a retry started a new run, would put its
-/// bytes over the file the newer try recorded (its own record is refused, its file
+/// `None` when the try may still write its outputs: its image is pending at the job's
+/// run and try. Every run writes the same key (SPEC §5.8), so a try that ran on after
+/// its job was taken over and finished, or after a retry started a new run, would put
+/// its bytes over the file the newer try recorded (its own record is refused, its file
 /// would not be). Asked just before the writes, after the download and the transform
-/// that take a try's time; a database that does not answer leaves the writes to go
-/// ahead, with the record's guard as ever.
-async fn may_write(job: &ImageJob, ctx: &JobContext) -> bool {
+/// that take a try's time. A database that does not answer writes nothing either: the
+/// try may be such a straggler, and its record could not be made anyway; the job runs
+/// again ([`Processed::Unchecked`]).
+async fn write_check(job: &ImageJob, ctx: &JobContext) -> Option<Processed> {
     match ctx
         .db
         .image_work(job.request_id, job.row, job.position)
@@ -358,21 +363,19 @@ async fn may_write(job: &ImageJob, ctx: &JobContext) -> bool {
             let current = w.state == ImageState::Pending
                 && !w.request_status.is_final()
                 && !job.is_stale(w.run, w.attempts);
-            if !current {
-                tracing::info!(
-                    state = %w.state,
-                    run = w.run,
-                    tries = w.attempts,
-                    "the image moved on while this try worked; nothing written"
-                );
+            if current {
+                return None;
             }
-            current
+            tracing::info!(
+                state = %w.state,
+                run = w.run,
+                tries = w.attempts,
+                "the image moved on while this try worked; nothing written"
+            );
+            Some(Processed::MovedOn)
         }
-        Ok(None) => false,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not check the image before writing; writing");
-            true
-        }
+        Ok(None) => Some(Processed::MovedOn),
+        Err(e) => Some(Processed::Unchecked(e)),
     }
 }
 

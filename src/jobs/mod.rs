@@ -254,8 +254,8 @@ pub fn monitor(ctx: Arc<JobContext>, role: &str, stopping: &CancellationToken) -
         deliver::handle
     );
     // A worker stops when the queue fails it (a database error while fetching, e.g.
-    // while PostgreSQL restarts); start it again, under a new name (SQLite refuses a
-    // recent name).
+    // while PostgreSQL restarts), once its jobs in flight are done (`drain`); start it
+    // again, under a new name (SQLite refuses a recent name).
     monitor
         .should_restart(|worker, error| {
             tracing::error!(worker = worker.name(), %error, "worker stopped; restarting it");

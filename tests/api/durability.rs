@@ -233,6 +233,181 @@ async fn a_drain_is_not_held_up_by_the_queues_own_work_in_flight() {
     );
 }
 
+/// A wind-down step that fails during the drain (here the queue's acknowledgement of a
+/// finished job, refused by the database) ends the worker cleanly: the failure is
+/// logged, the images finished meanwhile are recorded, and after a restart nothing is
+/// done twice. The failed step stayed in the queue's state, and apalis' own last poll
+/// resumed it: a panic, and a worker restarted in the middle of the stop.
+#[tokio::test]
+async fn a_wind_down_that_fails_during_the_drain_ends_cleanly() {
+    use sqlx::Connection;
+    let images = ImageServer::start().await;
+    let mut app = TestServer::start(&[("WORKER_CONCURRENCY", "2")]).await;
+    let (a, b) = (
+        "/slow/1000/a/small_picos.jpg",
+        "/slow/3000/b/small_aitzgorri.jpg",
+    );
+    let csv = format!(
+        "Serial Number,Product Name,Input Image Urls\n0,SKU0,{}\n1,SKU1,{}\n",
+        images.url(a),
+        images.url(b)
+    );
+    let id = app.accepted(csv.as_bytes(), &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while images.hits(a) == 0 || images.hits(b) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "not both fetched\n{}",
+            app.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pid = app.pid().expect("running").to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    let mut db = sqlx::SqliteConnection::connect(&format!(
+        "sqlite://{}/pixbatch.db",
+        app.dir.path().display()
+    ))
+    .await
+    .expect("the test's own connection");
+    sqlx::query(
+        "create trigger refuse_acks before update on Jobs when new.status = 'Done' \
+         begin select raise(abort, 'acknowledgements refused by the test'); end",
+    )
+    .execute(&mut db)
+    .await
+    .expect("refuse acknowledgements");
+    let status = app
+        .terminate(Duration::from_secs(20))
+        .await
+        .expect("exited");
+    let logs = app.logs();
+    assert!(status.success(), "{status}\n{logs}");
+    assert!(
+        logs.contains("wind-down failed during the drain"),
+        "no failed step: {logs}"
+    );
+    assert!(!logs.contains("panicked"), "{logs}");
+    assert!(!logs.contains("restarting it"), "{logs}");
+    sqlx::query("drop trigger refuse_acks")
+        .execute(&mut db)
+        .await
+        .expect("take acknowledgements again");
+    app.restart().await;
+    assert_complete_once(&app, &id, 2).await;
+    assert_eq!((images.hits(a), images.hits(b)), (1, 1), "fetched again");
+}
+
+/// A queue error (here the database refusing the fetch for the free slot) ends the
+/// worker only once its jobs in flight are done: the image being downloaded is stored
+/// and recorded, not dropped to be taken over and downloaded again a heartbeat
+/// window later; the restarted worker runs the rest.
+#[tokio::test]
+async fn a_queue_error_lets_the_jobs_in_flight_finish() {
+    use sqlx::Connection;
+    let images = ImageServer::start().await;
+    let app = TestServer::start(&[("WORKER_CONCURRENCY", "2")]).await;
+    let a = "/slow/3000/a/small_picos.jpg";
+    let first = app
+        .accepted(
+            format!(
+                "Serial Number,Product Name,Input Image Urls\n0,SKU0,{}\n",
+                images.url(a)
+            )
+            .as_bytes(),
+            &[],
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while images.hits(a) == 0 {
+        assert!(Instant::now() < deadline, "never fetched\n{}", app.logs());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut db = sqlx::SqliteConnection::connect(&format!(
+        "sqlite://{}/pixbatch.db",
+        app.dir.path().display()
+    ))
+    .await
+    .expect("the test's own connection");
+    sqlx::query(
+        "create trigger refuse_fetches before update on Jobs when new.status = 'Queued' \
+         begin select raise(abort, 'fetches refused by the test'); end",
+    )
+    .execute(&mut db)
+    .await
+    .expect("refuse fetches");
+    // A job for the free slot: its fetch fails.
+    let second = app
+        .accepted(csv_of(&images, "img", 1).as_bytes(), &[])
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !app.logs().contains("fetches refused by the test") {
+        assert!(Instant::now() < deadline, "no queue error\n{}", app.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sqlx::query("drop trigger refuse_fetches")
+        .execute(&mut db)
+        .await
+        .expect("take fetches again");
+    // Well inside the takeover's window (12 heartbeats of 1 s here).
+    for id in [&first, &second] {
+        let status = app.wait_final(id, Duration::from_secs(10)).await;
+        assert_eq!(status["status"], "Completed", "{status}\n{}", app.logs());
+    }
+    assert_eq!(images.hits(a), 1, "downloaded again\n{}", app.logs());
+    assert!(app.logs().contains("restarting it"), "{}", app.logs());
+}
+
+/// A try that cannot look at its image just before writing (the database does not
+/// answer) writes nothing: it may be a straggler whose image a newer try has recorded,
+/// and its own record could not be made anyway. Its job runs again once the database
+/// answers, and the image is stored then.
+#[tokio::test]
+async fn a_try_that_cannot_look_before_writing_writes_nothing() {
+    use sqlx::Connection;
+    let images = ImageServer::start().await;
+    let app = TestServer::start(&[]).await;
+    let path = "/slow/1500/a/small_picos.jpg";
+    let csv = format!(
+        "Serial Number,Product Name,Input Image Urls\n0,SKU0,{}\n",
+        images.url(path)
+    );
+    let id = app.accepted(csv.as_bytes(), &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while images.hits(path) == 0 {
+        assert!(Instant::now() < deadline, "never fetched\n{}", app.logs());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut db = sqlx::SqliteConnection::connect(&format!(
+        "sqlite://{}/pixbatch.db",
+        app.dir.path().display()
+    ))
+    .await
+    .expect("the test's own connection");
+    sqlx::query("alter table images rename to images_away")
+        .execute(&mut db)
+        .await
+        .expect("hide the images");
+    // The download ends 1.5 s after it began; the transform and the look follow.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let written = stored_jpgs(&app.uploads().join(&id));
+    sqlx::query("alter table images_away rename to images")
+        .execute(&mut db)
+        .await
+        .expect("bring the images back");
+    assert!(
+        written.is_empty(),
+        "written unlooked: {written:?}\n{}",
+        app.logs()
+    );
+    assert_complete_once(&app, &id, 1).await;
+    assert!(images.hits(path) >= 2, "the job ran again");
+}
+
 async fn retry_reruns_only_the_failed_images(backend: Backend) {
     let images = ImageServer::start().await;
     let hook = WebhookReceiver::start(vec![]).await;
