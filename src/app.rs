@@ -254,20 +254,27 @@ impl App {
                 })
                 .await
         };
-        // An upload whose client went away is still being received: it finishes (or
-        // its CSV would be stored with no request), up to the shutdown timeout counted,
-        // like the others, from the signal (after the rest, it could double the stop).
-        let received = async move {
+        // The shutdown timeout counts from the signal for every part.
+        let deadline = async move {
             uploads_stop.await;
-            uploads.close();
-            if tokio::time::timeout(timeout, uploads.wait()).await.is_err() {
-                tracing::warn!(
-                    left = uploads.len(),
-                    "uploads still being received at shutdown"
-                );
-            }
+            tokio::time::Instant::now() + timeout
         };
-        let (served, worked, boarded, ()) = tokio::join!(served, worked, boarded, received);
+        let (served, worked, boarded, deadline) = tokio::join!(served, worked, boarded, deadline);
+        // An upload whose client went away is still being received: it finishes (or
+        // its CSV would be stored with no request), until that deadline (waited for
+        // after the server, since an upload whose body was still arriving at the
+        // signal starts its task later; counted from the signal, or it could double
+        // the stop).
+        uploads.close();
+        if tokio::time::timeout_at(deadline, uploads.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = uploads.len(),
+                "uploads still being received at shutdown"
+            );
+        }
         served?;
         if let Err(e) = boarded {
             tracing::warn!(error = %e, "dashboard stopped with an error");

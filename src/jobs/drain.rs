@@ -87,6 +87,9 @@ where
     /// takeover, 60 s by default, runs them again). Held, the error ends the fetching
     /// only: the worker drains as if stopping, its jobs finish and are recorded, and
     /// apalis gets the error when it closes the backend, then restarts the worker.
+    /// The queue being dead meanwhile, the drained jobs' acknowledgements are written
+    /// by that close only, and lost if the database still refuses them then: those
+    /// jobs are taken over later and find their images done.
     fn hold(&mut self, e: B::Error, worker: &WorkerContext) {
         tracing::warn!(worker = worker.name(), error = %e, "the queue failed; the jobs in flight finish, then the worker restarts");
         self.failure.get_or_insert(e);
@@ -178,7 +181,16 @@ where
         worker: &WorkerContext,
     ) -> Poll<Result<(), Self::Error>> {
         self.start_driving(worker);
-        let ready = lock(&self.shared).backend.poll_ready(cx, worker);
+        let ready = {
+            let mut s = lock(&self.shared);
+            // Once the worker is shutting down the wind-down may have begun (the
+            // driving task sees the same flag): the queue is not asked for more. apalis
+            // asks no more either, but it looks at the flag once per pass.
+            if self.failure.is_some() || worker.is_shutting_down() {
+                return Poll::Ready(Ok(()));
+            }
+            s.backend.poll_ready(cx, worker)
+        };
         match ready {
             // `poll_next` then ends the fetching.
             Poll::Ready(Err(e)) => {
@@ -194,10 +206,13 @@ where
         cx: &mut Context<'_>,
         worker: &WorkerContext,
     ) -> Poll<Option<Result<Self::Task, Self::Error>>> {
-        if self.failure.is_some() {
-            return Poll::Ready(None);
-        }
-        let next = lock(&self.shared).backend.poll_next(cx, worker);
+        let next = {
+            let mut s = lock(&self.shared);
+            if self.failure.is_some() || worker.is_shutting_down() {
+                return Poll::Ready(None);
+            }
+            s.backend.poll_next(cx, worker)
+        };
         match next {
             Poll::Ready(Some(Err(e))) => {
                 self.hold(e, worker);
@@ -221,12 +236,15 @@ where
                 s.backend.poll_close(cx, worker)
             }
         };
-        match closed {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(result) => match self.failure.take() {
-                Some(e) => Poll::Ready(Err(e)),
-                None => Poll::Ready(result),
-            },
+        match (closed, self.failure.take()) {
+            (Poll::Pending, failure) => {
+                self.failure = failure;
+                Poll::Pending
+            }
+            // Stopping anyway: a restart would only close again.
+            (Poll::Ready(result), Some(_)) if worker.is_shutting_down() => Poll::Ready(result),
+            (Poll::Ready(_), Some(e)) => Poll::Ready(Err(e)),
+            (Poll::Ready(result), None) => Poll::Ready(result),
         }
     }
 }

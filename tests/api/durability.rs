@@ -244,8 +244,8 @@ async fn a_wind_down_that_fails_during_the_drain_ends_cleanly() {
     let images = ImageServer::start().await;
     let mut app = TestServer::start(&[("WORKER_CONCURRENCY", "2")]).await;
     let (a, b) = (
-        "/slow/1000/a/small_picos.jpg",
-        "/slow/3000/b/small_aitzgorri.jpg",
+        "/slow/2000/a/small_picos.jpg",
+        "/slow/4000/b/small_aitzgorri.jpg",
     );
     let csv = format!(
         "Serial Number,Product Name,Input Image Urls\n0,SKU0,{}\n1,SKU1,{}\n",
@@ -310,7 +310,7 @@ async fn a_queue_error_lets_the_jobs_in_flight_finish() {
     use sqlx::Connection;
     let images = ImageServer::start().await;
     let app = TestServer::start(&[("WORKER_CONCURRENCY", "2")]).await;
-    let a = "/slow/3000/a/small_picos.jpg";
+    let a = "/slow/5000/a/small_picos.jpg";
     let first = app
         .accepted(
             format!(
@@ -348,6 +348,11 @@ async fn a_queue_error_lets_the_jobs_in_flight_finish() {
         assert!(Instant::now() < deadline, "no queue error\n{}", app.logs());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let (_, status) = app.get_json(&format!("/status/{first}")).await;
+    assert_eq!(
+        status["progress"]["pending"], 1,
+        "the error came too late: {status}"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     sqlx::query("drop trigger refuse_fetches")
         .execute(&mut db)
@@ -392,8 +397,13 @@ async fn a_try_that_cannot_look_before_writing_writes_nothing() {
         .execute(&mut db)
         .await
         .expect("hide the images");
-    // The download ends 1.5 s after it began; the transform and the look follow.
-    tokio::time::sleep(Duration::from_millis(3000)).await;
+    // The download ends 1.5 s after it began; the transform and the look follow, and
+    // the job gives up this run.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !app.logs().contains("job hit an infrastructure error") {
+        assert!(Instant::now() < deadline, "no error\n{}", app.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let written = stored_jpgs(&app.uploads().join(&id));
     sqlx::query("alter table images_away rename to images")
         .execute(&mut db)
