@@ -177,7 +177,6 @@ async fn sigterm_mid_run_finishes_in_flight_images_and_a_restart_completes(backe
 /// stored, but never recorded.
 #[tokio::test]
 async fn a_drain_is_not_held_up_by_the_queues_own_work_in_flight() {
-    use sqlx::Connection;
     let images = ImageServer::start().await;
     let mut app = TestServer::start(&[("WORKER_CONCURRENCY", "2")]).await;
     let path = "/slow/1500/a/small_picos.jpg";
@@ -186,17 +185,8 @@ async fn a_drain_is_not_held_up_by_the_queues_own_work_in_flight() {
         images.url(path)
     );
     let id = app.accepted(csv.as_bytes(), &[]).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while images.hits(path) == 0 {
-        assert!(Instant::now() < deadline, "never fetched\n{}", app.logs());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let mut lock = sqlx::SqliteConnection::connect(&format!(
-        "sqlite://{}/pixbatch.db",
-        app.dir.path().display()
-    ))
-    .await
-    .expect("the test's own connection");
+    app.wait_fetched(&images, &[path]).await;
+    let mut lock = app.sqlite_connection().await;
     sqlx::query("begin immediate")
         .execute(&mut lock)
         .await
@@ -204,12 +194,8 @@ async fn a_drain_is_not_held_up_by_the_queues_own_work_in_flight() {
     // The worker looks for a job for its free slot every 50 ms: its fetch now waits
     // on the lock, and is in flight when the signal comes.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let pid = app.pid().expect("running").to_string();
     let asked = Instant::now();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
+    app.signal_term();
     tokio::time::sleep(Duration::from_millis(300)).await;
     sqlx::query("rollback")
         .execute(&mut lock)
@@ -240,7 +226,6 @@ async fn a_drain_is_not_held_up_by_the_queues_own_work_in_flight() {
 /// resumed it: a panic, and a worker restarted in the middle of the stop.
 #[tokio::test]
 async fn a_wind_down_that_fails_during_the_drain_ends_cleanly() {
-    use sqlx::Connection;
     let images = ImageServer::start().await;
     let mut app = TestServer::start(&[("WORKER_CONCURRENCY", "2")]).await;
     let (a, b) = (
@@ -253,26 +238,9 @@ async fn a_wind_down_that_fails_during_the_drain_ends_cleanly() {
         images.url(b)
     );
     let id = app.accepted(csv.as_bytes(), &[]).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while images.hits(a) == 0 || images.hits(b) == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "not both fetched\n{}",
-            app.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let pid = app.pid().expect("running").to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    let mut db = sqlx::SqliteConnection::connect(&format!(
-        "sqlite://{}/pixbatch.db",
-        app.dir.path().display()
-    ))
-    .await
-    .expect("the test's own connection");
+    app.wait_fetched(&images, &[a, b]).await;
+    app.signal_term();
+    let mut db = app.sqlite_connection().await;
     sqlx::query(
         "create trigger refuse_acks before update on Jobs when new.status = 'Done' \
          begin select raise(abort, 'acknowledgements refused by the test'); end",
@@ -307,7 +275,6 @@ async fn a_wind_down_that_fails_during_the_drain_ends_cleanly() {
 /// window later; the restarted worker runs the rest.
 #[tokio::test]
 async fn a_queue_error_lets_the_jobs_in_flight_finish() {
-    use sqlx::Connection;
     let images = ImageServer::start().await;
     let app = TestServer::start(&[("WORKER_CONCURRENCY", "2")]).await;
     let a = "/slow/5000/a/small_picos.jpg";
@@ -321,17 +288,8 @@ async fn a_queue_error_lets_the_jobs_in_flight_finish() {
             &[],
         )
         .await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while images.hits(a) == 0 {
-        assert!(Instant::now() < deadline, "never fetched\n{}", app.logs());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let mut db = sqlx::SqliteConnection::connect(&format!(
-        "sqlite://{}/pixbatch.db",
-        app.dir.path().display()
-    ))
-    .await
-    .expect("the test's own connection");
+    app.wait_fetched(&images, &[a]).await;
+    let mut db = app.sqlite_connection().await;
     sqlx::query(
         "create trigger refuse_fetches before update on Jobs when new.status = 'Queued' \
          begin select raise(abort, 'fetches refused by the test'); end",
@@ -373,7 +331,6 @@ async fn a_queue_error_lets_the_jobs_in_flight_finish() {
 /// answers, and the image is stored then.
 #[tokio::test]
 async fn a_try_that_cannot_look_before_writing_writes_nothing() {
-    use sqlx::Connection;
     let images = ImageServer::start().await;
     let app = TestServer::start(&[]).await;
     let path = "/slow/1500/a/small_picos.jpg";
@@ -382,17 +339,8 @@ async fn a_try_that_cannot_look_before_writing_writes_nothing() {
         images.url(path)
     );
     let id = app.accepted(csv.as_bytes(), &[]).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while images.hits(path) == 0 {
-        assert!(Instant::now() < deadline, "never fetched\n{}", app.logs());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let mut db = sqlx::SqliteConnection::connect(&format!(
-        "sqlite://{}/pixbatch.db",
-        app.dir.path().display()
-    ))
-    .await
-    .expect("the test's own connection");
+    app.wait_fetched(&images, &[path]).await;
+    let mut db = app.sqlite_connection().await;
     sqlx::query("alter table images rename to images_away")
         .execute(&mut db)
         .await

@@ -868,14 +868,46 @@ impl TestServer {
         }
     }
 
+    /// Sends SIGTERM without waiting for the exit.
+    pub fn signal_term(&self) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+        }
+    }
+
+    /// The test's own connection to the server's SQLite database (to lock it, or to
+    /// make it refuse what the test needs refused).
+    pub async fn sqlite_connection(&self) -> sqlx::SqliteConnection {
+        use sqlx::Connection;
+        sqlx::SqliteConnection::connect(&format!(
+            "sqlite://{}/pixbatch.db",
+            self.dir.path().display()
+        ))
+        .await
+        .expect("the test's own connection")
+    }
+
+    /// Waits (up to 20 s) until the image server has been asked for every one of `paths`.
+    pub async fn wait_fetched(&self, images: &ImageServer, paths: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while paths.iter().any(|p| images.hits(p) == 0) {
+            assert!(
+                Instant::now() < deadline,
+                "{paths:?} not all fetched\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit status, up to `timeout`. Waits without
     /// blocking the test's runtime, so that its servers (images, webhooks) keep
     /// answering the jobs the process finishes meanwhile.
     pub async fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        self.signal_term();
         let mut c = self.child.take()?;
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(s)) = c.try_wait() {

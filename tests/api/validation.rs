@@ -368,16 +368,10 @@ async fn a_stop_waits_for_an_upload_whose_client_hung_up() {
 /// doubling the stop.
 #[tokio::test]
 async fn a_stop_with_an_upload_stuck_takes_the_shutdown_timeout_once() {
-    use sqlx::Connection;
     let mut app = TestServer::start_cmd("api", Backend::Sqlite, &[("SHUTDOWN_TIMEOUT", "4s")])
         .await
         .expect("SQLite");
-    let mut lock = sqlx::SqliteConnection::connect(&format!(
-        "sqlite://{}/pixbatch.db",
-        app.dir.path().display()
-    ))
-    .await
-    .expect("the test's own connection");
+    let mut lock = app.sqlite_connection().await;
     sqlx::query("begin immediate")
         .execute(&mut lock)
         .await
@@ -395,16 +389,7 @@ async fn a_stop_with_an_upload_stuck_takes_the_shutdown_timeout_once() {
         .multipart(form)
         .send();
     let upload = tokio::spawn(request);
-    let csv_stored = || {
-        files_under(&app.uploads())
-            .iter()
-            .any(|p| p.file_name().is_some_and(|n| n == "input.csv"))
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !csv_stored() {
-        assert!(std::time::Instant::now() < deadline, "{}", app.logs());
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_stored_csv(&app).await;
     // Its transaction now waits for the lock.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let asked = std::time::Instant::now();
@@ -432,6 +417,20 @@ async fn a_stop_with_an_upload_stuck_takes_the_shutdown_timeout_once() {
         "took {took:?}\n{}",
         app.logs()
     );
+}
+
+/// Waits (up to 30 s) until an upload's CSV is stored: the server is accepting it.
+async fn wait_for_stored_csv(app: &TestServer) {
+    let csv_stored = || {
+        files_under(&app.uploads())
+            .iter()
+            .any(|p| p.file_name().is_some_and(|n| n == "input.csv"))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !csv_stored() {
+        assert!(std::time::Instant::now() < deadline, "{}", app.logs());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Sends an upload of `rows` rows over HTTP/2 and resets it once the server is
@@ -464,16 +463,7 @@ async fn send_then_reset(app: &TestServer, rows: usize) {
         .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
         .send();
     let upload = tokio::spawn(request);
-    let csv_stored = || {
-        files_under(&app.uploads())
-            .iter()
-            .any(|p| p.file_name().is_some_and(|n| n == "input.csv"))
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !csv_stored() {
-        assert!(std::time::Instant::now() < deadline, "{}", app.logs());
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_stored_csv(app).await;
     assert!(
         !upload.is_finished(),
         "answered before the reset: nothing to tell"
