@@ -97,7 +97,9 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
     let attempt = work.attempts as u32 + 1;
     // Of the tries, this one included, those counted against `FETCH_ATTEMPTS`.
     let budgeted = budgeted_tries(&work, attempt);
-    if wait_for_store(job, ctx, &work, attempt).await? {
+    if let Writable::No(reason) = ctx.blobs.refusing().await {
+        let failure = Failure::new(FailureCode::StorageUnavailable, reason);
+        wait_for_store(job, ctx, &work, attempt, failure).await?;
         return Ok(Handled::Retry);
     }
 
@@ -174,6 +176,10 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
             fail(job, ctx, work.run, &targets, attempt, failure).await
         }
         Err(TryError::Abort(failure)) => fail(job, ctx, work.run, &targets, attempt, failure).await,
+        Err(TryError::StoreRefused(failure)) => {
+            wait_for_store(job, ctx, &work, attempt, failure).await?;
+            Ok(Handled::Retry)
+        }
     }
 }
 
@@ -183,30 +189,28 @@ fn budgeted_tries(work: &ImageWork, attempt: u32) -> u32 {
     attempt.saturating_sub(u32::try_from(work.storage_tries).unwrap_or(0))
 }
 
-/// While the blob store refuses writes (a full disk, a read-only mount, S3 down: what
-/// `/readyz` reports, from the last write or a probe), a try does no work (a download
-/// and a transform would only be thrown away) and is queued again, counted apart from
-/// the image's `FETCH_ATTEMPTS`: the store is the service's own, and the image waits
-/// for it as the output CSV does, the backoff growing to `FETCH_BACKOFF_CAP`. A write
-/// that fails while the store takes others (one file too large) spends the budget.
-/// `true` when the try waited.
+/// Queues the image again for the blob store, counted apart from its
+/// `FETCH_ATTEMPTS`: the store is the service's own, and the image waits for it as the
+/// output CSV does, the backoff growing to `FETCH_BACKOFF_CAP`. Two ways here: the
+/// store is known to refuse writes (what `/readyz` reports, from the last write or a
+/// probe), so the try does no work (a download and a transform would only be thrown
+/// away); or the try's own write was refused as any would be
+/// ([`TryError::StoreRefused`]: a disk with a few blocks left takes the probe but no
+/// output). A write that may have been refused for its own file (too large, a
+/// folder's permission) spends the budget.
 async fn wait_for_store(
     job: &ImageJob,
     ctx: &JobContext,
     work: &ImageWork,
     attempt: u32,
-) -> Result<bool, StoreError> {
-    let Writable::No(reason) = ctx.blobs.refusing().await else {
-        return Ok(false);
-    };
-    let failure = Failure::new(FailureCode::StorageUnavailable, reason);
+    failure: Failure,
+) -> Result<(), StoreError> {
     let delay = ctx.backoff().next_delay(attempt, None);
     tracing::info!(attempt, error = %failure, ?delay, "the blob store refuses writes; waiting for it");
     metrics::image_failure(failure.code, true);
     ctx.lifecycle
         .retry_image_later(job.image(), work.run, attempt, &failure, delay, true)
-        .await?;
-    Ok(true)
+        .await
 }
 
 /// What one try works on: the URL, how to transform it, and what an earlier image

@@ -26,6 +26,10 @@ pub enum TryError {
     },
     /// Permanent: the same try would fail the same way.
     Abort(Failure),
+    /// The blob store refused a write as it would refuse any (a full disk, a read-only
+    /// mount): not the image's fault, so it waits for the store, its
+    /// `FETCH_ATTEMPTS` untouched, as a try that finds the store refusing does.
+    StoreRefused(Failure),
 }
 
 impl TryError {
@@ -47,20 +51,34 @@ impl TryError {
     /// every file is durable. Its message (`storage: no space left on device`, the
     /// kind only: an S3 error's text names the bucket) is what the images API shows;
     /// the whole error is in the log.
+    ///
+    /// A fault of the whole store ([`crate::store::FaultKind::is_store_wide`]) is
+    /// [`Self::StoreRefused`]: a disk with a few blocks left takes `/readyz`'s tiny
+    /// probe but no output, and counted, such writes would fail every image for good.
     pub fn storage(e: BlobError) -> Self {
-        Self::retry(FailureCode::StorageUnavailable, e.public())
+        let failure = Failure::new(FailureCode::StorageUnavailable, e.public());
+        if e.kind().is_store_wide() {
+            Self::StoreRefused(failure)
+        } else {
+            Self::Retry {
+                failure,
+                after: None,
+            }
+        }
     }
 
     /// What failed.
     pub fn failure(&self) -> &Failure {
         match self {
-            Self::Retry { failure, .. } | Self::Abort(failure) => failure,
+            Self::Retry { failure, .. } | Self::Abort(failure) | Self::StoreRefused(failure) => {
+                failure
+            }
         }
     }
 
     /// Whether another try may succeed.
     pub fn is_retry(&self) -> bool {
-        matches!(self, Self::Retry { .. })
+        matches!(self, Self::Retry { .. } | Self::StoreRefused(_))
     }
 }
 
@@ -123,6 +141,36 @@ mod tests {
         }
         .into();
         assert!(!gone.is_retry());
+    }
+
+    /// A store that would refuse any write makes the image wait; a refusal of the one
+    /// file spends its budget. Both say why in the same words.
+    #[test]
+    fn storage_failures_split_by_whether_any_write_would_fail() {
+        use std::io::{Error, ErrorKind};
+        for kind in [
+            ErrorKind::StorageFull,
+            ErrorKind::QuotaExceeded,
+            ErrorKind::ReadOnlyFilesystem,
+        ] {
+            let e = TryError::storage(BlobError::from(&Error::from(kind)));
+            assert!(matches!(e, TryError::StoreRefused(_)), "{kind:?}: {e:?}");
+            assert!(e.is_retry());
+            assert_eq!(e.failure().code, FailureCode::StorageUnavailable);
+        }
+        let full = TryError::storage(BlobError::from(&Error::from(ErrorKind::StorageFull)));
+        assert_eq!(full.failure().message, "storage: no space left on device");
+        for kind in [
+            ErrorKind::FileTooLarge,
+            ErrorKind::PermissionDenied,
+            ErrorKind::Other,
+        ] {
+            let e = TryError::storage(BlobError::from(&Error::from(kind)));
+            assert!(
+                matches!(e, TryError::Retry { after: None, .. }),
+                "{kind:?}: {e:?}"
+            );
+        }
     }
 
     #[test]

@@ -87,6 +87,17 @@ impl Tmpfs {
         assert!(full, "the tmpfs is not full");
     }
 
+    /// Fills the filesystem, then frees `bytes` of it: a disk with a few blocks left.
+    fn leave(&self, bytes: u64) {
+        self.fill();
+        let filler = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.filler)
+            .expect("filler");
+        let len = filler.metadata().expect("filler size").len();
+        filler.set_len(len - bytes).expect("shrink filler");
+    }
+
     /// Frees the space the filler took.
     fn free(&self) {
         std::fs::remove_file(&self.filler).expect("remove filler");
@@ -377,6 +388,57 @@ async fn read_only_store(backend: Backend) {
 }
 
 crate::on_both_backends!(full_disk_store, read_only_store);
+
+/// A disk with a few blocks left: `/readyz`'s tiny probe fits, no output does. Each
+/// output's write is refused as any would be, so the images wait for space past their
+/// budget of 2 tries (`FETCH_ATTEMPTS`), downloading again whenever the probe lets a
+/// try through, instead of failing for good; once space is freed they finish. Before,
+/// each refused write spent a try and the request finished with every image failed.
+#[tokio::test]
+async fn nearly_full_disk_store() {
+    // Two pages: room for the probe and its staged successor, not for any output
+    // (each is over 10 KB).
+    const LEFT: u64 = 8192;
+    let Some((fs, images, store, app)) = store_on_tmpfs(Backend::Sqlite, "2").await else {
+        return;
+    };
+    // The first downloads land after the disk is filled.
+    images.set_latency(Duration::from_millis(1500));
+    let id = app.accepted(catalogue(&images, 3).as_bytes(), &[]).await;
+    fs.leave(LEFT);
+    images.set_latency(Duration::ZERO);
+    let downloads = |img: &Value| {
+        let path = img["input_url"]
+            .as_str()
+            .unwrap()
+            .split_once("/img/")
+            .unwrap()
+            .1;
+        images.hits(&format!("/img/{path}"))
+    };
+    let imgs = images_until(&app, &id, Duration::from_secs(90), |imgs| {
+        // A third download of an image means two writes of it were refused: its
+        // budget, had they counted.
+        imgs.iter().any(|i| i["state"] != "pending") || imgs.iter().any(|i| downloads(i) >= 3)
+    })
+    .await;
+    for img in &imgs {
+        assert_eq!(img["state"], "pending", "{img}\n{}", app.logs());
+        assert_eq!(img["error"], "storage: no space left on device", "{img}");
+    }
+    let (_, status) = app.get_json(&format!("/status/{id}")).await;
+    assert_eq!(status["status"], "Processing", "{status}");
+
+    fs.free();
+    let status = app.wait_final(&id, Duration::from_secs(90)).await;
+    assert_eq!(status["status"], "Completed", "{status}\n{}", app.logs());
+    let imgs = app.images(&id).await;
+    assert_eq!(assert_outputs_valid(&store, &id, &imgs), 3);
+    // The premise: no output would have fit in what was left.
+    for img in &imgs {
+        assert!(img["output_bytes"].as_u64().unwrap() > LEFT, "{img}");
+    }
+}
 
 /// The database's disk is full (SQLite on a full tmpfs): an upload answers 503
 /// problem+json and leaves nothing behind (no request, no stored CSV); once space is

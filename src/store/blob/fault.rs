@@ -37,6 +37,18 @@ impl FaultKind {
         format!("storage: {reason}")
     }
 
+    /// Whether any output would be refused the same way, whatever its key: a full disk
+    /// (one with a few blocks left takes a probe's tiny write but no output) or a
+    /// read-only mount. Not a file-size limit, a permission (of one folder, maybe),
+    /// an S3 error (of one key, maybe) or an unclassified I/O error: those may be the
+    /// one file's, and a store that refuses every write fails the probe as well.
+    pub fn is_store_wide(self) -> bool {
+        match self {
+            Self::NoSpace | Self::ReadOnly => true,
+            Self::TooLarge | Self::Permission | Self::Remote | Self::Io => false,
+        }
+    }
+
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
