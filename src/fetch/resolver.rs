@@ -1,6 +1,6 @@
 //! The DNS resolver plugged into reqwest: it resolves with the system
-//! resolver and drops every address the deny table refuses, so a name that
-//! points at 127.0.0.1 or 169.254.169.254 never gets a connection.
+//! resolver and refuses a name when the deny table refuses any of its addresses,
+//! so a name that points at 127.0.0.1 or 169.254.169.254 never gets a connection.
 //!
 //! IP-literal hosts never reach a resolver (hyper connects to them
 //! directly); those are checked by [`super::check_url`] instead.
@@ -14,9 +14,8 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use super::error::FetchError;
 use super::guard::check_ip;
 
-/// Resolver that filters answers through [`check_ip`]; when nothing is left
-/// it fails with [`FetchError::RefusedAddress`] for the first refused
-/// address, which [`FetchError::from_reqwest`] finds again in reqwest's
+/// Resolver that checks answers through [`check_ip`]; it fails with
+/// [`FetchError::RefusedAddress`] for the first refused address, which [`FetchError::from_reqwest`] finds again in reqwest's
 /// error chain.
 #[derive(Clone, Debug)]
 pub(crate) struct GuardedResolver {
@@ -28,7 +27,7 @@ impl GuardedResolver {
         Self { allow }
     }
 
-    /// Resolves `host` and keeps only permitted addresses.
+    /// Resolves `host`; refused unless every address is permitted.
     pub(crate) async fn lookup(&self, host: &str) -> Result<Vec<SocketAddr>, FetchError> {
         let found = tokio::net::lookup_host((host, 0))
             .await
@@ -37,39 +36,39 @@ impl GuardedResolver {
     }
 }
 
-/// Keeps the permitted addresses; refuses when none is left.
+/// The answer's addresses when every one is permitted (SPEC §7); else refused whole.
+/// A name that resolves to a private address beside public ones is refused even
+/// though only the public ones would be connected: such an answer is how a
+/// rebinding attack or a split-horizon name reaches inside, and which address wins
+/// is not ours to choose.
 fn filter(
     found: impl IntoIterator<Item = SocketAddr>,
     allow: &[IpNet],
     host: &str,
 ) -> Result<Vec<SocketAddr>, FetchError> {
     let mut kept = Vec::new();
-    let mut first_refusal = None;
     for addr in found {
-        match check_ip(addr.ip(), allow) {
-            Ok(()) => {
-                if !kept.contains(&addr) {
-                    kept.push(addr);
-                }
-            }
-            Err(e) => {
-                tracing::debug!(host, addr = %addr.ip(), "dropping refused DNS answer");
-                first_refusal.get_or_insert(match e {
-                    FetchError::RefusedAddress { ip, reason, .. } => FetchError::RefusedAddress {
-                        ip,
-                        reason,
-                        name: Some(host.to_owned()),
-                    },
-                    other => other,
-                });
-            }
+        if let Err(e) = check_ip(addr.ip(), allow) {
+            tracing::debug!(host, addr = %addr.ip(), "refusing a name that resolves to a refused address");
+            return Err(match e {
+                FetchError::RefusedAddress { ip, reason, .. } => FetchError::RefusedAddress {
+                    ip,
+                    reason,
+                    name: Some(host.to_owned()),
+                },
+                other => other,
+            });
+        }
+        if !kept.contains(&addr) {
+            kept.push(addr);
         }
     }
-    if !kept.is_empty() {
-        return Ok(kept);
+    if kept.is_empty() {
+        return Err(FetchError::Connect(format!(
+            "could not resolve {host}: no addresses"
+        )));
     }
-    Err(first_refusal
-        .unwrap_or_else(|| FetchError::Connect(format!("could not resolve {host}: no addresses"))))
+    Ok(kept)
 }
 
 impl Resolve for GuardedResolver {
@@ -93,19 +92,34 @@ mod tests {
     }
 
     #[test]
-    fn filter_drops_refused_and_keeps_public() {
+    fn filter_keeps_an_answer_that_is_all_public() {
         let got = filter(
-            [
-                sa("127.0.0.1:0"),
-                sa("8.8.8.8:0"),
-                sa("[::1]:0"),
-                sa("[2606:4700::1]:0"),
-            ],
+            [sa("8.8.8.8:0"), sa("[2606:4700::1]:0"), sa("8.8.8.8:0")],
             &[],
-            "mixed.test",
+            "public.test",
         )
-        .expect("some left");
+        .expect("public");
         assert_eq!(got, vec![sa("8.8.8.8:0"), sa("[2606:4700::1]:0")]);
+    }
+
+    /// SPEC §7: every address a name resolves to must be public, so one refused
+    /// address refuses the name, wherever it comes in the answer.
+    #[test]
+    fn filter_refuses_a_name_with_any_refused_address() {
+        for answer in [
+            [sa("8.8.8.8:0"), sa("127.0.0.1:0")],
+            [sa("[::1]:0"), sa("[2606:4700::1]:0")],
+        ] {
+            let err = filter(answer, &[], "mixed.test").expect_err("refused");
+            assert_eq!(
+                err.to_string(),
+                "refused address of mixed.test (a private or reserved network)"
+            );
+        }
+        let allow: Vec<IpNet> = vec!["127.0.0.0/8".parse().expect("net")];
+        let got =
+            filter([sa("8.8.8.8:0"), sa("127.0.0.1:0")], &allow, "mixed.test").expect("allowed");
+        assert_eq!(got, vec![sa("8.8.8.8:0"), sa("127.0.0.1:0")]);
     }
 
     #[test]
@@ -133,11 +147,15 @@ mod tests {
         let r = GuardedResolver::new(Arc::from(Vec::<IpNet>::new()));
         let err = r.lookup("localhost").await.expect_err("refused");
         assert!(matches!(err, FetchError::RefusedAddress { .. }), "{err:?}");
-        let allow: Vec<IpNet> = vec!["127.0.0.0/8".parse().expect("net")];
+        // Both loopbacks: a host's `localhost` may resolve to `::1` too.
+        let allow: Vec<IpNet> = ["127.0.0.0/8", "::1/128"]
+            .iter()
+            .map(|n| n.parse().expect("net"))
+            .collect();
         let r = GuardedResolver::new(Arc::from(allow));
         let got = r.lookup("localhost").await.expect("allowed");
         assert!(
-            got.iter().all(|a| a.ip().is_loopback() && a.is_ipv4()),
+            !got.is_empty() && got.iter().all(|a| a.ip().is_loopback()),
             "{got:?}"
         );
     }
