@@ -7,7 +7,14 @@ use ::csv::{ReaderBuilder, StringRecord};
 use super::problem::Problems;
 use super::{CsvLimits, CsvProblem, ImageUrl, ParsedCsv, ProductRow};
 
-/// Normalised spellings (whitespace removed, lowercase) of the serial column.
+/// The serial column's spellings SPEC §3 names, normalised (whitespace removed,
+/// lowercase): `Serial Number`, `S. No.`, `S.No`, `Sr. No.`.
+const SPEC_SERIAL_KEYS: &[&str] = &["serialnumber", "s.no.", "s.no", "sr.no."];
+
+/// Normalised spellings of the serial column: [`SPEC_SERIAL_KEYS`] and the other
+/// spellings spreadsheets use. Those others name the serial column only in a file
+/// without one of the specification's: beside a `Serial Number` column, a `Serial`
+/// column is a column of the user's own (a manufacturer's serial), passed through.
 const SERIAL_KEYS: &[&str] = &[
     "serialnumber",
     "serial",
@@ -77,6 +84,46 @@ const OUTPUT_COLUMNS: [&str; 2] = ["outputimageurls", "errors"];
 /// Most columns a header may have. Every row keeps a cell per column, so a header of
 /// millions of empty names would cost many times the upload's size in memory.
 pub(super) const MAX_COLUMNS: usize = 1000;
+
+/// Most cells any record may have, empty ones included. The reader holds a record's
+/// cells before anything looks at them (the header's trailing empty columns are
+/// dropped only then), and a 20 MB line of commas is 20 million cells, several hundred
+/// megabytes in memory: such a line is refused by a counting pass that holds none.
+pub(super) const MAX_CELLS: usize = 10_000;
+
+/// The first records with more than `max` cells (at most [`MAX_WIDE_REPORTED`]), as
+/// the byte offset each starts at, counted by `csv_core` with the reader's own
+/// settings (a quoted comma is no separator) and holding no cell.
+fn records_wider_than(text: &[u8], max: usize) -> Vec<usize> {
+    let mut reader = csv_core::Reader::new();
+    let mut out = [0u8; 4096];
+    let (mut at, mut start, mut cells) = (0, 0, 0);
+    let mut wide = Vec::new();
+    loop {
+        let (result, read, _) = reader.read_field(&text[at..], &mut out);
+        at += read;
+        match result {
+            csv_core::ReadFieldResult::InputEmpty | csv_core::ReadFieldResult::OutputFull => {}
+            csv_core::ReadFieldResult::Field { record_end } => {
+                cells += 1;
+                if cells == max + 1 {
+                    wide.push(start);
+                    if wide.len() == MAX_WIDE_REPORTED {
+                        return wide;
+                    }
+                }
+                if record_end {
+                    (start, cells) = (at, 0);
+                }
+            }
+            csv_core::ReadFieldResult::End => return wide,
+        }
+    }
+}
+
+/// How many over-wide records [`records_wider_than`] reports: a hostile file may
+/// have thousands, and the first few say what is wrong.
+const MAX_WIDE_REPORTED: usize = 10;
 
 /// Longest column name, in characters. The header is stored with the request and read
 /// back whenever it is looked at (every status poll): a name the size of the upload
@@ -177,13 +224,20 @@ impl<'a> Lines<'a> {
     /// lines it skipped, so those are stepped over here.
     fn of(&mut self, record: &StringRecord) -> Option<u64> {
         let start = usize::try_from(record.position()?.byte()).ok()?;
+        Some(self.at_record(start))
+    }
+
+    /// The line of the record that starts at byte `start`, or after the blank lines
+    /// that follow it.
+    fn at_record(&mut self, start: usize) -> u64 {
         let blank = self
             .text
-            .get(start..)?
+            .get(start..)
+            .unwrap_or_default()
             .iter()
             .take_while(|&&b| b == b'\r' || b == b'\n')
             .count();
-        Some(self.at(start + blank))
+        self.at(start + blank)
     }
 }
 
@@ -200,6 +254,24 @@ pub fn parse(input: &[u8], limits: &CsvLimits) -> Result<ParsedCsv, Vec<CsvProbl
     // Excel's "CSV UTF-8" starts with a BOM; it is not part of the header.
     let bom = text.starts_with('\u{feff}');
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+
+    let max_cells = MAX_CELLS.max(MAX_COLUMNS.saturating_add(limits.max_urls_per_row));
+    let wide = records_wider_than(text.as_bytes(), max_cells);
+    if !wide.is_empty() {
+        let mut lines = Lines::new(text.as_bytes());
+        let mut problems = Problems::default();
+        for start in wide {
+            problems.push(
+                lines.at_record(start),
+                None,
+                format!(
+                    "this row has more than {max_cells} cells; a row holds at most {MAX_COLUMNS} columns and {} image URLs",
+                    limits.max_urls_per_row
+                ),
+            );
+        }
+        return Err(problems.finish());
+    }
 
     let mut reader = ReaderBuilder::new()
         .has_headers(false)
@@ -416,11 +488,20 @@ fn read_header(record: &StringRecord, line: u64, problems: &mut Problems) -> Opt
         );
     }
 
+    let spec_serial = names
+        .iter()
+        .any(|n| SPEC_SERIAL_KEYS.contains(&column_key(n).as_str()));
     let mut found: [Option<usize>; 3] = [None; 3];
     for (index, name) in names.iter().enumerate() {
         let Some(required) = Required::classify(name) else {
             continue;
         };
+        if required == Required::Serial
+            && spec_serial
+            && !SPEC_SERIAL_KEYS.contains(&column_key(name).as_str())
+        {
+            continue;
+        }
         match found[required as usize] {
             Some(first) => problems.push(
                 line,
@@ -822,6 +903,65 @@ mod tests {
             let input = format!("{spelling},Product Name,Input Image Urls\n1,A,http://x.io/a\n");
             assert_eq!(parse_ok(&input).rows[0].serial, "1", "{spelling}");
         }
+    }
+
+    /// Beside a spelling SPEC §3 names, another serial spelling is a column of the
+    /// user's own: passed through, not a second serial column.
+    #[test]
+    fn a_serial_spelling_beside_the_specs_is_passed_through() {
+        for other in ["Serial", "Serial No", "SNo", "Sr No"] {
+            let input = format!(
+                "Serial Number,Product Name,{other},Input Image Urls\n1,Lamp,SN-778,http://x.io/a\n"
+            );
+            let parsed = parse_ok(&input);
+            assert_eq!(parsed.rows[0].serial, "1", "{other}");
+            assert_eq!(parsed.header[2], other);
+            assert!(
+                parsed.rows[0].cells.iter().any(|c| c == "SN-778"),
+                "{other}"
+            );
+        }
+        // Two of the specification's spellings are still two serial columns, and two
+        // others with none of the specification's are too.
+        assert_eq!(
+            problems("S.No,Sr. No.,Product Name,Input Image Urls\n1,1,A,http://x.io/a\n").len(),
+            1
+        );
+        assert_eq!(
+            problems("Serial,SNo,Product Name,Input Image Urls\n1,1,A,http://x.io/a\n").len(),
+            1
+        );
+    }
+
+    /// A line of millions of cells (commas) is refused by counting, before the reader
+    /// holds its cells: every such line is named, and a quoted comma is no cell.
+    #[test]
+    fn a_line_of_too_many_cells_is_refused_before_it_is_read() {
+        let commas = ",".repeat(MAX_CELLS * 3);
+        let input = format!(
+            "Serial Number,Product Name,Input Image Urls{commas}\n1,A,http://x.io/a\n\n\n2,B,http://x.io/b{commas}\n"
+        );
+        let found = problems(&input);
+        assert_eq!(
+            found.iter().map(|p| p.line).collect::<Vec<_>>(),
+            [1, 5],
+            "{found:?}"
+        );
+        assert!(
+            found[0]
+                .message
+                .starts_with(&format!("this row has more than {MAX_CELLS} cells")),
+            "{found:?}"
+        );
+        // As many cells as allowed, trailing empty header columns included, still parse;
+        // commas inside quotes are one cell.
+        let fits = ",".repeat(MAX_CELLS - 3);
+        let quoted = format!("\"{}\"", ",".repeat(MAX_CELLS * 2));
+        let parsed = parse_ok(&format!(
+            "Serial Number,Product Name,Input Image Urls{fits}\n1,{quoted},http://x.io/a\n"
+        ));
+        assert_eq!(parsed.header.len(), 3);
+        assert_eq!(parsed.rows[0].product_name.len(), MAX_CELLS * 2);
     }
 
     #[test]

@@ -255,6 +255,47 @@ async fn not_multipart_or_no_file_is_a_400_problem() {
     assert_eq!(code, 404);
 }
 
+/// The server's peak resident memory so far, in bytes (Linux `VmHWM`).
+fn peak_memory(app: &TestServer) -> u64 {
+    let pid = app.pid().expect("server running");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in {status}"));
+    kb * 1024
+}
+
+/// A file within the size limit that is one line of millions of commas would have
+/// the reader hold millions of cells, many times the upload's size in memory (about
+/// 40×: ~0.75 GB for 19 MB). Refused by counting, it costs a few times its size, and
+/// both lines are named.
+#[tokio::test]
+async fn a_line_of_millions_of_cells_is_refused_without_holding_them() {
+    let app = TestServer::start(&[]).await;
+    let commas = ",".repeat(9 * 1024 * 1024);
+    let csv = format!(
+        "Serial Number,Product Name,Input Image Urls{commas}\n1,A,https://example.com/a.jpg{commas}\n"
+    );
+    let before = peak_memory(&app);
+    let (code, body) = app.upload(csv.as_bytes(), &[("dry_run", "true")]).await;
+    assert_eq!(code, 422, "{body}");
+    let p = problems(&body);
+    assert_eq!(
+        p.iter().map(|(l, _)| *l).collect::<Vec<_>>(),
+        [1, 2],
+        "{p:?}"
+    );
+    assert!(p[0].1.contains("more than 10000 cells"), "{p:?}");
+    let grown = peak_memory(&app).saturating_sub(before);
+    assert!(
+        grown < 200 << 20,
+        "peak memory grew by {} MB for an 18 MB upload",
+        grown >> 20
+    );
+}
+
 #[tokio::test]
 async fn oversized_upload_is_cut_off_while_streaming() {
     let app = TestServer::start(&[("MAX_CSV_BYTES", "1000")]).await;
