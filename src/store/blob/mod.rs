@@ -296,6 +296,26 @@ fn absolute_by_name(dir: &std::path::Path) -> std::io::Result<PathBuf> {
     Ok(out)
 }
 
+/// Creates `root` and its missing ancestors, then fsyncs each new directory's
+/// parent: `LocalFileSystem` makes the directories under the root durable as it
+/// creates them, but a root created here and lost in a power cut would take every
+/// file the database records as stored with it.
+fn create_durably(root: &std::path::Path) -> std::io::Result<()> {
+    let with_context = |e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("blob store {}: {e}", root.display()))
+    };
+    let missing: Vec<&std::path::Path> = root.ancestors().take_while(|dir| !dir.exists()).collect();
+    std::fs::create_dir_all(root).map_err(with_context)?;
+    for dir in missing {
+        if let Some(parent) = dir.parent() {
+            std::fs::File::open(parent)
+                .and_then(|parent| parent.sync_all())
+                .map_err(with_context)?;
+        }
+    }
+    Ok(())
+}
+
 impl BlobStore {
     /// The store `config` names, without touching the disk or the network.
     pub fn new(config: &StorageConfig) -> std::io::Result<Self> {
@@ -327,10 +347,10 @@ impl BlobStore {
     /// As [`Self::new`], creating a local store's directory if missing.
     pub async fn open(config: &StorageConfig) -> std::io::Result<Self> {
         let store = Self::new(config)?;
-        if let Some(root) = &store.local_root {
-            tokio::fs::create_dir_all(root).await.map_err(|e| {
-                std::io::Error::new(e.kind(), format!("blob store {}: {e}", root.display()))
-            })?;
+        if let Some(root) = store.local_root.clone() {
+            tokio::task::spawn_blocking(move || create_durably(&root))
+                .await
+                .map_err(std::io::Error::other)??;
         }
         Ok(store)
     }
@@ -693,6 +713,29 @@ mod tests {
         BlobStore::open(&StorageConfig::Local(dir.to_owned()))
             .await
             .unwrap()
+    }
+
+    /// A missing root is created with its missing ancestors; one that cannot be
+    /// created (a file is in the way) fails the start, naming the folder.
+    #[tokio::test]
+    async fn open_creates_the_root_or_says_why_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("a/b/uploads");
+        let store = opened(&nested).await;
+        assert!(nested.is_dir());
+        let key = BlobKey::parse("x/0-0.jpg").unwrap();
+        store.put(&key, Bytes::from_static(b"jpeg")).await.unwrap();
+        assert_eq!(std::fs::read(nested.join("x/0-0.jpg")).unwrap(), b"jpeg");
+
+        std::fs::write(dir.path().join("file"), b"").unwrap();
+        let under_a_file = dir.path().join("file/uploads");
+        let Err(e) = BlobStore::open(&StorageConfig::Local(under_a_file.clone())).await else {
+            panic!("a root under a file opened");
+        };
+        assert!(
+            e.to_string().contains(&under_a_file.display().to_string()),
+            "{e}"
+        );
     }
 
     /// `STORAGE_URL=file://../data` names the folder beside the working directory.
