@@ -1,12 +1,16 @@
 //! Accepting an upload: the input CSV, the request, its rows, its images and one job
 //! per distinct URL, stored so that either all of it exists or none of it does.
 
+use std::time::Duration;
+
 use super::{Lifecycle, LifecycleError, steps};
 use crate::{
     csv::{ImageUrl, ParsedCsv},
     domain::RequestId,
     imaging::{MaxBytes, Quality},
-    store::{BIG_REQUEST_IMAGES, BlobKey, Db, NewImage, NewProduct, NewRequest},
+    store::{
+        BIG_REQUEST_IMAGES, BlobKey, CommitOutcome, Db, NewImage, NewProduct, NewRequest, TxId,
+    },
 };
 
 /// A checked upload, with every choice already resolved against the server's defaults.
@@ -42,9 +46,15 @@ pub struct Accepted {
 enum Failed {
     /// Before its commit: nothing of it was stored.
     BeforeCommit,
-    /// At its commit: the database may have committed it before the answer was lost.
-    AtCommit,
+    /// At its commit: the database may have committed it before the answer was lost,
+    /// or may yet (PostgreSQL: the transaction's id, to ask).
+    AtCommit(Option<TxId>),
 }
+
+/// How long an upload whose commit's answer was lost waits for PostgreSQL to settle
+/// the transaction (its `COMMIT` may still be on its way) before the upload is refused
+/// with its CSV kept.
+const SETTLE: Duration = Duration::from_secs(5);
 
 /// What a failed upload transaction comes to.
 #[derive(Debug, PartialEq, Eq)]
@@ -60,16 +70,55 @@ enum Verdict {
     },
 }
 
-/// The verdict on a failed upload, given whether its request `exists` afterwards.
-fn verdict<E>(exists: &Result<bool, E>) -> Verdict {
+/// The verdict on a failed upload, given whether its request `exists` afterwards
+/// (`None`: that could not be learnt).
+fn verdict(exists: Option<bool>) -> Verdict {
     match exists {
-        Ok(true) => Verdict::Accepted,
-        Ok(false) => Verdict::Refused { remove_csv: true },
-        Err(_) => Verdict::Refused { remove_csv: false },
+        Some(true) => Verdict::Accepted,
+        Some(false) => Verdict::Refused { remove_csv: true },
+        None => Verdict::Refused { remove_csv: false },
     }
 }
 
 impl Lifecycle {
+    /// Whether the upload `id`, whose commit was answered with an error, committed:
+    /// on PostgreSQL the transaction's own status, waited for while it is still open
+    /// (the request's row is not visible until the commit lands, so looking for it
+    /// alone would take a commit on its way for none, refuse the upload and remove the
+    /// CSV of a request about to run); on SQLite, whose commit is settled when it
+    /// returns, the row. `None` when it cannot be told (the database does not answer,
+    /// or the transaction is still open after [`SETTLE`]).
+    async fn committed(&self, id: RequestId, tx_id: Option<TxId>) -> Option<bool> {
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        let mut pause = Duration::from_millis(20);
+        let outcome = loop {
+            let outcome = match tx_id {
+                Some(tx_id) => self.db.commit_outcome(tx_id).await,
+                None => Ok(CommitOutcome::Unknown),
+            };
+            match outcome {
+                Ok(CommitOutcome::InProgress) if tokio::time::Instant::now() + pause < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                outcome => break outcome,
+            }
+        };
+        let known = match outcome {
+            Ok(CommitOutcome::Committed) => Ok(true),
+            Ok(CommitOutcome::Aborted) => Ok(false),
+            Ok(CommitOutcome::Unknown) => self.db.request(id).await.map(|r| r.is_some()),
+            Ok(CommitOutcome::InProgress) => {
+                tracing::warn!(request_id = %id, "the upload's transaction is still open");
+                return None;
+            }
+            Err(e) => Err(e),
+        };
+        known
+            .inspect_err(|e| tracing::warn!(request_id = %id, error = %e, "could not learn whether the upload's commit happened"))
+            .ok()
+    }
+
     /// Stores the upload and queues its first run. The CSV blob is written before the
     /// transaction that points at it and removed again when that transaction fails,
     /// so a failed upload leaves no rows without their CSV, and no CSV without rows
@@ -127,23 +176,24 @@ impl Lifecycle {
 
         let written = async {
             let mut tx = self.db.begin_write().await?;
+            let tx_id = tx.id().await?;
             Db::insert_request(&mut tx, &new, &products, &images).await?;
             let first_run: Vec<(u32, u32, &str)> =
                 images.iter().map(|i| (i.row, i.position, i.url)).collect();
             steps::push_images(&mut tx, id, 1, &first_run).await?;
-            Ok::<_, crate::store::StoreError>(tx)
+            Ok::<_, crate::store::StoreError>((tx, tx_id))
         }
         .await;
         let stored = match written {
-            Ok(tx) => tx.commit().await.map_err(|e| (e, Failed::AtCommit)),
+            Ok((tx, tx_id)) => tx.commit().await.map_err(|e| (e, Failed::AtCommit(tx_id))),
             Err(e) => Err((e, Failed::BeforeCommit)),
         };
         if let Err((e, failed)) = stored {
             let exists = match failed {
-                Failed::BeforeCommit => Ok(false),
-                Failed::AtCommit => self.db.request(id).await.map(|r| r.is_some()),
+                Failed::BeforeCommit => Some(false),
+                Failed::AtCommit(tx_id) => self.committed(id, tx_id).await,
             };
-            match verdict(&exists) {
+            match verdict(exists) {
                 Verdict::Accepted => {
                     tracing::warn!(request_id = %id, error = %e, "the upload's commit was answered with an error but happened");
                 }
@@ -185,14 +235,8 @@ mod tests {
 
     #[test]
     fn a_failed_upload_is_judged_by_whether_its_request_exists() {
-        assert_eq!(verdict::<()>(&Ok(true)), Verdict::Accepted);
-        assert_eq!(
-            verdict::<()>(&Ok(false)),
-            Verdict::Refused { remove_csv: true }
-        );
-        assert_eq!(
-            verdict(&Err("the database is unreachable")),
-            Verdict::Refused { remove_csv: false }
-        );
+        assert_eq!(verdict(Some(true)), Verdict::Accepted);
+        assert_eq!(verdict(Some(false)), Verdict::Refused { remove_csv: true });
+        assert_eq!(verdict(None), Verdict::Refused { remove_csv: false });
     }
 }

@@ -73,6 +73,39 @@ impl Tx {
         }
         Ok(())
     }
+
+    /// The transaction's id on PostgreSQL, by which [`Db::commit_outcome`] learns
+    /// whether a commit whose answer was lost happened; `None` on SQLite, whose commit
+    /// is settled in this process when it returns.
+    pub async fn id(&mut self) -> Result<Option<TxId>, StoreError> {
+        match self {
+            Self::Sqlite(_) => Ok(None),
+            Self::Postgres(t) => {
+                let (id,): (i64,) = sqlx::query_as("select txid_current()")
+                    .fetch_one(&mut **t)
+                    .await?;
+                Ok(Some(TxId(id)))
+            }
+        }
+    }
+}
+
+/// A PostgreSQL transaction's id ([`Tx::id`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxId(i64);
+
+/// What became of a transaction whose commit was answered with an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// It committed: only the answer was lost.
+    Committed,
+    /// It did not commit, and never will.
+    Aborted,
+    /// Still open: its `COMMIT` may yet arrive (a connection cut between this process
+    /// and the server, the server still reading).
+    InProgress,
+    /// Too old for the server to say.
+    Unknown,
 }
 
 /// Runs `$body` with `$p` bound to the pool (`&SqlitePool` or `&PgPool`).
@@ -122,6 +155,24 @@ pub struct Db {
 }
 
 impl Db {
+    /// What became of the transaction `id` (PostgreSQL's `txid_status`), asked on
+    /// another connection than the one whose commit's answer was lost.
+    pub async fn commit_outcome(&self, id: TxId) -> Result<CommitOutcome, StoreError> {
+        let Pool::Postgres(p) = &self.pool else {
+            return Ok(CommitOutcome::Unknown);
+        };
+        let (status,): (Option<String>,) = sqlx::query_as("select txid_status($1)")
+            .bind(id.0)
+            .fetch_one(p)
+            .await?;
+        Ok(match status.as_deref() {
+            Some("committed") => CommitOutcome::Committed,
+            Some("aborted") => CommitOutcome::Aborted,
+            Some("in progress") => CommitOutcome::InProgress,
+            _ => CommitOutcome::Unknown,
+        })
+    }
+
     /// Opens the database at `url` (creating a SQLite file if needed) with settings
     /// every connection shares.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {

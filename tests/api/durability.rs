@@ -900,3 +900,146 @@ async fn a_try_delivered_again_after_scheduling_its_retry_stands_down() {
     assert_eq!(images.hits(path), 3);
     assert_eq!(tries().await, 3);
 }
+
+/// A TCP proxy in front of PostgreSQL that, once armed, cuts the connection of the
+/// next upload's transaction at its `COMMIT`: pixbatch's side is closed before the
+/// `COMMIT` goes on, so pixbatch has its commit answered with an error while the
+/// server has yet to see it. The `COMMIT` then reaches the server after `delay`
+/// (`Some`: the upload did commit, later), or never (`None`: the server aborts).
+struct CommitCutter {
+    addr: std::net::SocketAddr,
+    armed: std::sync::Arc<std::sync::Mutex<Option<Option<Duration>>>>,
+}
+
+impl CommitCutter {
+    async fn start(upstream: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let armed = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let shared = armed.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                tokio::spawn(Self::pipe(client, server, shared.clone()));
+            }
+        });
+        Self { addr, armed }
+    }
+
+    /// Cuts the next upload's commit; its `COMMIT` reaches the server after `delay`,
+    /// or never.
+    fn arm(&self, delay: Option<Duration>) {
+        *self.armed.lock().unwrap() = Some(delay);
+    }
+
+    /// Whether the armed cut has happened.
+    fn has_cut(&self) -> bool {
+        self.armed.lock().unwrap().is_none()
+    }
+
+    /// Copies the server's bytes as they come and the client's a message at a time
+    /// (the startup message, then `type, length, body`), watching for the upload.
+    async fn pipe(
+        client: tokio::net::TcpStream,
+        server: tokio::net::TcpStream,
+        armed: std::sync::Arc<std::sync::Mutex<Option<Option<Duration>>>>,
+    ) -> std::io::Result<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut from_client, mut to_client) = client.into_split();
+        let (mut from_server, mut to_server) = server.into_split();
+        let answers =
+            tokio::spawn(async move { tokio::io::copy(&mut from_server, &mut to_client).await });
+        let mut len = [0u8; 4];
+        from_client.read_exact(&mut len).await?;
+        let mut startup = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
+        from_client.read_exact(&mut startup).await?;
+        to_server.write_all(&len).await?;
+        to_server.write_all(&startup).await?;
+        let mut uploading = false;
+        loop {
+            let mut head = [0u8; 5];
+            from_client.read_exact(&mut head).await?;
+            let n = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+            let mut body = vec![0u8; n.saturating_sub(4)];
+            from_client.read_exact(&mut body).await?;
+            let text = String::from_utf8_lossy(&body).to_ascii_lowercase();
+            let armed_now = armed.lock().unwrap().is_some();
+            uploading |= armed_now && text.contains("insert into requests");
+            if uploading && head[0] == b'Q' && text.starts_with("commit") {
+                let delay = armed.lock().unwrap().take().flatten();
+                // pixbatch's side goes first: its commit is answered with an error.
+                answers.abort();
+                let _ = answers.await;
+                drop(from_client);
+                if let Some(delay) = delay {
+                    tokio::time::sleep(delay).await;
+                    to_server.write_all(&head).await?;
+                    to_server.write_all(&body).await?;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                return Ok(());
+            }
+            to_server.write_all(&head).await?;
+            to_server.write_all(&body).await?;
+        }
+    }
+}
+
+/// PostgreSQL: an upload whose commit is answered with an error is judged by what the
+/// server did with its transaction, waited for while its `COMMIT` is still on the way.
+/// One that committed a second after its answer was lost is accepted (202) and runs
+/// with its input CSV; before, its row was looked for at once, not found, the upload
+/// answered 503 and its CSV was removed, and then the request ran anyway. One whose
+/// `COMMIT` never arrives is refused (503) and leaves nothing.
+#[tokio::test]
+async fn an_upload_whose_commit_answer_is_lost_is_judged_by_the_server() {
+    let Some(admin) = postgres_url() else {
+        return;
+    };
+    let db = PgDatabase::create(&admin).await;
+    let mut url = url::Url::parse(&db.url).unwrap();
+    let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
+    let upstream = tokio::net::lookup_host(upstream)
+        .await
+        .unwrap()
+        .find(std::net::SocketAddr::is_ipv4)
+        .unwrap();
+    let cutter = CommitCutter::start(upstream).await;
+    url.set_host(Some("127.0.0.1")).unwrap();
+    url.set_port(Some(cutter.addr.port())).unwrap();
+    url.set_query(Some("sslmode=disable"));
+    let app = TestServer::start(&[("DATABASE_URL", url.as_str())]).await;
+    let images = ImageServer::start().await;
+
+    cutter.arm(Some(Duration::from_secs(1)));
+    let (code, body) = app.upload(csv_of(&images, "img", 2).as_bytes(), &[]).await;
+    assert!(cutter.has_cut(), "the commit was not cut");
+    assert_eq!(code, 202, "{body}\n{}", app.logs());
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    let status = app.wait_final(&id, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "Completed", "{status}");
+    assert!(app.uploads().join(&id).join("input.csv").is_file());
+
+    cutter.arm(None);
+    let (code, body) = app
+        .upload(csv_of(&images, "img", 3).as_bytes(), &[])
+        .await;
+    assert!(cutter.has_cut(), "the commit was not cut");
+    assert_eq!(code, 503, "{body}");
+    let dirs: Vec<_> = std::fs::read_dir(app.uploads())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.'))
+        .collect();
+    assert_eq!(dirs, [id], "a refused upload left its CSV");
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let (requests,): (i64,) = sqlx::query_as("select count(*) from requests")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(requests, 1, "the refused upload's request exists");
+    pool.close().await;
+}
