@@ -160,7 +160,9 @@ pub struct ServerConfig {
     /// the network, so this is larger than the CPU pool, which is sized to the cores:
     /// with 100 ms to the first byte and ~40 ms of CPU per photo, a core needs about 8
     /// jobs downloading ahead of it to stay busy (README, "Decisions").
-    #[arg(long, env = "WORKER_CONCURRENCY")]
+    /// At most 10,000: the queue's fetch takes it as a 32-bit `LIMIT`, which a larger
+    /// value would wrap (to 0: nothing is ever fetched).
+    #[arg(long, env = "WORKER_CONCURRENCY", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     pub worker_concurrency: Option<usize>,
 
     /// Default output quality when a request gives none: 1–100, `relative:N%`,
@@ -227,11 +229,12 @@ pub struct ServerConfig {
     pub fetch_attempts: u32,
 
     /// First delay between download tries; doubled each try, with jitter.
-    #[arg(long, env = "FETCH_BACKOFF_BASE", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "FETCH_BACKOFF_BASE", default_value = "1s", value_parser = parse_backoff)]
     pub fetch_backoff_base: Duration,
 
-    /// Cap on the delay between download tries (and on an honoured `Retry-After`).
-    #[arg(long, env = "FETCH_BACKOFF_CAP", default_value = "60s", value_parser = parse_duration)]
+    /// Cap on the delay between download tries (and on an honoured `Retry-After`); at
+    /// least the base.
+    #[arg(long, env = "FETCH_BACKOFF_CAP", default_value = "60s", value_parser = parse_backoff)]
     pub fetch_backoff_cap: Duration,
 
     /// Comma list of CIDRs that downloads and webhooks may reach although private
@@ -634,6 +637,16 @@ impl ServerConfig {
             crate::fetch::check_url(url, &allow_private)
                 .map_err(|e| ConfigError::new("WEBHOOK_URL", e.to_string()))?;
         }
+        if self.fetch_backoff_cap < self.fetch_backoff_base {
+            return Err(ConfigError::new(
+                "FETCH_BACKOFF_CAP",
+                format!(
+                    "at least FETCH_BACKOFF_BASE ({}), got {}",
+                    humantime::format_duration(self.fetch_backoff_base),
+                    humantime::format_duration(self.fetch_backoff_cap)
+                ),
+            ));
+        }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let worker_concurrency = self
             .worker_concurrency
@@ -782,6 +795,14 @@ fn at_least(d: Duration, s: &str, min: Duration) -> Result<Duration, String> {
 /// Parses `JOB_POLL_INTERVAL`: at least 10 ms, since an idle worker polls the database
 /// at that pace (a zero interval would poll back to back).
 fn parse_poll_interval(s: &str) -> Result<Duration, String> {
+    parse_at_least(s, Duration::from_millis(10))
+}
+
+/// Parses a backoff delay (`FETCH_BACKOFF_BASE`, `FETCH_BACKOFF_CAP`): at least 10 ms.
+/// `0s` would run a failing download's tries back to back, and make a try that waits
+/// for a full disk, or a completion that waits to store its CSV, queue itself again at
+/// once for as long as the store refuses, each time a new job row.
+fn parse_backoff(s: &str) -> Result<Duration, String> {
     parse_at_least(s, Duration::from_millis(10))
 }
 
@@ -1148,6 +1169,44 @@ mod tests {
             panic!("serve expected")
         };
         assert_eq!(cfg.validate().unwrap().fetch.per_host_limit, 3);
+    }
+
+    /// Backoff delays have a floor and the cap is at least the base; the worker
+    /// concurrency fits the queue's 32-bit fetch limit.
+    #[test]
+    fn backoff_and_concurrency_are_bounded() {
+        let parse = |flag: &str, v: &str| Cli::try_parse_from(["pixbatch", "serve", flag, v]);
+        for bad in ["0s", "0", "5ms"] {
+            assert!(
+                parse("--fetch-backoff-base", bad).is_err(),
+                "{bad} accepted"
+            );
+            assert!(parse("--fetch-backoff-cap", bad).is_err(), "{bad} accepted");
+        }
+        for bad in ["0", "10001", "4294967296", "-1"] {
+            assert!(
+                parse("--worker-concurrency", bad).is_err(),
+                "{bad} accepted"
+            );
+        }
+        let Some(Command::Serve(cfg)) = parse("--worker-concurrency", "10000").unwrap().command
+        else {
+            panic!("serve expected")
+        };
+        assert_eq!(cfg.worker_concurrency, Some(10_000));
+        let e = validate_with(|c| {
+            c.fetch_backoff_base = Duration::from_secs(2);
+            c.fetch_backoff_cap = Duration::from_secs(1);
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("FETCH_BACKOFF_CAP"), "{e}");
+        assert!(
+            validate_with(|c| {
+                c.fetch_backoff_base = Duration::from_secs(2);
+                c.fetch_backoff_cap = Duration::from_secs(2);
+            })
+            .is_ok()
+        );
     }
 
     /// Validates the defaults with some options changed (set here rather than as flags,

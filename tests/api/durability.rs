@@ -1023,9 +1023,7 @@ async fn an_upload_whose_commit_answer_is_lost_is_judged_by_the_server() {
     assert!(app.uploads().join(&id).join("input.csv").is_file());
 
     cutter.arm(None);
-    let (code, body) = app
-        .upload(csv_of(&images, "img", 3).as_bytes(), &[])
-        .await;
+    let (code, body) = app.upload(csv_of(&images, "img", 3).as_bytes(), &[]).await;
     assert!(cutter.has_cut(), "the commit was not cut");
     assert_eq!(code, 503, "{body}");
     let dirs: Vec<_> = std::fs::read_dir(app.uploads())
