@@ -144,7 +144,12 @@ impl Lifecycle {
             id,
             quality,
             max_bytes,
-            webhook_url: webhook_url.map(|u| u.as_str().to_owned()),
+            // The server's default is stored with the request: in split roles the
+            // `api` process that took the upload may be the only one configured with
+            // it, and the worker that completes the request reads only the request.
+            webhook_url: webhook_url
+                .map(|u| u.as_str().to_owned())
+                .or_else(|| self.links.default_webhook.clone()),
             header: parsed.header.clone(),
             urls_column: parsed.urls_column,
             input_key: input_key.as_str().to_owned(),

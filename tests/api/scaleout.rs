@@ -1,5 +1,7 @@
-//! Scale-out on PostgreSQL: `pixbatch api` and `pixbatch worker` as separate processes
-//! sharing one database and one file store. Skipped without PIXBATCH_TEST_POSTGRES_URL.
+//! Scale-out: `pixbatch api` and `pixbatch worker` as separate processes sharing one
+//! database and one file store, on PostgreSQL (skipped without
+//! PIXBATCH_TEST_POSTGRES_URL) and, for what the roles' configuration alone decides,
+//! on SQLite.
 
 use std::time::{Duration, Instant};
 
@@ -209,4 +211,23 @@ async fn jobs_waiting_for_a_slot_are_not_taken_by_another_worker() {
         w1.logs(),
         w2.logs()
     );
+}
+
+/// In split roles `WEBHOOK_URL` may be set on the `api` process alone, where uploads
+/// arrive: the default is stored with the request, so the worker that completes it
+/// (configured without one) still delivers the event. Before, the default was read
+/// only at completion, in the worker, and no event was ever written.
+#[tokio::test]
+async fn a_default_webhook_set_on_the_api_alone_is_delivered() {
+    let images = ImageServer::start().await;
+    let hook = WebhookReceiver::start(vec![]).await;
+    let api = TestServer::start_cmd("api", Backend::Sqlite, &[("WEBHOOK_URL", &hook.url)])
+        .await
+        .expect("SQLite");
+    let worker = api.join("worker", &[]).await;
+    let id = api.accepted(csv_of(&images, 2, 1).as_bytes(), &[]).await;
+    let status = api.wait_final(&id, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "Completed", "{status}\n{}", worker.logs());
+    let got = hook.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].json()["request_id"], id);
 }
