@@ -18,6 +18,20 @@ use super::{Format, ImagingError, libjpeg_error};
 /// always had, a little under what the file format can say.
 const MAX_SIDE: u32 = 65500;
 
+/// Refuses an image with a side over [`MAX_SIDE`]: no output of it can be written.
+/// Asked before decoding too, since nothing of such an image can succeed and its
+/// work may cost far more than its pixel count says (the quality metric pads a side
+/// under 8 pixels to 8: a 16,000,000×1 image within the pixel limit would be scored
+/// as 128 MP, about 15 GB).
+pub(crate) fn check_sides(width: u32, height: u32) -> Result<(), ImagingError> {
+    if width > MAX_SIDE || height > MAX_SIDE {
+        return Err(ImagingError::Encode(format!(
+            "{width}x{height} is over JPEG's limit of {MAX_SIDE} pixels per side"
+        )));
+    }
+    Ok(())
+}
+
 /// Encodes `pixels` as a baseline YCbCr JPEG at `quality` (1..=100) with 2×2
 /// chroma subsampling (box-averaged). Only a JFIF APP0 header is written: no EXIF
 /// (orientation is already applied), no ICC (pixels are sRGB). Gray is written
@@ -29,11 +43,7 @@ pub(crate) fn encode(
     budget: &Budget,
 ) -> Result<Vec<u8>, ImagingError> {
     let (width, height) = pixels.dimensions();
-    if width > MAX_SIDE || height > MAX_SIDE {
-        return Err(ImagingError::Encode(format!(
-            "{width}x{height} is over JPEG's limit of {MAX_SIDE} pixels per side"
-        )));
-    }
+    check_sides(width, height)?;
     let tables = [
         scaled_table(&IJG_LUMA, quality.clamp(1, 100)),
         scaled_table(&IJG_CHROMA, quality.clamp(1, 100)),

@@ -39,6 +39,53 @@ fn cpu_bomb(side: u32, script: Script, repeats: usize) -> Vec<u8> {
     repeat_last_scan(&jpeg, repeats)
 }
 
+/// A 16,000,000×1 PNG (16 KB, within the pixel limit) would be scored by the quality
+/// search as 16,000,000×8 (the metric pads short sides), about 15 GB: no JPEG can have
+/// that side, so it is refused before anything is decoded, whatever the quality.
+#[test]
+fn an_image_too_wide_for_jpeg_is_refused_before_decoding() {
+    use image::ImageEncoder;
+    let side = 16_000_000u32;
+    let png = |w: u32, h: u32| {
+        let mut png = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut png)
+            .write_image(
+                &vec![128u8; side as usize],
+                w,
+                h,
+                image::ExtendedColorType::L8,
+            )
+            .expect("encodes");
+        png
+    };
+    let inputs = [png(side, 1), png(1, side)];
+    assert!(inputs[0].len() < 100_000, "{}", inputs[0].len());
+    let start = thread_cpu_time();
+    for input in &inputs {
+        for (quality, max_bytes) in [
+            (Quality::Auto(super::quality::Target::whole(70)), None),
+            (
+                Quality::Absolute(50),
+                Some(MaxBytes::parse("150000").unwrap()),
+            ),
+            (Quality::Absolute(50), None),
+        ] {
+            let opts = TransformOptions {
+                quality,
+                max_bytes,
+                ..options(Limits::default())
+            };
+            let err = transform(input, &opts).map(|t| t.report);
+            assert!(
+                matches!(&err, Err(ImagingError::Encode(m)) if m.contains("per side")),
+                "{err:?}"
+            );
+        }
+    }
+    let spent = thread_cpu_time() - start;
+    assert!(spent < Duration::from_secs(1), "{spent:?}");
+}
+
 #[test]
 fn cpu_bomb_fails_on_the_scan_limit_before_decoding() {
     let bomb = cpu_bomb(256, Script::Standard, 3000);

@@ -311,6 +311,7 @@ pub fn transform_with(
     }
     let (width, height) = dimensions(input, format)?;
     check_pixels(width, height, opts.limits.max_pixels)?;
+    encode::check_sides(width, height)?;
     let pixels = u64::from(width) * u64::from(height);
     let searching = matches!(opts.quality, Quality::Auto(_)) || opts.max_bytes.is_some();
     let allowed = opts.limits.time.for_pixels(pixels);
