@@ -51,6 +51,11 @@ pub(crate) struct QTable {
 }
 
 impl JpegHeader {
+    /// Whether the frame is arithmetic-coded (SOF9–11, SOF13–15).
+    pub(crate) fn is_arithmetic(&self) -> bool {
+        matches!(self.sof, 0xC9..=0xCB | 0xCD..=0xCF)
+    }
+
     /// The table that quantises the first (luma, for YCbCr) component.
     pub(crate) fn luma_table(&self) -> Option<&QTable> {
         let id = if self.component_count > 0 {

@@ -357,8 +357,12 @@ pub fn transform_with(
         fixed: quality,
         max_bytes: opts.max_bytes.map(MaxBytes::get),
     };
-    // The "never larger" rule may keep the input only when it fits the cap.
-    let may_keep = goal.max_bytes.is_none_or(|cap| input_bytes <= cap);
+    // The "never larger" rule may keep the input only when it fits the cap, and not
+    // when it is arithmetic-coded, which many viewers cannot show.
+    let may_keep = goal.max_bytes.is_none_or(|cap| input_bytes <= cap)
+        && !jpeg_header
+            .as_ref()
+            .is_some_and(jpeg::JpegHeader::is_arithmetic);
     let finish = |outcome: Outcome, kept_original: bool, fixes: Option<&decode::Decoded>| {
         // A kept original is reported at its own size (its EXIF orientation applied, as
         // a viewer shows it), not downscaled, whatever the encode that lost to it went

@@ -900,3 +900,30 @@ fn a_kept_rotated_original_is_reported_upright() {
         out.report
     );
 }
+
+/// An arithmetic-coded JPEG (SOF9, which our decoder declines) decodes through
+/// libjpeg and is always re-encoded, even where the output is larger (q100): it is
+/// never kept as it is, since many viewers cannot show it. Its pixels are those of
+/// the Huffman-coded photo it was losslessly cut from.
+#[test]
+fn an_arithmetic_coded_jpeg_is_re_encoded() {
+    let input = fixture("arithmetic.jpg");
+    assert!(jpeg::parse(&input).unwrap().is_arithmetic());
+    let full = image::load_from_memory(&fixture("photo_q85.jpg"))
+        .unwrap()
+        .into_rgb8();
+    // `jpegtran -crop 320x240+160+120` moves the corner up to the 16-pixel grid.
+    let region = image::imageops::crop_imm(&full, 160, 112, 320, 248).to_image();
+    for quality in [50, 100] {
+        let out = transform(&input, &options(Quality::Absolute(quality))).expect("decodes");
+        let rgb = check_output(&out);
+        assert_eq!(rgb.dimensions(), (320, 248));
+        let (got, want) = (mean(&rgb), mean(&region));
+        for c in 0..3 {
+            assert!(
+                (got[c] - want[c]).abs() < 2.0,
+                "q{quality}: {got:?} vs {want:?}"
+            );
+        }
+    }
+}
