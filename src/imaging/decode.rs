@@ -174,7 +174,11 @@ pub(crate) fn decode(
     let (width, height) = decoder.dimensions();
     check_pixels(width, height, limits.max_pixels)?;
     // A broken EXIF or ICC block is not worth failing the image for: use the pixels as they are.
-    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let orientation = match &jpeg_header {
+        // The first `Exif` segment's, as on the other routes (the decoder's is the last's).
+        Some(header) => jpeg::orientation(input, header),
+        None => decoder.orientation().unwrap_or(Orientation::NoTransforms),
+    };
     let icc = decoder.icc_profile().ok().flatten();
     let cmyk_converted = match &jpeg_header {
         Some(header) => header.component_count == 4,

@@ -35,7 +35,8 @@ pub(crate) struct JpegHeader {
     pub app_markers: u16,
     /// Offset just after the first SOS marker (start of the first scan), when present.
     pub scan_start: Option<usize>,
-    /// Byte range of the TIFF data of the last `Exif` APP1 segment (as zune-jpeg keeps).
+    /// Byte range of the TIFF data of the first `Exif` APP1 segment: the one browsers
+    /// and Pillow read the orientation from (zune-jpeg keeps the last).
     pub exif: Option<std::ops::Range<usize>>,
     /// ICC profile chunks (APP2 `ICC_PROFILE`): sequence number, chunk count, data range.
     pub icc_chunks: Vec<(u8, u8, std::ops::Range<usize>)>,
@@ -126,7 +127,11 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<JpegHeader, &'static str> {
                 if marker == 0xEE && segment.len() >= 12 && segment.starts_with(b"Adobe") {
                     header.adobe_transform = Some(segment[11]);
                 }
-                if marker == 0xE1 && segment.len() > 6 && segment.starts_with(b"Exif\0\0") {
+                if marker == 0xE1
+                    && header.exif.is_none()
+                    && segment.len() > 6
+                    && segment.starts_with(b"Exif\0\0")
+                {
                     header.exif = Some(data_start + 6..data_start + segment.len());
                 }
                 if marker == 0xE2 && segment.len() > 14 && segment.starts_with(b"ICC_PROFILE\0") {
@@ -198,8 +203,9 @@ pub(crate) fn count_scans(bytes: &[u8], header: &JpegHeader) -> u32 {
     }
 }
 
-/// The EXIF orientation of a parsed JPEG, read the way `image` reads it (so both
-/// paths agree); "no transforms" when absent or unreadable.
+/// The EXIF orientation of a parsed JPEG, from its first `Exif` segment as a viewer
+/// reads it (every route of a JPEG asks here); "no transforms" when absent or
+/// unreadable.
 pub(crate) fn orientation(bytes: &[u8], header: &JpegHeader) -> image::metadata::Orientation {
     header
         .exif

@@ -118,6 +118,32 @@ fn exif_orientation_6_is_applied() {
     assert_mean_near(&pixels, [208.3, 211.8, 178.7], 2.0);
 }
 
+/// With two `Exif` segments, the orientation is the first's, as browsers and Pillow
+/// read it, on every route: a second segment without one (an editor's) does not undo
+/// the rotation.
+#[test]
+fn the_first_exif_segment_gives_the_orientation() {
+    let input = fixture("exif_orient6.jpg");
+    let header = jpeg::parse(&input).unwrap();
+    // APP1: "Exif", a big-endian TIFF header and an empty IFD.
+    let mut second = vec![0xFF, 0xE1, 0x00, 0x14];
+    second.extend_from_slice(b"Exif\0\0MM\0\x2a\0\0\0\x08\0\0\0\0\0\0");
+    let exif = header.exif.clone().unwrap();
+    // Just after the first Exif segment ends.
+    let at = exif.end;
+    let input = [&input[..at], &second, &input[at..]].concat();
+    assert_eq!(jpeg::parse(&input).unwrap().exif, Some(exif));
+    for route in [Route::Auto, Route::GeneralOnly] {
+        let out = transform_with(&input, &q50(), route).unwrap();
+        assert!(out.report.rotated, "{route:?}: {:?}", out.report);
+        assert_eq!(
+            (out.report.width, out.report.height),
+            (640, 480),
+            "{route:?}"
+        );
+    }
+}
+
 /// Stored 64×32: red | green over blue | yellow. Expected display per EXIF
 /// orientation (checked against Pillow's `exif_transpose`): size, colour of the
 /// top-left and top-right corners.
