@@ -46,7 +46,9 @@ pub(crate) fn to_srgb(pixels: Pixels, icc: &[u8]) -> (Pixels, bool) {
         Pixels::Rgb(_) => rgb_profile,
         Pixels::Gray(_) => rgb_profile || gray_profile,
     };
-    if !applicable || says_srgb(icc) {
+    // Whatever its name says, the profile's transform decides (below): one named
+    // "Linear sRGB" is not sRGB, and an sRGB profile under another name is.
+    if !applicable {
         return (pixels, false);
     }
     let Some(input) = Profile::new_from_slice(icc, false) else {
@@ -95,8 +97,29 @@ pub(crate) fn to_srgb(pixels: Pixels, icc: &[u8]) -> (Pixels, bool) {
     }
 }
 
+/// Whether the pixels a profile describes are sRGB already, so that a JPEG carrying it
+/// may be transcoded without converting them (the coefficient path): its name says
+/// sRGB (a cheap first look, since most profiles are named otherwise) and its transform
+/// to sRGB changes nothing. The name alone is not enough: "Linear sRGB" or a
+/// gamma-1.0 "sRGB-elle-V4-g10" would have its midtones shown far too dark.
+pub(crate) fn is_srgb(icc: &[u8]) -> bool {
+    if !says_srgb(icc) {
+        return false;
+    }
+    let Some(profile) = Profile::new_from_slice(icc, false) else {
+        return false;
+    };
+    let (input, output) = match icc.get(16..20) {
+        Some(b"RGB ") => (DataType::RGB8, DataType::RGB8),
+        Some(b"GRAY") => (DataType::Gray8, DataType::RGB8),
+        _ => return false,
+    };
+    Transform::new_to(&profile, srgb(), input, output, Intent::Perceptual)
+        .is_some_and(|t| is_identity(&t, input))
+}
+
 /// Cheap check on the profile description (v2 `desc` ASCII or v4 `mluc` UTF-16):
-/// profiles named sRGB (IEC61966-2.1, "sRGB built-in", ...) are not worth a transform.
+/// whether it is named sRGB (IEC61966-2.1, "sRGB built-in", ...).
 /// Only the first `desc` tag, and its first [`MAX_DESCRIPTION_BYTES`], are read: a
 /// hostile profile may list 256 of them, each spanning the whole profile. A profile
 /// over [`MAX_ICC_BYTES`] is never sRGB (it is ignored).
@@ -203,6 +226,18 @@ mod tests {
         assert!(!to_srgb(Pixels::Rgb(img), &huge).1);
     }
 
+    /// `icc` with "Adobe RGB" in its description spelt "Adobe sRGB" (same length: the
+    /// space before it is taken).
+    fn name_srgb(icc: &[u8]) -> Vec<u8> {
+        let mut named = icc.to_vec();
+        let at = named
+            .windows(9)
+            .position(|w| w == b"Adobe RGB")
+            .expect("an Adobe RGB description");
+        named[at - 1..at + 9].copy_from_slice(b"Adobe sRGB");
+        named
+    }
+
     fn embedded_icc(name: &str) -> Vec<u8> {
         let bytes = super::super::fixtures::fixture(name);
         let mut decoder =
@@ -261,6 +296,18 @@ mod tests {
         let (out, converted) = to_srgb(Pixels::Rgb(img.clone()), &renamed);
         assert!(!converted);
         assert!(matches!(out, Pixels::Rgb(ref o) if *o == img));
+    }
+
+    /// A profile named sRGB that is not (AdobeRGB's, renamed "Adobe sRGB (1998)"): its
+    /// pixels are converted, and it is not taken for sRGB.
+    #[test]
+    fn a_profile_named_srgb_that_is_not_is_converted() {
+        let icc = embedded_icc("adobergb_icc.jpg");
+        let named = name_srgb(&icc);
+        assert!(says_srgb(&named) && !is_srgb(&named));
+        let green = RgbImage::from_pixel(2, 2, image::Rgb([40, 200, 40]));
+        assert!(to_srgb(Pixels::Rgb(green), &named).1);
+        assert!(is_srgb(&embedded_icc("srgb_icc.jpg")));
     }
 
     #[test]

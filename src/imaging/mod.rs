@@ -681,7 +681,7 @@ fn direct_eligible(input: &[u8], header: &jpeg::JpegHeader) -> bool {
     matches!(header.component_count, 1 | 3)
         && jpeg::has_eoi_after_scan(input, header)
         && jpeg::orientation(input, header) == image::metadata::Orientation::NoTransforms
-        && jpeg::icc_profile(input, header).is_none_or(|icc| color::says_srgb(&icc))
+        && jpeg::icc_profile(input, header).is_none_or(|icc| color::is_srgb(&icc))
 }
 
 /// Fails with [`ImagingError::TooManyPixels`] when `width × height` is over `limit`.

@@ -197,6 +197,27 @@ fn adobergb_icc_is_converted_to_srgb() {
     assert_mean_near(&pixels, [115.3, 177.0, 55.9], 3.0);
 }
 
+/// A profile named sRGB that is not (AdobeRGB's, its description spelt "Adobe sRGB"):
+/// converted on every route, as the AdobeRGB photo is, never transcoded as it is.
+#[test]
+fn a_profile_named_srgb_that_is_not_is_converted() {
+    let mut input = fixture("adobergb_icc.jpg");
+    let at = input
+        .windows(9)
+        .position(|w| w == b"Adobe RGB")
+        .expect("an Adobe RGB description");
+    input[at - 1..at + 9].copy_from_slice(b"Adobe sRGB");
+    for route in [Route::Auto, Route::GeneralOnly] {
+        let out = transform_with(&input, &q50(), route).unwrap();
+        assert!(
+            out.report.icc_converted && !out.report.fast_path,
+            "{route:?}: {:?}",
+            out.report
+        );
+        assert_mean_near(&check_output(&out), [115.3, 177.0, 55.9], 3.0);
+    }
+}
+
 #[test]
 fn srgb_icc_needs_no_conversion() {
     let (r, _) = run("srgb_icc.jpg", Format::Jpeg, (128, 96));
