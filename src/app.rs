@@ -134,7 +134,8 @@ impl App {
                 "the dashboard has no authentication: keep BOARD_BIND on loopback (or behind one) unless everyone who can reach it may see every request"
             );
         }
-        if settings.webhook.keys.is_empty() {
+        // Only the processes that deliver webhooks sign them: `api` sends none.
+        if role != Role::Api && settings.webhook.keys.is_empty() {
             tracing::warn!("WEBHOOK_SECRET is not set: webhooks will be sent unsigned");
         }
         let (db, blobs) = open_storage(&settings).await?;

@@ -221,13 +221,25 @@ async fn jobs_waiting_for_a_slot_are_not_taken_by_another_worker() {
 async fn a_default_webhook_set_on_the_api_alone_is_delivered() {
     let images = ImageServer::start().await;
     let hook = WebhookReceiver::start(vec![]).await;
-    let api = TestServer::start_cmd("api", Backend::Sqlite, &[("WEBHOOK_URL", &hook.url)])
-        .await
-        .expect("SQLite");
+    // No secret on the api: it signs nothing, so it does not warn that webhooks go
+    // unsigned (the worker, which has one, signs them).
+    let api = TestServer::start_cmd(
+        "api",
+        Backend::Sqlite,
+        &[("WEBHOOK_URL", &hook.url), ("WEBHOOK_SECRET", "")],
+    )
+    .await
+    .expect("SQLite");
     let worker = api.join("worker", &[]).await;
     let id = api.accepted(csv_of(&images, 2, 1).as_bytes(), &[]).await;
     let status = api.wait_final(&id, Duration::from_secs(60)).await;
     assert_eq!(status["status"], "Completed", "{status}\n{}", worker.logs());
     let got = hook.wait_for(1, Duration::from_secs(20)).await;
     assert_eq!(got[0].json()["request_id"], id);
+    assert!(
+        got[0].headers.contains_key("webhook-signature"),
+        "{:?}",
+        got[0].headers
+    );
+    assert!(!api.logs().contains("unsigned"), "{}", api.logs());
 }
