@@ -33,8 +33,16 @@ impl Cli {
     /// clap would otherwise read and check every server variable for `convert` or
     /// `submit` too, and a `BIND` or `LOG_FORMAT` meant for a server in the same shell
     /// would stop a client command that has no use for it.
+    ///
+    /// A command line (or variable) it refuses exits 1, not clap's 2: `submit` says
+    /// with 2 that its request finished with failed images, and a script reading that
+    /// would go looking for an output a mistyped option never made. Help and version
+    /// exit 0.
     pub fn from_env() -> Self {
-        Self::parse_from_env(std::env::args_os()).unwrap_or_else(|e| e.exit())
+        Self::parse_from_env(std::env::args_os()).unwrap_or_else(|e| {
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() { 1 } else { 0 })
+        })
     }
 
     fn parse_from_env<I, T>(args: I) -> Result<Self, clap::Error>

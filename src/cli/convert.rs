@@ -102,7 +102,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
         Route::Auto
     };
     let codec = imaging::Codec::get();
-    eprintln!("{codec}");
+    super::tell!("{codec}");
     let next = AtomicUsize::new(0);
     let lines = Mutex::new(Vec::with_capacity(args.files.len()));
     let started = Instant::now();
@@ -115,7 +115,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
                         break;
                     };
                     let line = convert_one(i, path, target, &options, route);
-                    eprintln!("{}", line.text);
+                    super::tell!("{}", line.text);
                     if let Ok(mut l) = lines.lock() {
                         l.push(line);
                     }

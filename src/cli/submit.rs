@@ -103,7 +103,7 @@ fn output_path(args: &SubmitArgs) -> anyhow::Result<PathBuf> {
     );
     // The folder takes a file: the output is staged there and renamed into place.
     let probe = dir.join(format!(".pixbatch-submit.{}.check", std::process::id()));
-    std::fs::write(&probe, b"")
+    super::create_new(&probe)
         .with_context(|| format!("the output's folder {} takes no file", parent.display()))?;
     let _ = std::fs::remove_file(&probe);
     Ok(output)
@@ -113,7 +113,7 @@ fn output_path(args: &SubmitArgs) -> anyhow::Result<PathBuf> {
 pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let output = match (args.wait || args.output.is_some()).then(|| output_path(&args)) {
         Some(Err(e)) => {
-            eprintln!("nothing uploaded: {e:#}");
+            super::tell!("nothing uploaded: {e:#}");
             return Ok(ExitCode::from(EXIT_ERROR));
         }
         Some(Ok(output)) => output,
@@ -153,7 +153,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     super::write_whole(&output, &csv).with_context(|| format!("writing {}", output.display()))?;
     match client.images(id).await {
         Ok(images) => print_summary(out, &last, &images)?,
-        Err(e) => eprintln!("no per-image summary: {e:#}"),
+        Err(e) => super::tell!("no per-image summary: {e:#}"),
     }
     writeln!(out, "Output CSV: {}", output.display())?;
 
@@ -207,7 +207,7 @@ async fn upload(client: &Client, args: &SubmitArgs) -> anyhow::Result<Result<Acc
 
 /// Prints a refused upload: the summary, then every CSV problem by line and column.
 fn print_problem(file: &Path, p: &Problem) {
-    eprintln!(
+    super::tell!(
         "{}: {} ({}): {}",
         file.display(),
         p.title,
@@ -216,8 +216,8 @@ fn print_problem(file: &Path, p: &Problem) {
     );
     for item in p.errors.iter().flatten() {
         match &item.column {
-            Some(col) => eprintln!("  line {}, column {col:?}: {}", item.line, item.message),
-            None => eprintln!("  line {}: {}", item.line, item.message),
+            Some(col) => super::tell!("  line {}, column {col:?}: {}", item.line, item.message),
+            None => super::tell!("  line {}: {}", item.line, item.message),
         }
     }
 }

@@ -338,6 +338,10 @@ async fn submit_exits_non_zero_on_csv_problems_and_on_failed_images() {
         images.url("/img/a/small_picos.jpg")
     );
     std::fs::write(app.dir.path().join("bad.csv"), bad).unwrap();
+    // A mistyped option is refused with 1, not 2 (which says images failed).
+    let out = submit(&app, &["bad.csv", "--wiat"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("--wiat"), "{}", text(&out));
     let out = submit(&app, &["bad.csv", "--wait"]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -456,6 +460,45 @@ async fn commands_stop_quietly_when_nobody_reads_their_output() {
     assert_eq!(converted.count(), 1);
 }
 
+/// A standard error nobody reads (`2>&1 | head`, the reader gone) does not stop
+/// `convert`: each file's line to it is dropped, every file is converted, and it
+/// exits 0 (before, the first line panicked a worker thread: 101, files left).
+#[tokio::test]
+async fn convert_finishes_when_nobody_reads_its_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/photos");
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let mut args = vec!["convert".to_owned(), "--out".into(), "converted".into()];
+    for photo in crate::helpers::PHOTOS {
+        args.push(format!("{photos}/{photo}"));
+    }
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_pixbatch"))
+        .args(&args)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(writer)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("pixbatch started")
+        .wait_with_output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("pixbatch finished in time")
+        .expect("pixbatch ran");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let converted = std::fs::read_dir(dir.path().join("converted")).expect("converted");
+    assert_eq!(converted.count(), crate::helpers::PHOTOS.len());
+}
+
 /// The server's variables are the server's: `convert` and `openapi` run in a shell
 /// whose `BIND`, `LOG_FORMAT` and `WEBHOOK_URL` would not let a server start, and the
 /// document they print is the same as without them; bare `pixbatch` (= `serve`)
@@ -499,7 +542,7 @@ async fn client_commands_ignore_the_servers_environment() {
     );
     assert_eq!(document.stdout, run(&["openapi"], &[]).stdout);
     let serve = run(&[], &[("BIND", ":8080")]);
-    assert_eq!(serve.status.code(), Some(2));
+    assert_eq!(serve.status.code(), Some(1));
     let said = String::from_utf8_lossy(&serve.stderr);
     assert!(said.contains("invalid value ':8080'"), "{said}");
 }
