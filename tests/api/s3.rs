@@ -461,3 +461,52 @@ async fn s3_reuse_copies_in_the_bucket() {
     let keys = list_keys(&http, &moto.endpoint, &format!("{PREFIX}/{second}")).await;
     assert_eq!(keys.len(), 5, "{keys:?}");
 }
+
+/// `S3_ENDPOINT` is the one endpoint: an AWS CLI variable beside it (`AWS_ENDPOINT_URL_S3`,
+/// which object_store ranks first) does not send the blobs elsewhere, and one without
+/// it stops the start with a reason instead of failing every write.
+#[tokio::test]
+async fn s3_endpoint_is_the_one_endpoint() {
+    let Some((moto, _http)) = Moto::with_bucket().await else {
+        return;
+    };
+    let images = ImageServer::start().await;
+    let storage_url = format!("s3://{BUCKET}/{PREFIX}");
+    let app = TestServer::start(&[
+        ("STORAGE_URL", storage_url.as_str()),
+        ("S3_ENDPOINT", moto.endpoint.as_str()),
+        ("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:1"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+    ])
+    .await;
+    let csv = format!(
+        "Serial Number,Product Name,Input Image Urls\n1,SKU1,{}\n",
+        images.url("/img/a/small_picos.jpg")
+    );
+    let id = app.accepted(csv.as_bytes(), &[]).await;
+    let status = app.wait_final(&id, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "Completed", "{status}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pixbatch"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/p.db", dir.path().display()),
+        )
+        .env("STORAGE_URL", &storage_url)
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("BIND", "127.0.0.1:0")
+        .env("BOARD_BIND", "off")
+        .output()
+        .expect("pixbatch ran");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("AWS_ENDPOINT_URL is set but S3_ENDPOINT is not"),
+        "{stderr}"
+    );
+}

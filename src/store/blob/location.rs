@@ -94,7 +94,10 @@ impl StorageConfig {
     }
 }
 
-/// S3's bucket naming rules: 3–63 of `[a-z0-9.-]`, starting and ending with a letter or digit.
+/// S3's bucket naming rules: 3–63 of `[a-z0-9.-]`, starting and ending with a letter or
+/// digit, no two dots side by side, not an IP address, none of the prefixes and
+/// suffixes S3 keeps for itself. A name S3 refuses would otherwise start the service
+/// and fail every write.
 fn check_bucket(bucket: &str) -> Result<(), String> {
     let ok = (3..=63).contains(&bucket.len())
         && bucket
@@ -102,13 +105,29 @@ fn check_bucket(bucket: &str) -> Result<(), String> {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
         && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
         && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
+    if !ok {
+        return Err(format!(
             "bucket name {bucket:?}: expected 3–63 lowercase letters, digits, dots and \
              hyphens, starting and ending with a letter or digit"
-        ))
+        ));
+    }
+    const RESERVED_PREFIXES: [&str; 3] = ["xn--", "sthree-", "amzn-s3-demo-"];
+    const RESERVED_SUFFIXES: [&str; 4] = ["-s3alias", "--ol-s3", ".mrap", "--x-s3"];
+    let why = if bucket.contains("..") {
+        Some("two dots side by side".to_owned())
+    } else if bucket.parse::<std::net::Ipv4Addr>().is_ok() {
+        Some("an IP address".to_owned())
+    } else if let Some(p) = RESERVED_PREFIXES.iter().find(|p| bucket.starts_with(*p)) {
+        Some(format!("the prefix {p:?}, which S3 keeps for itself"))
+    } else {
+        RESERVED_SUFFIXES
+            .iter()
+            .find(|s| bucket.ends_with(*s))
+            .map(|s| format!("the suffix {s:?}, which S3 keeps for itself"))
+    };
+    match why {
+        Some(why) => Err(format!("bucket name {bucket:?}: S3 refuses {why}")),
+        None => Ok(()),
     }
 }
 
@@ -203,6 +222,12 @@ mod tests {
             "gs://bucket/p",
             "S3://bucket",
             "https://bucket.s3.amazonaws.com/p",
+            "s3://a..b",
+            "s3://192.168.1.1",
+            "s3://xn--abc",
+            "s3://sthree-bucket",
+            "s3://x-s3alias",
+            "s3://bucket--ol-s3",
         ] {
             let err = StorageConfig::parse(url).expect_err(url);
             assert!(!err.is_empty(), "{url}");

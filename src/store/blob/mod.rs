@@ -497,6 +497,25 @@ impl BlobStore {
         if self.same_local_file(from, to).await {
             // Already a link to it (a redelivered job copying again): renaming a second
             // link onto the first would do nothing and leave the staged link behind.
+            // The folder is synced all the same: the earlier copy may have been killed
+            // between its rename and its folder's fsync, and this one is recorded.
+            if let Some(dir) = self.local_root.as_ref().and_then(|root| {
+                root.join(to.as_str())
+                    .parent()
+                    .map(std::path::Path::to_path_buf)
+            }) {
+                let synced = tokio::task::spawn_blocking(move || {
+                    std::fs::File::open(&dir).and_then(|dir| dir.sync_all())
+                })
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|synced| synced);
+                if let Err(e) = synced {
+                    let e = BlobError::from(&e);
+                    self.health.record("copy", Err(&e));
+                    return Err(e);
+                }
+            }
             return Ok(true);
         }
         let result = self.store.copy(&self.path(from), &self.path(to)).await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use object_store::{
     RetryConfig,
-    aws::{AmazonS3, AmazonS3Builder},
+    aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey},
 };
 
 use super::S3Config;
@@ -30,10 +30,30 @@ pub(super) fn client(config: &S3Config) -> Result<AmazonS3, object_store::Error>
     if let Some(endpoint) = &config.endpoint {
         // S3-compatible servers (MinIO, moto, Ceph...) answer path-style requests
         // (`{endpoint}/{bucket}/{key}`), often on plain HTTP inside a private network.
+        // Set as the S3 endpoint too: `AWS_ENDPOINT_URL_S3` from the environment would
+        // otherwise win over it.
         builder = builder
             .with_endpoint(endpoint)
+            .with_config(AmazonS3ConfigKey::S3Endpoint, endpoint)
             .with_virtual_hosted_style_request(false)
             .with_allow_http(endpoint.starts_with("http://"));
+    } else if let Some((_, variable)) = [
+        (AmazonS3ConfigKey::Endpoint, "AWS_ENDPOINT_URL"),
+        (AmazonS3ConfigKey::S3Endpoint, "AWS_ENDPOINT_URL_S3"),
+    ]
+    .iter()
+    .find(|(key, _)| builder.get_config_value(key).is_some())
+    {
+        // `S3_ENDPOINT` is the one endpoint setting (checked, and HTTP allowed for
+        // it): an AWS CLI variable would send the blobs elsewhere unchecked, or fail
+        // every write on `http://`.
+        return Err(object_store::Error::Generic {
+            store: "S3",
+            source: format!(
+                "{variable} is set but S3_ENDPOINT is not: set S3_ENDPOINT to the endpoint (or unset the AWS variable)"
+            )
+            .into(),
+        });
     }
     if let Some(region) = &config.region {
         builder = builder.with_region(region);
