@@ -156,13 +156,22 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
 /// Each input's output, `OUT/NAME.jpg`; an error naming the files when two inputs
 /// would write one output (the second would silently replace the first) or an output
 /// is an input (a photo replaced by its quality-50 copy).
+///
+/// Paths are compared as the filesystem sees them: an existing output that is an input
+/// under another spelling (`IMG.jpg` for `IMG.JPG` on a case-insensitive disk, a link)
+/// is found by its file identity, and two outputs whose names differ only in case
+/// count as one, which they are on such a disk.
 fn targets(files: &[PathBuf], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let out_dir = out.canonicalize().unwrap_or_else(|_| out.to_path_buf());
     let inputs: HashMap<PathBuf, &PathBuf> = files
         .iter()
         .filter_map(|f| Some((f.canonicalize().ok()?, f)))
         .collect();
-    let mut taken: HashMap<PathBuf, &PathBuf> = HashMap::new();
+    let identities: HashMap<(u64, u64), &PathBuf> = files
+        .iter()
+        .filter_map(|f| Some((super::file_identity(f)?, f)))
+        .collect();
+    let mut taken: HashMap<String, &PathBuf> = HashMap::new();
     let mut problems = Vec::new();
     let mut targets = Vec::with_capacity(files.len());
     for (index, file) in files.iter().enumerate() {
@@ -172,14 +181,18 @@ fn targets(files: &[PathBuf], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
         let name = format!("{stem}.jpg");
         let target = out.join(&name);
         let resolved = out_dir.join(&name);
-        if let Some(input) = inputs.get(&resolved) {
+        let same_input = inputs
+            .get(&resolved)
+            .or_else(|| super::file_identity(&resolved).and_then(|id| identities.get(&id)));
+        let folded = resolved.to_string_lossy().to_lowercase();
+        if let Some(input) = same_input {
             problems.push(format!(
                 "{}: its output {} would replace the input {}",
                 file.display(),
                 target.display(),
                 input.display()
             ));
-        } else if let Some(first) = taken.get(&resolved) {
+        } else if let Some(first) = taken.get(&folded) {
             problems.push(format!(
                 "{}: its output {} is also {}'s",
                 file.display(),
@@ -187,7 +200,7 @@ fn targets(files: &[PathBuf], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
                 first.display()
             ));
         } else {
-            taken.insert(resolved, file);
+            taken.insert(folded, file);
         }
         targets.push(target);
     }
@@ -356,6 +369,20 @@ mod tests {
         // Also when the folder is named another way.
         let other_way = a.join("..").join("a");
         assert!(targets(std::slice::from_ref(&a1), &other_way).is_err());
+
+        // An existing output that is an input under another name (as `IMG.jpg` is
+        // `IMG.JPG` on a case-insensitive disk; here a hard link) is found by identity.
+        let upper = photo(&b, "IMG.JPG");
+        std::fs::hard_link(&upper, b.join("IMG.jpg")).expect("link");
+        let aliased = targets(std::slice::from_ref(&upper), &b).expect_err("an alias");
+        assert!(
+            aliased.to_string().contains("would replace the input"),
+            "{aliased}"
+        );
+        // Two outputs whose names differ only in case are one on such a disk.
+        let (lower, capital) = (photo(&a, "photo.png"), photo(&b, "Photo.jpg"));
+        let folded = targets(&[lower, capital], &out).expect_err("one name on such a disk");
+        assert!(folded.to_string().contains("is also"), "{folded}");
     }
 
     #[test]

@@ -33,6 +33,14 @@ pub(crate) fn write_whole(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
     written
 }
 
+/// A file's device and inode, when it exists: the same for every name it has (another
+/// case of it on a case-insensitive disk, a link).
+pub(crate) fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.dev(), meta.ino()))
+}
+
 /// Creates `path` as a new file, never through what is there: the staged names are
 /// guessable (a process id), and in a folder others may write to, a symlink planted
 /// under one would have the write truncate the file it points to. What is there (a

@@ -95,8 +95,11 @@ fn output_path(args: &SubmitArgs) -> anyhow::Result<PathBuf> {
         .file
         .canonicalize()
         .with_context(|| format!("reading {}", args.file.display()))?;
+    let target = dir.join(name);
     anyhow::ensure!(
-        dir.join(name) != input,
+        target != input
+            && super::file_identity(&target)
+                .is_none_or(|id| Some(id) != super::file_identity(&input)),
         "the output {} would replace the input {}; choose another --output",
         output.display(),
         args.file.display()

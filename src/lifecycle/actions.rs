@@ -26,7 +26,8 @@ pub struct Retried {
 pub struct Cancelled {
     /// The run that was cancelled.
     pub run: i64,
-    /// Images that had not finished when it was asked.
+    /// Images the cancel stopped: those still pending under the request's lock (not
+    /// a count read before it, which images finishing meanwhile would overstate).
     pub images: i64,
 }
 
@@ -67,9 +68,10 @@ impl Lifecycle {
     /// Cancels the request's run: pending images never start, and a completion that
     /// writes what was done is queued at once.
     pub async fn cancel(&self, id: RequestId) -> Result<Cancelled, LifecycleError> {
-        let r = self.request(id).await?;
+        // Unknown requests are told apart (404) before any write.
+        self.request(id).await?;
         let mut tx = self.db.begin_write().await?;
-        let Some(run) = Db::cancel(&mut tx, id).await? else {
+        let Some((run, stopped)) = Db::cancel(&mut tx, id).await? else {
             drop(tx);
             // As it stands now: it may have finished since it was read above.
             let now = self.request(id).await?;
@@ -93,7 +95,7 @@ impl Lifecycle {
         tracing::info!(request_id = %id, "request cancelled");
         Ok(Cancelled {
             run,
-            images: r.remaining,
+            images: i64::try_from(stopped).unwrap_or(i64::MAX),
         })
     }
 

@@ -968,7 +968,7 @@ impl Db {
     /// request `Cancelled`. Returns the run, or `None` when it had already finished or
     /// has no image left to finish (its completion is queued: a cancel then would turn
     /// a run that did all its work `Cancelled`, and race that completion's CSV).
-    pub async fn cancel(tx: &mut Tx, id: RequestId) -> Result<Option<i64>, StoreError> {
+    pub async fn cancel(tx: &mut Tx, id: RequestId) -> Result<Option<(i64, u64)>, StoreError> {
         let now = Utc::now();
         let rid = id.to_string();
         let run: Option<i64> = with_tx!(&mut *tx, c => {
@@ -983,7 +983,7 @@ impl Db {
             .await?
         });
         let Some(run) = run else { return Ok(None) };
-        with_tx!(tx, c => {
+        let stopped = with_tx!(tx, c => {
             sqlx::query(
                 "update images set state = 'cancelled', finished_at = $1
                   where request_id = $2 and state = 'pending'",
@@ -991,9 +991,10 @@ impl Db {
             .bind(now)
             .bind(&rid)
             .execute(&mut *c)
-            .await?;
+            .await?
+            .rows_affected()
         });
-        Ok(Some(run))
+        Ok(Some((run, stopped)))
     }
 
     /// Records the output CSV of a cancelled run, once.

@@ -377,9 +377,12 @@ async fn submit_refuses_an_unusable_output_before_uploading() {
     let input = csv_of(&[images.url("/img/a/small_picos.jpg")]);
     std::fs::write(app.dir.path().join("in.csv"), &input).unwrap();
     std::fs::create_dir(app.dir.path().join("folder")).unwrap();
+    // The input under another name (as `IN.csv` is on a case-insensitive disk).
+    std::fs::hard_link(app.dir.path().join("in.csv"), app.dir.path().join("IN.csv")).unwrap();
     for (output, says) in [
         ("in.csv", "would replace the input"),
         ("./in.csv", "would replace the input"),
+        ("IN.csv", "would replace the input"),
         ("missing/out.csv", "the output's folder missing"),
         ("folder", "is a folder"),
     ] {

@@ -180,11 +180,12 @@ async fn retry_failed(db: &Db, id: RequestId) -> Option<(i64, Vec<(u32, u32, Str
     retried
 }
 
-async fn cancel(db: &Db, id: RequestId) -> Option<i64> {
+/// The cancelled run and how many images it stopped.
+async fn cancel(db: &Db, id: RequestId) -> Option<(i64, u64)> {
     let mut tx = db.begin_write().await.unwrap();
-    let run = Db::cancel(&mut tx, id).await.unwrap();
+    let cancelled = Db::cancel(&mut tx, id).await.unwrap();
     tx.commit().await.unwrap();
-    run
+    cancelled
 }
 
 async fn finalize(db: &Db, id: RequestId, run: i64) -> Option<RequestRecord> {
@@ -732,7 +733,7 @@ async fn cancel_stops_pending_images(backend: Backend) {
         ],
     )
     .await;
-    assert_eq!(cancel(db, id).await, Some(1));
+    assert_eq!(cancel(db, id).await, Some((1, 1)));
     let r = request(db, id).await;
     assert_eq!(
         (r.status, r.succeeded, r.failed, r.remaining),
@@ -780,7 +781,7 @@ async fn cancel_stops_pending_images(backend: Backend) {
 
     // One that never started is.
     let fresh = insert(db, &[&["http://x/e"]]).await;
-    assert_eq!(cancel(db, fresh).await, Some(1));
+    assert_eq!(cancel(db, fresh).await, Some((1, 1)));
     assert_eq!(states(db, fresh).await, [ImageState::Cancelled]);
     assert_eq!(counters(db, fresh).await, (0, 0, 0));
 }
@@ -847,7 +848,7 @@ async fn tidy_vacuums_tables_full_of_dead_rows(backend: Backend) {
     let rows: Vec<&[&str]> = rows.iter().map(|r| &r[..]).collect();
     let id = insert(db, &rows).await;
     // Cancelling rewrites every pending image: one dead version each.
-    assert_eq!(cancel(db, id).await, Some(1));
+    assert_eq!(cancel(db, id).await, Some((1, count as u64)));
     if backend == Backend::Sqlite {
         assert_eq!(db.tidy().await.unwrap(), []);
         return;
