@@ -405,29 +405,48 @@ async fn submit_refuses_an_unusable_output_before_uploading() {
     );
 }
 
-/// Runs `pixbatch ARGS` with a standard output nobody reads (the read end of its pipe
-/// closed before the start, as after `| head` has exited) and returns its exit code
-/// and standard error.
-async fn run_with_closed_stdout(args: &[&str], dir: &std::path::Path) -> (Option<i32>, String) {
+/// Which standard stream of a run nobody reads.
+#[derive(Clone, Copy, PartialEq)]
+enum Unread {
+    Stdout,
+    Stderr,
+}
+
+/// Runs `pixbatch ARGS` with one standard stream nobody reads (the read end of its
+/// pipe closed before the start, as after `| head` has exited); the other is captured.
+async fn run_with_unread(
+    args: &[&str],
+    dir: &std::path::Path,
+    unread: Unread,
+) -> std::process::Output {
     let (reader, writer) = std::io::pipe().expect("pipe");
     drop(reader);
+    let (stdout, stderr) = match unread {
+        Unread::Stdout => (writer.into(), std::process::Stdio::piped()),
+        Unread::Stderr => (std::process::Stdio::piped(), writer.into()),
+    };
     let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_pixbatch"))
         .args(args)
         .current_dir(dir)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .stdin(std::process::Stdio::null())
-        .stdout(writer)
-        .stderr(std::process::Stdio::piped())
+        .stdout(stdout)
+        .stderr(stderr)
         .kill_on_drop(true)
         // Not `output()`: tokio's sets stdout to a pipe of its own.
         .spawn()
         .expect("pixbatch started")
         .wait_with_output();
-    let out = tokio::time::timeout(Duration::from_secs(60), run)
+    tokio::time::timeout(Duration::from_secs(60), run)
         .await
         .expect("pixbatch finished in time")
-        .expect("pixbatch ran");
+        .expect("pixbatch ran")
+}
+
+/// [`run_with_unread`] with standard output unread: its exit code and standard error.
+async fn run_with_closed_stdout(args: &[&str], dir: &std::path::Path) -> (Option<i32>, String) {
+    let out = run_with_unread(args, dir, Unread::Stdout).await;
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -470,28 +489,12 @@ async fn commands_stop_quietly_when_nobody_reads_their_output() {
 async fn convert_finishes_when_nobody_reads_its_errors() {
     let dir = tempfile::tempdir().unwrap();
     let photos = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/photos");
-    let (reader, writer) = std::io::pipe().expect("pipe");
-    drop(reader);
     let mut args = vec!["convert".to_owned(), "--out".into(), "converted".into()];
     for photo in crate::helpers::PHOTOS {
         args.push(format!("{photos}/{photo}"));
     }
-    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_pixbatch"))
-        .args(&args)
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(writer)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("pixbatch started")
-        .wait_with_output();
-    let out = tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .expect("pixbatch finished in time")
-        .expect("pixbatch ran");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_with_unread(&args, dir.path(), Unread::Stderr).await;
     assert_eq!(
         out.status.code(),
         Some(0),

@@ -135,17 +135,18 @@ fn bucket(endpoint: &str) -> object_store::aws::AmazonS3 {
         .unwrap()
 }
 
-/// `pixbatch serve` storing in moto's bucket under [`PREFIX`].
-async fn serve_on_bucket(moto: &Moto) -> TestServer {
+/// `pixbatch serve` storing in moto's bucket under [`PREFIX`], with `extra` variables.
+async fn serve_on_bucket(moto: &Moto, extra: &[(&str, &str)]) -> TestServer {
     let storage_url = format!("s3://{BUCKET}/{PREFIX}");
-    TestServer::start(&[
+    let mut env = vec![
         ("STORAGE_URL", storage_url.as_str()),
         ("S3_ENDPOINT", moto.endpoint.as_str()),
         ("AWS_ACCESS_KEY_ID", "testing"),
         ("AWS_SECRET_ACCESS_KEY", "testing"),
         ("AWS_REGION", "us-east-1"),
-    ])
-    .await
+    ];
+    env.extend_from_slice(extra);
+    TestServer::start(&env).await
 }
 
 #[tokio::test]
@@ -155,7 +156,7 @@ async fn s3_storage_end_to_end() {
     };
 
     let images = ImageServer::start().await;
-    let app = serve_on_bucket(&moto).await;
+    let app = serve_on_bucket(&moto, &[]).await;
     let csv = format!(
         "Serial Number,Product Name,Input Image Urls\n\
          1,SKU1,{},{}\n\
@@ -424,7 +425,7 @@ async fn s3_reuse_copies_in_the_bucket() {
         return;
     };
     let images = ImageServer::start().await;
-    let app = serve_on_bucket(&moto).await;
+    let app = serve_on_bucket(&moto, &[]).await;
     let csv = format!(
         "Serial Number,Product Name,Input Image Urls\n1,SKU1,{},{}\n2,SKU2,{}\n",
         images.url("/etag/s1/small_picos.jpg"),
@@ -471,16 +472,7 @@ async fn s3_endpoint_is_the_one_endpoint() {
         return;
     };
     let images = ImageServer::start().await;
-    let storage_url = format!("s3://{BUCKET}/{PREFIX}");
-    let app = TestServer::start(&[
-        ("STORAGE_URL", storage_url.as_str()),
-        ("S3_ENDPOINT", moto.endpoint.as_str()),
-        ("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:1"),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_REGION", "us-east-1"),
-    ])
-    .await;
+    let app = serve_on_bucket(&moto, &[("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:1")]).await;
     let csv = format!(
         "Serial Number,Product Name,Input Image Urls\n1,SKU1,{}\n",
         images.url("/img/a/small_picos.jpg")
@@ -497,7 +489,7 @@ async fn s3_endpoint_is_the_one_endpoint() {
             "DATABASE_URL",
             format!("sqlite://{}/p.db", dir.path().display()),
         )
-        .env("STORAGE_URL", &storage_url)
+        .env("STORAGE_URL", format!("s3://{BUCKET}/{PREFIX}"))
         .env("AWS_ENDPOINT_URL", &moto.endpoint)
         .env("BIND", "127.0.0.1:0")
         .env("BOARD_BIND", "off")

@@ -127,6 +127,17 @@ fn catalogue(images: &ImageServer, n: usize) -> String {
     csv
 }
 
+/// How many times the image server was asked for `img`'s input (a [`catalogue`] URL).
+fn downloads(images: &ImageServer, img: &Value) -> u32 {
+    let path = img["input_url"]
+        .as_str()
+        .unwrap()
+        .split_once("/img/")
+        .unwrap()
+        .1;
+    images.hits(&format!("/img/{path}"))
+}
+
 /// Polls the images until `pred` holds for them; panics with the logs after `timeout`.
 async fn images_until(
     app: &TestServer,
@@ -260,13 +271,7 @@ async fn full_disk_store(backend: Backend) {
     );
     // A try while the store refuses writes does no work: no download to throw away.
     for img in imgs.iter().filter(|i| i["attempts"].as_i64().unwrap() >= 3) {
-        let path = img["input_url"]
-            .as_str()
-            .unwrap()
-            .split_once("/img/")
-            .unwrap()
-            .1;
-        let hits = images.hits(&format!("/img/{path}"));
+        let hits = downloads(&images, img);
         assert!(
             hits <= 2,
             "{hits} downloads in {} tries: {img}",
@@ -407,19 +412,11 @@ async fn nearly_full_disk_store() {
     let id = app.accepted(catalogue(&images, 3).as_bytes(), &[]).await;
     fs.leave(LEFT);
     images.set_latency(Duration::ZERO);
-    let downloads = |img: &Value| {
-        let path = img["input_url"]
-            .as_str()
-            .unwrap()
-            .split_once("/img/")
-            .unwrap()
-            .1;
-        images.hits(&format!("/img/{path}"))
-    };
     let imgs = images_until(&app, &id, Duration::from_secs(90), |imgs| {
         // A third download of an image means two writes of it were refused: its
         // budget, had they counted.
-        imgs.iter().any(|i| i["state"] != "pending") || imgs.iter().any(|i| downloads(i) >= 3)
+        imgs.iter().any(|i| i["state"] != "pending")
+            || imgs.iter().any(|i| downloads(&images, i) >= 3)
     })
     .await;
     for img in &imgs {
