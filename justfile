@@ -25,9 +25,12 @@ lint:
 fuzz SECONDS="600":
     PIXBATCH_FUZZ_SECS={{SECONDS}} PIXBATCH_FUZZ_CASES=18446744073709551615 cargo test --release --test fuzz -- --nocapture fuzz_transform
 
-# Regenerate the committed OpenAPI document and the Postman collection made from it.
+# Regenerate the committed OpenAPI document (written whole or not at all: a failed
+# build leaves the committed one) and the Postman collection made from it (needs
+# Node.js and npm).
 openapi:
-    cargo run --quiet -- openapi > openapi/openapi.json
+    cargo run --quiet -- openapi > openapi/openapi.json.new
+    mv openapi/openapi.json.new openapi/openapi.json
     bash tests/contract/postman.sh
 
 # Contract tests: a client generated from openapi/openapi.json does a round trip, and

@@ -160,7 +160,7 @@ pub struct ServerConfig {
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub aws_secret_access_key: Option<Secret>,
 
-    /// Region of the `s3://` bucket; `us-east-1` when unset.
+    /// Region of the `s3://` bucket; `AWS_DEFAULT_REGION`, else `us-east-1`, when unset.
     #[arg(long, env = "AWS_REGION")]
     pub aws_region: Option<String>,
 

@@ -25,7 +25,8 @@
 //! - [`app`]: wires everything together and runs it.
 //!
 //! `unsafe` code is denied everywhere but in `imaging::libjpeg`, the safe wrapper
-//! around libjpeg's C API.
+//! around libjpeg's C API, and `imaging::kernels::dispatch`, which calls a SIMD
+//! kernel only on a CPU that was found to have its instructions.
 
 #![deny(unsafe_code)]
 

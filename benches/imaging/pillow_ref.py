@@ -125,6 +125,8 @@ def cmd_convert_log(log):
             if len(parts) < 6 or parts[1] != "ok":
                 continue
             name = os.path.splitext(os.path.basename(parts[0]))[0]
+            # run.sh's second, warm pass reads each file as NAME.warm.EXT.
+            name = name.removesuffix(".warm")
             w, h = parts[2].split()[-1].split("x")
             out_bytes = parts[3].split("->")[1].split()[0]
             ms = float(parts[5].split()[0])

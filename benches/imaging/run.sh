@@ -54,12 +54,23 @@ for f in "$corpus"/var_*; do [ -e "$f" ] && variants+=("$f"); done
 if [ ${#variants[@]} -gt 0 ]; then
     vruns=$work/variants
     for key in pillow default; do mkdir -p "$vruns/$key/out"; done
+    # The second pass reads each file under another name (`convert` refuses two inputs
+    # that would write one output): a link, or a copy where links cannot be made.
+    mkdir -p "$work/warm"
+    warm=()
+    for f in "${variants[@]}"; do
+        base=$(basename "$f")
+        w="$work/warm/${base%.*}.warm.${base##*.}"
+        ln "$f" "$w" 2> /dev/null || cp "$f" "$w"
+        warm+=("$w")
+    done
     for rep in $(seq 1 "$reps"); do
         "$python" "$here/pillow_ref.py" variants "$vruns/pillow/out" "$quality" "${variants[@]}" \
             > "$vruns/pillow/$rep.tsv"
         # Twice per process, the second timed: a warm process, as Pillow's loop is.
         "$PIXBATCH_BIN" convert --threads 1 --quality "$quality" \
-            --out "$vruns/default/out" "${variants[@]}" "${variants[@]}" > "$work/variants.log" 2> /dev/null
+            --out "$vruns/default/out" "${variants[@]}" "${warm[@]}" > "$work/variants.log" \
+            2> "$work/variants.err" || { cat "$work/variants.err" >&2; exit 1; }
         tail -n "$((${#variants[@]} + 1))" "$work/variants.log" > "$work/variants.warm.log"
         "$python" "$here/pillow_ref.py" convert-log "$work/variants.warm.log" > "$vruns/default/$rep.tsv"
     done

@@ -45,7 +45,7 @@ pub enum BindingLimit {
     /// The fixed quality asked for (`quality=50`, or relative `-10`).
     Quality,
     /// The lowest quality of the range whose output reaches the SSIMULACRA2 target
-    /// (`quality=auto:N`).
+    /// (`quality=auto:N`) and fits `max_bytes` when one is set.
     Target,
     /// The byte cap (`max_bytes`): a lower quality than asked for, or a downscale
     /// (`downscaled`). With a target, the target was missed.

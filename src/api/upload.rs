@@ -42,7 +42,8 @@ pub struct UploadForm {
     reuse: Option<FormFlag>,
     /// Most bytes per output: `150000`, `150KB` or `2MB` (KB = 1000 bytes), 2000 to
     /// 1000000000. The highest quality that fits is used (it wins over an `auto`
-    /// target), the image downscaled when even quality 30 does not fit. The
+    /// target), the image downscaled when even quality 30 (or the quality asked,
+    /// when lower) does not fit. The
     /// server's `MAX_OUTPUT_BYTES` when absent, no cap when that is unset.
     max_bytes: Option<String>,
     /// `true` to check the CSV and count its images without storing anything.

@@ -2,8 +2,8 @@
 //! progress bar, print a summary and download the output CSV.
 //!
 //! Exit codes, for scripts: 0 when every image was stored (or, without `--wait`, when
-//! the upload was accepted); 1 when the upload was refused (every CSV problem is
-//! printed with its line and column), the server could not be reached or the output
+//! the upload was accepted); 1 when the upload was refused (the CSV problems the
+//! server lists, the first 100, are printed with their line and column), the server could not be reached or the output
 //! CSV could not be written where asked (checked before the upload); 2 when the
 //! request finished with failed or cancelled images; 141 when nobody reads the output
 //! any more (see `main.rs`).

@@ -8,8 +8,9 @@
 //!    `user:pass@` credentials (rejected: they would be sent as Basic auth
 //!    and leak into logs); IP-literal hosts in any spelling are checked
 //!    against the deny table before connecting.
-//! 2. A guarded DNS resolver drops denied addresses from every answer and
-//!    refuses the name when none is left.
+//! 2. A guarded DNS resolver refuses a name when any address it resolves to
+//!    is denied (SPEC §7: every address must be public), not just the one
+//!    that would be connected.
 //! 3. Redirects are followed by hand (at most [`MAX_REDIRECTS`] for
 //!    downloads, none for webhooks) and each target goes through step 1.
 //! 4. The address actually connected is checked once more.

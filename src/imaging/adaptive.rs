@@ -453,7 +453,21 @@ fn search_from(
         None => Ok(Searched::TooBig {
             tries: tries.count(),
         }),
-        Some(q) => Ok(Searched::Chosen(tries.choose(q, Binding::MaxBytes))),
+        Some(q) => {
+            // The target search stops at a quality close enough above the target, so
+            // the step below it that the cap asks for may still meet the target: then
+            // the cap cost nothing the target asked for, and the report must not say
+            // the target was missed.
+            let meets = goal
+                .target
+                .is_some_and(|t| tries.done[&q].1.is_some_and(|s| s >= t.score()));
+            let binding = if meets {
+                Binding::Target
+            } else {
+                Binding::MaxBytes
+            };
+            Ok(Searched::Chosen(tries.choose(q, binding)))
+        }
     }
 }
 
@@ -1565,6 +1579,40 @@ mod tests {
             }
             assert!(c.tries <= MAX_TRIES + 4);
         }
+    }
+
+    /// A flat score curve: the target search stops at a quality close enough above the
+    /// target, and a cap one byte under that output takes the step below, which still
+    /// meets the target. It was reported as the cap binding (the target missed).
+    #[test]
+    fn a_capped_choice_that_still_meets_the_target_reports_the_target() {
+        let score = |q: u8| 70.0 + 0.1 * (f64::from(q) - 55.0);
+        let goal = |max_bytes| Goal {
+            target: Some(Target::whole(70)),
+            fixed: 50,
+            max_bytes,
+        };
+        let free = chosen(search_on(goal(None), model_len, score));
+        assert_eq!(free.binding, Binding::Target);
+        assert!(
+            score(free.quality - 1) >= 70.0,
+            "the case needs a meeting step below q{}",
+            free.quality
+        );
+        let cap = model_len(free.quality) as u64 - 1;
+        let c = chosen(search_on(goal(Some(cap)), model_len, score));
+        assert_eq!(c.quality, free.quality - 1);
+        assert_eq!(
+            (c.binding, c.score),
+            (Binding::Target, Some(score(c.quality)))
+        );
+        // One step further down misses: then the cap is what bound it.
+        let low = chosen(search_on(
+            goal(Some(model_len(55) as u64 - 1)),
+            model_len,
+            score,
+        ));
+        assert_eq!((low.quality, low.binding), (54, Binding::MaxBytes));
     }
 
     /// Sizes that grow slower than the cap search's 2 % a step (a low-quality source

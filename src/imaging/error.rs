@@ -33,7 +33,7 @@ pub enum ImagingError {
         /// A human-readable cause.
         reason: String,
     },
-    /// The decoded image cannot be written as JPEG (e.g. wider than 65535 pixels).
+    /// The decoded image cannot be written as JPEG (e.g. a side over the encoder's 65,500 pixels).
     #[error("cannot encode JPEG: {0}")]
     Encode(String),
     /// A JPEG has more scans than allowed: each scan makes the decoder walk every

@@ -251,7 +251,11 @@ enum Direct {
 /// 3: half-step target searches (taken out again).
 /// 4: the target search's aim above the target and its bracket rule.
 /// 5: the target search's dead zone ([`fastpath::TARGET_ROUND_UP_ABOVE`]).
-pub const OUTPUT_VERSION: u32 = 5;
+/// 6: the orientation from the first Exif segment, a profile named sRGB that is not
+///    converted, a fixed quality under 30 as the cap's floor, the cap search's floor
+///    try. The digests of `outputs_are_those_of_this_output_version` catch the next
+///    change that forgets to bump this.
+pub const OUTPUT_VERSION: u32 = 6;
 
 impl TransformOptions {
     /// Everything that shapes the output bytes for a given input, as one string: the
@@ -377,7 +381,10 @@ pub fn transform_with(
             (None, Some(d)) => d.pixels.dimensions(),
             (None, None) => (width, height),
         };
-        let fix = |f: fn(&decode::Decoded) -> bool| fixes.is_some_and(f);
+        // What the decode changed describes the re-encode only: a kept original is the
+        // input's own bytes, its colour space, profile and orientation tag untouched.
+        let fixes_stored = fixes.filter(|_| !kept_original);
+        let fix = |f: fn(&decode::Decoded) -> bool| fixes_stored.is_some_and(f);
         Report {
             input_format: format,
             width: out_width,
@@ -391,7 +398,7 @@ pub fn transform_with(
             cmyk_converted: fix(|d| d.cmyk_converted),
             icc_converted: fix(|d| d.icc_converted),
             alpha_flattened: fix(|d| d.alpha_flattened),
-            frames_dropped: fixes.map_or(0, |d| d.frames_dropped),
+            frames_dropped: fixes_stored.map_or(0, |d| d.frames_dropped),
             bit_depth_reduced: fix(|d| d.bit_depth_reduced),
             fast_path: outcome.fast_path,
             target: goal.target,

@@ -974,3 +974,90 @@ fn an_arithmetic_coded_jpeg_is_re_encoded() {
         }
     }
 }
+
+/// The "never larger" rule keeps a CMYK source as it is when its re-encode is not
+/// smaller (SPEC §5.6): the report then describes the stored file, the input's own
+/// CMYK bytes, not the RGB re-encode that lost. It said `cmyk_converted`.
+#[test]
+fn a_kept_original_reports_no_conversion_it_did_not_get() {
+    for (name, quality) in [("cmyk_ycck.jpg", 100), ("adobergb_icc.jpg", 100)] {
+        let input = fixture(name);
+        let out = transform(&input, &options(Quality::Absolute(quality))).unwrap();
+        assert!(out.report.kept_original, "{name}: {:?}", out.report);
+        assert_eq!(out.bytes, input);
+        let r = &out.report;
+        assert!(
+            !r.cmyk_converted && !r.icc_converted && !r.rotated,
+            "{name}: {r:?}"
+        );
+        // Re-encoded, the same source reports what was done to it.
+        let out = transform(&input, &q50()).unwrap();
+        assert!(!out.report.kept_original, "{name}");
+        assert!(
+            out.report.cmyk_converted || out.report.icc_converted,
+            "{name}"
+        );
+    }
+}
+
+/// Every option set's outputs of every fixture, as one digest per [`OUTPUT_VERSION`].
+/// Reuse copies an earlier output when the fingerprint (which holds the version)
+/// matches, so a change to the outputs without a new version would keep serving the
+/// old ones: when this fails, bump [`OUTPUT_VERSION`] and record the digest it prints
+/// for the new version. (The kernels are bit-exact at every SIMD level; `auto` is
+/// left out, its metric's floating point is not promised to be.)
+#[test]
+fn outputs_are_those_of_this_output_version() {
+    use sha2::{Digest, Sha256};
+    const DIGESTS: &[(u32, &str)] = &[(
+        6,
+        "2ab02c2e2f8b1ce318d158177adb933022fc35af5e1dfff331113c1002059bbc",
+    )];
+    let mut names: Vec<String> = ["imaging", "photos"]
+        .iter()
+        .flat_map(|dir| {
+            let path = format!("{}/tests/fixtures/{dir}", env!("CARGO_MANIFEST_DIR"));
+            std::fs::read_dir(&path)
+                .unwrap_or_else(|e| panic!("{path}: {e}"))
+                .map(move |entry| format!("{dir}/{}", entry.unwrap().file_name().to_string_lossy()))
+        })
+        .filter(|name| {
+            [".jpg", ".png", ".gif", ".webp", ".bmp", ".tiff"]
+                .iter()
+                .any(|ext| name.ends_with(ext))
+        })
+        .collect();
+    names.sort();
+    assert!(names.len() >= 30, "{names:?}");
+    let option_sets = [
+        q50(),
+        options(Quality::Absolute(90)),
+        options(Quality::parse("relative:50%").unwrap()),
+        capped(Quality::Absolute(50), "8KB"),
+        capped(Quality::Absolute(20), "3KB"),
+    ];
+    let mut all = Sha256::new();
+    for name in &names {
+        let input = super::fixtures::fixture_file(name);
+        for opts in &option_sets {
+            all.update(format!("{name};{};", opts.fingerprint()));
+            match transform(&input, opts) {
+                Ok(out) => {
+                    all.update(Sha256::digest(&out.bytes));
+                    all.update(format!("{:?}", out.report));
+                }
+                Err(e) => all.update(e.to_string()),
+            }
+        }
+    }
+    let digest = format!("{:x}", all.finalize());
+    let recorded = DIGESTS.iter().find(|(v, _)| *v == OUTPUT_VERSION);
+    assert_eq!(
+        recorded.map(|(_, d)| *d),
+        Some(digest.as_str()),
+        "the outputs (or their reports) differ from those recorded for output version \
+         {OUTPUT_VERSION}: if the change is meant, bump OUTPUT_VERSION and record \
+         ({}, \"{digest}\")",
+        OUTPUT_VERSION + 1
+    );
+}

@@ -502,3 +502,29 @@ async fn s3_endpoint_is_the_one_endpoint() {
         "{stderr}"
     );
 }
+
+/// An empty AWS variable is unset, as pixbatch's own settings are (a Compose file's
+/// `AWS_ACCESS_KEY_ID: ${AWS_ACCESS_KEY_ID}` passes an empty one when the host has
+/// none): the start stopped on an empty key id (a secret key missing) and on an empty
+/// `AWS_ENDPOINT_URL` (taken as an endpoint set beside no `S3_ENDPOINT`). `migrate`
+/// opens the storage as `serve` does, and sends nothing to it.
+#[test]
+fn empty_aws_variables_are_unset() {
+    let dir = tempfile::tempdir().unwrap();
+    for empty in ["AWS_ACCESS_KEY_ID", "AWS_ENDPOINT_URL", "AWS_REGION"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pixbatch"))
+            .arg("migrate")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env(
+                "DATABASE_URL",
+                format!("sqlite://{}/p.db", dir.path().display()),
+            )
+            .env("STORAGE_URL", format!("s3://{BUCKET}/{PREFIX}"))
+            .env(empty, "")
+            .output()
+            .expect("pixbatch ran");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{empty}: {stderr}");
+    }
+}

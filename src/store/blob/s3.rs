@@ -20,7 +20,7 @@ pub(super) fn client(config: &S3Config) -> Result<AmazonS3, object_store::Error>
     crate::tls::use_ring();
     // The standard AWS variables first (session token, web identity, container
     // credentials...), then our settings over them.
-    let mut builder = AmazonS3Builder::from_env()
+    let mut builder = aws_environment()
         .with_bucket_name(&config.bucket)
         .with_retry(RetryConfig {
             backoff: Default::default(),
@@ -64,4 +64,19 @@ pub(super) fn client(config: &S3Config) -> Result<AmazonS3, object_store::Error>
             .with_secret_access_key(&c.secret_access_key);
     }
     builder.build()
+}
+
+/// `AmazonS3Builder::from_env` without the variables set to nothing: an empty variable
+/// means unset, as for pixbatch's own settings (a Compose file's
+/// `AWS_ACCESS_KEY_ID: ${AWS_ACCESS_KEY_ID}` passes an empty one when the host has
+/// none). Taken as set, an empty key id stopped the start and an empty region made
+/// the endpoint `s3..amazonaws.com`.
+fn aws_environment() -> AmazonS3Builder {
+    std::env::vars_os()
+        .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)))
+        .filter(|(key, value)| key.starts_with("AWS_") && !value.trim().is_empty())
+        .filter_map(|(key, value)| Some((key.to_ascii_lowercase().parse().ok()?, value)))
+        .fold(AmazonS3Builder::new(), |builder, (key, value)| {
+            builder.with_config(key, value)
+        })
 }
