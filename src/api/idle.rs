@@ -14,14 +14,16 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
 };
 
+use bytes::Bytes;
+use futures::Stream;
 use poem::{
-    Endpoint, IntoResponse, Request, Response,
+    Body, Endpoint, IntoResponse, Request, Response,
     http::uri::Scheme,
     listener::Acceptor,
     web::{LocalAddr, RemoteAddr},
@@ -62,22 +64,78 @@ impl Busy {
 }
 
 /// Counts a request in for its connection while a handler works on it (its response's
-/// body, once handed over, moves bytes of its own).
-pub async fn serving<E: Endpoint>(ep: Arc<E>, req: Request, busy: Busy) -> poem::Result<Response> {
-    struct Out(Option<Arc<AtomicUsize>>);
-    impl Drop for Out {
-        fn drop(&mut self) {
-            if let Some(n) = &self.0 {
-                n.fetch_sub(1, Ordering::SeqCst);
-            }
+/// body, once handed over, moves bytes of its own), from the moment its body has all
+/// arrived: a handler waiting for body bytes is not working, and a client that sends
+/// half a body and goes silent is as silent as one that sends half its headers. (The
+/// upload's handler reads its body inside the call; counted from the call, such a
+/// connection was never closed.)
+pub async fn serving<E: Endpoint>(
+    ep: Arc<E>,
+    mut req: Request,
+    busy: Busy,
+) -> poem::Result<Response> {
+    let counted = Arc::new(Counted {
+        counter: busy.counter(req.remote_addr()),
+        done: AtomicBool::new(false),
+    });
+    let body = req.take_body();
+    if body.is_empty() {
+        counted.count_in();
+        req.set_body(body);
+    } else {
+        req.set_body(Body::from_bytes_stream(CountInAtEnd {
+            stream: Box::pin(body.into_bytes_stream()),
+            counted: counted.clone(),
+        }));
+    }
+    let response = ep.call(req).await.map(IntoResponse::into_response);
+    drop(counted);
+    response
+}
+
+/// A request's place in its connection's count: in once, out when dropped (the handler
+/// done, and its body with it).
+struct Counted {
+    counter: Option<Arc<AtomicUsize>>,
+    done: AtomicBool,
+}
+
+impl Counted {
+    fn count_in(&self) {
+        if let Some(n) = &self.counter
+            && !self.done.swap(true, Ordering::SeqCst)
+        {
+            n.fetch_add(1, Ordering::SeqCst);
         }
     }
-    let counter = busy.counter(req.remote_addr());
-    if let Some(n) = &counter {
-        n.fetch_add(1, Ordering::SeqCst);
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let Some(n) = &self.counter
+            && *self.done.get_mut()
+        {
+            n.fetch_sub(1, Ordering::SeqCst);
+        }
     }
-    let _out = Out(counter);
-    ep.call(req).await.map(IntoResponse::into_response)
+}
+
+/// A request body that counts its request in once its last byte has arrived.
+struct CountInAtEnd {
+    stream: Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>,
+    counted: Arc<Counted>,
+}
+
+impl Stream for CountInAtEnd {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let next = self.stream.as_mut().poll_next(cx);
+        if let Poll::Ready(None) = next {
+            self.counted.count_in();
+        }
+        next
+    }
 }
 
 /// An acceptor whose connections end when no byte moves either way for `timeout`

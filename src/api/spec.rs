@@ -17,6 +17,10 @@
 //! And every operation answers its errors with the one `ProblemResponse`, so each was
 //! documented with every error status: 413 and 422 on a status read, 401 on public
 //! files. Each keeps only those it can answer (see [`can_answer`]).
+//!
+//! And the completion event, which poem-openapi puts under a top-level `webhooks` (an
+//! OpenAPI 3.1 field a 3.0 validator refuses, so strict tools refused the whole
+//! document), goes where 3.0 documents such a call: a callback of `POST /upload`.
 
 use std::fmt;
 
@@ -37,7 +41,50 @@ pub fn tidy(spec: &str) -> String {
     merge_repeated_responses(&mut doc);
     keep_possible_responses(&mut doc, super::is_public);
     declare_bearer_security(&mut doc, super::is_public);
+    webhooks_as_upload_callbacks(&mut doc);
     serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_owned())
+}
+
+/// Moves the top-level `webhooks` into `POST /upload`'s `callbacks`, each event as a
+/// call to the upload's `webhook_url` (`{$request.body#/webhook_url}`; the server's
+/// `WEBHOOK_URL` when the form has none, which the operation's text says). The Swagger
+/// UI shows it on the upload, under "Callbacks".
+fn webhooks_as_upload_callbacks(doc: &mut Node) {
+    let Node::Object(top) = doc else {
+        return;
+    };
+    let Some(at) = top.iter().position(|(key, _)| key == "webhooks") else {
+        return;
+    };
+    let has_upload = get(top, "paths")
+        .and_then(|paths| match paths {
+            Node::Object(paths) => get(paths, "/upload"),
+            _ => None,
+        })
+        .and_then(|item| match item {
+            Node::Object(item) => get(item, "post"),
+            _ => None,
+        })
+        .is_some();
+    if !has_upload {
+        return;
+    }
+    let (_, Node::Object(events)) = top.remove(at) else {
+        return;
+    };
+    let callbacks = events
+        .into_iter()
+        .map(|(name, item)| {
+            let call = vec![("{$request.body#/webhook_url}".to_owned(), item)];
+            (name, Node::Object(call))
+        })
+        .collect();
+    if let Some(Node::Object(paths)) = field(top, "paths")
+        && let Some(Node::Object(item)) = field(paths, "/upload")
+        && let Some(Node::Object(post)) = field(item, "post")
+    {
+        post.push(("callbacks".to_owned(), Node::Object(callbacks)));
+    }
 }
 
 /// Says in the document what the token check (`api::guard`, a middleware no handler
@@ -383,6 +430,19 @@ mod tests {
             text.find("\"z\"").unwrap() < text.find("\"a\"").unwrap(),
             "{text}"
         );
+    }
+
+    #[test]
+    fn webhooks_become_callbacks_of_the_upload() {
+        let spec = r#"{"openapi":"3.0.0","webhooks":{"request.completed":{"post":{"summary":"s"}}},"paths":{"/upload":{"post":{"summary":"u"}}}}"#;
+        let out: serde_json::Value = serde_json::from_str(&tidy(spec)).unwrap();
+        assert!(out.get("webhooks").is_none(), "{out}");
+        assert_eq!(
+            out["paths"]["/upload"]["post"]["callbacks"]["request.completed"]["{$request.body#/webhook_url}"]
+                ["post"]["summary"],
+            "s"
+        );
+        assert_eq!(out["paths"]["/upload"]["post"]["summary"], "u");
     }
 
     #[test]

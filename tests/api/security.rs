@@ -213,6 +213,31 @@ async fn silent_connections_are_closed_and_reading_streams_kept() {
         waited >= Duration::from_millis(1500),
         "closed after {waited:?}"
     );
+
+    // Whole headers and half an upload's body, then silence: the handler waiting for
+    // the rest is not busy. It kept the connection for good.
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: x\r\n\
+          Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n\
+          --b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\n\r\n\
+          Serial Number,Product Name,Input Image Urls\n",
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), conn.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "a half-sent upload still open after 20 s\n{}",
+        app.logs()
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "closed after {waited:?}"
+    );
 }
 
 /// A handler that takes longer than `HTTP_IDLE_TIMEOUT`, sending nothing meanwhile (the

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Contract tests against the real binary (`just contract`, and CI after `cargo test`):
+#  0. openapi-spec-validator finds openapi/openapi.json valid OpenAPI 3.0;
 #  a. a Python client generated from the committed openapi/openapi.json (by
 #     openapi-python-client, failing on any warning) uploads a CSV, polls it to
 #     Completed, lists its images and downloads the output CSV;
@@ -15,6 +16,7 @@ cd "$(dirname "$0")/../.."
 # Pinned, verified together on Python 3.11.
 SCHEMATHESIS_VERSION=4.32.5
 OPENAPI_PYTHON_CLIENT_VERSION=0.29.1
+OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
 MAX_EXAMPLES=${CONTRACT_MAX_EXAMPLES:-100}
 ST_TIMEOUT=${CONTRACT_ST_TIMEOUT:-300}
 
@@ -79,9 +81,16 @@ python3 -m venv "$TMP/venv"
 VENV=$TMP/venv/bin
 "$VENV/pip" install --quiet --disable-pip-version-check \
     "schemathesis==$SCHEMATHESIS_VERSION" \
-    "openapi-python-client==$OPENAPI_PYTHON_CLIENT_VERSION" ||
+    "openapi-python-client==$OPENAPI_PYTHON_CLIENT_VERSION" \
+    "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION" ||
     die "pip install failed"
 say "venv with schemathesis $SCHEMATHESIS_VERSION, openapi-python-client $OPENAPI_PYTHON_CLIENT_VERSION ($((SECONDS - t))s)"
+
+# The committed document is valid OpenAPI of the version it declares (strict tools,
+# openapi-generator or Redocly, refuse one that is not, whole).
+"$VENV/openapi-spec-validator" openapi/openapi.json >"$TMP/validate.log" 2>&1 ||
+    { cat "$TMP/validate.log" >&2; die "openapi/openapi.json is not valid OpenAPI"; }
+say "openapi/openapi.json is valid OpenAPI $(python3 -c 'import json; print(json.load(open("openapi/openapi.json"))["openapi"])')"
 
 # --- servers ----------------------------------------------------------------------
 IMG_PORT=$(free_port)
