@@ -5,7 +5,7 @@ use std::{borrow::Cow, collections::HashMap};
 use ::csv::{ReaderBuilder, StringRecord};
 
 use super::problem::Problems;
-use super::{CsvLimits, CsvProblem, ImageUrl, ParsedCsv, ProductRow};
+use super::{Cells, CsvLimits, CsvProblem, ImageUrl, ParsedCsv, ProductRow};
 
 /// The serial column's spellings SPEC §3 names, normalised (whitespace removed,
 /// lowercase): `Serial Number`, `S. No.`, `S.No`, `Sr. No.`.
@@ -703,10 +703,14 @@ fn check_row(
     // The URL cell is written back as the merchant wrote the URLs (trimmed, empty
     // pieces dropped), not as the parser normalised them: one cell even when the
     // list spilled over unquoted into further fields.
-    let mut cells: Vec<String> = record.iter().take(columns).map(str::to_owned).collect();
-    if let Some(cell) = cells.get_mut(header.urls) {
-        *cell = written.join(",");
-    }
+    let urls_cell = written.join(",");
+    let cells = Cells::new(
+        record
+            .iter()
+            .take(columns)
+            .enumerate()
+            .map(|(i, cell)| if i == header.urls { &urls_cell } else { cell }),
+    );
     Some(ProductRow {
         row: 0,
         line,
@@ -828,7 +832,7 @@ mod tests {
             ["https://example.com/a.jpg", "https://example.com/b.jpg"]
         );
         assert_eq!(
-            first.cells,
+            first.cells.to_vec(),
             [
                 "1",
                 "SKU1",
@@ -850,7 +854,7 @@ mod tests {
             ["https://example.com/a.jpg", "https://example.com/b.jpg"]
         );
         assert_eq!(
-            parsed.rows[0].cells[2],
+            parsed.rows[0].cells.to_vec()[2],
             "https://example.com/a.jpg,https://example.com/b.jpg"
         );
     }
@@ -896,7 +900,7 @@ mod tests {
             ("7", "Shoe")
         );
         assert_eq!(
-            row.cells,
+            row.cells.to_vec(),
             ["-5", "https://example.com/a.jpg", "keep me", "Shoe", "7"]
         );
         for spelling in ["S.No", "Sr. No.", "Serial", "SNo", "serial number"] {
@@ -917,7 +921,7 @@ mod tests {
             assert_eq!(parsed.rows[0].serial, "1", "{other}");
             assert_eq!(parsed.header[2], other);
             assert!(
-                parsed.rows[0].cells.iter().any(|c| c == "SN-778"),
+                parsed.rows[0].cells.to_vec().iter().any(|c| c == "SN-778"),
                 "{other}"
             );
         }
@@ -1001,7 +1005,7 @@ mod tests {
         );
         assert_eq!(parsed.urls_column, 2);
         assert_eq!(
-            parsed.rows[0].cells,
+            parsed.rows[0].cells.to_vec(),
             ["1", "A", "http://x.io/a,http://x.io/b", "n1"]
         );
         assert_eq!(parsed.rows[0].urls.len(), 2);
@@ -1034,7 +1038,7 @@ mod tests {
         ));
         assert_eq!(urls(&parsed.rows[0]), ["http://x.io/a", "http://x.io/b"]);
         assert_eq!(
-            parsed.rows[0].cells,
+            parsed.rows[0].cells.to_vec(),
             ["1", "SKU1", "http://x.io/a,http://x.io/b"]
         );
         // Dropped before the URL column, they leave the spill alone.
@@ -1307,7 +1311,10 @@ mod tests {
             urls(row),
             ["http://example.com/a%20b.jpg", "https://x.io/%7e"]
         );
-        assert_eq!(row.cells[2], "HTTP://Example.COM/a b.jpg,https://x.io/%7e");
+        assert_eq!(
+            row.cells.to_vec()[2],
+            "HTTP://Example.COM/a b.jpg,https://x.io/%7e"
+        );
     }
 
     #[test]
@@ -1409,7 +1416,7 @@ mod tests {
         assert!(found[0].message.contains("quoted"), "{}", found[0].message);
         // Trailing empty cells (a spreadsheet's trailing commas) are harmless.
         let parsed = parse_ok(&format!("{header}1,http://x.io/a,A,,\n"));
-        assert_eq!(parsed.rows[0].cells, ["1", "http://x.io/a", "A"]);
+        assert_eq!(parsed.rows[0].cells.to_vec(), ["1", "http://x.io/a", "A"]);
         // A header with a trailing comma keeps the URL column last.
         let parsed = parse_ok(
             "Serial Number,Product Name,Input Image Urls,\n1,A,http://x.io/a,http://x.io/b\n",
@@ -1438,7 +1445,7 @@ mod tests {
                 .replace("2,,x", "2,B,x")
                 .replace("3,C,\"open\n,", "3,C,ok,"),
         );
-        assert_eq!(parsed.rows[0].cells[2], "first\nsecond\nthird");
+        assert_eq!(parsed.rows[0].cells.to_vec()[2], "first\nsecond\nthird");
         assert_eq!(parsed.rows[1].line, 5);
         assert_eq!(parsed.rows[2].line, 6);
     }

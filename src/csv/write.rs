@@ -384,14 +384,11 @@ mod tests {
         outputs: &[Vec<ImageOutcome>],
         with_errors: bool,
     ) -> Vec<u8> {
-        let rows = parsed
-            .rows
+        let cells: Vec<Vec<String>> = parsed.rows.iter().map(|r| r.cells.to_vec()).collect();
+        let rows = cells
             .iter()
             .zip(outputs)
-            .map(|(row, outputs)| OutputRow {
-                cells: &row.cells,
-                outputs,
-            });
+            .map(|(cells, outputs)| OutputRow { cells, outputs });
         write_output(&parsed.header, rows, with_errors).unwrap()
     }
 
@@ -436,8 +433,8 @@ mod tests {
             assert_eq!(before.serial, after.serial);
         }
         assert_eq!(write(&again), written);
-        assert_eq!(again.rows[0].cells[0], "multi\nline, with comma");
-        assert_eq!(again.rows[1].cells[0], "'=1+1");
+        assert_eq!(again.rows[0].cells.to_vec()[0], "multi\nline, with comma");
+        assert_eq!(again.rows[1].cells.to_vec()[0], "'=1+1");
         assert_eq!(again.rows[1].line, 4);
     }
 

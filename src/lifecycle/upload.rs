@@ -164,7 +164,7 @@ impl Lifecycle {
                 line: r.line,
                 serial: &r.serial,
                 product_name: &r.product_name,
-                cells: &r.cells,
+                cells_json: r.cells.as_json(),
             })
             .collect();
         let images: Vec<NewImage<'_>> = parsed

@@ -58,8 +58,8 @@ pub struct NewProduct<'a> {
     pub serial: &'a str,
     /// Product name cell.
     pub product_name: &'a str,
-    /// Every cell in header order.
-    pub cells: &'a [String],
+    /// Every cell in header order, as a JSON array of strings.
+    pub cells_json: &'a str,
 }
 
 /// One image about to be stored.
@@ -500,7 +500,7 @@ impl Db {
                         .push_bind(p.line as i64)
                         .push_bind(p.serial.to_owned())
                         .push_bind(p.product_name.to_owned())
-                        .push_bind(serde_json::to_string(p.cells).unwrap_or_default())
+                        .push_bind(p.cells_json.to_owned())
                         .push_bind(before);
                 });
                 q.build().execute(&mut *c).await?;

@@ -31,20 +31,24 @@ async fn insert(db: &Db, rows: &[&[&str]]) -> RequestId {
         reuse: false,
         bom: false,
     };
-    let cells: Vec<Vec<String>> = rows
+    let cells: Vec<(Vec<String>, String)> = rows
         .iter()
         .enumerate()
-        .map(|(r, urls)| vec![(r + 1).to_string(), format!("Product {r}"), urls.join(",")])
+        .map(|(r, urls)| {
+            let c = vec![(r + 1).to_string(), format!("Product {r}"), urls.join(",")];
+            let json = serde_json::to_string(&c).unwrap();
+            (c, json)
+        })
         .collect();
     let products: Vec<NewProduct<'_>> = cells
         .iter()
         .enumerate()
-        .map(|(r, c)| NewProduct {
+        .map(|(r, (c, json))| NewProduct {
             row: r as u32,
             line: r as u64 + 2,
             serial: &c[0],
             product_name: &c[1],
-            cells: c,
+            cells_json: json,
         })
         .collect();
     let images: Vec<NewImage<'_>> = rows
