@@ -14,10 +14,7 @@ use poem_openapi::{
 };
 
 use super::{ApiError, ApiTags, AppState, ProblemResponse};
-use crate::{
-    domain::RequestId,
-    store::{BlobKey, StoreError},
-};
+use crate::{domain::RequestId, store::BlobKey};
 
 /// Images never change once stored under their key. An output CSV's rows are those of
 /// its run, but a repeated completion of the run writes the file again (the same bytes
@@ -101,11 +98,13 @@ impl FilesApi {
 
 impl FilesApi {
     /// The blob a name serves: itself, except `output.csv`, the output CSV's stable
-    /// name (SPEC §4), which serves the latest finished run's CSV. A retry's run
-    /// writes its CSV under a key of its own (`output-{run}.csv`, so that no completion
-    /// of one run can replace another's file). While a retried run goes on (its key not
-    /// written yet) that is the run before's: a run is retried only once finished, CSV
-    /// written. Before the first run finishes, nothing is under `output.csv`.
+    /// name (SPEC §4), which serves what `GET /requests/{id}/output.csv` does
+    /// ([`super::requests::latest_output_csv`]; a retry's run writes its CSV under a
+    /// key of its own, `output-{run}.csv`, so that no completion of one run can replace
+    /// another's file). Where that answers 409 (not finished, or a cancel's CSV not
+    /// recorded yet), there is no such file: a 404. Before, the file written by a
+    /// completion not yet recorded was served while the request was still
+    /// `Processing`, and a retried run's cancel served the run before's CSV.
     async fn latest(&self, key: BlobKey, request: &str, name: &str) -> Result<BlobKey, ApiError> {
         let (true, Ok(id)) = (name == "output.csv", request.parse::<RequestId>()) else {
             return Ok(key);
@@ -113,10 +112,10 @@ impl FilesApi {
         let Some(request) = self.0.db.request(id).await? else {
             return Ok(key);
         };
-        match request.output_key {
-            Some(latest) => BlobKey::parse(&latest).map_err(|e| StoreError::Corrupt(e).into()),
-            None => Ok(BlobKey::output_csv(id, (request.run - 1).max(1))),
-        }
+        super::requests::latest_output_csv(&request).map_err(|e| match e {
+            ApiError::Conflict(_) => ApiError::NotFound("no such file".into()),
+            other => other,
+        })
     }
 }
 

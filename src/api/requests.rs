@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::{ApiError, ApiTags, AppState, ProblemResponse, report::ImageReport};
 use crate::{
     domain::{FailureCode, ImageState, Progress, RequestStatus},
-    store::BlobKey,
+    store::{BlobKey, RequestRecord},
 };
 
 /// Where a request is.
@@ -235,28 +235,7 @@ impl RequestsApi {
         #[oai(name = "If-None-Match")] if_none_match: Header<Option<String>>,
     ) -> Result<CsvResponse, ProblemResponse> {
         let r = self.0.request(&request_id).await?;
-        let key = match (&r.output_key, r.status.is_final()) {
-            (Some(k), true) => k.clone(),
-            // A retried run goes on: the run before finished, its CSV written.
-            (_, false) if r.run > 1 => BlobKey::output_csv(r.id, r.run - 1).as_str().to_owned(),
-            // A cancel is final at once; its output CSV follows (moments later, or
-            // once storage takes writes again).
-            (None, true) => {
-                return Err(ApiError::Conflict(format!(
-                    "request {} is {}; its output CSV is still being written, try again shortly",
-                    r.id, r.status
-                ))
-                .into());
-            }
-            _ => {
-                return Err(ApiError::Conflict(format!(
-                    "request {} is {}; the output CSV exists once it has finished",
-                    r.id, r.status
-                ))
-                .into());
-            }
-        };
-        let key = BlobKey::parse(&key).map_err(crate::store::StoreError::Corrupt)?;
+        let key = latest_output_csv(&r)?;
         let blob = self
             .0
             .blobs
@@ -342,4 +321,28 @@ pub enum ActionResponse {
 
 fn default_limit() -> u32 {
     100
+}
+
+/// The stored CSV that `output.csv` names now (`GET /requests/{id}/output.csv` and
+/// `/files/{id}/output.csv` alike): the latest finished run's. While a retried run goes
+/// on, the run before's (a run is retried only once finished, its CSV written). A
+/// Conflict before the first run finishes, and after a cancel until the cancel's own
+/// CSV is recorded: the earlier run's CSV no longer says what the request came to.
+pub(super) fn latest_output_csv(r: &RequestRecord) -> Result<BlobKey, ApiError> {
+    match (&r.output_key, r.status.is_final()) {
+        (Some(key), true) => {
+            BlobKey::parse(key).map_err(|e| ApiError::Store(crate::store::StoreError::Corrupt(e)))
+        }
+        (_, false) if r.run > 1 => Ok(BlobKey::output_csv(r.id, r.run - 1)),
+        // A cancel is final at once; its output CSV follows (moments later, or once
+        // storage takes writes again).
+        (None, true) => Err(ApiError::Conflict(format!(
+            "request {} is {}; its output CSV is still being written, try again shortly",
+            r.id, r.status
+        ))),
+        _ => Err(ApiError::Conflict(format!(
+            "request {} is {}; the output CSV exists once it has finished",
+            r.id, r.status
+        ))),
+    }
 }

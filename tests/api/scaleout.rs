@@ -243,3 +243,66 @@ async fn a_default_webhook_set_on_the_api_alone_is_delivered() {
     );
     assert!(!api.logs().contains("unsigned"), "{}", api.logs());
 }
+
+/// `/files/{id}/output.csv` serves what `GET /requests/{id}/output.csv` does. A retried
+/// run cancelled before its CSV is written (no worker here to write it) has no output
+/// CSV yet: 409 from the API and 404 from `/files`, where `/files` served the run
+/// before's CSV, whose counts the request no longer has. Once a worker writes the
+/// cancel's CSV, both serve it.
+#[tokio::test]
+async fn the_output_csv_is_the_same_at_both_addresses_through_a_retry_and_a_cancel() {
+    let images = ImageServer::start().await;
+    let api = TestServer::start_cmd("api", Backend::Sqlite, &[("FETCH_ATTEMPTS", "1")])
+        .await
+        .expect("SQLite");
+    let mut worker = api.join("worker", &[("FETCH_ATTEMPTS", "1")]).await;
+    let csv = format!(
+        "Serial Number,Product Name,Input Image Urls\n1,A,{}\n2,B,{}\n",
+        images.url("/img/a/small_picos.jpg"),
+        images.url("/missing/b.jpg"),
+    );
+    let id = api.accepted(csv.as_bytes(), &[]).await;
+    let status = api.wait_final(&id, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "CompletedWithErrors", "{status}");
+    worker.terminate(Duration::from_secs(20)).await;
+
+    let both = || async {
+        let api_csv = api
+            .get_bytes(&format!("{}/requests/{id}/output.csv", api.base))
+            .await;
+        let file = api
+            .get_bytes(&format!("{}/files/{id}/output.csv", api.base))
+            .await;
+        ((api_csv.0, api_csv.2), (file.0, file.2))
+    };
+    let ((code, first), (file_code, file)) = both().await;
+    assert_eq!((code, file_code), (200, 200));
+    assert_eq!(first, file);
+
+    // A retry goes on: both serve the run before's CSV.
+    let (code, body) = api.post_json(&format!("/requests/{id}/retry")).await;
+    assert_eq!(code, 202, "{body}");
+    let ((code, during), (file_code, file)) = both().await;
+    assert_eq!((code, file_code), (200, 200));
+    assert_eq!((&during, &file), (&first, &first));
+
+    // Cancelled, its CSV not written yet.
+    let (code, body) = api.post_json(&format!("/requests/{id}/cancel")).await;
+    assert_eq!(code, 202, "{body}");
+    let ((code, _), (file_code, _)) = both().await;
+    assert_eq!((code, file_code), (409, 404));
+
+    // A worker writes the cancel's CSV: both serve it.
+    let worker = api.join("worker", &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let last = loop {
+        let ((code, csv), (file_code, file)) = both().await;
+        if code == 200 {
+            assert_eq!((file_code, &file), (200, &csv));
+            break csv;
+        }
+        assert!(Instant::now() < deadline, "{}", worker.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_ne!(last, first);
+}
