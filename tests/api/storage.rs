@@ -481,3 +481,52 @@ async fn full_database_disk() {
         .count();
     assert_eq!(dirs, 1, "only the accepted upload is stored");
 }
+
+/// Files the store cannot write (folders in their places: request A's image, then its
+/// output CSV, whose completion keeps failing) fail A alone: request B's image is
+/// tried at once. A failed write was taken as the whole store refusing for 5 s, so
+/// every image try of the process in that time was put off (`storage: I/O error`, a
+/// second attempt) and `/readyz` answered 503.
+#[tokio::test]
+async fn one_unwritable_file_is_not_the_store_refusing() {
+    let images = ImageServer::start().await;
+    images.set_latency(Duration::from_millis(1500));
+    let app = TestServer::start(&[("FETCH_ATTEMPTS", "1")]).await;
+    let csv = |path: &str| {
+        format!(
+            "Serial Number,Product Name,Input Image Urls\n1,A,{}\n",
+            images.url(path)
+        )
+    };
+    let first = app
+        .accepted(csv("/img/a/small_picos.jpg").as_bytes(), &[])
+        .await;
+    for name in ["0-0.jpg", "output.csv"] {
+        std::fs::create_dir_all(app.uploads().join(&first).join(name).join("in-the-way")).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !app.logs().contains("could not store the output CSV") {
+        assert!(Instant::now() < deadline, "{}", app.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let failed = &app.images(&first).await[0];
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("storage"),
+        "{failed}"
+    );
+
+    images.set_latency(Duration::ZERO);
+    let (code, ready) = app.readyz().await;
+    assert_eq!(code, 200, "{ready}");
+    let second = app
+        .accepted(csv("/img/b/small_aitzgorri.jpg").as_bytes(), &[])
+        .await;
+    let status = app.wait_final(&second, Duration::from_secs(30)).await;
+    assert_eq!(status["status"], "Completed", "{status}");
+    let image = &app.images(&second).await[0];
+    assert_eq!(image["attempts"], 1, "{image}");
+}

@@ -13,6 +13,9 @@ use crate::telemetry::metrics;
 /// How long a write's outcome answers `/readyz` before a probe write is made.
 pub(super) const FRESH: Duration = Duration::from_secs(5);
 
+/// The `op` a probe write is recorded under.
+pub(super) const PROBE_OP: &str = "probe";
+
 /// The store's recent write outcomes.
 #[derive(Debug)]
 pub(super) struct Health(Mutex<State>);
@@ -24,6 +27,9 @@ struct State {
     failing: Option<(String, FaultKind, u64)>,
     /// When the last write (or probe) finished; `None` before the first.
     last: Option<Instant>,
+    /// Whether that was a probe: a failed write of one file may be that file's own
+    /// trouble (a folder in its place, a file-size limit), a failed probe is the store's.
+    probed: bool,
 }
 
 /// What `/readyz` is told.
@@ -40,6 +46,7 @@ impl Health {
         Self(Mutex::new(State {
             failing: None,
             last: None,
+            probed: false,
         }))
     }
 
@@ -51,6 +58,7 @@ impl Health {
     pub(super) fn record(&self, op: &'static str, outcome: Result<(), &BlobError>) {
         let mut s = self.state();
         s.last = Some(Instant::now());
+        s.probed = op == PROBE_OP;
         match outcome {
             Ok(()) => {
                 if let Some((error, _, failed_writes)) = s.failing.take() {
@@ -74,14 +82,19 @@ impl Health {
         }
     }
 
-    /// The last outcome, if it is recent enough to answer for the store now.
+    /// The last outcome, if it is recent enough to answer for the store now: a
+    /// success, or a failed probe. A failed write of a file is not taken as the
+    /// store's refusal without a probe: it answered for every image try of the process
+    /// (each one put off as if the store refused) and for `/readyz` for [`FRESH`].
     pub(super) fn fresh(&self) -> Option<Writable> {
         let s = self.state();
         let recent = s.last.is_some_and(|t| t.elapsed() < FRESH);
-        recent.then(|| match &s.failing {
-            None => Writable::Yes,
-            Some((_, kind, _)) => Writable::No(kind.public()),
-        })
+        match &s.failing {
+            _ if !recent => None,
+            None => Some(Writable::Yes),
+            Some((_, kind, _)) if s.probed => Some(Writable::No(kind.public())),
+            Some(_) => None,
+        }
     }
 
     /// Whether the last write or probe, however old, failed.

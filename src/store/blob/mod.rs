@@ -478,7 +478,8 @@ impl BlobStore {
         let probe = self.prefix.clone().join(PROBE);
         let stamp = chrono::Utc::now().to_rfc3339();
         let result = self.put_path(&probe, Bytes::from(stamp)).await;
-        self.health.record("probe", result.as_ref().map(|_| ()));
+        self.health
+            .record(health::PROBE_OP, result.as_ref().map(|_| ()));
         match result {
             Ok(()) => Writable::Yes,
             Err(e) => Writable::No(e.public()),
@@ -964,9 +965,11 @@ mod tests {
         );
     }
 
-    /// A failed write is an error, and the store says so (the kind only, as `/readyz`
-    /// does) until one works again; what an image job asks before each try
-    /// ([`BlobStore::refusing`]) probes only after a failure.
+    /// A failed write is an error; what an image job asks before each try
+    /// ([`BlobStore::refusing`]) probes only after a failure, and the store is said to
+    /// refuse writes (the kind only, as `/readyz` does) when the probe fails too. One
+    /// file's failure is not the store's: it made every try of the process wait, and
+    /// `/readyz` answer 503, for seconds.
     #[tokio::test]
     async fn a_failed_write_is_an_error_and_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
@@ -975,7 +978,8 @@ mod tests {
         assert!(!dir.path().join(PROBE).exists(), "probed a healthy store");
         assert_eq!(store.writable().await, Writable::Yes);
         assert!(dir.path().join(PROBE).exists());
-        // A file where the request's directory should be: the write cannot happen.
+        // A file where the request's directory should be: this write cannot happen,
+        // others can.
         std::fs::write(dir.path().join("r"), b"in the way").unwrap();
         let key = BlobKey::parse("r/0-0.jpg").unwrap();
         let err = store
@@ -983,8 +987,22 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().starts_with("storage: "), "{err}");
-        assert_eq!(store.writable().await, Writable::No(err.public()));
-        assert_eq!(store.refusing().await, Writable::No(err.public()));
+        std::fs::remove_file(dir.path().join(PROBE)).unwrap();
+        assert_eq!(store.refusing().await, Writable::Yes);
+        assert!(dir.path().join(PROBE).exists(), "answered without a probe");
+        assert_eq!(store.writable().await, Writable::Yes);
+        // The probe's own name taken by a folder: the store refuses, and says so
+        // without another probe while that answer is fresh.
+        std::fs::remove_file(dir.path().join(PROBE)).unwrap();
+        std::fs::create_dir_all(dir.path().join(PROBE).join("x")).unwrap();
+        store
+            .put(&key, Bytes::from_static(b"jpeg"))
+            .await
+            .unwrap_err();
+        let refused = store.refusing().await;
+        assert!(matches!(&refused, Writable::No(_)), "{refused:?}");
+        assert_eq!(store.writable().await, refused);
+        std::fs::remove_dir_all(dir.path().join(PROBE)).unwrap();
         std::fs::remove_file(dir.path().join("r")).unwrap();
         store.put(&key, Bytes::from_static(b"jpeg")).await.unwrap();
         assert_eq!(store.writable().await, Writable::Yes);
