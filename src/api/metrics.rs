@@ -42,16 +42,23 @@ impl MetricsApi {
 }
 
 /// Sets the queue-depth gauge from the queue table: every known queue and status
-/// first to zero, so a drained queue reads 0 rather than its last value.
+/// first to zero, so a drained queue reads 0 rather than its last value. When the
+/// table cannot be read, NaN: the last values, kept, looked like a queue that had
+/// stopped moving.
 async fn refresh_queue_depth(state: &AppState) {
+    let mut queues = vec![ImageJob::QUEUE, CompleteJob::QUEUE, DeliverJob::QUEUE];
     let rows = match state.db.queue_depth().await {
         Ok(rows) => rows,
         Err(e) => {
             tracing::warn!(error = %e, "queue depth unavailable");
+            for queue in queues {
+                for status in QUEUE_STATUSES {
+                    metrics::queue_depth_unknown(queue, status);
+                }
+            }
             return;
         }
     };
-    let mut queues = vec![ImageJob::QUEUE, CompleteJob::QUEUE, DeliverJob::QUEUE];
     for row in &rows {
         if !queues.contains(&row.queue.as_str()) {
             queues.push(&row.queue);

@@ -257,6 +257,12 @@ pub fn queue_depth(queue: &str, status: &'static str, jobs: i64) {
     gauge!(QUEUE_DEPTH, "queue" => queue.to_owned(), "status" => status).set(jobs as f64);
 }
 
+/// The queue's depth could not be counted: NaN, which no alert on a count mistakes
+/// for one.
+pub fn queue_depth_unknown(queue: &str, status: &'static str) {
+    gauge!(QUEUE_DEPTH, "queue" => queue.to_owned(), "status" => status).set(f64::NAN);
+}
+
 /// One HTTP request answered. `route` must be a template, never a raw path.
 pub fn http_request(method: &str, route: &str, status: u16, elapsed: Duration) {
     let method = match method {

@@ -757,3 +757,39 @@ async fn readyz_until(app: &TestServer, want: (u16, &str)) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The queue depth is counted on every scrape; when the queue table cannot be read it
+/// is NaN, not the last count kept (a queue that looked stuck), and a count again once
+/// the table is back. (The API role alone: no worker polls the table meanwhile.)
+#[tokio::test]
+async fn queue_depth_is_nan_while_it_cannot_be_counted() {
+    let app = TestServer::start_cmd("api", Backend::Sqlite, &[])
+        .await
+        .expect("SQLite");
+    let csv = "Serial Number,Product Name,Input Image Urls\n1,A,https://example.com/a.jpg\n";
+    app.accepted(csv.as_bytes(), &[]).await;
+    let queued = [("queue", "pixbatch.images"), ("status", "Pending")];
+    let text = metrics_until(&app, |t| {
+        sample(t, "pixbatch_queue_depth", &queued) == Some(1.0)
+    })
+    .await;
+    assert!(text.contains("pixbatch_queue_depth"), "{text}");
+
+    let mut db = app.sqlite_connection().await;
+    sqlx::query("alter table Jobs rename to JobsAway")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    metrics_until(&app, |t| {
+        sample(t, "pixbatch_queue_depth", &queued).is_some_and(f64::is_nan)
+    })
+    .await;
+    sqlx::query("alter table JobsAway rename to Jobs")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    metrics_until(&app, |t| {
+        sample(t, "pixbatch_queue_depth", &queued) == Some(1.0)
+    })
+    .await;
+}
