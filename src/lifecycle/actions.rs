@@ -111,9 +111,17 @@ impl Lifecycle {
             });
         }
         let Some(event) = self.db.events_of(id).await?.pop() else {
-            return Err(LifecycleError::NoEvent {
-                id,
-                status: r.status,
+            // A first run cancelled: its event comes with its output CSV, once written.
+            return Err(if r.output_key.is_none() {
+                LifecycleError::EventComing {
+                    id,
+                    status: r.status,
+                }
+            } else {
+                LifecycleError::NoEvent {
+                    id,
+                    status: r.status,
+                }
             });
         };
         if event.run.is_some_and(|run| run != r.run) {

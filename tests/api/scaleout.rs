@@ -306,3 +306,33 @@ async fn the_output_csv_is_the_same_at_both_addresses_through_a_retry_and_a_canc
     };
     assert_ne!(last, first);
 }
+
+/// A first run cancelled has no event until its completion writes it with the output
+/// CSV: redelivery then says to try again shortly (it said there was no event, as if
+/// for good), and once a worker has written it, redelivers it.
+#[tokio::test]
+async fn redelivery_of_a_cancelled_first_run_waits_for_its_event() {
+    let hook = WebhookReceiver::start(vec![]).await;
+    let api = TestServer::start_cmd("api", Backend::Sqlite, &[("WEBHOOK_URL", &hook.url)])
+        .await
+        .expect("SQLite");
+    let csv = "Serial Number,Product Name,Input Image Urls\n1,A,https://example.com/a.jpg\n";
+    let id = api.accepted(csv.as_bytes(), &[]).await;
+    let (code, body) = api.post_json(&format!("/requests/{id}/cancel")).await;
+    assert_eq!(code, 202, "{body}");
+    let redeliver = format!("/requests/{id}/webhooks/redeliver");
+    let (code, body) = api.post_json(&redeliver).await;
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("try again shortly")),
+        "{body}"
+    );
+
+    let worker = api.join("worker", &[]).await;
+    hook.wait_for(1, Duration::from_secs(30)).await;
+    let (code, body) = api.post_json(&redeliver).await;
+    assert_eq!(code, 202, "{body}\n{}", worker.logs());
+    hook.wait_for(2, Duration::from_secs(30)).await;
+}
