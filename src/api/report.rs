@@ -86,11 +86,13 @@ pub struct ImageReport {
     source_quality: Option<u8>,
     /// The re-encode was not smaller than the JPEG input, so the input was stored.
     kept_original: bool,
-    /// An EXIF orientation other than "normal" was applied to the pixels.
+    /// An EXIF orientation other than "normal" was applied to the pixels (a kept
+    /// original keeps its orientation tag, which viewers apply: also `true`).
     rotated: bool,
-    /// A CMYK/YCCK input was converted to RGB.
+    /// A CMYK/YCCK input was converted to RGB (never for a kept original: the input's
+    /// own bytes, stored as they are).
     cmyk_converted: bool,
-    /// An embedded non-sRGB ICC profile was converted to sRGB.
+    /// An embedded non-sRGB ICC profile was converted to sRGB (never for a kept original).
     icc_converted: bool,
     /// Transparent pixels were composited onto white.
     alpha_flattened: bool,

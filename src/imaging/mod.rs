@@ -381,8 +381,10 @@ pub fn transform_with(
             (None, Some(d)) => d.pixels.dimensions(),
             (None, None) => (width, height),
         };
-        // What the decode changed describes the re-encode only: a kept original is the
-        // input's own bytes, its colour space, profile and orientation tag untouched.
+        // What the decode converted describes the re-encode only: a kept original is the
+        // input's own bytes, its colour space and profile untouched. (Its orientation
+        // tag is kept too, and viewers apply it: it is reported upright and `rotated`,
+        // as the re-encode would have been.)
         let fixes_stored = fixes.filter(|_| !kept_original);
         let fix = |f: fn(&decode::Decoded) -> bool| fixes_stored.is_some_and(f);
         Report {
@@ -394,7 +396,7 @@ pub fn transform_with(
             quality: outcome.quality,
             source_quality,
             kept_original,
-            rotated: fix(|d| d.rotated),
+            rotated: fixes.is_some_and(|d| d.rotated),
             cmyk_converted: fix(|d| d.cmyk_converted),
             icc_converted: fix(|d| d.icc_converted),
             alpha_flattened: fix(|d| d.alpha_flattened),

@@ -75,7 +75,8 @@ pub struct Report {
     pub source_quality: Option<u8>,
     /// The re-encode was not smaller than the JPEG input, so the input bytes were returned.
     pub kept_original: bool,
-    /// An EXIF orientation other than "normal" was applied to the pixels.
+    /// An EXIF orientation other than "normal" was applied to the pixels (a kept
+    /// original keeps its orientation tag, which viewers apply: also `true`).
     pub rotated: bool,
     /// The input was a CMYK/YCCK JPEG (or CMYK TIFF) converted to RGB.
     pub cmyk_converted: bool,
