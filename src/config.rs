@@ -618,6 +618,14 @@ impl ServerConfig {
                 *opt = None;
             }
         }
+        // The key id and region go into every request's signature header: a file's
+        // last newline (a secret mounted from a file keeps it) made each S3 call
+        // panic on a header value it cannot hold. Trimmed, as the secret key is.
+        for opt in [&mut self.aws_access_key_id, &mut self.aws_region] {
+            if let Some(value) = opt {
+                *value = value.trim().to_owned();
+            }
+        }
         let public_base_url = self
             .public_base_url
             .clone()
@@ -664,6 +672,14 @@ impl ServerConfig {
             return Err(ConfigError::new(
                 "DATABASE_URL",
                 "expected sqlite://FILE or postgres://USER@HOST/DATABASE",
+            ));
+        }
+        if crate::store::is_in_memory_sqlite(self.database_url.expose()) {
+            // Each pool would open a database of its own (the readers saw no tables),
+            // and a restart would lose everything.
+            return Err(ConfigError::new(
+                "DATABASE_URL",
+                "an in-memory SQLite database keeps nothing across a restart; name a file: sqlite://FILE",
             ));
         }
         Ok(Settings {

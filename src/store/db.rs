@@ -46,6 +46,19 @@ impl Backend {
     }
 }
 
+/// Whether a `sqlite:` URL names an in-memory database (`sqlite::memory:`,
+/// `sqlite://:memory:`, `mode=memory`) rather than a file.
+pub fn is_in_memory_sqlite(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("sqlite:") else {
+        return false;
+    };
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    path.trim_start_matches("//") == ":memory:"
+        || query
+            .split('&')
+            .any(|pair| pair.eq_ignore_ascii_case("mode=memory"))
+}
+
 /// The connection pool of one backend.
 #[derive(Clone, Debug)]
 pub enum Pool {

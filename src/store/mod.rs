@@ -15,7 +15,7 @@ pub use blob::{
     BlobError, BlobKey, BlobStore, BlobUpload, FaultKind, S3Config, S3Credentials, StorageConfig,
     StoredBlob, Writable, parse_endpoint,
 };
-pub use db::{Backend, CommitOutcome, Db, Pool, Tx, TxId};
+pub use db::{Backend, CommitOutcome, Db, Pool, Tx, TxId, is_in_memory_sqlite};
 pub(crate) use db::{with_pool, with_tx};
 pub use maintenance::{DEAD_ROWS, PURGE_BATCH, PURGE_POSTGRES_SQL, PURGE_SQLITE_SQL, Vacuumed};
 pub use queue::{NewJob, QueueDepth};

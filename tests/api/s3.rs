@@ -528,3 +528,79 @@ fn empty_aws_variables_are_unset() {
         assert!(out.status.success(), "{empty}: {stderr}");
     }
 }
+
+/// A key id and region read from files keep their last newline (a Kubernetes secret
+/// made `--from-file`): trimmed, as the secret key is. Each went into every request's
+/// signature header as it was, and every S3 call panicked on it (`/readyz` gave an
+/// empty reply, no image was stored).
+#[tokio::test]
+async fn a_key_id_and_region_with_a_newline_still_sign() {
+    let Some((moto, _http)) = Moto::with_bucket().await else {
+        return;
+    };
+    let images = ImageServer::start().await;
+    let app = serve_on_bucket(
+        &moto,
+        &[
+            ("AWS_ACCESS_KEY_ID", "testing\n"),
+            ("AWS_REGION", "us-east-1\n"),
+            ("AWS_SESSION_TOKEN", "session\n"),
+        ],
+    )
+    .await;
+    let (code, ready) = app.readyz().await;
+    assert_eq!(code, 200, "{ready}\n{}", app.logs());
+    let csv = format!(
+        "Serial Number,Product Name,Input Image Urls\n1,SKU1,{}\n",
+        images.url("/img/a/small_picos.jpg")
+    );
+    let id = app.accepted(csv.as_bytes(), &[]).await;
+    let status = app.wait_final(&id, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "Completed", "{status}\n{}", app.logs());
+}
+
+/// Settings refused at start say why, and never echo a secret: credentials in
+/// `S3_ENDPOINT` (a password alone was let through), an in-memory SQLite database
+/// (its two pools were two databases, the readers' without tables).
+#[test]
+fn refused_storage_settings_say_why_without_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}/p.db", dir.path().display());
+    let s3 = format!("s3://{BUCKET}/{PREFIX}");
+    for (vars, named) in [
+        (
+            vec![
+                ("DATABASE_URL", sqlite.as_str()),
+                ("STORAGE_URL", s3.as_str()),
+                ("S3_ENDPOINT", "http://:s3cr3t@127.0.0.1:9"),
+            ],
+            "S3_ENDPOINT",
+        ),
+        (
+            vec![
+                ("DATABASE_URL", sqlite.as_str()),
+                ("STORAGE_URL", s3.as_str()),
+                ("S3_ENDPOINT", "http://AKID:s3cr3t@127.0.0.1:9"),
+            ],
+            "S3_ENDPOINT",
+        ),
+        (vec![("DATABASE_URL", "sqlite::memory:")], "DATABASE_URL"),
+        (
+            vec![("DATABASE_URL", "sqlite://p.db?mode=memory")],
+            "DATABASE_URL",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_pixbatch"))
+            .arg("migrate")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .current_dir(dir.path())
+            .envs(vars.iter().copied())
+            .output()
+            .expect("pixbatch ran");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{vars:?}: {stderr}");
+        assert!(stderr.contains(named), "{vars:?}: {stderr}");
+        assert!(!stderr.contains("s3cr3t"), "{vars:?}: {stderr}");
+    }
+}

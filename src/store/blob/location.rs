@@ -160,10 +160,15 @@ pub fn parse_endpoint(endpoint: &str) -> Result<String, String> {
     if url.host_str().is_none_or(str::is_empty) {
         return Err(format!("{endpoint:?}: no host"));
     }
-    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
-        return Err(format!(
-            "{endpoint:?}: no query, fragment or user info expected"
-        ));
+    if !url.username().is_empty() || url.password().is_some() {
+        // Not echoed: the user info may be a key pair.
+        return Err(
+            "no user info expected (credentials go in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+                .to_owned(),
+        );
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{endpoint:?}: no query or fragment expected"));
     }
     Ok(endpoint.trim_end_matches('/').to_owned())
 }

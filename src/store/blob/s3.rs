@@ -66,15 +66,17 @@ pub(super) fn client(config: &S3Config) -> Result<AmazonS3, object_store::Error>
     builder.build()
 }
 
-/// `AmazonS3Builder::from_env` without the variables set to nothing: an empty variable
-/// means unset, as for pixbatch's own settings (a Compose file's
-/// `AWS_ACCESS_KEY_ID: ${AWS_ACCESS_KEY_ID}` passes an empty one when the host has
-/// none). Taken as set, an empty key id stopped the start and an empty region made
-/// the endpoint `s3..amazonaws.com`.
+/// `AmazonS3Builder::from_env` without the variables set to nothing, and the others
+/// trimmed: an empty variable means unset, as for pixbatch's own settings (a Compose
+/// file's `AWS_ACCESS_KEY_ID: ${AWS_ACCESS_KEY_ID}` passes an empty one when the host
+/// has none). Taken as set, an empty key id stopped the start and an empty region made
+/// the endpoint `s3..amazonaws.com`; a session token read from a file with its last
+/// newline made every call panic on its header.
 fn aws_environment() -> AmazonS3Builder {
     std::env::vars_os()
         .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)))
-        .filter(|(key, value)| key.starts_with("AWS_") && !value.trim().is_empty())
+        .map(|(key, value)| (key, value.trim().to_owned()))
+        .filter(|(key, value)| key.starts_with("AWS_") && !value.is_empty())
         .filter_map(|(key, value)| Some((key.to_ascii_lowercase().parse().ok()?, value)))
         .fold(AmazonS3Builder::new(), |builder, (key, value)| {
             builder.with_config(key, value)
