@@ -58,8 +58,7 @@ pub struct App {
 
 /// Opens the database (applying migrations) and the blob store.
 pub async fn open_storage(settings: &Settings) -> anyhow::Result<(Db, BlobStore)> {
-    let db = Db::connect(settings.storage.database_url.expose()).await?;
-    db.migrate().await?;
+    let db = Db::open(settings.storage.database_url.expose()).await?;
     let blobs = BlobStore::open(&settings.storage.blobs).await?;
     tracing::info!(store = %settings.storage.blobs, "blob store");
     Ok((db, blobs))

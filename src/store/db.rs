@@ -209,6 +209,40 @@ impl Db {
         })
     }
 
+    /// Connects and applies the migrations. On SQLite, under an exclusive lock on a file
+    /// beside the database (`FILE.start-lock`): SQLite has no migration lock of its own,
+    /// and processes starting together on one file (`api` and `worker`, or after an
+    /// upgrade) failed with "database is locked" while one switched it to WAL, or
+    /// applied a migration twice ("table requests already exists"). On PostgreSQL the
+    /// migrators take an advisory lock.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let _start_lock = match backend(url)? {
+            Backend::Sqlite => {
+                let file = sqlite_options(url)?.get_filename().to_owned();
+                let mut name = file.into_os_string();
+                name.push(".start-lock");
+                let lock = tokio::task::spawn_blocking(move || {
+                    let lock = std::fs::OpenOptions::new()
+                        .create(true)
+                        .truncate(false)
+                        .write(true)
+                        .open(&name)?;
+                    lock.lock()?;
+                    Ok::<_, std::io::Error>(lock)
+                })
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|lock| lock)
+                .map_err(sqlx::Error::Io)?;
+                Some(lock)
+            }
+            Backend::Postgres => None,
+        };
+        let db = Self::connect(url).await?;
+        db.migrate().await?;
+        Ok(db)
+    }
+
     /// A handle that connects on first use (never, for the OpenAPI generator).
     pub fn lazy(url: &str) -> Result<Self, StoreError> {
         let pool = match backend(url)? {
