@@ -99,8 +99,7 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
     let budgeted = budgeted_tries(&work, attempt);
     if let Writable::No(reason) = ctx.blobs.refusing().await {
         let failure = Failure::new(FailureCode::StorageUnavailable, reason);
-        wait_for_store(job, ctx, &work, attempt, failure).await?;
-        return Ok(Handled::Retry);
+        return wait_for_store(job, ctx, &work, attempt, failure).await;
     }
 
     // Images of this request with the same URL share this job's outcome: one download.
@@ -137,16 +136,27 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
     match process(job, ctx, &image, &targets).await {
         Ok(Processed::MovedOn) => Ok(Handled::Skipped),
         Ok(Processed::Unchecked(e)) => Err(e),
-        Ok(Processed::Done(outcome)) => {
+        Ok(Processed::Done(outcome, reused)) => {
             let outcome = *outcome;
-            if let ImageOutcomeUpdate::Succeeded {
-                input_bytes,
-                output_bytes,
-                reused_from,
-                ..
-            } = &outcome
-            {
-                let reused_from = reused_from.map(|r| r.to_string());
+            let stored = match &outcome {
+                ImageOutcomeUpdate::Succeeded {
+                    input_bytes,
+                    output_bytes,
+                    reused_from,
+                    ..
+                } => Some((
+                    *input_bytes,
+                    *output_bytes,
+                    reused_from.map(|r| r.to_string()),
+                )),
+                ImageOutcomeUpdate::Failed(_) => None,
+            };
+            if finish(job, ctx, work.run, &targets, outcome).await? == Recorded::AlreadyFinished {
+                return Ok(Handled::Skipped);
+            }
+            // Said once recorded: a try whose image had left `pending` meanwhile (a
+            // cancel, an earlier delivery) changed nothing, and is counted `skipped`.
+            if let Some((input_bytes, output_bytes, reused_from)) = stored {
                 tracing::info!(
                     attempt,
                     input_bytes,
@@ -155,16 +165,22 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
                     "image stored"
                 );
             }
-            finish(job, ctx, work.run, &targets, outcome).await?;
+            if let Some(Reused { via, not_fetched }) = reused {
+                metrics::images_reused(via, targets.len() as u64, not_fetched);
+            }
             Ok(Handled::Stored)
         }
         Err(TryError::Retry { failure, after }) if budgeted < ctx.settings.fetch.attempts => {
             let delay = ctx.backoff().next_delay(budgeted, after);
-            tracing::info!(attempt, code = %failure.code, error = %failure, ?delay, "transient failure; retrying later");
-            metrics::image_failure(failure.code, true);
-            ctx.lifecycle
+            let queued = ctx
+                .lifecycle
                 .retry_image_later(job.image(), work.run, attempt, &failure, delay, false)
                 .await?;
+            if !queued {
+                return Ok(Handled::Skipped);
+            }
+            tracing::info!(attempt, code = %failure.code, error = %failure, ?delay, "transient failure; retrying later");
+            metrics::image_failure(failure.code, true);
             Ok(Handled::Retry)
         }
         Err(TryError::Retry { failure, .. }) => {
@@ -177,8 +193,7 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
         }
         Err(TryError::Abort(failure)) => fail(job, ctx, work.run, &targets, attempt, failure).await,
         Err(TryError::StoreRefused(failure)) => {
-            wait_for_store(job, ctx, &work, attempt, failure).await?;
-            Ok(Handled::Retry)
+            wait_for_store(job, ctx, &work, attempt, failure).await
         }
     }
 }
@@ -204,13 +219,18 @@ async fn wait_for_store(
     work: &ImageWork,
     attempt: u32,
     failure: Failure,
-) -> Result<(), StoreError> {
+) -> Result<Handled, StoreError> {
     let delay = ctx.backoff().next_delay(attempt, None);
+    let queued = ctx
+        .lifecycle
+        .retry_image_later(job.image(), work.run, attempt, &failure, delay, true)
+        .await?;
+    if !queued {
+        return Ok(Handled::Skipped);
+    }
     tracing::info!(attempt, error = %failure, ?delay, "the blob store refuses writes; waiting for it");
     metrics::image_failure(failure.code, true);
-    ctx.lifecycle
-        .retry_image_later(job.image(), work.run, attempt, &failure, delay, true)
-        .await
+    Ok(Handled::Retry)
 }
 
 /// What one try works on: the URL, how to transform it, and what an earlier image
@@ -263,12 +283,11 @@ async fn process(
                 return Ok(stop);
             }
             if let Some(outcome) = reuse(job, ctx, prior, targets, facts).await? {
-                metrics::images_reused(
-                    ReusedVia::NotModified,
-                    targets.len() as u64,
-                    prior.input_bytes.max(0) as u64,
-                );
-                return Ok(Processed::Done(Box::new(outcome)));
+                let reused = Reused {
+                    via: ReusedVia::NotModified,
+                    not_fetched: prior.input_bytes.max(0) as u64,
+                };
+                return Ok(Processed::Done(Box::new(outcome), Some(reused)));
             }
             tracing::info!(from = %prior.request_id, "earlier output is gone; fetching in full");
             ctx.fetcher.download(image.url).await?
@@ -302,8 +321,11 @@ async fn process(
             return Ok(stop);
         }
         if let Some(outcome) = reuse(job, ctx, prior, targets, facts.clone()).await? {
-            metrics::images_reused(ReusedVia::SameBytes, targets.len() as u64, 0);
-            return Ok(Processed::Done(Box::new(outcome)));
+            let reused = Reused {
+                via: ReusedVia::SameBytes,
+                not_fetched: 0,
+            };
+            return Ok(Processed::Done(Box::new(outcome), Some(reused)));
         }
         tracing::info!(from = %prior.request_id, "earlier output is gone; transforming");
     }
@@ -327,7 +349,7 @@ async fn process(
         metrics::bytes_written("image", output.len() as u64);
     }
     let report = &transformed.report;
-    Ok(Processed::Done(Box::new(ImageOutcomeUpdate::Succeeded {
+    let outcome = Box::new(ImageOutcomeUpdate::Succeeded {
         input_bytes,
         output_bytes: output.len() as i64,
         width: i64::from(report.width),
@@ -335,13 +357,22 @@ async fn process(
         report: serde_json::to_value(report).unwrap_or_default(),
         reused_from: None,
         source: Some(facts),
-    })))
+    });
+    Ok(Processed::Done(outcome, None))
+}
+
+/// An earlier output copied instead of a transform.
+struct Reused {
+    via: ReusedVia,
+    /// Input bytes not downloaded (a 304).
+    not_fetched: u64,
 }
 
 /// What a try's work came to.
 enum Processed {
-    /// Every output written: the outcome to record.
-    Done(Box<ImageOutcomeUpdate>),
+    /// Every output written: the outcome to record, and how an earlier output was
+    /// reused (counted once the outcome is recorded).
+    Done(Box<ImageOutcomeUpdate>, Option<Reused>),
     /// A takeover or a retry moved the image on while this try worked: nothing written.
     MovedOn,
     /// The image could not be looked at before the writes: nothing written, and the
@@ -431,9 +462,14 @@ async fn fail(
     attempt: u32,
     failure: Failure,
 ) -> Result<Handled, StoreError> {
-    tracing::warn!(attempt, code = %failure.code, error = %failure, "image failed");
-    metrics::image_failure(failure.code, false);
-    finish(job, ctx, run, targets, ImageOutcomeUpdate::Failed(failure)).await?;
+    let (code, message) = (failure.code, failure.to_string());
+    if finish(job, ctx, run, targets, ImageOutcomeUpdate::Failed(failure)).await?
+        == Recorded::AlreadyFinished
+    {
+        return Ok(Handled::Skipped);
+    }
+    tracing::warn!(attempt, code = %code, error = %message, "image failed");
+    metrics::image_failure(code, false);
     Ok(Handled::Failed)
 }
 
@@ -446,13 +482,13 @@ async fn finish(
     run: i64,
     targets: &[(u32, u32)],
     outcome: ImageOutcomeUpdate,
-) -> Result<(), StoreError> {
+) -> Result<Recorded, StoreError> {
     let recorded = ctx
         .outcomes
         .record(job.request_id, run, targets, outcome)
         .await?;
     if recorded == Recorded::AlreadyFinished {
-        tracing::debug!("image already finished by an earlier delivery of this job");
+        tracing::debug!("image already finished (an earlier delivery, or a cancel)");
     }
-    Ok(())
+    Ok(recorded)
 }

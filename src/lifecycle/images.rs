@@ -18,9 +18,10 @@ impl Lifecycle {
     /// A try of `image` in run `run` failed transiently: records the failure and queues
     /// try number `attempt` (0 first) due after `delay`. The job is a new one with a
     /// `run_at` in the future, so the wait survives restarts and holds no worker slot;
-    /// nothing is queued when the image has left `pending` meanwhile (a cancel).
-    /// `waited_for_store`: the try did no work because the blob store refused writes
-    /// when it started; it is counted apart from the image's `FETCH_ATTEMPTS`.
+    /// nothing is queued when the image has left `pending` meanwhile (a cancel), and
+    /// the answer is `false`. `waited_for_store`: the try did no work because the blob
+    /// store refused writes when it started; it is counted apart from the image's
+    /// `FETCH_ATTEMPTS`.
     pub async fn retry_image_later(
         &self,
         image: ImageRef,
@@ -29,16 +30,19 @@ impl Lifecycle {
         failure: &Failure,
         delay: Duration,
         waited_for_store: bool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut tx = self.db.begin_replayable().await?;
         // Only over the count the failed try started from and in its run: a second
         // delivery of the same try, racing the first, or a try of a run a retry has
         // replaced, records nothing and pushes nothing.
         let tries_before = attempt - 1;
-        if Db::record_retry(&mut tx, image, run, tries_before, failure, waited_for_store).await? {
+        let recorded =
+            Db::record_retry(&mut tx, image, run, tries_before, failure, waited_for_store).await?;
+        if recorded {
             let (job, key) = ImageJob::try_of(image, run, attempt);
             push(&mut tx, &job, &key, delay).await?;
         }
-        tx.commit().await
+        tx.commit().await?;
+        Ok(recorded)
     }
 }

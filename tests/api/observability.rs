@@ -793,3 +793,43 @@ async fn queue_depth_is_nan_while_it_cannot_be_counted() {
     })
     .await;
 }
+
+/// Tries that change nothing are counted `skipped`: here each image's one try fails
+/// after the request was cancelled (its image already `cancelled`). They were counted
+/// `failed` (and as image failures), for images the API shows cancelled.
+#[tokio::test]
+async fn tries_that_change_nothing_are_counted_skipped() {
+    let images = ImageServer::start().await;
+    images.set_latency(Duration::from_millis(1500));
+    let app = TestServer::start(&[("FETCH_ATTEMPTS", "1"), ("WORKER_CONCURRENCY", "8")]).await;
+    let urls: Vec<String> = (0..4)
+        .map(|i| images.url(&format!("/missing/{i}.jpg")))
+        .collect();
+    let id = app.accepted(csv_of(&urls).as_bytes(), &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while images.total_hits() < 4 {
+        assert!(Instant::now() < deadline, "{}", app.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, body) = app.post_json(&format!("/requests/{id}/cancel")).await;
+    assert_eq!(code, 202, "{body}");
+    let skipped = [("kind", "image"), ("outcome", "skipped")];
+    let text = metrics_until(&app, |t| {
+        sample(t, "pixbatch_jobs_finished_total", &skipped) >= Some(4.0)
+    })
+    .await;
+    let failed = [("kind", "image"), ("outcome", "failed")];
+    assert_eq!(
+        sample(&text, "pixbatch_jobs_finished_total", &failed),
+        None,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "pixbatch_image_failures_total", &[]),
+        None,
+        "{text}"
+    );
+    let status = app.wait_final(&id, Duration::from_secs(20)).await;
+    assert_eq!(status["progress"]["cancelled"], 4, "{status}");
+    assert!(!app.logs().contains("image failed"), "{}", app.logs());
+}
