@@ -621,10 +621,11 @@ impl ServerConfig {
         // The key id and region go into every request's signature header: a file's
         // last newline (a secret mounted from a file keeps it) made each S3 call
         // panic on a header value it cannot hold. Trimmed, as the secret key is.
-        for opt in [&mut self.aws_access_key_id, &mut self.aws_region] {
-            if let Some(value) = opt {
-                *value = value.trim().to_owned();
-            }
+        for value in [&mut self.aws_access_key_id, &mut self.aws_region]
+            .into_iter()
+            .flatten()
+        {
+            *value = value.trim().to_owned();
         }
         let public_base_url = self
             .public_base_url
