@@ -24,14 +24,15 @@ pub(super) async fn handle(
 ) -> HandlerResult {
     let span = tracing::info_span!("complete", request_id = %job.request_id, run = job.run);
     let timer = JobTimer::start(JobKind::Complete);
-    match run(&job, &ctx).instrument(span).await {
+    match run(&job, &ctx).instrument(span.clone()).await {
         Ok(outcome) => {
             timer.finish(outcome);
             Ok(())
         }
         Err(e) => {
             timer.finish("error");
-            Err(infra_error(e, &attempt).await)
+            // In the job's span: the one error line of a failing job names it.
+            Err(infra_error(e, &attempt).instrument(span).await)
         }
     }
 }

@@ -35,14 +35,15 @@ pub(super) async fn handle(
         request_id = tracing::field::Empty
     );
     let timer = JobTimer::start(JobKind::Deliver);
-    match run(&job, &ctx).instrument(span).await {
+    match run(&job, &ctx).instrument(span.clone()).await {
         Ok(outcome) => {
             timer.finish(outcome);
             Ok(())
         }
         Err(e) => {
             timer.finish("error");
-            Err(infra_error(e, &attempt).await)
+            // In the job's span: the one error line of a failing job names it.
+            Err(infra_error(e, &attempt).instrument(span).await)
         }
     }
 }

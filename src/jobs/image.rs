@@ -57,14 +57,15 @@ pub(super) async fn handle(
 ) -> HandlerResult {
     let span = tracing::info_span!("image", request_id = %job.request_id, row = job.row, position = job.position, url = tracing::field::Empty);
     let timer = JobTimer::start(JobKind::Image);
-    match run(&job, &ctx).instrument(span).await {
+    match run(&job, &ctx).instrument(span.clone()).await {
         Ok(handled) => {
             timer.finish(handled.as_str());
             Ok(())
         }
         Err(e) => {
             timer.finish("error");
-            Err(infra_error(e, &attempt).await)
+            // In the job's span: the one error line of a failing job names it.
+            Err(infra_error(e, &attempt).instrument(span).await)
         }
     }
 }

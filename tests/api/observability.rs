@@ -833,3 +833,36 @@ async fn tries_that_change_nothing_are_counted_skipped() {
     assert_eq!(status["progress"]["cancelled"], 4, "{status}");
     assert!(!app.logs().contains("image failed"), "{}", app.logs());
 }
+
+/// The error line of a job that hits an infrastructure error (here its request's
+/// tables renamed away) carries the job's span, as every other line of the job does:
+/// it had none, so no line said which request's job was failing, and the dashboard's
+/// log page, which shows only lines with a span, dropped it.
+#[tokio::test]
+async fn a_jobs_infrastructure_error_names_its_job() {
+    let api = TestServer::start_cmd("api", Backend::Sqlite, &[])
+        .await
+        .expect("SQLite");
+    let csv = "Serial Number,Product Name,Input Image Urls\n1,A,https://example.com/a.jpg\n";
+    let id = api.accepted(csv.as_bytes(), &[]).await;
+    let mut db = api.sqlite_connection().await;
+    sqlx::query("alter table images rename to images_away")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let worker = api.join("worker", &[("LOG_FORMAT", "json")]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let line = loop {
+        let logs = worker.logs();
+        if let Some(line) = logs
+            .lines()
+            .find(|l| l.contains("job hit an infrastructure error"))
+        {
+            break line.to_owned();
+        }
+        assert!(Instant::now() < deadline, "{logs}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let json: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(json["span"]["request_id"], id, "{line}");
+}
