@@ -218,7 +218,7 @@ impl Fetcher {
     ) -> Result<Conditional, FetchError> {
         let result = self.download_inner(url, validators).await;
         if let Err(e) = &result {
-            tracing::debug!(url, error = %Reason(e), transient = e.is_transient(), "download failed");
+            tracing::debug!(url = super::loggable(url), error = %Reason(e), transient = e.is_transient(), "download failed");
         }
         result
     }
@@ -260,7 +260,11 @@ impl Fetcher {
                         return Err(FetchError::TooManyRedirects);
                     }
                     check_parsed(&next, &inner.allow)?;
-                    tracing::debug!(from = %url, to = %next, "following redirect");
+                    tracing::debug!(
+                        from = super::loggable(url.as_str()),
+                        to = super::loggable(next.as_str()),
+                        "following redirect"
+                    );
                     url = next;
                 }
             }

@@ -39,6 +39,28 @@ pub use client::{Conditional, Downloaded, Fetcher, MAX_REDIRECTS, Validators, We
 pub use error::{FetchError, fmt_bytes, fmt_duration};
 pub use guard::{MAX_URL_LEN, check_ip, check_url, parse_allow_list};
 
+/// A URL as logs show it: scheme, host, port and path, without user info, query or
+/// fragment (`?…` marks a query left out). Merchants' image URLs are often signed in
+/// their query (`X-Amz-Signature=`, `token=`), and a log line goes to log storage
+/// and the dashboard's log stream; the whole URL stays in the database and the API.
+pub fn loggable(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            let had_query = parsed.query().is_some();
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            parsed.set_fragment(None);
+            let mut shown = parsed.to_string();
+            if had_query {
+                shown.push_str("?…");
+            }
+            shown
+        }
+        Err(_) => "(not a URL)".to_owned(),
+    }
+}
+
 /// Longest wait for a TCP (and TLS) connection, downloads and webhooks alike.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default total timeout of one download (`FETCH_TIMEOUT`).

@@ -618,3 +618,14 @@ fn invalid_url_messages() {
         assert!(err.to_string().starts_with("invalid URL: "), "{err}");
     });
 }
+
+#[test]
+fn logged_urls_keep_no_query_or_user_info() {
+    use super::loggable;
+    assert_eq!(
+        loggable("https://u:p@img.example.com:8443/a/b.jpg?X-Amz-Signature=SECRET#f"),
+        "https://img.example.com:8443/a/b.jpg?…"
+    );
+    assert_eq!(loggable("http://x.io/a.jpg"), "http://x.io/a.jpg");
+    assert_eq!(loggable("not a url ?token=SECRET"), "(not a URL)");
+}

@@ -79,7 +79,7 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
         tracing::warn!("image no longer exists; dropping job");
         return Ok(Handled::Skipped);
     };
-    tracing::Span::current().record("url", work.input_url.as_str());
+    tracing::Span::current().record("url", crate::fetch::loggable(&work.input_url));
     if work.state != ImageState::Pending || work.request_status.is_final() {
         tracing::debug!(state = %work.state, status = %work.request_status, "nothing to do");
         return Ok(Handled::Skipped);

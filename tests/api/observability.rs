@@ -866,3 +866,27 @@ async fn a_jobs_infrastructure_error_names_its_job() {
     let json: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
     assert_eq!(json["span"]["request_id"], id, "{line}");
 }
+
+/// A signed image URL's query never reaches the logs (nor the dashboard's log stream,
+/// which shows the same lines): the job's span names the URL without it.
+#[tokio::test]
+async fn logs_name_image_urls_without_their_query() {
+    let images = ImageServer::start().await;
+    let app = TestServer::start(&[("LOG_FORMAT", "json"), ("RUST_LOG", "debug,sqlx=warn")]).await;
+    let url = images.url("/img/a/small_picos.jpg?X-Amz-Signature=SECRET123&token=SECRET456");
+    let csv = format!("Serial Number,Product Name,Input Image Urls\n1,A,{url}\n");
+    let id = app.accepted(csv.as_bytes(), &[]).await;
+    let status = app.wait_final(&id, Duration::from_secs(30)).await;
+    assert_eq!(status["status"], "Completed", "{status}");
+    let logs = app.logs();
+    let stored = logs
+        .lines()
+        .find(|l| l.contains("image stored"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    let json: Value = serde_json::from_str(stored).unwrap();
+    let shown = images.url("/img/a/small_picos.jpg?…");
+    assert_eq!(json["span"]["url"], shown, "{stored}");
+    assert!(!logs.contains("SECRET"), "{logs}");
+    // The API keeps the URL whole.
+    assert_eq!(app.images(&id).await[0]["input_url"], url);
+}
