@@ -284,7 +284,7 @@ impl Fetcher {
         let mut resp = req
             .send()
             .await
-            .map_err(|e| FetchError::from_reqwest(&e, timeout))?;
+            .map_err(|e| FetchError::from_reqwest(&e, timeout, inner.config.connect_timeout))?;
         check_remote(resp.remote_addr(), &inner.allow)?;
 
         let status = resp.status();
@@ -330,7 +330,7 @@ impl Fetcher {
         while let Some(chunk) = resp
             .chunk()
             .await
-            .map_err(|e| FetchError::from_reqwest(&e, timeout))?
+            .map_err(|e| FetchError::from_reqwest(&e, timeout, inner.config.connect_timeout))?
         {
             if (body.len() as u64).saturating_add(chunk.len() as u64) > max {
                 return Err(FetchError::TooLarge(max));
@@ -376,7 +376,7 @@ impl Fetcher {
             let resp = req
                 .send()
                 .await
-                .map_err(|e| FetchError::from_reqwest(&e, timeout))?;
+                .map_err(|e| FetchError::from_reqwest(&e, timeout, inner.config.connect_timeout))?;
             check_remote(resp.remote_addr(), &inner.allow)?;
             Ok(WebhookResponse {
                 status: resp.status().as_u16(),

@@ -46,6 +46,10 @@ pub enum FetchError {
     /// The whole operation (connect, redirects, body) took longer than allowed.
     #[error("timed out after {}", fmt_duration(*.0))]
     Timeout(Duration),
+    /// No connection (DNS, TCP and TLS) within the connect timeout: said apart from
+    /// [`Self::Timeout`], whose longer limit it is not.
+    #[error("no connection within {}", fmt_duration(*.0))]
+    ConnectTimeout(Duration),
     /// The server answered with a non-success status (downloads only; webhooks return any status).
     #[error("HTTP {status}")]
     Http {
@@ -80,6 +84,7 @@ impl FetchError {
             FetchError::Connect(_)
             | FetchError::Read(_)
             | FetchError::Timeout(_)
+            | FetchError::ConnectTimeout(_)
             | FetchError::UnexpectedNotModified => true,
             FetchError::Http { status, .. } => *status >= 500 || *status == 408 || *status == 429,
             FetchError::InvalidUrl(_)
@@ -97,7 +102,7 @@ impl FetchError {
             FetchError::InvalidUrl(_) | FetchError::BadRedirect(_) => FailureCode::InvalidUrl,
             FetchError::RefusedAddress { .. } => FailureCode::RefusedAddress,
             FetchError::Connect(_) | FetchError::Read(_) => FailureCode::ConnectFailed,
-            FetchError::Timeout(_) => FailureCode::Timeout,
+            FetchError::Timeout(_) | FetchError::ConnectTimeout(_) => FailureCode::Timeout,
             FetchError::Http { .. } => FailureCode::HttpError,
             FetchError::TooManyRedirects => FailureCode::TooManyRedirects,
             FetchError::TooLarge(_) => FailureCode::TooLarge,
@@ -116,13 +121,21 @@ impl FetchError {
 
     /// Maps a reqwest error to ours. A [`FetchError`] raised inside reqwest
     /// (by the guarded resolver) is found in the source chain and returned as is.
-    pub(crate) fn from_reqwest(err: &reqwest::Error, timeout: Duration) -> FetchError {
+    /// `timeout` is the whole operation's limit, `connect_timeout` the connection's.
+    pub(crate) fn from_reqwest(
+        err: &reqwest::Error,
+        timeout: Duration,
+        connect_timeout: Duration,
+    ) -> FetchError {
         let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
         while let Some(e) = cur {
             if let Some(ours) = e.downcast_ref::<FetchError>() {
                 return ours.clone();
             }
             cur = e.source();
+        }
+        if err.is_timeout() && err.is_connect() {
+            return FetchError::ConnectTimeout(connect_timeout);
         }
         if err.is_timeout() {
             return FetchError::Timeout(timeout);

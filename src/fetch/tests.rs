@@ -629,3 +629,31 @@ fn logged_urls_keep_no_query_or_user_info() {
     assert_eq!(loggable("http://x.io/a.jpg"), "http://x.io/a.jpg");
     assert_eq!(loggable("not a url ?token=SECRET"), "(not a URL)");
 }
+
+/// A server that takes the TCP connection and never answers the TLS handshake: the
+/// connect timeout ends it, and says so with its own limit (it said "timed out after
+/// 10 s", the whole download's limit, after the connect timeout's 500 ms).
+#[tokio::test]
+async fn a_stalled_handshake_is_a_connect_timeout_named_as_such() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket);
+        }
+    });
+    let f = fetcher_with("127.0.0.0/8", |c| {
+        c.connect_timeout = Duration::from_millis(500);
+    });
+    let started = std::time::Instant::now();
+    let err = f
+        .download(&format!("https://{addr}/a.jpg"))
+        .await
+        .expect_err("no handshake");
+    assert_eq!(err, FetchError::ConnectTimeout(Duration::from_millis(500)));
+    assert_eq!(err.to_string(), "no connection within 500 ms");
+    assert!(err.is_transient());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    held.abort();
+}
