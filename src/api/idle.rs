@@ -144,7 +144,14 @@ pub struct IdleTimeout<A> {
     inner: A,
     timeout: Duration,
     busy: Busy,
+    /// When a failed accept was last logged.
+    last_warned: Option<Instant>,
 }
+
+/// How long accepting pauses after an accept failed for want of a resource.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// How often such failures are logged while they last.
+const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
 
 impl<A> IdleTimeout<A> {
     /// Wraps `inner`; `busy` is the one the routes count requests in.
@@ -153,6 +160,7 @@ impl<A> IdleTimeout<A> {
             inner,
             timeout,
             busy,
+            last_warned: None,
         }
     }
 }
@@ -165,7 +173,31 @@ impl<A: Acceptor> Acceptor for IdleTimeout<A> {
     }
 
     async fn accept(&mut self) -> io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
-        let (io, local, remote, scheme) = self.inner.accept().await?;
+        let (io, local, remote, scheme) = match self.inner.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // poem calls again at once on any error. Out of descriptors (EMFILE,
+                // ENFILE) or memory, the listener stays readable and every call fails
+                // at once: a core spun at 100 % until descriptors were freed. A pause
+                // lets the process close some meanwhile (as hyper's own server does).
+                if !matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::Interrupted
+                ) {
+                    if self
+                        .last_warned
+                        .is_none_or(|at| at.elapsed() > ACCEPT_WARN_EVERY)
+                    {
+                        tracing::warn!(error = %e, "cannot accept connections; pausing accepts");
+                        self.last_warned = Some(Instant::now());
+                    }
+                    tokio::time::sleep(ACCEPT_PAUSE).await;
+                }
+                return Err(e);
+            }
+        };
         let key = remote.to_string();
         let handling = self.busy.register(&key);
         let idle = Idle {

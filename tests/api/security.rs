@@ -267,3 +267,48 @@ async fn a_handler_slower_than_the_idle_timeout_still_answers() {
         started.elapsed()
     );
 }
+
+/// Out of file descriptors, the listener pauses between accepts instead of spinning:
+/// every accept failed at once (EMFILE) and was tried again at once, a core or more
+/// busy until descriptors were freed. Once the connections close, it serves again.
+#[tokio::test]
+async fn out_of_descriptors_the_listener_does_not_spin() {
+    let app = TestServer::start(&[]).await;
+    let pid = app.pid().expect("running");
+    let limited = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), "--nofile=64:64"])
+        .status();
+    if !limited.is_ok_and(|s| s.success()) {
+        crate::helpers::skip("prlimit (util-linux) could not lower the server's descriptor limit");
+        return;
+    }
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<u64> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .map(|f| f.parse().unwrap())
+            .collect();
+        fields[0] + fields[1]
+    };
+    let before = cpu();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ticks = cpu() - before;
+    // Clock ticks are hundredths of a second: under a tenth of a core over 3 s.
+    assert!(ticks < 30, "{ticks} ticks of CPU in 3 s\n{}", app.logs());
+    assert!(app.logs().contains("pausing accepts"), "{}", app.logs());
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (code, _) = app.get_json("/healthz").await;
+    assert_eq!(code, 200);
+}
