@@ -190,8 +190,17 @@ impl App {
         let signalled = stopping.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
-            tracing::info!("shutdown requested: finishing in-flight work");
+            tracing::info!(
+                "shutdown requested: finishing in-flight work (a second signal stops at once)"
+            );
             signalled.cancel();
+            // The handlers replace the default ones for good: without this, a second
+            // Ctrl-C did nothing, and only SHUTDOWN_TIMEOUT or a kill ended the wait.
+            // Stopping at once is a crash the queue is built for: the jobs cut off
+            // are taken up again.
+            shutdown_signal().await;
+            tracing::warn!("second shutdown signal: stopping now; in-flight jobs run again later");
+            std::process::exit(SECOND_SIGNAL_EXIT);
         });
         let timeout = self.state.settings.jobs.shutdown_timeout;
         let role = self.role;
@@ -286,6 +295,10 @@ impl App {
         Ok(())
     }
 }
+
+/// The exit status after a second SIGTERM or Ctrl-C (128 + SIGINT, as a shell reports
+/// an interrupted command).
+const SECOND_SIGNAL_EXIT: i32 = 130;
 
 /// Resolves on SIGTERM or Ctrl-C.
 async fn shutdown_signal() {

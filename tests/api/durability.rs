@@ -203,7 +203,7 @@ async fn a_drain_is_not_held_up_by_the_queues_own_work_in_flight() {
         .expect("release");
     drop(lock);
     let status = app
-        .terminate(Duration::from_secs(20))
+        .wait_exit(Duration::from_secs(20))
         .await
         .expect("exited");
     assert!(status.success(), "{status}\n{}", app.logs());
@@ -249,7 +249,7 @@ async fn a_wind_down_that_fails_during_the_drain_ends_cleanly() {
     .await
     .expect("refuse acknowledgements");
     let status = app
-        .terminate(Duration::from_secs(20))
+        .wait_exit(Duration::from_secs(20))
         .await
         .expect("exited");
     let logs = app.logs();
@@ -1040,4 +1040,41 @@ async fn an_upload_whose_commit_answer_is_lost_is_judged_by_the_server() {
         .unwrap();
     assert_eq!(requests, 1, "the refused upload's request exists");
     pool.close().await;
+}
+
+/// A second SIGTERM (or Ctrl-C) stops at once, exit 130, where the first waits for the
+/// work in flight: the signal handlers had replaced the default ones, and a second
+/// signal did nothing until `SHUTDOWN_TIMEOUT` ran out. The image cut off is taken up
+/// again by the next start.
+#[tokio::test]
+async fn a_second_signal_stops_at_once() {
+    let images = ImageServer::start().await;
+    images.set_latency(Duration::from_secs(8));
+    let mut app = TestServer::start(&[("SHUTDOWN_TIMEOUT", "10s")]).await;
+    let csv = format!(
+        "Serial Number,Product Name,Input Image Urls\n1,A,{}\n",
+        images.url("/img/a/small_picos.jpg")
+    );
+    let id = app.accepted(csv.as_bytes(), &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while images.total_hits() == 0 {
+        assert!(Instant::now() < deadline, "{}", app.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.signal_term();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let status = app.terminate(Duration::from_secs(5)).await;
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(130),
+        "still running after a second signal\n{}",
+        app.logs()
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    images.set_latency(Duration::ZERO);
+    app.restart().await;
+    let status = app.wait_final(&id, Duration::from_secs(90)).await;
+    assert_eq!(status["status"], "Completed", "{status}");
 }

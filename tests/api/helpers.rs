@@ -907,6 +907,12 @@ impl TestServer {
     /// answering the jobs the process finishes meanwhile.
     pub async fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         self.signal_term();
+        self.wait_exit(timeout).await
+    }
+
+    /// Waits for the process to exit (after a [`Self::signal_term`]: a second signal
+    /// would stop it at once), up to `timeout`, then kills it.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let mut c = self.child.take()?;
         let deadline = Instant::now() + timeout;
         loop {
