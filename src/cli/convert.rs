@@ -4,6 +4,7 @@
 
 use std::{
     collections::HashMap,
+    ffi::{OsStr, OsString},
     io::Write,
     path::{Path, PathBuf},
     sync::{
@@ -171,20 +172,27 @@ fn targets(files: &[PathBuf], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
         .iter()
         .filter_map(|f| Some((super::file_identity(f)?, f)))
         .collect();
-    let mut taken: HashMap<String, &PathBuf> = HashMap::new();
+    let mut taken: HashMap<Vec<u8>, &PathBuf> = HashMap::new();
     let mut problems = Vec::new();
     let mut targets = Vec::with_capacity(files.len());
     for (index, file) in files.iter().enumerate() {
-        let stem = file
+        // The input's own name, bytes and all: a name that is not UTF-8 (a Latin-1
+        // `caf\xe9.png`) was written as `caf\u{FFFD}.jpg`, and two such names as one.
+        let mut name = file
             .file_stem()
-            .map_or_else(|| format!("{index}"), |s| s.to_string_lossy().into_owned());
-        let name = format!("{stem}.jpg");
+            .map_or_else(|| OsString::from(index.to_string()), OsStr::to_os_string);
+        name.push(".jpg");
         let target = out.join(&name);
         let resolved = out_dir.join(&name);
         let same_input = inputs
             .get(&resolved)
             .or_else(|| super::file_identity(&resolved).and_then(|id| identities.get(&id)));
-        let folded = resolved.to_string_lossy().to_lowercase();
+        // Compared as a case-insensitive disk would: Unicode case folding where the
+        // name is text, ASCII's on the bytes of one that is not.
+        let folded = match resolved.to_str() {
+            Some(text) => text.to_lowercase().into_bytes(),
+            None => resolved.as_os_str().as_encoded_bytes().to_ascii_lowercase(),
+        };
         if let Some(input) = same_input {
             problems.push(format!(
                 "{}: its output {} would replace the input {}",
@@ -383,6 +391,26 @@ mod tests {
         let (lower, capital) = (photo(&a, "photo.png"), photo(&b, "Photo.jpg"));
         let folded = targets(&[lower, capital], &out).expect_err("one name on such a disk");
         assert!(folded.to_string().contains("is also"), "{folded}");
+    }
+
+    /// A name that is not UTF-8 keeps its bytes in its output's name, and two such
+    /// names are two outputs (both were `\u{FFFD}t\u{FFFD}.jpg`: one name, refused).
+    #[cfg(unix)]
+    #[test]
+    fn names_that_are_not_utf8_keep_their_bytes() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = dir.path().join("out");
+        let latin1 = |bytes: &[u8]| dir.path().join(OsStr::from_bytes(bytes));
+        let (ete, ata) = (latin1(b"\xe9t\xe9.png"), latin1(b"\xe0t\xe0.png"));
+        let got = targets(&[ete, ata], &out).expect("two names");
+        assert_eq!(
+            got,
+            vec![
+                out.join(OsStr::from_bytes(b"\xe9t\xe9.jpg")),
+                out.join(OsStr::from_bytes(b"\xe0t\xe0.jpg"))
+            ]
+        );
     }
 
     #[test]

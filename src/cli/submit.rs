@@ -286,13 +286,14 @@ fn print_summary(out: &mut impl Write, last: &ProgressEvent, images: &[Image]) -
     Ok(())
 }
 
-/// `<input stem>-output.csv` beside the input.
+/// `<input stem>-output.csv` beside the input, the stem's bytes kept (a name that is
+/// not UTF-8 is not given U+FFFD in their place).
 fn default_output(input: &Path) -> PathBuf {
-    let stem = input
+    let mut name = input
         .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "products".into());
-    input.with_file_name(format!("{stem}-output.csv"))
+        .map_or_else(|| "products".into(), std::ffi::OsStr::to_os_string);
+    name.push("-output.csv");
+    input.with_file_name(name)
 }
 
 #[cfg(test)]
@@ -308,6 +309,17 @@ mod tests {
         assert_eq!(
             default_output(Path::new("list")),
             PathBuf::from("list-output.csv")
+        );
+    }
+
+    /// A name that is not UTF-8 keeps its bytes (it was given U+FFFD in their place).
+    #[cfg(unix)]
+    #[test]
+    fn an_output_name_keeps_a_non_utf8_stem() {
+        use std::{ffi::OsStr, os::unix::ffi::OsStrExt};
+        assert_eq!(
+            default_output(Path::new(OsStr::from_bytes(b"dir/caf\xe9.csv"))),
+            PathBuf::from(OsStr::from_bytes(b"dir/caf\xe9-output.csv"))
         );
     }
 }
