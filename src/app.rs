@@ -220,12 +220,12 @@ impl App {
             Server::new_with_acceptor(acceptor).http2_max_concurrent_streams(MAX_HTTP2_STREAMS);
         let board_stop = stopping.clone().cancelled_owned();
         let board_jobs = self.jobs.clone();
+        let board_idle = self.state.settings.server.idle_timeout;
         let boarded = async move {
             match self.board {
                 Some(listener) => {
-                    listener
-                        .serve(crate::board::for_jobs(&board_jobs), board_stop)
-                        .await
+                    let board = crate::board::for_jobs(&board_jobs);
+                    listener.serve(board, board_idle, board_stop).await
                 }
                 None => Ok(()),
             }

@@ -244,13 +244,24 @@ impl BoardListener {
 
     /// Serves `board` until `stop` resolves. Open log streams are then cut after a
     /// second: nothing the dashboard serves is worth holding a shutdown for.
+    /// Connections silent for `idle_timeout` are closed, as the API's are: a log stream
+    /// whose client stopped reading held its connection for good, and apalis-board's
+    /// broadcaster stops at the first client whose queue is full, so every client
+    /// after it got no log line meanwhile. (A reading client gets a keep-alive every
+    /// second.)
     pub async fn serve(
         self,
         board: Board,
+        idle_timeout: Duration,
         stop: impl Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
         tracing::info!(url = %format!("http://{}/", self.addr), "dashboard listening");
-        Server::new_with_acceptor(self.acceptor)
+        let acceptor = crate::api::idle::IdleTimeout::new(
+            self.acceptor,
+            idle_timeout,
+            crate::api::idle::Busy::default(),
+        );
+        Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(Forward(board.0), stop, Some(Duration::from_secs(1)))
             .await
     }

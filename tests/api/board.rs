@@ -441,3 +441,41 @@ async fn headless_chromium_renders_the_queues_and_the_jobs(backend: Backend) {
     .await
     .unwrap();
 }
+
+/// The dashboard's connections follow `HTTP_IDLE_TIMEOUT` as the API's do: half a
+/// request, then silence, is closed (it was held for good; a log stream whose client
+/// stopped reading held its connection, and starved every client after it), while a
+/// log stream whose client reads outlives the timeout on its keep-alives.
+#[tokio::test]
+async fn dashboard_connections_follow_the_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app =
+        TestServer::start(&[("BOARD_BIND", "127.0.0.1:0"), ("HTTP_IDLE_TIMEOUT", "2s")]).await;
+    let board = board_addr(&app).await;
+
+    let resp = app
+        .http
+        .get(format!("http://{board}/api/v1/events"))
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        let chunk = tokio::time::timeout(Duration::from_secs(3), stream.next()).await;
+        assert!(
+            matches!(chunk, Ok(Some(Ok(_)))),
+            "the stream ended after {:?}: {chunk:?}",
+            started.elapsed()
+        );
+    }
+
+    let mut conn = tokio::net::TcpStream::connect(board).await.unwrap();
+    conn.write_all(b"GET /api/v1/overview HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), conn.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "half a request still open after 20 s");
+}
