@@ -426,5 +426,9 @@ mod tests {
         let gone = dir.path().join("gone").join("y.jpg");
         assert!(write_whole(&gone, b"new").is_err());
         assert!(!gone.exists());
+        // A name of 255 bytes, the most a filesystem takes: its staged name fits too.
+        let long = dir.path().join(format!("{}.jpg", "n".repeat(251)));
+        write_whole(&long, b"long").expect("a name the disk takes");
+        assert_eq!(std::fs::read(&long).expect("read"), b"long");
     }
 }

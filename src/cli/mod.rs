@@ -22,8 +22,7 @@ pub mod submit;
 /// no partial output, and an output of an earlier run is replaced only by a whole one.
 pub(crate) fn write_whole(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let name = target.file_name().unwrap_or_default().to_string_lossy();
-    let staged = target.with_file_name(format!(".{name}.{}.partial", std::process::id()));
+    let staged = staged_path(target);
     let written = create_new(&staged)
         .and_then(|mut file| file.write_all(bytes))
         .and_then(|()| std::fs::rename(&staged, target));
@@ -31,6 +30,17 @@ pub(crate) fn write_whole(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&staged);
     }
     written
+}
+
+/// Where [`write_whole`] stages `target`: beside it, under a short name of the process
+/// id and a hash of the target's name. Made from the target's name itself, it was 16
+/// bytes longer, and a name near the filesystem's 255 bytes could not be written.
+fn staged_path(target: &Path) -> std::path::PathBuf {
+    use sha2::{Digest, Sha256};
+    let name = target.file_name().unwrap_or_default();
+    let hash = Sha256::digest(name.as_encoded_bytes());
+    let short: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
+    target.with_file_name(format!(".pixbatch-{}-{short}.partial", std::process::id()))
 }
 
 /// A file's device and inode, when it exists: the same for every name it has (another
@@ -64,7 +74,7 @@ pub(crate) fn create_new(path: &Path) -> std::io::Result<std::fs::File> {
 
 #[cfg(test)]
 mod tests {
-    use super::write_whole;
+    use super::{staged_path, write_whole};
 
     /// A symlink planted under the staged name is replaced, not written through: the
     /// file it points to is left as it was.
@@ -75,9 +85,7 @@ mod tests {
         let victim = dir.path().join("victim");
         std::fs::write(&victim, b"keep me").unwrap();
         let target = dir.path().join("out.csv");
-        let staged = dir
-            .path()
-            .join(format!(".out.csv.{}.partial", std::process::id()));
+        let staged = staged_path(&target);
         std::os::unix::fs::symlink(&victim, &staged).unwrap();
         write_whole(&target, b"a,b\n").unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
