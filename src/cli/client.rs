@@ -179,14 +179,29 @@ impl Client {
 
     /// The output CSV's bytes, of a request whose status is final. A cancelled
     /// request is final at once and its CSV follows: a 409 is asked again, for up to
-    /// [`PATIENCE`].
+    /// [`PATIENCE`]. So is a download cut off mid-body (a server restart, a proxy's):
+    /// the whole GET again, as a cut before the answer is.
     pub async fn output_csv(&self, id: Uuid) -> anyhow::Result<Vec<u8>> {
         let path = format!("/requests/{id}/output.csv");
-        let resp = self
-            .get_patiently(&path, CALL_TIMEOUT * 5, Some(reqwest::StatusCode::CONFLICT))
-            .await?;
-        let resp = ok_or_problem(resp).await?;
-        Ok(resp.bytes().await?.to_vec())
+        let give_up = tokio::time::Instant::now() + PATIENCE;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let resp = self
+                .get_patiently(&path, CALL_TIMEOUT * 5, Some(reqwest::StatusCode::CONFLICT))
+                .await?;
+            let resp = ok_or_problem(resp).await?;
+            match resp.bytes().await {
+                Ok(bytes) => return Ok(bytes.to_vec()),
+                Err(e) if tokio::time::Instant::now() + pause < give_up => {
+                    tell!("the output CSV's download was cut off ({e}); asking again");
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("GET {path}: the body"));
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
     }
 }
 
@@ -262,6 +277,32 @@ mod tests {
             .body(r#"{"items":[],"next_offset":null}"#)
     }
 
+    /// The CSV cut off after its first bytes the first time (the connection dropped
+    /// mid-body), whole the second.
+    #[handler]
+    fn csv_cut_off_once(calls: Data<&Arc<AtomicU32>>) -> Response {
+        use futures::StreamExt;
+        let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
+        let head = futures::stream::once(async {
+            Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"a,b\n"))
+        });
+        // The rest a moment later: the answer's head and first bytes are out by then.
+        let rest = futures::stream::once(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if first {
+                Err(std::io::Error::other("cut off"))
+            } else {
+                Ok(bytes::Bytes::from_static(b"1,2\n"))
+            }
+        });
+        let body = head.chain(rest);
+        // Its length declared, as the server declares it: the cut is then seen.
+        Response::builder()
+            .content_type("text/csv")
+            .header("content-length", "8")
+            .body(poem::Body::from_bytes_stream(body))
+    }
+
     /// A proxy's answer: JSON, but not a problem document.
     #[handler]
     fn proxy_refusal(calls: Data<&Arc<AtomicU32>>) -> Response {
@@ -298,6 +339,22 @@ mod tests {
         let csv = client.output_csv(Uuid::nil()).await.expect("the CSV");
         assert_eq!(csv, b"a,b\n");
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    /// A download cut off mid-body is asked again, whole (it ended `submit --wait`
+    /// with no file, however long the wait before it).
+    #[tokio::test]
+    async fn an_output_csv_cut_off_mid_body_is_asked_again() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let client = client_of(
+            Route::new()
+                .at("/requests/:id/output.csv", csv_cut_off_once)
+                .data(calls.clone()),
+        )
+        .await;
+        let csv = client.output_csv(Uuid::nil()).await.expect("the CSV");
+        assert_eq!(csv, b"a,b\n1,2\n");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     /// A 503 is the server passing through trouble: asked again. A refusal is final, and
