@@ -56,27 +56,16 @@ fn webhooks_as_upload_callbacks(doc: &mut Node) {
     let Some(at) = top.iter().position(|(key, _)| key == "webhooks") else {
         return;
     };
-    let has_upload = get(top, "paths")
-        .and_then(|paths| match paths {
-            Node::Object(paths) => get(paths, "/upload"),
-            _ => None,
-        })
-        .and_then(|item| match item {
-            Node::Object(item) => get(item, "post"),
-            _ => None,
-        })
-        .is_some();
-    if !has_upload {
-        return;
-    }
-    let (_, Node::Object(events)) = top.remove(at) else {
+    let webhooks = top.remove(at);
+    let Node::Object(events) = &webhooks.1 else {
+        top.insert(at, webhooks);
         return;
     };
     let callbacks = events
-        .into_iter()
+        .iter()
         .map(|(name, item)| {
-            let call = vec![("{$request.body#/webhook_url}".to_owned(), item)];
-            (name, Node::Object(call))
+            let call = vec![("{$request.body#/webhook_url}".to_owned(), item.clone())];
+            (name.clone(), Node::Object(call))
         })
         .collect();
     if let Some(Node::Object(paths)) = field(top, "paths")
@@ -84,6 +73,9 @@ fn webhooks_as_upload_callbacks(doc: &mut Node) {
         && let Some(Node::Object(post)) = field(item, "post")
     {
         post.push(("callbacks".to_owned(), Node::Object(callbacks)));
+    } else {
+        // No upload to hang them on (never in pixbatch's document): left as they were.
+        top.insert(at, webhooks);
     }
 }
 

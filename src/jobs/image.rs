@@ -173,16 +173,7 @@ async fn run(job: &ImageJob, ctx: &JobContext) -> Result<Handled, StoreError> {
         }
         Err(TryError::Retry { failure, after }) if budgeted < ctx.settings.fetch.attempts => {
             let delay = ctx.backoff().next_delay(budgeted, after);
-            let queued = ctx
-                .lifecycle
-                .retry_image_later(job.image(), work.run, attempt, &failure, delay, false)
-                .await?;
-            if !queued {
-                return Ok(Handled::Skipped);
-            }
-            tracing::info!(attempt, code = %failure.code, error = %failure, ?delay, "transient failure; retrying later");
-            metrics::image_failure(failure.code, true);
-            Ok(Handled::Retry)
+            try_again_later(job, ctx, work.run, attempt, &failure, delay, false).await
         }
         Err(TryError::Retry { failure, .. }) => {
             // The budget's tries: those that waited for the store are not among them.
@@ -222,14 +213,35 @@ async fn wait_for_store(
     failure: Failure,
 ) -> Result<Handled, StoreError> {
     let delay = ctx.backoff().next_delay(attempt, None);
+    try_again_later(job, ctx, work.run, attempt, &failure, delay, true).await
+}
+
+/// Queues the image's next try after `delay` ([`Lifecycle::retry_image_later`]);
+/// logged and counted once queued. `Skipped` when nothing was queued: the image had
+/// left `pending` meanwhile (a cancel, an earlier delivery).
+///
+/// [`Lifecycle::retry_image_later`]: crate::lifecycle::Lifecycle::retry_image_later
+async fn try_again_later(
+    job: &ImageJob,
+    ctx: &JobContext,
+    run: i64,
+    attempt: u32,
+    failure: &Failure,
+    delay: std::time::Duration,
+    waited_for_store: bool,
+) -> Result<Handled, StoreError> {
     let queued = ctx
         .lifecycle
-        .retry_image_later(job.image(), work.run, attempt, &failure, delay, true)
+        .retry_image_later(job.image(), run, attempt, failure, delay, waited_for_store)
         .await?;
     if !queued {
         return Ok(Handled::Skipped);
     }
-    tracing::info!(attempt, error = %failure, ?delay, "the blob store refuses writes; waiting for it");
+    if waited_for_store {
+        tracing::info!(attempt, error = %failure, ?delay, "the blob store refuses writes; waiting for it");
+    } else {
+        tracing::info!(attempt, code = %failure.code, error = %failure, ?delay, "transient failure; retrying later");
+    }
     metrics::image_failure(failure.code, true);
     Ok(Handled::Retry)
 }

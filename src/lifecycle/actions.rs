@@ -110,8 +110,13 @@ impl Lifecycle {
                 status: r.status,
             });
         }
-        let Some(event) = self.db.events_of(id).await?.pop() else {
-            // A first run cancelled: its event comes with its output CSV, once written.
+        // The latest event, if it is this run's (an event written before runs were
+        // recorded counts as the latest run's).
+        let latest = self.db.events_of(id).await?.pop();
+        let Some(event) = latest.filter(|e| e.run.is_none_or(|run| run == r.run)) else {
+            // None of this run: a cancel is final at once, and its run's event (a first
+            // run's, or a retried one's) follows with its output CSV. With the CSV
+            // recorded, the run wrote no event (no webhook URL by then).
             return Err(if r.output_key.is_none() {
                 LifecycleError::EventComing {
                     id,
@@ -124,21 +129,6 @@ impl Lifecycle {
                 }
             });
         };
-        if event.run.is_some_and(|run| run != r.run) {
-            // A cancel is final at once; its run's event follows with its output CSV.
-            // With the CSV recorded, the run wrote no event (no webhook URL by then).
-            return Err(if r.output_key.is_none() {
-                LifecycleError::EventComing {
-                    id,
-                    status: r.status,
-                }
-            } else {
-                LifecycleError::NoEvent {
-                    id,
-                    status: r.status,
-                }
-            });
-        }
         let mut tx = self.db.begin_write().await?;
         let Some(attempts) = Db::redeliver(&mut tx, &event.id).await? else {
             let now = self.request(id).await?;

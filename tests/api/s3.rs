@@ -11,7 +11,7 @@ use std::{
 
 use object_store::{ObjectStoreExt, aws::AmazonS3Builder, path::Path};
 
-use crate::helpers::{Backend, ImageServer, TestServer, csv_rows};
+use crate::helpers::{Backend, ImageServer, TestServer, csv_rows, run_to_exit};
 
 const MOTO_ENV: &str = "PIXBATCH_TEST_MOTO_SERVER";
 const BUCKET: &str = "pixbatch-test";
@@ -482,19 +482,18 @@ async fn s3_endpoint_is_the_one_endpoint() {
     assert_eq!(status["status"], "Completed", "{status}");
 
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pixbatch"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}/p.db", dir.path().display()),
-        )
-        .env("STORAGE_URL", format!("s3://{BUCKET}/{PREFIX}"))
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
-        .env("BIND", "127.0.0.1:0")
-        .env("BOARD_BIND", "off")
-        .output()
-        .expect("pixbatch ran");
+    let storage = format!("s3://{BUCKET}/{PREFIX}");
+    let out = run_to_exit(
+        dir.path(),
+        "serve",
+        &[
+            ("STORAGE_URL", &storage),
+            ("AWS_ENDPOINT_URL", &moto.endpoint),
+            ("BIND", "127.0.0.1:0"),
+            ("BOARD_BIND", "off"),
+        ],
+    )
+    .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
@@ -508,22 +507,17 @@ async fn s3_endpoint_is_the_one_endpoint() {
 /// none): the start stopped on an empty key id (a secret key missing) and on an empty
 /// `AWS_ENDPOINT_URL` (taken as an endpoint set beside no `S3_ENDPOINT`). `migrate`
 /// opens the storage as `serve` does, and sends nothing to it.
-#[test]
-fn empty_aws_variables_are_unset() {
+#[tokio::test]
+async fn empty_aws_variables_are_unset() {
     let dir = tempfile::tempdir().unwrap();
+    let storage = format!("s3://{BUCKET}/{PREFIX}");
     for empty in ["AWS_ACCESS_KEY_ID", "AWS_ENDPOINT_URL", "AWS_REGION"] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pixbatch"))
-            .arg("migrate")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env(
-                "DATABASE_URL",
-                format!("sqlite://{}/p.db", dir.path().display()),
-            )
-            .env("STORAGE_URL", format!("s3://{BUCKET}/{PREFIX}"))
-            .env(empty, "")
-            .output()
-            .expect("pixbatch ran");
+        let out = run_to_exit(
+            dir.path(),
+            "migrate",
+            &[("STORAGE_URL", &storage), (empty, "")],
+        )
+        .await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{empty}: {stderr}");
     }
@@ -562,15 +556,13 @@ async fn a_key_id_and_region_with_a_newline_still_sign() {
 /// Settings refused at start say why, and never echo a secret: credentials in
 /// `S3_ENDPOINT` (a password alone was let through), an in-memory SQLite database
 /// (its two pools were two databases, the readers' without tables).
-#[test]
-fn refused_storage_settings_say_why_without_the_secret() {
+#[tokio::test]
+async fn refused_storage_settings_say_why_without_the_secret() {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = format!("sqlite://{}/p.db", dir.path().display());
     let s3 = format!("s3://{BUCKET}/{PREFIX}");
     for (vars, named) in [
         (
             vec![
-                ("DATABASE_URL", sqlite.as_str()),
                 ("STORAGE_URL", s3.as_str()),
                 ("S3_ENDPOINT", "http://:s3cr3t@127.0.0.1:9"),
             ],
@@ -578,7 +570,6 @@ fn refused_storage_settings_say_why_without_the_secret() {
         ),
         (
             vec![
-                ("DATABASE_URL", sqlite.as_str()),
                 ("STORAGE_URL", s3.as_str()),
                 ("S3_ENDPOINT", "http://AKID:s3cr3t@127.0.0.1:9"),
             ],
@@ -590,14 +581,7 @@ fn refused_storage_settings_say_why_without_the_secret() {
             "DATABASE_URL",
         ),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_pixbatch"))
-            .arg("migrate")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .current_dir(dir.path())
-            .envs(vars.iter().copied())
-            .output()
-            .expect("pixbatch ran");
+        let out = run_to_exit(dir.path(), "migrate", &vars).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{vars:?}: {stderr}");
         assert!(stderr.contains(named), "{vars:?}: {stderr}");

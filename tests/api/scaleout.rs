@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::helpers::{
-    Backend, ImageServer, PHOTOS, TestServer, WebhookReceiver, csv_rows, stored_jpgs,
+    Backend, ImageServer, PHOTOS, TestServer, WebhookReceiver, csv_rows, run_to_exit, stored_jpgs,
 };
 
 /// `rows` rows of `per_row` distinct URLs each.
@@ -341,30 +341,12 @@ async fn redelivery_of_a_cancelled_first_run_waits_for_its_event() {
 /// by one script, or every process after an upgrade) all start: SQLite has no
 /// migration lock, and most such starts failed ("database is locked" while one
 /// switched the file to WAL, or a migration applied twice).
-#[test]
-fn processes_starting_together_on_one_sqlite_file_all_migrate() {
+#[tokio::test]
+async fn processes_starting_together_on_one_sqlite_file_all_migrate() {
     for round in 0..5 {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/pixbatch.db", dir.path().display());
-        let children: Vec<_> = (0..3)
-            .map(|_| {
-                std::process::Command::new(env!("CARGO_BIN_EXE_pixbatch"))
-                    .arg("migrate")
-                    .env_clear()
-                    .env("PATH", std::env::var("PATH").unwrap_or_default())
-                    .env("DATABASE_URL", &url)
-                    .env(
-                        "STORAGE_URL",
-                        format!("file://{}/uploads", dir.path().display()),
-                    )
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .expect("pixbatch started")
-            })
-            .collect();
-        for child in children {
-            let out = child.wait_with_output().unwrap();
+        let starts = (0..3).map(|_| run_to_exit(dir.path(), "migrate", &[]));
+        for out in futures::future::join_all(starts).await {
             assert!(
                 out.status.success(),
                 "round {round}: {}",
